@@ -1,0 +1,94 @@
+//! The load-time configuration global of the BPF programs.
+//!
+//! Rust BPF programs have no CO-RE: a field offset compiled in from bindings is only right on
+//! the kernel the bindings came from. So the programs read every kernel struct field at an
+//! offset that the daemon resolves at load from the running kernel's BTF
+//! (/sys/kernel/btf/vmlinux) and every tracepoint field at the offset the running kernel's
+//! tracepoint format gives, and writes them here before loading ([`Config`] is the `CONFIG`
+//! global of the BPF object). This is the only place kernel layouts enter the programs.
+
+/// Offset value meaning "this field does not exist on the running kernel".
+pub const ABSENT: u32 = u32::MAX;
+
+/// Byte offsets of the kernel struct fields the programs read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_exit_code: u32,
+    pub task_mm: u32,
+    pub task_fs: u32,
+    pub task_files: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_exe_file: u32,
+    pub fs_root: u32,
+    pub fs_pwd: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_f_path: u32,
+    pub file_f_inode: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name_len: u32,
+    pub dentry_d_name_name: u32,
+    pub vfsmount_mnt_root: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+}
+
+/// Offsets of tracepoint record fields, from /sys/kernel/tracing/events/*/*/format.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointFields {
+    /// sched_process_exec: `__data_loc char[] filename`.
+    pub exec_filename: u32,
+    /// sched_process_exit: `bool group_dead` ([`ABSENT`] on kernels before 6.16; the program
+    /// then treats the exit of the thread-group leader as the end of the process).
+    pub exit_group_dead: u32,
+    /// sys_enter_*: `int __syscall_nr`.
+    pub sys_nr: u32,
+    /// sys_enter_*: the first argument (arguments follow, 8 bytes each).
+    pub sys_args: u32,
+    /// sys_exit_*: `long ret`.
+    pub sys_ret: u32,
+    pub _pad: u32,
+}
+
+/// The `CONFIG` global of the BPF object, written by the daemon at load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub off: Offsets,
+    pub tp: TracepointFields,
+    /// The daemon's own tgid: never tracked, never reported.
+    pub self_tgid: u32,
+    /// Non-zero when the comm selector map has entries.
+    pub select_comm: u32,
+    /// Non-zero when the executable selector map has entries.
+    pub select_exe: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    /// All offsets zero: the value compiled into the BPF object, always replaced at load.
+    pub const fn zeroed() -> Self {
+        // SAFETY: Config is plain integers.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Offsets>() == 30 * 4);
+    assert!(core::mem::size_of::<TracepointFields>() == 24);
+    assert!(core::mem::size_of::<Config>() == 30 * 4 + 24 + 16);
+};

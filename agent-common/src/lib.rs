@@ -1,0 +1,371 @@
+//! Wire types shared by Tether's BPF programs (`agent-ebpf`) and its daemon (`agent-user`).
+//!
+//! Everything that crosses the kernel/user boundary is defined here, once: ring-buffer records
+//! (each starting with a [`Header`] whose `kind` is a stable id from [`kind`]), map keys and
+//! values, the load-time [`Config`] global (kernel struct offsets resolved from the running
+//! kernel's BTF), and the limits both sides rely on. All types are `#[repr(C)]` with explicit
+//! padding, so their layout is the same for the BPF target and the host; the size assertions at
+//! the bottom of each module fail the build if anyone changes that by accident.
+#![no_std]
+
+pub mod config;
+pub mod syscalls;
+
+pub use config::{Config, Offsets};
+
+/// Length of a task's `comm` (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+/// Bytes of a path built by walking dentries: the path ends at [`WALK_MAIN`] and starts at
+/// `WalkedPath::start`; the extra bytes after it are slack the verifier needs to prove that a
+/// copy of one name (at most [`NAME_MAX_WIRE`] bytes) at any start offset stays in bounds.
+pub const WALK_MAIN: usize = 1024;
+pub const WALK_BUF: usize = WALK_MAIN + NAME_MAX_WIRE + 1;
+/// Longest single path component copied while walking (NAME_MAX is 255).
+pub const NAME_MAX_WIRE: usize = 255;
+/// Bytes of a path string copied from the caller's memory (a syscall argument).
+pub const RAW_PATH_LEN: usize = 256;
+/// Bytes of argv copied at exec (NUL-separated, as in /proc/PID/cmdline).
+pub const ARGV_LEN: usize = 1024;
+/// Bytes of the exec tracepoint's `filename` (the path as passed to execve).
+pub const FILENAME_LEN: usize = 256;
+/// How many dentries (plus mount crossings) a walk follows before it gives up and flags the
+/// path as truncated.
+pub const WALK_MAX_STEPS: u32 = 48;
+
+/// Capacity of the in-kernel tracked-process map.
+pub const MAX_TRACKED: u32 = 32768;
+/// Capacity of the per-thread map that carries a file syscall from its entry to its exit.
+pub const MAX_PENDING: u32 = 8192;
+/// Default ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const RING_BYTES: u32 = 8 << 20;
+/// When the ring holds more than this many bytes the producer wakes the reader at once;
+/// below it records are submitted without a wakeup and the reader drains on a short timer
+/// (one wakeup per event is what makes tracers expensive, see shared/PERFORMANCE.md).
+pub const RING_WAKE_BYTES: u64 = 256 << 10;
+
+/// Stable ids of ring-buffer record kinds (first field of every record). Never renumber.
+pub mod kind {
+    pub const EXEC: u32 = 1;
+    pub const FORK: u32 = 2;
+    pub const EXIT: u32 = 3;
+    pub const NET: u32 = 4;
+    pub const FILE: u32 = 5;
+}
+
+/// Indices of the per-CPU counter array (`COUNTERS`), summed by userspace.
+pub mod counter {
+    /// A record was dropped because the ring buffer was full.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// A child could not be added to the tracked map (map full): it is not covered.
+    pub const TRACKED_FULL: u32 = 1;
+    /// A file syscall could not be carried from entry to exit (pending map full): not reported.
+    pub const PENDING_FULL: u32 = 2;
+    /// A kernel read failed while building a record (the record is still sent, flagged).
+    pub const READ_ERROR: u32 = 3;
+    pub const COUNT: u32 = 4;
+    pub const NAMES: [&str; COUNT as usize] =
+        ["ringbuf_full", "tracked_full", "pending_full", "read_error"];
+}
+
+/// Value of the tracked-process map, keyed by tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    /// The process's start time (task->start_boottime of its leader), ns since boot.
+    pub start_ns: u64,
+    /// tgid of the agent root this process descends from.
+    pub root_tgid: u32,
+    /// How the process came to be tracked ([`track_reason`]).
+    pub reason: u32,
+}
+
+/// Why a process is in the tracked map.
+pub mod track_reason {
+    /// Registered by `tether exec` (or another API caller).
+    pub const REGISTERED: u32 = 1;
+    /// Matched an agent selector (comm or executable) at exec.
+    pub const SELECTED: u32 = 2;
+    /// Found running at daemon start and matched a selector.
+    pub const ADOPTED: u32 = 3;
+    /// Forked from a tracked process.
+    pub const INHERITED: u32 = 4;
+}
+
+/// Key of the executable selector map: the executable's inode, as the kernel sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub ino: u64,
+    /// Kernel-internal dev_t of the superblock (`MKDEV(major, minor)` = major << 20 | minor).
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+impl InodeKey {
+    /// Builds the key from a userspace `st_dev`/`st_ino` pair (glibc's dev_t encoding).
+    pub fn from_stat(st_dev: u64, st_ino: u64) -> Self {
+        let major = ((st_dev >> 32) & 0xffff_f000) | ((st_dev >> 8) & 0xfff);
+        let minor = ((st_dev >> 12) & 0xffff_ff00) | (st_dev & 0xff);
+        InodeKey { ino: st_ino, dev: ((major as u32) << 20) | (minor as u32 & 0xf_ffff), _pad: 0 }
+    }
+}
+
+/// Common prefix of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub kind: u32,
+    /// Record-level flags ([`flags`]).
+    pub flags: u32,
+    /// bpf_ktime_get_boot_ns() when the record was made.
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    /// Start time of the acting process (from the tracked map), ns since boot.
+    pub start_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Record-level flags.
+pub mod flags {
+    /// Some kernel read failed while the record was built; fields may be empty.
+    pub const READ_ERROR: u32 = 1;
+    /// argv did not fit in [`crate::ARGV_LEN`].
+    pub const ARGV_TRUNCATED: u32 = 2;
+    /// The process became tracked with this exec (it matched an agent selector).
+    pub const NEWLY_SELECTED: u32 = 4;
+}
+
+/// A path rebuilt in the kernel by walking dentries and mounts from a `struct path`.
+/// The text is `buf[start..WALK_MAIN]`, always absolute (in the process's mount namespace).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WalkedPath {
+    pub buf: [u8; WALK_BUF],
+    pub start: u16,
+    /// [`walk`] flags.
+    pub flags: u16,
+    pub _pad: u32,
+}
+
+/// Flags of a [`WalkedPath`].
+pub mod walk {
+    /// The path was longer than the buffer or the step limit: leading components are missing.
+    pub const TRUNCATED: u16 = 1;
+    /// A kernel read failed: the path is incomplete.
+    pub const READ_ERROR: u16 = 2;
+    /// Nothing was walked (no object).
+    pub const EMPTY: u16 = 4;
+}
+
+impl WalkedPath {
+    /// The walked path's bytes (empty when nothing was walked or `start` is corrupt).
+    pub fn bytes(&self) -> &[u8] {
+        let start = self.start as usize;
+        if self.flags & walk::EMPTY != 0 || start > WALK_MAIN {
+            return &[];
+        }
+        &self.buf[start..WALK_MAIN]
+    }
+}
+
+/// exec of a tracked process (sched_process_exec).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: Header,
+    /// tgid of the parent (real_parent).
+    pub ppid: u32,
+    /// Valid bytes of `argv`.
+    pub argv_len: u32,
+    /// Valid bytes of `filename`.
+    pub filename_len: u32,
+    pub _pad: u32,
+    /// The executable actually running (mm->exe_file), resolved by the kernel.
+    pub exe: WalkedPath,
+    /// The path as passed to execve (may be relative).
+    pub filename: [u8; FILENAME_LEN],
+    /// NUL-separated argv, as in /proc/PID/cmdline.
+    pub argv: [u8; ARGV_LEN],
+}
+
+/// A tracked process forked a new process (threads are not reported).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    /// Header of the parent.
+    pub header: Header,
+    pub child_tgid: u32,
+    pub root_tgid: u32,
+    pub child_start_ns: u64,
+}
+
+/// The last thread of a tracked process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: Header,
+    /// task->exit_code: (status << 8) | signal.
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+/// Network operations seen by the cgroup sock_addr hooks.
+pub mod net_op {
+    pub const CONNECT: u8 = 1;
+    pub const SENDMSG: u8 = 2;
+}
+
+/// A tracked process connects or sends to an explicit destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetEvent {
+    pub header: Header,
+    /// [`net_op`].
+    pub op: u8,
+    /// AF_INET (2) or AF_INET6 (10), from the socket.
+    pub family: u8,
+    /// IPPROTO_* of the socket (6 TCP, 17 UDP, ...).
+    pub protocol: u8,
+    /// SOCK_STREAM (1), SOCK_DGRAM (2), ...
+    pub sock_type: u8,
+    /// Destination port, host byte order.
+    pub port: u16,
+    pub _pad: u16,
+    /// Destination address, network byte order; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+}
+
+/// File operations with write intent.
+pub mod file_op {
+    /// open/openat/openat2/creat with O_WRONLY, O_RDWR, O_CREAT or O_TRUNC.
+    pub const OPEN_WRITE: u16 = 1;
+    pub const TRUNCATE: u16 = 2;
+    pub const RENAME: u16 = 3;
+    pub const UNLINK: u16 = 4;
+    pub const RMDIR: u16 = 5;
+    pub const MKDIR: u16 = 6;
+    pub const LINK: u16 = 7;
+    pub const SYMLINK: u16 = 8;
+    pub const CHMOD: u16 = 9;
+    pub const CHOWN: u16 = 10;
+}
+
+/// Where the text of a [`FilePath`] comes from.
+pub mod path_source {
+    /// Not used by this operation.
+    pub const NONE: u8 = 0;
+    /// `walked` is the object itself, from the kernel's `struct file` (an opened file, or the
+    /// file behind an fd argument): fully resolved, immune to argument races.
+    pub const OBJECT: u8 = 1;
+    /// `walked` is the directory the name is resolved from (the cwd, a dirfd, or the process
+    /// root for absolute names), from kernel objects; `raw` is the name as passed, copied from
+    /// the caller's memory at syscall entry.
+    pub const DIR_AND_NAME: u8 = 2;
+    /// Only the name as passed is known (a symlink's target text, which is never resolved).
+    pub const NAME_ONLY: u8 = 3;
+}
+
+/// One path argument of a file operation.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FilePath {
+    pub walked: WalkedPath,
+    pub raw: [u8; RAW_PATH_LEN],
+    /// Valid bytes of `raw` (without the NUL).
+    pub raw_len: u16,
+    /// [`path_source`].
+    pub source: u8,
+    /// 1 when `raw` was cut at [`RAW_PATH_LEN`].
+    pub raw_truncated: u8,
+    pub _pad: u32,
+}
+
+/// A tracked process performed a file operation with write intent (reported at syscall exit).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileEvent {
+    pub header: Header,
+    /// [`file_op`].
+    pub op: u16,
+    pub _pad0: u16,
+    /// The syscall number (architecture-specific, see [`syscalls`]).
+    pub syscall_nr: u32,
+    /// The syscall's return value (negative errno on failure).
+    pub ret: i64,
+    /// open flags, rename flags or AT_* flags, as passed.
+    pub flags: u64,
+    /// Mode for open/creat/mkdir/chmod.
+    pub mode: u32,
+    /// New owner for chown (u32::MAX = unchanged).
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad1: u32,
+    /// The object, the source of a rename/link, or the new symlink's path.
+    pub a: FilePath,
+    /// The destination of a rename/link, or a symlink's target text.
+    pub b: FilePath,
+}
+
+/// State carried in the kernel from a file syscall's entry to its exit, keyed by thread id.
+/// Built in a per-CPU scratch slot (it is too large for the BPF stack).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingFile {
+    pub op: u16,
+    pub _pad0: u16,
+    pub syscall_nr: u32,
+    pub flags: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// fd argument for f* operations (ftruncate, fchmod, fchown), else -1.
+    pub fd: i32,
+    pub dfd_a: i32,
+    pub dfd_b: i32,
+    pub raw_len_a: u16,
+    pub raw_len_b: u16,
+    /// [`path_source`] for a and b as decided at entry.
+    pub source_a: u8,
+    pub source_b: u8,
+    pub raw_truncated_a: u8,
+    pub raw_truncated_b: u8,
+    pub raw_a: [u8; RAW_PATH_LEN],
+    pub raw_b: [u8; RAW_PATH_LEN],
+}
+
+/// AT_FDCWD as passed in a dirfd argument.
+pub const AT_FDCWD: i32 = -100;
+
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<Tracked>() == 16);
+    assert!(size_of::<InodeKey>() == 16);
+    assert!(size_of::<Header>() == 64);
+    assert!(size_of::<WalkedPath>() == WALK_BUF + 8);
+    assert!(size_of::<WalkedPath>() % 8 == 0);
+    assert!(size_of::<ExecEvent>() == 64 + 16 + size_of::<WalkedPath>() + FILENAME_LEN + ARGV_LEN);
+    assert!(size_of::<ForkEvent>() == 80);
+    assert!(size_of::<ExitEvent>() == 72);
+    assert!(size_of::<NetEvent>() == 88);
+    assert!(size_of::<FilePath>() == size_of::<WalkedPath>() + RAW_PATH_LEN + 8);
+    assert!(size_of::<FileEvent>() == 64 + 40 + 2 * size_of::<FilePath>());
+    assert!(size_of::<PendingFile>() == 48 + 2 * RAW_PATH_LEN);
+    // The walk masks offsets with WALK_MAIN - 1 and name lengths with NAME_MAX_WIRE.
+    assert!(WALK_MAIN.is_power_of_two());
+    assert!((NAME_MAX_WIRE + 1).is_power_of_two());
+    assert!(ARGV_LEN.is_power_of_two());
+    assert!(RAW_PATH_LEN.is_power_of_two());
+    assert!(FILENAME_LEN.is_power_of_two());
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, have explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::Tracked {}
+    unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,133 @@
+//! The file syscalls the programs watch, with their numbers on each supported architecture.
+//!
+//! Each entry says which tracepoints to attach (`sys_enter_NAME` / `sys_exit_NAME`) and how the
+//! entry program reads the arguments. The numbers come from the kernel's syscall tables
+//! (arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h).
+
+/// How a syscall's arguments map onto a file operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// open(path, flags, mode)
+    Open,
+    /// openat(dfd, path, flags, mode)
+    OpenAt,
+    /// openat2(dfd, path, struct open_how *how, size)
+    OpenAt2,
+    /// creat(path, mode)
+    Creat,
+    /// truncate(path, length)
+    Truncate,
+    /// ftruncate(fd, length)
+    FTruncate,
+    /// rename(old, new)
+    Rename,
+    /// renameat(odfd, old, ndfd, new)
+    RenameAt,
+    /// renameat2(odfd, old, ndfd, new, flags)
+    RenameAt2,
+    /// unlink(path)
+    Unlink,
+    /// unlinkat(dfd, path, flags): rmdir with AT_REMOVEDIR
+    UnlinkAt,
+    /// rmdir(path)
+    Rmdir,
+    /// mkdir(path, mode)
+    Mkdir,
+    /// mkdirat(dfd, path, mode)
+    MkdirAt,
+    /// link(old, new)
+    Link,
+    /// linkat(odfd, old, ndfd, new, flags)
+    LinkAt,
+    /// symlink(target, linkpath)
+    Symlink,
+    /// symlinkat(target, ndfd, linkpath)
+    SymlinkAt,
+    /// chmod(path, mode)
+    Chmod,
+    /// fchmod(fd, mode)
+    FChmod,
+    /// fchmodat(dfd, path, mode)
+    FChmodAt,
+    /// fchmodat2(dfd, path, mode, flags)
+    FChmodAt2,
+    /// chown(path, uid, gid) and lchown(path, uid, gid)
+    Chown,
+    /// fchown(fd, uid, gid)
+    FChown,
+    /// fchownat(dfd, path, uid, gid, flags)
+    FChownAt,
+}
+
+/// One watched syscall.
+#[derive(Clone, Copy, Debug)]
+pub struct Syscall {
+    pub name: &'static str,
+    pub nr: u32,
+    pub shape: Shape,
+}
+
+const fn sc(name: &'static str, nr: u32, shape: Shape) -> Syscall {
+    Syscall { name, nr, shape }
+}
+
+#[cfg(not(any(target_arch = "aarch64", bpf_target_arch = "aarch64")))]
+pub const WATCHED: &[Syscall] = &[
+    sc("open", 2, Shape::Open),
+    sc("openat", 257, Shape::OpenAt),
+    sc("openat2", 437, Shape::OpenAt2),
+    sc("creat", 85, Shape::Creat),
+    sc("truncate", 76, Shape::Truncate),
+    sc("ftruncate", 77, Shape::FTruncate),
+    sc("rename", 82, Shape::Rename),
+    sc("renameat", 264, Shape::RenameAt),
+    sc("renameat2", 316, Shape::RenameAt2),
+    sc("unlink", 87, Shape::Unlink),
+    sc("unlinkat", 263, Shape::UnlinkAt),
+    sc("rmdir", 84, Shape::Rmdir),
+    sc("mkdir", 83, Shape::Mkdir),
+    sc("mkdirat", 258, Shape::MkdirAt),
+    sc("link", 86, Shape::Link),
+    sc("linkat", 265, Shape::LinkAt),
+    sc("symlink", 88, Shape::Symlink),
+    sc("symlinkat", 266, Shape::SymlinkAt),
+    sc("chmod", 90, Shape::Chmod),
+    sc("fchmod", 91, Shape::FChmod),
+    sc("fchmodat", 268, Shape::FChmodAt),
+    sc("fchmodat2", 452, Shape::FChmodAt2),
+    sc("chown", 92, Shape::Chown),
+    sc("lchown", 94, Shape::Chown),
+    sc("fchown", 93, Shape::FChown),
+    sc("fchownat", 260, Shape::FChownAt),
+];
+
+#[cfg(any(target_arch = "aarch64", bpf_target_arch = "aarch64"))]
+pub const WATCHED: &[Syscall] = &[
+    sc("openat", 56, Shape::OpenAt),
+    sc("openat2", 437, Shape::OpenAt2),
+    sc("truncate", 45, Shape::Truncate),
+    sc("ftruncate", 46, Shape::FTruncate),
+    sc("renameat", 38, Shape::RenameAt),
+    sc("renameat2", 276, Shape::RenameAt2),
+    sc("unlinkat", 35, Shape::UnlinkAt),
+    sc("mkdirat", 34, Shape::MkdirAt),
+    sc("linkat", 37, Shape::LinkAt),
+    sc("symlinkat", 36, Shape::SymlinkAt),
+    sc("fchmod", 52, Shape::FChmod),
+    sc("fchmodat", 53, Shape::FChmodAt),
+    sc("fchmodat2", 452, Shape::FChmodAt2),
+    sc("fchown", 55, Shape::FChown),
+    sc("fchownat", 54, Shape::FChownAt),
+];
+
+/// The watched syscall with this number.
+pub fn by_nr(nr: u32) -> Option<&'static Syscall> {
+    let mut i = 0;
+    while i < WATCHED.len() {
+        if WATCHED[i].nr == nr {
+            return Some(&WATCHED[i]);
+        }
+        i += 1;
+    }
+    None
+}

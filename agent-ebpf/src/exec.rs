@@ -1,0 +1,142 @@
+//! exec: report execs of tracked processes; an untracked process whose new image matches an
+//! agent selector (comm or executable inode) becomes tracked here, in the kernel, so nothing it
+//! does before userspace hears of it is missed.
+use core::ffi::c_void;
+
+use agent_common::{
+    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, Tracked, counter, flags, kind,
+    track_reason,
+};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::{
+    kernel::{
+        KPtr, current_task, file_path, fill_header, off, parent_tgid, process_start_ns, read_ptr,
+        read_u32, read_u64, tp, walk_empty, walk_path,
+    },
+    maps::{CONFIG, EVENTS, config_value, SELECT_COMM, SELECT_EXE, TRACKED, count, self_tgid, wake_flags},
+};
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == self_tgid() {
+        return 0;
+    }
+    let task = current_task();
+    let mm = read_ptr(task, off!(task_mm));
+    let exe_file = match mm {
+        Ok(mm) => read_ptr(mm, off!(mm_exe_file)).ok(),
+        Err(_) => None,
+    };
+    let mut rec_flags = 0;
+    // SAFETY: map lookup; the value is copied out at once.
+    let start_ns = match (unsafe { TRACKED.get(&tgid) }).copied() {
+        Some(t) => t.start_ns,
+        None => {
+            if !selected(exe_file) {
+                return 0;
+            }
+            let start_ns = process_start_ns(task).unwrap_or(0);
+            let entry = Tracked { start_ns, root_tgid: tgid, reason: track_reason::SELECTED };
+            if TRACKED.insert(&tgid, &entry, 0).is_err() {
+                count(counter::TRACKED_FULL);
+            }
+            rec_flags |= flags::NEWLY_SELECTED;
+            start_ns
+        }
+    };
+    let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return 0;
+    };
+    // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads are written
+    // below (buffers only up to their recorded lengths).
+    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    fill_header(&mut ev.header, kind::EXEC, pid_tgid, start_ns, rec_flags);
+    ev.ppid = parent_tgid(task).unwrap_or(0);
+    ev._pad = 0;
+
+    // argv, from the new image's mm.
+    ev.argv_len = 0;
+    if let Ok(mm) = mm
+        && let (Ok(start), Ok(end)) = (read_u64(mm, off!(mm_arg_start)), read_u64(mm, off!(mm_arg_end)))
+        && end > start
+    {
+        let mut len = (end - start) as usize;
+        if len > ARGV_LEN - 1 {
+            len = ARGV_LEN - 1;
+            ev.header.flags |= flags::ARGV_TRUNCATED;
+        }
+        let len = len & (ARGV_LEN - 1);
+        // SAFETY: len < ARGV_LEN.
+        let r = unsafe {
+            generated::bpf_probe_read_user(
+                ev.argv.as_mut_ptr() as *mut c_void,
+                len as u32,
+                start as *const c_void,
+            )
+        };
+        if r == 0 {
+            ev.argv_len = len as u32;
+        } else {
+            ev.header.flags |= flags::READ_ERROR;
+        }
+    }
+
+    // The executable actually running, resolved by the kernel.
+    match exe_file {
+        Some(file) => walk_path(file_path(file), &mut ev.exe),
+        None => walk_empty(&mut ev.exe),
+    }
+
+    // The path as passed to execve: a __data_loc string in the tracepoint record.
+    ev.filename_len = 0;
+    // SAFETY: offset from this kernel's tracepoint format.
+    if let Ok(loc) = unsafe { ctx.read_at::<u32>(tp!(exec_filename) as usize) } {
+        let src = (ctx.as_ptr() as *const u8).wrapping_add((loc & 0xffff) as usize);
+        // SAFETY: the helper bounds the copy to FILENAME_LEN.
+        let n = unsafe {
+            generated::bpf_probe_read_kernel_str(
+                ev.filename.as_mut_ptr() as *mut c_void,
+                FILENAME_LEN as u32,
+                src as *const c_void,
+            )
+        };
+        if n > 0 {
+            ev.filename_len = (n - 1) as u32;
+        }
+    }
+    slot.submit(wake_flags());
+    0
+}
+
+/// Does the new image match an agent selector?
+#[inline(always)]
+fn selected(exe_file: Option<KPtr>) -> bool {
+    let (by_comm, by_exe) = (config_value(&CONFIG.select_comm), config_value(&CONFIG.select_exe));
+    if by_comm != 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+        // SAFETY: map lookup.
+        if unsafe { SELECT_COMM.get(&comm) }.is_some() {
+            return true;
+        }
+    }
+    if by_exe != 0
+        && let Some(file) = exe_file
+        && let Ok(inode) = read_ptr(file, off!(file_f_inode))
+        && let (Ok(ino), Ok(sb)) = (read_u64(inode, off!(inode_i_ino)), read_ptr(inode, off!(inode_i_sb)))
+        && let Ok(dev) = read_u32(sb, off!(sb_s_dev))
+    {
+        let key = InodeKey { ino, dev, _pad: 0 };
+        // SAFETY: map lookup.
+        return unsafe { SELECT_EXE.get(&key) }.is_some();
+    }
+    false
+}

@@ -1,0 +1,236 @@
+//! Every read of a kernel struct happens here, at offsets the daemon resolved from the running
+//! kernel's BTF and wrote into `CONFIG` (Rust BPF has no CO-RE; see agent_common::config).
+use core::ffi::c_void;
+
+use agent_common::{
+    COMM_LEN, Header, NAME_MAX_WIRE, WALK_MAIN, WALK_MAX_STEPS, WalkedPath, counter, walk,
+};
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
+    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
+};
+
+use crate::maps::count;
+
+/// A kernel pointer (never dereferenced directly, only through probe reads).
+pub type KPtr = *const u8;
+
+/// Offset of a kernel struct field on the running kernel.
+macro_rules! off {
+    ($field:ident) => {
+        $crate::maps::config_value(&$crate::maps::CONFIG.off.$field) as usize
+    };
+}
+pub(crate) use off;
+
+/// Tracepoint record field offset on the running kernel.
+macro_rules! tp {
+    ($field:ident) => {
+        $crate::maps::config_value(&$crate::maps::CONFIG.tp.$field)
+    };
+}
+pub(crate) use tp;
+
+#[inline(always)]
+pub fn read_ptr(base: KPtr, offset: usize) -> Result<KPtr, i32> {
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset) as *const KPtr) }
+}
+
+#[inline(always)]
+pub fn read_u32(base: KPtr, offset: usize) -> Result<u32, i32> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset) as *const u32) }
+}
+
+#[inline(always)]
+pub fn read_u64(base: KPtr, offset: usize) -> Result<u64, i32> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset) as *const u64) }
+}
+
+#[inline(always)]
+pub fn current_task() -> KPtr {
+    // SAFETY: helper call without arguments.
+    (unsafe { bpf_get_current_task() }) as KPtr
+}
+
+/// Start time (ns since boot) of the process `task` belongs to: its leader's start_boottime,
+/// the value /proc/PID/stat reports (in clock ticks).
+#[inline(always)]
+pub fn process_start_ns(task: KPtr) -> Result<u64, i32> {
+    let leader = read_ptr(task, off!(task_group_leader))?;
+    read_u64(leader, off!(task_start_boottime))
+}
+
+/// tgid of the real parent of `task`.
+#[inline(always)]
+pub fn parent_tgid(task: KPtr) -> Result<u32, i32> {
+    let parent = read_ptr(task, off!(task_real_parent))?;
+    read_u32(parent, off!(task_tgid))
+}
+
+/// Fills the common record header for the current task.
+#[inline(always)]
+pub fn fill_header(h: &mut Header, kind: u32, pid_tgid: u64, start_ns: u64, flags: u32) {
+    let uid_gid = bpf_get_current_uid_gid();
+    h.kind = kind;
+    h.flags = flags;
+    // SAFETY: helper calls without pointer arguments.
+    h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.tid = pid_tgid as u32;
+    h.uid = uid_gid as u32;
+    h.gid = (uid_gid >> 32) as u32;
+    // SAFETY: as above.
+    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    h.start_ns = start_ns;
+    h.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+}
+
+/// The `struct file *` behind descriptor `fd` of `task`, if any.
+#[inline(always)]
+pub fn file_of_fd(task: KPtr, fd: i32) -> Result<KPtr, i32> {
+    if fd < 0 {
+        return Err(-9);
+    }
+    let files = read_ptr(task, off!(task_files))?;
+    let fdt = read_ptr(files, off!(files_fdt))?;
+    let max = read_u32(fdt, off!(fdt_max_fds))?;
+    if fd as u32 >= max {
+        return Err(-9);
+    }
+    let array = read_ptr(fdt, off!(fdt_fd))?;
+    let file = read_ptr(array, (fd as usize) * 8)?;
+    if file.is_null() { Err(-9) } else { Ok(file) }
+}
+
+/// Address of the `struct path` inside a `struct file`.
+#[inline(always)]
+pub fn file_path(file: KPtr) -> KPtr {
+    file.wrapping_add(off!(file_f_path))
+}
+
+/// Address of the cwd (`fs->pwd`) or root (`fs->root`) `struct path` of `task`.
+#[inline(always)]
+pub fn fs_path(task: KPtr, root: bool) -> Result<KPtr, i32> {
+    let fs = read_ptr(task, off!(task_fs))?;
+    Ok(fs.wrapping_add(if root { off!(fs_root) } else { off!(fs_pwd) }))
+}
+
+/// Marks `out` as holding no path.
+#[inline(always)]
+pub fn walk_empty(out: &mut WalkedPath) {
+    out.start = WALK_MAIN as u16;
+    out.flags = walk::EMPTY;
+}
+
+/// Rebuilds the absolute path of a `struct path` (at kernel address `path`) into `out`, by
+/// walking dentries up to the root of their mount, then crossing to the parent mount, up to
+/// the root of the mount namespace. Symlinks, `..` and relative starting points are already
+/// resolved: these are the kernel's own objects.
+#[inline(never)]
+pub fn walk_path(path: KPtr, out: &mut WalkedPath) {
+    let (vfsmnt, dentry) = match (read_ptr(path, off!(path_mnt)), read_ptr(path, off!(path_dentry))) {
+        (Ok(m), Ok(d)) => (m, d),
+        _ => {
+            walk_empty(out);
+            out.flags = walk::READ_ERROR;
+            count(counter::READ_ERROR);
+            return;
+        }
+    };
+    walk_dentries(vfsmnt, dentry, out);
+}
+
+#[inline(always)]
+fn walk_dentries(mut vfsmnt: KPtr, mut dentry: KPtr, out: &mut WalkedPath) {
+    // Read once, outside the loop.
+    let mnt_root_off = off!(vfsmount_mnt_root);
+    let d_parent_off = off!(dentry_d_parent);
+    let d_name_len_off = off!(dentry_d_name_len);
+    let d_name_name_off = off!(dentry_d_name_name);
+    let mount_mnt_off = off!(mount_mnt);
+    let mnt_parent_off = off!(mount_mnt_parent);
+    let mnt_mountpoint_off = off!(mount_mnt_mountpoint);
+    let mut mnt = vfsmnt.wrapping_sub(mount_mnt_off);
+    let mut pos: usize = WALK_MAIN;
+    let mut flags: u16 = 0;
+    let mut reached_root = false;
+    let buf = out.buf.as_mut_ptr();
+    for _ in 0..WALK_MAX_STEPS {
+        let (Ok(mnt_root), Ok(parent)) = (
+            read_ptr(vfsmnt, mnt_root_off),
+            read_ptr(dentry, d_parent_off),
+        ) else {
+            flags |= walk::READ_ERROR;
+            break;
+        };
+        if dentry == mnt_root {
+            // Root of this mount: continue from the mountpoint in the parent mount.
+            let Ok(mparent) = read_ptr(mnt, mnt_parent_off) else {
+                flags |= walk::READ_ERROR;
+                break;
+            };
+            if mparent == mnt {
+                reached_root = true;
+                break;
+            }
+            let Ok(mountpoint) = read_ptr(mnt, mnt_mountpoint_off) else {
+                flags |= walk::READ_ERROR;
+                break;
+            };
+            dentry = mountpoint;
+            mnt = mparent;
+            vfsmnt = mnt.wrapping_add(mount_mnt_off);
+            continue;
+        }
+        if dentry == parent {
+            // Root of a tree that is not mounted here (e.g. a detached mount).
+            reached_root = true;
+            break;
+        }
+        let (Ok(len), Ok(name)) = (
+            read_u32(dentry, d_name_len_off),
+            read_ptr(dentry, d_name_name_off),
+        ) else {
+            flags |= walk::READ_ERROR;
+            break;
+        };
+        let mut n = len as usize;
+        if n > NAME_MAX_WIRE {
+            n = NAME_MAX_WIRE;
+            flags |= walk::TRUNCATED;
+        }
+        if pos < n + 1 {
+            flags |= walk::TRUNCATED;
+            break;
+        }
+        pos -= n + 1;
+        let p = pos & (WALK_MAIN - 1);
+        // SAFETY: p < WALK_MAIN and p + 1 + n <= WALK_MAIN < WALK_BUF; the masks let the
+        // verifier see the bounds.
+        unsafe {
+            *buf.add(p) = b'/';
+            generated::bpf_probe_read_kernel(
+                buf.add((p + 1) & (WALK_MAIN - 1)) as *mut c_void,
+                (n & NAME_MAX_WIRE) as u32,
+                name as *const c_void,
+            );
+        }
+        dentry = parent;
+    }
+    if !reached_root && flags & walk::READ_ERROR == 0 {
+        flags |= walk::TRUNCATED;
+    }
+    if flags & walk::READ_ERROR != 0 {
+        count(counter::READ_ERROR);
+    }
+    if pos == WALK_MAIN {
+        pos -= 1;
+        // SAFETY: pos = WALK_MAIN - 1 is in bounds.
+        unsafe { *buf.add(pos & (WALK_MAIN - 1)) = b'/' };
+    }
+    out.start = pos as u16;
+    out.flags = flags;
+}

@@ -1,0 +1,87 @@
+//! Lineage: a child of a tracked process is tracked from its fork on; the end of a process
+//! removes it. Threads are not processes and are never added.
+use agent_common::{ExitEvent, ForkEvent, Tracked, config::ABSENT, counter, kind, track_reason};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+
+use crate::{
+    kernel::{KPtr, current_task, fill_header, off, read_u32, read_u64, tp},
+    maps::{EVENTS, TRACKED, count, self_tgid, wake_flags},
+};
+
+/// sched_process_fork(struct task_struct *parent, struct task_struct *child), in the parent.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let parent_tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: map lookup; the value is copied out at once.
+    let Some(parent) = (unsafe { TRACKED.get(&parent_tgid) }).copied() else {
+        return 0;
+    };
+    let child: KPtr = ctx.arg::<u64>(1) as KPtr;
+    let Ok(child_tgid) = read_u32(child, off!(task_tgid)) else {
+        count(counter::READ_ERROR);
+        return 0;
+    };
+    if child_tgid == parent_tgid || child_tgid == self_tgid() {
+        return 0; // a new thread, or (never) the daemon itself
+    }
+    let child_start_ns = read_u64(child, off!(task_start_boottime)).unwrap_or(0);
+    let entry = Tracked {
+        start_ns: child_start_ns,
+        root_tgid: parent.root_tgid,
+        reason: track_reason::INHERITED,
+    };
+    if TRACKED.insert(&child_tgid, &entry, 0).is_err() {
+        count(counter::TRACKED_FULL);
+    }
+    let Some(mut slot) = EVENTS.reserve::<ForkEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return 0;
+    };
+    // SAFETY: the reservation is sized for ForkEvent; every field is written below.
+    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    fill_header(&mut ev.header, kind::FORK, pid_tgid, parent.start_ns, 0);
+    ev.child_tgid = child_tgid;
+    ev.root_tgid = parent.root_tgid;
+    ev.child_start_ns = child_start_ns;
+    slot.submit(wake_flags());
+    0
+}
+
+/// sched_process_exit, in the exiting thread.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: as above.
+    let Some(tracked) = (unsafe { TRACKED.get(&tgid) }).copied() else {
+        return 0;
+    };
+    let group_dead_off = tp!(exit_group_dead);
+    let group_dead = if group_dead_off != ABSENT {
+        // SAFETY: offset from this kernel's tracepoint format.
+        (unsafe { ctx.read_at::<u8>(group_dead_off as usize) }).unwrap_or(0) != 0
+    } else {
+        pid_tgid as u32 == tgid
+    };
+    if !group_dead {
+        return 0;
+    }
+    let _ = TRACKED.remove(&tgid);
+    let exit_code = read_u32(current_task(), off!(task_exit_code)).unwrap_or(0);
+    let Some(mut slot) = EVENTS.reserve::<ExitEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return 0;
+    };
+    // SAFETY: as above.
+    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    fill_header(&mut ev.header, kind::EXIT, pid_tgid, tracked.start_ns, 0);
+    ev.exit_code = exit_code;
+    ev._pad = 0;
+    slot.submit(wake_flags());
+    0
+}

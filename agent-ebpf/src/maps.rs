@@ -1,0 +1,75 @@
+//! Maps and the load-time configuration global. Names are the contract with agent-user's loader.
+use agent_common::{
+    COMM_LEN, Config, InodeKey, MAX_PENDING, MAX_TRACKED, PendingFile, RING_BYTES,
+    RING_WAKE_BYTES, Tracked, counter,
+};
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+
+/// Offsets and settings written by the daemon before load (see agent_common::config).
+#[unsafe(no_mangle)]
+pub static CONFIG: Config = Config::zeroed();
+
+/// tgid -> tracking info, for every process Tether watches.
+#[map]
+pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(MAX_TRACKED, 0);
+
+/// comm -> selector index: a process that execs with this comm becomes tracked.
+#[map]
+pub static SELECT_COMM: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(1024, 0);
+
+/// executable inode -> selector index: a process that execs this file becomes tracked.
+#[map]
+pub static SELECT_EXE: HashMap<InodeKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// The one ring buffer of records to userspace.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// thread id -> a file syscall between its entry and its exit.
+#[map]
+pub static PENDING: HashMap<u32, PendingFile> =
+    HashMap::with_max_entries(MAX_PENDING, BPF_F_NO_PREALLOC);
+
+/// Per-CPU staging slot for a PendingFile (too large for the stack).
+#[map]
+pub static SCRATCH: PerCpuArray<PendingFile> = PerCpuArray::with_max_entries(1, 0);
+
+/// Loss and error counters, summed over CPUs by userspace (agent_common::counter).
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Submit flags: no wakeup per record unless the ring is filling up (the reader polls).
+#[inline(always)]
+pub fn wake_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > RING_WAKE_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Reads a field of `CONFIG`; volatile, so the zero placeholder compiled into the object is not
+/// constant-folded (the daemon writes the real values at load).
+#[inline(always)]
+pub fn config_value(field: &u32) -> u32 {
+    // SAFETY: a valid reference to a plain integer.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// The daemon's own tgid, which is never tracked nor reported.
+#[inline(always)]
+pub fn self_tgid() -> u32 {
+    config_value(&CONFIG.self_tgid)
+}
