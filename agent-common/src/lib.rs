@@ -93,7 +93,7 @@ pub mod track_reason {
 
 /// Key of the executable selector map: the executable's inode, as the kernel sees it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InodeKey {
     pub ino: u64,
     /// Kernel-internal dev_t of the superblock (`MKDEV(major, minor)` = major << 20 | minor).

@@ -1,1 +1,13 @@
-
+//! Tether's daemon and CLI. `main.rs` only calls [`cli::main`].
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod events;
+pub mod kernel_layout;
+pub mod lineage;
+pub mod loader;
+pub mod ocsf;
+pub mod paths;
+pub mod policy;
+pub mod procscan;
+pub mod sinks;

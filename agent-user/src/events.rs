@@ -1,0 +1,530 @@
+//! Ring-buffer records -> the one domain [`Event`] enum. This is the only place wire structs
+//! are interpreted; everything after works on [`Event`].
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::AtomicU64,
+};
+
+use agent_common::{
+    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NetEvent, file_op, flags, kind,
+    net_op, path_source, walk,
+};
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than a header")]
+    Short(usize),
+    #[error("record kind {kind} needs {need} bytes, got {got}")]
+    Truncated { kind: u32, need: usize, got: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown {what} value {value}")]
+    BadValue { what: &'static str, value: u64 },
+}
+
+/// Decode errors, by cause: exposed as metrics and logged; never silently dropped.
+#[derive(Debug, Default)]
+pub struct DecodeStats {
+    pub decoded: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Who acted: the common header of every record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    /// Process start time, ns since boot (0 if unknown).
+    pub start_ns: u64,
+    /// Event time, ns since boot.
+    pub ktime_ns: u64,
+}
+
+/// A path as reported, with how much the kernel vouches for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedPath {
+    /// Absolute path. Bytes that are not UTF-8 are replaced (the raw bytes are kept below).
+    pub path: String,
+    pub raw: Vec<u8>,
+    pub origin: PathOrigin,
+    /// Leading components or the name were cut (buffer limits): `path` is incomplete.
+    pub truncated: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathOrigin {
+    /// Rebuilt from the kernel's own object (the opened file, the fd's file).
+    KernelObject,
+    /// Directory from kernel objects + the name as passed (copied at syscall entry).
+    KernelDirAndName,
+    /// Only the text as passed (a symlink's target): never resolved.
+    NameOnly,
+}
+
+impl PathOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathOrigin::KernelObject => "kernel-object",
+            PathOrigin::KernelDirAndName => "kernel-dir+name",
+            PathOrigin::NameOnly => "name-only",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileOp {
+    OpenWrite,
+    Truncate,
+    Rename,
+    Unlink,
+    Rmdir,
+    Mkdir,
+    Link,
+    Symlink,
+    Chmod,
+    Chown,
+}
+
+impl FileOp {
+    fn from_wire(v: u16) -> Result<Self, DecodeError> {
+        Ok(match v {
+            file_op::OPEN_WRITE => FileOp::OpenWrite,
+            file_op::TRUNCATE => FileOp::Truncate,
+            file_op::RENAME => FileOp::Rename,
+            file_op::UNLINK => FileOp::Unlink,
+            file_op::RMDIR => FileOp::Rmdir,
+            file_op::MKDIR => FileOp::Mkdir,
+            file_op::LINK => FileOp::Link,
+            file_op::SYMLINK => FileOp::Symlink,
+            file_op::CHMOD => FileOp::Chmod,
+            file_op::CHOWN => FileOp::Chown,
+            other => return Err(DecodeError::BadValue { what: "file op", value: other as u64 }),
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileOp::OpenWrite => "open-write",
+            FileOp::Truncate => "truncate",
+            FileOp::Rename => "rename",
+            FileOp::Unlink => "unlink",
+            FileOp::Rmdir => "rmdir",
+            FileOp::Mkdir => "mkdir",
+            FileOp::Link => "link",
+            FileOp::Symlink => "symlink",
+            FileOp::Chmod => "chmod",
+            FileOp::Chown => "chown",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetOp {
+    Connect,
+    Send,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    Other(u8),
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Other(_) => "other",
+        }
+    }
+    pub fn number(self) -> u8 {
+        match self {
+            Transport::Tcp => 6,
+            Transport::Udp => 17,
+            Transport::Other(n) => n,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Exec {
+        actor: Actor,
+        ppid: u32,
+        /// The executable actually running (resolved by the kernel).
+        exe: ReportedPath,
+        /// The path as passed to execve.
+        filename: String,
+        argv: Vec<String>,
+        argv_truncated: bool,
+        /// The process became tracked with this exec (agent selector match).
+        newly_selected: bool,
+    },
+    Fork {
+        parent: Actor,
+        child_tgid: u32,
+        child_start_ns: u64,
+        root_tgid: u32,
+    },
+    Exit {
+        actor: Actor,
+        exit_code: u32,
+    },
+    Net {
+        actor: Actor,
+        op: NetOp,
+        transport: Transport,
+        /// IPv4-mapped IPv6 destinations are reported as IPv4.
+        addr: IpAddr,
+        port: u16,
+    },
+    File {
+        actor: Actor,
+        op: FileOp,
+        syscall_nr: u32,
+        /// Return value: >= 0 success, else -errno.
+        ret: i64,
+        flags: u64,
+        mode: u32,
+        /// New owner for chown (None = unchanged).
+        owner: Option<(Option<u32>, Option<u32>)>,
+        /// The object, a rename/link source, or a new symlink.
+        path: ReportedPath,
+        /// A rename/link destination, or a symlink's target text.
+        path2: Option<ReportedPath>,
+    },
+}
+
+impl Event {
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Event::Exec { actor, .. }
+            | Event::Exit { actor, .. }
+            | Event::Net { actor, .. }
+            | Event::File { actor, .. } => actor,
+            Event::Fork { parent, .. } => parent,
+        }
+    }
+}
+
+fn read<T: Copy>(buf: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    if buf.len() < need {
+        return Err(DecodeError::Truncated { kind, need, got: buf.len() });
+    }
+    // SAFETY: length checked; T is a repr(C) wire type valid for any bit pattern, read unaligned.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const T) })
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn actor(h: &Header) -> Actor {
+    Actor {
+        tgid: h.tgid,
+        tid: h.tid,
+        uid: h.uid,
+        gid: h.gid,
+        comm: cstr(&h.comm),
+        cgroup_id: h.cgroup_id,
+        start_ns: h.start_ns,
+        ktime_ns: h.ktime_ns,
+    }
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    if buf.len() < std::mem::size_of::<Header>() {
+        return Err(DecodeError::Short(buf.len()));
+    }
+    let h: Header = read(buf, 0)?;
+    match h.kind {
+        kind::EXEC => {
+            let e: ExecEvent = read(buf, h.kind)?;
+            let argv_len = (e.argv_len as usize).min(e.argv.len());
+            let mut argv: Vec<String> = e.argv[..argv_len]
+                .split(|&b| b == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            // A NUL-terminated list leaves one empty tail element.
+            if e.argv[..argv_len].last() == Some(&0) {
+                argv.pop();
+            }
+            let filename_len = (e.filename_len as usize).min(e.filename.len());
+            Ok(Event::Exec {
+                actor: actor(&e.header),
+                ppid: e.ppid,
+                exe: walked_only(&e.exe),
+                filename: String::from_utf8_lossy(&e.filename[..filename_len]).into_owned(),
+                argv,
+                argv_truncated: e.header.flags & flags::ARGV_TRUNCATED != 0,
+                newly_selected: e.header.flags & flags::NEWLY_SELECTED != 0,
+            })
+        }
+        kind::FORK => {
+            let e: ForkEvent = read(buf, h.kind)?;
+            Ok(Event::Fork {
+                parent: actor(&e.header),
+                child_tgid: e.child_tgid,
+                child_start_ns: e.child_start_ns,
+                root_tgid: e.root_tgid,
+            })
+        }
+        kind::EXIT => {
+            let e: ExitEvent = read(buf, h.kind)?;
+            Ok(Event::Exit { actor: actor(&e.header), exit_code: e.exit_code })
+        }
+        kind::NET => {
+            let e: NetEvent = read(buf, h.kind)?;
+            let op = match e.op {
+                net_op::CONNECT => NetOp::Connect,
+                net_op::SENDMSG => NetOp::Send,
+                other => return Err(DecodeError::BadValue { what: "net op", value: other as u64 }),
+            };
+            let addr = match e.family as i32 {
+                libc::AF_INET => IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3])),
+                libc::AF_INET6 => {
+                    let v6 = Ipv6Addr::from(e.addr);
+                    match v6.to_ipv4_mapped() {
+                        Some(v4) => IpAddr::V4(v4),
+                        None => IpAddr::V6(v6),
+                    }
+                }
+                other => return Err(DecodeError::BadValue { what: "address family", value: other as u64 }),
+            };
+            let transport = match (e.protocol as i32, e.sock_type as i32) {
+                (libc::IPPROTO_TCP, _) => Transport::Tcp,
+                (libc::IPPROTO_UDP, _) => Transport::Udp,
+                (0, libc::SOCK_STREAM) => Transport::Tcp,
+                (0, libc::SOCK_DGRAM) => Transport::Udp,
+                (p, _) => Transport::Other(p as u8),
+            };
+            Ok(Event::Net { actor: actor(&e.header), op, transport, addr, port: e.port })
+        }
+        kind::FILE => {
+            let e: FileEvent = read(buf, h.kind)?;
+            let op = FileOp::from_wire(e.op)?;
+            let path = file_path(&e.a)?.ok_or(DecodeError::BadValue { what: "path source", value: 0 })?;
+            let owner = (op == FileOp::Chown).then(|| {
+                let keep = |v: u32| (v != u32::MAX).then_some(v);
+                (keep(e.uid), keep(e.gid))
+            });
+            Ok(Event::File {
+                actor: actor(&e.header),
+                op,
+                syscall_nr: e.syscall_nr,
+                ret: e.ret,
+                flags: e.flags,
+                mode: e.mode,
+                owner,
+                path,
+                path2: file_path(&e.b)?,
+            })
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+fn walked_only(w: &agent_common::WalkedPath) -> ReportedPath {
+    let bytes = w.bytes().to_vec();
+    ReportedPath {
+        path: String::from_utf8_lossy(&bytes).into_owned(),
+        raw: bytes,
+        origin: PathOrigin::KernelObject,
+        truncated: w.flags & (walk::TRUNCATED | walk::READ_ERROR) != 0,
+    }
+}
+
+fn file_path(p: &FilePath) -> Result<Option<ReportedPath>, DecodeError> {
+    let raw_len = (p.raw_len as usize).min(p.raw.len());
+    let raw = &p.raw[..raw_len];
+    match p.source {
+        path_source::NONE => Ok(None),
+        path_source::OBJECT => Ok(Some(walked_only(&p.walked))),
+        path_source::NAME_ONLY => Ok(Some(ReportedPath {
+            path: String::from_utf8_lossy(raw).into_owned(),
+            raw: raw.to_vec(),
+            origin: PathOrigin::NameOnly,
+            truncated: p.raw_truncated != 0,
+        })),
+        path_source::DIR_AND_NAME => {
+            let dir = p.walked.bytes();
+            let joined = join_dir_and_name(dir, raw);
+            Ok(Some(ReportedPath {
+                path: String::from_utf8_lossy(&joined).into_owned(),
+                raw: joined,
+                origin: PathOrigin::KernelDirAndName,
+                truncated: p.raw_truncated != 0 || p.walked.flags & (walk::TRUNCATED | walk::READ_ERROR) != 0,
+            }))
+        }
+        other => Err(DecodeError::BadValue { what: "path source", value: other as u64 }),
+    }
+}
+
+/// Joins the kernel-resolved directory and the name as passed, then removes `.` components and
+/// repeated slashes. `..` is left for [`crate::paths`] to resolve against the filesystem (it
+/// cannot be resolved lexically when the directory before it is a symlink). An absolute name
+/// is relative to `dir`, which is then the process's root.
+pub fn join_dir_and_name(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(dir.len() + name.len() + 1);
+    for part in dir.split(|&b| b == b'/').chain(name.split(|&b| b == b'/')) {
+        if part.is_empty() || part == b"." {
+            continue;
+        }
+        out.push(b'/');
+        out.extend_from_slice(part);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_common::{WALK_BUF, WALK_MAIN, WalkedPath};
+
+    fn header(kind: u32) -> Header {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"bash");
+        Header { kind, flags: 0, ktime_ns: 5, tgid: 10, tid: 11, uid: 1000, gid: 1000, cgroup_id: 1, start_ns: 7, comm }
+    }
+
+    fn walked(s: &str) -> WalkedPath {
+        let mut w = WalkedPath { buf: [0; WALK_BUF], start: (WALK_MAIN - s.len()) as u16, flags: 0, _pad: 0 };
+        w.buf[WALK_MAIN - s.len()..WALK_MAIN].copy_from_slice(s.as_bytes());
+        w
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test helper over plain-data wire structs.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()).to_vec() }
+    }
+
+    fn file_path(source: u8, walked_s: &str, raw: &str) -> FilePath {
+        let mut p = FilePath { walked: walked(walked_s), raw: [0; 256], raw_len: raw.len() as u16, source, raw_truncated: 0, _pad: 0 };
+        p.raw[..raw.len()].copy_from_slice(raw.as_bytes());
+        p
+    }
+
+    #[test]
+    fn exec_decodes_argv_exe_and_filename() {
+        let mut e: ExecEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::EXEC);
+        e.ppid = 9;
+        let argv = b"curl\0-s\0http://x\0";
+        e.argv[..argv.len()].copy_from_slice(argv);
+        e.argv_len = argv.len() as u32;
+        e.exe = walked("/usr/bin/curl");
+        e.filename[..4].copy_from_slice(b"curl");
+        e.filename_len = 4;
+        let ev = decode(&bytes_of(&e)).expect("decodes");
+        match ev {
+            Event::Exec { actor, ppid, exe, filename, argv, argv_truncated, newly_selected } => {
+                assert_eq!(actor.comm, "bash");
+                assert_eq!((actor.tgid, actor.tid, actor.uid), (10, 11, 1000));
+                assert_eq!(ppid, 9);
+                assert_eq!(exe.path, "/usr/bin/curl");
+                assert_eq!(exe.origin, PathOrigin::KernelObject);
+                assert_eq!(filename, "curl");
+                assert_eq!(argv, vec!["curl", "-s", "http://x"]);
+                assert!(!argv_truncated && !newly_selected);
+            }
+            other => panic!("expected exec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_reported_as_ipv4() {
+        let mut e: NetEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::NET);
+        e.op = net_op::CONNECT;
+        e.family = libc::AF_INET6 as u8;
+        e.protocol = libc::IPPROTO_TCP as u8;
+        e.port = 443;
+        e.addr = "::ffff:169.254.169.254".parse::<Ipv6Addr>().unwrap().octets();
+        match decode(&bytes_of(&e)).expect("decodes") {
+            Event::Net { addr, port, transport, op, .. } => {
+                assert_eq!(addr, "169.254.169.254".parse::<IpAddr>().unwrap());
+                assert_eq!((port, transport, op), (443, Transport::Tcp, NetOp::Connect));
+            }
+            other => panic!("expected net, got {other:?}"),
+        }
+        e.addr = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        e.protocol = libc::IPPROTO_UDP as u8;
+        e.op = net_op::SENDMSG;
+        match decode(&bytes_of(&e)).expect("decodes") {
+            Event::Net { addr, transport, op, .. } => {
+                assert_eq!(addr, "::1".parse::<IpAddr>().unwrap());
+                assert_eq!((transport, op), (Transport::Udp, NetOp::Send));
+            }
+            other => panic!("expected net, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rename_joins_directories_and_names() {
+        let mut e: FileEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::FILE);
+        e.op = file_op::RENAME;
+        e.a = file_path(path_source::DIR_AND_NAME, "/work/dir", "./sub//a.txt");
+        e.b = file_path(path_source::DIR_AND_NAME, "/", "/abs/b.txt");
+        match decode(&bytes_of(&e)).expect("decodes") {
+            Event::File { op, path, path2, owner, .. } => {
+                assert_eq!(op, FileOp::Rename);
+                assert_eq!(path.path, "/work/dir/sub/a.txt");
+                assert_eq!(path.origin, PathOrigin::KernelDirAndName);
+                assert_eq!(path2.expect("destination").path, "/abs/b.txt");
+                assert_eq!(owner, None);
+            }
+            other => panic!("expected file, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn object_paths_come_from_the_walk_and_symlink_targets_stay_text() {
+        let mut e: FileEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::FILE);
+        e.op = file_op::SYMLINK;
+        e.a = file_path(path_source::OBJECT, "/real/dir/f", "link/f");
+        e.b = file_path(path_source::NAME_ONLY, "", "../target");
+        match decode(&bytes_of(&e)).expect("decodes") {
+            Event::File { path, path2, .. } => {
+                assert_eq!(path.path, "/real/dir/f");
+                let t = path2.expect("target");
+                assert_eq!((t.path.as_str(), t.origin), ("../target", PathOrigin::NameOnly));
+            }
+            other => panic!("expected file, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_records_are_errors_not_panics() {
+        assert_eq!(decode(&[0u8; 3]), Err(DecodeError::Short(3)));
+        let h = header(99);
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+        let h = header(kind::EXEC);
+        assert!(matches!(decode(&bytes_of(&h)), Err(DecodeError::Truncated { kind: 1, .. })));
+        let mut e: FileEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::FILE);
+        e.op = 77;
+        assert_eq!(decode(&bytes_of(&e)), Err(DecodeError::BadValue { what: "file op", value: 77 }));
+    }
+
+    #[test]
+    fn join_handles_root_and_dots() {
+        assert_eq!(join_dir_and_name(b"/", b""), b"/");
+        assert_eq!(join_dir_and_name(b"/a", b"."), b"/a");
+        assert_eq!(join_dir_and_name(b"/a", b"b/../c"), b"/a/b/../c");
+    }
+}

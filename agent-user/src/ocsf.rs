@@ -1,0 +1,286 @@
+//! OCSF 1.8 serialisation of audit events: Process Activity (1007) for exec, Network Activity
+//! (4001) for connects and sends, File System Activity (1001) for writes. Standard fields
+//! wherever OCSF has one; Tether's own data (lineage, tracking reason, path provenance) under
+//! `unmapped.tether`, since every OCSF class forbids unknown top-level fields. Pure.
+use serde_json::{Value, json};
+
+use crate::{
+    events::{Event, FileOp, NetOp, ReportedPath},
+    lineage::{ProcInfo, ProcessTable},
+};
+
+pub const OCSF_VERSION: &str = "1.8.0";
+pub const PRODUCT: &str = "Tether";
+
+/// What every event of this daemon shares.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub hostname: String,
+    /// Wall-clock ns at boot (CLOCK_REALTIME - CLOCK_BOOTTIME), to turn kernel times into time.
+    pub boot_epoch_ns: i128,
+    pub ticks_per_sec: u64,
+    /// Prefix of metadata.uid, unique per daemon run (boot id + daemon start).
+    pub uid_prefix: String,
+}
+
+impl Context {
+    fn epoch_ms(&self, boot_ns: u64) -> i64 {
+        ((self.boot_epoch_ns + boot_ns as i128) / 1_000_000) as i64
+    }
+    fn start_ms(&self, ticks: u64) -> i64 {
+        let ns = ticks as i128 * (1_000_000_000 / self.ticks_per_sec.max(1)) as i128;
+        ((self.boot_epoch_ns + ns) / 1_000_000) as i64
+    }
+}
+
+fn basename(path: &str) -> &str {
+    match path.rsplit('/').next() {
+        Some("") | None => path,
+        Some(name) => name,
+    }
+}
+
+fn parent_folder(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &path[..i],
+        None => "",
+    }
+}
+
+fn process_obj(ctx: &Context, p: &ProcInfo, tid: Option<u32>) -> Value {
+    let mut v = json!({
+        "pid": p.key.pid,
+        "name": p.comm,
+        "cmd_line": p.cmd_line(),
+        "created_time": ctx.start_ms(p.key.start),
+        "user": {"uid": p.uid.to_string()},
+        "parent_process": {"pid": p.ppid},
+    });
+    if !p.exe.is_empty() {
+        v["file"] = json!({"path": p.exe, "name": basename(&p.exe), "type_id": 1, "type": "Regular File"});
+        v["path"] = json!(p.exe);
+    }
+    if let Some(tid) = tid {
+        v["tid"] = json!(tid);
+    }
+    v
+}
+
+fn lineage(ctx: &Context, table: &ProcessTable, p: &ProcInfo) -> Value {
+    let chain: Vec<Value> = table
+        .lineage(&p.key)
+        .into_iter()
+        .map(|q| {
+            json!({
+                "pid": q.key.pid,
+                "start_time": ctx.start_ms(q.key.start),
+                "exe": q.exe,
+                "cmd_line": q.cmd_line(),
+                "tracked_by": q.reason.as_str(),
+                "exited": q.exited,
+            })
+        })
+        .collect();
+    Value::Array(chain)
+}
+
+fn path_note(p: &ReportedPath) -> Value {
+    json!({"origin": p.origin.as_str(), "truncated": p.truncated})
+}
+
+/// Serialises one audit event. `actor` is the acting process as it was when it acted (for an
+/// exec: before the exec); `after` is the process after the event (the new image for an exec).
+/// Returns None for events that are not actions (fork, exit).
+pub fn audit(ctx: &Context, seq: u64, event: &Event, actor: &ProcInfo, after: &ProcInfo, table: &ProcessTable) -> Option<Value> {
+    let a = event.actor();
+    let (class_uid, category_uid, class_name, category_name, activity_id, activity_name) = match event {
+        Event::Exec { .. } => (1007, 1, "Process Activity", "System Activity", 1, "Launch"),
+        Event::Net { op: NetOp::Connect, .. } => (4001, 4, "Network Activity", "Network Activity", 1, "Open"),
+        Event::Net { op: NetOp::Send, .. } => (4001, 4, "Network Activity", "Network Activity", 6, "Traffic"),
+        Event::File { op, .. } => {
+            let (id, name) = match op {
+                FileOp::OpenWrite => (14, "Open"),
+                FileOp::Truncate => (3, "Update"),
+                FileOp::Rename => (5, "Rename"),
+                FileOp::Unlink | FileOp::Rmdir => (4, "Delete"),
+                FileOp::Mkdir | FileOp::Link | FileOp::Symlink => (1, "Create"),
+                FileOp::Chmod | FileOp::Chown => (7, "Set Security"),
+            };
+            (1001, 1, "File System Activity", "System Activity", id, name)
+        }
+        Event::Fork { .. } | Event::Exit { .. } => return None,
+    };
+    let mut v = json!({
+        "class_uid": class_uid,
+        "class_name": class_name,
+        "category_uid": category_uid,
+        "category_name": category_name,
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": class_uid * 100 + activity_id,
+        "time": ctx.epoch_ms(a.ktime_ns),
+        "severity_id": 1,
+        "severity": "Informational",
+        // Observation only so far: nothing is denied yet.
+        "action_id": 1,
+        "action": "Allowed",
+        "disposition_id": 1,
+        "disposition": "Allowed",
+        "metadata": {
+            "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": env!("CARGO_PKG_VERSION")},
+            "version": OCSF_VERSION,
+            "uid": format!("{}-{seq}", ctx.uid_prefix),
+            "log_name": "audit",
+        },
+        "device": {"hostname": ctx.hostname, "type_id": 1, "type": "Server"},
+        "actor": {
+            "process": process_obj(ctx, actor, Some(a.tid)),
+            "user": {"uid": a.uid.to_string()},
+        },
+    });
+    let mut tether = json!({
+        "lineage": lineage(ctx, table, after),
+        "agent_root": {"pid": after.root.pid, "start_time": ctx.start_ms(after.root.start)},
+        "tracked_by": after.reason.as_str(),
+        "cgroup_id": a.cgroup_id,
+    });
+    match event {
+        Event::Exec { exe, filename, argv, argv_truncated, .. } => {
+            let mut p = process_obj(ctx, after, Some(a.tid));
+            p["file"] = json!({"path": exe.path, "name": basename(&exe.path), "type_id": 1, "type": "Regular File"});
+            p["cmd_line"] = json!(argv.join(" "));
+            v["process"] = p;
+            tether["exec"] = json!({"filename": filename, "argv": argv, "argv_truncated": argv_truncated, "exe": path_note(exe)});
+        }
+        Event::Net { transport, addr, port, op, .. } => {
+            v["dst_endpoint"] = json!({"ip": addr.to_string(), "port": port});
+            v["connection_info"] = json!({
+                "protocol_name": transport.name(),
+                "protocol_num": transport.number(),
+                "protocol_ver_id": if addr.is_ipv4() { 4 } else { 6 },
+                "direction_id": 2,
+                "direction": "Outbound",
+            });
+            tether["net"] = json!({"op": match op { NetOp::Connect => "connect", NetOp::Send => "send" }});
+        }
+        Event::File { op, ret, flags, mode, owner, path, path2, syscall_nr, .. } => {
+            let type_id = match op {
+                FileOp::Mkdir | FileOp::Rmdir => (2, "Folder"),
+                FileOp::Symlink => (7, "Symbolic Link"),
+                _ => (0, "Unknown"),
+            };
+            v["file"] = json!({
+                "path": path.path,
+                "name": basename(&path.path),
+                "parent_folder": parent_folder(&path.path),
+                "type_id": type_id.0,
+                "type": type_id.1,
+            });
+            if let (FileOp::Rename | FileOp::Link, Some(dst)) = (op, path2) {
+                v["file_result"] = json!({
+                    "path": dst.path,
+                    "name": basename(&dst.path),
+                    "parent_folder": parent_folder(&dst.path),
+                    "type_id": 0,
+                    "type": "Unknown",
+                });
+            }
+            if *ret >= 0 {
+                v["status_id"] = json!(1);
+                v["status"] = json!("Success");
+            } else {
+                v["status_id"] = json!(2);
+                v["status"] = json!("Failure");
+                v["status_code"] = json!(format!("{:?}", nix::errno::Errno::from_raw((-*ret) as i32)));
+            }
+            let mut f = json!({
+                "op": op.as_str(),
+                "syscall_nr": syscall_nr,
+                "ret": ret,
+                "flags": flags,
+                "mode": format!("{mode:o}"),
+                "path": path_note(path),
+            });
+            if let Some(p2) = path2 {
+                f[if *op == FileOp::Symlink { "target" } else { "destination" }] =
+                    json!({"path": p2.path, "origin": p2.origin.as_str(), "truncated": p2.truncated});
+            }
+            if let Some((uid, gid)) = owner {
+                f["owner"] = json!({"uid": uid, "gid": gid});
+            }
+            tether["file"] = f;
+        }
+        Event::Fork { .. } | Event::Exit { .. } => unreachable!("returned above"),
+    }
+    v["unmapped"] = json!({"tether": tether});
+    Some(v)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        events::{Actor, PathOrigin, Transport},
+        lineage::{ProcSnapshot, Reason},
+    };
+
+    fn ctx() -> Context {
+        Context { hostname: "node-1".into(), boot_epoch_ns: 1_700_000_000_000_000_000, ticks_per_sec: 100, uid_prefix: "b00t-1".into() }
+    }
+
+    fn table_with_root() -> (ProcessTable, ProcInfo) {
+        let mut t = ProcessTable::new(100);
+        let snap = ProcSnapshot { pid: 42, ppid: 1, start: 500, exe: "/usr/bin/bash".into(), argv: vec!["bash".into(), "run.sh".into()], comm: "bash".into(), uid: 1000 };
+        let k = t.insert_snapshot(&snap, Reason::Registered, None);
+        let p = t.get(&k).unwrap().clone();
+        (t, p)
+    }
+
+    fn actor() -> Actor {
+        Actor { tgid: 42, tid: 43, uid: 1000, gid: 1000, comm: "bash".into(), cgroup_id: 1, start_ns: 5_000_000_000, ktime_ns: 6_000_000_000 }
+    }
+
+    #[test]
+    fn network_event_has_standard_fields_and_tether_lineage() {
+        let (t, p) = table_with_root();
+        let ev = Event::Net { actor: actor(), op: NetOp::Connect, transport: Transport::Tcp, addr: "127.0.0.1".parse().unwrap(), port: 8080 };
+        let v = audit(&ctx(), 7, &ev, &p, &p, &t).expect("an action");
+        assert_eq!(v["class_uid"], 4001);
+        assert_eq!(v["type_uid"], 400101);
+        assert_eq!(v["time"], 1_700_000_006_000i64);
+        assert_eq!(v["dst_endpoint"], json!({"ip": "127.0.0.1", "port": 8080}));
+        assert_eq!(v["connection_info"]["protocol_name"], "tcp");
+        assert_eq!(v["actor"]["process"]["pid"], 42);
+        assert_eq!(v["actor"]["process"]["cmd_line"], "bash run.sh");
+        assert_eq!(v["actor"]["process"]["file"]["path"], "/usr/bin/bash");
+        assert_eq!(v["actor"]["user"]["uid"], "1000");
+        assert_eq!(v["metadata"]["uid"], "b00t-1-7");
+        assert_eq!(v["metadata"]["version"], "1.8.0");
+        assert_eq!(v["unmapped"]["tether"]["lineage"][0]["pid"], 42);
+        assert_eq!(v["unmapped"]["tether"]["tracked_by"], "registered");
+        assert!(v.get("tether").is_none(), "no top-level tether field");
+    }
+
+    #[test]
+    fn lineage_and_fork_are_not_audit_actions() {
+        let (t, p) = table_with_root();
+        let ev = Event::Exit { actor: actor(), exit_code: 0 };
+        assert!(audit(&ctx(), 1, &ev, &p, &p, &t).is_none());
+    }
+
+    #[test]
+    fn failed_write_reports_errno() {
+        let (t, p) = table_with_root();
+        let path = ReportedPath { path: "/etc/shadow".into(), raw: b"/etc/shadow".to_vec(), origin: PathOrigin::KernelDirAndName, truncated: false };
+        let ev = Event::File { actor: actor(), op: FileOp::OpenWrite, syscall_nr: 257, ret: -13, flags: 0o1101, mode: 0o644, owner: None, path, path2: None };
+        let v = audit(&ctx(), 2, &ev, &p, &p, &t).unwrap();
+        assert_eq!(v["class_uid"], 1001);
+        assert_eq!(v["type_uid"], 100114);
+        assert_eq!(v["file"]["name"], "shadow");
+        assert_eq!(v["file"]["parent_folder"], "/etc");
+        assert_eq!(v["status_code"], "EACCES");
+        assert_eq!(v["unmapped"]["tether"]["file"]["path"]["origin"], "kernel-dir+name");
+    }
+}

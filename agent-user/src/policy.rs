@@ -1,0 +1,142 @@
+//! Rule files. For now they say which processes are agents: selectors by executable path and
+//! by comm. Parsed strictly (unknown keys are errors, with file:line), validated at load.
+use std::{collections::BTreeSet, path::Path};
+
+use serde::Deserialize;
+
+/// The default rules, built into the binary (policies/default.yaml).
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
+pub const DEFAULT_POLICY_NAME: &str = "policies/default.yaml (built in)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax { file: String, line: usize, column: usize, message: String },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    version: u32,
+    #[serde(default)]
+    agents: Vec<AgentSelector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentSelector {
+    id: String,
+    #[serde(default)]
+    exe: Vec<String>,
+    #[serde(default)]
+    comm: Vec<String>,
+}
+
+/// The compiled selectors of all loaded rule files.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Selectors {
+    /// Absolute executable paths (matched by the file they name: symlinks followed).
+    pub exe: BTreeSet<String>,
+    /// Process names (comm, at most 15 bytes).
+    pub comm: BTreeSet<String>,
+}
+
+/// Parses one rule file's text.
+pub fn parse(file: &str, text: &str) -> Result<Selectors, PolicyError> {
+    let parsed: PolicyFile = serde_yaml_ng::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        PolicyError::Syntax { file: file.into(), line, column, message: e.to_string() }
+    })?;
+    let invalid = |message: String| PolicyError::Invalid { file: file.into(), message };
+    if parsed.version != 1 {
+        return Err(invalid(format!("unsupported version {} (this tether reads version 1)", parsed.version)));
+    }
+    let mut out = Selectors::default();
+    let mut ids = BTreeSet::new();
+    for a in parsed.agents {
+        if a.id.trim().is_empty() {
+            return Err(invalid("an agent selector has an empty id".into()));
+        }
+        if !ids.insert(a.id.clone()) {
+            return Err(invalid(format!("agent selector id {:?} is used twice", a.id)));
+        }
+        if a.exe.is_empty() && a.comm.is_empty() {
+            return Err(invalid(format!("agent selector {:?} selects nothing: give exe or comm", a.id)));
+        }
+        for exe in a.exe {
+            if !exe.starts_with('/') {
+                return Err(invalid(format!("agent selector {:?}: exe {exe:?} is not an absolute path", a.id)));
+            }
+            out.exe.insert(exe);
+        }
+        for comm in a.comm {
+            if comm.is_empty() || comm.len() > 15 || comm.contains('/') {
+                return Err(invalid(format!(
+                    "agent selector {:?}: comm {comm:?} must be 1 to 15 bytes without '/' (the kernel keeps 15)",
+                    a.id
+                )));
+            }
+            out.comm.insert(comm);
+        }
+    }
+    Ok(out)
+}
+
+/// Loads rule files (or the built-in default when none is given) and merges their selectors.
+pub fn load(paths: &[impl AsRef<Path>]) -> Result<Selectors, PolicyError> {
+    if paths.is_empty() {
+        return parse(DEFAULT_POLICY_NAME, DEFAULT_POLICY);
+    }
+    let mut all = Selectors::default();
+    for p in paths {
+        let p = p.as_ref();
+        let name = p.display().to_string();
+        let text = std::fs::read_to_string(p).map_err(|source| PolicyError::Read { file: name.clone(), source })?;
+        let s = parse(&name, &text)?;
+        all.exe.extend(s.exe);
+        all.comm.extend(s.comm);
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_default_parses() {
+        let s = parse(DEFAULT_POLICY_NAME, DEFAULT_POLICY).expect("default policy is valid");
+        assert!(!s.comm.is_empty());
+    }
+
+    #[test]
+    fn every_shipped_policy_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        for entry in std::fs::read_dir(&dir).expect("policies/ exists") {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                load(&[&p]).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_and_cause() {
+        let err = parse("p.yaml", "version: 1\nagents:\n  - id: a\n    comm: [x]\n    colour: red\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("p.yaml:5:"), "{msg}");
+        assert!(msg.contains("colour"), "{msg}");
+        let err = parse("p.yaml", "version: 1\nagents:\n  - id: a\n    comm: [averyveryverylongname]\n").unwrap_err();
+        assert!(err.to_string().contains("15 bytes"), "{err}");
+        let err = parse("p.yaml", "version: 1\nagents:\n  - id: a\n    exe: [bin/x]\n").unwrap_err();
+        assert!(err.to_string().contains("not an absolute path"), "{err}");
+        let err = parse("p.yaml", "version: 2\n").unwrap_err();
+        assert!(err.to_string().contains("unsupported version 2"), "{err}");
+        let err = parse("p.yaml", "version: 1\nagents:\n  - id: a\n").unwrap_err();
+        assert!(err.to_string().contains("selects nothing"), "{err}");
+    }
+}
