@@ -279,7 +279,8 @@ pub struct FilePath {
     pub raw_len: u16,
     /// [`path_source`].
     pub source: u8,
-    /// 1 when `raw` was cut at [`RAW_PATH_LEN`].
+    /// 1 when `raw` was cut at [`RAW_PATH_LEN`]; [`RAW_UNREADABLE`] when the name could not be
+    /// read from the caller's memory at all.
     pub raw_truncated: u8,
     pub _pad: u32,
 }
@@ -333,9 +334,16 @@ pub struct PendingFile {
     pub source_b: u8,
     pub raw_truncated_a: u8,
     pub raw_truncated_b: u8,
+    /// The callers' name pointers: a name whose page was not resident at entry (probe reads
+    /// cannot fault) is read again at exit, after the kernel itself has read it.
+    pub ptr_a: u64,
+    pub ptr_b: u64,
     pub raw_a: [u8; RAW_PATH_LEN],
     pub raw_b: [u8; RAW_PATH_LEN],
 }
+
+/// `FilePath::raw_truncated` value: the caller's name could not be read.
+pub const RAW_UNREADABLE: u8 = 2;
 
 /// AT_FDCWD as passed in a dirfd argument.
 pub const AT_FDCWD: i32 = -100;
@@ -353,7 +361,7 @@ const _: () = {
     assert!(size_of::<NetEvent>() == 88);
     assert!(size_of::<FilePath>() == size_of::<WalkedPath>() + RAW_PATH_LEN + 8);
     assert!(size_of::<FileEvent>() == 64 + 40 + 2 * size_of::<FilePath>());
-    assert!(size_of::<PendingFile>() == 48 + 2 * RAW_PATH_LEN);
+    assert!(size_of::<PendingFile>() == 64 + 2 * RAW_PATH_LEN);
     // The walk masks offsets with WALK_MAIN - 1 and name lengths with NAME_MAX_WIRE.
     assert!(WALK_MAIN.is_power_of_two());
     assert!((NAME_MAX_WIRE + 1).is_power_of_two());

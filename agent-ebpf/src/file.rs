@@ -10,7 +10,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, counter, file_op, kind,
+    AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, counter, file_op, kind,
     path_source,
     syscalls::{self, Shape},
 };
@@ -148,6 +148,7 @@ fn enter(ctx: &TracePointContext, tid: u32) -> Result<(), i32> {
                 (file_op::CHOWN, a0 as i32, a1, a2 as u32, a3 as u32, a4);
         }
     }
+    (p.ptr_a, p.ptr_b) = (name_a, name_b);
     (p.raw_len_a, p.raw_truncated_a) = read_name(name_a, &mut p.raw_a);
     (p.raw_len_b, p.raw_truncated_b) = read_name(name_b, &mut p.raw_b);
     if PENDING.insert(&tid, p, 0).is_err() {
@@ -167,8 +168,7 @@ fn read_name(ptr: u64, out: &mut [u8; RAW_PATH_LEN]) -> (u16, u8) {
         generated::bpf_probe_read_user_str(out.as_mut_ptr() as *mut c_void, RAW_PATH_LEN as u32, ptr as *const c_void)
     };
     if n <= 0 {
-        count(counter::READ_ERROR);
-        return (0, 0);
+        return (0, RAW_UNREADABLE);
     }
     let len = (n - 1) as u16;
     (len, (n as usize == RAW_PATH_LEN) as u8)
@@ -178,11 +178,21 @@ fn read_name(ptr: u64, out: &mut [u8; RAW_PATH_LEN]) -> (u16, u8) {
 pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(p) = PENDING.get_ptr(&tid) else {
+    let Some(p) = PENDING.get_ptr_mut(&tid) else {
         return 0;
     };
     // SAFETY: map value owned by this thread until removed below.
-    let p: &PendingFile = unsafe { &*p };
+    let p: &mut PendingFile = unsafe { &mut *p };
+    // Names not readable at entry (page not resident): the kernel has read them by now.
+    if p.raw_truncated_a == RAW_UNREADABLE {
+        (p.raw_len_a, p.raw_truncated_a) = read_name(p.ptr_a, &mut p.raw_a);
+    }
+    if p.raw_truncated_b == RAW_UNREADABLE {
+        (p.raw_len_b, p.raw_truncated_b) = read_name(p.ptr_b, &mut p.raw_b);
+    }
+    if p.raw_truncated_a == RAW_UNREADABLE || p.raw_truncated_b == RAW_UNREADABLE {
+        count(counter::READ_ERROR);
+    }
     exit(&ctx, pid_tgid, p);
     let _ = PENDING.remove(&tid);
     0

@@ -10,7 +10,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
 };
 
-use crate::maps::count;
+use crate::maps::{WALK_SCRATCH, WalkScratch, count};
 
 /// A kernel pointer (never dereferenced directly, only through probe reads).
 pub type KPtr = *const u8;
@@ -140,12 +140,16 @@ pub fn walk_path(path: KPtr, out: &mut WalkedPath) {
             return;
         }
     };
+    out.flags = 0;
     walk_dentries(vfsmnt, dentry, out);
 }
 
+/// Phase 1 of a walk: the names met from the leaf up, left in per-CPU scratch memory.
+/// Loop-carried facts (count, flags) live in memory, not registers, so every state at the loop
+/// head looks alike to the verifier and it verifies the loop once per iteration, not once per
+/// combination of branches.
 #[inline(always)]
-fn walk_dentries(mut vfsmnt: KPtr, mut dentry: KPtr, out: &mut WalkedPath) {
-    // Read once, outside the loop.
+fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch) {
     let mnt_root_off = off!(vfsmount_mnt_root);
     let d_parent_off = off!(dentry_d_parent);
     let d_name_len_off = off!(dentry_d_name_len);
@@ -154,32 +158,23 @@ fn walk_dentries(mut vfsmnt: KPtr, mut dentry: KPtr, out: &mut WalkedPath) {
     let mnt_parent_off = off!(mount_mnt_parent);
     let mnt_mountpoint_off = off!(mount_mnt_mountpoint);
     let mut mnt = vfsmnt.wrapping_sub(mount_mnt_off);
-    let mut pos: usize = WALK_MAIN;
-    let mut flags: u16 = 0;
-    let mut reached_root = false;
-    let buf = out.buf.as_mut_ptr();
+    w.count = 0;
+    w.flags = walk::TRUNCATED; // cleared when the root is reached
     for _ in 0..WALK_MAX_STEPS {
-        let (Ok(mnt_root), Ok(parent)) = (
-            read_ptr(vfsmnt, mnt_root_off),
-            read_ptr(dentry, d_parent_off),
-        ) else {
-            flags |= walk::READ_ERROR;
-            break;
+        let (Ok(mnt_root), Ok(parent)) = (read_ptr(vfsmnt, mnt_root_off), read_ptr(dentry, d_parent_off)) else {
+            w.flags = walk::READ_ERROR;
+            return;
         };
         if dentry == mnt_root {
             // Root of this mount: continue from the mountpoint in the parent mount.
-            let Ok(mparent) = read_ptr(mnt, mnt_parent_off) else {
-                flags |= walk::READ_ERROR;
-                break;
+            let (Ok(mparent), Ok(mountpoint)) = (read_ptr(mnt, mnt_parent_off), read_ptr(mnt, mnt_mountpoint_off)) else {
+                w.flags = walk::READ_ERROR;
+                return;
             };
             if mparent == mnt {
-                reached_root = true;
-                break;
+                w.flags = 0;
+                return;
             }
-            let Ok(mountpoint) = read_ptr(mnt, mnt_mountpoint_off) else {
-                flags |= walk::READ_ERROR;
-                break;
-            };
             dentry = mountpoint;
             mnt = mparent;
             vfsmnt = mnt.wrapping_add(mount_mnt_off);
@@ -187,21 +182,44 @@ fn walk_dentries(mut vfsmnt: KPtr, mut dentry: KPtr, out: &mut WalkedPath) {
         }
         if dentry == parent {
             // Root of a tree that is not mounted here (e.g. a detached mount).
-            reached_root = true;
-            break;
+            w.flags = 0;
+            return;
         }
-        let (Ok(len), Ok(name)) = (
-            read_u32(dentry, d_name_len_off),
-            read_ptr(dentry, d_name_name_off),
-        ) else {
-            flags |= walk::READ_ERROR;
-            break;
+        let i = w.count as usize;
+        if i >= WALK_MAX_STEPS as usize {
+            return;
+        }
+        let (Ok(len), Ok(name)) = (read_u32(dentry, d_name_len_off), read_ptr(dentry, d_name_name_off)) else {
+            w.flags = walk::READ_ERROR;
+            return;
         };
-        let mut n = len as usize;
-        if n > NAME_MAX_WIRE {
-            n = NAME_MAX_WIRE;
-            flags |= walk::TRUNCATED;
+        w.len[i] = len;
+        w.name[i] = name as u64;
+        w.count += 1;
+        dentry = parent;
+    }
+}
+
+/// Phase 2: copy the names into `out`, leaf last, ending at WALK_MAIN.
+#[inline(always)]
+fn walk_dentries(vfsmnt: KPtr, dentry: KPtr, out: &mut WalkedPath) {
+    let Some(w) = WALK_SCRATCH.get_ptr_mut(0) else {
+        walk_empty(out);
+        return;
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let w = unsafe { &mut *w };
+    collect_names(vfsmnt, dentry, w);
+    let mut flags = w.flags;
+    let buf = out.buf.as_mut_ptr();
+    let mut pos: usize = WALK_MAIN;
+    for j in 0..WALK_MAX_STEPS as usize {
+        if j >= w.count as usize {
+            break;
         }
+        // A dentry name is at most NAME_MAX (255) bytes: the mask only shows the verifier the
+        // bound (a clamp would be a branch that doubles the verifier's states per step).
+        let n = (w.len[j] as usize) & NAME_MAX_WIRE;
         if pos < n + 1 {
             flags |= walk::TRUNCATED;
             break;
@@ -215,13 +233,9 @@ fn walk_dentries(mut vfsmnt: KPtr, mut dentry: KPtr, out: &mut WalkedPath) {
             generated::bpf_probe_read_kernel(
                 buf.add((p + 1) & (WALK_MAIN - 1)) as *mut c_void,
                 (n & NAME_MAX_WIRE) as u32,
-                name as *const c_void,
+                w.name[j] as *const c_void,
             );
         }
-        dentry = parent;
-    }
-    if !reached_root && flags & walk::READ_ERROR == 0 {
-        flags |= walk::TRUNCATED;
     }
     if flags & walk::READ_ERROR != 0 {
         count(counter::READ_ERROR);
@@ -232,5 +246,5 @@ fn walk_dentries(mut vfsmnt: KPtr, mut dentry: KPtr, out: &mut WalkedPath) {
         unsafe { *buf.add(pos & (WALK_MAIN - 1)) = b'/' };
     }
     out.start = pos as u16;
-    out.flags = flags;
+    out.flags |= flags;
 }

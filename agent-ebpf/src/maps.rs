@@ -1,7 +1,7 @@
 //! Maps and the load-time configuration global. Names are the contract with agent-user's loader.
 use agent_common::{
     COMM_LEN, Config, InodeKey, MAX_PENDING, MAX_TRACKED, PendingFile, RING_BYTES,
-    RING_WAKE_BYTES, Tracked, counter,
+    RING_WAKE_BYTES, Tracked, WALK_MAX_STEPS, counter,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -37,6 +37,19 @@ pub static PENDING: HashMap<u32, PendingFile> =
 /// Per-CPU staging slot for a PendingFile (too large for the stack).
 #[map]
 pub static SCRATCH: PerCpuArray<PendingFile> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch of a path walk (names met from the leaf up).
+#[repr(C)]
+pub struct WalkScratch {
+    pub name: [u64; WALK_MAX_STEPS as usize],
+    pub len: [u32; WALK_MAX_STEPS as usize],
+    pub count: u32,
+    pub flags: u16,
+    pub _pad: u16,
+}
+
+#[map]
+pub static WALK_SCRATCH: PerCpuArray<WalkScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Loss and error counters, summed over CPUs by userspace (agent_common::counter).
 #[map]

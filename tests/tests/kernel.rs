@@ -1,0 +1,364 @@
+//! Kernel integration tests: the real `tether` daemon with its real BPF programs, driving real
+//! processes. Root only; run by `cargo xtask test` (with --test-threads=1). Test-only
+//! directories and ephemeral high ports on loopback.
+use std::{
+    collections::BTreeSet,
+    net::{TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+fn tether_bin() -> PathBuf {
+    std::env::var_os("TETHER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tether"))
+}
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(policy: Option<&str>) -> Daemon {
+        assert!(nix::unistd::geteuid().is_root(), "kernel tests need root: run them with `cargo xtask test` as root");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(tether_bin());
+        cmd.arg("run")
+            .arg("--socket")
+            .arg(dir.path().join("api.sock"))
+            .arg("--ready-file")
+            .arg(dir.path().join("ready"))
+            .arg("--audit-log")
+            .arg(dir.path().join("audit.jsonl"))
+            .arg("--no-stdout")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log file"));
+        if let Some(p) = policy {
+            let path = dir.path().join("policy.yaml");
+            std::fs::write(&path, p).expect("policy");
+            cmd.arg("--policy").arg(path);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", tether_bin().display()));
+        let d = Daemon { child, dir };
+        let t = Instant::now();
+        while !d.dir.path().join("ready").exists() {
+            if t.elapsed() > Duration::from_secs(60) {
+                panic!("daemon not ready after 60 s; its log:\n{}", d.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("api.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Stops the daemon with SIGINT and returns every audit event it wrote.
+    fn stop(mut self) -> (Vec<Value>, String) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+        let status = self.child.wait().expect("wait");
+        let log = self.log();
+        assert!(status.success(), "daemon exited with {status}; log:\n{log}");
+        let text = std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default();
+        let events = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+            .collect();
+        (events, log)
+    }
+}
+
+/// A temporary test directory with its canonical path.
+fn test_dir() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::Builder::new().prefix("tether-test-").tempdir().expect("tempdir");
+    let canon = std::fs::canonicalize(t.path()).expect("canonicalize");
+    (t, canon)
+}
+
+fn tcp_listener(addr: &str) -> (TcpListener, u16) {
+    let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+fn accept_one(l: &TcpListener, what: &str) {
+    l.set_nonblocking(true).unwrap();
+    let t = Instant::now();
+    loop {
+        match l.accept() {
+            Ok(_) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("{what}: no connection arrived: {e}"),
+        }
+    }
+}
+
+const SCRIPT: &str = r#"set -eu
+cd "$DIR"
+echo one > rel.txt
+echo two > link/through-link.txt
+mv rel.txt renamed.txt
+rm renamed.txt
+/bin/true child-marker
+exec 3<>/dev/tcp/127.0.0.1/$P4
+exec 4<>/dev/tcp/::1/$P6
+"$NETPROBE" sendto 127.0.0.1 "$PU"
+( setsid bash -c 'exec 5<>/dev/tcp/127.0.0.1/'"$P4B" & )
+"#;
+
+struct Run {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    ports: [u16; 4],
+    pid: u32,
+}
+
+/// Runs SCRIPT (optionally under `tether exec`) and waits until every action has happened.
+fn run_script(tether_socket: Option<&Path>) -> Run {
+    let (tmp, dir) = test_dir();
+    std::fs::create_dir(dir.join("real")).unwrap();
+    std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+    let (l4, p4) = tcp_listener("127.0.0.1:0");
+    let (l6, p6) = tcp_listener("[::1]:0");
+    let (l4b, p4b) = tcp_listener("127.0.0.1:0");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let pu = udp.local_addr().unwrap().port();
+    let mut cmd = match tether_socket {
+        Some(sock) => {
+            let mut c = Command::new(tether_bin());
+            c.arg("exec").arg("--socket").arg(sock).arg("--").arg("bash").arg("-c").arg(SCRIPT);
+            c
+        }
+        None => {
+            let mut c = Command::new("bash");
+            c.arg("-c").arg(SCRIPT);
+            c
+        }
+    };
+    cmd.env("DIR", &dir)
+        .env("P4", p4.to_string())
+        .env("P6", p6.to_string())
+        .env("P4B", p4b.to_string())
+        .env("PU", pu.to_string())
+        .env("NETPROBE", env!("CARGO_BIN_EXE_netprobe"));
+    let child = cmd.spawn().expect("spawn script");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("script");
+    assert!(out.status.success(), "script failed: {:?}", out.status);
+    accept_one(&l4, "tcp 127.0.0.1");
+    accept_one(&l6, "tcp ::1");
+    accept_one(&l4b, "tcp 127.0.0.1 from the grandchild");
+    udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = udp.recv_from(&mut buf).expect("udp datagram");
+    assert_eq!(&buf[..n], b"tether");
+    assert_eq!(std::fs::read_to_string(dir.join("real/through-link.txt")).unwrap(), "two\n", "written through the link");
+    Run { dir, _tmp: tmp, ports: [p4, p6, pu, p4b], pid }
+}
+
+fn lineage_pids(e: &Value) -> Vec<u64> {
+    e["unmapped"]["tether"]["lineage"].as_array().expect("lineage").iter().map(|l| l["pid"].as_u64().unwrap()).collect()
+}
+
+fn root_pid(e: &Value) -> u64 {
+    e["unmapped"]["tether"]["agent_root"]["pid"].as_u64().expect("agent_root.pid")
+}
+
+/// Events matching `pred`; asserts there is exactly one.
+fn exactly_one<'a>(events: &'a [Value], what: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
+    let found: Vec<&Value> = events.iter().filter(|e| pred(e)).collect();
+    assert_eq!(found.len(), 1, "{what}: expected exactly one event, got {}:\n{found:#?}", found.len());
+    found[0]
+}
+
+fn is_net(e: &Value, ip: &str, port: u16, proto: &str, activity: u64) -> bool {
+    e["class_uid"] == 4001
+        && e["dst_endpoint"]["ip"] == ip
+        && e["dst_endpoint"]["port"] == port
+        && e["connection_info"]["protocol_name"] == proto
+        && e["activity_id"] == activity
+}
+
+fn is_file(e: &Value, activity: u64, path: &Path) -> bool {
+    e["class_uid"] == 1001 && e["activity_id"] == activity && e["file"]["path"] == path.display().to_string()
+}
+
+/// Required fields present, no top-level field the class does not define.
+fn check_ocsf(e: &Value) {
+    let class = e["class_uid"].as_u64().expect("class_uid");
+    let file = match class {
+        1001 => "1001-file_activity",
+        1007 => "1007-process_activity",
+        4001 => "4001-network_activity",
+        2004 => "2004-detection_finding",
+        other => panic!("unexpected class {other}: {e}"),
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("data/ocsf/{file}.schema.json"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let obj = e.as_object().unwrap();
+    for req in schema["required"].as_array().unwrap() {
+        assert!(obj.contains_key(req.as_str().unwrap()), "{file}: missing required {req}: {e}");
+    }
+    let props = schema["properties"].as_object().unwrap();
+    for k in obj.keys() {
+        assert!(props.contains_key(k), "{file}: field {k} is not in the class: {e}");
+    }
+    let type_uid = e["type_uid"].as_u64().unwrap();
+    assert_eq!(type_uid, class * 100 + e["activity_id"].as_u64().unwrap());
+    let allowed = schema["properties"]["type_uid"]["enum"].as_array().unwrap();
+    assert!(allowed.iter().any(|v| v.as_u64() == Some(type_uid)), "{file}: type_uid {type_uid} not allowed");
+}
+
+#[test]
+fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() {
+    let d = Daemon::start(None);
+    let daemon_pid = d.pid();
+    let tracked = run_script(Some(&d.socket()));
+    let untracked = run_script(None);
+    // Let the last records drain (the daemon polls the ring buffer every 20 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, log) = d.stop();
+    for e in &events {
+        check_ocsf(e);
+    }
+    let mine: Vec<Value> = events.iter().filter(|e| root_pid(e) == tracked.pid as u64).cloned().collect();
+    assert!(!mine.is_empty(), "no events from the tracked script; daemon log:\n{log}");
+    let [p4, p6, pu, p4b] = tracked.ports;
+    let dir = &tracked.dir;
+
+    let exec = exactly_one(&mine, "exec of /bin/true", |e| {
+        e["class_uid"] == 1007 && e["process"]["cmd_line"] == "/bin/true child-marker"
+    });
+    let true_path = std::fs::canonicalize("/bin/true").unwrap();
+    assert_eq!(exec["process"]["file"]["path"], true_path.display().to_string(), "exe resolved by the kernel");
+    assert_eq!(exec["unmapped"]["tether"]["exec"]["argv"], serde_json::json!(["/bin/true", "child-marker"]));
+    let child_lineage = lineage_pids(exec);
+    assert_eq!(child_lineage.last(), Some(&(tracked.pid as u64)), "lineage ends at the agent root");
+    assert_eq!(child_lineage.len(), 2, "child -> script");
+
+    let c4 = exactly_one(&mine, "tcp connect 127.0.0.1", |e| is_net(e, "127.0.0.1", p4, "tcp", 1));
+    assert_eq!(c4["actor"]["process"]["pid"], tracked.pid, "the script itself connects");
+    assert_eq!(c4["actor"]["process"]["file"]["path"], std::fs::canonicalize("/bin/bash").unwrap().display().to_string());
+    exactly_one(&mine, "tcp connect ::1", |e| is_net(e, "::1", p6, "tcp", 1));
+    exactly_one(&mine, "udp sendto 127.0.0.1", |e| is_net(e, "127.0.0.1", pu, "udp", 6));
+
+    exactly_one(&mine, "write via a relative path", |e| is_file(e, 14, &dir.join("rel.txt")));
+    let through = exactly_one(&mine, "write through a symlinked directory", |e| is_file(e, 14, &dir.join("real/through-link.txt")));
+    assert_eq!(through["unmapped"]["tether"]["file"]["path"]["origin"], "kernel-object");
+    let rename = exactly_one(&mine, "rename", |e| is_file(e, 5, &dir.join("rel.txt")));
+    assert_eq!(rename["file_result"]["path"], dir.join("renamed.txt").display().to_string());
+    assert_eq!(rename["status_id"], 1);
+    exactly_one(&mine, "unlink", |e| is_file(e, 4, &dir.join("renamed.txt")));
+
+    let grandchild = exactly_one(&mine, "the setsid grandchild's connect", |e| is_net(e, "127.0.0.1", p4b, "tcp", 1));
+    let gl = grandchild["unmapped"]["tether"]["lineage"].as_array().unwrap();
+    assert!(gl.len() >= 3, "grandchild -> exited subshell -> script: {gl:#?}");
+    assert_eq!(gl.last().unwrap()["pid"], tracked.pid);
+    assert!(gl[1..gl.len() - 1].iter().any(|p| p["exited"] == true), "the intermediate parent had exited: {gl:#?}");
+
+    // The same actions from an untracked process appear nowhere.
+    let udir = untracked.dir.display().to_string();
+    for e in &events {
+        let s = e.to_string();
+        assert!(!s.contains(&udir), "untracked activity reported: {e}");
+        assert_ne!(root_pid(e), untracked.pid as u64, "untracked process reported: {e}");
+        if e["class_uid"] == 4001 {
+            let port = e["dst_endpoint"]["port"].as_u64().unwrap() as u16;
+            assert!(!untracked.ports.contains(&port), "untracked connect/send reported: {e}");
+        }
+    }
+    // The daemon never reports itself (it writes the audit log, which would be a write-open).
+    assert!(events.iter().all(|e| e["actor"]["process"]["pid"] != daemon_pid), "the daemon reported itself");
+}
+
+#[test]
+fn agent_selectors_track_at_exec_and_adopt_running_processes() {
+    let (_t, dir) = test_dir();
+    // An "agent" binary: a copy of bash under a distinctive name (its comm).
+    let agent = dir.join("tt-agent");
+    std::fs::copy("/bin/bash", &agent).unwrap();
+    let adopted = dir.join("tt-adoptee");
+    std::fs::copy("/bin/bash", &adopted).unwrap();
+    // Started before the daemon: must be adopted, with its child.
+    let early = Command::new(&adopted)
+        .arg("-c")
+        .arg("while [ ! -e go ]; do sleep 0.05; done; echo adopted > adopted.txt; sh -c 'echo kid > adopted-kid.txt'")
+        .current_dir(&dir)
+        .spawn()
+        .unwrap();
+    let policy = "version: 1\nagents:\n  - id: test-agents\n    comm: [tt-agent, tt-adoptee]\n";
+    let d = Daemon::start(Some(policy));
+    std::fs::write(dir.join("go"), "").unwrap();
+    let out = Command::new(&agent).arg("-c").arg("echo selected > selected.txt").current_dir(&dir).output().unwrap();
+    assert!(out.status.success());
+    let early_pid = early.id();
+    assert!(early.wait_with_output().unwrap().status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, log) = d.stop();
+    let sel = exactly_one(&events, "write by the selected agent", |e| is_file(e, 14, &dir.join("selected.txt")));
+    assert_eq!(sel["unmapped"]["tether"]["tracked_by"], "selector", "log:\n{log}");
+    let ad = exactly_one(&events, "write by the adopted agent", |e| is_file(e, 14, &dir.join("adopted.txt")));
+    assert_eq!(ad["unmapped"]["tether"]["tracked_by"], "adopted");
+    assert_eq!(ad["actor"]["process"]["pid"], early_pid);
+    let kid = exactly_one(&events, "write by the adopted agent's child", |e| is_file(e, 14, &dir.join("adopted-kid.txt")));
+    assert_eq!(lineage_pids(kid).last(), Some(&(early_pid as u64)));
+}
+
+#[test]
+fn exec_refuses_to_run_the_command_when_the_daemon_is_unreachable() {
+    let (_t, dir) = test_dir();
+    let marker = dir.join("ran");
+    let out = Command::new(tether_bin())
+        .args(["exec", "--socket"])
+        .arg(dir.join("no-daemon.sock"))
+        .args(["--", "touch"])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the tether daemon"), "{err}");
+    assert!(!marker.exists(), "the command must not run untracked");
+}
+
+fn program_ids() -> BTreeSet<u32> {
+    aya::programs::loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect()
+}
+
+#[test]
+fn a_sigkilled_daemon_leaves_no_program_attached() {
+    let before = program_ids();
+    let d = Daemon::start(None);
+    let during = program_ids();
+    let ours: BTreeSet<u32> = during.difference(&before).copied().collect();
+    assert!(ours.len() >= 9, "expected the daemon's programs to be loaded, new ids: {ours:?}");
+    let pid = d.pid();
+    let mut d = d;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    d.child.wait().unwrap();
+    // The kernel frees programs once the last link/fd is gone (asynchronously, via RCU).
+    let t = Instant::now();
+    loop {
+        let left: BTreeSet<u32> = program_ids().intersection(&ours).copied().collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "programs still loaded after SIGKILL: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
