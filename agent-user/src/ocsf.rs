@@ -213,6 +213,17 @@ pub fn audit(ctx: &Context, seq: u64, event: &Event, actor: &ProcInfo, after: &P
         }
         Event::Fork { .. } | Event::Exit { .. } => unreachable!("returned above"),
     }
+    if class_uid == 4001 {
+        // Network Activity has no `actor` or `device` without OCSF's host profile: the host is
+        // the source endpoint, and the acting process goes with Tether's own data.
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("device");
+            if let Some(actor) = obj.remove("actor") {
+                tether["actor"] = actor;
+            }
+        }
+        v["src_endpoint"] = json!({"hostname": ctx.hostname});
+    }
     v["unmapped"] = json!({"tether": tether});
     Some(v)
 }
@@ -252,10 +263,13 @@ mod tests {
         assert_eq!(v["time"], 1_700_000_006_000i64);
         assert_eq!(v["dst_endpoint"], json!({"ip": "127.0.0.1", "port": 8080}));
         assert_eq!(v["connection_info"]["protocol_name"], "tcp");
-        assert_eq!(v["actor"]["process"]["pid"], 42);
-        assert_eq!(v["actor"]["process"]["cmd_line"], "bash run.sh");
-        assert_eq!(v["actor"]["process"]["file"]["path"], "/usr/bin/bash");
-        assert_eq!(v["actor"]["user"]["uid"], "1000");
+        assert!(v.get("actor").is_none() && v.get("device").is_none(), "not in class 4001");
+        assert_eq!(v["src_endpoint"]["hostname"], "node-1");
+        let actor = &v["unmapped"]["tether"]["actor"];
+        assert_eq!(actor["process"]["pid"], 42);
+        assert_eq!(actor["process"]["cmd_line"], "bash run.sh");
+        assert_eq!(actor["process"]["file"]["path"], "/usr/bin/bash");
+        assert_eq!(actor["user"]["uid"], "1000");
         assert_eq!(v["metadata"]["uid"], "b00t-1-7");
         assert_eq!(v["metadata"]["version"], "1.8.0");
         assert_eq!(v["unmapped"]["tether"]["lineage"][0]["pid"], 42);
