@@ -22,7 +22,12 @@ fn main() -> anyhow::Result<()> {
     let ws = manifest.parent().context("workspace root")?.to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let object = out_dir.join("tether.bpf.o");
-    for dir in ["agent-ebpf/src", "agent-ebpf/Cargo.toml", "agent-common/src", "agent-common/Cargo.toml"] {
+    for dir in [
+        "agent-ebpf/src",
+        "agent-ebpf/Cargo.toml",
+        "agent-common/src",
+        "agent-common/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", ws.join(dir).display());
     }
     for var in ["TETHER_BPF_OBJECT", "TETHER_BPF_TOOLCHAIN", "TETHER_REQUIRE_BPF"] {
@@ -50,7 +55,10 @@ fn main() -> anyhow::Result<()> {
 
 fn toolchain_present(toolchain: &str) -> Result<(), String> {
     let ok = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
-    if !ok(Command::new("rustup").args(["run", toolchain, "rustc", "--version"]).env_remove("RUSTUP_TOOLCHAIN")) {
+    if !ok(Command::new("rustup")
+        .args(["run", toolchain, "rustc", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN"))
+    {
         return Err(format!("toolchain {toolchain} is not installed"));
     }
     if !ok(Command::new("bpf-linker").arg("--version")) {
@@ -62,11 +70,24 @@ fn toolchain_present(toolchain: &str) -> Result<(), String> {
 fn build_ebpf(ws: &Path, toolchain: &str, object: &Path) -> anyhow::Result<()> {
     let arch = env::var("CARGO_CFG_TARGET_ARCH")?;
     let target_dir = ws.join("target/bpf");
-    let rustflags = [format!("--cfg=bpf_target_arch=\"{arch}\""), "-Cdebuginfo=2".into(), "-Clink-arg=--btf".into()]
-        .join("\x1f");
+    let rustflags = [
+        format!("--cfg=bpf_target_arch=\"{arch}\""),
+        "-Cdebuginfo=2".into(),
+        "-Clink-arg=--btf".into(),
+    ]
+    .join("\x1f");
     let mut cmd = Command::new("rustup");
     cmd.current_dir(ws)
-        .args(["run", toolchain, "cargo", "build", "--release", "-p", "agent-ebpf", "--bins"])
+        .args([
+            "run",
+            toolchain,
+            "cargo",
+            "build",
+            "--release",
+            "-p",
+            "agent-ebpf",
+            "--bins",
+        ])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--target-dir"])
         .arg(&target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags);

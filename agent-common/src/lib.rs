@@ -63,8 +63,7 @@ pub mod counter {
     /// A kernel read failed while building a record (the record is still sent, flagged).
     pub const READ_ERROR: u32 = 3;
     pub const COUNT: u32 = 4;
-    pub const NAMES: [&str; COUNT as usize] =
-        ["ringbuf_full", "tracked_full", "pending_full", "read_error"];
+    pub const NAMES: [&str; COUNT as usize] = ["ringbuf_full", "tracked_full", "pending_full", "read_error"];
 }
 
 /// Value of the tracked-process map, keyed by tgid.
@@ -106,7 +105,11 @@ impl InodeKey {
     pub fn from_stat(st_dev: u64, st_ino: u64) -> Self {
         let major = ((st_dev >> 32) & 0xffff_f000) | ((st_dev >> 8) & 0xfff);
         let minor = ((st_dev >> 12) & 0xffff_ff00) | (st_dev & 0xff);
-        InodeKey { ino: st_ino, dev: ((major as u32) << 20) | (minor as u32 & 0xf_ffff), _pad: 0 }
+        InodeKey {
+            ino: st_ino,
+            dev: ((major as u32) << 20) | (minor as u32 & 0xf_ffff),
+            _pad: 0,
+        }
     }
 }
 
@@ -354,7 +357,7 @@ const _: () = {
     assert!(size_of::<InodeKey>() == 16);
     assert!(size_of::<Header>() == 64);
     assert!(size_of::<WalkedPath>() == WALK_BUF + 8);
-    assert!(size_of::<WalkedPath>() % 8 == 0);
+    assert!(size_of::<WalkedPath>().is_multiple_of(8));
     assert!(size_of::<ExecEvent>() == 64 + 16 + size_of::<WalkedPath>() + FILENAME_LEN + ARGV_LEN);
     assert!(size_of::<ForkEvent>() == 80);
     assert!(size_of::<ExitEvent>() == 72);

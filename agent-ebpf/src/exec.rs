@@ -4,8 +4,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, Tracked, counter, flags, kind,
-    track_reason,
+    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, Tracked, counter, flags, kind, track_reason,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -16,10 +15,10 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{
-        KPtr, current_task, file_path, fill_header, off, parent_tgid, process_start_ns, read_ptr,
-        read_u32, read_u64, tp, walk_empty, walk_path,
+        KPtr, current_task, file_path, fill_header, off, parent_tgid, process_start_ns, read_ptr, read_u32, read_u64,
+        tp, walk_empty, walk_path,
     },
-    maps::{CONFIG, EVENTS, config_value, SELECT_COMM, SELECT_EXE, TRACKED, count, self_tgid, wake_flags},
+    maps::{CONFIG, EVENTS, SELECT_COMM, SELECT_EXE, TRACKED, config_value, count, self_tgid, wake_flags},
 };
 
 #[tracepoint]
@@ -44,7 +43,11 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
                 return 0;
             }
             let start_ns = process_start_ns(task).unwrap_or(0);
-            let entry = Tracked { start_ns, root_tgid: tgid, reason: track_reason::SELECTED };
+            let entry = Tracked {
+                start_ns,
+                root_tgid: tgid,
+                reason: track_reason::SELECTED,
+            };
             if TRACKED.insert(&tgid, &entry, 0).is_err() {
                 count(counter::TRACKED_FULL);
             }
@@ -77,11 +80,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         let len = len & (ARGV_LEN - 1);
         // SAFETY: len < ARGV_LEN.
         let r = unsafe {
-            generated::bpf_probe_read_user(
-                ev.argv.as_mut_ptr() as *mut c_void,
-                len as u32,
-                start as *const c_void,
-            )
+            generated::bpf_probe_read_user(ev.argv.as_mut_ptr() as *mut c_void, len as u32, start as *const c_void)
         };
         if r == 0 {
             ev.argv_len = len as u32;

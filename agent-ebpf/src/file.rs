@@ -10,8 +10,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, counter, file_op, kind,
-    path_source,
+    AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, counter, file_op, kind, path_source,
     syscalls::{self, Shape},
 };
 use aya_ebpf::{
@@ -114,15 +113,18 @@ fn enter(ctx: &TracePointContext, tid: u32) -> Result<(), i32> {
         Shape::Unlink => (p.op, name_a) = (file_op::UNLINK, a0),
         Shape::UnlinkAt => {
             (p.dfd_a, name_a, p.flags) = (a0 as i32, a1, a2);
-            p.op = if a2 & AT_REMOVEDIR != 0 { file_op::RMDIR } else { file_op::UNLINK };
+            p.op = if a2 & AT_REMOVEDIR != 0 {
+                file_op::RMDIR
+            } else {
+                file_op::UNLINK
+            };
         }
         Shape::Rmdir => (p.op, name_a) = (file_op::RMDIR, a0),
         Shape::Mkdir => (p.op, name_a, p.mode) = (file_op::MKDIR, a0, a1 as u32),
         Shape::MkdirAt => (p.op, p.dfd_a, name_a, p.mode) = (file_op::MKDIR, a0 as i32, a1, a2 as u32),
         Shape::Link => (p.op, name_a, name_b, p.source_b) = (file_op::LINK, a0, a1, path_source::DIR_AND_NAME),
         Shape::LinkAt => {
-            (p.op, p.dfd_a, name_a, p.dfd_b, name_b, p.flags) =
-                (file_op::LINK, a0 as i32, a1, a2 as i32, a3, a4);
+            (p.op, p.dfd_a, name_a, p.dfd_b, name_b, p.flags) = (file_op::LINK, a0 as i32, a1, a2 as i32, a3, a4);
             p.source_b = path_source::DIR_AND_NAME;
         }
         // a = the new link (created), b = its target text (never resolved).
@@ -141,11 +143,11 @@ fn enter(ctx: &TracePointContext, tid: u32) -> Result<(), i32> {
         }
         Shape::Chown => (p.op, name_a, p.uid, p.gid) = (file_op::CHOWN, a0, a1 as u32, a2 as u32),
         Shape::FChown => {
-            (p.op, p.fd, p.uid, p.gid, p.source_a) = (file_op::CHOWN, a0 as i32, a1 as u32, a2 as u32, path_source::OBJECT)
+            (p.op, p.fd, p.uid, p.gid, p.source_a) =
+                (file_op::CHOWN, a0 as i32, a1 as u32, a2 as u32, path_source::OBJECT)
         }
         Shape::FChownAt => {
-            (p.op, p.dfd_a, name_a, p.uid, p.gid, p.flags) =
-                (file_op::CHOWN, a0 as i32, a1, a2 as u32, a3 as u32, a4);
+            (p.op, p.dfd_a, name_a, p.uid, p.gid, p.flags) = (file_op::CHOWN, a0 as i32, a1, a2 as u32, a3 as u32, a4);
         }
     }
     (p.ptr_a, p.ptr_b) = (name_a, name_b);
@@ -165,7 +167,11 @@ fn read_name(ptr: u64, out: &mut [u8; RAW_PATH_LEN]) -> (u16, u8) {
     }
     // SAFETY: the helper bounds the copy to RAW_PATH_LEN.
     let n = unsafe {
-        generated::bpf_probe_read_user_str(out.as_mut_ptr() as *mut c_void, RAW_PATH_LEN as u32, ptr as *const c_void)
+        generated::bpf_probe_read_user_str(
+            out.as_mut_ptr() as *mut c_void,
+            RAW_PATH_LEN as u32,
+            ptr as *const c_void,
+        )
     };
     if n <= 0 {
         return (0, RAW_UNREADABLE);
@@ -223,9 +229,31 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
     ev._pad1 = 0;
     let task = current_task();
     // Path a: for a successful open the returned fd is the object itself.
-    let object_fd = if p.op == file_op::OPEN_WRITE && ret >= 0 { ret as i32 } else { p.fd };
-    fill_path(task, &mut ev.a, p.source_a, object_fd, p.dfd_a, &p.raw_a, p.raw_len_a, p.raw_truncated_a);
-    fill_path(task, &mut ev.b, p.source_b, -1, p.dfd_b, &p.raw_b, p.raw_len_b, p.raw_truncated_b);
+    let object_fd = if p.op == file_op::OPEN_WRITE && ret >= 0 {
+        ret as i32
+    } else {
+        p.fd
+    };
+    fill_path(
+        task,
+        &mut ev.a,
+        p.source_a,
+        object_fd,
+        p.dfd_a,
+        &p.raw_a,
+        p.raw_len_a,
+        p.raw_truncated_a,
+    );
+    fill_path(
+        task,
+        &mut ev.b,
+        p.source_b,
+        -1,
+        p.dfd_b,
+        &p.raw_b,
+        p.raw_len_b,
+        p.raw_truncated_b,
+    );
     slot.submit(wake_flags());
 }
 

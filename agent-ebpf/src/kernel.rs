@@ -2,12 +2,10 @@
 //! kernel's BTF and wrote into `CONFIG` (Rust BPF has no CO-RE; see agent_common::config).
 use core::ffi::c_void;
 
-use agent_common::{
-    COMM_LEN, Header, NAME_MAX_WIRE, WALK_MAIN, WALK_MAX_STEPS, WalkedPath, counter, walk,
-};
+use agent_common::{COMM_LEN, Header, NAME_MAX_WIRE, WALK_MAIN, WALK_MAX_STEPS, WalkedPath, counter, walk};
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
-    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task, bpf_get_current_uid_gid,
+    bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
 };
 
 use crate::maps::{WALK_SCRATCH, WalkScratch, count};
@@ -167,7 +165,8 @@ fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch) {
         };
         if dentry == mnt_root {
             // Root of this mount: continue from the mountpoint in the parent mount.
-            let (Ok(mparent), Ok(mountpoint)) = (read_ptr(mnt, mnt_parent_off), read_ptr(mnt, mnt_mountpoint_off)) else {
+            let (Ok(mparent), Ok(mountpoint)) = (read_ptr(mnt, mnt_parent_off), read_ptr(mnt, mnt_mountpoint_off))
+            else {
                 w.flags = walk::READ_ERROR;
                 return;
             };

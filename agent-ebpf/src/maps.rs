@@ -1,7 +1,7 @@
 //! Maps and the load-time configuration global. Names are the contract with agent-user's loader.
 use agent_common::{
-    COMM_LEN, Config, InodeKey, MAX_PENDING, MAX_TRACKED, PendingFile, RING_BYTES,
-    RING_WAKE_BYTES, Tracked, WALK_MAX_STEPS, counter,
+    COMM_LEN, Config, InodeKey, MAX_PENDING, MAX_TRACKED, PendingFile, RING_BYTES, RING_WAKE_BYTES, Tracked,
+    WALK_MAX_STEPS, counter,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -31,8 +31,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
 /// thread id -> a file syscall between its entry and its exit.
 #[map]
-pub static PENDING: HashMap<u32, PendingFile> =
-    HashMap::with_max_entries(MAX_PENDING, BPF_F_NO_PREALLOC);
+pub static PENDING: HashMap<u32, PendingFile> = HashMap::with_max_entries(MAX_PENDING, BPF_F_NO_PREALLOC);
 
 /// Per-CPU staging slot for a PendingFile (too large for the stack).
 #[map]

@@ -2,9 +2,7 @@
 //! io_uring's IORING_OP_CONNECT, which makes no syscall) and every send with an explicit
 //! destination. They only observe here: they always allow.
 use agent_common::{NetEvent, counter, kind, net_op};
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::cgroup_sock_addr, programs::SockAddrContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::cgroup_sock_addr, programs::SockAddrContext};
 use core::ptr::read_volatile;
 
 use crate::{
@@ -71,8 +69,7 @@ fn report(ctx: &SockAddrContext, op: u8, v6: bool) {
             let c = read_volatile(&(*sa).user_ip6[2]).to_ne_bytes();
             let d = read_volatile(&(*sa).user_ip6[3]).to_ne_bytes();
             ev.addr = [
-                a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0],
-                d[1], d[2], d[3],
+                a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3],
             ];
         } else {
             let a = read_volatile(&(*sa).user_ip4).to_ne_bytes();

@@ -49,7 +49,10 @@ pub enum ApiError {
 
 /// Binds the socket (replacing a stale one left by a dead daemon).
 pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
-    let err = |source| ApiError::Bind { path: path.display().to_string(), source };
+    let err = |source| ApiError::Bind {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -91,15 +94,36 @@ async fn handle(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Resul
     let mut reader = BufReader::new(read.take(4096));
     reader.read_line(&mut line).await?;
     let reply = match (serde_json::from_str::<Request>(line.trim()), cred.pid()) {
-        (Err(e), _) => Reply { ok: false, pid: None, error: Some(format!("bad request: {e}")) },
-        (_, None) => Reply { ok: false, pid: None, error: Some("the caller's pid is unknown (SO_PEERCRED)".into()) },
+        (Err(e), _) => Reply {
+            ok: false,
+            pid: None,
+            error: Some(format!("bad request: {e}")),
+        },
+        (_, None) => Reply {
+            ok: false,
+            pid: None,
+            error: Some("the caller's pid is unknown (SO_PEERCRED)".into()),
+        },
         (Ok(request), Some(pid)) => {
             let (tx, rx) = oneshot::channel();
-            let call = Call { pid: pid as u32, uid: cred.uid(), request, reply: tx };
+            let call = Call {
+                pid: pid as u32,
+                uid: cred.uid(),
+                request,
+                reply: tx,
+            };
             if calls.send(call).await.is_err() {
-                Reply { ok: false, pid: None, error: Some("the daemon is shutting down".into()) }
+                Reply {
+                    ok: false,
+                    pid: None,
+                    error: Some("the daemon is shutting down".into()),
+                }
             } else {
-                rx.await.unwrap_or(Reply { ok: false, pid: None, error: Some("the daemon dropped the request".into()) })
+                rx.await.unwrap_or(Reply {
+                    ok: false,
+                    pid: None,
+                    error: Some("the daemon dropped the request".into()),
+                })
             }
         }
     };
@@ -112,16 +136,27 @@ async fn handle(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Resul
 pub fn register_self(socket: &Path) -> Result<u32, String> {
     use std::io::{BufRead, Write};
     let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-        format!("cannot reach the tether daemon at {}: {e} (is `tether run` running?)", socket.display())
+        format!(
+            "cannot reach the tether daemon at {}: {e} (is `tether run` running?)",
+            socket.display()
+        )
     })?;
     let mut req = serde_json::to_string(&Request::Register {}).map_err(|e| e.to_string())?;
     req.push('\n');
-    s.write_all(req.as_bytes()).map_err(|e| format!("sending to {}: {e}", socket.display()))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("sending to {}: {e}", socket.display()))?;
     let mut line = String::new();
-    std::io::BufReader::new(&s).read_line(&mut line).map_err(|e| format!("reading from {}: {e}", socket.display()))?;
-    let reply: Reply = serde_json::from_str(line.trim()).map_err(|e| format!("bad reply from the daemon ({e}): {line:?}"))?;
+    std::io::BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(|e| format!("reading from {}: {e}", socket.display()))?;
+    let reply: Reply =
+        serde_json::from_str(line.trim()).map_err(|e| format!("bad reply from the daemon ({e}): {line:?}"))?;
     match reply {
-        Reply { ok: true, pid: Some(pid), .. } => Ok(pid),
+        Reply {
+            ok: true,
+            pid: Some(pid),
+            ..
+        } => Ok(pid),
         Reply { error, .. } => Err(error.unwrap_or_else(|| "refused".into())),
     }
 }
@@ -136,8 +171,14 @@ mod tests {
 
     #[test]
     fn request_wire_format_is_stable() {
-        assert_eq!(serde_json::to_string(&Request::Register {}).unwrap(), r#"{"op":"register"}"#);
-        assert!(serde_json::from_str::<Request>(r#"{"op":"register","pid":1}"#).is_err(), "no pid in requests");
+        assert_eq!(
+            serde_json::to_string(&Request::Register {}).unwrap(),
+            r#"{"op":"register"}"#
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"op":"register","pid":1}"#).is_err(),
+            "no pid in requests"
+        );
     }
 
     #[tokio::test]
@@ -149,7 +190,11 @@ mod tests {
         tokio::spawn(serve(listener, tx));
         tokio::spawn(async move {
             while let Some(call) = rx.recv().await {
-                let _ = call.reply.send(Reply { ok: true, pid: Some(call.pid), error: None });
+                let _ = call.reply.send(Reply {
+                    ok: true,
+                    pid: Some(call.pid),
+                    error: None,
+                });
             }
         });
         let p = path.clone();

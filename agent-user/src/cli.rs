@@ -45,7 +45,12 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET, env = "TETHER_SOCKET")]
         socket: PathBuf,
         /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         command: Vec<String>,
     },
     /// Rule files.
@@ -66,16 +71,35 @@ pub enum PolicyCommand {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { policies, audit_log, no_stdout, socket, ready_file } => {
+        Command::Run {
+            policies,
+            audit_log,
+            no_stdout,
+            socket,
+            ready_file,
+        } => {
             init_logging();
-            let opts = daemon::RunOptions { policies, audit_log, stdout: !no_stdout, socket, ready_file };
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            let opts = daemon::RunOptions {
+                policies,
+                audit_log,
+                stdout: !no_stdout,
+                socket,
+                ready_file,
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("tether: cannot start the runtime: {e}");
@@ -97,13 +121,24 @@ pub fn main() -> ExitCode {
             }
             let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();
             eprintln!("tether exec: cannot run {:?}: {err}", command[0]);
-            ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+            ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            })
         }
-        Command::Policy { command: PolicyCommand::Check { files } } => {
+        Command::Policy {
+            command: PolicyCommand::Check { files },
+        } => {
             let mut failed = false;
             for f in &files {
                 match policy::load(&[f]) {
-                    Ok(s) => println!("{}: ok ({} exe selectors, {} comm selectors)", f.display(), s.exe.len(), s.comm.len()),
+                    Ok(s) => println!(
+                        "{}: ok ({} exe selectors, {} comm selectors)",
+                        f.display(),
+                        s.exe.len(),
+                        s.comm.len()
+                    ),
                     Err(e) => {
                         eprintln!("{e}");
                         failed = true;

@@ -41,18 +41,26 @@ pub struct RunOptions {
 }
 
 fn now_ns(clock: ClockId) -> i128 {
-    clock_gettime(clock).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128).unwrap_or(0)
+    clock_gettime(clock)
+        .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+        .unwrap_or(0)
 }
 
 fn context(ticks_per_sec: u64) -> ocsf::Context {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let realtime = now_ns(ClockId::CLOCK_REALTIME);
     ocsf::Context {
         hostname,
         boot_epoch_ns: realtime - now_ns(ClockId::CLOCK_BOOTTIME),
         ticks_per_sec,
-        uid_prefix: format!("{}-{}", boot_id.trim().split('-').next().unwrap_or("host"), realtime / 1_000_000),
+        uid_prefix: format!(
+            "{}-{}",
+            boot_id.trim().split('-').next().unwrap_or("host"),
+            realtime / 1_000_000
+        ),
     }
 }
 
@@ -73,7 +81,8 @@ impl Daemon {
         if pid == std::process::id() {
             return Err("the daemon never tracks itself".into());
         }
-        let snap = crate::lineage::ProcSource::snapshot(&Procfs, pid).ok_or_else(|| format!("process {pid} is gone"))?;
+        let snap =
+            crate::lineage::ProcSource::snapshot(&Procfs, pid).ok_or_else(|| format!("process {pid} is gone"))?;
         let root_key = root.and_then(|r| self.table.live_keys().find(|k| k.pid == r).copied());
         let start_ns = snap.start * (1_000_000_000 / self.ticks_per_sec.max(1));
         let kernel_reason = match reason {
@@ -82,8 +91,15 @@ impl Daemon {
             Reason::Selected => track_reason::SELECTED,
             Reason::Inherited => track_reason::INHERITED,
         };
-        let entry = Tracked { start_ns, root_tgid: root.unwrap_or(pid), reason: kernel_reason };
-        self.probes.tracked.insert(pid, entry, 0).map_err(|e| format!("tracked map: {e}"))?;
+        let entry = Tracked {
+            start_ns,
+            root_tgid: root.unwrap_or(pid),
+            reason: kernel_reason,
+        };
+        self.probes
+            .tracked
+            .insert(pid, entry, 0)
+            .map_err(|e| format!("tracked map: {e}"))?;
         self.table.insert_snapshot(&snap, reason, root_key);
         Ok(())
     }
@@ -93,9 +109,17 @@ impl Daemon {
             Request::Register {} => match self.track(call.pid, Reason::Registered, None) {
                 Ok(()) => {
                     info!(pid = call.pid, uid = call.uid, "registered by tether exec");
-                    Reply { ok: true, pid: Some(call.pid), error: None }
+                    Reply {
+                        ok: true,
+                        pid: Some(call.pid),
+                        error: None,
+                    }
                 }
-                Err(e) => Reply { ok: false, pid: None, error: Some(e) },
+                Err(e) => Reply {
+                    ok: false,
+                    pid: None,
+                    error: Some(e),
+                },
             },
         };
         let _ = call.reply.send(reply);
@@ -103,7 +127,8 @@ impl Daemon {
 
     /// Adopts running processes that match the selectors, with their descendants.
     fn adopt(&mut self, selectors: &Selectors) {
-        let exes: std::collections::BTreeSet<_> = selectors.exe.iter().filter_map(|p| loader::exe_key(p).ok()).collect();
+        let exes: std::collections::BTreeSet<_> =
+            selectors.exe.iter().filter_map(|p| loader::exe_key(p).ok()).collect();
         // Twice: a child forked by an adopted process between the scan and its insertion is
         // caught by the second pass (after insertion the kernel tracks new children itself).
         for _ in 0..2 {
@@ -165,7 +190,9 @@ impl Daemon {
                 paths::resolve(p2);
             }
         }
-        let Some(after) = self.table.get(&key).cloned() else { return Ok(()) };
+        let Some(after) = self.table.get(&key).cloned() else {
+            return Ok(());
+        };
         let actor = before.unwrap_or_else(|| after.clone());
         self.seq += 1;
         if let Some(v) = ocsf::audit(&self.ctx, self.seq, &ev, &actor, &after, &self.table) {
@@ -178,7 +205,12 @@ impl Daemon {
         let now = self.probes.counters();
         for (i, (&n, &before)) in now.iter().zip(self.last_counters.iter()).enumerate() {
             if n > before {
-                warn!(counter = counter::NAMES[i], total = n, new = n - before, "kernel-side loss or error");
+                warn!(
+                    counter = counter::NAMES[i],
+                    total = n,
+                    new = n - before,
+                    "kernel-side loss or error"
+                );
             }
         }
         self.last_counters = now;
@@ -210,7 +242,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tokio::spawn(api::serve(listener, calls_tx));
 
     if let Some(ready) = &opts.ready_file {
-        std::fs::write(ready, format!("{}\n", std::process::id())).with_context(|| format!("writing {}", ready.display()))?;
+        std::fs::write(ready, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", ready.display()))?;
     }
     info!(socket = %opts.socket.display(), startup_ms = started.elapsed().as_millis() as u64, "tether ready (observe-only)");
 

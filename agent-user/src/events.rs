@@ -6,8 +6,8 @@ use std::{
 };
 
 use agent_common::{
-    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NetEvent, file_op, flags, kind,
-    net_op, path_source, walk,
+    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NetEvent, file_op, flags, kind, net_op, path_source,
+    walk,
 };
 
 /// Why a record could not be decoded.
@@ -103,7 +103,12 @@ impl FileOp {
             file_op::SYMLINK => FileOp::Symlink,
             file_op::CHMOD => FileOp::Chmod,
             file_op::CHOWN => FileOp::Chown,
-            other => return Err(DecodeError::BadValue { what: "file op", value: other as u64 }),
+            other => {
+                return Err(DecodeError::BadValue {
+                    what: "file op",
+                    value: other as u64,
+                });
+            }
         })
     }
 
@@ -217,7 +222,11 @@ impl Event {
 fn read<T: Copy>(buf: &[u8], kind: u32) -> Result<T, DecodeError> {
     let need = std::mem::size_of::<T>();
     if buf.len() < need {
-        return Err(DecodeError::Truncated { kind, need, got: buf.len() });
+        return Err(DecodeError::Truncated {
+            kind,
+            need,
+            got: buf.len(),
+        });
     }
     // SAFETY: length checked; T is a repr(C) wire type valid for any bit pattern, read unaligned.
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const T) })
@@ -281,14 +290,22 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         }
         kind::EXIT => {
             let e: ExitEvent = read(buf, h.kind)?;
-            Ok(Event::Exit { actor: actor(&e.header), exit_code: e.exit_code })
+            Ok(Event::Exit {
+                actor: actor(&e.header),
+                exit_code: e.exit_code,
+            })
         }
         kind::NET => {
             let e: NetEvent = read(buf, h.kind)?;
             let op = match e.op {
                 net_op::CONNECT => NetOp::Connect,
                 net_op::SENDMSG => NetOp::Send,
-                other => return Err(DecodeError::BadValue { what: "net op", value: other as u64 }),
+                other => {
+                    return Err(DecodeError::BadValue {
+                        what: "net op",
+                        value: other as u64,
+                    });
+                }
             };
             let addr = match e.family as i32 {
                 libc::AF_INET => IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3])),
@@ -299,7 +316,12 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                         None => IpAddr::V6(v6),
                     }
                 }
-                other => return Err(DecodeError::BadValue { what: "address family", value: other as u64 }),
+                other => {
+                    return Err(DecodeError::BadValue {
+                        what: "address family",
+                        value: other as u64,
+                    });
+                }
             };
             let transport = match (e.protocol as i32, e.sock_type as i32) {
                 (libc::IPPROTO_TCP, _) => Transport::Tcp,
@@ -308,12 +330,21 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 (0, libc::SOCK_DGRAM) => Transport::Udp,
                 (p, _) => Transport::Other(p as u8),
             };
-            Ok(Event::Net { actor: actor(&e.header), op, transport, addr, port: e.port })
+            Ok(Event::Net {
+                actor: actor(&e.header),
+                op,
+                transport,
+                addr,
+                port: e.port,
+            })
         }
         kind::FILE => {
             let e: FileEvent = read(buf, h.kind)?;
             let op = FileOp::from_wire(e.op)?;
-            let path = file_path(&e.a)?.ok_or(DecodeError::BadValue { what: "path source", value: 0 })?;
+            let path = file_path(&e.a)?.ok_or(DecodeError::BadValue {
+                what: "path source",
+                value: 0,
+            })?;
             let owner = (op == FileOp::Chown).then(|| {
                 let keep = |v: u32| (v != u32::MAX).then_some(v);
                 (keep(e.uid), keep(e.gid))
@@ -366,7 +397,10 @@ fn file_path(p: &FilePath) -> Result<Option<ReportedPath>, DecodeError> {
                 truncated: p.raw_truncated != 0 || p.walked.flags & (walk::TRUNCATED | walk::READ_ERROR) != 0,
             }))
         }
-        other => Err(DecodeError::BadValue { what: "path source", value: other as u64 }),
+        other => Err(DecodeError::BadValue {
+            what: "path source",
+            value: other as u64,
+        }),
     }
 }
 
@@ -397,11 +431,27 @@ mod tests {
     fn header(kind: u32) -> Header {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"bash");
-        Header { kind, flags: 0, ktime_ns: 5, tgid: 10, tid: 11, uid: 1000, gid: 1000, cgroup_id: 1, start_ns: 7, comm }
+        Header {
+            kind,
+            flags: 0,
+            ktime_ns: 5,
+            tgid: 10,
+            tid: 11,
+            uid: 1000,
+            gid: 1000,
+            cgroup_id: 1,
+            start_ns: 7,
+            comm,
+        }
     }
 
     fn walked(s: &str) -> WalkedPath {
-        let mut w = WalkedPath { buf: [0; WALK_BUF], start: (WALK_MAIN - s.len()) as u16, flags: 0, _pad: 0 };
+        let mut w = WalkedPath {
+            buf: [0; WALK_BUF],
+            start: (WALK_MAIN - s.len()) as u16,
+            flags: 0,
+            _pad: 0,
+        };
         w.buf[WALK_MAIN - s.len()..WALK_MAIN].copy_from_slice(s.as_bytes());
         w
     }
@@ -412,7 +462,14 @@ mod tests {
     }
 
     fn file_path(source: u8, walked_s: &str, raw: &str) -> FilePath {
-        let mut p = FilePath { walked: walked(walked_s), raw: [0; 256], raw_len: raw.len() as u16, source, raw_truncated: 0, _pad: 0 };
+        let mut p = FilePath {
+            walked: walked(walked_s),
+            raw: [0; 256],
+            raw_len: raw.len() as u16,
+            source,
+            raw_truncated: 0,
+            _pad: 0,
+        };
         p.raw[..raw.len()].copy_from_slice(raw.as_bytes());
         p
     }
@@ -430,7 +487,15 @@ mod tests {
         e.filename_len = 4;
         let ev = decode(&bytes_of(&e)).expect("decodes");
         match ev {
-            Event::Exec { actor, ppid, exe, filename, argv, argv_truncated, newly_selected } => {
+            Event::Exec {
+                actor,
+                ppid,
+                exe,
+                filename,
+                argv,
+                argv_truncated,
+                newly_selected,
+            } => {
                 assert_eq!(actor.comm, "bash");
                 assert_eq!((actor.tgid, actor.tid, actor.uid), (10, 11, 1000));
                 assert_eq!(ppid, 9);
@@ -454,7 +519,13 @@ mod tests {
         e.port = 443;
         e.addr = "::ffff:169.254.169.254".parse::<Ipv6Addr>().unwrap().octets();
         match decode(&bytes_of(&e)).expect("decodes") {
-            Event::Net { addr, port, transport, op, .. } => {
+            Event::Net {
+                addr,
+                port,
+                transport,
+                op,
+                ..
+            } => {
                 assert_eq!(addr, "169.254.169.254".parse::<IpAddr>().unwrap());
                 assert_eq!((port, transport, op), (443, Transport::Tcp, NetOp::Connect));
             }
@@ -464,7 +535,9 @@ mod tests {
         e.protocol = libc::IPPROTO_UDP as u8;
         e.op = net_op::SENDMSG;
         match decode(&bytes_of(&e)).expect("decodes") {
-            Event::Net { addr, transport, op, .. } => {
+            Event::Net {
+                addr, transport, op, ..
+            } => {
                 assert_eq!(addr, "::1".parse::<IpAddr>().unwrap());
                 assert_eq!((transport, op), (Transport::Udp, NetOp::Send));
             }
@@ -480,7 +553,9 @@ mod tests {
         e.a = file_path(path_source::DIR_AND_NAME, "/work/dir", "./sub//a.txt");
         e.b = file_path(path_source::DIR_AND_NAME, "/", "/abs/b.txt");
         match decode(&bytes_of(&e)).expect("decodes") {
-            Event::File { op, path, path2, owner, .. } => {
+            Event::File {
+                op, path, path2, owner, ..
+            } => {
                 assert_eq!(op, FileOp::Rename);
                 assert_eq!(path.path, "/work/dir/sub/a.txt");
                 assert_eq!(path.origin, PathOrigin::KernelDirAndName);
@@ -514,11 +589,20 @@ mod tests {
         let h = header(99);
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
         let h = header(kind::EXEC);
-        assert!(matches!(decode(&bytes_of(&h)), Err(DecodeError::Truncated { kind: 1, .. })));
+        assert!(matches!(
+            decode(&bytes_of(&h)),
+            Err(DecodeError::Truncated { kind: 1, .. })
+        ));
         let mut e: FileEvent = unsafe { std::mem::zeroed() };
         e.header = header(kind::FILE);
         e.op = 77;
-        assert_eq!(decode(&bytes_of(&e)), Err(DecodeError::BadValue { what: "file op", value: 77 }));
+        assert_eq!(
+            decode(&bytes_of(&e)),
+            Err(DecodeError::BadValue {
+                what: "file op",
+                value: 77
+            })
+        );
     }
 
     #[test]

@@ -32,15 +32,26 @@ impl Readable for BtfFile {
 
 /// Offsets of every struct field the programs read, from a BTF file.
 pub fn offsets_from_btf(path: &Path) -> Result<Offsets, LayoutError> {
-    let btf_err = |reason: String| LayoutError::Btf { path: path.display().to_string(), reason };
+    let btf_err = |reason: String| LayoutError::Btf {
+        path: path.display().to_string(),
+        reason,
+    };
     let file = File::open(path).map_err(|e| btf_err(e.to_string()))?;
     let ti = TypeInformation::new(&BtfFile(file)).map_err(|e| btf_err(format!("{e:?}")))?;
     let off = |ty: &str, field: &str| -> Result<u32, LayoutError> {
         let id = ti.id_of(ty).ok_or_else(|| LayoutError::NoType(ty.to_string()))?;
         match ti.offset_of(id, field) {
-            Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o as u32),
-            Ok((_, other)) => Err(LayoutError::NoField { ty: ty.into(), field: field.into(), reason: format!("not byte-aligned ({other:?})") }),
-            Err(e) => Err(LayoutError::NoField { ty: ty.into(), field: field.into(), reason: format!("{e:?}") }),
+            Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o),
+            Ok((_, other)) => Err(LayoutError::NoField {
+                ty: ty.into(),
+                field: field.into(),
+                reason: format!("not byte-aligned ({other:?})"),
+            }),
+            Err(e) => Err(LayoutError::NoField {
+                ty: ty.into(),
+                field: field.into(),
+                reason: format!("{e:?}"),
+            }),
         }
     };
     Ok(Offsets {
@@ -82,7 +93,9 @@ pub fn parse_format(text: &str) -> Vec<(String, u32)> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.trim();
-        let Some(rest) = line.strip_prefix("field:") else { continue };
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
         let mut parts = rest.split(';');
         let decl = parts.next().unwrap_or("").trim();
         let offset = parts
@@ -99,7 +112,10 @@ pub fn parse_format(text: &str) -> Vec<(String, u32)> {
 
 fn tracepoint_fields(tracefs: &Path, category: &str, name: &str) -> Result<Vec<(String, u32)>, LayoutError> {
     let path = tracefs.join("events").join(category).join(name).join("format");
-    let text = std::fs::read_to_string(&path).map_err(|source| LayoutError::Format { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| LayoutError::Format {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(parse_format(&text))
 }
 
@@ -108,7 +124,10 @@ fn field(fields: &[(String, u32)], tracepoint: &str, name: &str) -> Result<u32, 
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, o)| *o)
-        .ok_or_else(|| LayoutError::NoTracepointField { tracepoint: tracepoint.into(), field: name.into() })
+        .ok_or_else(|| LayoutError::NoTracepointField {
+            tracepoint: tracepoint.into(),
+            field: name.into(),
+        })
 }
 
 /// Tracepoint field offsets from the running kernel's tracefs.
@@ -161,7 +180,10 @@ format:
         assert_eq!(field(&f, "x", "comm").unwrap(), 8);
         assert_eq!(field(&f, "x", "group_dead").unwrap(), 32);
         assert_eq!(field(&f, "x", "common_pid").unwrap(), 4);
-        assert!(matches!(field(&f, "x", "nope"), Err(LayoutError::NoTracepointField { .. })));
+        assert!(matches!(
+            field(&f, "x", "nope"),
+            Err(LayoutError::NoTracepointField { .. })
+        ));
         let exec = parse_format("\tfield:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:0;");
         assert_eq!(exec, vec![("filename".to_string(), 8)]);
     }
@@ -183,6 +205,10 @@ format:
         let o = offsets_from_btf(path).expect("this kernel's BTF has every field we read");
         assert_ne!(o.task_tgid, 0);
         assert_ne!(o.task_real_parent, o.task_tgid);
-        assert_eq!(o.dentry_d_name_len, o.dentry_d_name_name - 4, "qstr: len then name pointer");
+        assert_eq!(
+            o.dentry_d_name_len,
+            o.dentry_d_name_name - 4,
+            "qstr: len then name pointer"
+        );
     }
 }

@@ -95,7 +95,12 @@ pub struct ProcessTable {
 
 impl ProcessTable {
     pub fn new(ticks_per_sec: u64) -> Self {
-        ProcessTable { procs: HashMap::new(), live: HashMap::new(), ticks_per_sec, exited: Vec::new() }
+        ProcessTable {
+            procs: HashMap::new(),
+            live: HashMap::new(),
+            ticks_per_sec,
+            exited: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -111,12 +116,18 @@ impl ProcessTable {
     }
 
     pub fn key_of(&self, actor: &Actor) -> ProcKey {
-        ProcKey { pid: actor.tgid, start: ns_to_ticks(actor.start_ns, self.ticks_per_sec) }
+        ProcKey {
+            pid: actor.tgid,
+            start: ns_to_ticks(actor.start_ns, self.ticks_per_sec),
+        }
     }
 
     /// Inserts a process learnt outside the event stream (registration, adoption).
     pub fn insert_snapshot(&mut self, snap: &ProcSnapshot, reason: Reason, root: Option<ProcKey>) -> ProcKey {
-        let key = ProcKey { pid: snap.pid, start: snap.start };
+        let key = ProcKey {
+            pid: snap.pid,
+            start: snap.start,
+        };
         let parent = self.live.get(&snap.ppid).copied();
         let info = ProcInfo {
             key,
@@ -164,7 +175,11 @@ impl ProcessTable {
             comm: actor.comm.clone(),
             uid: actor.uid,
             cgroup_id: actor.cgroup_id,
-            reason: if parent.is_some() { Reason::Inherited } else { Reason::Selected },
+            reason: if parent.is_some() {
+                Reason::Inherited
+            } else {
+                Reason::Selected
+            },
             exited: false,
         });
         key
@@ -173,13 +188,21 @@ impl ProcessTable {
     /// Applies a lineage event (fork, exec, exit) and returns the acting process's key.
     pub fn apply(&mut self, event: &Event, source: &dyn ProcSource) -> ProcKey {
         match event {
-            Event::Fork { parent, child_tgid, child_start_ns, .. } => {
+            Event::Fork {
+                parent,
+                child_tgid,
+                child_start_ns,
+                ..
+            } => {
                 let pkey = self.ensure(parent, source);
                 let (root, exe, argv, comm) = {
                     let p = &self.procs[&pkey];
                     (p.root, p.exe.clone(), p.argv.clone(), p.comm.clone())
                 };
-                let child = ProcKey { pid: *child_tgid, start: ns_to_ticks(*child_start_ns, self.ticks_per_sec) };
+                let child = ProcKey {
+                    pid: *child_tgid,
+                    start: ns_to_ticks(*child_start_ns, self.ticks_per_sec),
+                };
                 // An exec of the child may have been applied first (events can arrive out of
                 // order across CPUs): keep what it set, fix the parentage.
                 match self.procs.get_mut(&child) {
@@ -205,7 +228,14 @@ impl ProcessTable {
                 }
                 pkey
             }
-            Event::Exec { actor, ppid, exe, argv, newly_selected, .. } => {
+            Event::Exec {
+                actor,
+                ppid,
+                exe,
+                argv,
+                newly_selected,
+                ..
+            } => {
                 let key = self.ensure(actor, source);
                 let parent_key = self.live.get(ppid).copied().filter(|p| self.procs.contains_key(p));
                 let p = self.procs.get_mut(&key).expect("ensured above");
@@ -311,18 +341,37 @@ mod tests {
     }
 
     fn actor(pid: u32, start_ticks: u64) -> Actor {
-        Actor { tgid: pid, tid: pid, uid: 0, gid: 0, comm: "sh".into(), cgroup_id: 1, start_ns: start_ticks * 10_000_000, ktime_ns: 0 }
+        Actor {
+            tgid: pid,
+            tid: pid,
+            uid: 0,
+            gid: 0,
+            comm: "sh".into(),
+            cgroup_id: 1,
+            start_ns: start_ticks * 10_000_000,
+            ktime_ns: 0,
+        }
     }
 
     fn fork(parent: u32, pstart: u64, child: u32, cstart: u64) -> Event {
-        Event::Fork { parent: actor(parent, pstart), child_tgid: child, child_start_ns: cstart * 10_000_000 + 123, root_tgid: 0 }
+        Event::Fork {
+            parent: actor(parent, pstart),
+            child_tgid: child,
+            child_start_ns: cstart * 10_000_000 + 123,
+            root_tgid: 0,
+        }
     }
 
     fn exec(pid: u32, start: u64, ppid: u32, exe: &str, selected: bool) -> Event {
         Event::Exec {
             actor: actor(pid, start),
             ppid,
-            exe: ReportedPath { path: exe.into(), raw: exe.into(), origin: PathOrigin::KernelObject, truncated: false },
+            exe: ReportedPath {
+                path: exe.into(),
+                raw: exe.into(),
+                origin: PathOrigin::KernelObject,
+                truncated: false,
+            },
             filename: exe.into(),
             argv: vec![exe.into(), "-x".into()],
             argv_truncated: false,
@@ -331,7 +380,10 @@ mod tests {
     }
 
     fn exit(pid: u32, start: u64) -> Event {
-        Event::Exit { actor: actor(pid, start), exit_code: 0 }
+        Event::Exit {
+            actor: actor(pid, start),
+            exit_code: 0,
+        }
     }
 
     #[test]
@@ -344,7 +396,15 @@ mod tests {
     fn double_fork_keeps_lineage_to_the_root_after_the_middle_exits() {
         let mut t = ProcessTable::new(HZ);
         let root = t.insert_snapshot(
-            &ProcSnapshot { pid: 100, ppid: 1, start: 50, exe: "/bin/bash".into(), argv: vec!["bash".into()], comm: "bash".into(), uid: 0 },
+            &ProcSnapshot {
+                pid: 100,
+                ppid: 1,
+                start: 50,
+                exe: "/bin/bash".into(),
+                argv: vec!["bash".into()],
+                comm: "bash".into(),
+                uid: 0,
+            },
             Reason::Registered,
             None,
         );
@@ -391,7 +451,15 @@ mod tests {
     #[test]
     fn unknown_actor_is_filled_from_proc_only_if_start_time_matches() {
         let mut t = ProcessTable::new(HZ);
-        let src = FakeProc(vec![ProcSnapshot { pid: 7, ppid: 1, start: 5, exe: "/bin/x".into(), argv: vec!["x".into()], comm: "x".into(), uid: 0 }]);
+        let src = FakeProc(vec![ProcSnapshot {
+            pid: 7,
+            ppid: 1,
+            start: 5,
+            exe: "/bin/x".into(),
+            argv: vec!["x".into()],
+            comm: "x".into(),
+            uid: 0,
+        }]);
         let k = t.ensure(&actor(7, 5), &src);
         assert_eq!(t.get(&k).unwrap().exe, "/bin/x");
         // Same pid, other start time: /proc describes another process, so it is not used.

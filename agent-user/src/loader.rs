@@ -46,7 +46,10 @@ pub enum LoadError {
     #[error("loading the BPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
-    Program { name: String, source: aya::programs::ProgramError },
+    Program {
+        name: String,
+        source: aya::programs::ProgramError,
+    },
     #[error("map {name}: {source}")]
     Map { name: String, source: aya::maps::MapError },
     #[error("the BPF object has no {0}")]
@@ -91,8 +94,14 @@ fn ensure_tracefs() -> Result<(), LoadError> {
     if Path::new(TRACEFS).join("events").exists() {
         return Ok(());
     }
-    nix::mount::mount(Some("tracefs"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(LoadError::Tracefs)?;
+    nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(LoadError::Tracefs)?;
     info!("mounted tracefs at {TRACEFS}");
     Ok(())
 }
@@ -123,7 +132,10 @@ pub fn comm_key(comm: &str) -> [u8; COMM_LEN] {
 
 /// Executable selector key: the inode the path names (symlinks followed).
 pub fn exe_key(path: &str) -> Result<InodeKey, LoadError> {
-    let m = std::fs::metadata(path).map_err(|source| LoadError::Selector { path: path.into(), source })?;
+    let m = std::fs::metadata(path).map_err(|source| LoadError::Selector {
+        path: path.into(),
+        source,
+    })?;
     Ok(InodeKey::from_stat(m.dev(), m.ino()))
 }
 
@@ -131,12 +143,18 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, LoadError
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let p = ebpf.program_mut(name).ok_or_else(|| LoadError::Missing(format!("program {name}")))?;
-    p.try_into().map_err(|source| LoadError::Program { name: name.into(), source })
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| LoadError::Missing(format!("program {name}")))?;
+    p.try_into().map_err(|source| LoadError::Program {
+        name: name.into(),
+        source,
+    })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoadError> {
-    ebpf.take_map(name).ok_or_else(|| LoadError::Missing(format!("map {name}")))
+    ebpf.take_map(name)
+        .ok_or_else(|| LoadError::Missing(format!("map {name}")))
 }
 
 /// Loads and attaches everything. `selectors` become the in-kernel agent selector maps.
@@ -148,53 +166,97 @@ pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
     ensure_tracefs()?;
     let self_tgid = std::process::id();
     let mut config: Config = kernel_layout::config(Path::new(BTF_PATH), Path::new(TRACEFS), self_tgid)?;
-    let exe_keys = selectors.exe.iter().map(|p| exe_key(p).map(|k| (p, k))).collect::<Result<Vec<_>, _>>()?;
+    let exe_keys = selectors
+        .exe
+        .iter()
+        .map(|p| exe_key(p).map(|k| (p, k)))
+        .collect::<Result<Vec<_>, _>>()?;
     config.select_comm = u32::from(!selectors.comm.is_empty());
     config.select_exe = u32::from(!exe_keys.is_empty());
     debug!(?config, "kernel layout");
 
-    let mut ebpf = EbpfLoader::new().override_global("CONFIG", &config, true).load(object)?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .load(object)?;
     let mut attached = Attached::default();
 
     // Selector maps first, so an exec right after attach is already judged.
     {
-        let mut comm: HashMap<_, [u8; COMM_LEN], u32> =
-            HashMap::try_from(ebpf.map_mut("SELECT_COMM").ok_or_else(|| LoadError::Missing("map SELECT_COMM".into()))?)
-                .map_err(|source| LoadError::Map { name: "SELECT_COMM".into(), source })?;
+        let mut comm: HashMap<_, [u8; COMM_LEN], u32> = HashMap::try_from(
+            ebpf.map_mut("SELECT_COMM")
+                .ok_or_else(|| LoadError::Missing("map SELECT_COMM".into()))?,
+        )
+        .map_err(|source| LoadError::Map {
+            name: "SELECT_COMM".into(),
+            source,
+        })?;
         for (i, c) in selectors.comm.iter().enumerate() {
-            comm.insert(comm_key(c), i as u32, 0).map_err(|source| LoadError::Map { name: "SELECT_COMM".into(), source })?;
+            comm.insert(comm_key(c), i as u32, 0).map_err(|source| LoadError::Map {
+                name: "SELECT_COMM".into(),
+                source,
+            })?;
         }
     }
     {
-        let mut exe: HashMap<_, InodeKey, u32> =
-            HashMap::try_from(ebpf.map_mut("SELECT_EXE").ok_or_else(|| LoadError::Missing("map SELECT_EXE".into()))?)
-                .map_err(|source| LoadError::Map { name: "SELECT_EXE".into(), source })?;
+        let mut exe: HashMap<_, InodeKey, u32> = HashMap::try_from(
+            ebpf.map_mut("SELECT_EXE")
+                .ok_or_else(|| LoadError::Missing("map SELECT_EXE".into()))?,
+        )
+        .map_err(|source| LoadError::Map {
+            name: "SELECT_EXE".into(),
+            source,
+        })?;
         for (i, (path, key)) in exe_keys.iter().enumerate() {
             debug!(path = %path, ?key, "exe selector");
-            exe.insert(key, i as u32, 0).map_err(|source| LoadError::Map { name: "SELECT_EXE".into(), source })?;
+            exe.insert(key, i as u32, 0).map_err(|source| LoadError::Map {
+                name: "SELECT_EXE".into(),
+                source,
+            })?;
         }
     }
 
     // Lineage first: a fork must never be missed between other attachments.
     let fork: &mut RawTracePoint = program(&mut ebpf, "sched_process_fork")?;
-    fork.load().map_err(|source| LoadError::Program { name: "sched_process_fork".into(), source })?;
-    fork.attach("sched_process_fork").map_err(|source| LoadError::Program { name: "sched_process_fork".into(), source })?;
+    fork.load().map_err(|source| LoadError::Program {
+        name: "sched_process_fork".into(),
+        source,
+    })?;
+    fork.attach("sched_process_fork").map_err(|source| LoadError::Program {
+        name: "sched_process_fork".into(),
+        source,
+    })?;
     attached.programs.push("raw_tp/sched_process_fork".into());
     for name in ["sched_process_exit", "sched_process_exec"] {
         let tp: &mut TracePoint = program(&mut ebpf, name)?;
-        tp.load().map_err(|source| LoadError::Program { name: name.into(), source })?;
-        tp.attach("sched", name).map_err(|source| LoadError::Program { name: name.into(), source })?;
+        tp.load().map_err(|source| LoadError::Program {
+            name: name.into(),
+            source,
+        })?;
+        tp.attach("sched", name).map_err(|source| LoadError::Program {
+            name: name.into(),
+            source,
+        })?;
         attached.programs.push(format!("tracepoint/sched/{name}"));
     }
 
     // Network: cgroup sock_addr hooks at the cgroup v2 root (they see every process; the
     // programs report tracked ones only and always allow).
     let root = cgroup2_root()?;
-    let cgroup = File::open(&root).map_err(|source| LoadError::Cgroup { path: root.display().to_string(), source })?;
+    let cgroup = File::open(&root).map_err(|source| LoadError::Cgroup {
+        path: root.display().to_string(),
+        source,
+    })?;
     for name in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
         let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        p.load().map_err(|source| LoadError::Program { name: name.into(), source })?;
-        p.attach(&cgroup, CgroupAttachMode::default()).map_err(|source| LoadError::Program { name: name.into(), source })?;
+        p.load().map_err(|source| LoadError::Program {
+            name: name.into(),
+            source,
+        })?;
+        p.attach(&cgroup, CgroupAttachMode::default())
+            .map_err(|source| LoadError::Program {
+                name: name.into(),
+                source,
+            })?;
         attached.programs.push(format!("cgroup_sock_addr/{name}"));
     }
     attached.cgroup_root = root;
@@ -202,14 +264,22 @@ pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
     // File writes: one entry and one exit program, attached to each watched syscall.
     for (prog, dir) in [("sys_enter_file", "sys_enter"), ("sys_exit_file", "sys_exit")] {
         let tp: &mut TracePoint = program(&mut ebpf, prog)?;
-        tp.load().map_err(|source| LoadError::Program { name: prog.into(), source })?;
+        tp.load().map_err(|source| LoadError::Program {
+            name: prog.into(),
+            source,
+        })?;
         for sc in syscalls::WATCHED {
             let event = format!("{dir}_{}", sc.name);
             if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
-                attached.missing.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
+                attached
+                    .missing
+                    .push(format!("tracepoint/syscalls/{event}: not on this kernel"));
                 continue;
             }
-            tp.attach("syscalls", &event).map_err(|source| LoadError::Program { name: format!("{prog} on {event}"), source })?;
+            tp.attach("syscalls", &event).map_err(|source| LoadError::Program {
+                name: format!("{prog} on {event}"),
+                source,
+            })?;
         }
         attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
     }
@@ -217,10 +287,25 @@ pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
         warn!("coverage: {m}");
     }
 
-    let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|source| LoadError::Map { name: "EVENTS".into(), source })?;
-    let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(|source| LoadError::Map { name: "TRACKED".into(), source })?;
-    let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(|source| LoadError::Map { name: "COUNTERS".into(), source })?;
-    Ok(Probes { _ebpf: ebpf, events, tracked, counters, attached })
+    let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|source| LoadError::Map {
+        name: "EVENTS".into(),
+        source,
+    })?;
+    let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(|source| LoadError::Map {
+        name: "TRACKED".into(),
+        source,
+    })?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(|source| LoadError::Map {
+        name: "COUNTERS".into(),
+        source,
+    })?;
+    Ok(Probes {
+        _ebpf: ebpf,
+        events,
+        tracked,
+        counters,
+        attached,
+    })
 }
 
 #[cfg(test)]

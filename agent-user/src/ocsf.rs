@@ -92,7 +92,14 @@ fn path_note(p: &ReportedPath) -> Value {
 /// Serialises one audit event. `actor` is the acting process as it was when it acted (for an
 /// exec: before the exec); `after` is the process after the event (the new image for an exec).
 /// Returns None for events that are not actions (fork, exit).
-pub fn audit(ctx: &Context, seq: u64, event: &Event, actor: &ProcInfo, after: &ProcInfo, table: &ProcessTable) -> Option<Value> {
+pub fn audit(
+    ctx: &Context,
+    seq: u64,
+    event: &Event,
+    actor: &ProcInfo,
+    after: &ProcInfo,
+    table: &ProcessTable,
+) -> Option<Value> {
     let a = event.actor();
     let (class_uid, category_uid, class_name, category_name, activity_id, activity_name) = match event {
         Event::Exec { .. } => (1007, 1, "Process Activity", "System Activity", 1, "Launch"),
@@ -146,14 +153,27 @@ pub fn audit(ctx: &Context, seq: u64, event: &Event, actor: &ProcInfo, after: &P
         "cgroup_id": a.cgroup_id,
     });
     match event {
-        Event::Exec { exe, filename, argv, argv_truncated, .. } => {
+        Event::Exec {
+            exe,
+            filename,
+            argv,
+            argv_truncated,
+            ..
+        } => {
             let mut p = process_obj(ctx, after, Some(a.tid));
             p["file"] = json!({"path": exe.path, "name": basename(&exe.path), "type_id": 1, "type": "Regular File"});
             p["cmd_line"] = json!(argv.join(" "));
             v["process"] = p;
-            tether["exec"] = json!({"filename": filename, "argv": argv, "argv_truncated": argv_truncated, "exe": path_note(exe)});
+            tether["exec"] =
+                json!({"filename": filename, "argv": argv, "argv_truncated": argv_truncated, "exe": path_note(exe)});
         }
-        Event::Net { transport, addr, port, op, .. } => {
+        Event::Net {
+            transport,
+            addr,
+            port,
+            op,
+            ..
+        } => {
             v["dst_endpoint"] = json!({"ip": addr.to_string(), "port": port});
             v["connection_info"] = json!({
                 "protocol_name": transport.name(),
@@ -164,7 +184,17 @@ pub fn audit(ctx: &Context, seq: u64, event: &Event, actor: &ProcInfo, after: &P
             });
             tether["net"] = json!({"op": match op { NetOp::Connect => "connect", NetOp::Send => "send" }});
         }
-        Event::File { op, ret, flags, mode, owner, path, path2, syscall_nr, .. } => {
+        Event::File {
+            op,
+            ret,
+            flags,
+            mode,
+            owner,
+            path,
+            path2,
+            syscall_nr,
+            ..
+        } => {
             let type_id = match op {
                 FileOp::Mkdir | FileOp::Rmdir => (2, "Folder"),
                 FileOp::Symlink => (7, "Symbolic Link"),
@@ -203,8 +233,11 @@ pub fn audit(ctx: &Context, seq: u64, event: &Event, actor: &ProcInfo, after: &P
                 "path": path_note(path),
             });
             if let Some(p2) = path2 {
-                f[if *op == FileOp::Symlink { "target" } else { "destination" }] =
-                    json!({"path": p2.path, "origin": p2.origin.as_str(), "truncated": p2.truncated});
+                f[if *op == FileOp::Symlink {
+                    "target"
+                } else {
+                    "destination"
+                }] = json!({"path": p2.path, "origin": p2.origin.as_str(), "truncated": p2.truncated});
             }
             if let Some((uid, gid)) = owner {
                 f["owner"] = json!({"uid": uid, "gid": gid});
@@ -228,7 +261,6 @@ pub fn audit(ctx: &Context, seq: u64, event: &Event, actor: &ProcInfo, after: &P
     Some(v)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,32 +270,63 @@ mod tests {
     };
 
     fn ctx() -> Context {
-        Context { hostname: "node-1".into(), boot_epoch_ns: 1_700_000_000_000_000_000, ticks_per_sec: 100, uid_prefix: "b00t-1".into() }
+        Context {
+            hostname: "node-1".into(),
+            boot_epoch_ns: 1_700_000_000_000_000_000,
+            ticks_per_sec: 100,
+            uid_prefix: "b00t-1".into(),
+        }
     }
 
     fn table_with_root() -> (ProcessTable, ProcInfo) {
         let mut t = ProcessTable::new(100);
-        let snap = ProcSnapshot { pid: 42, ppid: 1, start: 500, exe: "/usr/bin/bash".into(), argv: vec!["bash".into(), "run.sh".into()], comm: "bash".into(), uid: 1000 };
+        let snap = ProcSnapshot {
+            pid: 42,
+            ppid: 1,
+            start: 500,
+            exe: "/usr/bin/bash".into(),
+            argv: vec!["bash".into(), "run.sh".into()],
+            comm: "bash".into(),
+            uid: 1000,
+        };
         let k = t.insert_snapshot(&snap, Reason::Registered, None);
         let p = t.get(&k).unwrap().clone();
         (t, p)
     }
 
     fn actor() -> Actor {
-        Actor { tgid: 42, tid: 43, uid: 1000, gid: 1000, comm: "bash".into(), cgroup_id: 1, start_ns: 5_000_000_000, ktime_ns: 6_000_000_000 }
+        Actor {
+            tgid: 42,
+            tid: 43,
+            uid: 1000,
+            gid: 1000,
+            comm: "bash".into(),
+            cgroup_id: 1,
+            start_ns: 5_000_000_000,
+            ktime_ns: 6_000_000_000,
+        }
     }
 
     #[test]
     fn network_event_has_standard_fields_and_tether_lineage() {
         let (t, p) = table_with_root();
-        let ev = Event::Net { actor: actor(), op: NetOp::Connect, transport: Transport::Tcp, addr: "127.0.0.1".parse().unwrap(), port: 8080 };
+        let ev = Event::Net {
+            actor: actor(),
+            op: NetOp::Connect,
+            transport: Transport::Tcp,
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 8080,
+        };
         let v = audit(&ctx(), 7, &ev, &p, &p, &t).expect("an action");
         assert_eq!(v["class_uid"], 4001);
         assert_eq!(v["type_uid"], 400101);
         assert_eq!(v["time"], 1_700_000_006_000i64);
         assert_eq!(v["dst_endpoint"], json!({"ip": "127.0.0.1", "port": 8080}));
         assert_eq!(v["connection_info"]["protocol_name"], "tcp");
-        assert!(v.get("actor").is_none() && v.get("device").is_none(), "not in class 4001");
+        assert!(
+            v.get("actor").is_none() && v.get("device").is_none(),
+            "not in class 4001"
+        );
         assert_eq!(v["src_endpoint"]["hostname"], "node-1");
         let actor = &v["unmapped"]["tether"]["actor"];
         assert_eq!(actor["process"]["pid"], 42);
@@ -280,15 +343,33 @@ mod tests {
     #[test]
     fn lineage_and_fork_are_not_audit_actions() {
         let (t, p) = table_with_root();
-        let ev = Event::Exit { actor: actor(), exit_code: 0 };
+        let ev = Event::Exit {
+            actor: actor(),
+            exit_code: 0,
+        };
         assert!(audit(&ctx(), 1, &ev, &p, &p, &t).is_none());
     }
 
     #[test]
     fn failed_write_reports_errno() {
         let (t, p) = table_with_root();
-        let path = ReportedPath { path: "/etc/shadow".into(), raw: b"/etc/shadow".to_vec(), origin: PathOrigin::KernelDirAndName, truncated: false };
-        let ev = Event::File { actor: actor(), op: FileOp::OpenWrite, syscall_nr: 257, ret: -13, flags: 0o1101, mode: 0o644, owner: None, path, path2: None };
+        let path = ReportedPath {
+            path: "/etc/shadow".into(),
+            raw: b"/etc/shadow".to_vec(),
+            origin: PathOrigin::KernelDirAndName,
+            truncated: false,
+        };
+        let ev = Event::File {
+            actor: actor(),
+            op: FileOp::OpenWrite,
+            syscall_nr: 257,
+            ret: -13,
+            flags: 0o1101,
+            mode: 0o644,
+            owner: None,
+            path,
+            path2: None,
+        };
         let v = audit(&ctx(), 2, &ev, &p, &p, &t).unwrap();
         assert_eq!(v["class_uid"], 1001);
         assert_eq!(v["type_uid"], 100114);

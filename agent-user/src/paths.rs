@@ -31,7 +31,11 @@ pub fn resolve(p: &mut ReportedPath) -> bool {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return true;
     };
-    if path.components().last().is_some_and(|c| matches!(c, Component::ParentDir)) {
+    if path
+        .components()
+        .next_back()
+        .is_some_and(|c| matches!(c, Component::ParentDir))
+    {
         // "dir/.." names a directory: resolve all of it.
         if let Ok(real) = std::fs::canonicalize(path) {
             p.path = real.display().to_string();
@@ -58,7 +62,12 @@ mod tests {
     use super::*;
 
     fn dir_and_name(path: &str) -> ReportedPath {
-        ReportedPath { path: path.into(), raw: path.into(), origin: PathOrigin::KernelDirAndName, truncated: false }
+        ReportedPath {
+            path: path.into(),
+            raw: path.into(),
+            origin: PathOrigin::KernelDirAndName,
+            truncated: false,
+        }
     }
 
     #[test]
@@ -81,7 +90,11 @@ mod tests {
         assert_eq!(p.path, format!("{}/real/lnk", base.display()));
         let mut p = dir_and_name(&format!("{}/via/../real/x", base.display()));
         assert!(resolve(&mut p));
-        assert_eq!(p.path, format!("{}/real/x", base.display()), "`..` after a symlink is physical");
+        assert_eq!(
+            p.path,
+            format!("{}/real/x", base.display()),
+            "`..` after a symlink is physical"
+        );
         let mut p = dir_and_name(&format!("{}/gone/../x", base.display()));
         assert!(!resolve(&mut p));
         assert_eq!(p.path, format!("{}/x", base.display()));

@@ -13,7 +13,12 @@ pub enum PolicyError {
     #[error("{file}: cannot read: {source}")]
     Read { file: String, source: std::io::Error },
     #[error("{file}:{line}:{column}: {message}")]
-    Syntax { file: String, line: usize, column: usize, message: String },
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
 }
@@ -49,11 +54,22 @@ pub struct Selectors {
 pub fn parse(file: &str, text: &str) -> Result<Selectors, PolicyError> {
     let parsed: PolicyFile = serde_yaml_ng::from_str(text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        PolicyError::Syntax { file: file.into(), line, column, message: e.to_string() }
+        PolicyError::Syntax {
+            file: file.into(),
+            line,
+            column,
+            message: e.to_string(),
+        }
     })?;
-    let invalid = |message: String| PolicyError::Invalid { file: file.into(), message };
+    let invalid = |message: String| PolicyError::Invalid {
+        file: file.into(),
+        message,
+    };
     if parsed.version != 1 {
-        return Err(invalid(format!("unsupported version {} (this tether reads version 1)", parsed.version)));
+        return Err(invalid(format!(
+            "unsupported version {} (this tether reads version 1)",
+            parsed.version
+        )));
     }
     let mut out = Selectors::default();
     let mut ids = BTreeSet::new();
@@ -65,11 +81,17 @@ pub fn parse(file: &str, text: &str) -> Result<Selectors, PolicyError> {
             return Err(invalid(format!("agent selector id {:?} is used twice", a.id)));
         }
         if a.exe.is_empty() && a.comm.is_empty() {
-            return Err(invalid(format!("agent selector {:?} selects nothing: give exe or comm", a.id)));
+            return Err(invalid(format!(
+                "agent selector {:?} selects nothing: give exe or comm",
+                a.id
+            )));
         }
         for exe in a.exe {
             if !exe.starts_with('/') {
-                return Err(invalid(format!("agent selector {:?}: exe {exe:?} is not an absolute path", a.id)));
+                return Err(invalid(format!(
+                    "agent selector {:?}: exe {exe:?} is not an absolute path",
+                    a.id
+                )));
             }
             out.exe.insert(exe);
         }
@@ -95,7 +117,10 @@ pub fn load(paths: &[impl AsRef<Path>]) -> Result<Selectors, PolicyError> {
     for p in paths {
         let p = p.as_ref();
         let name = p.display().to_string();
-        let text = std::fs::read_to_string(p).map_err(|source| PolicyError::Read { file: name.clone(), source })?;
+        let text = std::fs::read_to_string(p).map_err(|source| PolicyError::Read {
+            file: name.clone(),
+            source,
+        })?;
         let s = parse(&name, &text)?;
         all.exe.extend(s.exe);
         all.comm.extend(s.comm);
@@ -126,11 +151,19 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_cause() {
-        let err = parse("p.yaml", "version: 1\nagents:\n  - id: a\n    comm: [x]\n    colour: red\n").unwrap_err();
+        let err = parse(
+            "p.yaml",
+            "version: 1\nagents:\n  - id: a\n    comm: [x]\n    colour: red\n",
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("p.yaml:5:"), "{msg}");
         assert!(msg.contains("colour"), "{msg}");
-        let err = parse("p.yaml", "version: 1\nagents:\n  - id: a\n    comm: [averyveryverylongname]\n").unwrap_err();
+        let err = parse(
+            "p.yaml",
+            "version: 1\nagents:\n  - id: a\n    comm: [averyveryverylongname]\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("15 bytes"), "{err}");
         let err = parse("p.yaml", "version: 1\nagents:\n  - id: a\n    exe: [bin/x]\n").unwrap_err();
         assert!(err.to_string().contains("not an absolute path"), "{err}");

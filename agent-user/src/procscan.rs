@@ -78,12 +78,19 @@ pub fn select_for_adoption(
 
 /// Every running process (kernel threads included; they never match).
 pub fn running() -> Vec<Running> {
-    let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
     all.filter_map(|p| p.ok())
         .filter_map(|p| {
             let stat = p.stat().ok()?;
             let pid = stat.pid as u32;
-            Some(Running { pid, ppid: stat.ppid as u32, comm: stat.comm, exe: exe_inode(pid) })
+            Some(Running {
+                pid,
+                ppid: stat.ppid as u32,
+                comm: stat.comm,
+                exe: exe_inode(pid),
+            })
         })
         .collect()
 }
@@ -93,12 +100,24 @@ mod tests {
     use super::*;
 
     fn r(pid: u32, ppid: u32, comm: &str) -> Running {
-        Running { pid, ppid, comm: comm.into(), exe: None }
+        Running {
+            pid,
+            ppid,
+            comm: comm.into(),
+            exe: None,
+        }
     }
 
     #[test]
     fn adopts_matches_and_their_descendants_parents_first() {
-        let running = vec![r(1, 0, "init"), r(10, 1, "claude"), r(11, 10, "bash"), r(12, 11, "git"), r(20, 1, "bash"), r(30, 11, "tether")];
+        let running = vec![
+            r(1, 0, "init"),
+            r(10, 1, "claude"),
+            r(11, 10, "bash"),
+            r(12, 11, "git"),
+            r(20, 1, "bash"),
+            r(30, 11, "tether"),
+        ];
         let comms: BTreeSet<String> = ["claude".to_string()].into();
         let got = select_for_adoption(&running, &comms, &BTreeSet::new(), 30);
         assert_eq!(got, vec![10, 11, 12], "the daemon itself (30) is never adopted");
@@ -106,7 +125,11 @@ mod tests {
 
     #[test]
     fn matches_by_executable_inode() {
-        let key = InodeKey { ino: 5, dev: 9, _pad: 0 };
+        let key = InodeKey {
+            ino: 5,
+            dev: 9,
+            _pad: 0,
+        };
         let mut running = vec![r(1, 0, "init"), r(2, 1, "python3")];
         running[1].exe = Some(key);
         let got = select_for_adoption(&running, &BTreeSet::new(), &[key].into(), 99);

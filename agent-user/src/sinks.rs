@@ -27,11 +27,18 @@ impl Sinks {
                     .create(true)
                     .append(true)
                     .open(p)
-                    .map_err(|source| SinkError::Open { path: p.display().to_string(), source })?,
+                    .map_err(|source| SinkError::Open {
+                        path: p.display().to_string(),
+                        source,
+                    })?,
             )),
             None => None,
         };
-        Ok(Sinks { stdout: stdout.then(|| BufWriter::new(io::stdout())), file, written: 0 })
+        Ok(Sinks {
+            stdout: stdout.then(|| BufWriter::new(io::stdout())),
+            file,
+            written: 0,
+        })
     }
 
     /// Writes one line (the caller's JSON never contains a raw newline).
@@ -40,7 +47,10 @@ impl Sinks {
             writeln!(out, "{line}").map_err(|source| SinkError::Write { sink: "stdout", source })?;
         }
         if let Some(f) = &mut self.file {
-            writeln!(f, "{line}").map_err(|source| SinkError::Write { sink: "audit log", source })?;
+            writeln!(f, "{line}").map_err(|source| SinkError::Write {
+                sink: "audit log",
+                source,
+            })?;
         }
         self.written += 1;
         Ok(())
@@ -48,10 +58,14 @@ impl Sinks {
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
         if let Some(out) = &mut self.stdout {
-            out.flush().map_err(|source| SinkError::Write { sink: "stdout", source })?;
+            out.flush()
+                .map_err(|source| SinkError::Write { sink: "stdout", source })?;
         }
         if let Some(f) = &mut self.file {
-            f.flush().map_err(|source| SinkError::Write { sink: "audit log", source })?;
+            f.flush().map_err(|source| SinkError::Write {
+                sink: "audit log",
+                source,
+            })?;
         }
         Ok(())
     }
@@ -70,13 +84,18 @@ mod tests {
         s.line("{\"a\":1}").unwrap();
         s.line("{\"b\":2}").unwrap();
         s.flush().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"old\":1}\n{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"old\":1}\n{\"a\":1}\n{\"b\":2}\n"
+        );
         assert_eq!(s.written, 2);
     }
 
     #[test]
     fn unopenable_log_is_a_clear_error() {
-        let err = Sinks::new(false, Some(Path::new("/nonexistent/dir/a.log"))).err().expect("fails");
+        let err = Sinks::new(false, Some(Path::new("/nonexistent/dir/a.log")))
+            .err()
+            .expect("fails");
         assert!(err.to_string().contains("/nonexistent/dir/a.log"), "{err}");
     }
 }

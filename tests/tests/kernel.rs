@@ -24,7 +24,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(policy: Option<&str>) -> Daemon {
-        assert!(nix::unistd::geteuid().is_root(), "kernel tests need root: run them with `cargo xtask test` as root");
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "kernel tests need root: run them with `cargo xtask test` as root"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(tether_bin());
         cmd.arg("run")
@@ -42,7 +45,9 @@ impl Daemon {
             std::fs::write(&path, p).expect("policy");
             cmd.arg("--policy").arg(path);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", tether_bin().display()));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", tether_bin().display()));
         let d = Daemon { child, dir };
         let t = Instant::now();
         while !d.dir.path().join("ready").exists() {
@@ -68,7 +73,11 @@ impl Daemon {
 
     /// Stops the daemon with SIGINT and returns every audit event it wrote.
     fn stop(mut self) -> (Vec<Value>, String) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT");
         let status = self.child.wait().expect("wait");
         let log = self.log();
         assert!(status.success(), "daemon exited with {status}; log:\n{log}");
@@ -83,7 +92,10 @@ impl Daemon {
 
 /// A temporary test directory with its canonical path.
 fn test_dir() -> (tempfile::TempDir, PathBuf) {
-    let t = tempfile::Builder::new().prefix("tether-test-").tempdir().expect("tempdir");
+    let t = tempfile::Builder::new()
+        .prefix("tether-test-")
+        .tempdir()
+        .expect("tempdir");
     let canon = std::fs::canonicalize(t.path()).expect("canonicalize");
     (t, canon)
 }
@@ -141,7 +153,13 @@ fn run_script(tether_socket: Option<&Path>) -> Run {
     let mut cmd = match tether_socket {
         Some(sock) => {
             let mut c = Command::new(tether_bin());
-            c.arg("exec").arg("--socket").arg(sock).arg("--").arg("bash").arg("-c").arg(SCRIPT);
+            c.arg("exec")
+                .arg("--socket")
+                .arg(sock)
+                .arg("--")
+                .arg("bash")
+                .arg("-c")
+                .arg(SCRIPT);
             c
         }
         None => {
@@ -167,27 +185,52 @@ fn run_script(tether_socket: Option<&Path>) -> Run {
     let mut buf = [0u8; 16];
     let (n, _) = udp.recv_from(&mut buf).expect("udp datagram");
     assert_eq!(&buf[..n], b"tether");
-    assert_eq!(std::fs::read_to_string(dir.join("real/through-link.txt")).unwrap(), "two\n", "written through the link");
-    Run { dir, _tmp: tmp, ports: [p4, p6, pu, p4b], pid }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("real/through-link.txt")).unwrap(),
+        "two\n",
+        "written through the link"
+    );
+    Run {
+        dir,
+        _tmp: tmp,
+        ports: [p4, p6, pu, p4b],
+        pid,
+    }
 }
 
 /// The acting process: `actor` where the class has one, else `unmapped.tether.actor` (4001).
 fn actor(e: &Value) -> &Value {
-    if e.get("actor").is_some() { &e["actor"] } else { &e["unmapped"]["tether"]["actor"] }
+    if e.get("actor").is_some() {
+        &e["actor"]
+    } else {
+        &e["unmapped"]["tether"]["actor"]
+    }
 }
 
 fn lineage_pids(e: &Value) -> Vec<u64> {
-    e["unmapped"]["tether"]["lineage"].as_array().expect("lineage").iter().map(|l| l["pid"].as_u64().unwrap()).collect()
+    e["unmapped"]["tether"]["lineage"]
+        .as_array()
+        .expect("lineage")
+        .iter()
+        .map(|l| l["pid"].as_u64().unwrap())
+        .collect()
 }
 
 fn root_pid(e: &Value) -> u64 {
-    e["unmapped"]["tether"]["agent_root"]["pid"].as_u64().expect("agent_root.pid")
+    e["unmapped"]["tether"]["agent_root"]["pid"]
+        .as_u64()
+        .expect("agent_root.pid")
 }
 
 /// Events matching `pred`; asserts there is exactly one.
 fn exactly_one<'a>(events: &'a [Value], what: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
     let found: Vec<&Value> = events.iter().filter(|e| pred(e)).collect();
-    assert_eq!(found.len(), 1, "{what}: expected exactly one event, got {}:\n{found:#?}", found.len());
+    assert_eq!(
+        found.len(),
+        1,
+        "{what}: expected exactly one event, got {}:\n{found:#?}",
+        found.len()
+    );
     found[0]
 }
 
@@ -217,7 +260,10 @@ fn check_ocsf(e: &Value) {
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let obj = e.as_object().unwrap();
     for req in schema["required"].as_array().unwrap() {
-        assert!(obj.contains_key(req.as_str().unwrap()), "{file}: missing required {req}: {e}");
+        assert!(
+            obj.contains_key(req.as_str().unwrap()),
+            "{file}: missing required {req}: {e}"
+        );
     }
     let props = schema["properties"].as_object().unwrap();
     for k in obj.keys() {
@@ -226,7 +272,10 @@ fn check_ocsf(e: &Value) {
     let type_uid = e["type_uid"].as_u64().unwrap();
     assert_eq!(type_uid, class * 100 + e["activity_id"].as_u64().unwrap());
     let allowed = schema["properties"]["type_uid"]["enum"].as_array().unwrap();
-    assert!(allowed.iter().any(|v| v.as_u64() == Some(type_uid)), "{file}: type_uid {type_uid} not allowed");
+    assert!(
+        allowed.iter().any(|v| v.as_u64() == Some(type_uid)),
+        "{file}: type_uid {type_uid} not allowed"
+    );
 }
 
 #[test]
@@ -241,8 +290,15 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
     for e in &events {
         check_ocsf(e);
     }
-    let mine: Vec<Value> = events.iter().filter(|e| root_pid(e) == tracked.pid as u64).cloned().collect();
-    assert!(!mine.is_empty(), "no events from the tracked script; daemon log:\n{log}");
+    let mine: Vec<Value> = events
+        .iter()
+        .filter(|e| root_pid(e) == tracked.pid as u64)
+        .cloned()
+        .collect();
+    assert!(
+        !mine.is_empty(),
+        "no events from the tracked script; daemon log:\n{log}"
+    );
     let [p4, p6, pu, p4b] = tracked.ports;
     let dir = &tracked.dir;
 
@@ -250,31 +306,57 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
         e["class_uid"] == 1007 && e["process"]["cmd_line"] == "/bin/true child-marker"
     });
     let true_path = std::fs::canonicalize("/bin/true").unwrap();
-    assert_eq!(exec["process"]["file"]["path"], true_path.display().to_string(), "exe resolved by the kernel");
-    assert_eq!(exec["unmapped"]["tether"]["exec"]["argv"], serde_json::json!(["/bin/true", "child-marker"]));
+    assert_eq!(
+        exec["process"]["file"]["path"],
+        true_path.display().to_string(),
+        "exe resolved by the kernel"
+    );
+    assert_eq!(
+        exec["unmapped"]["tether"]["exec"]["argv"],
+        serde_json::json!(["/bin/true", "child-marker"])
+    );
     let child_lineage = lineage_pids(exec);
-    assert_eq!(child_lineage.last(), Some(&(tracked.pid as u64)), "lineage ends at the agent root");
+    assert_eq!(
+        child_lineage.last(),
+        Some(&(tracked.pid as u64)),
+        "lineage ends at the agent root"
+    );
     assert_eq!(child_lineage.len(), 2, "child -> script");
 
     let c4 = exactly_one(&mine, "tcp connect 127.0.0.1", |e| is_net(e, "127.0.0.1", p4, "tcp", 1));
     assert_eq!(actor(c4)["process"]["pid"], tracked.pid, "the script itself connects");
-    assert_eq!(actor(c4)["process"]["file"]["path"], std::fs::canonicalize("/bin/bash").unwrap().display().to_string());
+    assert_eq!(
+        actor(c4)["process"]["file"]["path"],
+        std::fs::canonicalize("/bin/bash").unwrap().display().to_string()
+    );
     exactly_one(&mine, "tcp connect ::1", |e| is_net(e, "::1", p6, "tcp", 1));
     exactly_one(&mine, "udp sendto 127.0.0.1", |e| is_net(e, "127.0.0.1", pu, "udp", 6));
 
-    exactly_one(&mine, "write via a relative path", |e| is_file(e, 14, &dir.join("rel.txt")));
-    let through = exactly_one(&mine, "write through a symlinked directory", |e| is_file(e, 14, &dir.join("real/through-link.txt")));
+    exactly_one(&mine, "write via a relative path", |e| {
+        is_file(e, 14, &dir.join("rel.txt"))
+    });
+    let through = exactly_one(&mine, "write through a symlinked directory", |e| {
+        is_file(e, 14, &dir.join("real/through-link.txt"))
+    });
     assert_eq!(through["unmapped"]["tether"]["file"]["path"]["origin"], "kernel-object");
     let rename = exactly_one(&mine, "rename", |e| is_file(e, 5, &dir.join("rel.txt")));
-    assert_eq!(rename["file_result"]["path"], dir.join("renamed.txt").display().to_string());
+    assert_eq!(
+        rename["file_result"]["path"],
+        dir.join("renamed.txt").display().to_string()
+    );
     assert_eq!(rename["status_id"], 1);
     exactly_one(&mine, "unlink", |e| is_file(e, 4, &dir.join("renamed.txt")));
 
-    let grandchild = exactly_one(&mine, "the setsid grandchild's connect", |e| is_net(e, "127.0.0.1", p4b, "tcp", 1));
+    let grandchild = exactly_one(&mine, "the setsid grandchild's connect", |e| {
+        is_net(e, "127.0.0.1", p4b, "tcp", 1)
+    });
     let gl = grandchild["unmapped"]["tether"]["lineage"].as_array().unwrap();
     assert!(gl.len() >= 3, "grandchild -> exited subshell -> script: {gl:#?}");
     assert_eq!(gl.last().unwrap()["pid"], tracked.pid);
-    assert!(gl[1..gl.len() - 1].iter().any(|p| p["exited"] == true), "the intermediate parent had exited: {gl:#?}");
+    assert!(
+        gl[1..gl.len() - 1].iter().any(|p| p["exited"] == true),
+        "the intermediate parent had exited: {gl:#?}"
+    );
 
     // The same actions from an untracked process appear nowhere.
     let udir = untracked.dir.display().to_string();
@@ -288,7 +370,10 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
         }
     }
     // The daemon never reports itself (it writes the audit log, which would be a write-open).
-    assert!(events.iter().all(|e| actor(e)["process"]["pid"] != daemon_pid), "the daemon reported itself");
+    assert!(
+        events.iter().all(|e| actor(e)["process"]["pid"] != daemon_pid),
+        "the daemon reported itself"
+    );
 }
 
 #[test]
@@ -309,18 +394,29 @@ fn agent_selectors_track_at_exec_and_adopt_running_processes() {
     let policy = "version: 1\nagents:\n  - id: test-agents\n    comm: [tt-agent, tt-adoptee]\n";
     let d = Daemon::start(Some(policy));
     std::fs::write(dir.join("go"), "").unwrap();
-    let out = Command::new(&agent).arg("-c").arg("echo selected > selected.txt").current_dir(&dir).output().unwrap();
+    let out = Command::new(&agent)
+        .arg("-c")
+        .arg("echo selected > selected.txt")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let early_pid = early.id();
     assert!(early.wait_with_output().unwrap().status.success());
     std::thread::sleep(Duration::from_millis(300));
     let (events, log) = d.stop();
-    let sel = exactly_one(&events, "write by the selected agent", |e| is_file(e, 14, &dir.join("selected.txt")));
+    let sel = exactly_one(&events, "write by the selected agent", |e| {
+        is_file(e, 14, &dir.join("selected.txt"))
+    });
     assert_eq!(sel["unmapped"]["tether"]["tracked_by"], "selector", "log:\n{log}");
-    let ad = exactly_one(&events, "write by the adopted agent", |e| is_file(e, 14, &dir.join("adopted.txt")));
+    let ad = exactly_one(&events, "write by the adopted agent", |e| {
+        is_file(e, 14, &dir.join("adopted.txt"))
+    });
     assert_eq!(ad["unmapped"]["tether"]["tracked_by"], "adopted");
     assert_eq!(actor(ad)["process"]["pid"], early_pid);
-    let kid = exactly_one(&events, "write by the adopted agent's child", |e| is_file(e, 14, &dir.join("adopted-kid.txt")));
+    let kid = exactly_one(&events, "write by the adopted agent's child", |e| {
+        is_file(e, 14, &dir.join("adopted-kid.txt"))
+    });
     assert_eq!(lineage_pids(kid).last(), Some(&(early_pid as u64)));
 }
 
@@ -342,7 +438,10 @@ fn exec_refuses_to_run_the_command_when_the_daemon_is_unreachable() {
 }
 
 fn program_ids() -> BTreeSet<u32> {
-    aya::programs::loaded_programs().filter_map(|p| p.ok()).map(|p| p.id()).collect()
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| p.id())
+        .collect()
 }
 
 #[test]
@@ -351,10 +450,17 @@ fn a_sigkilled_daemon_leaves_no_program_attached() {
     let d = Daemon::start(None);
     let during = program_ids();
     let ours: BTreeSet<u32> = during.difference(&before).copied().collect();
-    assert!(ours.len() >= 9, "expected the daemon's programs to be loaded, new ids: {ours:?}");
+    assert!(
+        ours.len() >= 9,
+        "expected the daemon's programs to be loaded, new ids: {ours:?}"
+    );
     let pid = d.pid();
     let mut d = d;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     d.child.wait().unwrap();
     // The kernel frees programs once the last link/fd is gone (asynchronously, via RCU).
     let t = Instant::now();
@@ -363,7 +469,10 @@ fn a_sigkilled_daemon_leaves_no_program_attached() {
         if left.is_empty() {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "programs still loaded after SIGKILL: {left:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "programs still loaded after SIGKILL: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

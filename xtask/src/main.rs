@@ -32,7 +32,10 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
-    let (cmd, rest) = args.split_first().map(|(c, r)| (c.as_str(), r)).unwrap_or(("help", &[]));
+    let (cmd, rest) = args
+        .split_first()
+        .map(|(c, r)| (c.as_str(), r))
+        .unwrap_or(("help", &[]));
     let rest: Vec<String> = rest.iter().skip_while(|a| *a == "--").cloned().collect();
     match cmd {
         "setup" => setup(),
@@ -62,7 +65,10 @@ fn run() -> anyhow::Result<()> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
@@ -84,7 +90,9 @@ fn ok(cmd: &mut Command) -> bool {
 
 fn stdout_of(cmd: &mut Command) -> Option<String> {
     let o = cmd.output().ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
@@ -99,21 +107,43 @@ fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
 fn setup() -> anyhow::Result<()> {
     let t = Instant::now();
     // 1. The dated nightly with rust-src (for -Z build-std=core on the BPF target).
-    let sysroot = stdout_of(Command::new("rustc").arg(format!("+{NIGHTLY}")).args(["--print", "sysroot"]).env_remove("RUSTUP_TOOLCHAIN"));
-    let has_src = sysroot.as_ref().is_some_and(|s| Path::new(s).join("lib/rustlib/src/rust/library/core").exists());
+    let sysroot = stdout_of(
+        Command::new("rustc")
+            .arg(format!("+{NIGHTLY}"))
+            .args(["--print", "sysroot"])
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    );
+    let has_src = sysroot
+        .as_ref()
+        .is_some_and(|s| Path::new(s).join("lib/rustlib/src/rust/library/core").exists());
     if !has_src {
         eprintln!("setup: installing toolchain {NIGHTLY} with rust-src");
         run_cmd(
             Command::new("rustup")
-                .args(["toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src", "--no-self-update"])
+                .args([
+                    "toolchain",
+                    "install",
+                    NIGHTLY,
+                    "--profile",
+                    "minimal",
+                    "--component",
+                    "rust-src",
+                    "--no-self-update",
+                ])
                 .env_remove("RUSTUP_TOOLCHAIN"),
         )?;
     }
-    let sysroot = stdout_of(Command::new("rustc").arg(format!("+{NIGHTLY}")).args(["--print", "sysroot"]).env_remove("RUSTUP_TOOLCHAIN"))
-        .context("the nightly toolchain does not answer after install")?;
+    let sysroot = stdout_of(
+        Command::new("rustc")
+            .arg(format!("+{NIGHTLY}"))
+            .args(["--print", "sysroot"])
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )
+    .context("the nightly toolchain does not answer after install")?;
 
     // 2. bpf-linker, linked against that nightly's own libLLVM.
-    let linker_ok = stdout_of(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    let linker_ok =
+        stdout_of(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
     if !linker_ok {
         let lib = Path::new(&sysroot).join("lib");
         let llvm_so = std::fs::read_dir(&lib)?
@@ -121,7 +151,13 @@ fn setup() -> anyhow::Result<()> {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|n| n.starts_with("libLLVM.so."))
             .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
-        let vv = stdout_of(Command::new("rustc").arg(format!("+{NIGHTLY}")).arg("-vV").env_remove("RUSTUP_TOOLCHAIN")).unwrap_or_default();
+        let vv = stdout_of(
+            Command::new("rustc")
+                .arg(format!("+{NIGHTLY}"))
+                .arg("-vV")
+                .env_remove("RUSTUP_TOOLCHAIN"),
+        )
+        .unwrap_or_default();
         let major = vv
             .lines()
             .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -129,10 +165,18 @@ fn setup() -> anyhow::Result<()> {
             .context("LLVM version of the nightly")?
             .to_string();
         eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} against {llvm_so} (LLVM {major}); about a minute");
-        let rustflags = format!("-L {} -C link-arg=-l:{llvm_so} -C link-arg=-Wl,-rpath,{}", lib.display(), lib.display());
+        let rustflags = format!(
+            "-L {} -C link-arg=-l:{llvm_so} -C link-arg=-Wl,-rpath,{}",
+            lib.display(),
+            lib.display()
+        );
         run_cmd(
             Command::new("cargo")
-                .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--no-default-features"])
+                .args([
+                    "install",
+                    &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                    "--no-default-features",
+                ])
                 .args(["--features", &format!("llvm-{major},no-llvm-linking")])
                 .env("RUSTFLAGS", rustflags)
                 .env_remove("RUSTUP_TOOLCHAIN")
@@ -141,12 +185,21 @@ fn setup() -> anyhow::Result<()> {
     }
 
     // 3. Debian packages (only when missing, and only as root).
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !ok(Command::new("dpkg").args(["-s", p]))).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !ok(Command::new("dpkg").args(["-s", p])))
+        .collect();
     if !missing.is_empty() {
         require_root("installing Debian packages")?;
         eprintln!("setup: apt-get install {}", missing.join(" "));
         run_cmd(Command::new("apt-get").arg("update").arg("-qq"))?;
-        run_cmd(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
     }
     eprintln!("setup: ready ({:.1}s)", t.elapsed().as_secs_f64());
     Ok(())
@@ -165,7 +218,14 @@ fn build() -> anyhow::Result<()> {
 fn test() -> anyhow::Result<()> {
     // One profile (dev) for everything: the BPF object is built once and shared.
     run_cmd(cargo().args(["build", "-p", "agent-user", "-p", "tether-integration", "--bins"]))?;
-    run_cmd(cargo().args(["test", "--workspace", "--exclude", "agent-ebpf", "--exclude", "tether-integration"]))?;
+    run_cmd(cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "agent-ebpf",
+        "--exclude",
+        "tether-integration",
+    ]))?;
     require_root("the kernel integration tests")?;
     run_cmd(
         cargo()
