@@ -101,15 +101,12 @@ fn build_ebpf(ws: &Path, toolchain: &str, object: &Path) -> anyhow::Result<()> {
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET",
         "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
         "CARGO",
         "CARGO_MANIFEST_DIR",
         "CARGO_PKG_NAME",
         "CARGO_PRIMARY_PACKAGE",
     ] {
-        if var != "CARGO_ENCODED_RUSTFLAGS" {
-            cmd.env_remove(var);
-        }
+        cmd.env_remove(var);
     }
     let output = cmd.output().context("running the BPF build")?;
     if !output.status.success() {

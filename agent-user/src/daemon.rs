@@ -2,7 +2,6 @@
 //! process table, the kernel maps and the sinks, and serves API calls.
 use std::{
     path::PathBuf,
-    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -17,11 +16,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     api::{self, Call, Reply, Request},
-    events::{self, DecodeStats, Event},
-    lineage::{ProcessTable, Reason},
-    loader::{self, Probes},
-    ocsf, paths,
-    policy::{self, Selectors},
+    events::{self, Event},
+    lineage::{ProcessTable, Reason, ticks_to_ns},
+    loader::{self, CompiledSelectors, Probes},
+    ocsf, paths, policy,
     procscan::{self, Procfs},
     sinks::Sinks,
 };
@@ -69,7 +67,9 @@ struct Daemon {
     table: ProcessTable,
     sinks: Sinks,
     ctx: ocsf::Context,
-    stats: DecodeStats,
+    /// Records decoded, and records that could not be (never dropped silently: logged).
+    decoded: u64,
+    decode_errors: u64,
     seq: u64,
     last_counters: [u64; counter::COUNT as usize],
     ticks_per_sec: u64,
@@ -83,8 +83,8 @@ impl Daemon {
         }
         let snap =
             crate::lineage::ProcSource::snapshot(&Procfs, pid).ok_or_else(|| format!("process {pid} is gone"))?;
-        let root_key = root.and_then(|r| self.table.live_keys().find(|k| k.pid == r).copied());
-        let start_ns = snap.start * (1_000_000_000 / self.ticks_per_sec.max(1));
+        let root_key = root.and_then(|r| self.table.live_key(r));
+        let start_ns = ticks_to_ns(snap.start, self.ticks_per_sec);
         let kernel_reason = match reason {
             Reason::Registered => track_reason::REGISTERED,
             Reason::Adopted => track_reason::ADOPTED,
@@ -126,23 +126,21 @@ impl Daemon {
     }
 
     /// Adopts running processes that match the selectors, with their descendants.
-    fn adopt(&mut self, selectors: &Selectors) {
-        let exes: std::collections::BTreeSet<_> =
-            selectors.exe.iter().filter_map(|p| loader::exe_key(p).ok()).collect();
+    fn adopt(&mut self, selectors: &CompiledSelectors) {
         // Twice: a child forked by an adopted process between the scan and its insertion is
         // caught by the second pass (after insertion the kernel tracks new children itself).
         for _ in 0..2 {
             let running = procscan::running();
-            let pids = procscan::select_for_adoption(&running, &selectors.comm, &exes, std::process::id());
+            let pids = procscan::select_for_adoption(&running, &selectors.comm, &selectors.exe, std::process::id());
             let ppid_of: std::collections::HashMap<u32, u32> = running.iter().map(|r| (r.pid, r.ppid)).collect();
             for pid in pids {
-                if self.table.live_keys().any(|k| k.pid == pid) {
+                if self.table.live_key(pid).is_some() {
                     continue;
                 }
                 // The root of an adopted tree is its topmost adopted ancestor.
                 let mut root = pid;
                 while let Some(pp) = ppid_of.get(&root) {
-                    if self.table.live_keys().any(|k| k.pid == *pp) {
+                    if self.table.live_key(*pp).is_some() {
                         root = *pp;
                     } else {
                         break;
@@ -165,11 +163,12 @@ impl Daemon {
         for r in records {
             match r {
                 Ok(ev) => {
-                    self.stats.decoded.fetch_add(1, Ordering::Relaxed);
+                    self.decoded += 1;
                     self.handle(ev)?;
                 }
                 Err(e) => {
-                    let n = self.stats.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.decode_errors += 1;
+                    let n = self.decode_errors;
                     error!(decode_errors = n, "undecodable ring buffer record: {e}");
                 }
             }
@@ -222,6 +221,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let selectors = policy::load(&opts.policies)?;
     info!(comm = ?selectors.comm, exe = ?selectors.exe, "agent selectors");
     let sinks = Sinks::new(opts.stdout, opts.audit_log.as_deref())?;
+    let selectors = loader::compile_selectors(&selectors)?;
     let probes = loader::load(&selectors)?;
     info!(programs = ?probes.attached.programs, cgroup = %probes.attached.cgroup_root.display(), "probes attached");
     let ticks_per_sec = procfs::ticks_per_second();
@@ -230,7 +230,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         table: ProcessTable::new(ticks_per_sec),
         sinks,
         ctx: context(ticks_per_sec),
-        stats: DecodeStats::default(),
+        decoded: 0,
+        decode_errors: 0,
         seq: 0,
         last_counters: [0; counter::COUNT as usize],
         ticks_per_sec,
@@ -265,8 +266,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&opts.socket);
     info!(
         events = d.sinks.written,
-        decoded = d.stats.decoded.load(Ordering::Relaxed),
-        decode_errors = d.stats.errors.load(Ordering::Relaxed),
+        decoded = d.decoded,
+        decode_errors = d.decode_errors,
         kernel_counters = ?d.probes.counters(),
         "stopping; all probes detached"
     );

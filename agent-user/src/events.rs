@@ -1,9 +1,6 @@
 //! Ring-buffer records -> the one domain [`Event`] enum. This is the only place wire structs
 //! are interpreted; everything after works on [`Event`].
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::atomic::AtomicU64,
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
     ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NetEvent, file_op, flags, kind, net_op, path_source,
@@ -21,13 +18,6 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("unknown {what} value {value}")]
     BadValue { what: &'static str, value: u64 },
-}
-
-/// Decode errors, by cause: exposed as metrics and logged; never silently dropped.
-#[derive(Debug, Default)]
-pub struct DecodeStats {
-    pub decoded: AtomicU64,
-    pub errors: AtomicU64,
 }
 
 /// Who acted: the common header of every record.

@@ -10,7 +10,16 @@ use crate::events::{Actor, Event};
 
 /// Kernel ns since boot -> clock ticks (USER_HZ), as the kernel itself converts for /proc.
 pub fn ns_to_ticks(ns: u64, ticks_per_sec: u64) -> u64 {
-    ns / (1_000_000_000 / ticks_per_sec.max(1))
+    ns / ns_per_tick(ticks_per_sec)
+}
+
+/// Clock ticks since boot -> ns since boot (the start of that tick).
+pub fn ticks_to_ns(ticks: u64, ticks_per_sec: u64) -> u64 {
+    ticks * ns_per_tick(ticks_per_sec)
+}
+
+fn ns_per_tick(ticks_per_sec: u64) -> u64 {
+    1_000_000_000 / ticks_per_sec.max(1)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -313,9 +322,9 @@ impl ProcessTable {
         });
     }
 
-    /// Keys of all live processes.
-    pub fn live_keys(&self) -> impl Iterator<Item = &ProcKey> {
-        self.live.values()
+    /// The key of the live process with this pid, if it is in the table.
+    pub fn live_key(&self, pid: u32) -> Option<ProcKey> {
+        self.live.get(&pid).copied()
     }
 }
 
@@ -390,6 +399,8 @@ mod tests {
     fn ns_and_ticks_agree_with_proc() {
         assert_eq!(ns_to_ticks(1_234_567_890, 100), 123);
         assert_eq!(ns_to_ticks(0, 100), 0);
+        assert_eq!(ticks_to_ns(123, 100), 1_230_000_000);
+        assert_eq!(ns_to_ticks(ticks_to_ns(4567, 100), 100), 4567);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Every attachment is an fd-based link owned by this process: when the daemon exits, however
 //! it exits (SIGKILL included), the kernel detaches everything. Nothing is pinned.
 use std::{
+    collections::BTreeSet,
     fs::File,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -10,9 +11,9 @@ use std::{
 
 use agent_common::{COMM_LEN, Config, InodeKey, Tracked, counter, syscalls};
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader, Pod,
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint},
 };
 use tracing::{debug, info, warn};
 
@@ -139,17 +140,48 @@ pub fn exe_key(path: &str) -> Result<InodeKey, LoadError> {
     Ok(InodeKey::from_stat(m.dev(), m.ino()))
 }
 
+/// Agent selectors as the kernel matches them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompiledSelectors {
+    pub comm: BTreeSet<String>,
+    /// The inodes the `exe` paths name (resolved once, at load).
+    pub exe: BTreeSet<InodeKey>,
+}
+
+/// Resolves the selectors' executable paths to inodes; a path that does not exist is an error.
+pub fn compile_selectors(selectors: &Selectors) -> Result<CompiledSelectors, LoadError> {
+    let mut exe = BTreeSet::new();
+    for path in &selectors.exe {
+        let key = exe_key(path)?;
+        debug!(path = %path, ?key, "exe selector");
+        exe.insert(key);
+    }
+    Ok(CompiledSelectors {
+        comm: selectors.comm.clone(),
+        exe,
+    })
+}
+
+fn prog_err(name: impl Into<String>) -> impl FnOnce(ProgramError) -> LoadError {
+    let name = name.into();
+    move |source| LoadError::Program { name, source }
+}
+
+fn map_err(name: &str) -> impl Fn(MapError) -> LoadError + '_ {
+    move |source| LoadError::Map {
+        name: name.into(),
+        source,
+    }
+}
+
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, LoadError>
 where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     let p = ebpf
         .program_mut(name)
         .ok_or_else(|| LoadError::Missing(format!("program {name}")))?;
-    p.try_into().map_err(|source| LoadError::Program {
-        name: name.into(),
-        source,
-    })
+    p.try_into().map_err(prog_err(name))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoadError> {
@@ -157,8 +189,20 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoadError> {
         .ok_or_else(|| LoadError::Missing(format!("map {name}")))
 }
 
+/// Fills a selector map: each key maps to its index.
+fn fill_selector_map<K: Pod>(ebpf: &mut Ebpf, name: &str, keys: impl IntoIterator<Item = K>) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| LoadError::Missing(format!("map {name}")))?;
+    let mut map: HashMap<_, K, u32> = HashMap::try_from(map).map_err(map_err(name))?;
+    for (i, key) in keys.into_iter().enumerate() {
+        map.insert(key, i as u32, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
 /// Loads and attaches everything. `selectors` become the in-kernel agent selector maps.
-pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
+pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
     let object = BPF_OBJECT.ok_or(LoadError::NoObject)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(LoadError::NotRoot);
@@ -166,13 +210,8 @@ pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
     ensure_tracefs()?;
     let self_tgid = std::process::id();
     let mut config: Config = kernel_layout::config(Path::new(BTF_PATH), Path::new(TRACEFS), self_tgid)?;
-    let exe_keys = selectors
-        .exe
-        .iter()
-        .map(|p| exe_key(p).map(|k| (p, k)))
-        .collect::<Result<Vec<_>, _>>()?;
     config.select_comm = u32::from(!selectors.comm.is_empty());
-    config.select_exe = u32::from(!exe_keys.is_empty());
+    config.select_exe = u32::from(!selectors.exe.is_empty());
     debug!(?config, "kernel layout");
 
     let mut ebpf = EbpfLoader::new()
@@ -181,61 +220,19 @@ pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
     let mut attached = Attached::default();
 
     // Selector maps first, so an exec right after attach is already judged.
-    {
-        let mut comm: HashMap<_, [u8; COMM_LEN], u32> = HashMap::try_from(
-            ebpf.map_mut("SELECT_COMM")
-                .ok_or_else(|| LoadError::Missing("map SELECT_COMM".into()))?,
-        )
-        .map_err(|source| LoadError::Map {
-            name: "SELECT_COMM".into(),
-            source,
-        })?;
-        for (i, c) in selectors.comm.iter().enumerate() {
-            comm.insert(comm_key(c), i as u32, 0).map_err(|source| LoadError::Map {
-                name: "SELECT_COMM".into(),
-                source,
-            })?;
-        }
-    }
-    {
-        let mut exe: HashMap<_, InodeKey, u32> = HashMap::try_from(
-            ebpf.map_mut("SELECT_EXE")
-                .ok_or_else(|| LoadError::Missing("map SELECT_EXE".into()))?,
-        )
-        .map_err(|source| LoadError::Map {
-            name: "SELECT_EXE".into(),
-            source,
-        })?;
-        for (i, (path, key)) in exe_keys.iter().enumerate() {
-            debug!(path = %path, ?key, "exe selector");
-            exe.insert(key, i as u32, 0).map_err(|source| LoadError::Map {
-                name: "SELECT_EXE".into(),
-                source,
-            })?;
-        }
-    }
+    fill_selector_map(&mut ebpf, "SELECT_COMM", selectors.comm.iter().map(|c| comm_key(c)))?;
+    fill_selector_map(&mut ebpf, "SELECT_EXE", selectors.exe.iter().copied())?;
 
     // Lineage first: a fork must never be missed between other attachments.
     let fork: &mut RawTracePoint = program(&mut ebpf, "sched_process_fork")?;
-    fork.load().map_err(|source| LoadError::Program {
-        name: "sched_process_fork".into(),
-        source,
-    })?;
-    fork.attach("sched_process_fork").map_err(|source| LoadError::Program {
-        name: "sched_process_fork".into(),
-        source,
-    })?;
+    fork.load().map_err(prog_err("sched_process_fork"))?;
+    fork.attach("sched_process_fork")
+        .map_err(prog_err("sched_process_fork"))?;
     attached.programs.push("raw_tp/sched_process_fork".into());
     for name in ["sched_process_exit", "sched_process_exec"] {
         let tp: &mut TracePoint = program(&mut ebpf, name)?;
-        tp.load().map_err(|source| LoadError::Program {
-            name: name.into(),
-            source,
-        })?;
-        tp.attach("sched", name).map_err(|source| LoadError::Program {
-            name: name.into(),
-            source,
-        })?;
+        tp.load().map_err(prog_err(name))?;
+        tp.attach("sched", name).map_err(prog_err(name))?;
         attached.programs.push(format!("tracepoint/sched/{name}"));
     }
 
@@ -248,15 +245,8 @@ pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
     })?;
     for name in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
         let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        p.load().map_err(|source| LoadError::Program {
-            name: name.into(),
-            source,
-        })?;
-        p.attach(&cgroup, CgroupAttachMode::default())
-            .map_err(|source| LoadError::Program {
-                name: name.into(),
-                source,
-            })?;
+        p.load().map_err(prog_err(name))?;
+        p.attach(&cgroup, CgroupAttachMode::default()).map_err(prog_err(name))?;
         attached.programs.push(format!("cgroup_sock_addr/{name}"));
     }
     attached.cgroup_root = root;
@@ -264,10 +254,7 @@ pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
     // File writes: one entry and one exit program, attached to each watched syscall.
     for (prog, dir) in [("sys_enter_file", "sys_enter"), ("sys_exit_file", "sys_exit")] {
         let tp: &mut TracePoint = program(&mut ebpf, prog)?;
-        tp.load().map_err(|source| LoadError::Program {
-            name: prog.into(),
-            source,
-        })?;
+        tp.load().map_err(prog_err(prog))?;
         for sc in syscalls::WATCHED {
             let event = format!("{dir}_{}", sc.name);
             if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
@@ -276,10 +263,8 @@ pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
                     .push(format!("tracepoint/syscalls/{event}: not on this kernel"));
                 continue;
             }
-            tp.attach("syscalls", &event).map_err(|source| LoadError::Program {
-                name: format!("{prog} on {event}"),
-                source,
-            })?;
+            tp.attach("syscalls", &event)
+                .map_err(prog_err(format!("{prog} on {event}")))?;
         }
         attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
     }
@@ -287,18 +272,9 @@ pub fn load(selectors: &Selectors) -> Result<Probes, LoadError> {
         warn!("coverage: {m}");
     }
 
-    let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|source| LoadError::Map {
-        name: "EVENTS".into(),
-        source,
-    })?;
-    let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(|source| LoadError::Map {
-        name: "TRACKED".into(),
-        source,
-    })?;
-    let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(|source| LoadError::Map {
-        name: "COUNTERS".into(),
-        source,
-    })?;
+    let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
+    let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
     Ok(Probes {
         _ebpf: ebpf,
         events,

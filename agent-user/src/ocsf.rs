@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     events::{Event, FileOp, NetOp, ReportedPath},
-    lineage::{ProcInfo, ProcessTable},
+    lineage::{ProcInfo, ProcessTable, ticks_to_ns},
 };
 
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -28,8 +28,7 @@ impl Context {
         ((self.boot_epoch_ns + boot_ns as i128) / 1_000_000) as i64
     }
     fn start_ms(&self, ticks: u64) -> i64 {
-        let ns = ticks as i128 * (1_000_000_000 / self.ticks_per_sec.max(1)) as i128;
-        ((self.boot_epoch_ns + ns) / 1_000_000) as i64
+        self.epoch_ms(ticks_to_ns(ticks, self.ticks_per_sec))
     }
 }
 
@@ -65,6 +64,17 @@ fn process_obj(ctx: &Context, p: &ProcInfo, tid: Option<u32>) -> Value {
         v["tid"] = json!(tid);
     }
     v
+}
+
+/// An OCSF `file` object for a path, with its type (`type_id`, `type`).
+fn file_obj(path: &str, (type_id, type_name): (u8, &str)) -> Value {
+    json!({
+        "path": path,
+        "name": basename(path),
+        "parent_folder": parent_folder(path),
+        "type_id": type_id,
+        "type": type_name,
+    })
 }
 
 fn lineage(ctx: &Context, table: &ProcessTable, p: &ProcInfo) -> Value {
@@ -160,10 +170,8 @@ pub fn audit(
             argv_truncated,
             ..
         } => {
-            let mut p = process_obj(ctx, after, Some(a.tid));
-            p["file"] = json!({"path": exe.path, "name": basename(&exe.path), "type_id": 1, "type": "Regular File"});
-            p["cmd_line"] = json!(argv.join(" "));
-            v["process"] = p;
+            // The table already holds the new image (exe, argv) for `after`.
+            v["process"] = process_obj(ctx, after, Some(a.tid));
             tether["exec"] =
                 json!({"filename": filename, "argv": argv, "argv_truncated": argv_truncated, "exe": path_note(exe)});
         }
@@ -200,21 +208,9 @@ pub fn audit(
                 FileOp::Symlink => (7, "Symbolic Link"),
                 _ => (0, "Unknown"),
             };
-            v["file"] = json!({
-                "path": path.path,
-                "name": basename(&path.path),
-                "parent_folder": parent_folder(&path.path),
-                "type_id": type_id.0,
-                "type": type_id.1,
-            });
+            v["file"] = file_obj(&path.path, type_id);
             if let (FileOp::Rename | FileOp::Link, Some(dst)) = (op, path2) {
-                v["file_result"] = json!({
-                    "path": dst.path,
-                    "name": basename(&dst.path),
-                    "parent_folder": parent_folder(&dst.path),
-                    "type_id": 0,
-                    "type": "Unknown",
-                });
+                v["file_result"] = file_obj(&dst.path, (0, "Unknown"));
             }
             if *ret >= 0 {
                 v["status_id"] = json!(1);
