@@ -17,6 +17,20 @@ fn tether_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tether"))
 }
 
+/// The netprobe helper (its build path, or TETHER_NETPROBE in the VM tier).
+fn netprobe_bin() -> PathBuf {
+    std::env::var_os("TETHER_NETPROBE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_netprobe")))
+}
+
+/// The OCSF class schemas (tests/data/ocsf, or TETHER_OCSF_DIR in the VM tier).
+fn ocsf_dir() -> PathBuf {
+    std::env::var_os("TETHER_OCSF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ocsf"))
+}
+
 struct Daemon {
     child: Child,
     dir: tempfile::TempDir,
@@ -173,7 +187,7 @@ fn run_script(tether_socket: Option<&Path>) -> Run {
         .env("P6", p6.to_string())
         .env("P4B", p4b.to_string())
         .env("PU", pu.to_string())
-        .env("NETPROBE", env!("CARGO_BIN_EXE_netprobe"));
+        .env("NETPROBE", netprobe_bin());
     let child = cmd.spawn().expect("spawn script");
     let pid = child.id();
     let out = child.wait_with_output().expect("script");
@@ -256,7 +270,7 @@ fn check_ocsf(e: &Value) {
         2004 => "2004-detection_finding",
         other => panic!("unexpected class {other}: {e}"),
     };
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("data/ocsf/{file}.schema.json"));
+    let path = ocsf_dir().join(format!("{file}.schema.json"));
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let obj = e.as_object().unwrap();
     for req in schema["required"].as_array().unwrap() {

@@ -3,7 +3,16 @@
 //!   cargo xtask setup            install what is missing (idempotent; seconds when done)
 //!   cargo xtask build            setup + build the daemon with its BPF programs
 //!   cargo xtask run [-- ARGS]    setup + build + `tether run ARGS` (root)
-//!   cargo xtask test             setup + every test: pure tests and the kernel tests (root)
+//!   cargo xtask test             setup + every test (root): pure tests, the kernel suite on this
+//!                                machine's kernel, then the kernel suite in qemu on each kernel of
+//!                                the VM matrix
+//!   cargo xtask test --host      pure tests and the kernel suite on this kernel only
+//!   cargo xtask test --vm [--kernel K]...   the kernel suite in the VM matrix only (or kernel K)
+//!   cargo xtask vm-kernels [--refresh]      fetch (or re-fetch the newest) matrix kernels into the cache
+//!
+//! Arguments after `--` in `test` go to the kernel test binary (a test name filter, say).
+mod vm;
+
 use std::{
     env,
     path::{Path, PathBuf},
@@ -18,7 +27,7 @@ use anyhow::{Context, bail};
 const NIGHTLY: &str = "nightly-2026-05-20";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests and tools use.
-const APT_PACKAGES: &[&str] = &["bpftool"];
+const APT_PACKAGES: &[&str] = &["bpftool", "qemu-system-x86", "busybox-static"];
 
 fn main() -> ExitCode {
     match run() {
@@ -55,10 +64,20 @@ fn run() -> anyhow::Result<()> {
         }
         "test" => {
             setup()?;
-            test()
+            test(&TestArgs::parse(&args[1..])?)
+        }
+        "vm-kernels" => {
+            let refresh = rest.iter().any(|a| a == "--refresh");
+            require_root("fetching kernels into the VM cache")?;
+            for k in vm::kernels(&[], refresh)? {
+                println!("{:<6} {}  ({})", k.name, k.package, k.vmlinuz.display());
+            }
+            Ok(())
         }
         _ => {
-            println!("usage: cargo xtask <setup|build|run [-- ARGS]|test>");
+            println!(
+                "usage: cargo xtask <setup | build | run [-- ARGS] | test [--host | --vm [--kernel K]...] [-- FILTER] | vm-kernels [--refresh]>"
+            );
             Ok(())
         }
     }
@@ -84,18 +103,56 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// Which tiers `cargo xtask test` runs.
+#[derive(Debug, Default)]
+struct TestArgs {
+    host: bool,
+    vm: bool,
+    kernels: Vec<String>,
+    /// Passed to the kernel test binary.
+    filter: Vec<String>,
+}
+
+impl TestArgs {
+    fn parse(args: &[String]) -> anyhow::Result<TestArgs> {
+        let mut t = TestArgs::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--host" => t.host = true,
+                "--vm" => t.vm = true,
+                "--kernel" => t
+                    .kernels
+                    .push(it.next().context("--kernel needs a kernel name")?.clone()),
+                "--" => {
+                    t.filter = it.cloned().collect();
+                    break;
+                }
+                other => bail!("cargo xtask test: unknown argument {other:?} (see `cargo xtask help`)"),
+            }
+        }
+        if !t.kernels.is_empty() && !t.vm {
+            bail!("--kernel selects VM kernels: use it with --vm");
+        }
+        if !t.host && !t.vm {
+            (t.host, t.vm) = (true, true);
+        }
+        Ok(t)
+    }
+}
+
 fn ok(cmd: &mut Command) -> bool {
     cmd.output().map(|o| o.status.success()).unwrap_or(false)
 }
 
-fn stdout_of(cmd: &mut Command) -> Option<String> {
+pub(crate) fn stdout_of(cmd: &mut Command) -> Option<String> {
     let o = cmd.output().ok()?;
     o.status
         .success()
         .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
-fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
@@ -215,21 +272,114 @@ fn build() -> anyhow::Result<()> {
     run_cmd(cargo().args(["build", "-p", "agent-user"]))
 }
 
-fn test() -> anyhow::Result<()> {
+fn test(args: &TestArgs) -> anyhow::Result<()> {
     // One profile (dev) for everything: the BPF object is built once and shared.
     run_cmd(cargo().args(["build", "-p", "agent-user", "-p", "tether-integration", "--bins"]))?;
-    run_cmd(cargo().args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "agent-ebpf",
-        "--exclude",
-        "tether-integration",
-    ]))?;
-    require_root("the kernel integration tests")?;
-    run_cmd(
-        cargo()
-            .args(["test", "-p", "tether-integration", "--", "--test-threads=1"])
-            .env("TETHER_BIN", root().join("target/debug/tether")),
-    )
+    if args.host {
+        run_cmd(cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "agent-ebpf",
+            "--exclude",
+            "tether-integration",
+        ]))?;
+        require_root("the kernel integration tests")?;
+        let t = Instant::now();
+        run_cmd(
+            cargo()
+                .args(["test", "-p", "tether-integration", "--", "--test-threads=1"])
+                .args(&args.filter)
+                .env("TETHER_BIN", root().join("target/debug/tether")),
+        )?;
+        eprintln!(
+            "test: kernel suite passed on this machine's kernel ({}) in {:.0}s",
+            stdout_of(Command::new("uname").arg("-r")).unwrap_or_default(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if args.vm {
+        require_root("the VM tier (it fetches kernels into a system cache)")?;
+        test_vm(args)?;
+    }
+    Ok(())
+}
+
+/// The kernel integration test executable, built (not run) by cargo.
+fn kernel_test_binary() -> anyhow::Result<PathBuf> {
+    let out = cargo()
+        .args([
+            "test",
+            "-p",
+            "tether-integration",
+            "--test",
+            "kernel",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the kernel test binary failed");
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "kernel")
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .context("cargo reported no executable for the kernel test")
+}
+
+fn test_vm(args: &TestArgs) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let kernels = vm::kernels(&args.kernels, false)?;
+    let work = root().join("target/vm");
+    std::fs::create_dir_all(&work)?;
+    let payload = vm::Payload {
+        tether: root().join("target/debug/tether"),
+        kernel_tests: kernel_test_binary()?,
+        helpers: vec![root().join("target/debug/netprobe")],
+        ocsf_dir: root().join("tests/data/ocsf"),
+    };
+    let initramfs = work.join("initramfs.cpio");
+    vm::build_initramfs(&payload, &args.filter, &work.join("stage"), &initramfs)?;
+    eprintln!(
+        "vm: initramfs {} ({} MiB) in {:.1}s",
+        initramfs.display(),
+        std::fs::metadata(&initramfs)?.len() >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    let mut failed = Vec::new();
+    let mut summary = Vec::new();
+    for k in &kernels {
+        let kt = Instant::now();
+        let log = work.join(format!("console-{}.log", k.name));
+        eprintln!("vm: booting {} ({}) under qemu/TCG", k.name, k.package);
+        let verdict = match vm::boot(k, &initramfs, &log) {
+            Ok(0) => "passed".to_string(),
+            Ok(rc) => {
+                failed.push(k.name.clone());
+                format!("FAILED (suite exit {rc}; console log {})", log.display())
+            }
+            Err(e) => {
+                failed.push(k.name.clone());
+                format!("FAILED ({e:#})")
+            }
+        };
+        summary.push(format!(
+            "  {:<6} {:<60} {verdict} in {:.0}s",
+            k.name,
+            k.package,
+            kt.elapsed().as_secs_f64()
+        ));
+    }
+    eprintln!("vm: matrix results ({:.0}s in all):", t.elapsed().as_secs_f64());
+    for s in &summary {
+        eprintln!("{s}");
+    }
+    if !failed.is_empty() {
+        bail!("the kernel suite failed in the VM on: {}", failed.join(", "));
+    }
+    Ok(())
 }
