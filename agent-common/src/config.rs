@@ -44,6 +44,13 @@ pub struct Offsets {
     pub inode_i_ino: u32,
     pub inode_i_sb: u32,
     pub sb_s_dev: u32,
+    /// Used by the BPF LSM hooks only (file_open, socket_connect).
+    pub file_f_mode: u32,
+    pub file_f_flags: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub sock_sk_protocol: u32,
+    pub _pad: u32,
 }
 
 /// Offsets of tracepoint record fields, from /sys/kernel/tracing/events/*/*/format.
@@ -61,7 +68,8 @@ pub struct TracepointFields {
     pub sys_args: u32,
     /// sys_exit_*: `long ret`.
     pub sys_ret: u32,
-    pub _pad: u32,
+    /// sched_process_exec: `pid_t old_pid` (the thread that called execve).
+    pub exec_old_pid: u32,
 }
 
 /// The `CONFIG` global of the BPF object, written by the daemon at load.
@@ -76,7 +84,21 @@ pub struct Config {
     pub select_comm: u32,
     /// Non-zero when the executable selector map has entries.
     pub select_exe: u32,
-    pub _pad: u32,
+    /// Features switched off because the running kernel lacks a field they read ([`degraded`]).
+    pub degraded: u32,
+}
+
+/// Bits of [`Config::degraded`]: what the programs must not read on this kernel.
+pub mod degraded {
+    /// task_struct.exit_code: exit records carry no code.
+    pub const EXIT_CODE: u32 = 1;
+    /// mm_struct.arg_start/arg_end: exec records carry no argv.
+    pub const ARGV: u32 = 2;
+    /// The dentry/mount/fd walk: paths are not rebuilt from kernel objects
+    /// ([`crate::walk::UNAVAILABLE`]); only the path as passed is reported.
+    pub const PATHS: u32 = 4;
+    /// The executable's inode (file->f_inode->i_ino, ->i_sb->s_dev): no exe selectors.
+    pub const EXE_INODE: u32 = 8;
 }
 
 impl Config {
@@ -88,7 +110,7 @@ impl Config {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<Offsets>() == 30 * 4);
+    assert!(core::mem::size_of::<Offsets>() == 36 * 4);
     assert!(core::mem::size_of::<TracepointFields>() == 24);
-    assert!(core::mem::size_of::<Config>() == 30 * 4 + 24 + 16);
+    assert!(core::mem::size_of::<Config>() == 36 * 4 + 24 + 16);
 };

@@ -140,6 +140,9 @@ pub mod flags {
     pub const ARGV_TRUNCATED: u32 = 2;
     /// The process became tracked with this exec (it matched an agent selector).
     pub const NEWLY_SELECTED: u32 = 4;
+    /// A BPF LSM hook made this record (file_open, socket_connect), or checked this exec
+    /// (bprm_check_security) before it happened: the hook that can deny, not a tracepoint.
+    pub const VIA_LSM: u32 = 8;
 }
 
 /// A path rebuilt in the kernel by walking dentries and mounts from a `struct path`.
@@ -162,6 +165,9 @@ pub mod walk {
     pub const READ_ERROR: u16 = 2;
     /// Nothing was walked (no object).
     pub const EMPTY: u16 = 4;
+    /// Path walking is off on this kernel (a struct field it needs is missing from its BTF;
+    /// reported at start): only the path as passed is known.
+    pub const UNAVAILABLE: u16 = 8;
 }
 
 impl WalkedPath {
@@ -288,7 +294,11 @@ pub struct FilePath {
     pub _pad: u32,
 }
 
-/// A tracked process performed a file operation with write intent (reported at syscall exit).
+/// `FileEvent::syscall_nr` of a record made by an LSM hook (no syscall context).
+pub const NO_SYSCALL: u32 = u32::MAX;
+
+/// A tracked process performed a file operation with write intent (reported at syscall exit,
+/// or, for opens where BPF LSM is in effect, by the file_open hook before the open completes).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FileEvent {
@@ -296,9 +306,11 @@ pub struct FileEvent {
     /// [`file_op`].
     pub op: u16,
     pub _pad0: u16,
-    /// The syscall number (architecture-specific, see [`syscalls`]).
+    /// The syscall number (architecture-specific, see [`syscalls`]); [`NO_SYSCALL`] when an
+    /// LSM hook made the record.
     pub syscall_nr: u32,
-    /// The syscall's return value (negative errno on failure).
+    /// The syscall's return value (negative errno on failure); for an LSM record, the hook's
+    /// verdict (0 = allowed).
     pub ret: i64,
     /// open flags, rename flags or AT_* flags, as passed.
     pub flags: u64,

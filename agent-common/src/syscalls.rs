@@ -67,6 +67,14 @@ pub struct Syscall {
     pub shape: Shape,
 }
 
+impl Syscall {
+    /// An open with (possible) write intent: where BPF LSM is in effect its file_open hook
+    /// reports these instead of the syscall tracepoints.
+    pub const fn is_open(&self) -> bool {
+        matches!(self.shape, Shape::Open | Shape::OpenAt | Shape::OpenAt2 | Shape::Creat)
+    }
+}
+
 const fn sc(name: &'static str, nr: u32, shape: Shape) -> Syscall {
     Syscall { name, nr, shape }
 }

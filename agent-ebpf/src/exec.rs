@@ -4,7 +4,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, Tracked, counter, flags, kind, track_reason,
+    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, Tracked, config, counter, flags, kind, track_reason,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -18,7 +18,10 @@ use crate::{
         KPtr, current_task, file_path, fill_header, off, parent_tgid, process_start_ns, read_ptr, read_u32, read_u64,
         tp, walk_empty, walk_path,
     },
-    maps::{CONFIG, EVENTS, SELECT_COMM, SELECT_EXE, TRACKED, config_value, count, self_tgid, wake_flags},
+    maps::{
+        CONFIG, EVENTS, EXEC_CHECKED, SELECT_COMM, SELECT_EXE, TRACKED, config_value, count, degraded, self_tgid,
+        wake_flags,
+    },
 };
 
 #[tracepoint]
@@ -34,7 +37,16 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         Ok(mm) => read_ptr(mm, off!(mm_exe_file)).ok(),
         Err(_) => None,
     };
-    let mut rec_flags = 0;
+    // Did the BPF LSM hook check this exec (in the thread that called execve)?
+    // SAFETY: offset from this kernel's tracepoint format.
+    let old_pid = unsafe { ctx.read_at::<u32>(tp!(exec_old_pid) as usize) }.unwrap_or(0);
+    // SAFETY: map lookup.
+    let mut rec_flags = if unsafe { EXEC_CHECKED.get(&old_pid) }.is_some() {
+        let _ = EXEC_CHECKED.remove(&old_pid);
+        flags::VIA_LSM
+    } else {
+        0
+    };
     // SAFETY: map lookup; the value is copied out at once.
     let start_ns = match (unsafe { TRACKED.get(&tgid) }).copied() {
         Some(t) => t.start_ns,
@@ -68,7 +80,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
     // argv, from the new image's mm.
     ev.argv_len = 0;
-    if let Ok(mm) = mm
+    if !degraded(config::degraded::ARGV)
+        && let Ok(mm) = mm
         && let (Ok(start), Ok(end)) = (read_u64(mm, off!(mm_arg_start)), read_u64(mm, off!(mm_arg_end)))
         && end > start
     {
@@ -128,6 +141,7 @@ fn selected(exe_file: Option<KPtr>) -> bool {
         }
     }
     if by_exe != 0
+        && !degraded(config::degraded::EXE_INODE)
         && let Some(file) = exe_file
         && let Ok(inode) = read_ptr(file, off!(file_f_inode))
         && let (Ok(ino), Ok(sb)) = (read_u64(inode, off!(inode_i_ino)), read_ptr(inode, off!(inode_i_sb)))

@@ -10,7 +10,8 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, counter, file_op, kind, path_source,
+    AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, config, counter, file_op, kind,
+    path_source,
     syscalls::{self, Shape},
 };
 use aya_ebpf::{
@@ -20,8 +21,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, tp, walk_empty, walk_path},
-    maps::{EVENTS, PENDING, SCRATCH, TRACKED, count, self_tgid, wake_flags},
+    kernel::{
+        KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, tp, walk_empty, walk_path, walk_unavailable,
+    },
+    maps::{EVENTS, PENDING, SCRATCH, TRACKED, count, degraded, self_tgid, wake_flags},
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -285,6 +288,12 @@ fn fill_path(
     if source == path_source::NONE || source == path_source::NAME_ONLY {
         out.source = source;
         walk_empty(&mut out.walked);
+        return;
+    }
+    if degraded(config::degraded::PATHS) {
+        // No kernel objects to walk on this kernel: the name as passed, flagged.
+        out.source = path_source::DIR_AND_NAME;
+        walk_unavailable(&mut out.walked);
         return;
     }
     if object_fd >= 0

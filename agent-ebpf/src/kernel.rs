@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{
     bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
 };
 
-use crate::maps::{WALK_SCRATCH, WalkScratch, count};
+use crate::maps::{WALK_SCRATCH, WalkScratch, count, degraded};
 
 /// A kernel pointer (never dereferenced directly, only through probe reads).
 pub type KPtr = *const u8;
@@ -123,12 +123,23 @@ pub fn walk_empty(out: &mut WalkedPath) {
     out.flags = walk::EMPTY;
 }
 
+/// Marks `out` as not walked because this kernel lacks a field the walk needs.
+#[inline(always)]
+pub fn walk_unavailable(out: &mut WalkedPath) {
+    out.start = WALK_MAIN as u16;
+    out.flags = walk::EMPTY | walk::UNAVAILABLE;
+}
+
 /// Rebuilds the absolute path of a `struct path` (at kernel address `path`) into `out`, by
 /// walking dentries up to the root of their mount, then crossing to the parent mount, up to
 /// the root of the mount namespace. Symlinks, `..` and relative starting points are already
 /// resolved: these are the kernel's own objects.
 #[inline(never)]
 pub fn walk_path(path: KPtr, out: &mut WalkedPath) {
+    if degraded(agent_common::config::degraded::PATHS) {
+        walk_unavailable(out);
+        return;
+    }
     let (vfsmnt, dentry) = match (read_ptr(path, off!(path_mnt)), read_ptr(path, off!(path_dentry))) {
         (Ok(m), Ok(d)) => (m, d),
         _ => {

@@ -1,6 +1,10 @@
 //! Lineage: a child of a tracked process is tracked from its fork on; the end of a process
 //! removes it. Threads are not processes and are never added.
-use agent_common::{ExitEvent, ForkEvent, Tracked, config::ABSENT, counter, kind, track_reason};
+use agent_common::{
+    ExitEvent, ForkEvent, Tracked,
+    config::{self, ABSENT},
+    counter, kind, track_reason,
+};
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{raw_tracepoint, tracepoint},
@@ -9,7 +13,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{KPtr, current_task, fill_header, off, read_u32, read_u64, tp},
-    maps::{EVENTS, TRACKED, count, self_tgid, wake_flags},
+    maps::{EVENTS, TRACKED, count, degraded, self_tgid, wake_flags},
 };
 
 /// sched_process_fork(struct task_struct *parent, struct task_struct *child), in the parent.
@@ -72,7 +76,11 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let _ = TRACKED.remove(&tgid);
-    let exit_code = read_u32(current_task(), off!(task_exit_code)).unwrap_or(0);
+    let exit_code = if degraded(config::degraded::EXIT_CODE) {
+        u32::MAX
+    } else {
+        read_u32(current_task(), off!(task_exit_code)).unwrap_or(u32::MAX)
+    };
     let Some(mut slot) = EVENTS.reserve::<ExitEvent>(0) else {
         count(counter::RINGBUF_FULL);
         return 0;

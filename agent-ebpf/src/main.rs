@@ -7,6 +7,7 @@ mod exec;
 mod file;
 mod kernel;
 mod lineage;
+mod lsm;
 mod maps;
 mod net;
 

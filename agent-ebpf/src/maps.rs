@@ -6,7 +6,7 @@ use agent_common::{
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Offsets and settings written by the daemon before load (see agent_common::config).
@@ -32,6 +32,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// thread id -> a file syscall between its entry and its exit.
 #[map]
 pub static PENDING: HashMap<u32, PendingFile> = HashMap::with_max_entries(MAX_PENDING, BPF_F_NO_PREALLOC);
+
+/// thread id -> 1: the BPF LSM bprm_check_security hook checked this thread's exec; the
+/// sched_process_exec record that follows (keyed by its old_pid) says so. LRU: an exec that
+/// fails after the check leaves an entry that ages out.
+#[map]
+pub static EXEC_CHECKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PENDING, 0);
 
 /// Per-CPU staging slot for a PendingFile (too large for the stack).
 #[map]
@@ -78,6 +84,12 @@ pub fn wake_flags() -> u64 {
 pub fn config_value(field: &u32) -> u32 {
     // SAFETY: a valid reference to a plain integer.
     unsafe { core::ptr::read_volatile(field) }
+}
+
+/// Is `feature` (a agent_common::config::degraded bit) switched off on this kernel?
+#[inline(always)]
+pub fn degraded(feature: u32) -> bool {
+    config_value(&CONFIG.degraded) & feature != 0
 }
 
 /// The daemon's own tgid, which is never tracked nor reported.

@@ -5,6 +5,8 @@
 //! Protocol (one JSON object per line each way):
 //!   -> {"op":"register"}
 //!   <- {"ok":true,"pid":1234}  |  {"ok":false,"error":"..."}
+//!   -> {"op":"status"}
+//!   <- {"ok":true,"status":{"kernel":..., "features":..., "hooks":[...], "degraded":[...], ...}}
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +22,11 @@ pub const DEFAULT_SOCKET: &str = "/run/tether/tether.sock";
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    /// Track the calling process (and everything it starts).
     Register {},
+    /// The daemon's state: kernel features, the mechanism in effect per hook, what is degraded,
+    /// loss counters.
+    Status {},
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,6 +36,19 @@ pub struct Reply {
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+impl Reply {
+    pub fn error(e: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            pid: None,
+            error: Some(e.into()),
+            status: None,
+        }
+    }
 }
 
 /// A request with the caller's identity, for the daemon's event loop.
@@ -94,16 +113,8 @@ async fn handle(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Resul
     let mut reader = BufReader::new(read.take(4096));
     reader.read_line(&mut line).await?;
     let reply = match (serde_json::from_str::<Request>(line.trim()), cred.pid()) {
-        (Err(e), _) => Reply {
-            ok: false,
-            pid: None,
-            error: Some(format!("bad request: {e}")),
-        },
-        (_, None) => Reply {
-            ok: false,
-            pid: None,
-            error: Some("the caller's pid is unknown (SO_PEERCRED)".into()),
-        },
+        (Err(e), _) => Reply::error(format!("bad request: {e}")),
+        (_, None) => Reply::error("the caller's pid is unknown (SO_PEERCRED)"),
         (Ok(request), Some(pid)) => {
             let (tx, rx) = oneshot::channel();
             let call = Call {
@@ -113,17 +124,10 @@ async fn handle(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Resul
                 reply: tx,
             };
             if calls.send(call).await.is_err() {
-                Reply {
-                    ok: false,
-                    pid: None,
-                    error: Some("the daemon is shutting down".into()),
-                }
+                Reply::error("the daemon is shutting down")
             } else {
-                rx.await.unwrap_or(Reply {
-                    ok: false,
-                    pid: None,
-                    error: Some("the daemon dropped the request".into()),
-                })
+                rx.await
+                    .unwrap_or_else(|_| Reply::error("the daemon dropped the request"))
             }
         }
     };
@@ -134,24 +138,7 @@ async fn handle(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Resul
 
 /// Blocking client: asks the daemon at `socket` to track the calling process.
 pub fn register_self(socket: &Path) -> Result<u32, String> {
-    use std::io::{BufRead, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-        format!(
-            "cannot reach the tether daemon at {}: {e} (is `tether run` running?)",
-            socket.display()
-        )
-    })?;
-    let mut req = serde_json::to_string(&Request::Register {}).map_err(|e| e.to_string())?;
-    req.push('\n');
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("sending to {}: {e}", socket.display()))?;
-    let mut line = String::new();
-    std::io::BufReader::new(&s)
-        .read_line(&mut line)
-        .map_err(|e| format!("reading from {}: {e}", socket.display()))?;
-    let reply: Reply =
-        serde_json::from_str(line.trim()).map_err(|e| format!("bad reply from the daemon ({e}): {line:?}"))?;
-    match reply {
+    match request(socket, &Request::Register {})? {
         Reply {
             ok: true,
             pid: Some(pid),
@@ -159,6 +146,38 @@ pub fn register_self(socket: &Path) -> Result<u32, String> {
         } => Ok(pid),
         Reply { error, .. } => Err(error.unwrap_or_else(|| "refused".into())),
     }
+}
+
+/// Blocking client: the daemon's status report.
+pub fn status(socket: &Path) -> Result<serde_json::Value, String> {
+    match request(socket, &Request::Status {})? {
+        Reply {
+            ok: true,
+            status: Some(s),
+            ..
+        } => Ok(s),
+        Reply { error, .. } => Err(error.unwrap_or_else(|| "refused".into())),
+    }
+}
+
+/// One blocking request/reply exchange.
+fn request(socket: &Path, req: &Request) -> Result<Reply, String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot reach the tether daemon at {}: {e} (is `tether run` running?)",
+            socket.display()
+        )
+    })?;
+    let mut req = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    req.push('\n');
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("sending to {}: {e}", socket.display()))?;
+    let mut line = String::new();
+    std::io::BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(|e| format!("reading from {}: {e}", socket.display()))?;
+    serde_json::from_str(line.trim()).map_err(|e| format!("bad reply from the daemon ({e}): {line:?}"))
 }
 
 pub fn default_socket() -> PathBuf {
@@ -174,6 +193,10 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::Register {}).unwrap(),
             r#"{"op":"register"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Status {}).unwrap(),
+            r#"{"op":"status"}"#
         );
         assert!(
             serde_json::from_str::<Request>(r#"{"op":"register","pid":1}"#).is_err(),
@@ -194,6 +217,7 @@ mod tests {
                     ok: true,
                     pid: Some(call.pid),
                     error: None,
+                    status: None,
                 });
             }
         });

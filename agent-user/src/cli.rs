@@ -53,6 +53,18 @@ pub enum Command {
         )]
         command: Vec<String>,
     },
+    /// Ask the running daemon what this kernel allows and what is in effect: the BPF LSM,
+    /// fentry, cgroup sock_addr, ring buffer, bpf_send_signal and Landlock probes (real loads at
+    /// start), the mechanism observing each hook and what it could enforce, features degraded
+    /// because the kernel lacks a struct field, and the loss counters.
+    Status {
+        /// Path of the daemon's API socket.
+        #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET, env = "TETHER_SOCKET")]
+        socket: PathBuf,
+        /// Print the report as JSON (as the API returns it).
+        #[arg(long)]
+        json: bool,
+    },
     /// Rule files.
     Policy {
         #[command(subcommand)]
@@ -127,6 +139,20 @@ pub fn main() -> ExitCode {
                 126
             })
         }
+        Command::Status { socket, json } => match api::status(&socket) {
+            Ok(s) if json => {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Ok(s) => {
+                print!("{}", status_text(&s));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tether status: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Policy {
             command: PolicyCommand::Check { files },
         } => {
@@ -148,4 +174,62 @@ pub fn main() -> ExitCode {
             if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
     }
+}
+
+/// The status report for people.
+pub fn status_text(s: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    let _ = writeln!(
+        out,
+        "tether pid {} on kernel {}, mode {}, up {}s",
+        s["pid"],
+        str_of(&s["kernel"]),
+        str_of(&s["mode"]),
+        s["uptime_s"]
+    );
+    let _ = writeln!(out, "kernel features (probed by real loads at start):");
+    if let Some(f) = s["features"].as_object() {
+        for (name, v) in f {
+            if let Some(p) = v.as_object() {
+                let yes = p.get("available").and_then(|a| a.as_bool()).unwrap_or(false);
+                let detail = p.get("detail").and_then(|d| d.as_str()).unwrap_or("");
+                let _ = writeln!(out, "  {name:<17} {:<3}  {detail}", if yes { "yes" } else { "no" });
+            } else if !v.is_null() {
+                let _ = writeln!(out, "  {name:<17} {v}");
+            }
+        }
+    }
+    let _ = writeln!(out, "hooks:");
+    for h in s["hooks"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<11} {}\n              enforcement: {}",
+            str_of(&h["hook"]),
+            str_of(&h["mechanism"]),
+            str_of(&h["enforcement"])
+        );
+    }
+    let degraded = s["degraded"].as_array().cloned().unwrap_or_default();
+    if degraded.is_empty() {
+        let _ = writeln!(out, "degraded: nothing (the kernel's BTF has every field Tether reads)");
+    } else {
+        let _ = writeln!(out, "DEGRADED:");
+        for d in degraded {
+            let _ = writeln!(
+                out,
+                "  {}: {} (missing {})",
+                str_of(&d["feature"]),
+                str_of(&d["effect"]),
+                d["missing"]
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "tracked processes {}, events written {}, decode errors {}, kernel counters {}",
+        s["tracked_processes"], s["events_written"], s["decode_errors"], s["kernel_counters"]
+    );
+    out
 }

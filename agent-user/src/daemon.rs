@@ -73,6 +73,7 @@ struct Daemon {
     seq: u64,
     last_counters: [u64; counter::COUNT as usize],
     ticks_per_sec: u64,
+    started: Instant,
 }
 
 impl Daemon {
@@ -113,16 +114,43 @@ impl Daemon {
                         ok: true,
                         pid: Some(call.pid),
                         error: None,
+                        status: None,
                     }
                 }
-                Err(e) => Reply {
-                    ok: false,
-                    pid: None,
-                    error: Some(e),
-                },
+                Err(e) => Reply::error(e),
+            },
+            Request::Status {} => Reply {
+                ok: true,
+                pid: None,
+                error: None,
+                status: Some(self.status()),
             },
         };
         let _ = call.reply.send(reply);
+    }
+
+    /// The status report: what the kernel allows and what is in effect, and the loss counters.
+    fn status(&self) -> serde_json::Value {
+        let counters: serde_json::Map<String, serde_json::Value> = counter::NAMES
+            .iter()
+            .zip(self.probes.counters())
+            .map(|(n, v)| (n.to_string(), v.into()))
+            .collect();
+        serde_json::json!({
+            "mode": "observe",
+            "pid": std::process::id(),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "kernel": self.probes.report.kernel,
+            "features": self.probes.report.features,
+            "hooks": self.probes.report.hooks,
+            "degraded": self.probes.report.degraded,
+            "missing_tracepoints": self.probes.report.missing_tracepoints,
+            "programs": self.probes.attached.programs,
+            "tracked_processes": self.table.len(),
+            "events_written": self.sinks.written,
+            "decode_errors": self.decode_errors,
+            "kernel_counters": counters,
+        })
     }
 
     /// Adopts running processes that match the selectors, with their descendants.
@@ -224,6 +252,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let selectors = loader::compile_selectors(&selectors)?;
     let probes = loader::load(&selectors)?;
     info!(programs = ?probes.attached.programs, cgroup = %probes.attached.cgroup_root.display(), "probes attached");
+    for line in probes.report.lines() {
+        if line.starts_with("DEGRADED") || line.starts_with("coverage") {
+            warn!("{line}");
+        } else {
+            info!("{line}");
+        }
+    }
     let ticks_per_sec = procfs::ticks_per_second();
     let mut d = Daemon {
         probes,
@@ -235,6 +270,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         seq: 0,
         last_counters: [0; counter::COUNT as usize],
         ticks_per_sec,
+        started,
     };
     d.adopt(&selectors);
 

@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
-    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NetEvent, file_op, flags, kind, net_op, path_source,
-    walk,
+    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, file_op, flags, kind, net_op,
+    path_source, walk,
 };
 
 /// Why a record could not be decoded.
@@ -54,6 +54,8 @@ pub enum PathOrigin {
     KernelDirAndName,
     /// Only the text as passed (a symlink's target): never resolved.
     NameOnly,
+    /// The string the process passed, unresolved: this kernel lacks fields the walk needs.
+    AsPassed,
 }
 
 impl PathOrigin {
@@ -62,6 +64,7 @@ impl PathOrigin {
             PathOrigin::KernelObject => "kernel-object",
             PathOrigin::KernelDirAndName => "kernel-dir+name",
             PathOrigin::NameOnly => "name-only",
+            PathOrigin::AsPassed => "as-passed (path resolution unavailable on this kernel)",
         }
     }
 }
@@ -161,6 +164,8 @@ pub enum Event {
         argv_truncated: bool,
         /// The process became tracked with this exec (agent selector match).
         newly_selected: bool,
+        /// The BPF LSM exec hook checked this exec before it happened.
+        via_lsm: bool,
     },
     Fork {
         parent: Actor,
@@ -170,7 +175,8 @@ pub enum Event {
     },
     Exit {
         actor: Actor,
-        exit_code: u32,
+        /// (status << 8) | signal; None where the kernel lacks task_struct.exit_code.
+        exit_code: Option<u32>,
     },
     Net {
         actor: Actor,
@@ -179,11 +185,14 @@ pub enum Event {
         /// IPv4-mapped IPv6 destinations are reported as IPv4.
         addr: IpAddr,
         port: u16,
+        /// Seen by the BPF LSM socket_connect hook (else by a cgroup sock_addr hook).
+        via_lsm: bool,
     },
     File {
         actor: Actor,
         op: FileOp,
-        syscall_nr: u32,
+        /// None when the BPF LSM file_open hook made the record.
+        syscall_nr: Option<u32>,
         /// Return value: >= 0 success, else -errno.
         ret: i64,
         flags: u64,
@@ -194,10 +203,27 @@ pub enum Event {
         path: ReportedPath,
         /// A rename/link destination, or a symlink's target text.
         path2: Option<ReportedPath>,
+        /// Seen by the BPF LSM file_open hook (else by syscall tracepoints).
+        via_lsm: bool,
     },
 }
 
 impl Event {
+    /// The kernel mechanism that saw this event (reported in every event).
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            Event::Exec { via_lsm: true, .. } => "lsm/bprm_check_security",
+            Event::Exec { .. } => "tracepoint/sched_process_exec",
+            Event::Fork { .. } => "raw_tp/sched_process_fork",
+            Event::Exit { .. } => "tracepoint/sched_process_exit",
+            Event::Net { via_lsm: true, .. } => "lsm/socket_connect",
+            Event::Net { op: NetOp::Connect, .. } => "cgroup_sock_addr/connect",
+            Event::Net { op: NetOp::Send, .. } => "cgroup_sock_addr/sendmsg",
+            Event::File { via_lsm: true, .. } => "lsm/file_open",
+            Event::File { .. } => "tracepoint/syscalls",
+        }
+    }
+
     pub fn actor(&self) -> &Actor {
         match self {
             Event::Exec { actor, .. }
@@ -267,6 +293,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 argv,
                 argv_truncated: e.header.flags & flags::ARGV_TRUNCATED != 0,
                 newly_selected: e.header.flags & flags::NEWLY_SELECTED != 0,
+                via_lsm: e.header.flags & flags::VIA_LSM != 0,
             })
         }
         kind::FORK => {
@@ -282,7 +309,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             let e: ExitEvent = read(buf, h.kind)?;
             Ok(Event::Exit {
                 actor: actor(&e.header),
-                exit_code: e.exit_code,
+                exit_code: (e.exit_code != u32::MAX).then_some(e.exit_code),
             })
         }
         kind::NET => {
@@ -326,6 +353,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 transport,
                 addr,
                 port: e.port,
+                via_lsm: e.header.flags & flags::VIA_LSM != 0,
             })
         }
         kind::FILE => {
@@ -342,13 +370,14 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             Ok(Event::File {
                 actor: actor(&e.header),
                 op,
-                syscall_nr: e.syscall_nr,
+                syscall_nr: (e.syscall_nr != NO_SYSCALL).then_some(e.syscall_nr),
                 ret: e.ret,
                 flags: e.flags,
                 mode: e.mode,
                 owner,
                 path,
                 path2: file_path(&e.b)?,
+                via_lsm: e.header.flags & flags::VIA_LSM != 0,
             })
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -375,6 +404,12 @@ fn file_path(p: &FilePath) -> Result<Option<ReportedPath>, DecodeError> {
             path: String::from_utf8_lossy(raw).into_owned(),
             raw: raw.to_vec(),
             origin: PathOrigin::NameOnly,
+            truncated: p.raw_truncated != 0,
+        })),
+        path_source::DIR_AND_NAME if p.walked.flags & walk::UNAVAILABLE != 0 => Ok(Some(ReportedPath {
+            path: String::from_utf8_lossy(raw).into_owned(),
+            raw: raw.to_vec(),
+            origin: PathOrigin::AsPassed,
             truncated: p.raw_truncated != 0,
         })),
         path_source::DIR_AND_NAME => {
@@ -485,6 +520,7 @@ mod tests {
                 argv,
                 argv_truncated,
                 newly_selected,
+                via_lsm,
             } => {
                 assert_eq!(actor.comm, "bash");
                 assert_eq!((actor.tgid, actor.tid, actor.uid), (10, 11, 1000));
@@ -493,7 +529,7 @@ mod tests {
                 assert_eq!(exe.origin, PathOrigin::KernelObject);
                 assert_eq!(filename, "curl");
                 assert_eq!(argv, vec!["curl", "-s", "http://x"]);
-                assert!(!argv_truncated && !newly_selected);
+                assert!(!argv_truncated && !newly_selected && !via_lsm);
             }
             other => panic!("expected exec, got {other:?}"),
         }
@@ -532,6 +568,53 @@ mod tests {
                 assert_eq!((transport, op), (Transport::Udp, NetOp::Send));
             }
             other => panic!("expected net, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lsm_records_name_their_hook_and_have_no_syscall() {
+        let mut e: FileEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::FILE);
+        e.header.flags = flags::VIA_LSM;
+        e.op = file_op::OPEN_WRITE;
+        e.syscall_nr = NO_SYSCALL;
+        e.a = file_path(path_source::OBJECT, "/tmp/x", "");
+        let ev = decode(&bytes_of(&e)).expect("decodes");
+        assert_eq!(ev.mechanism(), "lsm/file_open");
+        assert!(matches!(
+            ev,
+            Event::File {
+                syscall_nr: None,
+                via_lsm: true,
+                ..
+            }
+        ));
+        e.header.flags = 0;
+        e.syscall_nr = 257;
+        let ev = decode(&bytes_of(&e)).expect("decodes");
+        assert_eq!(ev.mechanism(), "tracepoint/syscalls");
+        assert!(matches!(
+            ev,
+            Event::File {
+                syscall_nr: Some(257),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn without_path_resolution_the_name_is_reported_as_passed() {
+        let mut e: FileEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::FILE);
+        e.op = file_op::UNLINK;
+        e.a = file_path(path_source::DIR_AND_NAME, "", "rel/f.txt");
+        e.a.walked.flags = walk::EMPTY | walk::UNAVAILABLE;
+        match decode(&bytes_of(&e)).expect("decodes") {
+            Event::File { path, .. } => {
+                assert_eq!(path.path, "rel/f.txt");
+                assert_eq!(path.origin, PathOrigin::AsPassed);
+            }
+            other => panic!("expected file, got {other:?}"),
         }
     }
 

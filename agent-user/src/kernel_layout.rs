@@ -12,10 +12,8 @@ use btfparse::{Readable, TypeInformation};
 pub enum LayoutError {
     #[error("cannot read kernel BTF at {path}: {reason} (Tether needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)")]
     Btf { path: String, reason: String },
-    #[error("kernel BTF has no struct {0}")]
-    NoType(String),
-    #[error("kernel BTF: {ty}.{field} not found: {reason}")]
-    NoField { ty: String, field: String, reason: String },
+    #[error("this kernel's BTF lacks fields Tether cannot work without (process lineage): {0}")]
+    Core(String),
     #[error("cannot read tracepoint format {path}: {source}")]
     Format { path: String, source: std::io::Error },
     #[error("tracepoint {tracepoint} has no field {field}")]
@@ -30,61 +28,170 @@ impl Readable for BtfFile {
     }
 }
 
-/// Offsets of every struct field the programs read, from a BTF file.
-pub fn offsets_from_btf(path: &Path) -> Result<Offsets, LayoutError> {
+/// What needs a struct field, as bits: the [`degraded`] bits the BPF programs honour, plus
+/// hooks the loader only uses when their fields exist.
+pub mod need {
+    use agent_common::config::degraded;
+    /// Lineage itself: without it Tether cannot work, and refuses to start.
+    pub const CORE: u32 = 0;
+    pub const EXIT_CODE: u32 = degraded::EXIT_CODE;
+    pub const ARGV: u32 = degraded::ARGV;
+    pub const PATHS: u32 = degraded::PATHS;
+    pub const EXE_INODE: u32 = degraded::EXE_INODE;
+    /// The BPF LSM file_open hook (else write-opens are seen by syscall tracepoints).
+    pub const LSM_FILE: u32 = 1 << 16;
+    /// The BPF LSM socket_connect hook (else connects are seen by cgroup hooks).
+    pub const LSM_CONNECT: u32 = 1 << 17;
+    /// The bits the BPF programs read from `Config::degraded`.
+    pub const KERNEL_MASK: u32 = 0xffff;
+}
+
+/// A feature switched off because the running kernel lacks a field it reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Degradation {
+    pub feature: &'static str,
+    pub effect: &'static str,
+    /// The missing fields (`struct.field: reason`).
+    pub missing: Vec<String>,
+}
+
+/// Human names and effects of each need bit.
+const NEEDS: &[(u32, &str, &str)] = &[
+    (need::EXIT_CODE, "exit codes", "exit events carry no exit code"),
+    (need::ARGV, "argv", "exec events carry no command line"),
+    (
+        need::PATHS,
+        "path resolution",
+        "paths are the strings the process passed, not rebuilt from kernel objects (relative ones stay relative)",
+    ),
+    (
+        need::EXE_INODE,
+        "executable selectors",
+        "agent selectors by `exe` are refused",
+    ),
+    (
+        need::LSM_FILE,
+        "BPF LSM file_open",
+        "write-opens are observed by syscall tracepoints instead",
+    ),
+    (
+        need::LSM_CONNECT,
+        "BPF LSM socket_connect",
+        "connects are observed by cgroup sock_addr hooks instead",
+    ),
+];
+
+/// Struct field offsets, with what this kernel lacks.
+#[derive(Debug, Clone)]
+pub struct ResolvedOffsets {
+    pub offsets: Offsets,
+    /// OR of the [`need`] bits of every missing field.
+    pub degraded: u32,
+    pub degradations: Vec<Degradation>,
+}
+
+/// Resolves every field the programs read through `lookup(struct, field)`. A missing field
+/// that lineage needs is an error; any other missing field switches off (openly) the features
+/// that read it and leaves its offset [`ABSENT`].
+pub fn resolve_offsets(
+    mut lookup: impl FnMut(&str, &str) -> Result<u32, String>,
+) -> Result<ResolvedOffsets, LayoutError> {
+    let mut missing: Vec<(u32, String)> = Vec::new();
+    let mut core_missing: Vec<String> = Vec::new();
+    let mut get = |ty: &str, field: &str, needs: u32| -> u32 {
+        match lookup(ty, field) {
+            Ok(o) => o,
+            Err(reason) => {
+                let what = format!("{ty}.{field}: {reason}");
+                if needs == need::CORE {
+                    core_missing.push(what);
+                } else {
+                    missing.push((needs, what));
+                }
+                ABSENT
+            }
+        }
+    };
+    use need::*;
+    let offsets = Offsets {
+        task_tgid: get("task_struct", "tgid", CORE),
+        task_real_parent: get("task_struct", "real_parent", CORE),
+        task_group_leader: get("task_struct", "group_leader", CORE),
+        task_start_boottime: get("task_struct", "start_boottime", CORE),
+        task_exit_code: get("task_struct", "exit_code", EXIT_CODE),
+        task_mm: get("task_struct", "mm", ARGV | PATHS | EXE_INODE),
+        task_fs: get("task_struct", "fs", PATHS),
+        task_files: get("task_struct", "files", PATHS),
+        mm_arg_start: get("mm_struct", "arg_start", ARGV),
+        mm_arg_end: get("mm_struct", "arg_end", ARGV),
+        mm_exe_file: get("mm_struct", "exe_file", PATHS | EXE_INODE),
+        fs_root: get("fs_struct", "root", PATHS),
+        fs_pwd: get("fs_struct", "pwd", PATHS),
+        files_fdt: get("files_struct", "fdt", PATHS),
+        fdt_max_fds: get("fdtable", "max_fds", PATHS),
+        fdt_fd: get("fdtable", "fd", PATHS),
+        file_f_path: get("file", "f_path", PATHS | LSM_FILE),
+        file_f_inode: get("file", "f_inode", EXE_INODE),
+        path_mnt: get("path", "mnt", PATHS),
+        path_dentry: get("path", "dentry", PATHS),
+        dentry_d_parent: get("dentry", "d_parent", PATHS),
+        dentry_d_name_len: get("dentry", "d_name.len", PATHS),
+        dentry_d_name_name: get("dentry", "d_name.name", PATHS),
+        vfsmount_mnt_root: get("vfsmount", "mnt_root", PATHS),
+        mount_mnt: get("mount", "mnt", PATHS),
+        mount_mnt_parent: get("mount", "mnt_parent", PATHS),
+        mount_mnt_mountpoint: get("mount", "mnt_mountpoint", PATHS),
+        inode_i_ino: get("inode", "i_ino", EXE_INODE),
+        inode_i_sb: get("inode", "i_sb", EXE_INODE),
+        sb_s_dev: get("super_block", "s_dev", EXE_INODE),
+        file_f_mode: get("file", "f_mode", LSM_FILE),
+        file_f_flags: get("file", "f_flags", LSM_FILE),
+        socket_type: get("socket", "type", LSM_CONNECT),
+        socket_sk: get("socket", "sk", LSM_CONNECT),
+        sock_sk_protocol: get("sock", "sk_protocol", LSM_CONNECT),
+        _pad: 0,
+    };
+    if !core_missing.is_empty() {
+        return Err(LayoutError::Core(core_missing.join("; ")));
+    }
+    let degraded = missing.iter().fold(0, |acc, (n, _)| acc | n);
+    let degradations = NEEDS
+        .iter()
+        .filter(|(bit, _, _)| degraded & bit != 0)
+        .map(|&(bit, feature, effect)| Degradation {
+            feature,
+            effect,
+            missing: missing
+                .iter()
+                .filter(|(n, _)| n & bit != 0)
+                .map(|(_, w)| w.clone())
+                .collect(),
+        })
+        .collect();
+    Ok(ResolvedOffsets {
+        offsets,
+        degraded,
+        degradations,
+    })
+}
+
+/// Offsets of every struct field the programs read, from a BTF file (see [`resolve_offsets`]).
+pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
     let btf_err = |reason: String| LayoutError::Btf {
         path: path.display().to_string(),
         reason,
     };
     let file = File::open(path).map_err(|e| btf_err(e.to_string()))?;
     let ti = TypeInformation::new(&BtfFile(file)).map_err(|e| btf_err(format!("{e:?}")))?;
-    let off = |ty: &str, field: &str| -> Result<u32, LayoutError> {
-        let id = ti.id_of(ty).ok_or_else(|| LayoutError::NoType(ty.to_string()))?;
+    resolve_offsets(|ty, field| {
+        let id = ti
+            .id_of(ty)
+            .ok_or_else(|| format!("no struct {ty} in the kernel's BTF"))?;
         match ti.offset_of(id, field) {
             Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o),
-            Ok((_, other)) => Err(LayoutError::NoField {
-                ty: ty.into(),
-                field: field.into(),
-                reason: format!("not byte-aligned ({other:?})"),
-            }),
-            Err(e) => Err(LayoutError::NoField {
-                ty: ty.into(),
-                field: field.into(),
-                reason: format!("{e:?}"),
-            }),
+            Ok((_, other)) => Err(format!("not byte-aligned ({other:?})")),
+            Err(e) => Err(format!("not found ({e:?})")),
         }
-    };
-    Ok(Offsets {
-        task_tgid: off("task_struct", "tgid")?,
-        task_real_parent: off("task_struct", "real_parent")?,
-        task_group_leader: off("task_struct", "group_leader")?,
-        task_start_boottime: off("task_struct", "start_boottime")?,
-        task_exit_code: off("task_struct", "exit_code")?,
-        task_mm: off("task_struct", "mm")?,
-        task_fs: off("task_struct", "fs")?,
-        task_files: off("task_struct", "files")?,
-        mm_arg_start: off("mm_struct", "arg_start")?,
-        mm_arg_end: off("mm_struct", "arg_end")?,
-        mm_exe_file: off("mm_struct", "exe_file")?,
-        fs_root: off("fs_struct", "root")?,
-        fs_pwd: off("fs_struct", "pwd")?,
-        files_fdt: off("files_struct", "fdt")?,
-        fdt_max_fds: off("fdtable", "max_fds")?,
-        fdt_fd: off("fdtable", "fd")?,
-        file_f_path: off("file", "f_path")?,
-        file_f_inode: off("file", "f_inode")?,
-        path_mnt: off("path", "mnt")?,
-        path_dentry: off("path", "dentry")?,
-        dentry_d_parent: off("dentry", "d_parent")?,
-        dentry_d_name_len: off("dentry", "d_name.len")?,
-        dentry_d_name_name: off("dentry", "d_name.name")?,
-        vfsmount_mnt_root: off("vfsmount", "mnt_root")?,
-        mount_mnt: off("mount", "mnt")?,
-        mount_mnt_parent: off("mount", "mnt_parent")?,
-        mount_mnt_mountpoint: off("mount", "mnt_mountpoint")?,
-        inode_i_ino: off("inode", "i_ino")?,
-        inode_i_sb: off("inode", "i_sb")?,
-        sb_s_dev: off("super_block", "s_dev")?,
     })
 }
 
@@ -142,20 +249,22 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointFields, LayoutErro
         sys_nr: field(&enter, "sys_enter_openat", "__syscall_nr")?,
         sys_args: field(&enter, "sys_enter_openat", "dfd")?,
         sys_ret: field(&sys_exit, "sys_exit_openat", "ret")?,
-        _pad: 0,
+        exec_old_pid: field(&exec, "sched_process_exec", "old_pid")?,
     })
 }
 
-/// The complete CONFIG for the running kernel.
-pub fn config(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<Config, LayoutError> {
-    Ok(Config {
-        off: offsets_from_btf(btf)?,
+/// The complete CONFIG for the running kernel, and what it lacks.
+pub fn config(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<(Config, Vec<Degradation>, u32), LayoutError> {
+    let r = offsets_from_btf(btf)?;
+    let config = Config {
+        off: r.offsets,
         tp: tracepoint_offsets(tracefs)?,
         self_tgid,
         select_comm: 0,
         select_exe: 0,
-        _pad: 0,
-    })
+        degraded: r.degraded & need::KERNEL_MASK,
+    };
+    Ok((config, r.degradations, r.degraded))
 }
 
 #[cfg(test)]
@@ -194,6 +303,45 @@ format:
         assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 
+    /// A fake kernel: every field at offset 8, except those listed.
+    fn kernel_without(missing: &'static [&'static str]) -> impl FnMut(&str, &str) -> Result<u32, String> {
+        move |ty, field| {
+            let name = format!("{ty}.{field}");
+            if missing.contains(&name.as_str()) {
+                Err("not found".into())
+            } else {
+                Ok(8)
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_field_degrades_the_features_that_read_it_openly() {
+        let r = resolve_offsets(kernel_without(&["dentry.d_name.name", "socket.sk"])).unwrap();
+        assert_eq!(r.offsets.dentry_d_name_name, ABSENT);
+        assert_eq!(r.offsets.dentry_d_parent, 8);
+        assert_eq!(r.degraded, need::PATHS | need::LSM_CONNECT);
+        let features: Vec<&str> = r.degradations.iter().map(|d| d.feature).collect();
+        assert_eq!(features, ["path resolution", "BPF LSM socket_connect"]);
+        assert_eq!(r.degradations[0].missing, ["dentry.d_name.name: not found"]);
+        // task_struct.mm feeds argv, paths and exe selectors.
+        let r = resolve_offsets(kernel_without(&["task_struct.mm"])).unwrap();
+        assert_eq!(r.degraded, need::ARGV | need::PATHS | need::EXE_INODE);
+        let r = resolve_offsets(kernel_without(&[])).unwrap();
+        assert_eq!((r.degraded, r.degradations.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_missing_lineage_field_refuses_to_start() {
+        let err = resolve_offsets(kernel_without(&["task_struct.real_parent", "file.f_mode"])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("task_struct.real_parent") && text.contains("lineage"),
+            "{text}"
+        );
+        assert!(!text.contains("f_mode"), "only the fatal fields: {text}");
+    }
+
     /// Reads this machine's BTF when it has one (no root needed: the file is world-readable).
     #[test]
     fn resolves_offsets_from_this_kernels_btf() {
@@ -202,7 +350,9 @@ format:
             eprintln!("skipped: this machine has no {}", path.display());
             return;
         }
-        let o = offsets_from_btf(path).expect("this kernel's BTF has every field we read");
+        let r = offsets_from_btf(path).expect("this kernel's BTF has the lineage fields");
+        assert_eq!(r.degradations, vec![], "this kernel has every field we read");
+        let o = r.offsets;
         assert_ne!(o.task_tgid, 0);
         assert_ne!(o.task_real_parent, o.task_tgid);
         assert_eq!(

@@ -3,6 +3,7 @@ pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod events;
+pub mod features;
 pub mod kernel_layout;
 pub mod lineage;
 pub mod loader;

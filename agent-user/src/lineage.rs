@@ -385,13 +385,14 @@ mod tests {
             argv: vec![exe.into(), "-x".into()],
             argv_truncated: false,
             newly_selected: selected,
+            via_lsm: false,
         }
     }
 
     fn exit(pid: u32, start: u64) -> Event {
         Event::Exit {
             actor: actor(pid, start),
-            exit_code: 0,
+            exit_code: Some(0),
         }
     }
 

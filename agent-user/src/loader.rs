@@ -11,13 +11,17 @@ use std::{
 
 use agent_common::{COMM_LEN, Config, InodeKey, Tracked, counter, syscalls};
 use aya::{
-    Ebpf, EbpfLoader, Pod,
+    Btf, Ebpf, EbpfLoader, Pod, VerifierLogLevel,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, FEntry, Lsm, ProgramError, RawTracePoint, TracePoint},
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info};
 
-use crate::{kernel_layout, policy::Selectors};
+use crate::{
+    features::{self, Features, HookMechanism, KernelReport, Probe},
+    kernel_layout::{self, need},
+    policy::Selectors,
+};
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -53,6 +57,12 @@ pub enum LoadError {
     },
     #[error("map {name}: {source}")]
     Map { name: String, source: aya::maps::MapError },
+    #[error("program {name} was refused by this kernel: {first}\n{log}")]
+    Verifier { name: String, first: String, log: String },
+    #[error("this kernel has no BPF ring buffer (Linux 5.8 or later is needed): {0}")]
+    NoRingBuffer(String),
+    #[error("the policy has `exe` agent selectors, but this kernel lacks fields they need ({0}); use `comm` selectors")]
+    ExeSelectorsUnavailable(String),
     #[error("the BPF object has no {0}")]
     Missing(String),
     #[error("agent selector exe {path}: {source}")]
@@ -63,8 +73,6 @@ pub enum LoadError {
 #[derive(Debug, Default)]
 pub struct Attached {
     pub programs: Vec<String>,
-    /// Hooks this kernel does not have, with the reason (coverage lost, reported).
-    pub missing: Vec<String>,
     pub cgroup_root: PathBuf,
 }
 
@@ -75,6 +83,7 @@ pub struct Probes {
     pub tracked: HashMap<MapData, u32, Tracked>,
     pub counters: PerCpuArray<MapData, u64>,
     pub attached: Attached,
+    pub report: KernelReport,
 }
 
 impl Probes {
@@ -201,6 +210,149 @@ fn fill_selector_map<K: Pod>(ebpf: &mut Ebpf, name: &str, keys: impl IntoIterato
     Ok(())
 }
 
+/// The verifier's verbose log for program `name`, by loading the object again with verbose
+/// logging (the default level cuts the log to where the verifier gave up, which can hide the
+/// cause). Used only after a load failed.
+fn verbose_log(
+    object: &[u8],
+    config: &Config,
+    name: &str,
+    load: impl Fn(&mut Ebpf) -> Result<(), LoadError>,
+) -> String {
+    let ebpf = EbpfLoader::new()
+        .override_global("CONFIG", config, true)
+        .verifier_log_level(VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS)
+        .load(object);
+    match ebpf {
+        Ok(mut ebpf) => match load(&mut ebpf) {
+            Err(e) => format!("verbose verifier log of {name}:\n{e}"),
+            Ok(()) => format!("{name} loaded on the second, verbose attempt"),
+        },
+        Err(e) => format!("reloading the object for a verbose log failed: {e}"),
+    }
+}
+
+/// Loads a program every kernel we support must accept; on failure, the error carries the
+/// verbose verifier log.
+fn load_required(
+    ebpf: &mut Ebpf,
+    object: &[u8],
+    config: &Config,
+    name: &str,
+    load: impl Fn(&mut Ebpf) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
+    match load(ebpf) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let log = verbose_log(object, config, name, &load);
+            error!("{log}");
+            Err(LoadError::Verifier {
+                name: name.into(),
+                first: e.to_string(),
+                log,
+            })
+        }
+    }
+}
+
+fn load_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), LoadError> {
+    let p: &mut TracePoint = program(ebpf, name)?;
+    p.load().map_err(prog_err(name))
+}
+
+fn load_sock_addr(ebpf: &mut Ebpf, name: &str) -> Result<(), LoadError> {
+    let p: &mut CgroupSockAddr = program(ebpf, name)?;
+    p.load().map_err(prog_err(name))
+}
+
+fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
+    let p: &mut Lsm = program(ebpf, name)?;
+    p.load(name, btf).map_err(prog_err(name))
+}
+
+/// The BPF LSM hooks Tether uses: (hook, what it observes, need bit of its fields).
+const LSM_HOOKS: [(&str, &str, u32); 3] = [
+    ("bprm_check_security", "exec", 0),
+    ("file_open", "file_write", need::LSM_FILE),
+    ("socket_connect", "connect", need::LSM_CONNECT),
+];
+
+/// Probes BPF LSM by loading and attaching Tether's LSM programs (a real load is the only
+/// reliable probe). Returns the probe result and the hooks attached.
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    degraded: u32,
+    attached: &mut Attached,
+) -> (Probe, Vec<&'static str>) {
+    let lsms = features::active_lsms();
+    let Some(btf) = btf else {
+        return (Probe::no("the kernel's BTF could not be parsed by the loader"), vec![]);
+    };
+    let mut in_effect = Vec::new();
+    let mut detail = String::new();
+    for (hook, what, needs) in LSM_HOOKS {
+        if needs != 0 && degraded & needs != 0 {
+            detail.push_str(&format!("{hook}: not used (kernel lacks fields it reads); "));
+            continue;
+        }
+        if let Err(e) = load_lsm(ebpf, hook, btf) {
+            let mut d = format!("loading lsm/{hook}: {e}");
+            match &lsms {
+                Ok(list) if !features::bpf_lsm_active(list) => {
+                    d.push_str(&format!("; `bpf` is not in the active LSMs ({list})"))
+                }
+                Err(why) => d.push_str(&format!("; active LSMs unknown: {why}")),
+                _ => {}
+            }
+            return (Probe::no(d), vec![]);
+        }
+        match &lsms {
+            Ok(list) if features::bpf_lsm_active(list) => {}
+            Ok(list) => {
+                return (
+                    Probe::no(format!(
+                        "lsm programs load, but `bpf` is not in the active LSMs ({list}), so they would never run; boot with lsm=...,bpf"
+                    )),
+                    vec![],
+                );
+            }
+            Err(why) => {
+                return (
+                    Probe::no(format!("lsm programs load, but the active LSMs are unknown ({why})")),
+                    vec![],
+                );
+            }
+        }
+        let attach = program::<Lsm>(ebpf, hook).and_then(|p| p.attach().map(|_| ()).map_err(prog_err(hook)));
+        if let Err(e) = attach {
+            return (Probe::no(format!("attaching lsm/{hook}: {e}")), vec![]);
+        }
+        attached.programs.push(format!("lsm/{hook}"));
+        in_effect.push(what);
+    }
+    detail.insert_str(0, "lsm programs loaded and attached; ");
+    (Probe::yes(detail.trim_end_matches("; ")), in_effect)
+}
+
+/// Loads a probe-only program and unloads it again.
+fn probe_load(
+    ebpf: &mut Ebpf,
+    name: &str,
+    load: impl Fn(&mut Ebpf) -> Result<(), LoadError>,
+    unload: impl Fn(&mut Ebpf) -> Result<(), LoadError>,
+) -> Probe {
+    match load(ebpf) {
+        Ok(()) => {
+            if let Err(e) = unload(ebpf) {
+                debug!("unloading probe {name}: {e}");
+            }
+            Probe::yes(format!("{name} loaded"))
+        }
+        Err(e) => Probe::no(format!("{name}: {e}")),
+    }
+}
+
 /// Loads and attaches everything. `selectors` become the in-kernel agent selector maps.
 pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
     let object = BPF_OBJECT.ok_or(LoadError::NoObject)?;
@@ -209,58 +361,93 @@ pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
     }
     ensure_tracefs()?;
     let self_tgid = std::process::id();
-    let mut config: Config = kernel_layout::config(Path::new(BTF_PATH), Path::new(TRACEFS), self_tgid)?;
+    let (mut config, degradations, degraded): (Config, _, _) =
+        kernel_layout::config(Path::new(BTF_PATH), Path::new(TRACEFS), self_tgid)?;
+    if !selectors.exe.is_empty() && degraded & need::EXE_INODE != 0 {
+        return Err(LoadError::ExeSelectorsUnavailable(
+            degradations
+                .iter()
+                .filter(|d| d.feature == "executable selectors")
+                .flat_map(|d| d.missing.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    }
     config.select_comm = u32::from(!selectors.comm.is_empty());
     config.select_exe = u32::from(!selectors.exe.is_empty());
     debug!(?config, "kernel layout");
 
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
-        .load(object)?;
+        .load(object)
+        .map_err(|e| {
+            if e.to_string().contains("EVENTS") {
+                LoadError::NoRingBuffer(e.to_string())
+            } else {
+                LoadError::Load(e)
+            }
+        })?;
+    let btf = Btf::from_sys_fs().ok();
     let mut attached = Attached::default();
+    let mut missing_tracepoints = Vec::new();
 
     // Selector maps first, so an exec right after attach is already judged.
     fill_selector_map(&mut ebpf, "SELECT_COMM", selectors.comm.iter().map(|c| comm_key(c)))?;
     fill_selector_map(&mut ebpf, "SELECT_EXE", selectors.exe.iter().copied())?;
 
     // Lineage first: a fork must never be missed between other attachments.
+    load_required(&mut ebpf, object, &config, "sched_process_fork", |e| {
+        let p: &mut RawTracePoint = program(e, "sched_process_fork")?;
+        p.load().map_err(prog_err("sched_process_fork"))
+    })?;
     let fork: &mut RawTracePoint = program(&mut ebpf, "sched_process_fork")?;
-    fork.load().map_err(prog_err("sched_process_fork"))?;
     fork.attach("sched_process_fork")
         .map_err(prog_err("sched_process_fork"))?;
     attached.programs.push("raw_tp/sched_process_fork".into());
     for name in ["sched_process_exit", "sched_process_exec"] {
+        load_required(&mut ebpf, object, &config, name, |e| load_tracepoint(e, name))?;
         let tp: &mut TracePoint = program(&mut ebpf, name)?;
-        tp.load().map_err(prog_err(name))?;
         tp.attach("sched", name).map_err(prog_err(name))?;
         attached.programs.push(format!("tracepoint/sched/{name}"));
     }
 
+    // BPF LSM where the kernel allows it: the hooks that can refuse an action before it happens.
+    let (bpf_lsm, lsm_hooks) = attach_lsm(&mut ebpf, btf.as_ref(), degraded, &mut attached);
+    let lsm = |what: &str| lsm_hooks.contains(&what);
+
     // Network: cgroup sock_addr hooks at the cgroup v2 root (they see every process; the
-    // programs report tracked ones only and always allow).
+    // programs report tracked ones only and always allow). Connects go to LSM where it is in
+    // effect; sends with an explicit destination always come from here.
     let root = cgroup2_root()?;
     let cgroup = File::open(&root).map_err(|source| LoadError::Cgroup {
         path: root.display().to_string(),
         source,
     })?;
-    for name in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
+    let sock_progs: &[&str] = if lsm("connect") {
+        &["sendmsg4", "sendmsg6"]
+    } else {
+        &["connect4", "connect6", "sendmsg4", "sendmsg6"]
+    };
+    for &name in sock_progs {
+        load_required(&mut ebpf, object, &config, name, |e| load_sock_addr(e, name))?;
         let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        p.load().map_err(prog_err(name))?;
         p.attach(&cgroup, CgroupAttachMode::default()).map_err(prog_err(name))?;
         attached.programs.push(format!("cgroup_sock_addr/{name}"));
     }
     attached.cgroup_root = root;
 
-    // File writes: one entry and one exit program, attached to each watched syscall.
+    // File writes: one entry and one exit program, attached to each watched syscall (opens go
+    // to LSM file_open where it is in effect).
     for (prog, dir) in [("sys_enter_file", "sys_enter"), ("sys_exit_file", "sys_exit")] {
+        load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
         let tp: &mut TracePoint = program(&mut ebpf, prog)?;
-        tp.load().map_err(prog_err(prog))?;
         for sc in syscalls::WATCHED {
+            if lsm("file_write") && sc.is_open() {
+                continue;
+            }
             let event = format!("{dir}_{}", sc.name);
             if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
-                attached
-                    .missing
-                    .push(format!("tracepoint/syscalls/{event}: not on this kernel"));
+                missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
                 continue;
             }
             tp.attach("syscalls", &event)
@@ -268,9 +455,108 @@ pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
         }
         attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
     }
-    for m in &attached.missing {
-        warn!("coverage: {m}");
-    }
+
+    // The remaining probes: real loads of programs that are never attached.
+    let fentry = match btf.as_ref() {
+        Some(btf) => probe_load(
+            &mut ebpf,
+            "probe_fentry",
+            |e| {
+                let p: &mut FEntry = program(e, "probe_fentry")?;
+                p.load("security_file_open", btf).map_err(prog_err("probe_fentry"))
+            },
+            |e| {
+                let p: &mut FEntry = program(e, "probe_fentry")?;
+                p.unload().map_err(prog_err("probe_fentry"))
+            },
+        ),
+        None => Probe::no("the kernel's BTF could not be parsed by the loader"),
+    };
+    let send_signal = probe_load(
+        &mut ebpf,
+        "probe_send_signal",
+        |e| load_tracepoint(e, "probe_send_signal"),
+        |e| {
+            let p: &mut TracePoint = program(e, "probe_send_signal")?;
+            p.unload().map_err(prog_err("probe_send_signal"))
+        },
+    );
+    let (landlock_abi, landlock) = match features::landlock_abi() {
+        Ok(v) => (Some(v), Probe::yes(format!("landlock_create_ruleset: ABI {v}"))),
+        Err(e) => (None, Probe::no(e)),
+    };
+    let send = send_signal.available;
+    let hooks = vec![
+        HookMechanism {
+            hook: "lineage",
+            mechanism: "raw_tp/sched_process_fork, tracepoint/sched/sched_process_exit".into(),
+            enforcement: "none (observes)".into(),
+        },
+        if lsm("exec") {
+            HookMechanism {
+                hook: "exec",
+                mechanism: "lsm/bprm_check_security, tracepoint/sched/sched_process_exec".into(),
+                enforcement: "deny before exec (-EPERM from the LSM hook)".into(),
+            }
+        } else {
+            HookMechanism {
+                hook: "exec",
+                mechanism: "tracepoint/sched/sched_process_exec".into(),
+                enforcement: if send {
+                    "kill right after exec (bpf_send_signal)".into()
+                } else {
+                    "none (observe only)".into()
+                },
+            }
+        },
+        if lsm("file_write") {
+            HookMechanism {
+                hook: "file_write",
+                mechanism: "lsm/file_open (opens), tracepoint/syscalls (other write operations)".into(),
+                enforcement: "deny opens (-EPERM from the LSM hook); kill for other operations".into(),
+            }
+        } else {
+            HookMechanism {
+                hook: "file_write",
+                mechanism: "tracepoint/syscalls".into(),
+                enforcement: if send {
+                    "kill at syscall entry (the call still completes: O_CREAT creates, O_TRUNC truncates)".into()
+                } else {
+                    "none (observe only)".into()
+                },
+            }
+        },
+        HookMechanism {
+            hook: "connect",
+            mechanism: if lsm("connect") {
+                "lsm/socket_connect".into()
+            } else {
+                "cgroup_sock_addr/connect4,connect6".into()
+            },
+            enforcement: "deny (-EPERM before the connection is made)".into(),
+        },
+        HookMechanism {
+            hook: "send",
+            mechanism: "cgroup_sock_addr/sendmsg4,sendmsg6".into(),
+            enforcement: "deny (-EPERM before the datagram is sent)".into(),
+        },
+    ];
+    let report = KernelReport {
+        kernel: features::kernel_release(),
+        features: Features {
+            bpf_lsm,
+            fentry,
+            cgroup_sock_addr: Probe::yes(format!("{} loaded and attached", sock_progs.join(", "))),
+            ring_buffer: Probe::yes("EVENTS ring buffer created"),
+            send_signal,
+            landlock_abi,
+            landlock,
+            active_lsms: features::active_lsms().ok(),
+        },
+        hooks,
+        degraded: degradations,
+        missing_tracepoints,
+    };
 
     let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
     let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?;
@@ -281,6 +567,7 @@ pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
         tracked,
         counters,
         attached,
+        report,
     })
 }
 

@@ -161,6 +161,8 @@ pub fn audit(
         "agent_root": {"pid": after.root.pid, "start_time": ctx.start_ms(after.root.start)},
         "tracked_by": after.reason.as_str(),
         "cgroup_id": a.cgroup_id,
+        // The kernel mechanism that saw this action (see `tether status` for all hooks).
+        "mechanism": event.mechanism(),
     });
     match event {
         Event::Exec {
@@ -312,6 +314,7 @@ mod tests {
             transport: Transport::Tcp,
             addr: "127.0.0.1".parse().unwrap(),
             port: 8080,
+            via_lsm: false,
         };
         let v = audit(&ctx(), 7, &ev, &p, &p, &t).expect("an action");
         assert_eq!(v["class_uid"], 4001);
@@ -333,6 +336,7 @@ mod tests {
         assert_eq!(v["metadata"]["version"], "1.8.0");
         assert_eq!(v["unmapped"]["tether"]["lineage"][0]["pid"], 42);
         assert_eq!(v["unmapped"]["tether"]["tracked_by"], "registered");
+        assert_eq!(v["unmapped"]["tether"]["mechanism"], "cgroup_sock_addr/connect");
         assert!(v.get("tether").is_none(), "no top-level tether field");
     }
 
@@ -341,7 +345,7 @@ mod tests {
         let (t, p) = table_with_root();
         let ev = Event::Exit {
             actor: actor(),
-            exit_code: 0,
+            exit_code: Some(0),
         };
         assert!(audit(&ctx(), 1, &ev, &p, &p, &t).is_none());
     }
@@ -358,13 +362,14 @@ mod tests {
         let ev = Event::File {
             actor: actor(),
             op: FileOp::OpenWrite,
-            syscall_nr: 257,
+            syscall_nr: Some(257),
             ret: -13,
             flags: 0o1101,
             mode: 0o644,
             owner: None,
             path,
             path2: None,
+            via_lsm: false,
         };
         let v = audit(&ctx(), 2, &ev, &p, &p, &t).unwrap();
         assert_eq!(v["class_uid"], 1001);

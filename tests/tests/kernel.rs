@@ -81,6 +81,23 @@ impl Daemon {
         self.dir.path().join("api.sock")
     }
 
+    /// `tether status --json` against this daemon.
+    fn status(&self) -> Value {
+        let out = Command::new(tether_bin())
+            .arg("status")
+            .arg("--json")
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .expect("tether status");
+        assert!(
+            out.status.success(),
+            "tether status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status is JSON")
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
@@ -292,9 +309,94 @@ fn check_ocsf(e: &Value) {
     );
 }
 
+/// Is BPF LSM in effect for this daemon? In the VM tier (TETHER_EXPECT_LSM=1) it must be.
+fn lsm_in_effect(status: &Value) -> bool {
+    let lsm = status["features"]["bpf_lsm"]["available"]
+        .as_bool()
+        .expect("features.bpf_lsm.available");
+    if std::env::var_os("TETHER_EXPECT_LSM").is_some() {
+        assert!(lsm, "this kernel should allow BPF LSM (VM tier): {status:#}");
+    }
+    lsm
+}
+
+#[test]
+fn status_reports_probed_features_and_the_mechanism_of_each_hook() {
+    let d = Daemon::start(None);
+    let s = d.status();
+    let text = Command::new(tether_bin())
+        .arg("status")
+        .arg("--socket")
+        .arg(d.socket())
+        .output()
+        .expect("tether status");
+    let (_, log) = d.stop();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(s["kernel"], kernel.trim());
+    assert_eq!(s["mode"], "observe");
+    for f in ["ring_buffer", "cgroup_sock_addr"] {
+        assert_eq!(s["features"][f]["available"], true, "{f}: {s:#}");
+    }
+    for f in ["bpf_lsm", "fentry", "send_signal", "landlock"] {
+        assert!(
+            s["features"][f]["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{f} has no detail: {s:#}"
+        );
+    }
+    // The Landlock answer agrees with the kernel's, asked here directly.
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only returns a number.
+    let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+    if abi > 0 {
+        assert_eq!(s["features"]["landlock_abi"], abi, "{s:#}");
+    } else {
+        assert!(s["features"]["landlock_abi"].is_null(), "{s:#}");
+    }
+    let hook = |name: &str| -> String {
+        s["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["hook"] == name)
+            .unwrap_or_else(|| panic!("no hook {name}: {s:#}"))["mechanism"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let programs = s["programs"].to_string();
+    if lsm_in_effect(&s) {
+        assert!(hook("exec").starts_with("lsm/bprm_check_security"), "{s:#}");
+        assert!(hook("file_write").starts_with("lsm/file_open"), "{s:#}");
+        assert_eq!(hook("connect"), "lsm/socket_connect");
+        for p in ["lsm/bprm_check_security", "lsm/file_open", "lsm/socket_connect"] {
+            assert!(programs.contains(p), "{p} not attached: {programs}");
+        }
+        assert!(
+            !programs.contains("connect4"),
+            "connects are the LSM hook's: {programs}"
+        );
+    } else {
+        let why = s["features"]["bpf_lsm"]["detail"].as_str().unwrap();
+        assert!(
+            why.contains("not permitted") || why.contains("active LSMs") || why.contains("BTF"),
+            "the reason BPF LSM is off is the kernel's answer: {why}"
+        );
+        assert_eq!(hook("exec"), "tracepoint/sched/sched_process_exec");
+        assert_eq!(hook("file_write"), "tracepoint/syscalls");
+        assert_eq!(hook("connect"), "cgroup_sock_addr/connect4,connect6");
+        assert!(!programs.contains("lsm/"), "{programs}");
+    }
+    assert!(log.contains("bpf_lsm="), "the report is logged at start:\n{log}");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for h in ["exec", "file_write", "connect", "send", "lineage"] {
+        assert!(text.contains(&format!("  {h}")), "text status lacks hook {h}:\n{text}");
+    }
+    assert!(text.contains("landlock"), "{text}");
+}
+
 #[test]
 fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() {
     let d = Daemon::start(None);
+    let lsm = lsm_in_effect(&d.status());
     let daemon_pid = d.pid();
     let tracked = run_script(Some(&d.socket()));
     let untracked = run_script(None);
@@ -303,6 +405,12 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
     let (events, log) = d.stop();
     for e in &events {
         check_ocsf(e);
+        assert!(
+            e["unmapped"]["tether"]["mechanism"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "every event names the mechanism that saw it: {e}"
+        );
     }
     let mine: Vec<Value> = events
         .iter()
@@ -336,6 +444,17 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
         "lineage ends at the agent root"
     );
     assert_eq!(child_lineage.len(), 2, "child -> script");
+    let mechanism = |e: &Value| e["unmapped"]["tether"]["mechanism"].as_str().unwrap().to_string();
+    let (exec_by, open_by, connect_by) = if lsm {
+        ("lsm/bprm_check_security", "lsm/file_open", "lsm/socket_connect")
+    } else {
+        (
+            "tracepoint/sched_process_exec",
+            "tracepoint/syscalls",
+            "cgroup_sock_addr/connect",
+        )
+    };
+    assert_eq!(mechanism(exec), exec_by, "exec seen by");
 
     let c4 = exactly_one(&mine, "tcp connect 127.0.0.1", |e| is_net(e, "127.0.0.1", p4, "tcp", 1));
     assert_eq!(actor(c4)["process"]["pid"], tracked.pid, "the script itself connects");
@@ -343,12 +462,15 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
         actor(c4)["process"]["file"]["path"],
         std::fs::canonicalize("/bin/bash").unwrap().display().to_string()
     );
-    exactly_one(&mine, "tcp connect ::1", |e| is_net(e, "::1", p6, "tcp", 1));
-    exactly_one(&mine, "udp sendto 127.0.0.1", |e| is_net(e, "127.0.0.1", pu, "udp", 6));
+    let c6 = exactly_one(&mine, "tcp connect ::1", |e| is_net(e, "::1", p6, "tcp", 1));
+    let send = exactly_one(&mine, "udp sendto 127.0.0.1", |e| is_net(e, "127.0.0.1", pu, "udp", 6));
+    assert_eq!((mechanism(c4), mechanism(c6)), (connect_by.into(), connect_by.into()));
+    assert_eq!(mechanism(send), "cgroup_sock_addr/sendmsg");
 
-    exactly_one(&mine, "write via a relative path", |e| {
+    let rel = exactly_one(&mine, "write via a relative path", |e| {
         is_file(e, 14, &dir.join("rel.txt"))
     });
+    assert_eq!(mechanism(rel), open_by, "write-open seen by");
     let through = exactly_one(&mine, "write through a symlinked directory", |e| {
         is_file(e, 14, &dir.join("real/through-link.txt"))
     });
@@ -359,6 +481,7 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
         dir.join("renamed.txt").display().to_string()
     );
     assert_eq!(rename["status_id"], 1);
+    assert_eq!(mechanism(rename), "tracepoint/syscalls");
     exactly_one(&mine, "unlink", |e| is_file(e, 4, &dir.join("renamed.txt")));
 
     let grandchild = exactly_one(&mine, "the setsid grandchild's connect", |e| {

@@ -1,0 +1,184 @@
+//! BPF LSM hooks: where the kernel allows them (BPF LSM built in and in `lsm=`), these replace
+//! the tracepoint/cgroup observers for exec, write-opens and connects, because an LSM hook runs
+//! before the action and can refuse it. Here they only observe: each returns the verdict of
+//! the BPF LSM programs before it (0 unless another one denied).
+//!
+//! Also the feature probes: programs that are only ever loaded (never attached), so the
+//! daemon learns by a real load whether this kernel allows fentry and bpf_send_signal.
+use core::ffi::c_void;
+
+use agent_common::{FileEvent, NO_SYSCALL, NetEvent, counter, file_op, kind, net_op, path_source};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated},
+    macros::{fentry, lsm, tracepoint},
+    programs::{FEntryContext, LsmContext, TracePointContext},
+};
+
+use crate::{
+    kernel::{KPtr, fill_header, off, read_ptr, read_u32, walk_empty, walk_path},
+    maps::{EVENTS, EXEC_CHECKED, TRACKED, count, self_tgid, wake_flags},
+};
+
+const FMODE_WRITE: u32 = 0x2;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// The tracked-map entry's start time of the current process, unless it is untracked (or the
+/// daemon itself).
+#[inline(always)]
+fn tracked_start(pid_tgid: u64) -> Option<u64> {
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == self_tgid() {
+        return None;
+    }
+    // SAFETY: map lookup; the value is copied out at once.
+    unsafe { TRACKED.get(&tgid) }.map(|t| t.start_ns)
+}
+
+/// bprm_check_security(struct linux_binprm *bprm): an exec about to happen. The record is the
+/// sched_process_exec one that follows; this marks it as checked here.
+#[lsm(hook = "bprm_check_security")]
+pub fn bprm_check_security(ctx: LsmContext) -> i32 {
+    let ret: i32 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if ret == 0 && tracked_start(pid_tgid).is_some() {
+        let _ = EXEC_CHECKED.insert(&(pid_tgid as u32), &1, 0);
+    }
+    ret
+}
+
+/// file_open(struct file *file): an open that passed the permission checks.
+#[lsm(hook = "file_open")]
+pub fn file_open(ctx: LsmContext) -> i32 {
+    let ret: i32 = ctx.arg(1);
+    if ret != 0 {
+        return ret;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(start_ns) = tracked_start(pid_tgid) else {
+        return 0;
+    };
+    let file: KPtr = ctx.arg::<u64>(0) as KPtr;
+    let Ok(mode) = read_u32(file, off!(file_f_mode)) else {
+        count(counter::READ_ERROR);
+        return 0;
+    };
+    if mode & FMODE_WRITE == 0 {
+        return 0;
+    }
+    let Some(mut slot) = EVENTS.reserve::<FileEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return 0;
+    };
+    // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
+    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    fill_header(
+        &mut ev.header,
+        kind::FILE,
+        pid_tgid,
+        start_ns,
+        agent_common::flags::VIA_LSM,
+    );
+    ev.op = file_op::OPEN_WRITE;
+    ev._pad0 = 0;
+    ev.syscall_nr = NO_SYSCALL;
+    ev.ret = 0;
+    ev.flags = read_u32(file, off!(file_f_flags)).unwrap_or(0) as u64;
+    ev.mode = 0;
+    ev.uid = u32::MAX;
+    ev.gid = u32::MAX;
+    ev._pad1 = 0;
+    ev.a.source = path_source::OBJECT;
+    ev.a.raw_len = 0;
+    ev.a.raw_truncated = 0;
+    ev.a._pad = 0;
+    walk_path(file.wrapping_add(off!(file_f_path)), &mut ev.a.walked);
+    ev.b.source = path_source::NONE;
+    ev.b.raw_len = 0;
+    ev.b.raw_truncated = 0;
+    ev.b._pad = 0;
+    walk_empty(&mut ev.b.walked);
+    slot.submit(wake_flags());
+    0
+}
+
+/// socket_connect(struct socket *sock, struct sockaddr *address, int addrlen).
+#[lsm(hook = "socket_connect")]
+pub fn socket_connect(ctx: LsmContext) -> i32 {
+    let ret: i32 = ctx.arg(3);
+    if ret != 0 {
+        return ret;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(start_ns) = tracked_start(pid_tgid) else {
+        return 0;
+    };
+    let sock: KPtr = ctx.arg::<u64>(0) as KPtr;
+    let addr: KPtr = ctx.arg::<u64>(1) as KPtr;
+    let addrlen: i32 = ctx.arg(2);
+    // SAFETY: kernel copy of the caller's sockaddr, read through the helper.
+    let Ok(family) = (unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const u16) }) else {
+        count(counter::READ_ERROR);
+        return 0;
+    };
+    let (want, addr_off, addr_len) = match family {
+        AF_INET => (8, 4usize, 4u32),
+        AF_INET6 => (24, 8usize, 16u32),
+        _ => return 0, // AF_UNIX and others: not network egress
+    };
+    if addrlen < want {
+        return 0; // the kernel refuses it with EINVAL
+    }
+    let Some(mut slot) = EVENTS.reserve::<NetEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return 0;
+    };
+    // SAFETY: the reservation is sized for NetEvent; every field is written below.
+    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    fill_header(
+        &mut ev.header,
+        kind::NET,
+        pid_tgid,
+        start_ns,
+        agent_common::flags::VIA_LSM,
+    );
+    ev.op = net_op::CONNECT;
+    ev.family = family as u8;
+    ev._pad = 0;
+    ev.sock_type = read_u32(sock, off!(socket_type)).map(|t| t as u16 as u8).unwrap_or(0);
+    ev.protocol = match read_ptr(sock, off!(socket_sk)) {
+        Ok(sk) => read_u32(sk, off!(sock_sk_protocol))
+            .map(|p| p as u16 as u8)
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    // SAFETY: the kernel copy of the sockaddr, at least `want` bytes (checked above).
+    ev.port = u16::from_be(
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr.wrapping_add(2) as *const u16) }.unwrap_or(0),
+    );
+    ev.addr = [0; 16];
+    // SAFETY: addr_len <= 16 bytes into the 16-byte array.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            ev.addr.as_mut_ptr() as *mut c_void,
+            addr_len,
+            addr.wrapping_add(addr_off) as *const c_void,
+        )
+    };
+    slot.submit(wake_flags());
+    0
+}
+
+/// Feature probe (loaded, never attached): does this kernel allow fentry programs?
+#[fentry(function = "security_file_open")]
+pub fn probe_fentry(_ctx: FEntryContext) -> i32 {
+    0
+}
+
+/// Feature probe (loaded, never attached): does this kernel allow bpf_send_signal?
+#[tracepoint]
+pub fn probe_send_signal(_ctx: TracePointContext) -> u32 {
+    // SAFETY: never runs; the verifier checks the helper is allowed at load.
+    unsafe { generated::bpf_send_signal(9) };
+    0
+}

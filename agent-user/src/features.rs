@@ -1,0 +1,231 @@
+//! What the running kernel allows, learnt by real loads at start (never from version numbers
+//! or `bpftool feature probe`, which gives false negatives), and the mechanism Tether picked for
+//! each hook as a result. The report is logged at start, served by `tether status`, and every
+//! event names the mechanism that saw it.
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::kernel_layout::Degradation;
+
+/// The result of one probe.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Probe {
+    pub available: bool,
+    /// How it was probed and, when unavailable, the kernel's answer.
+    pub detail: String,
+}
+
+impl Probe {
+    pub fn yes(detail: impl Into<String>) -> Probe {
+        Probe {
+            available: true,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn no(detail: impl Into<String>) -> Probe {
+        Probe {
+            available: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Kernel features Tether can use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Features {
+    /// BPF LSM programs load, and `bpf` is in the active LSM list (without it they load and
+    /// attach but are never called).
+    pub bpf_lsm: Probe,
+    pub fentry: Probe,
+    pub cgroup_sock_addr: Probe,
+    pub ring_buffer: Probe,
+    pub send_signal: Probe,
+    /// Landlock ABI version for unprivileged self-restriction (None: no Landlock).
+    pub landlock_abi: Option<u32>,
+    pub landlock: Probe,
+    /// The active LSMs (/sys/kernel/security/lsm), when readable.
+    pub active_lsms: Option<String>,
+}
+
+/// The mechanism observing one hook, and what it could enforce.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HookMechanism {
+    pub hook: &'static str,
+    /// The programs that see it, e.g. `lsm/file_open`.
+    pub mechanism: String,
+    /// What enforcement on this hook can do on this kernel (used by the policy engine later).
+    pub enforcement: String,
+}
+
+/// The whole report: kernel, features, the hook mechanisms in effect, and what is degraded.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelReport {
+    pub kernel: String,
+    pub features: Features,
+    pub hooks: Vec<HookMechanism>,
+    pub degraded: Vec<Degradation>,
+    /// Tracepoints this kernel does not have (coverage lost, reported).
+    pub missing_tracepoints: Vec<String>,
+}
+
+impl KernelReport {
+    /// Is the BPF LSM mechanism in effect for `hook`?
+    pub fn lsm_in_effect(&self, hook: &str) -> bool {
+        self.hooks
+            .iter()
+            .any(|h| h.hook == hook && h.mechanism.starts_with("lsm/"))
+    }
+
+    /// One-line-per-fact summary for the start-up log.
+    pub fn lines(&self) -> Vec<String> {
+        let f = &self.features;
+        let yn = |p: &Probe| if p.available { "yes" } else { "no" };
+        let mut out = vec![format!(
+            "kernel {}: bpf_lsm={} fentry={} cgroup_sock_addr={} ring_buffer={} send_signal={} landlock_abi={}",
+            self.kernel,
+            yn(&f.bpf_lsm),
+            yn(&f.fentry),
+            yn(&f.cgroup_sock_addr),
+            yn(&f.ring_buffer),
+            yn(&f.send_signal),
+            f.landlock_abi.map_or("none".to_string(), |v| v.to_string()),
+        )];
+        if !f.bpf_lsm.available {
+            out.push(format!("bpf_lsm unavailable: {}", f.bpf_lsm.detail));
+        }
+        for h in &self.hooks {
+            out.push(format!(
+                "hook {}: {} (enforcement: {})",
+                h.hook, h.mechanism, h.enforcement
+            ));
+        }
+        for d in &self.degraded {
+            out.push(format!(
+                "DEGRADED {}: {} (missing: {})",
+                d.feature,
+                d.effect,
+                d.missing.join(", ")
+            ));
+        }
+        for t in &self.missing_tracepoints {
+            out.push(format!("coverage: {t}"));
+        }
+        out
+    }
+}
+
+/// The kernel release (uname -r).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub const SECURITYFS: &str = "/sys/kernel/security";
+
+/// The active LSM list, mounting securityfs first when it is not mounted.
+pub fn active_lsms() -> Result<String, String> {
+    let file = Path::new(SECURITYFS).join("lsm");
+    if !file.exists() {
+        nix::mount::mount(
+            Some("securityfs"),
+            SECURITYFS,
+            Some("securityfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| format!("securityfs is not mounted and mounting it at {SECURITYFS} failed: {e}"))?;
+    }
+    std::fs::read_to_string(&file)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))
+}
+
+/// Is `bpf` in a comma-separated active LSM list?
+pub fn bpf_lsm_active(list: &str) -> bool {
+    list.split(',').any(|l| l.trim() == "bpf")
+}
+
+/// The Landlock ABI version (landlock_create_ruleset with LANDLOCK_CREATE_RULESET_VERSION).
+pub fn landlock_abi() -> Result<u32, String> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a NULL attr, size 0 and the VERSION flag the syscall only returns a number.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOSYS) => "the kernel has no Landlock (ENOSYS)".into(),
+            Some(libc::EOPNOTSUPP) => "Landlock is built in but not enabled (EOPNOTSUPP; add it to lsm=)".into(),
+            _ => format!("landlock_create_ruleset: {e}"),
+        });
+    }
+    Ok(r as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpf_must_be_in_the_active_list() {
+        assert!(bpf_lsm_active("lockdown,capability,landlock,bpf"));
+        assert!(bpf_lsm_active("bpf"));
+        assert!(!bpf_lsm_active("lockdown,capability,landlock,bpfx"));
+        assert!(!bpf_lsm_active("lockdown,yama,apparmor"));
+    }
+
+    /// Landlock answers without privileges; every kernel has some answer.
+    #[test]
+    fn landlock_probe_answers() {
+        match landlock_abi() {
+            Ok(v) => assert!(v >= 1),
+            Err(e) => assert!(e.contains("Landlock") || e.contains("landlock"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn report_lines_name_every_hook_and_degradation() {
+        let r = KernelReport {
+            kernel: "6.1.0".into(),
+            features: Features {
+                bpf_lsm: Probe::no("load: EPERM"),
+                fentry: Probe::no("load: EPERM"),
+                cgroup_sock_addr: Probe::yes("loaded"),
+                ring_buffer: Probe::yes("created"),
+                send_signal: Probe::yes("loaded"),
+                landlock_abi: Some(3),
+                landlock: Probe::yes("ABI 3"),
+                active_lsms: None,
+            },
+            hooks: vec![HookMechanism {
+                hook: "connect",
+                mechanism: "cgroup_sock_addr/connect4,connect6".into(),
+                enforcement: "deny (-EPERM)".into(),
+            }],
+            degraded: vec![Degradation {
+                feature: "argv",
+                effect: "exec events carry no command line",
+                missing: vec!["mm_struct.arg_start: not found".into()],
+            }],
+            missing_tracepoints: vec![],
+        };
+        let text = r.lines().join("\n");
+        assert!(text.contains("bpf_lsm=no") && text.contains("landlock_abi=3"), "{text}");
+        assert!(text.contains("bpf_lsm unavailable: load: EPERM"), "{text}");
+        assert!(
+            text.contains("hook connect: cgroup_sock_addr/connect4,connect6"),
+            "{text}"
+        );
+        assert!(text.contains("DEGRADED argv"), "{text}");
+        assert!(!r.lsm_in_effect("connect"));
+    }
+}
