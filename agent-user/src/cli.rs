@@ -21,6 +21,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (root): load the probes, adopt running agents, write audit events.
     /// Observe-only: nothing is denied or killed.
+    ///
+    /// At start the daemon probes the kernel (see `tether status`) and logs the mechanism it
+    /// uses for each hook and any feature degraded because the kernel's BTF lacks a field.
+    /// TETHER_HIDE_BTF_FIELDS=struct.field,... treats those fields as absent, to see that
+    /// degraded behaviour on a kernel that has them (e.g. dentry.d_name.name).
     Run {
         /// Rule file(s) with agent selectors; repeatable. Default: the built-in policies/default.yaml.
         #[arg(long = "policy", value_name = "FILE")]

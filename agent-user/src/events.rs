@@ -280,16 +280,28 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 .split(|&b| b == 0)
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .collect();
-            // A NUL-terminated list leaves one empty tail element.
-            if e.argv[..argv_len].last() == Some(&0) {
+            // A NUL-terminated list leaves one empty tail element; no argv at all is none.
+            if e.argv[..argv_len].last() == Some(&0) || argv_len == 0 {
                 argv.pop();
             }
             let filename_len = (e.filename_len as usize).min(e.filename.len());
+            let filename = String::from_utf8_lossy(&e.filename[..filename_len]).into_owned();
+            let exe = if e.exe.flags & walk::UNAVAILABLE != 0 {
+                // No path resolution on this kernel: the path execve was given.
+                ReportedPath {
+                    path: filename.clone(),
+                    raw: e.filename[..filename_len].to_vec(),
+                    origin: PathOrigin::AsPassed,
+                    truncated: false,
+                }
+            } else {
+                walked_only(&e.exe)
+            };
             Ok(Event::Exec {
                 actor: actor(&e.header),
                 ppid: e.ppid,
-                exe: walked_only(&e.exe),
-                filename: String::from_utf8_lossy(&e.filename[..filename_len]).into_owned(),
+                exe,
+                filename,
                 argv,
                 argv_truncated: e.header.flags & flags::ARGV_TRUNCATED != 0,
                 newly_selected: e.header.flags & flags::NEWLY_SELECTED != 0,

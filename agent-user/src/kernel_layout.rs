@@ -175,8 +175,21 @@ pub fn resolve_offsets(
     })
 }
 
+/// Environment variable naming fields (`struct.field`, comma-separated) to treat as absent:
+/// shows what Tether does on a kernel that lacks them, on one that has them.
+pub const HIDE_FIELDS_ENV: &str = "TETHER_HIDE_BTF_FIELDS";
+
 /// Offsets of every struct field the programs read, from a BTF file (see [`resolve_offsets`]).
 pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
+    let hidden: Vec<String> = std::env::var(HIDE_FIELDS_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect();
+    if !hidden.is_empty() {
+        tracing::warn!("{HIDE_FIELDS_ENV} is set: treating {} as absent from this kernel", hidden.join(", "));
+    }
     let btf_err = |reason: String| LayoutError::Btf {
         path: path.display().to_string(),
         reason,
@@ -184,6 +197,9 @@ pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
     let file = File::open(path).map_err(|e| btf_err(e.to_string()))?;
     let ti = TypeInformation::new(&BtfFile(file)).map_err(|e| btf_err(format!("{e:?}")))?;
     resolve_offsets(|ty, field| {
+        if hidden.iter().any(|h| *h == format!("{ty}.{field}")) {
+            return Err(format!("hidden by {HIDE_FIELDS_ENV}"));
+        }
         let id = ti
             .id_of(ty)
             .ok_or_else(|| format!("no struct {ty} in the kernel's BTF"))?;

@@ -273,7 +273,8 @@ fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
 /// The BPF LSM hooks Tether uses: (hook, what it observes, need bit of its fields).
 const LSM_HOOKS: [(&str, &str, u32); 3] = [
     ("bprm_check_security", "exec", 0),
-    ("file_open", "file_write", need::LSM_FILE),
+    // file_open has only the object: without path resolution it could not say which file.
+    ("file_open", "file_write", need::LSM_FILE | need::PATHS),
     ("socket_connect", "connect", need::LSM_CONNECT),
 ];
 

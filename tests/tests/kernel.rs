@@ -38,6 +38,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(policy: Option<&str>) -> Daemon {
+        Daemon::start_with_env(policy, &[])
+    }
+
+    fn start_with_env(policy: Option<&str>, env: &[(&str, &str)]) -> Daemon {
         assert!(
             nix::unistd::geteuid().is_root(),
             "kernel tests need root: run them with `cargo xtask test` as root"
@@ -53,7 +57,8 @@ impl Daemon {
             .arg(dir.path().join("audit.jsonl"))
             .arg("--no-stdout")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log file"));
+            .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log file"))
+            .envs(env.iter().copied());
         if let Some(p) = policy {
             let path = dir.path().join("policy.yaml");
             std::fs::write(&path, p).expect("policy");
@@ -391,6 +396,63 @@ fn status_reports_probed_features_and_the_mechanism_of_each_hook() {
         assert!(text.contains(&format!("  {h}")), "text status lacks hook {h}:\n{text}");
     }
     assert!(text.contains("landlock"), "{text}");
+}
+
+#[test]
+fn a_kernel_without_path_fields_degrades_openly_to_names_as_passed() {
+    let d = Daemon::start_with_env(
+        None,
+        &[("TETHER_HIDE_BTF_FIELDS", "dentry.d_name.name,mm_struct.arg_start")],
+    );
+    let s = d.status();
+    let degraded: Vec<String> = s["degraded"]
+        .as_array()
+        .expect("degraded")
+        .iter()
+        .map(|d| d["feature"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(degraded, ["argv", "path resolution"], "{s:#}");
+    // file_open only has the object, so without path resolution writes go to the tracepoints.
+    let file_hook = s["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hook"] == "file_write")
+        .unwrap()["mechanism"]
+        .clone();
+    assert_eq!(file_hook, "tracepoint/syscalls", "{s:#}");
+    let (_t, dir) = test_dir();
+    let out = Command::new(tether_bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("--")
+        .arg("bash")
+        .arg("-c")
+        .arg("cd \"$1\" && echo x > rel.txt && /bin/true marker")
+        .arg("bash")
+        .arg(&dir)
+        .output()
+        .expect("script");
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, log) = d.stop();
+    assert!(log.contains("DEGRADED path resolution"), "logged at start:\n{log}");
+    let write = exactly_one(&events, "the relative write", |e| {
+        e["class_uid"] == 1001 && e["activity_id"] == 14 && e["file"]["path"] == "rel.txt"
+    });
+    assert_eq!(
+        write["unmapped"]["tether"]["file"]["path"]["origin"],
+        "as-passed (path resolution unavailable on this kernel)"
+    );
+    let exec = exactly_one(&events, "exec of /bin/true", |e| {
+        e["class_uid"] == 1007 && e["process"]["file"]["path"] == "/bin/true"
+    });
+    assert_eq!(
+        exec["unmapped"]["tether"]["exec"]["argv"],
+        serde_json::json!([]),
+        "no argv without mm_struct.arg_start: {exec:#}"
+    );
 }
 
 #[test]
