@@ -32,10 +32,14 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let task = current_task();
-    let mm = read_ptr(task, off!(task_mm));
-    let exe_file = match mm {
-        Ok(mm) => read_ptr(mm, off!(mm_exe_file)).ok(),
-        Err(_) => None,
+    // Plain pointers (null = unknown), not Result/Option: a Result kept live across branches
+    // is spilled as tag + payload, and older verifiers (5.10) reject the later read of a
+    // payload slot that the error path never wrote.
+    let mm: KPtr = read_ptr(task, off!(task_mm)).unwrap_or(core::ptr::null());
+    let exe_file: KPtr = if mm.is_null() {
+        core::ptr::null()
+    } else {
+        read_ptr(mm, off!(mm_exe_file)).unwrap_or(core::ptr::null())
     };
     // Did the BPF LSM hook check this exec (in the thread that called execve)?
     // SAFETY: offset from this kernel's tracepoint format.
@@ -81,7 +85,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // argv, from the new image's mm.
     ev.argv_len = 0;
     if !degraded(config::degraded::ARGV)
-        && let Ok(mm) = mm
+        && !mm.is_null()
         && let (Ok(start), Ok(end)) = (read_u64(mm, off!(mm_arg_start)), read_u64(mm, off!(mm_arg_end)))
         && end > start
     {
@@ -103,9 +107,10 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     }
 
     // The executable actually running, resolved by the kernel.
-    match exe_file {
-        Some(file) => walk_path(file_path(file), &mut ev.exe),
-        None => walk_empty(&mut ev.exe),
+    if exe_file.is_null() {
+        walk_empty(&mut ev.exe);
+    } else {
+        walk_path(file_path(exe_file), &mut ev.exe);
     }
 
     // The path as passed to execve: a __data_loc string in the tracepoint record.
@@ -131,7 +136,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 /// Does the new image match an agent selector?
 #[inline(always)]
-fn selected(exe_file: Option<KPtr>) -> bool {
+fn selected(exe_file: KPtr) -> bool {
     let (by_comm, by_exe) = (config_value(&CONFIG.select_comm), config_value(&CONFIG.select_exe));
     if by_comm != 0 {
         let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
@@ -142,8 +147,8 @@ fn selected(exe_file: Option<KPtr>) -> bool {
     }
     if by_exe != 0
         && !degraded(config::degraded::EXE_INODE)
-        && let Some(file) = exe_file
-        && let Ok(inode) = read_ptr(file, off!(file_f_inode))
+        && !exe_file.is_null()
+        && let Ok(inode) = read_ptr(exe_file, off!(file_f_inode))
         && let (Ok(ino), Ok(sb)) = (read_u64(inode, off!(inode_i_ino)), read_ptr(inode, off!(inode_i_sb)))
         && let Ok(dev) = read_u32(sb, off!(sb_s_dev))
     {

@@ -188,7 +188,10 @@ pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
         .filter(|f| !f.is_empty())
         .collect();
     if !hidden.is_empty() {
-        tracing::warn!("{HIDE_FIELDS_ENV} is set: treating {} as absent from this kernel", hidden.join(", "));
+        tracing::warn!(
+            "{HIDE_FIELDS_ENV} is set: treating {} as absent from this kernel",
+            hidden.join(", ")
+        );
     }
     let btf_err = |reason: String| LayoutError::Btf {
         path: path.display().to_string(),

@@ -31,6 +31,11 @@ pub struct KernelSpec {
 
 pub const MATRIX: &[KernelSpec] = &[
     KernelSpec {
+        name: "5.10",
+        prefix: "linux-image-5.10.0-",
+        what: "Debian 11 bullseye",
+    },
+    KernelSpec {
         name: "6.1",
         prefix: "linux-image-6.1.0-",
         what: "Debian 12 bookworm",
@@ -42,9 +47,10 @@ pub const MATRIX: &[KernelSpec] = &[
     },
 ];
 
-/// Suites of the private apt configuration. bullseye (5.10) is listed so `vm-kernels` can fetch
-/// it for investigation, though 5.10 is not in the matrix (see the README).
+/// Suites of the private apt configuration.
 const APT_SOURCES: &str = "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main
