@@ -15,7 +15,7 @@ use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSockAddr, FEntry, Lsm, ProgramError, RawTracePoint, TracePoint},
 };
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     features::{self, Features, HookMechanism, KernelReport, Probe},
@@ -282,6 +282,8 @@ const LSM_HOOKS: [(&str, &str, u32); 3] = [
 /// reliable probe). Returns the probe result and the hooks attached.
 fn attach_lsm(
     ebpf: &mut Ebpf,
+    object: &[u8],
+    config: &Config,
     btf: Option<&Btf>,
     degraded: u32,
     attached: &mut Attached,
@@ -299,6 +301,11 @@ fn attach_lsm(
         }
         if let Err(e) = load_lsm(ebpf, hook, btf) {
             let mut d = format!("loading lsm/{hook}: {e}");
+            // EPERM is a kernel that refuses the program type; anything else may be our
+            // program failing the verifier, whose full story is in the verbose log.
+            if !e.to_string().contains("Operation not permitted") {
+                warn!("{}", verbose_log(object, config, hook, |e| load_lsm(e, hook, btf)));
+            }
             match &lsms {
                 Ok(list) if !features::bpf_lsm_active(list) => {
                     d.push_str(&format!("; `bpf` is not in the active LSMs ({list})"))
@@ -413,7 +420,7 @@ pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
     }
 
     // BPF LSM where the kernel allows it: the hooks that can refuse an action before it happens.
-    let (bpf_lsm, lsm_hooks) = attach_lsm(&mut ebpf, btf.as_ref(), degraded, &mut attached);
+    let (bpf_lsm, lsm_hooks) = attach_lsm(&mut ebpf, object, &config, btf.as_ref(), degraded, &mut attached);
     let lsm = |what: &str| lsm_hooks.contains(&what);
 
     // Network: cgroup sock_addr hooks at the cgroup v2 root (they see every process; the
