@@ -116,6 +116,74 @@ impl KernelReport {
     }
 }
 
+/// The mechanism per hook, given the hooks where BPF LSM is in effect (`exec`, `file_write`,
+/// `connect`) and whether bpf_send_signal is allowed.
+pub fn hook_mechanisms(lsm: &[&str], send_signal: bool) -> Vec<HookMechanism> {
+    let on = |what: &str| lsm.contains(&what);
+    let kill_or_none = |kill: &str| {
+        if send_signal {
+            kill.to_string()
+        } else {
+            "none (observe only: bpf_send_signal is refused)".to_string()
+        }
+    };
+    let hook = |hook, mechanism: &str, enforcement: String| HookMechanism {
+        hook,
+        mechanism: mechanism.into(),
+        enforcement,
+    };
+    vec![
+        hook(
+            "lineage",
+            "raw_tp/sched_process_fork, tracepoint/sched/sched_process_exit",
+            "none (observes)".into(),
+        ),
+        if on("exec") {
+            hook(
+                "exec",
+                "lsm/bprm_check_security, tracepoint/sched/sched_process_exec",
+                "deny before exec (-EPERM from the LSM hook)".into(),
+            )
+        } else {
+            hook(
+                "exec",
+                "tracepoint/sched/sched_process_exec",
+                kill_or_none("kill right after exec (bpf_send_signal)"),
+            )
+        },
+        if on("file_write") {
+            hook(
+                "file_write",
+                "lsm/file_open (opens), tracepoint/syscalls (other write operations)",
+                format!(
+                    "deny opens (-EPERM from the LSM hook); other operations: {}",
+                    kill_or_none("kill at syscall entry")
+                ),
+            )
+        } else {
+            hook(
+                "file_write",
+                "tracepoint/syscalls",
+                kill_or_none("kill at syscall entry (the call still completes: O_CREAT creates, O_TRUNC truncates)"),
+            )
+        },
+        hook(
+            "connect",
+            if on("connect") {
+                "lsm/socket_connect"
+            } else {
+                "cgroup_sock_addr/connect4,connect6"
+            },
+            "deny (-EPERM before the connection is made)".into(),
+        ),
+        hook(
+            "send",
+            "cgroup_sock_addr/sendmsg4,sendmsg6",
+            "deny (-EPERM before the datagram is sent)".into(),
+        ),
+    ]
+}
+
 /// The kernel release (uname -r).
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -190,6 +258,30 @@ mod tests {
             Ok(v) => assert!(v >= 1),
             Err(e) => assert!(e.contains("Landlock") || e.contains("landlock"), "{e}"),
         }
+    }
+
+    #[test]
+    fn the_strongest_mechanism_per_hook() {
+        let m = |hooks: &[HookMechanism], h: &str| -> (String, String) {
+            let x = hooks.iter().find(|x| x.hook == h).expect(h);
+            (x.mechanism.clone(), x.enforcement.clone())
+        };
+        let with_lsm = hook_mechanisms(&["exec", "file_write", "connect"], true);
+        assert!(m(&with_lsm, "exec").0.starts_with("lsm/bprm_check_security"));
+        assert!(m(&with_lsm, "exec").1.starts_with("deny before exec"));
+        assert!(m(&with_lsm, "file_write").0.starts_with("lsm/file_open"));
+        assert_eq!(m(&with_lsm, "connect").0, "lsm/socket_connect");
+        let without = hook_mechanisms(&[], true);
+        assert_eq!(m(&without, "exec").0, "tracepoint/sched/sched_process_exec");
+        assert!(m(&without, "exec").1.starts_with("kill right after exec"));
+        assert_eq!(m(&without, "connect").0, "cgroup_sock_addr/connect4,connect6");
+        let no_signal = hook_mechanisms(&[], false);
+        assert!(m(&no_signal, "exec").1.starts_with("none"));
+        assert!(m(&no_signal, "file_write").1.starts_with("none"));
+        assert_eq!(
+            with_lsm.iter().map(|h| h.hook).collect::<Vec<_>>(),
+            ["lineage", "exec", "file_write", "connect", "send"]
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use aya::{
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    features::{self, Features, HookMechanism, KernelReport, Probe},
+    features::{self, Features, KernelReport, Probe},
     kernel_layout::{self, need},
     policy::Selectors,
 };
@@ -285,10 +285,10 @@ fn attach_lsm(
     object: &[u8],
     config: &Config,
     btf: Option<&Btf>,
+    lsms: &Result<String, String>,
     degraded: u32,
     attached: &mut Attached,
 ) -> (Probe, Vec<&'static str>) {
-    let lsms = features::active_lsms();
     let Some(btf) = btf else {
         return (Probe::no("the kernel's BTF could not be parsed by the loader"), vec![]);
     };
@@ -306,7 +306,7 @@ fn attach_lsm(
             if !e.to_string().contains("Operation not permitted") {
                 warn!("{}", verbose_log(object, config, hook, |e| load_lsm(e, hook, btf)));
             }
-            match &lsms {
+            match lsms {
                 Ok(list) if !features::bpf_lsm_active(list) => {
                     d.push_str(&format!("; `bpf` is not in the active LSMs ({list})"))
                 }
@@ -315,7 +315,7 @@ fn attach_lsm(
             }
             return (Probe::no(d), vec![]);
         }
-        match &lsms {
+        match lsms {
             Ok(list) if features::bpf_lsm_active(list) => {}
             Ok(list) => {
                 return (
@@ -420,7 +420,8 @@ pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
     }
 
     // BPF LSM where the kernel allows it: the hooks that can refuse an action before it happens.
-    let (bpf_lsm, lsm_hooks) = attach_lsm(&mut ebpf, object, &config, btf.as_ref(), degraded, &mut attached);
+    let lsms = features::active_lsms();
+    let (bpf_lsm, lsm_hooks) = attach_lsm(&mut ebpf, object, &config, btf.as_ref(), &lsms, degraded, &mut attached);
     let lsm = |what: &str| lsm_hooks.contains(&what);
 
     // Network: cgroup sock_addr hooks at the cgroup v2 root (they see every process; the
@@ -493,62 +494,7 @@ pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
         Ok(v) => (Some(v), Probe::yes(format!("landlock_create_ruleset: ABI {v}"))),
         Err(e) => (None, Probe::no(e)),
     };
-    let send = send_signal.available;
-    let hooks = vec![
-        HookMechanism {
-            hook: "lineage",
-            mechanism: "raw_tp/sched_process_fork, tracepoint/sched/sched_process_exit".into(),
-            enforcement: "none (observes)".into(),
-        },
-        if lsm("exec") {
-            HookMechanism {
-                hook: "exec",
-                mechanism: "lsm/bprm_check_security, tracepoint/sched/sched_process_exec".into(),
-                enforcement: "deny before exec (-EPERM from the LSM hook)".into(),
-            }
-        } else {
-            HookMechanism {
-                hook: "exec",
-                mechanism: "tracepoint/sched/sched_process_exec".into(),
-                enforcement: if send {
-                    "kill right after exec (bpf_send_signal)".into()
-                } else {
-                    "none (observe only)".into()
-                },
-            }
-        },
-        if lsm("file_write") {
-            HookMechanism {
-                hook: "file_write",
-                mechanism: "lsm/file_open (opens), tracepoint/syscalls (other write operations)".into(),
-                enforcement: "deny opens (-EPERM from the LSM hook); kill for other operations".into(),
-            }
-        } else {
-            HookMechanism {
-                hook: "file_write",
-                mechanism: "tracepoint/syscalls".into(),
-                enforcement: if send {
-                    "kill at syscall entry (the call still completes: O_CREAT creates, O_TRUNC truncates)".into()
-                } else {
-                    "none (observe only)".into()
-                },
-            }
-        },
-        HookMechanism {
-            hook: "connect",
-            mechanism: if lsm("connect") {
-                "lsm/socket_connect".into()
-            } else {
-                "cgroup_sock_addr/connect4,connect6".into()
-            },
-            enforcement: "deny (-EPERM before the connection is made)".into(),
-        },
-        HookMechanism {
-            hook: "send",
-            mechanism: "cgroup_sock_addr/sendmsg4,sendmsg6".into(),
-            enforcement: "deny (-EPERM before the datagram is sent)".into(),
-        },
-    ];
+    let hooks = features::hook_mechanisms(&lsm_hooks, send_signal.available);
     let report = KernelReport {
         kernel: features::kernel_release(),
         features: Features {
@@ -559,7 +505,7 @@ pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
             send_signal,
             landlock_abi,
             landlock,
-            active_lsms: features::active_lsms().ok(),
+            active_lsms: lsms.ok(),
         },
         hooks,
         degraded: degradations,
