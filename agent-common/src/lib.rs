@@ -76,7 +76,18 @@ pub struct Tracked {
     pub root_tgid: u32,
     /// How the process came to be tracked ([`track_reason`]).
     pub reason: u32,
+    /// The task (credential binding) this process acts under, as numbered by the daemon;
+    /// [`NO_TASK`] when none. Children inherit it at fork.
+    pub task: u32,
+    pub _pad: u32,
+    /// When the task's credential expires, in bpf_ktime_get_boot_ns() time (0: no expiry).
+    /// The kernel flags every record made at or after it ([`flags::TASK_EXPIRED`]) without
+    /// waiting for the daemon; revocation sets it to 1 (already past).
+    pub expires_ns: u64,
 }
+
+/// `Tracked::task` / `Header::task` of a process bound to no task.
+pub const NO_TASK: u32 = 0;
 
 /// Why a process is in the tracked map.
 pub mod track_reason {
@@ -130,6 +141,9 @@ pub struct Header {
     /// Start time of the acting process (from the tracked map), ns since boot.
     pub start_ns: u64,
     pub comm: [u8; COMM_LEN],
+    /// The acting process's task at the time of the record ([`Tracked::task`]).
+    pub task: u32,
+    pub _pad: u32,
 }
 
 /// Record-level flags.
@@ -143,6 +157,9 @@ pub mod flags {
     /// A BPF LSM hook made this record (file_open, socket_connect), or checked this exec
     /// (bprm_check_security) before it happened: the hook that can deny, not a tracepoint.
     pub const VIA_LSM: u32 = 8;
+    /// The acting process's task credential had expired (or been revoked) when the record was
+    /// made, by the kernel's clock ([`crate::Tracked::expires_ns`]).
+    pub const TASK_EXPIRED: u32 = 16;
 }
 
 /// A path rebuilt in the kernel by walking dentries and mounts from a `struct path`.
@@ -365,17 +382,17 @@ pub const AT_FDCWD: i32 = -100;
 
 const _: () = {
     use core::mem::size_of;
-    assert!(size_of::<Tracked>() == 16);
+    assert!(size_of::<Tracked>() == 32);
     assert!(size_of::<InodeKey>() == 16);
-    assert!(size_of::<Header>() == 64);
+    assert!(size_of::<Header>() == 72);
     assert!(size_of::<WalkedPath>() == WALK_BUF + 8);
     assert!(size_of::<WalkedPath>().is_multiple_of(8));
-    assert!(size_of::<ExecEvent>() == 64 + 16 + size_of::<WalkedPath>() + FILENAME_LEN + ARGV_LEN);
-    assert!(size_of::<ForkEvent>() == 80);
-    assert!(size_of::<ExitEvent>() == 72);
-    assert!(size_of::<NetEvent>() == 88);
+    assert!(size_of::<ExecEvent>() == 72 + 16 + size_of::<WalkedPath>() + FILENAME_LEN + ARGV_LEN);
+    assert!(size_of::<ForkEvent>() == 88);
+    assert!(size_of::<ExitEvent>() == 80);
+    assert!(size_of::<NetEvent>() == 96);
     assert!(size_of::<FilePath>() == size_of::<WalkedPath>() + RAW_PATH_LEN + 8);
-    assert!(size_of::<FileEvent>() == 64 + 40 + 2 * size_of::<FilePath>());
+    assert!(size_of::<FileEvent>() == 72 + 40 + 2 * size_of::<FilePath>());
     assert!(size_of::<PendingFile>() == 64 + 2 * RAW_PATH_LEN);
     // The walk masks offsets with WALK_MAIN - 1 and name lengths with NAME_MAX_WIRE.
     assert!(WALK_MAIN.is_power_of_two());

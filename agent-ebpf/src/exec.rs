@@ -4,7 +4,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, Tracked, config, counter, flags, kind, track_reason,
+    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, Tracked, config, counter, flags, kind, track_reason,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -52,23 +52,25 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         0
     };
     // SAFETY: map lookup; the value is copied out at once.
-    let start_ns = match (unsafe { TRACKED.get(&tgid) }).copied() {
-        Some(t) => t.start_ns,
+    let tracked = match (unsafe { TRACKED.get(&tgid) }).copied() {
+        Some(t) => t,
         None => {
             if !selected(exe_file) {
                 return 0;
             }
-            let start_ns = process_start_ns(task).unwrap_or(0);
             let entry = Tracked {
-                start_ns,
+                start_ns: process_start_ns(task).unwrap_or(0),
                 root_tgid: tgid,
                 reason: track_reason::SELECTED,
+                task: NO_TASK,
+                _pad: 0,
+                expires_ns: 0,
             };
             if TRACKED.insert(&tgid, &entry, 0).is_err() {
                 count(counter::TRACKED_FULL);
             }
             rec_flags |= flags::NEWLY_SELECTED;
-            start_ns
+            entry
         }
     };
     let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
@@ -78,7 +80,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads are written
     // below (buffers only up to their recorded lengths).
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::EXEC, pid_tgid, start_ns, rec_flags);
+    fill_header(&mut ev.header, kind::EXEC, pid_tgid, &tracked, rec_flags);
     ev.ppid = parent_tgid(task).unwrap_or(0);
     ev._pad = 0;
 

@@ -213,14 +213,16 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
     let ret = unsafe { ctx.read_at::<i64>(tp!(sys_ret) as usize) }.unwrap_or(0);
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: map lookup, copied out.
-    let start_ns = unsafe { TRACKED.get(&tgid) }.map(|t| t.start_ns).unwrap_or(0);
+    let Some(tracked) = (unsafe { TRACKED.get(&tgid) }).copied() else {
+        return; // the process left the map (exited) between entry and exit
+    };
     let Some(mut slot) = EVENTS.reserve::<FileEvent>(0) else {
         count(counter::RINGBUF_FULL);
         return;
     };
     // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::FILE, pid_tgid, start_ns, 0);
+    fill_header(&mut ev.header, kind::FILE, pid_tgid, &tracked, 0);
     ev.op = p.op;
     ev._pad0 = 0;
     ev.syscall_nr = p.syscall_nr;

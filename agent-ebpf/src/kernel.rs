@@ -2,7 +2,7 @@
 //! kernel's BTF and wrote into `CONFIG` (Rust BPF has no CO-RE; see agent_common::config).
 use core::ffi::c_void;
 
-use agent_common::{COMM_LEN, Header, NAME_MAX_WIRE, WALK_MAIN, WALK_MAX_STEPS, WalkedPath, counter, walk};
+use agent_common::{COMM_LEN, Header, NAME_MAX_WIRE, Tracked, WALK_MAIN, WALK_MAX_STEPS, WalkedPath, counter, walk};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task, bpf_get_current_uid_gid,
     bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
@@ -68,22 +68,29 @@ pub fn parent_tgid(task: KPtr) -> Result<u32, i32> {
     read_u32(parent, off!(task_tgid))
 }
 
-/// Fills the common record header for the current task.
+/// Fills the common record header for the current task, acting under tracking entry `t`.
 #[inline(always)]
-pub fn fill_header(h: &mut Header, kind: u32, pid_tgid: u64, start_ns: u64, flags: u32) {
+pub fn fill_header(h: &mut Header, kind: u32, pid_tgid: u64, t: &Tracked, flags: u32) {
     let uid_gid = bpf_get_current_uid_gid();
-    h.kind = kind;
-    h.flags = flags;
     // SAFETY: helper calls without pointer arguments.
-    h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    h.kind = kind;
+    h.flags = if t.expires_ns != 0 && now >= t.expires_ns {
+        flags | agent_common::flags::TASK_EXPIRED
+    } else {
+        flags
+    };
+    h.ktime_ns = now;
     h.tgid = (pid_tgid >> 32) as u32;
     h.tid = pid_tgid as u32;
     h.uid = uid_gid as u32;
     h.gid = (uid_gid >> 32) as u32;
     // SAFETY: as above.
     h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    h.start_ns = start_ns;
+    h.start_ns = t.start_ns;
     h.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+    h.task = t.task;
+    h._pad = 0;
 }
 
 /// The `struct file *` behind descriptor `fd` of `task`, if any.

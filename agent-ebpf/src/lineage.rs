@@ -38,6 +38,9 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         start_ns: child_start_ns,
         root_tgid: parent.root_tgid,
         reason: track_reason::INHERITED,
+        task: parent.task,
+        _pad: 0,
+        expires_ns: parent.expires_ns,
     };
     if TRACKED.insert(&child_tgid, &entry, 0).is_err() {
         count(counter::TRACKED_FULL);
@@ -48,7 +51,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     };
     // SAFETY: the reservation is sized for ForkEvent; every field is written below.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::FORK, pid_tgid, parent.start_ns, 0);
+    fill_header(&mut ev.header, kind::FORK, pid_tgid, &parent, 0);
     ev.child_tgid = child_tgid;
     ev.root_tgid = parent.root_tgid;
     ev.child_start_ns = child_start_ns;
@@ -87,7 +90,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     };
     // SAFETY: as above.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::EXIT, pid_tgid, tracked.start_ns, 0);
+    fill_header(&mut ev.header, kind::EXIT, pid_tgid, &tracked, 0);
     ev.exit_code = exit_code;
     ev._pad = 0;
     slot.submit(wake_flags());

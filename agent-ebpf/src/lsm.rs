@@ -7,7 +7,7 @@
 //! daemon learns by a real load whether this kernel allows fentry and bpf_send_signal.
 use core::ffi::c_void;
 
-use agent_common::{FileEvent, NO_SYSCALL, NetEvent, counter, file_op, kind, net_op, path_source};
+use agent_common::{FileEvent, NO_SYSCALL, NetEvent, Tracked, counter, file_op, kind, net_op, path_source};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated},
     macros::{fentry, lsm, tracepoint},
@@ -23,16 +23,16 @@ const FMODE_WRITE: u32 = 0x2;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// The tracked-map entry's start time of the current process, unless it is untracked (or the
-/// daemon itself).
+/// The tracked-map entry of the current process, unless it is untracked (or the daemon
+/// itself).
 #[inline(always)]
-fn tracked_start(pid_tgid: u64) -> Option<u64> {
+fn tracked(pid_tgid: u64) -> Option<Tracked> {
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == self_tgid() {
         return None;
     }
     // SAFETY: map lookup; the value is copied out at once.
-    unsafe { TRACKED.get(&tgid) }.map(|t| t.start_ns)
+    unsafe { TRACKED.get(&tgid) }.copied()
 }
 
 /// bprm_check_security(struct linux_binprm *bprm): an exec about to happen. The record is the
@@ -41,7 +41,7 @@ fn tracked_start(pid_tgid: u64) -> Option<u64> {
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     let ret: i32 = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
-    if ret == 0 && tracked_start(pid_tgid).is_some() {
+    if ret == 0 && tracked(pid_tgid).is_some() {
         let _ = EXEC_CHECKED.insert(&(pid_tgid as u32), &1, 0);
     }
     ret
@@ -55,7 +55,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         return ret;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(start_ns) = tracked_start(pid_tgid) else {
+    let Some(t) = tracked(pid_tgid) else {
         return 0;
     };
     let file: KPtr = ctx.arg::<u64>(0) as KPtr;
@@ -72,13 +72,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     };
     // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(
-        &mut ev.header,
-        kind::FILE,
-        pid_tgid,
-        start_ns,
-        agent_common::flags::VIA_LSM,
-    );
+    fill_header(&mut ev.header, kind::FILE, pid_tgid, &t, agent_common::flags::VIA_LSM);
     ev.op = file_op::OPEN_WRITE;
     ev._pad0 = 0;
     ev.syscall_nr = NO_SYSCALL;
@@ -110,7 +104,7 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
         return ret;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(start_ns) = tracked_start(pid_tgid) else {
+    let Some(t) = tracked(pid_tgid) else {
         return 0;
     };
     let sock: KPtr = ctx.arg::<u64>(0) as KPtr;
@@ -135,13 +129,7 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     };
     // SAFETY: the reservation is sized for NetEvent; every field is written below.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(
-        &mut ev.header,
-        kind::NET,
-        pid_tgid,
-        start_ns,
-        agent_common::flags::VIA_LSM,
-    );
+    fill_header(&mut ev.header, kind::NET, pid_tgid, &t, agent_common::flags::VIA_LSM);
     ev.op = net_op::CONNECT;
     ev.family = family as u8;
     ev._pad = 0;

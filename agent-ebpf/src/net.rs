@@ -53,7 +53,7 @@ fn report(ctx: &SockAddrContext, op: u8, v6: bool) {
     };
     // SAFETY: the reservation is sized for NetEvent; every field is written below.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::NET, pid_tgid, tracked.start_ns, 0);
+    fill_header(&mut ev.header, kind::NET, pid_tgid, &tracked, 0);
     let sa = ctx.sock_addr;
     // SAFETY: context fields, read at their natural (u32) size as the verifier requires.
     unsafe {

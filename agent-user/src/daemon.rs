@@ -96,6 +96,9 @@ impl Daemon {
             start_ns,
             root_tgid: root.unwrap_or(pid),
             reason: kernel_reason,
+            task: agent_common::NO_TASK,
+            _pad: 0,
+            expires_ns: 0,
         };
         self.probes
             .tracked

@@ -33,6 +33,10 @@ pub struct Actor {
     pub start_ns: u64,
     /// Event time, ns since boot.
     pub ktime_ns: u64,
+    /// The task the process acted under (kernel's view at the time; 0: none).
+    pub task: u32,
+    /// The kernel saw the task's credential expired (or revoked) at the time.
+    pub task_expired: bool,
 }
 
 /// A path as reported, with how much the kernel vouches for it.
@@ -263,6 +267,8 @@ fn actor(h: &Header) -> Actor {
         cgroup_id: h.cgroup_id,
         start_ns: h.start_ns,
         ktime_ns: h.ktime_ns,
+        task: h.task,
+        task_expired: h.flags & flags::TASK_EXPIRED != 0,
     }
 }
 
@@ -479,6 +485,8 @@ mod tests {
             cgroup_id: 1,
             start_ns: 7,
             comm,
+            task: 0,
+            _pad: 0,
         }
     }
 

@@ -359,6 +359,8 @@ mod tests {
             cgroup_id: 1,
             start_ns: start_ticks * 10_000_000,
             ktime_ns: 0,
+            task: 0,
+            task_expired: false,
         }
     }
 

@@ -302,6 +302,8 @@ mod tests {
             cgroup_id: 1,
             start_ns: 5_000_000_000,
             ktime_ns: 6_000_000_000,
+            task: 0,
+            task_expired: false,
         }
     }
 

@@ -1,0 +1,527 @@
+//! A task credential's `scope`: parsed and compiled once, when the credential is bound, so a
+//! bad pattern is refused then (never at the first action); then checked per action by pure
+//! functions.
+//!
+//! ```json
+//! {"exec":    ["/usr/bin/git", "/usr/bin/python3*", "/opt/tools/**"],
+//!  "connect": ["tcp:127.0.0.1:8080", "tcp:10.0.0.0/8:443", "tcp:[::1]:9000-9100", "udp:0.0.0.0/0:53",
+//!              "tcp:api.example.com:443"],
+//!  "write":   ["/srv/task-42/", "/tmp/task-42-*"]}
+//! ```
+//! `exec` and `write`: absolute path patterns; `*` matches within one path segment, `**` across
+//! segments, `?` one character, and a trailing `/` means the whole subtree. `connect`:
+//! `PROTO:HOST:PORTS` with PROTO `tcp` or `udp`, HOST an IP address, a CIDR network (IPv6 in
+//! brackets) or a host name (resolved when the credential is bound, and again on a timer), PORTS
+//! a port or `LOW-HIGH`.
+use std::net::IpAddr;
+
+use globset::{GlobBuilder, GlobMatcher};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Limits that keep a hostile credential from costing the daemon much.
+pub const MAX_ENTRIES: usize = 256;
+pub const MAX_PATTERN_LEN: usize = 1024;
+
+/// The scope as written in the credential.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeSpec {
+    #[serde(default)]
+    pub exec: Vec<String>,
+    #[serde(default)]
+    pub connect: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("scope.{class}[{index}] {pattern:?}: {reason}")]
+    Pattern {
+        class: &'static str,
+        index: usize,
+        pattern: String,
+        reason: String,
+    },
+    #[error("scope.{class} has {count} entries; at most {MAX_ENTRIES} are allowed")]
+    TooMany { class: &'static str, count: usize },
+}
+
+/// One `exec`/`write` pattern.
+#[derive(Debug, Clone)]
+pub enum PathPattern {
+    /// A trailing `/`: this directory and everything under it.
+    Subtree(String),
+    /// A path with `*`, `**` or `?` (or none: an exact path).
+    Glob { text: String, matcher: GlobMatcher },
+}
+
+impl PathPattern {
+    pub fn text(&self) -> &str {
+        match self {
+            PathPattern::Subtree(t) | PathPattern::Glob { text: t, .. } => t,
+        }
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Subtree(dir) => path.starts_with(dir.as_str()) || path == dir.trim_end_matches('/'),
+            PathPattern::Glob { matcher, .. } => matcher.is_match(path),
+        }
+    }
+
+    fn is_literal(&self) -> bool {
+        matches!(self, PathPattern::Glob { text, .. } if !text.contains(['*', '?', '[', '{']))
+    }
+
+    /// Is every path this pattern matches also matched by `parent`? Conservative: `false` when
+    /// it cannot tell (a delegation is then refused, never wrongly allowed).
+    pub fn within(&self, parent: &PathPattern) -> bool {
+        if self.text() == parent.text() {
+            return true;
+        }
+        match parent {
+            PathPattern::Subtree(dir) => self.text().starts_with(dir.as_str()),
+            PathPattern::Glob { text, matcher } => {
+                if self.is_literal() {
+                    return matcher.is_match(self.text());
+                }
+                // "/a/b/**" covers any pattern under "/a/b/".
+                text.strip_suffix("**")
+                    .filter(|prefix| prefix.ends_with('/') && !prefix.contains(['*', '?', '[', '{']))
+                    .is_some_and(|prefix| self.text().starts_with(prefix))
+            }
+        }
+    }
+}
+
+fn path_pattern(class: &'static str, index: usize, text: &str) -> Result<PathPattern, ScopeError> {
+    let err = |reason: &str| ScopeError::Pattern {
+        class,
+        index,
+        pattern: text.chars().take(MAX_PATTERN_LEN).collect(),
+        reason: reason.into(),
+    };
+    if text.len() > MAX_PATTERN_LEN {
+        return Err(err("longer than 1024 bytes"));
+    }
+    if !text.starts_with('/') {
+        return Err(err("not an absolute path"));
+    }
+    if text.contains('\0') {
+        return Err(err("contains NUL"));
+    }
+    if text.split('/').any(|c| c == "." || c == "..") {
+        return Err(err("contains . or .. components"));
+    }
+    if text.ends_with('/') {
+        if text.contains(['*', '?', '[', '{']) {
+            return Err(err("a subtree (trailing /) cannot also contain wildcards"));
+        }
+        return Ok(PathPattern::Subtree(text.to_string()));
+    }
+    let glob = GlobBuilder::new(text)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| err(&e.kind().to_string()))?;
+    Ok(PathPattern::Glob {
+        text: text.to_string(),
+        matcher: glob.compile_matcher(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// The host part of a `connect` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Net(IpNet),
+    /// A host name, lower-cased; its addresses live in [`CompiledScope::resolved`].
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRule {
+    pub text: String,
+    pub proto: Proto,
+    pub host: Host,
+    pub ports: (u16, u16),
+}
+
+impl ConnectRule {
+    fn within(&self, parent: &ConnectRule) -> bool {
+        let host = match (&self.host, &parent.host) {
+            (Host::Net(c), Host::Net(p)) => p.contains(c),
+            (Host::Name(c), Host::Name(p)) => c == p,
+            _ => false,
+        };
+        host && self.proto == parent.proto && parent.ports.0 <= self.ports.0 && self.ports.1 <= parent.ports.1
+    }
+}
+
+fn connect_rule(index: usize, text: &str) -> Result<ConnectRule, ScopeError> {
+    let err = |reason: &str| ScopeError::Pattern {
+        class: "connect",
+        index,
+        pattern: text.chars().take(MAX_PATTERN_LEN).collect(),
+        reason: reason.into(),
+    };
+    if text.len() > MAX_PATTERN_LEN {
+        return Err(err("longer than 1024 bytes"));
+    }
+    let (proto, rest) = text.split_once(':').ok_or_else(|| err("expected PROTO:HOST:PORTS"))?;
+    let proto = match proto {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        other => return Err(err(&format!("unknown protocol {other:?} (tcp or udp)"))),
+    };
+    let (host, ports) = rest.rsplit_once(':').ok_or_else(|| err("expected PROTO:HOST:PORTS"))?;
+    let ports = match ports.split_once('-') {
+        Some((lo, hi)) => (lo.parse::<u16>(), hi.parse::<u16>()),
+        None => (ports.parse::<u16>(), ports.parse::<u16>()),
+    };
+    let ports = match ports {
+        (Ok(lo), Ok(hi)) if lo <= hi => (lo, hi),
+        (Ok(_), Ok(_)) => return Err(err("port range LOW-HIGH has LOW > HIGH")),
+        _ => return Err(err("ports must be a number 0-65535 or LOW-HIGH")),
+    };
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = if let Ok(ip) = bare.parse::<IpAddr>() {
+        Host::Net(IpNet::from(ip))
+    } else if let Ok(net) = bare.parse::<IpNet>() {
+        if net.trunc() != net {
+            return Err(err(&format!(
+                "{net} has host bits set (the network is {})",
+                net.trunc()
+            )));
+        }
+        Host::Net(net)
+    } else if is_host_name(bare) {
+        Host::Name(bare.to_ascii_lowercase())
+    } else {
+        return Err(err(&format!(
+            "{bare:?} is not an IP address, a CIDR network or a host name"
+        )));
+    };
+    Ok(ConnectRule {
+        text: text.to_string(),
+        proto,
+        host,
+        ports,
+    })
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && s.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// The scope, compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledScope {
+    pub spec: ScopeSpec,
+    pub exec: Vec<PathPattern>,
+    pub write: Vec<PathPattern>,
+    pub connect: Vec<ConnectRule>,
+    /// Addresses of the host names in `connect`, from the last resolution.
+    pub resolved: Vec<(String, Vec<IpAddr>)>,
+}
+
+/// Which scope clause an action fell outside of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// `exec`, `write` or `connect`.
+    pub clause: &'static str,
+    /// What was attempted, e.g. `/usr/bin/curl` or `tcp:10.1.2.3:22`.
+    pub attempted: String,
+    /// The clause's entries (for the alert).
+    pub allowed: Vec<String>,
+}
+
+impl CompiledScope {
+    pub fn compile(spec: &ScopeSpec) -> Result<CompiledScope, ScopeError> {
+        for (class, list) in [("exec", &spec.exec), ("connect", &spec.connect), ("write", &spec.write)] {
+            if list.len() > MAX_ENTRIES {
+                return Err(ScopeError::TooMany {
+                    class,
+                    count: list.len(),
+                });
+            }
+        }
+        let exec = spec
+            .exec
+            .iter()
+            .enumerate()
+            .map(|(i, p)| path_pattern("exec", i, p))
+            .collect::<Result<_, _>>()?;
+        let write = spec
+            .write
+            .iter()
+            .enumerate()
+            .map(|(i, p)| path_pattern("write", i, p))
+            .collect::<Result<_, _>>()?;
+        let connect = spec
+            .connect
+            .iter()
+            .enumerate()
+            .map(|(i, p)| connect_rule(i, p))
+            .collect::<Result<_, _>>()?;
+        Ok(CompiledScope {
+            spec: spec.clone(),
+            exec,
+            write,
+            connect,
+            resolved: Vec::new(),
+        })
+    }
+
+    /// The host names of `connect` entries (to resolve).
+    pub fn host_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .connect
+            .iter()
+            .filter_map(|r| match &r.host {
+                Host::Name(n) => Some(n.clone()),
+                Host::Net(_) => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub fn check_exec(&self, path: &str) -> Result<(), Violation> {
+        if self.exec.iter().any(|p| p.matches(path)) {
+            return Ok(());
+        }
+        Err(Violation {
+            clause: "exec",
+            attempted: path.to_string(),
+            allowed: self.spec.exec.clone(),
+        })
+    }
+
+    pub fn check_write(&self, path: &str) -> Result<(), Violation> {
+        if self.write.iter().any(|p| p.matches(path)) {
+            return Ok(());
+        }
+        Err(Violation {
+            clause: "write",
+            attempted: path.to_string(),
+            allowed: self.spec.write.clone(),
+        })
+    }
+
+    pub fn check_connect(&self, proto: Proto, ip: IpAddr, port: u16) -> Result<(), Violation> {
+        let ok = self.connect.iter().any(|r| {
+            r.proto == proto
+                && r.ports.0 <= port
+                && port <= r.ports.1
+                && match &r.host {
+                    Host::Net(net) => net.contains(&ip),
+                    Host::Name(name) => self.resolved.iter().any(|(n, ips)| n == name && ips.contains(&ip)),
+                }
+        });
+        if ok {
+            return Ok(());
+        }
+        let shown = match ip {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        Err(Violation {
+            clause: "connect",
+            attempted: format!("{}:{shown}:{port}", proto.as_str()),
+            allowed: self.spec.connect.clone(),
+        })
+    }
+
+    /// Is this scope a subset of `parent` (for delegation)? Returns the first entry that is
+    /// not covered.
+    pub fn within(&self, parent: &CompiledScope) -> Result<(), String> {
+        for c in &self.exec {
+            if !parent.exec.iter().any(|p| c.within(p)) {
+                return Err(format!(
+                    "scope.exec {:?} is not within the parent's exec scope",
+                    c.text()
+                ));
+            }
+        }
+        for c in &self.write {
+            if !parent.write.iter().any(|p| c.within(p)) {
+                return Err(format!(
+                    "scope.write {:?} is not within the parent's write scope",
+                    c.text()
+                ));
+            }
+        }
+        for c in &self.connect {
+            if !parent.connect.iter().any(|p| c.within(p)) {
+                return Err(format!(
+                    "scope.connect {:?} is not within the parent's connect scope",
+                    c.text
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(exec: &[&str], connect: &[&str], write: &[&str]) -> CompiledScope {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        CompiledScope::compile(&ScopeSpec {
+            exec: v(exec),
+            connect: v(connect),
+            write: v(write),
+        })
+        .expect("valid scope")
+    }
+
+    #[test]
+    fn the_documented_example_compiles_and_matches() {
+        let s = scope(
+            &["/usr/bin/git", "/usr/bin/python3*", "/opt/tools/**"],
+            &[
+                "tcp:127.0.0.1:8080",
+                "tcp:10.0.0.0/8:443",
+                "tcp:[::1]:9000-9100",
+                "udp:0.0.0.0/0:53",
+                "tcp:api.example.com:443",
+            ],
+            &["/srv/task-42/", "/tmp/task-42-*"],
+        );
+        assert!(s.check_exec("/usr/bin/git").is_ok());
+        assert!(s.check_exec("/usr/bin/python3.11").is_ok());
+        assert!(
+            s.check_exec("/usr/bin/python3/../../sbin/x").is_err(),
+            "* stays in one segment"
+        );
+        assert!(s.check_exec("/opt/tools/a/b/c").is_ok());
+        let v = s.check_exec("/usr/bin/curl").unwrap_err();
+        assert_eq!((v.clause, v.attempted.as_str()), ("exec", "/usr/bin/curl"));
+        assert!(s.check_write("/srv/task-42/out/x.txt").is_ok());
+        assert!(s.check_write("/srv/task-42").is_ok());
+        assert!(s.check_write("/srv/task-420/x").is_err());
+        assert!(s.check_write("/tmp/task-42-scratch").is_ok());
+        assert!(s.check_write("/tmp/task-42-a/b").is_err());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(s.check_connect(Proto::Tcp, ip("127.0.0.1"), 8080).is_ok());
+        assert!(s.check_connect(Proto::Udp, ip("127.0.0.1"), 8080).is_err());
+        assert!(s.check_connect(Proto::Tcp, ip("10.9.8.7"), 443).is_ok());
+        assert!(s.check_connect(Proto::Tcp, ip("11.0.0.1"), 443).is_err());
+        assert!(s.check_connect(Proto::Tcp, ip("::1"), 9050).is_ok());
+        assert!(s.check_connect(Proto::Tcp, ip("::1"), 9101).is_err());
+        assert!(s.check_connect(Proto::Udp, ip("8.8.8.8"), 53).is_ok());
+        assert!(
+            s.check_connect(Proto::Udp, ip("2001:db8::1"), 53).is_err(),
+            "0.0.0.0/0 is IPv4 only"
+        );
+        let v = s.check_connect(Proto::Tcp, ip("::2"), 22).unwrap_err();
+        assert_eq!(v.attempted, "tcp:[::2]:22");
+        assert_eq!(s.host_names(), ["api.example.com"]);
+    }
+
+    #[test]
+    fn host_names_match_their_resolved_addresses_only() {
+        let mut s = scope(&[], &["tcp:API.example.com:443"], &[]);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(s.check_connect(Proto::Tcp, ip, 443).is_err(), "not resolved yet");
+        s.resolved = vec![("api.example.com".into(), vec![ip])];
+        assert!(s.check_connect(Proto::Tcp, ip, 443).is_ok());
+        assert!(s.check_connect(Proto::Tcp, ip, 80).is_err());
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_with_the_entry_named() {
+        let bad = |spec: ScopeSpec| CompiledScope::compile(&spec).unwrap_err().to_string();
+        let e = bad(ScopeSpec {
+            exec: vec!["usr/bin/git".into()],
+            ..Default::default()
+        });
+        assert!(e.contains("scope.exec[0]") && e.contains("absolute"), "{e}");
+        let e = bad(ScopeSpec {
+            write: vec!["/a/../b".into()],
+            ..Default::default()
+        });
+        assert!(e.contains(".."), "{e}");
+        let e = bad(ScopeSpec {
+            exec: vec!["/a/[b".into()],
+            ..Default::default()
+        });
+        assert!(e.contains("scope.exec[0]"), "{e}");
+        for (p, why) in [
+            ("tcp:1.2.3.4", "PROTO:HOST:PORTS"),
+            ("icmp:1.2.3.4:1", "unknown protocol"),
+            ("tcp:1.2.3.4:70000", "ports"),
+            ("tcp:1.2.3.4:90-80", "LOW > HIGH"),
+            ("tcp:10.0.0.1/8:443", "host bits"),
+            ("tcp:bad_host!:443", "not an IP address"),
+        ] {
+            let e = bad(ScopeSpec {
+                connect: vec![p.into()],
+                ..Default::default()
+            });
+            assert!(e.contains(why), "{p}: {e}");
+        }
+        let e = bad(ScopeSpec {
+            exec: vec!["/x".into(); MAX_ENTRIES + 1],
+            ..Default::default()
+        });
+        assert!(e.contains("at most"), "{e}");
+    }
+
+    #[test]
+    fn delegation_subsets() {
+        let parent = scope(
+            &["/usr/bin/git", "/opt/tools/**", "/usr/bin/python3*"],
+            &["tcp:10.0.0.0/8:443-8443", "tcp:api.example.com:443"],
+            &["/srv/task-42/"],
+        );
+        let ok = scope(
+            &["/usr/bin/git", "/opt/tools/x/**", "/usr/bin/python3.11"],
+            &["tcp:10.1.0.0/16:443", "tcp:api.example.com:443"],
+            &["/srv/task-42/sub/", "/srv/task-42/a.txt"],
+        );
+        assert_eq!(ok.within(&parent), Ok(()));
+        for (child, what) in [
+            (scope(&["/usr/bin/curl"], &[], &[]), "exec"),
+            (scope(&["/usr/bin/*"], &[], &[]), "exec"),
+            (scope(&[], &["tcp:0.0.0.0/0:443"], &[]), "connect"),
+            (scope(&[], &["tcp:10.0.0.1:22"], &[]), "connect"),
+            (scope(&[], &["udp:10.0.0.1:443"], &[]), "connect"),
+            (scope(&[], &["tcp:evil.example.com:443"], &[]), "connect"),
+            (scope(&[], &[], &["/srv/"]), "write"),
+        ] {
+            let e = child.within(&parent).unwrap_err();
+            assert!(e.contains(&format!("scope.{what}")), "{e}");
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Tasks: verified credentials bound to process trees. Pure: the daemon gives it the facts it
+//! needs from the kernel (the caller's current task, which tasks still have live processes)
+//! and applies its answers to the kernel maps.
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::token::Verified;
+
+/// A credential's state at the time of an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredState {
+    Valid,
+    Expired,
+    Revoked,
+    /// The process acts under no credential.
+    None,
+}
+
+impl CredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredState::Valid => "valid",
+            CredState::Expired => "expired",
+            CredState::Revoked => "revoked",
+            CredState::None => "none",
+        }
+    }
+}
+
+/// A bound task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// The number the kernel carries for it (never 0).
+    pub id: u32,
+    pub verified: Verified,
+    /// The pid it was first bound to.
+    pub root_pid: u32,
+    /// The task it was delegated from, when bound inside another task's tree.
+    pub parent: Option<u32>,
+    pub revoked: bool,
+}
+
+impl Task {
+    pub fn jti(&self) -> &str {
+        &self.verified.claims.jti
+    }
+
+    /// The state at `now` (seconds since the epoch), or as the kernel saw it (`kernel_expired`).
+    pub fn state(&self, now: i64, kernel_expired: bool) -> CredState {
+        if self.revoked {
+            CredState::Revoked
+        } else if kernel_expired || now >= self.verified.claims.exp {
+            CredState::Expired
+        } else {
+            CredState::Valid
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("replay: task {jti} is already bound to another live process tree (root pid {root_pid})")]
+    Replay { jti: String, root_pid: u32 },
+    #[error("delegation escalation: {0}")]
+    Escalation(String),
+    #[error("task {0} was revoked")]
+    Revoked(String),
+}
+
+/// What a bind did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// A new task, numbered `id`.
+    New(u32),
+    /// The caller already acts under this task (same `jti`): nothing changes.
+    Already(u32),
+}
+
+#[derive(Debug, Default)]
+pub struct Tasks {
+    by_id: BTreeMap<u32, Task>,
+    by_jti: HashMap<String, u32>,
+    next: u32,
+}
+
+impl Tasks {
+    pub fn get(&self, id: u32) -> Option<&Task> {
+        self.by_id.get(&id)
+    }
+
+    pub fn by_jti(&self, jti: &str) -> Option<&Task> {
+        self.by_jti.get(jti).and_then(|id| self.by_id.get(id))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Task> {
+        self.by_id.values()
+    }
+
+    /// Binds `v` to process `pid`, which currently acts under task `current` (0: none).
+    /// `live(id)` says whether task `id` still has live processes.
+    pub fn bind(
+        &mut self,
+        v: Verified,
+        pid: u32,
+        current: u32,
+        live: impl Fn(u32) -> bool,
+    ) -> Result<Bound, BindError> {
+        if let Some(&id) = self.by_jti.get(&v.claims.jti) {
+            let t = &self.by_id[&id];
+            if t.revoked {
+                return Err(BindError::Revoked(t.jti().into()));
+            }
+            if current == id {
+                return Ok(Bound::Already(id));
+            }
+            if live(id) {
+                return Err(BindError::Replay {
+                    jti: t.jti().into(),
+                    root_pid: t.root_pid,
+                });
+            }
+        }
+        let parent = match self.by_id.get(&current) {
+            Some(p) => {
+                check_delegation(&p.verified, &v)?;
+                Some(p.id)
+            }
+            None => None,
+        };
+        self.next += 1;
+        let id = self.next;
+        self.by_jti.insert(v.claims.jti.clone(), id);
+        self.by_id.insert(
+            id,
+            Task {
+                id,
+                verified: v,
+                root_pid: pid,
+                parent,
+                revoked: false,
+            },
+        );
+        Ok(Bound::New(id))
+    }
+
+    /// Marks the task `jti` revoked; returns its id.
+    pub fn revoke(&mut self, jti: &str) -> Option<u32> {
+        let id = *self.by_jti.get(jti)?;
+        self.by_id.get_mut(&id)?.revoked = true;
+        Some(id)
+    }
+
+    /// Forgets tasks whose credential ended (expired or revoked) and that have no live
+    /// process, keeping the `jti` of revoked ones so they can never be bound again.
+    pub fn collect(&mut self, now: i64, live: impl Fn(u32) -> bool) {
+        let dead: Vec<u32> = self
+            .by_id
+            .values()
+            .filter(|t| t.state(now, false) == CredState::Expired && !live(t.id))
+            .map(|t| t.id)
+            .collect();
+        for id in dead {
+            if let Some(t) = self.by_id.remove(&id) {
+                self.by_jti.remove(t.jti());
+            }
+        }
+    }
+}
+
+/// A credential bound inside `parent`'s tree must be narrower: scope a subset, `exp` not later,
+/// and its actor chain extending the parent's.
+pub fn check_delegation(parent: &Verified, child: &Verified) -> Result<(), BindError> {
+    let esc = |s: String| Err(BindError::Escalation(s));
+    if child.claims.exp > parent.claims.exp {
+        return esc(format!(
+            "exp {} is later than the parent task's exp {}",
+            child.claims.exp, parent.claims.exp
+        ));
+    }
+    if child.chain.len() <= parent.chain.len() || !child.chain.starts_with(&parent.chain) {
+        return esc(format!(
+            "actor chain {:?} does not extend the parent task's chain {:?}",
+            child.chain, parent.chain
+        ));
+    }
+    if let Err(e) = child.scope.within(&parent.scope) {
+        return esc(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::{
+        scope::{CompiledScope, ScopeSpec},
+        token::{Audience, Claims},
+    };
+
+    fn verified(jti: &str, chain: &[&str], exp: i64, exec: &[&str]) -> Verified {
+        let spec = ScopeSpec {
+            exec: exec.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let mut act = None;
+        for a in &chain[1..] {
+            act = Some(crate::credentials::token::Actor {
+                sub: a.to_string(),
+                act: act.map(Box::new),
+            });
+        }
+        let claims = Claims {
+            iss: "i".into(),
+            sub: chain[0].into(),
+            aud: Audience::One("tether".into()),
+            jti: jti.into(),
+            iat: None,
+            nbf: None,
+            exp,
+            act,
+            scope: spec.clone(),
+        };
+        Verified {
+            chain: claims.chain(),
+            claims,
+            scope: CompiledScope::compile(&spec).unwrap(),
+        }
+    }
+
+    #[test]
+    fn replay_into_another_live_tree_is_refused() {
+        let mut t = Tasks::default();
+        let v = verified("j1", &["alice", "coder"], 100, &["/bin/**"]);
+        assert_eq!(t.bind(v.clone(), 10, 0, |_| true), Ok(Bound::New(1)));
+        // The same tree presenting it again: nothing changes.
+        assert_eq!(t.bind(v.clone(), 11, 1, |_| true), Ok(Bound::Already(1)));
+        // Another tree while the first lives: replay.
+        assert!(matches!(
+            t.bind(v.clone(), 20, 0, |_| true),
+            Err(BindError::Replay { root_pid: 10, .. })
+        ));
+        // Once the first tree is gone it may be bound again.
+        assert!(matches!(t.bind(v, 20, 0, |_| false), Ok(Bound::New(2))));
+    }
+
+    #[test]
+    fn delegation_must_narrow() {
+        let mut t = Tasks::default();
+        let parent = verified("p", &["alice", "coder"], 100, &["/bin/**"]);
+        assert_eq!(t.bind(parent, 10, 0, |_| true), Ok(Bound::New(1)));
+        let ok = verified("c1", &["alice", "coder", "tests"], 90, &["/bin/sh"]);
+        assert!(matches!(t.bind(ok, 11, 1, |_| true), Ok(Bound::New(2))));
+        for (bad, why) in [
+            (verified("c2", &["alice", "coder", "tests"], 101, &["/bin/sh"]), "exp"),
+            (verified("c3", &["alice", "tests"], 90, &["/bin/sh"]), "chain"),
+            (verified("c4", &["alice", "coder"], 90, &["/bin/sh"]), "chain"),
+            (verified("c5", &["bob", "coder", "tests"], 90, &["/bin/sh"]), "chain"),
+            (
+                verified("c6", &["alice", "coder", "tests"], 90, &["/usr/bin/curl"]),
+                "scope.exec",
+            ),
+        ] {
+            match t.bind(bad, 12, 1, |_| true) {
+                Err(BindError::Escalation(e)) => assert!(e.contains(why), "{e}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn revoked_tasks_stay_revoked() {
+        let mut t = Tasks::default();
+        let v = verified("j", &["alice", "coder"], 100, &[]);
+        t.bind(v.clone(), 10, 0, |_| true).unwrap();
+        assert_eq!(t.revoke("j"), Some(1));
+        assert_eq!(t.get(1).unwrap().state(50, false), CredState::Revoked);
+        assert!(matches!(t.bind(v, 11, 0, |_| false), Err(BindError::Revoked(_))));
+        assert_eq!(t.revoke("nope"), None);
+    }
+
+    #[test]
+    fn state_follows_time_and_the_kernel() {
+        let task = Task {
+            id: 1,
+            verified: verified("j", &["a", "b"], 100, &[]),
+            root_pid: 1,
+            parent: None,
+            revoked: false,
+        };
+        assert_eq!(task.state(99, false), CredState::Valid);
+        assert_eq!(task.state(99, true), CredState::Expired, "the kernel saw it expired");
+        assert_eq!(task.state(100, false), CredState::Expired);
+    }
+}

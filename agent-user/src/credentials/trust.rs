@@ -1,0 +1,220 @@
+//! Trusted issuers: `--trust ISSUER=JWKS` (or `trust:` in a policy file), where JWKS is a file
+//! or an `https://` URL. URL keys are fetched with reqwest over rustls, refreshed on a timer,
+//! and the last good key set is kept when a refresh fails.
+use std::{path::PathBuf, time::Duration};
+
+use jsonwebtoken::jwk::JwkSet;
+
+use super::token::Keys;
+
+/// A JWKS larger than this is refused (a key set is a few KiB).
+pub const MAX_JWKS_BYTES: usize = 1 << 20;
+/// How long a JWKS fetch may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+/// One trusted issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    pub issuer: String,
+    pub source: JwksSource,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TrustError {
+    #[error("--trust {0:?}: expected ISSUER=JWKS (a file path or an https:// URL)")]
+    Syntax(String),
+    #[error("--trust {0:?}: JWKS URLs must be https://")]
+    NotHttps(String),
+}
+
+impl Trust {
+    /// Parses `ISSUER=JWKS`.
+    pub fn parse(arg: &str) -> Result<Trust, TrustError> {
+        let (issuer, jwks) = arg
+            .split_once('=')
+            .filter(|(i, j)| !i.trim().is_empty() && !j.trim().is_empty())
+            .ok_or_else(|| TrustError::Syntax(arg.into()))?;
+        Trust::new(issuer.trim(), jwks.trim())
+    }
+
+    pub fn new(issuer: &str, jwks: &str) -> Result<Trust, TrustError> {
+        let source = if jwks.starts_with("https://") {
+            JwksSource::Url(jwks.into())
+        } else if jwks.contains("://") {
+            return Err(TrustError::NotHttps(format!("{issuer}={jwks}")));
+        } else {
+            JwksSource::File(PathBuf::from(jwks))
+        };
+        Ok(Trust {
+            issuer: issuer.into(),
+            source,
+        })
+    }
+}
+
+/// Parses a JWKS document, keeping only the keys Tether can use.
+pub fn parse_jwks(bytes: &[u8]) -> Result<JwkSet, String> {
+    if bytes.len() > MAX_JWKS_BYTES {
+        return Err(format!("JWKS is {} bytes; at most {MAX_JWKS_BYTES}", bytes.len()));
+    }
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
+    if set.keys.is_empty() {
+        return Err("the JWKS has no keys".into());
+    }
+    if set.keys.iter().any(|k| k.common.key_id.is_none()) {
+        return Err("every key in the JWKS needs a kid".into());
+    }
+    Ok(set)
+}
+
+/// Reads a JWKS file.
+pub fn read_file(path: &std::path::Path) -> Result<JwkSet, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_jwks(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// An HTTPS client for JWKS URLs: rustls with the web PKI roots, or only the roots of
+/// `ca_bundle` when one is given.
+pub fn https_client(ca_bundle: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_bundle {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+            use rustls_pki_types::pem::PemObject;
+            let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("CA bundle {} has no certificates", path.display()));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(FETCH_TIMEOUT)
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Fetches a JWKS URL.
+pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<JwkSet, String> {
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    let bytes = resp.bytes().await.map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+    parse_jwks(&bytes).map_err(|e| format!("{url}: {e}"))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// Loads every issuer's keys once: files are read, URLs fetched. A failure is kept as the
+/// issuer's state (tokens from it are refused with that reason), not fatal.
+pub async fn load_all(trust: &[Trust], client: &reqwest::Client) -> Keys {
+    let mut keys = Keys::default();
+    for t in trust {
+        let set = match &t.source {
+            JwksSource::File(p) => read_file(p),
+            JwksSource::Url(u) => fetch(client, u).await,
+        };
+        keys.by_issuer.insert(t.issuer.clone(), set);
+    }
+    keys
+}
+
+/// Refreshes the URL issuers in `keys`: a new good set replaces the old one; a failure keeps
+/// the last good set (and is returned for logging), or records the failure when there is none.
+pub async fn refresh(trust: &[Trust], client: &reqwest::Client, keys: &std::sync::RwLock<Keys>) -> Vec<String> {
+    let mut failures = Vec::new();
+    for t in trust {
+        let JwksSource::Url(url) = &t.source else {
+            continue;
+        };
+        let fetched = fetch(client, url).await;
+        let Ok(mut k) = keys.write() else {
+            continue;
+        };
+        match fetched {
+            Ok(set) => {
+                k.by_issuer.insert(t.issuer.clone(), Ok(set));
+            }
+            Err(e) => {
+                failures.push(format!("issuer {}: {e}", t.issuer));
+                let has_good = matches!(k.by_issuer.get(&t.issuer), Some(Ok(_)));
+                if !has_good {
+                    k.by_issuer.insert(t.issuer.clone(), Err(e));
+                }
+            }
+        }
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_arguments() {
+        assert_eq!(
+            Trust::parse("https://issuer.test=/etc/tether/jwks.json").unwrap(),
+            Trust {
+                issuer: "https://issuer.test".into(),
+                source: JwksSource::File("/etc/tether/jwks.json".into())
+            }
+        );
+        assert_eq!(
+            Trust::parse("corp=https://idp.corp/jwks").unwrap().source,
+            JwksSource::Url("https://idp.corp/jwks".into())
+        );
+        assert!(matches!(Trust::parse("no-equals"), Err(TrustError::Syntax(_))));
+        assert!(matches!(Trust::parse("=x"), Err(TrustError::Syntax(_))));
+        assert!(matches!(
+            Trust::parse("i=http://plain/jwks"),
+            Err(TrustError::NotHttps(_))
+        ));
+    }
+
+    #[test]
+    fn jwks_documents_are_checked() {
+        assert!(parse_jwks(b"garbage").unwrap_err().contains("not a JWKS"));
+        assert!(parse_jwks(br#"{"keys":[]}"#).unwrap_err().contains("no keys"));
+        let no_kid = br#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        assert!(parse_jwks(no_kid).unwrap_err().contains("kid"));
+        let ok =
+            br#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        assert_eq!(parse_jwks(ok).unwrap().keys.len(), 1);
+        assert!(parse_jwks(&vec![b' '; MAX_JWKS_BYTES + 1]).is_err());
+    }
+}
