@@ -1,74 +1,148 @@
-//! The local API: a Unix socket where a process asks to be tracked. The daemon learns the
-//! caller's pid from the socket (SO_PEERCRED), never from the request, so a process can only
-//! ever register itself.
+//! The local API: HTTP/JSON over Unix sockets (so `curl --unix-socket` works). The daemon learns
+//! the caller's pid and uid from the socket (SO_PEERCRED), never from the request body, so a
+//! process can only register or bind *itself* on the agent socket.
 //!
-//! Protocol (one JSON object per line each way):
-//!   -> {"op":"register"}
-//!   <- {"ok":true,"pid":1234}  |  {"ok":false,"error":"..."}
-//!   -> {"op":"status"}
-//!   <- {"ok":true,"status":{"kernel":..., "features":..., "hooks":[...], "degraded":[...], ...}}
-use std::path::{Path, PathBuf};
+//! Two sockets, and their file permissions decide who may call what:
+//! - the agent socket (default /run/tether/tether.sock, mode 0666): any local process may
+//!   register itself or bind a credential to itself (both only add monitoring of the caller),
+//!   and read the status;
+//! - the admin socket (default /run/tether/admin.sock, mode 0600, root): everything above, plus
+//!   binding a credential to another pid, revoking a task and listing tasks (orchestrators).
+//!
+//! | method and path                | socket | body                         | answer |
+//! |--------------------------------|--------|------------------------------|--------|
+//! | `POST /v1/register`            | both   | -                            | `{"pid"}` |
+//! | `POST /v1/bind`                | both   | `{"token"}`                  | `{"pid","task"}` |
+//! | `GET /v1/status`               | both   | -                            | the status report |
+//! | `POST /v1/tasks`               | admin  | `{"token","pid"}`            | `{"pid","task"}` |
+//! | `GET /v1/tasks`                | admin  | -                            | `{"tasks":[...]}` |
+//! | `POST /v1/tasks/{jti}/revoke`  | admin  | -                            | `{"task"}` |
+//!
+//! Errors are `{"error": "..."}` with a 4xx/5xx status.
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
 
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, Path as UrlPath, State, connect_info::Connected},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    serve::IncomingStream,
+};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{UnixListener, UnixStream},
+    net::UnixListener,
     sync::{mpsc, oneshot},
 };
 use tracing::{debug, warn};
 
+use crate::credentials::{
+    self,
+    token::{self, Keys, Verified},
+};
+
 pub const DEFAULT_SOCKET: &str = "/run/tether/tether.sock";
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/tether/admin.sock";
+/// Request bodies larger than this are refused (a token is at most 16 KiB).
+const MAX_BODY: usize = 64 * 1024;
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    /// Track the calling process (and everything it starts).
-    Register {},
-    /// The daemon's state: kernel features, the mechanism in effect per hook, what is degraded,
-    /// loss counters.
-    Status {},
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Reply {
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+/// The caller, from SO_PEERCRED.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
     pub pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<serde_json::Value>,
+    pub uid: u32,
 }
 
-impl Reply {
-    pub fn error(e: impl Into<String>) -> Reply {
-        Reply {
-            ok: false,
-            pid: None,
-            error: Some(e.into()),
-            status: None,
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(c) => Peer {
+                pid: c.pid().map(|p| p as u32),
+                uid: c.uid(),
+            },
+            Err(_) => Peer {
+                pid: None,
+                uid: u32::MAX,
+            },
         }
     }
 }
 
-/// A request with the caller's identity, for the daemon's event loop.
+/// A request for the daemon's event loop, which owns the process table and the kernel maps.
+#[derive(Debug)]
+pub enum Request {
+    /// Track `pid` (the caller itself).
+    Register {
+        pid: u32,
+    },
+    /// Bind a verified credential to `pid`.
+    Bind {
+        pid: u32,
+        verified: Box<Verified>,
+    },
+    /// A credential was refused before it reached the loop (for the alert).
+    Refused {
+        pid: u32,
+        uid: u32,
+        reason: String,
+    },
+    Revoke {
+        jti: String,
+    },
+    Tasks,
+    Status,
+}
+
 #[derive(Debug)]
 pub struct Call {
-    pub pid: u32,
-    pub uid: u32,
     pub request: Request,
-    pub reply: oneshot::Sender<Reply>,
+    pub reply: oneshot::Sender<Result<Value, ApiError>>,
+}
+
+/// A failed call: HTTP status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub calls: mpsc::Sender<Call>,
+    pub keys: Arc<RwLock<Keys>>,
+    pub max_chain: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum SocketError {
     #[error("cannot create the API socket {path}: {source}")]
     Bind { path: String, source: std::io::Error },
 }
 
-/// Binds the socket (replacing a stale one left by a dead daemon).
-pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
-    let err = |source| ApiError::Bind {
+/// Binds a socket with `mode` (replacing a stale one left by a dead daemon).
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
+    let err = |source| SocketError::Bind {
         path: path.display().to_string(),
         source,
     };
@@ -81,103 +155,211 @@ pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
         Err(e) => return Err(err(e)),
     }
     let listener = UnixListener::bind(path).map_err(err)?;
-    // Any local user may register their own processes (which only adds monitoring of them).
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
     Ok(listener)
 }
 
-/// Serves the socket until the receiver side of `calls` is gone.
-pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!("API accept failed: {e}");
-                continue;
-            }
-        };
-        let calls = calls.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, calls).await {
-                debug!("API connection: {e}");
-            }
-        });
-    }
+async fn call(state: &ApiState, request: Request) -> Result<Value, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    state
+        .calls
+        .send(Call { request, reply: tx })
+        .await
+        .map_err(|_| ApiError::new(503, "the daemon is shutting down"))?;
+    rx.await
+        .map_err(|_| ApiError::new(500, "the daemon dropped the request"))?
 }
 
-async fn handle(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
-    let cred = stream.peer_cred()?;
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = BufReader::new(read.take(4096));
-    reader.read_line(&mut line).await?;
-    let reply = match (serde_json::from_str::<Request>(line.trim()), cred.pid()) {
-        (Err(e), _) => Reply::error(format!("bad request: {e}")),
-        (_, None) => Reply::error("the caller's pid is unknown (SO_PEERCRED)"),
-        (Ok(request), Some(pid)) => {
-            let (tx, rx) = oneshot::channel();
-            let call = Call {
-                pid: pid as u32,
-                uid: cred.uid(),
-                request,
-                reply: tx,
-            };
-            if calls.send(call).await.is_err() {
-                Reply::error("the daemon is shutting down")
-            } else {
-                rx.await
-                    .unwrap_or_else(|_| Reply::error("the daemon dropped the request"))
-            }
+fn peer_pid(peer: &Peer) -> Result<u32, ApiError> {
+    peer.pid
+        .ok_or_else(|| ApiError::new(400, "the caller's pid is unknown (SO_PEERCRED)"))
+}
+
+async fn handle_register(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = peer_pid(&peer)?;
+    call(&s, Request::Register { pid }).await.map(Json)
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindBody {
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindOtherBody {
+    pub token: String,
+    pub pid: u32,
+}
+
+/// Verifies a token here (pure CPU, off the event loop) and resolves its scope's host names
+/// (async, bounded); a refusal is reported to the loop for the alert.
+async fn verify_and_bind(s: &ApiState, peer: &Peer, pid: u32, token: &str) -> Result<Value, ApiError> {
+    let verified = {
+        let keys = s.keys.read().map_err(|_| ApiError::new(500, "key store poisoned"))?;
+        token::verify(token, &keys, credentials::now_epoch(), s.max_chain)
+    };
+    let mut verified = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            let reason = format!("credential refused: {e}");
+            let _ = call(
+                s,
+                Request::Refused {
+                    pid,
+                    uid: peer.uid,
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            return Err(ApiError::new(403, reason));
         }
     };
-    let mut out = serde_json::to_string(&reply).unwrap_or_else(|_| "{\"ok\":false}".into());
-    out.push('\n');
-    write.write_all(out.as_bytes()).await
+    verified.scope.resolved = credentials::resolve_hosts(&verified.scope.host_names()).await;
+    call(
+        s,
+        Request::Bind {
+            pid,
+            verified: Box::new(verified),
+        },
+    )
+    .await
 }
 
-/// Blocking client: asks the daemon at `socket` to track the calling process.
-pub fn register_self(socket: &Path) -> Result<u32, String> {
-    match request(socket, &Request::Register {})? {
-        Reply {
-            ok: true,
-            pid: Some(pid),
-            ..
-        } => Ok(pid),
-        Reply { error, .. } => Err(error.unwrap_or_else(|| "refused".into())),
+async fn handle_bind_self(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Result<Json<BindBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::new(400, format!("bad request: {}", e.body_text())))?;
+    let pid = peer_pid(&peer)?;
+    verify_and_bind(&s, &peer, pid, &body.token).await.map(Json)
+}
+
+async fn handle_bind_other(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Result<Json<BindOtherBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::new(400, format!("bad request: {}", e.body_text())))?;
+    verify_and_bind(&s, &peer, body.pid, &body.token).await.map(Json)
+}
+
+async fn handle_status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    call(&s, Request::Status).await.map(Json)
+}
+
+async fn handle_tasks(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    call(&s, Request::Tasks).await.map(Json)
+}
+
+async fn handle_revoke(State(s): State<ApiState>, UrlPath(jti): UrlPath<String>) -> Result<Json<Value>, ApiError> {
+    call(&s, Request::Revoke { jti }).await.map(Json)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(404, "no such endpoint (see `tether help` or the README's API table)")
+}
+
+/// The routes of the agent socket (`admin` false) or the admin socket.
+pub fn router(state: ApiState, admin: bool) -> Router {
+    let mut r = Router::new()
+        .route("/v1/register", post(handle_register))
+        .route("/v1/bind", post(handle_bind_self))
+        .route("/v1/status", get(handle_status));
+    if admin {
+        r = r
+            .route("/v1/tasks", post(handle_bind_other).get(handle_tasks))
+            .route("/v1/tasks/{jti}/revoke", post(handle_revoke));
+    }
+    r.fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until the process ends.
+pub async fn serve(listener: UnixListener, router: Router) {
+    if let Err(e) = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>()).await {
+        warn!("API server stopped: {e}");
     }
 }
 
-/// Blocking client: the daemon's status report.
-pub fn status(socket: &Path) -> Result<serde_json::Value, String> {
-    match request(socket, &Request::Status {})? {
-        Reply {
-            ok: true,
-            status: Some(s),
-            ..
-        } => Ok(s),
-        Reply { error, .. } => Err(error.unwrap_or_else(|| "refused".into())),
-    }
+/// Blocking client: one HTTP request to the daemon at `socket`.
+pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(request_async(socket, method, path, body))
 }
 
-/// One blocking request/reply exchange.
-fn request(socket: &Path, req: &Request) -> Result<Reply, String> {
-    use std::io::{BufRead, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+async fn request_async(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
         format!(
             "cannot reach the tether daemon at {}: {e} (is `tether run` running?)",
             socket.display()
         )
     })?;
-    let mut req = serde_json::to_string(req).map_err(|e| e.to_string())?;
-    req.push('\n');
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("sending to {}: {e}", socket.display()))?;
-    let mut line = String::new();
-    std::io::BufReader::new(&s)
-        .read_line(&mut line)
-        .map_err(|e| format!("reading from {}: {e}", socket.display()))?;
-    serde_json::from_str(line.trim()).map_err(|e| format!("bad reply from the daemon ({e}): {line:?}"))
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "tether")
+        .header("content-type", "application/json")
+        .body(Full::new(hyper::body::Bytes::from(bytes)))
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{}: {e}", socket.display()))?
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("bad reply from the daemon ({e}): {}", String::from_utf8_lossy(&body)))?;
+    if status.is_success() {
+        Ok(value)
+    } else {
+        Err(value["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("HTTP {status}")))
+    }
+}
+
+/// Asks the daemon to track the calling process.
+pub fn register_self(socket: &Path) -> Result<u32, String> {
+    let v = request(socket, "POST", "/v1/register", None)?;
+    v["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+        .ok_or_else(|| format!("bad reply: {v}"))
+}
+
+/// Presents `token` for the calling process; returns the daemon's answer (pid and task).
+pub fn bind_self(socket: &Path, token: &str) -> Result<Value, String> {
+    request(socket, "POST", "/v1/bind", Some(&json!({"token": token})))
+}
+
+/// The daemon's status report.
+pub fn status_of(socket: &Path) -> Result<Value, String> {
+    request(socket, "GET", "/v1/status", None)
 }
 
 pub fn default_socket() -> PathBuf {
@@ -188,42 +370,59 @@ pub fn default_socket() -> PathBuf {
 mod tests {
     use super::*;
 
-    #[test]
-    fn request_wire_format_is_stable() {
-        assert_eq!(
-            serde_json::to_string(&Request::Register {}).unwrap(),
-            r#"{"op":"register"}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&Request::Status {}).unwrap(),
-            r#"{"op":"status"}"#
-        );
-        assert!(
-            serde_json::from_str::<Request>(r#"{"op":"register","pid":1}"#).is_err(),
-            "no pid in requests"
-        );
-    }
-
-    #[tokio::test]
-    async fn register_uses_the_peer_pid_not_the_request() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("api.sock");
-        let listener = bind(&path).unwrap();
-        let (tx, mut rx) = mpsc::channel(4);
-        tokio::spawn(serve(listener, tx));
+    /// A fake event loop answering every call with the request's pid.
+    fn fake_loop() -> ApiState {
+        let (tx, mut rx) = mpsc::channel::<Call>(4);
         tokio::spawn(async move {
-            while let Some(call) = rx.recv().await {
-                let _ = call.reply.send(Reply {
-                    ok: true,
-                    pid: Some(call.pid),
-                    error: None,
-                    status: None,
-                });
+            while let Some(c) = rx.recv().await {
+                let v = match c.request {
+                    Request::Register { pid } => Ok(json!({"pid": pid})),
+                    Request::Refused { reason, .. } => Ok(json!({"refused": reason})),
+                    other => Err(ApiError::new(418, format!("{other:?}"))),
+                };
+                let _ = c.reply.send(v);
             }
         });
+        ApiState {
+            calls: tx,
+            keys: Arc::new(RwLock::new(Keys::default())),
+            max_chain: 8,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn register_uses_the_peer_pid_and_admin_routes_need_the_admin_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let state = fake_loop();
+        tokio::spawn(serve(bind(&path, 0o666).unwrap(), router(state, false)));
         let p = path.clone();
         let got = tokio::task::spawn_blocking(move || register_self(&p)).await.unwrap();
         assert_eq!(got, Ok(std::process::id()));
+        let p = path.clone();
+        let err = tokio::task::spawn_blocking(move || request(&p, "GET", "/v1/tasks", None))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("no such endpoint"), "{err}");
+        // A pid in the body of the self-bind is refused outright.
+        let p = path.clone();
+        let err = tokio::task::spawn_blocking(move || {
+            request(&p, "POST", "/v1/bind", Some(&json!({"token": "x", "pid": 1})))
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert!(err.contains("bad request"), "{err}");
+        // A token that does not verify: refused with the reason.
+        let p = path.clone();
+        let err = tokio::task::spawn_blocking(move || bind_self(&p, "garbage"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("credential refused: malformed token"), "{err}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o666);
     }
 
     #[test]

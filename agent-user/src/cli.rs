@@ -3,7 +3,13 @@ use std::{os::unix::process::CommandExt, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use crate::{api, daemon, policy};
+use std::time::Duration;
+
+use crate::{
+    api,
+    credentials::{devissuer, token::DEFAULT_MAX_CHAIN, trust::Trust},
+    daemon, policy,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,19 +42,39 @@ pub enum Command {
         /// Do not write audit events to stdout.
         #[arg(long)]
         no_stdout: bool,
-        /// Path of the local API socket (used by `tether exec`).
+        /// Path of the agent API socket (mode 0666: processes register or bind themselves;
+        /// used by `tether exec`).
         #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET, env = "TETHER_SOCKET")]
         socket: PathBuf,
+        /// Path of the admin API socket (mode 0600, root: bind credentials to other pids,
+        /// revoke and list tasks; used by `tether tasks`).
+        #[arg(long, value_name = "PATH", default_value = api::DEFAULT_ADMIN_SOCKET, env = "TETHER_ADMIN_SOCKET")]
+        admin_socket: PathBuf,
+        /// Trust task credentials from ISSUER, verified with the keys of JWKS (a file, or an
+        /// https:// URL refreshed every 5 minutes; the last good keys stay when a refresh fails).
+        /// Repeatable; rule files may add more under `trust:`.
+        #[arg(long = "trust", value_name = "ISSUER=JWKS", value_parser = parse_trust)]
+        trust: Vec<Trust>,
+        /// PEM bundle of the CAs to trust for JWKS URLs (default: the web PKI roots).
+        #[arg(long, value_name = "FILE")]
+        ca_bundle: Option<PathBuf>,
+        /// Longest delegation chain a credential may carry (actors after the principal).
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CHAIN)]
+        max_delegation_depth: usize,
         /// Write the daemon's pid to FILE once every probe is attached (for orchestration and tests).
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
     },
-    /// Run CMD as a tracked agent: register this process with the daemon, then exec CMD
-    /// (same pid). If the daemon cannot be reached CMD is not run.
+    /// Run CMD as a tracked agent: register this process with the daemon (with --token: bind
+    /// the task credential to it, and wait for the daemon's verdict), then exec CMD (same pid).
+    /// If the daemon cannot be reached, or refuses the credential, CMD is not run.
     Exec {
         /// Path of the daemon's API socket.
         #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET, env = "TETHER_SOCKET")]
         socket: PathBuf,
+        /// The task credential (a compact JWS) to bind, from FILE.
+        #[arg(long, value_name = "FILE")]
+        token: Option<PathBuf>,
         /// The command and its arguments.
         #[arg(
             required = true,
@@ -70,11 +96,94 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Task credentials: a development issuer (keygen, issue).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Tasks bound on the running daemon (admin socket, root): list, bind to a pid, revoke.
+    Tasks {
+        /// Path of the daemon's admin socket.
+        #[arg(long, value_name = "PATH", default_value = api::DEFAULT_ADMIN_SOCKET, env = "TETHER_ADMIN_SOCKET")]
+        admin_socket: PathBuf,
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
     /// Rule files.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a signing key (DIR/issuer.key, mode 0600) and the JWKS that verifies it
+    /// (DIR/jwks.json, for `tether run --trust ISSUER=DIR/jwks.json`).
+    Keygen {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// EdDSA (Ed25519) or ES256 (P-256).
+        #[arg(long, default_value = "EdDSA")]
+        alg: String,
+    },
+    /// Sign a task credential and print it.
+    Issue {
+        /// The signing key from `tether token keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Issuer (`iss`), as trusted by the daemon.
+        #[arg(long)]
+        iss: String,
+        /// The principal the task acts for (`sub`), e.g. user:alice.
+        #[arg(long)]
+        sub: String,
+        /// A delegate, in order: the first agent the principal delegated to, ..., the current
+        /// actor (builds the nested `act` claim). Repeatable.
+        #[arg(long = "actor", value_name = "ID")]
+        actors: Vec<String>,
+        /// Lifetime, e.g. 30s, 10m, 2h.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Valid only from now + this (`nbf`).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        not_before: Duration,
+        /// The scope, a JSON file: {"exec": [...], "connect": [...], "write": [...]}.
+        #[arg(long, value_name = "FILE")]
+        scope: PathBuf,
+        /// Audience (`aud`); repeatable. Tether accepts only credentials naming "tether".
+        #[arg(long = "aud", default_value = "tether")]
+        aud: Vec<String>,
+        /// The task id (`jti`); default: random.
+        #[arg(long)]
+        jti: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// List the bound tasks with their processes.
+    List,
+    /// Bind a task credential to a running process (and what it starts from then on).
+    Bind {
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, value_name = "FILE")]
+        token: PathBuf,
+    },
+    /// Revoke a task: its processes lose their scope at once (the kernel flags their next
+    /// action), and its credential can never be bound again.
+    Revoke { jti: String },
+}
+
+fn parse_trust(s: &str) -> Result<Trust, String> {
+    Trust::parse(s).map_err(|e| e.to_string())
+}
+
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().to_string())
+        .map_err(|e| format!("cannot read the token {}: {e}", path.display()))
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +211,10 @@ pub fn main() -> ExitCode {
             audit_log,
             no_stdout,
             socket,
+            admin_socket,
+            trust,
+            ca_bundle,
+            max_delegation_depth,
             ready_file,
         } => {
             init_logging();
@@ -110,7 +223,11 @@ pub fn main() -> ExitCode {
                 audit_log,
                 stdout: !no_stdout,
                 socket,
+                admin_socket,
                 ready_file,
+                trust,
+                ca_bundle,
+                max_chain: max_delegation_depth,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -131,8 +248,12 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Exec { socket, command } => {
-            if let Err(e) = api::register_self(&socket) {
+        Command::Exec { socket, token, command } => {
+            let verdict = match &token {
+                Some(path) => read_token(path).and_then(|t| api::bind_self(&socket, &t)).map(|_| ()),
+                None => api::register_self(&socket).map(|_| ()),
+            };
+            if let Err(e) = verdict {
                 eprintln!("tether exec: {e}; not running {:?}", command[0]);
                 return ExitCode::from(126);
             }
@@ -144,7 +265,35 @@ pub fn main() -> ExitCode {
                 126
             })
         }
-        Command::Status { socket, json } => match api::status(&socket) {
+        Command::Token { command } => token_command(command),
+        Command::Tasks { admin_socket, command } => {
+            let result = match command {
+                TasksCommand::List => api::request(&admin_socket, "GET", "/v1/tasks", None),
+                TasksCommand::Bind { pid, token } => read_token(&token).and_then(|t| {
+                    api::request(
+                        &admin_socket,
+                        "POST",
+                        "/v1/tasks",
+                        Some(&serde_json::json!({"token": t, "pid": pid})),
+                    )
+                }),
+                TasksCommand::Revoke { jti } => {
+                    let path = format!("/v1/tasks/{}/revoke", url_segment(&jti));
+                    api::request(&admin_socket, "POST", &path, None)
+                }
+            };
+            match result {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tether tasks: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { socket, json } => match api::status_of(&socket) {
             Ok(s) if json => {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
                 ExitCode::SUCCESS
@@ -237,4 +386,63 @@ pub fn status_text(s: &serde_json::Value) -> String {
         s["tracked_processes"], s["events_written"], s["decode_errors"], s["kernel_counters"]
     );
     out
+}
+
+/// Percent-encodes a URL path segment.
+fn url_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn token_command(command: TokenCommand) -> ExitCode {
+    let result = match command {
+        TokenCommand::Keygen { out, alg } => devissuer::keygen(&out, &alg).map(|k| {
+            println!(
+                "key {} ({:?}): {} and {}",
+                k.kid,
+                k.alg,
+                out.join("issuer.key").display(),
+                out.join("jwks.json").display()
+            );
+        }),
+        TokenCommand::Issue {
+            key,
+            iss,
+            sub,
+            actors,
+            ttl,
+            not_before,
+            scope,
+            aud,
+            jti,
+        } => devissuer::load(&key).and_then(|k| {
+            let req = devissuer::IssueRequest {
+                iss,
+                sub,
+                actors,
+                aud,
+                ttl,
+                not_before,
+                jti,
+                scope: devissuer::read_scope(&scope)?,
+            };
+            let claims = devissuer::claims(&req, crate::credentials::now_epoch());
+            println!("{}", devissuer::sign(&k, &claims)?);
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether token: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,31 +1,46 @@
 //! `tether run`: load the probes, adopt running agents, then one event loop that owns the
 //! process table, the kernel maps and the sinks, and serves API calls.
 use std::{
+    collections::HashSet,
+    net::IpAddr,
     path::PathBuf,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
-use agent_common::{Tracked, counter, track_reason};
+use agent_common::{NO_TASK, Tracked, counter, track_reason};
 use anyhow::Context as _;
 use nix::time::{ClockId, clock_gettime};
+use serde_json::json;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
-    api::{self, Call, Reply, Request},
+    api::{self, ApiError, ApiState, Call, Request},
+    credentials::{
+        self,
+        tasks::{BindError, Bound, CredState, Tasks},
+        token::{self, Keys, Verified},
+        trust::Trust,
+    },
     events::{self, Event},
     lineage::{ProcessTable, Reason, ticks_to_ns},
     loader::{self, CompiledSelectors, Probes},
-    ocsf, paths, policy,
+    ocsf::{self, Finding, TaskView},
+    paths, policy,
     procscan::{self, Procfs},
     sinks::Sinks,
 };
 
 /// How often the ring buffer is drained (producers do not wake the reader per record).
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// The environment variable a selected agent may carry its task credential in.
+pub const TOKEN_ENV: &str = "TETHER_TASK_TOKEN";
+/// How often JWKS URLs and scope host names are refreshed.
+const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// How often the kernel loss counters are checked.
 const COUNTERS_EVERY: Duration = Duration::from_secs(5);
 
@@ -35,7 +50,14 @@ pub struct RunOptions {
     pub audit_log: Option<PathBuf>,
     pub stdout: bool,
     pub socket: PathBuf,
+    pub admin_socket: PathBuf,
     pub ready_file: Option<PathBuf>,
+    /// Trusted issuers from the command line (added to the policy files' `trust`).
+    pub trust: Vec<Trust>,
+    /// CA bundle for JWKS URLs (default: the web PKI roots).
+    pub ca_bundle: Option<PathBuf>,
+    /// Longest delegation chain (principal excluded).
+    pub max_chain: usize,
 }
 
 fn now_ns(clock: ClockId) -> i128 {
@@ -74,6 +96,21 @@ struct Daemon {
     last_counters: [u64; counter::COUNT as usize],
     ticks_per_sec: u64,
     started: Instant,
+    tasks: Tasks,
+    keys: Arc<RwLock<Keys>>,
+    trust: Vec<Trust>,
+    max_chain: usize,
+    /// Host-name resolutions for a task's scope, from spawned resolver tasks.
+    resolved_tx: mpsc::UnboundedSender<(u32, Vec<(String, Vec<IpAddr>)>)>,
+}
+
+/// Why a bind was refused, as an alert kind.
+fn bind_alert_kind(e: &BindError) -> &'static str {
+    match e {
+        BindError::Replay { .. } => "credential-replay",
+        BindError::Escalation(_) => "delegation-escalation",
+        BindError::Revoked(_) => "credential-revoked",
+    }
 }
 
 impl Daemon {
@@ -110,26 +147,224 @@ impl Daemon {
 
     fn call(&mut self, call: Call) {
         let reply = match call.request {
-            Request::Register {} => match self.track(call.pid, Reason::Registered, None) {
-                Ok(()) => {
-                    info!(pid = call.pid, uid = call.uid, "registered by tether exec");
-                    Reply {
-                        ok: true,
-                        pid: Some(call.pid),
-                        error: None,
-                        status: None,
-                    }
-                }
-                Err(e) => Reply::error(e),
-            },
-            Request::Status {} => Reply {
-                ok: true,
-                pid: None,
-                error: None,
-                status: Some(self.status()),
-            },
+            Request::Register { pid } => self.register(pid),
+            Request::Bind { pid, verified } => self.bind(pid, *verified),
+            Request::Refused { pid, uid, reason } => {
+                warn!(pid, uid, "{reason}");
+                self.alert_refused(pid, "credential-refused", &reason);
+                Ok(json!({}))
+            }
+            Request::Revoke { jti } => self.revoke(&jti),
+            Request::Tasks => Ok(json!({"tasks": self.task_list()})),
+            Request::Status => Ok(self.status()),
         };
         let _ = call.reply.send(reply);
+    }
+
+    fn register(&mut self, pid: u32) -> Result<serde_json::Value, ApiError> {
+        if self.kernel_entry(pid).is_some() {
+            return Ok(json!({"pid": pid}));
+        }
+        self.track(pid, Reason::Registered, None)
+            .map_err(|e| ApiError::new(409, e))?;
+        info!(pid, "registered");
+        Ok(json!({"pid": pid}))
+    }
+
+    /// The kernel's tracking entry of `pid`.
+    fn kernel_entry(&self, pid: u32) -> Option<Tracked> {
+        self.probes.tracked.get(&pid, 0).ok()
+    }
+
+    /// (pid, entry) of every tracked process.
+    fn kernel_entries(&self) -> Vec<(u32, Tracked)> {
+        self.probes.tracked.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    /// Task ids that still have a live (tracked) process.
+    fn live_tasks(&self) -> HashSet<u32> {
+        self.kernel_entries()
+            .into_iter()
+            .map(|(_, t)| t.task)
+            .filter(|&t| t != NO_TASK)
+            .collect()
+    }
+
+    /// A credential's `exp` in the kernel's clock (ns since boot); at least 1 (already past).
+    fn exp_boot_ns(&self, exp: i64) -> u64 {
+        let ns = exp as i128 * 1_000_000_000 - self.ctx.boot_epoch_ns;
+        ns.clamp(1, u64::MAX as i128) as u64
+    }
+
+    fn task_view(&self, id: u32, kernel_expired: bool) -> Option<TaskView<'_>> {
+        let t = self.tasks.get(id)?;
+        let c = &t.verified.claims;
+        Some(TaskView {
+            jti: &c.jti,
+            iss: &c.iss,
+            sub: &c.sub,
+            exp: c.exp,
+            state: t.state(credentials::now_epoch(), kernel_expired),
+            kernel_expired,
+            chain: &t.verified.chain,
+        })
+    }
+
+    fn task_json(&self, id: u32) -> serde_json::Value {
+        let Some(t) = self.tasks.get(id) else {
+            return json!(null);
+        };
+        let c = &t.verified.claims;
+        json!({
+            "jti": c.jti,
+            "iss": c.iss,
+            "sub": c.sub,
+            "exp": c.exp,
+            "state": t.state(credentials::now_epoch(), false).as_str(),
+            "delegation": t.verified.chain,
+            "parent": t.parent.and_then(|p| self.tasks.get(p)).map(|p| p.jti().to_string()),
+            "root_pid": t.root_pid,
+            "scope": c.scope,
+        })
+    }
+
+    fn task_list(&self) -> Vec<serde_json::Value> {
+        let entries = self.kernel_entries();
+        self.tasks
+            .all()
+            .map(|t| {
+                let mut v = self.task_json(t.id);
+                let mut pids: Vec<u32> = entries
+                    .iter()
+                    .filter(|(_, e)| e.task == t.id)
+                    .map(|(p, _)| *p)
+                    .collect();
+                pids.sort_unstable();
+                v["processes"] = json!(pids);
+                v
+            })
+            .collect()
+    }
+
+    /// Binds a verified credential to `pid` (tracking it first if needed): the kernel entry
+    /// carries the task and its expiry from now on, and children inherit both at fork.
+    fn bind(&mut self, pid: u32, verified: Verified) -> Result<serde_json::Value, ApiError> {
+        if self.kernel_entry(pid).is_none() {
+            self.track(pid, Reason::Registered, None)
+                .map_err(|e| ApiError::new(409, e))?;
+        }
+        let current = self.kernel_entry(pid).map(|t| t.task).unwrap_or(NO_TASK);
+        let live = self.live_tasks();
+        let hosts = verified.scope.host_names();
+        let jti = verified.claims.jti.clone();
+        match self.tasks.bind(verified, pid, current, |id| live.contains(&id)) {
+            Ok(Bound::Already(id)) => Ok(json!({"pid": pid, "task": self.task_json(id)})),
+            Ok(Bound::New(id)) => {
+                let exp = self.tasks.get(id).map(|t| t.verified.claims.exp).unwrap_or(0);
+                let expires_ns = self.exp_boot_ns(exp);
+                let mut entry = self
+                    .kernel_entry(pid)
+                    .ok_or_else(|| ApiError::new(409, format!("process {pid} is gone")))?;
+                entry.task = id;
+                entry.expires_ns = expires_ns;
+                self.probes
+                    .tracked
+                    .insert(pid, entry, 0)
+                    .map_err(|e| ApiError::new(500, format!("tracked map: {e}")))?;
+                info!(pid, jti = %jti, task = id, "credential bound");
+                if !hosts.is_empty() {
+                    self.spawn_resolve(id, hosts);
+                }
+                Ok(json!({"pid": pid, "task": self.task_json(id)}))
+            }
+            Err(e) => {
+                let reason = format!("binding refused: {e}");
+                warn!(pid, jti = %jti, "{reason}");
+                self.alert_refused(pid, bind_alert_kind(&e), &reason);
+                Err(ApiError::new(403, reason))
+            }
+        }
+    }
+
+    /// Re-resolves a task's scope host names off the event loop.
+    fn spawn_resolve(&self, task: u32, hosts: Vec<String>) {
+        let tx = self.resolved_tx.clone();
+        tokio::spawn(async move {
+            let r = credentials::resolve_hosts(&hosts).await;
+            let _ = tx.send((task, r));
+        });
+    }
+
+    fn resolved(&mut self, task: u32, hosts: Vec<(String, Vec<IpAddr>)>) {
+        if let Some(t) = self.tasks.get_mut(task) {
+            t.verified.scope.resolved = hosts;
+        }
+    }
+
+    fn revoke(&mut self, jti: &str) -> Result<serde_json::Value, ApiError> {
+        let id = self
+            .tasks
+            .revoke(jti)
+            .ok_or_else(|| ApiError::new(404, format!("no task with jti {jti:?}")))?;
+        // The kernel flags the task's processes from their next action on.
+        for (pid, mut e) in self.kernel_entries() {
+            if e.task == id {
+                e.expires_ns = 1;
+                if let Err(err) = self.probes.tracked.insert(pid, e, 0) {
+                    warn!(pid, "revoking in the tracked map: {err}");
+                }
+            }
+        }
+        info!(jti, task = id, "task revoked");
+        Ok(json!({"task": self.task_json(id)}))
+    }
+
+    /// Binds the credential in TETHER_TASK_TOKEN of a process a selector just made an agent.
+    fn bind_from_environment(&mut self, pid: u32) {
+        let Some(token) = procscan::environ_var(pid, TOKEN_ENV) else {
+            return;
+        };
+        let verified = {
+            let Ok(keys) = self.keys.read() else { return };
+            token::verify(&token, &keys, credentials::now_epoch(), self.max_chain)
+        };
+        match verified {
+            Ok(v) => {
+                if let Err(e) = self.bind(pid, v) {
+                    debug!(pid, "{TOKEN_ENV}: {}", e.message);
+                }
+            }
+            Err(e) => {
+                let reason = format!("{TOKEN_ENV} of pid {pid} refused: {e}");
+                warn!("{reason}");
+                self.alert_refused(pid, "credential-refused", &reason);
+            }
+        }
+    }
+
+    /// An alert about a refused credential or binding for process `pid`.
+    fn alert_refused(&mut self, pid: u32, kind: &'static str, reason: &str) {
+        let proc_info = self.table.live_key(pid).and_then(|k| self.table.get(&k).cloned());
+        let task_id = self.kernel_entry(pid).map(|t| t.task).unwrap_or(NO_TASK);
+        let v = {
+            let task = self.task_view(task_id, false);
+            let f = Finding {
+                kind,
+                title: format!("{kind} (pid {pid})"),
+                desc: reason.to_string(),
+                process: proc_info.as_ref(),
+                task: task.as_ref(),
+                related: None,
+                details: json!({"pid": pid, "reason": reason}),
+                time_ns: None,
+                severity_id: if kind == "delegation-escalation" { 4 } else { 3 },
+            };
+            ocsf::finding(&self.ctx, self.seq + 1, &f)
+        };
+        self.seq += 1;
+        if let Err(e) = self.sinks.line(&v.to_string()) {
+            error!("writing an alert: {e}");
+        }
     }
 
     /// The status report: what the kernel allows and what is in effect, and the loss counters.
@@ -153,6 +388,18 @@ impl Daemon {
             "events_written": self.sinks.written,
             "decode_errors": self.decode_errors,
             "kernel_counters": counters,
+            "tasks": self.tasks.all().count(),
+            "trusted_issuers": self.trust.iter().map(|t| {
+                let keys = self.keys.read().ok().and_then(|k| k.by_issuer.get(&t.issuer).map(|r| match r {
+                    Ok(set) => json!({"keys": set.keys.len()}),
+                    Err(e) => json!({"error": e}),
+                }));
+                json!({"issuer": t.issuer, "jwks": match &t.source {
+                    credentials::trust::JwksSource::File(p) => p.display().to_string(),
+                    credentials::trust::JwksSource::Url(u) => u.clone(),
+                }, "state": keys})
+            }).collect::<Vec<_>>(),
+            "max_delegation_depth": self.max_chain,
         })
     }
 
@@ -224,11 +471,89 @@ impl Daemon {
             return Ok(());
         };
         let actor = before.unwrap_or_else(|| after.clone());
+        let a = ev.actor().clone();
         self.seq += 1;
-        if let Some(v) = ocsf::audit(&self.ctx, self.seq, &ev, &actor, &after, &self.table) {
-            self.sinks.line(&v.to_string())?;
+        let seq = self.seq;
+        // The audit event, and the verdict on the action against the task's credential
+        // (observe only): built while the task is borrowed, written after.
+        let lines = {
+            let task = self.task_view(a.task, a.task_expired);
+            let Some(audit) = ocsf::audit(&self.ctx, seq, &ev, &actor, &after, &self.table, task.as_ref()) else {
+                return Ok(());
+            };
+            let finding = task.as_ref().and_then(|t| {
+                let (kind, title, details, severity) = match t.state {
+                    CredState::Expired | CredState::Revoked => {
+                        let kind = if t.state == CredState::Expired {
+                            "credential-expired"
+                        } else {
+                            "credential-revoked"
+                        };
+                        (
+                            kind,
+                            format!("action under a {} credential (task {})", t.state.as_str(), t.jti),
+                            json!({"state": t.state.as_str()}),
+                            3,
+                        )
+                    }
+                    CredState::Valid => {
+                        let scope = &self.tasks.get(a.task)?.verified.scope;
+                        let v = credentials::check_action(scope, &ev).err()?;
+                        (
+                            "scope-violation",
+                            format!("{} outside scope.{} (task {})", v.attempted, v.clause, t.jti),
+                            json!({"clause": v.clause, "attempted": v.attempted, "allowed": v.allowed}),
+                            4,
+                        )
+                    }
+                    CredState::None => return None,
+                };
+                Some(ocsf::finding(
+                    &self.ctx,
+                    seq + 1,
+                    &Finding {
+                        kind,
+                        title,
+                        desc: format!("{} by pid {} ({})", ev.mechanism(), a.tgid, after.exe),
+                        process: Some(&after),
+                        task: Some(t),
+                        related: Some(&audit),
+                        details,
+                        time_ns: Some(a.ktime_ns),
+                        severity_id: severity,
+                    },
+                ))
+            });
+            let mut lines = vec![audit.to_string()];
+            lines.extend(finding.map(|f| f.to_string()));
+            lines
+        };
+        self.seq += lines.len() as u64 - 1;
+        for l in &lines {
+            self.sinks.line(l)?;
+        }
+        if let Event::Exec {
+            newly_selected: true, ..
+        } = ev
+        {
+            self.bind_from_environment(a.tgid);
         }
         Ok(())
+    }
+
+    /// Periodic: re-resolves scope host names, forgets ended tasks without processes.
+    fn refresh_tasks(&mut self) {
+        let live = self.live_tasks();
+        self.tasks.collect(credentials::now_epoch(), |id| live.contains(&id));
+        let work: Vec<(u32, Vec<String>)> = self
+            .tasks
+            .all()
+            .map(|t| (t.id, t.verified.scope.host_names()))
+            .filter(|(_, h)| !h.is_empty())
+            .collect();
+        for (id, hosts) in work {
+            self.spawn_resolve(id, hosts);
+        }
     }
 
     fn check_counters(&mut self) {
@@ -249,7 +574,8 @@ impl Daemon {
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
-    let selectors = policy::load(&opts.policies)?;
+    let policy = policy::load_policy(&opts.policies)?;
+    let (selectors, policy_trust) = (policy.selectors, policy.trust);
     info!(comm = ?selectors.comm, exe = ?selectors.exe, "agent selectors");
     let sinks = Sinks::new(opts.stdout, opts.audit_log.as_deref())?;
     let selectors = loader::compile_selectors(&selectors)?;
@@ -262,6 +588,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             info!("{line}");
         }
     }
+    // Trusted issuers: keys loaded now (a failure is kept per issuer and reported, not fatal).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut trust = policy_trust;
+    trust.extend(opts.trust.iter().cloned());
+    let client = credentials::trust::https_client(opts.ca_bundle.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    let keys = credentials::trust::load_all(&trust, &client).await;
+    for t in &trust {
+        match keys.by_issuer.get(&t.issuer) {
+            Some(Ok(set)) => info!(issuer = %t.issuer, keys = set.keys.len(), "trusted issuer"),
+            Some(Err(e)) => warn!(issuer = %t.issuer, "trusted issuer has no usable keys yet: {e}"),
+            None => {}
+        }
+    }
+    let keys = Arc::new(RwLock::new(keys));
+    let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
     let ticks_per_sec = procfs::ticks_per_second();
     let mut d = Daemon {
         probes,
@@ -274,28 +615,65 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         last_counters: [0; counter::COUNT as usize],
         ticks_per_sec,
         started,
+        tasks: Tasks::default(),
+        keys: keys.clone(),
+        trust: trust.clone(),
+        max_chain: opts.max_chain,
+        resolved_tx,
     };
     d.adopt(&selectors);
 
-    let listener = api::bind(&opts.socket)?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
-    tokio::spawn(api::serve(listener, calls_tx));
+    let state = ApiState {
+        calls: calls_tx,
+        keys: keys.clone(),
+        max_chain: opts.max_chain,
+    };
+    tokio::spawn(api::serve(
+        api::bind(&opts.socket, 0o666)?,
+        api::router(state.clone(), false),
+    ));
+    tokio::spawn(api::serve(
+        api::bind(&opts.admin_socket, 0o600)?,
+        api::router(state, true),
+    ));
+    // JWKS URLs are refreshed on a timer; the last good keys stay when a refresh fails.
+    if trust
+        .iter()
+        .any(|t| matches!(t.source, credentials::trust::JwksSource::Url(_)))
+    {
+        let (trust, keys) = (trust.clone(), keys.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REFRESH_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                for f in credentials::trust::refresh(&trust, &client, &keys).await {
+                    warn!("JWKS refresh failed (keeping the last good keys): {f}");
+                }
+            }
+        });
+    }
 
     if let Some(ready) = &opts.ready_file {
         std::fs::write(ready, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", ready.display()))?;
     }
-    info!(socket = %opts.socket.display(), startup_ms = started.elapsed().as_millis() as u64, "tether ready (observe-only)");
+    info!(socket = %opts.socket.display(), admin_socket = %opts.admin_socket.display(), startup_ms = started.elapsed().as_millis() as u64, "tether ready (observe-only)");
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut drain = tokio::time::interval(DRAIN_EVERY);
     let mut counters = tokio::time::interval(COUNTERS_EVERY);
+    let mut refresh = tokio::time::interval(REFRESH_EVERY);
+    refresh.tick().await;
     loop {
         tokio::select! {
             _ = drain.tick() => d.drain()?,
             _ = counters.tick() => d.check_counters(),
+            _ = refresh.tick() => d.refresh_tasks(),
             Some(call) = calls.recv() => d.call(call),
+            Some((task, hosts)) = resolved_rx.recv() => d.resolved(task, hosts),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -303,6 +681,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     d.drain()?;
     d.check_counters();
     let _ = std::fs::remove_file(&opts.socket);
+    let _ = std::fs::remove_file(&opts.admin_socket);
     info!(
         events = d.sinks.written,
         decoded = d.decoded,

@@ -5,9 +5,36 @@
 use serde_json::{Value, json};
 
 use crate::{
+    credentials::tasks::CredState,
     events::{Event, FileOp, NetOp, ReportedPath},
     lineage::{ProcInfo, ProcessTable, ticks_to_ns},
 };
+
+/// The task an action was attributed to (None: the process acts under no credential).
+#[derive(Clone, Debug)]
+pub struct TaskView<'a> {
+    pub jti: &'a str,
+    pub iss: &'a str,
+    pub sub: &'a str,
+    pub exp: i64,
+    pub state: CredState,
+    /// The kernel had flagged the credential expired or revoked when it made the record.
+    pub kernel_expired: bool,
+    /// Principal first, current actor last.
+    pub chain: &'a [String],
+}
+
+/// `unmapped.tether.task` and `unmapped.tether.delegation` of an action.
+fn task_fields(task: Option<&TaskView>) -> (Value, Value) {
+    match task {
+        Some(t) => (
+            json!({"jti": t.jti, "iss": t.iss, "sub": t.sub, "exp": t.exp, "state": t.state.as_str(),
+                   "kernel_expired": t.kernel_expired}),
+            json!(t.chain),
+        ),
+        None => (json!({"state": CredState::None.as_str()}), json!([])),
+    }
+}
 
 pub const OCSF_VERSION: &str = "1.8.0";
 pub const PRODUCT: &str = "Tether";
@@ -109,6 +136,7 @@ pub fn audit(
     actor: &ProcInfo,
     after: &ProcInfo,
     table: &ProcessTable,
+    task: Option<&TaskView>,
 ) -> Option<Value> {
     let a = event.actor();
     let (class_uid, category_uid, class_name, category_name, activity_id, activity_name) = match event {
@@ -153,10 +181,17 @@ pub fn audit(
         "device": {"hostname": ctx.hostname, "type_id": 1, "type": "Server"},
         "actor": {
             "process": process_obj(ctx, actor, Some(a.tid)),
-            "user": {"uid": a.uid.to_string()},
+            // The principal the task acts for, when there is one; else the OS user.
+            "user": match task {
+                Some(t) => json!({"name": t.sub, "uid": a.uid.to_string()}),
+                None => json!({"uid": a.uid.to_string()}),
+            },
         },
     });
+    let (task_obj, delegation) = task_fields(task);
     let mut tether = json!({
+        "task": task_obj,
+        "delegation": delegation,
         "lineage": lineage(ctx, table, after),
         "agent_root": {"pid": after.root.pid, "start_time": ctx.start_ms(after.root.start)},
         "tracked_by": after.reason.as_str(),
@@ -259,6 +294,97 @@ pub fn audit(
     Some(v)
 }
 
+/// What an alert is about.
+#[derive(Clone, Debug)]
+pub struct Finding<'a> {
+    /// Stable kind, e.g. `scope-violation`, `credential-expired`, `delegation-escalation`.
+    pub kind: &'static str,
+    pub title: String,
+    pub desc: String,
+    /// The acting process, when known.
+    pub process: Option<&'a ProcInfo>,
+    pub task: Option<&'a TaskView<'a>>,
+    /// The audit event the alert is about (its metadata.uid becomes a related event).
+    pub related: Option<&'a Value>,
+    /// Kind-specific details (the scope clause that failed, the refusal reason, ...).
+    pub details: Value,
+    /// Event time, ns since boot (None: now).
+    pub time_ns: Option<u64>,
+    pub severity_id: u8,
+}
+
+/// Serialises an alert as an OCSF Detection Finding (2004, activity Create).
+pub fn finding(ctx: &Context, seq: u64, f: &Finding) -> Value {
+    let time = match f.time_ns {
+        Some(ns) => ctx.epoch_ms(ns),
+        None => {
+            (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)) as i64
+        }
+    };
+    let severity = match f.severity_id {
+        1 => "Informational",
+        2 => "Low",
+        3 => "Medium",
+        4 => "High",
+        5 => "Critical",
+        _ => "Unknown",
+    };
+    let uid = format!("{}-{seq}", ctx.uid_prefix);
+    let mut info = json!({
+        "uid": uid,
+        "title": f.title,
+        "desc": f.desc,
+        "types": [f.kind],
+        "product": {"name": PRODUCT, "vendor_name": PRODUCT},
+    });
+    if let Some(r) = f.related {
+        info["related_events"] = json!([{
+            "uid": r["metadata"]["uid"],
+            "type_uid": r["type_uid"],
+        }]);
+    }
+    let (task_obj, delegation) = task_fields(f.task);
+    let mut tether = json!({
+        "alert": f.kind,
+        "task": task_obj,
+        "delegation": delegation,
+        "details": f.details,
+    });
+    if let Some(p) = f.process {
+        tether["actor"] = json!({"process": process_obj(ctx, p, None)});
+    }
+    json!({
+        "class_uid": 2004,
+        "class_name": "Detection Finding",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "activity_id": 1,
+        "activity_name": "Create",
+        "type_uid": 200401,
+        "time": time,
+        "severity_id": f.severity_id,
+        "severity": severity,
+        "is_alert": true,
+        // Observe only: the action was not stopped.
+        "action_id": 1,
+        "action": "Allowed",
+        "disposition_id": 1,
+        "disposition": "Allowed",
+        "metadata": {
+            "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": env!("CARGO_PKG_VERSION")},
+            "version": OCSF_VERSION,
+            "uid": uid,
+            "log_name": "alert",
+        },
+        "device": {"hostname": ctx.hostname, "type_id": 1, "type": "Server"},
+        "finding_info": info,
+        "unmapped": {"tether": tether},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,7 +444,7 @@ mod tests {
             port: 8080,
             via_lsm: false,
         };
-        let v = audit(&ctx(), 7, &ev, &p, &p, &t).expect("an action");
+        let v = audit(&ctx(), 7, &ev, &p, &p, &t, None).expect("an action");
         assert_eq!(v["class_uid"], 4001);
         assert_eq!(v["type_uid"], 400101);
         assert_eq!(v["time"], 1_700_000_006_000i64);
@@ -349,7 +475,7 @@ mod tests {
             actor: actor(),
             exit_code: Some(0),
         };
-        assert!(audit(&ctx(), 1, &ev, &p, &p, &t).is_none());
+        assert!(audit(&ctx(), 1, &ev, &p, &p, &t, None).is_none());
     }
 
     #[test]
@@ -373,7 +499,7 @@ mod tests {
             path2: None,
             via_lsm: false,
         };
-        let v = audit(&ctx(), 2, &ev, &p, &p, &t).unwrap();
+        let v = audit(&ctx(), 2, &ev, &p, &p, &t, None).unwrap();
         assert_eq!(v["class_uid"], 1001);
         assert_eq!(v["type_uid"], 100114);
         assert_eq!(v["file"]["name"], "shadow");

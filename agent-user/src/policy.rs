@@ -1,8 +1,11 @@
-//! Rule files. For now they say which processes are agents: selectors by executable path and
-//! by comm. Parsed strictly (unknown keys are errors, with file:line), validated at load.
+//! Rule files. For now they say which processes are agents (selectors by executable path and by
+//! comm) and which credential issuers are trusted. Parsed strictly (unknown keys are errors,
+//! with file:line), validated at load.
 use std::{collections::BTreeSet, path::Path};
 
 use serde::Deserialize;
+
+use crate::credentials::trust::Trust;
 
 /// The default rules, built into the binary (policies/default.yaml).
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
@@ -29,6 +32,16 @@ struct PolicyFile {
     version: u32,
     #[serde(default)]
     agents: Vec<AgentSelector>,
+    /// Trusted credential issuers: `- {issuer: ISS, jwks: FILE-or-https-URL}`.
+    #[serde(default)]
+    trust: Vec<TrustEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustEntry {
+    issuer: String,
+    jwks: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,8 +63,20 @@ pub struct Selectors {
     pub comm: BTreeSet<String>,
 }
 
+/// Everything the rule files say.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub selectors: Selectors,
+    pub trust: Vec<Trust>,
+}
+
 /// Parses one rule file's text.
 pub fn parse(file: &str, text: &str) -> Result<Selectors, PolicyError> {
+    parse_policy(file, text).map(|p| p.selectors)
+}
+
+/// Parses one rule file's text, with its trusted issuers.
+pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
     let parsed: PolicyFile = serde_yaml_ng::from_str(text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         PolicyError::Syntax {
@@ -105,15 +130,24 @@ pub fn parse(file: &str, text: &str) -> Result<Selectors, PolicyError> {
             out.comm.insert(comm);
         }
     }
-    Ok(out)
+    let mut trust = Vec::new();
+    for t in parsed.trust {
+        trust.push(Trust::new(t.issuer.trim(), t.jwks.trim()).map_err(|e| invalid(format!("trust: {e}")))?);
+    }
+    Ok(Policy { selectors: out, trust })
 }
 
 /// Loads rule files (or the built-in default when none is given) and merges their selectors.
 pub fn load(paths: &[impl AsRef<Path>]) -> Result<Selectors, PolicyError> {
+    load_policy(paths).map(|p| p.selectors)
+}
+
+/// Loads rule files (or the built-in default when none is given) and merges them.
+pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
     if paths.is_empty() {
-        return parse(DEFAULT_POLICY_NAME, DEFAULT_POLICY);
+        return parse_policy(DEFAULT_POLICY_NAME, DEFAULT_POLICY);
     }
-    let mut all = Selectors::default();
+    let mut all = Policy::default();
     for p in paths {
         let p = p.as_ref();
         let name = p.display().to_string();
@@ -121,9 +155,10 @@ pub fn load(paths: &[impl AsRef<Path>]) -> Result<Selectors, PolicyError> {
             file: name.clone(),
             source,
         })?;
-        let s = parse(&name, &text)?;
-        all.exe.extend(s.exe);
-        all.comm.extend(s.comm);
+        let s = parse_policy(&name, &text)?;
+        all.selectors.exe.extend(s.selectors.exe);
+        all.selectors.comm.extend(s.selectors.comm);
+        all.trust.extend(s.trust);
     }
     Ok(all)
 }
@@ -171,5 +206,20 @@ mod tests {
         assert!(err.to_string().contains("unsupported version 2"), "{err}");
         let err = parse("p.yaml", "version: 1\nagents:\n  - id: a\n").unwrap_err();
         assert!(err.to_string().contains("selects nothing"), "{err}");
+        let err = parse("p.yaml", "version: 1\ntrust:\n  - issuer: i\n    jwks: http://x/j\n").unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn trust_entries_are_read() {
+        let p = parse_policy(
+            "p.yaml",
+            "version: 1\ntrust:\n  - issuer: https://idp.test\n    jwks: /etc/tether/idp.jwks.json\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.trust,
+            vec![Trust::parse("https://idp.test=/etc/tether/idp.jwks.json").unwrap()]
+        );
     }
 }

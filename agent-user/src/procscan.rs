@@ -28,6 +28,13 @@ impl ProcSource for Procfs {
     }
 }
 
+/// One variable of a live process's environment (/proc/PID/environ, as it was at exec).
+pub fn environ_var(pid: u32, name: &str) -> Option<String> {
+    let env = procfs::process::Process::new(pid as i32).ok()?.environ().ok()?;
+    env.get(std::ffi::OsStr::new(name))
+        .map(|v| v.to_string_lossy().into_owned())
+}
+
 /// Inode of a live process's executable, as the kernel selector map keys it.
 pub fn exe_inode(pid: u32) -> Option<InodeKey> {
     let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;

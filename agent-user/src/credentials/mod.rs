@@ -15,6 +15,69 @@ pub fn now_epoch() -> i64 {
         .unwrap_or(0)
 }
 
+/// The scope verdict on one action (pure): Ok, or the clause it falls outside of. Fork and
+/// exit are not actions.
+pub fn check_action(scope: &scope::CompiledScope, event: &crate::events::Event) -> Result<(), scope::Violation> {
+    use crate::events::{Event, FileOp, Transport};
+    match event {
+        Event::Exec { exe, filename, .. } => {
+            let path = if exe.path.is_empty() { filename } else { &exe.path };
+            scope.check_exec(path)
+        }
+        Event::File { op, path, path2, .. } => {
+            scope.check_write(&path.path)?;
+            match (op, path2) {
+                (FileOp::Rename | FileOp::Link, Some(dst)) => scope.check_write(&dst.path),
+                _ => Ok(()),
+            }
+        }
+        Event::Net {
+            transport, addr, port, ..
+        } => {
+            let proto = match transport {
+                Transport::Tcp => scope::Proto::Tcp,
+                Transport::Udp => scope::Proto::Udp,
+                Transport::Other(n) => {
+                    return Err(scope::Violation {
+                        clause: "connect",
+                        attempted: format!("protocol {n}:{addr}:{port}"),
+                        allowed: scope.spec.connect.clone(),
+                    });
+                }
+            };
+            scope.check_connect(proto, *addr, *port)
+        }
+        Event::Fork { .. } | Event::Exit { .. } => Ok(()),
+    }
+}
+
+/// Resolves scope host names (each bounded to 2 s); a name that does not resolve gets no
+/// addresses, so connects to it are out of scope until a later resolution succeeds.
+pub async fn resolve_hosts(names: &[String]) -> Vec<(String, Vec<std::net::IpAddr>)> {
+    let mut out = Vec::new();
+    for n in names {
+        let lookup = tokio::net::lookup_host((n.as_str(), 0));
+        let ips = match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+            Ok(Ok(addrs)) => {
+                let mut ips: Vec<_> = addrs.map(|a| a.ip()).collect();
+                ips.sort();
+                ips.dedup();
+                ips
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("scope host {n}: {e}");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("scope host {n}: resolution timed out");
+                Vec::new()
+            }
+        };
+        out.push((n.clone(), ips));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -240,6 +240,17 @@ fn is_host_name(s: &str) -> bool {
         && s.chars().any(|c| c.is_ascii_alphabetic())
 }
 
+/// Terminals and the null-like devices every shell writes to: never a write of data, so never
+/// out of scope (documented with the credential format).
+pub const PSEUDO_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx"];
+
+fn is_pseudo_device(path: &str) -> bool {
+    PSEUDO_DEVICES.contains(&path)
+        || path
+            .strip_prefix("/dev/pts/")
+            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// The scope, compiled.
 #[derive(Debug, Clone)]
 pub struct CompiledScope {
@@ -326,7 +337,7 @@ impl CompiledScope {
     }
 
     pub fn check_write(&self, path: &str) -> Result<(), Violation> {
-        if self.write.iter().any(|p| p.matches(path)) {
+        if is_pseudo_device(path) || self.write.iter().any(|p| p.matches(path)) {
             return Ok(());
         }
         Err(Violation {
@@ -432,6 +443,8 @@ mod tests {
         assert!(s.check_write("/srv/task-420/x").is_err());
         assert!(s.check_write("/tmp/task-42-scratch").is_ok());
         assert!(s.check_write("/tmp/task-42-a/b").is_err());
+        assert!(s.check_write("/dev/null").is_ok() && s.check_write("/dev/pts/3").is_ok());
+        assert!(s.check_write("/dev/sda").is_err() && s.check_write("/dev/pts/../sda").is_err());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(s.check_connect(Proto::Tcp, ip("127.0.0.1"), 8080).is_ok());
         assert!(s.check_connect(Proto::Udp, ip("127.0.0.1"), 8080).is_err());

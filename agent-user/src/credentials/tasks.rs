@@ -90,6 +90,10 @@ impl Tasks {
         self.by_id.get(&id)
     }
 
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Task> {
+        self.by_id.get_mut(&id)
+    }
+
     pub fn by_jti(&self, jti: &str) -> Option<&Task> {
         self.by_jti.get(jti).and_then(|id| self.by_id.get(id))
     }
