@@ -11,6 +11,9 @@ use std::{
 
 use serde_json::Value;
 
+#[path = "kernel/credentials.rs"]
+mod credentials;
+
 fn tether_bin() -> PathBuf {
     std::env::var_os("TETHER_BIN")
         .map(PathBuf::from)
@@ -42,6 +45,11 @@ impl Daemon {
     }
 
     fn start_with_env(policy: Option<&str>, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(policy, &[], env)
+    }
+
+    /// Starts the daemon with extra `tether run` arguments and environment.
+    fn start_with(policy: Option<&str>, args: &[String], env: &[(&str, &str)]) -> Daemon {
         assert!(
             nix::unistd::geteuid().is_root(),
             "kernel tests need root: run them with `cargo xtask test` as root"
@@ -55,7 +63,10 @@ impl Daemon {
             .arg(dir.path().join("ready"))
             .arg("--audit-log")
             .arg(dir.path().join("audit.jsonl"))
+            .arg("--admin-socket")
+            .arg(dir.path().join("admin.sock"))
             .arg("--no-stdout")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log file"))
             .envs(env.iter().copied());
@@ -84,6 +95,10 @@ impl Daemon {
 
     fn socket(&self) -> PathBuf {
         self.dir.path().join("api.sock")
+    }
+
+    fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
     }
 
     /// `tether status --json` against this daemon.

@@ -1,0 +1,652 @@
+//! Task credentials against the real daemon and probes: binding with `tether exec --token`,
+//! attribution in every event, scope alerts, expiry seen by the kernel, revocation, delegation,
+//! the environment variable, JWKS over a real HTTPS server, and every kind of bad input.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tether::credentials::{
+    devissuer::{self, IssueRequest, SigningKey},
+    now_epoch,
+    scope::ScopeSpec,
+};
+
+use super::{Daemon, check_ocsf, netprobe_bin, tcp_listener, test_dir, tether_bin};
+
+const ISS: &str = "https://issuer.test";
+
+/// A development issuer in a temporary directory.
+struct Issuer {
+    dir: tempfile::TempDir,
+    key: SigningKey,
+}
+
+impl Issuer {
+    fn new() -> Issuer {
+        let dir = tempfile::tempdir().unwrap();
+        let key = devissuer::keygen(dir.path(), "EdDSA").expect("keygen");
+        Issuer { dir, key }
+    }
+
+    fn jwks(&self) -> PathBuf {
+        self.dir.path().join("jwks.json")
+    }
+
+    fn trust_arg(&self) -> Vec<String> {
+        vec!["--trust".into(), format!("{ISS}={}", self.jwks().display())]
+    }
+
+    fn request(&self, jti: &str, actors: &[&str], scope: ScopeSpec) -> IssueRequest {
+        IssueRequest {
+            iss: ISS.into(),
+            sub: "user:alice".into(),
+            actors: actors.iter().map(|a| a.to_string()).collect(),
+            aud: vec!["tether".into()],
+            ttl: Duration::from_secs(600),
+            not_before: Duration::ZERO,
+            jti: Some(jti.into()),
+            scope,
+        }
+    }
+
+    /// Signs `req` with this issuer's key and writes the token to a file.
+    fn token_file(&self, req: &IssueRequest) -> PathBuf {
+        let claims = devissuer::claims(req, now_epoch());
+        self.write(&req.jti.clone().unwrap(), &devissuer::sign(&self.key, &claims).unwrap())
+    }
+
+    fn write(&self, name: &str, token: &str) -> PathBuf {
+        let p = self.dir.path().join(format!("{name}.jwt"));
+        std::fs::write(&p, token).unwrap();
+        p
+    }
+}
+
+fn scope(exec: &[&str], connect: &[String], write: &[&str]) -> ScopeSpec {
+    ScopeSpec {
+        exec: exec.iter().map(|s| s.to_string()).collect(),
+        connect: connect.to_vec(),
+        write: write.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn bash() -> String {
+    std::fs::canonicalize("/bin/bash").unwrap().display().to_string()
+}
+
+fn true_bin() -> String {
+    std::fs::canonicalize("/bin/true").unwrap().display().to_string()
+}
+
+/// `tether exec --token TOKEN -- bash -c SCRIPT` with $DIR set.
+fn exec_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Output {
+    Command::new(tether_bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("--token")
+        .arg(token)
+        .arg("--")
+        .arg("bash")
+        .arg("-c")
+        .arg(script)
+        .env("DIR", dir)
+        .env("NETPROBE", netprobe_bin())
+        .env("TETHER", tether_bin())
+        .env("SOCK", d.socket())
+        .output()
+        .expect("tether exec")
+}
+
+fn alerts<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["class_uid"] == 2004 && e["unmapped"]["tether"]["alert"] == kind)
+        .collect()
+}
+
+fn file_event<'a>(events: &'a [Value], path: &Path) -> &'a Value {
+    super::exactly_one(events, &format!("write of {}", path.display()), |e| {
+        e["class_uid"] == 1001 && e["file"]["path"] == path.display().to_string()
+    })
+}
+
+/// Waits until `path` exists.
+fn wait_for(path: &Path) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_bound_task_is_attributed_in_every_event_and_out_of_scope_actions_raise_alerts() {
+    let issuer = Issuer::new();
+    let d = Daemon::start_with(None, &issuer.trust_arg(), &[]);
+    let (_t, dir) = test_dir();
+    std::fs::create_dir(dir.join("ok")).unwrap();
+    let (l_in, p_in) = tcp_listener("127.0.0.1:0");
+    let (l_out, p_out) = tcp_listener("127.0.0.1:0");
+    let ok_dir = format!("{}/ok/", dir.display());
+    let token = issuer.token_file(&issuer.request(
+        "task-attr",
+        &["spiffe://corp/agent/coder"],
+        scope(&[&bash(), &true_bin()], &[format!("tcp:127.0.0.1:{p_in}")], &[&ok_dir]),
+    ));
+    let script = format!(
+        "set -eu; cd \"$DIR\"; echo a > ok/in-scope.txt; echo b > out-of-scope.txt; /bin/true; \
+         exec 3<>/dev/tcp/127.0.0.1/{p_in}; exec 4<>/dev/tcp/127.0.0.1/{p_out}; \"$NETPROBE\" sendto 127.0.0.1 {p_in} || true"
+    );
+    let out = exec_with_token(&d, &token, &dir, &script);
+    assert!(out.status.success(), "{out:?}");
+    super::accept_one(&l_in, "in-scope connect");
+    super::accept_one(&l_out, "out-of-scope connect");
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, log) = d.stop();
+    for e in &events {
+        check_ocsf(e);
+    }
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["class_uid"] != 2004 && e["unmapped"]["tether"]["task"]["jti"] == "task-attr")
+        .collect();
+    assert!(mine.len() >= 5, "events of the task:\n{events:#?}\n{log}");
+    for e in &mine {
+        let t = &e["unmapped"]["tether"];
+        assert_eq!(t["task"]["state"], "valid", "{e}");
+        assert_eq!(t["task"]["iss"], ISS);
+        assert_eq!(t["task"]["sub"], "user:alice");
+        assert_eq!(
+            t["delegation"],
+            serde_json::json!(["user:alice", "spiffe://corp/agent/coder"])
+        );
+    }
+    // In scope: no alert. Out of scope: one alert each, naming the clause.
+    let violations = alerts(&events, "scope-violation");
+    let clause_of = |attempted: &str| -> Vec<&str> {
+        violations
+            .iter()
+            .filter(|a| a["unmapped"]["tether"]["details"]["attempted"] == attempted)
+            .map(|a| a["unmapped"]["tether"]["details"]["clause"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        clause_of(&dir.join("out-of-scope.txt").display().to_string()),
+        ["write"]
+    );
+    assert_eq!(clause_of(&format!("tcp:127.0.0.1:{p_out}")), ["connect"]);
+    assert_eq!(
+        clause_of(&netprobe_bin().canonicalize().unwrap().display().to_string()),
+        ["exec"]
+    );
+    assert!(clause_of(&dir.join("ok/in-scope.txt").display().to_string()).is_empty());
+    assert!(clause_of(&format!("tcp:127.0.0.1:{p_in}")).is_empty());
+    assert!(clause_of(&true_bin()).is_empty());
+    // The alert points at its audit event and names the task.
+    let write_alert = violations
+        .iter()
+        .find(|a| a["unmapped"]["tether"]["details"]["clause"] == "write")
+        .unwrap();
+    let audit = file_event(&events, &dir.join("out-of-scope.txt"));
+    assert_eq!(
+        write_alert["finding_info"]["related_events"][0]["uid"],
+        audit["metadata"]["uid"]
+    );
+    assert_eq!(write_alert["unmapped"]["tether"]["task"]["jti"], "task-attr");
+}
+
+#[test]
+fn expiry_is_carried_by_the_kernel_and_revocation_applies_at_once() {
+    let issuer = Issuer::new();
+    let d = Daemon::start_with(None, &issuer.trust_arg(), &[]);
+    let (_t, dir) = test_dir();
+    let everything = scope(&["/**"], &[], &["/"]);
+
+    // Expiry: a 2-second credential; the second write happens after it expired.
+    let mut req = issuer.request("task-exp", &["agent"], everything.clone());
+    req.ttl = Duration::from_secs(2);
+    let token = issuer.token_file(&req);
+    let out = exec_with_token(
+        &d,
+        &token,
+        &dir,
+        "cd \"$DIR\"; echo a > before.txt; sleep 3; echo b > after.txt",
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    // Revocation: the second write waits for the revocation.
+    let token = issuer.token_file(&issuer.request("task-rev", &["agent"], everything));
+    let child = {
+        let mut c = Command::new(tether_bin());
+        c.arg("exec")
+            .arg("--socket")
+            .arg(d.socket())
+            .arg("--token")
+            .arg(&token)
+            .arg("--")
+            .arg("bash")
+            .arg("-c")
+            .arg("cd \"$DIR\"; echo a > r1.txt; while [ ! -e go ]; do sleep 0.05; done; echo b > r2.txt")
+            .env("DIR", &dir);
+        c.spawn().unwrap()
+    };
+    wait_for(&dir.join("r1.txt"));
+    let out = Command::new(tether_bin())
+        .args(["tasks", "--admin-socket"])
+        .arg(d.admin_socket())
+        .args(["revoke", "task-rev"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "revoke: {out:?}");
+    std::fs::write(dir.join("go"), "").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    // A revoked credential cannot be bound again.
+    let out = exec_with_token(&d, &token, &dir, "true");
+    assert_eq!(out.status.code(), Some(126));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, _log) = d.stop();
+    for e in &events {
+        check_ocsf(e);
+    }
+    let task = |p: &str| file_event(&events, &dir.join(p))["unmapped"]["tether"]["task"].clone();
+    assert_eq!(task("before.txt")["state"], "valid");
+    assert_eq!(task("before.txt")["kernel_expired"], false);
+    assert_eq!(task("after.txt")["state"], "expired");
+    assert_eq!(
+        task("after.txt")["kernel_expired"],
+        true,
+        "the kernel itself saw the expiry"
+    );
+    assert_eq!(task("r1.txt")["state"], "valid");
+    assert_eq!(task("r2.txt")["state"], "revoked");
+    assert_eq!(
+        task("r2.txt")["kernel_expired"],
+        true,
+        "revocation reached the kernel map"
+    );
+    assert!(
+        alerts(&events, "credential-expired")
+            .iter()
+            .any(|a| a["finding_info"]["related_events"][0]["uid"]
+                == file_event(&events, &dir.join("after.txt"))["metadata"]["uid"])
+    );
+    assert!(!alerts(&events, "credential-revoked").is_empty());
+}
+
+#[test]
+fn delegation_must_narrow_the_parent_task() {
+    let issuer = Issuer::new();
+    let d = Daemon::start_with(None, &issuer.trust_arg(), &[]);
+    let (_t, dir) = test_dir();
+    let tether = tether_bin().canonicalize().unwrap().display().to_string();
+    let dir_s = format!("{}/", dir.display());
+    let parent = issuer.token_file(&issuer.request(
+        "task-parent",
+        &["spiffe://corp/agent/coder"],
+        scope(&[&bash(), &tether, &true_bin()], &[], &[&dir_s]),
+    ));
+    // Children live shorter than the parent (exp not later is part of narrowing).
+    let child = |jti: &str, s: ScopeSpec| {
+        let mut r = issuer.request(jti, &["spiffe://corp/agent/coder", "spiffe://corp/agent/tests"], s);
+        r.ttl = Duration::from_secs(500);
+        issuer.token_file(&r)
+    };
+    let narrow = child("task-narrow", scope(&[&true_bin()], &[], &[&format!("{dir_s}sub/")]));
+    let wide = child("task-wide", scope(&["/**"], &[], &[&dir_s]));
+    let script = format!(
+        "cd \"$DIR\"; mkdir -p sub; \"$TETHER\" exec --socket \"$SOCK\" --token {} -- bash -c 'echo n > sub/narrow.txt'; echo narrow=$?; \
+         \"$TETHER\" exec --socket \"$SOCK\" --token {} -- bash -c 'echo w > wide.txt'; echo wide=$?",
+        narrow.display(),
+        wide.display()
+    );
+    let out = exec_with_token(&d, &parent, &dir, &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("narrow=0"), "{out:?}");
+    assert!(stdout.contains("wide=126"), "the wider credential is refused: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("delegation escalation"),
+        "{out:?}"
+    );
+    assert!(!dir.join("wide.txt").exists(), "the refused command never ran");
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, _log) = d.stop();
+    let narrow_write = file_event(&events, &dir.join("sub/narrow.txt"));
+    assert_eq!(narrow_write["unmapped"]["tether"]["task"]["jti"], "task-narrow");
+    assert_eq!(
+        narrow_write["unmapped"]["tether"]["delegation"],
+        serde_json::json!(["user:alice", "spiffe://corp/agent/coder", "spiffe://corp/agent/tests"])
+    );
+    let esc = alerts(&events, "delegation-escalation");
+    assert_eq!(esc.len(), 1, "{esc:#?}");
+    assert!(
+        esc[0]["unmapped"]["tether"]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("scope.exec")
+    );
+    assert_eq!(
+        esc[0]["unmapped"]["tether"]["task"]["jti"], "task-parent",
+        "raised in the parent's tree"
+    );
+}
+
+#[test]
+fn a_selected_agent_binds_the_credential_in_its_environment() {
+    let issuer = Issuer::new();
+    let (_t, dir) = test_dir();
+    let agent = dir.join("tt-envagent");
+    std::fs::copy("/bin/bash", &agent).unwrap();
+    let policy = "version: 1\nagents:\n  - id: env-agent\n    comm: [tt-envagent]\n";
+    let d = Daemon::start_with(Some(policy), &issuer.trust_arg(), &[]);
+    let claims = devissuer::claims(
+        &issuer.request("task-env", &["spiffe://corp/agent/env"], scope(&["/**"], &[], &["/"])),
+        now_epoch(),
+    );
+    let token = devissuer::sign(&issuer.key, &claims).unwrap();
+    // The first write waits until the daemon has seen the exec (and so read the environment).
+    let out = Command::new(&agent)
+        .arg("-c")
+        .arg("sleep 0.5; echo x > env.txt")
+        .current_dir(&dir)
+        .env("TETHER_TASK_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, log) = d.stop();
+    let w = file_event(&events, &dir.join("env.txt"));
+    assert_eq!(w["unmapped"]["tether"]["task"]["jti"], "task-env", "{log}");
+    assert_eq!(w["unmapped"]["tether"]["task"]["state"], "valid");
+}
+
+/// A real HTTPS server on loopback (Python's ssl module, a certificate made by openssl) that
+/// serves `body` for every GET.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    fn start(body: &[u8]) -> HttpsServer {
+        let dir = tempfile::tempdir().unwrap();
+        // A CA, and a server certificate for 127.0.0.1 signed by it (rustls accepts no
+        // self-signed server certificate).
+        let d = dir.path();
+        std::fs::write(
+            d.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-subj",
+                    "/CN=tether-test-ca",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "1",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "leaf.csr"],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ]);
+        std::fs::write(dir.path().join("body"), body).unwrap();
+        let port_file = dir.path().join("port");
+        let server = r#"
+import http.server, ssl, sys
+body = open(sys.argv[1] + "/body", "rb").read()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1] + "/cert.pem", sys.argv[1] + "/key.pem")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+open(sys.argv[1] + "/port", "w").write(str(s.server_address[1]))
+s.serve_forever()
+"#;
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(server)
+            .arg(dir.path())
+            .spawn()
+            .expect("python3");
+        wait_for(&port_file);
+        std::thread::sleep(Duration::from_millis(100));
+        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
+        HttpsServer {
+            child,
+            port,
+            ca: dir.path().join("ca.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn jwks_urls_are_fetched_over_https_and_a_down_or_garbage_url_only_refuses_its_tokens() {
+    let good = Issuer::new();
+    let garbage_srv = HttpsServer::start(b"<html>this is not a key set</html>");
+    let good_srv = HttpsServer::start(&std::fs::read(good.jwks()).unwrap());
+    // One CA bundle with both self-signed certificates.
+    let (_cadir, cadir) = test_dir();
+    let bundle = cadir.join("ca.pem");
+    let mut pem = std::fs::read(&garbage_srv.ca).unwrap();
+    pem.extend(std::fs::read(&good_srv.ca).unwrap());
+    std::fs::write(&bundle, pem).unwrap();
+    let closed = tcp_listener("127.0.0.1:0").1; // bound then dropped: nothing listens
+    let args = vec![
+        "--ca-bundle".into(),
+        bundle.display().to_string(),
+        "--trust".into(),
+        format!("{ISS}=https://127.0.0.1:{}/jwks.json", good_srv.port),
+        "--trust".into(),
+        format!("https://down.test=https://127.0.0.1:{closed}/jwks.json"),
+        "--trust".into(),
+        format!("https://garbage.test=https://127.0.0.1:{}/jwks.json", garbage_srv.port),
+    ];
+    let d = Daemon::start_with(None, &args, &[]);
+    let (_t, dir) = test_dir();
+    let all = scope(&["/**"], &[], &["/"]);
+    let ok = good.token_file(&good.request("task-url", &["agent"], all.clone()));
+    let out = exec_with_token(&d, &ok, &dir, "echo ok > \"$DIR\"/url.txt");
+    assert!(out.status.success(), "a key fetched over HTTPS verifies: {out:?}");
+    for iss in ["https://down.test", "https://garbage.test"] {
+        let mut req = good.request(&format!("task-{}", &iss[8..12]), &["agent"], all.clone());
+        req.iss = iss.into();
+        let t = good.token_file(&req);
+        let out = exec_with_token(&d, &t, &dir, "echo bad > \"$DIR\"/bad.txt");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(126), "{iss}: {out:?}");
+        assert!(err.contains("keys are unavailable"), "{iss}: {err}");
+    }
+    assert!(!dir.join("bad.txt").exists());
+    let s = d.status();
+    let issuers = s["trusted_issuers"].to_string();
+    assert!(issuers.contains("not a JWKS"), "garbage is named: {issuers}");
+    let (events, log) = d.stop();
+    assert!(log.contains("down.test"), "the failed fetch is logged:\n{log}");
+    assert_eq!(alerts(&events, "credential-refused").len(), 2);
+}
+
+#[test]
+fn bad_credentials_are_refused_the_command_never_runs_and_the_daemon_carries_on() {
+    let issuer = Issuer::new();
+    let stranger = Issuer::new();
+    let d = Daemon::start_with(None, &issuer.trust_arg(), &[]);
+    let (_t, dir) = test_dir();
+    let all = scope(&["/**"], &[], &["/"]);
+    let good = issuer.request("task-good", &["agent"], all.clone());
+    let signed =
+        |req: &IssueRequest, key: &SigningKey| devissuer::sign(key, &devissuer::claims(req, now_epoch())).unwrap();
+    let good_token = signed(&good, &issuer.key);
+    let mut parts: Vec<String> = good_token.split('.').map(String::from).collect();
+    parts[2] = signed(&issuer.request("task-other", &["agent"], all.clone()), &issuer.key)
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .into();
+    let bad_sig = parts.join(".");
+    let mut bad_scope = devissuer::claims(&good, now_epoch());
+    bad_scope.scope.connect = vec!["tcp:not a host:1".into()];
+    let mut expired = good.clone();
+    expired.ttl = Duration::from_secs(1);
+    let expired_token = signed(&expired, &issuer.key);
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("malformed", "not.a.token".into(), "malformed"),
+        ("bad signature", bad_sig, "bad signature"),
+        ("unknown kid", signed(&good, &stranger.key), "has no key with kid"),
+        (
+            "unknown issuer",
+            signed(
+                &IssueRequest {
+                    iss: "https://evil.test".into(),
+                    ..good.clone()
+                },
+                &issuer.key,
+            ),
+            "is not trusted",
+        ),
+        (
+            "wrong audience",
+            signed(
+                &IssueRequest {
+                    aud: vec!["someone-else".into()],
+                    ..good.clone()
+                },
+                &issuer.key,
+            ),
+            "audience",
+        ),
+        (
+            "not yet valid",
+            signed(
+                &IssueRequest {
+                    not_before: Duration::from_secs(3600),
+                    ..good.clone()
+                },
+                &issuer.key,
+            ),
+            "not valid before",
+        ),
+        (
+            "bad scope",
+            devissuer::sign(&issuer.key, &bad_scope).unwrap(),
+            "bad scope",
+        ),
+        (
+            "deep act",
+            signed(
+                &IssueRequest {
+                    actors: (0..500).map(|i| format!("a{i}")).collect(),
+                    ..good.clone()
+                },
+                &issuer.key,
+            ),
+            "refused",
+        ),
+        ("huge", "x".repeat(40_000), "bytes"),
+    ];
+    std::thread::sleep(Duration::from_millis(1100)); // the 1-second credential has expired
+    let mut all_cases = cases;
+    all_cases.push(("expired", expired_token, "expired"));
+    for (what, token, why) in &all_cases {
+        let path = issuer.write(&what.replace(' ', "-"), token);
+        let out = exec_with_token(&d, &path, &dir, "echo ran > \"$DIR\"/ran.txt");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(126), "{what}: {out:?}");
+        assert!(err.contains(why), "{what}: {err}");
+        assert!(!dir.join("ran.txt").exists(), "{what}: the command ran");
+    }
+    // Replay: the good credential held by a live tree cannot be bound by another one.
+    let good_path = issuer.write("good", &good_token);
+    let holder = {
+        let mut c = Command::new(tether_bin());
+        c.arg("exec")
+            .arg("--socket")
+            .arg(d.socket())
+            .arg("--token")
+            .arg(&good_path)
+            .arg("--")
+            .arg("bash")
+            .arg("-c")
+            .arg("touch \"$DIR\"/holding; while [ ! -e \"$DIR\"/release ]; do sleep 0.05; done")
+            .env("DIR", &dir);
+        c.spawn().unwrap()
+    };
+    wait_for(&dir.join("holding"));
+    let out = exec_with_token(&d, &good_path, &dir, "echo ran > \"$DIR\"/ran.txt");
+    assert_eq!(out.status.code(), Some(126), "replay: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replay"), "{out:?}");
+    std::fs::write(dir.join("release"), "").unwrap();
+    assert!(holder.wait_with_output().unwrap().status.success());
+    // The daemon still answers, and raised an alert for each refusal it saw.
+    assert_eq!(d.status()["mode"], "observe");
+    let (events, _log) = d.stop();
+    for e in &events {
+        check_ocsf(e);
+    }
+    assert_eq!(
+        alerts(&events, "credential-refused").len(),
+        all_cases.len(),
+        "{events:#?}"
+    );
+    assert_eq!(alerts(&events, "credential-replay").len(), 1);
+}
