@@ -2,7 +2,6 @@
 //! process table, the kernel maps and the sinks, and serves API calls.
 use std::{
     collections::HashSet,
-    net::IpAddr,
     path::PathBuf,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
@@ -101,7 +100,7 @@ struct Daemon {
     trust: Vec<Trust>,
     max_chain: usize,
     /// Host-name resolutions for a task's scope, from spawned resolver tasks.
-    resolved_tx: mpsc::UnboundedSender<(u32, Vec<(String, Vec<IpAddr>)>)>,
+    resolved_tx: mpsc::UnboundedSender<(u32, credentials::Resolved)>,
 }
 
 /// Why a bind was refused, as an alert kind.
@@ -295,7 +294,7 @@ impl Daemon {
         });
     }
 
-    fn resolved(&mut self, task: u32, hosts: Vec<(String, Vec<IpAddr>)>) {
+    fn resolved(&mut self, task: u32, hosts: credentials::Resolved) {
         if let Some(t) = self.tasks.get_mut(task) {
             t.verified.scope.resolved = hosts;
         }

@@ -51,9 +51,12 @@ pub fn check_action(scope: &scope::CompiledScope, event: &crate::events::Event) 
     }
 }
 
+/// Host names with the addresses they resolved to.
+pub type Resolved = Vec<(String, Vec<std::net::IpAddr>)>;
+
 /// Resolves scope host names (each bounded to 2 s); a name that does not resolve gets no
 /// addresses, so connects to it are out of scope until a later resolution succeeds.
-pub async fn resolve_hosts(names: &[String]) -> Vec<(String, Vec<std::net::IpAddr>)> {
+pub async fn resolve_hosts(names: &[String]) -> Resolved {
     let mut out = Vec::new();
     for n in names {
         let lookup = tokio::net::lookup_host((n.as_str(), 0));
