@@ -350,29 +350,53 @@ fn test_vm(args: &TestArgs) -> anyhow::Result<()> {
         std::fs::metadata(&initramfs)?.len() >> 20,
         t.elapsed().as_secs_f64()
     );
+    // VMs run side by side, `jobs` at a time (TETHER_VM_JOBS, default 2): much of a run is
+    // waiting (daemon start, sleeps in the suite), so two share the 2 cores well.
+    let jobs: usize = env::var("TETHER_VM_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .filter(|&j| j > 0)
+        .unwrap_or(2);
+    let results: Vec<(String, Option<String>)> = std::thread::scope(|scope| {
+        let mut out = Vec::new();
+        for chunk in kernels.chunks(jobs) {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|k| {
+                    let (initramfs, work) = (&initramfs, &work);
+                    scope.spawn(move || {
+                        let kt = Instant::now();
+                        let log = work.join(format!("console-{}.log", k.name));
+                        eprintln!("vm: booting {} ({}) under qemu/TCG", k.name, k.package);
+                        let (verdict, failed) = match vm::boot(k, initramfs, &log) {
+                            Ok(0) => ("passed".to_string(), None),
+                            Ok(rc) => (
+                                format!("FAILED (suite exit {rc}; console log {})", log.display()),
+                                Some(k.name.clone()),
+                            ),
+                            Err(e) => (format!("FAILED ({e:#})"), Some(k.name.clone())),
+                        };
+                        (
+                            format!(
+                                "  {:<6} {:<60} {verdict} in {:.0}s",
+                                k.name,
+                                k.package,
+                                kt.elapsed().as_secs_f64()
+                            ),
+                            failed,
+                        )
+                    })
+                })
+                .collect();
+            out.extend(handles.into_iter().map(|h| h.join().expect("VM thread")));
+        }
+        out
+    });
     let mut failed = Vec::new();
     let mut summary = Vec::new();
-    for k in &kernels {
-        let kt = Instant::now();
-        let log = work.join(format!("console-{}.log", k.name));
-        eprintln!("vm: booting {} ({}) under qemu/TCG", k.name, k.package);
-        let verdict = match vm::boot(k, &initramfs, &log) {
-            Ok(0) => "passed".to_string(),
-            Ok(rc) => {
-                failed.push(k.name.clone());
-                format!("FAILED (suite exit {rc}; console log {})", log.display())
-            }
-            Err(e) => {
-                failed.push(k.name.clone());
-                format!("FAILED ({e:#})")
-            }
-        };
-        summary.push(format!(
-            "  {:<6} {:<60} {verdict} in {:.0}s",
-            k.name,
-            k.package,
-            kt.elapsed().as_secs_f64()
-        ));
+    for (line, f) in results {
+        summary.push(line);
+        failed.extend(f);
     }
     eprintln!("vm: matrix results ({:.0}s in all):", t.elapsed().as_secs_f64());
     for s in &summary {
