@@ -153,6 +153,23 @@ pub async fn load_all(trust: &[Trust], client: &reqwest::Client) -> Keys {
     keys
 }
 
+/// Applies one fetch result to `keys`: a good set replaces the old one; a failure keeps the
+/// last good set, or is recorded when there is none. Returns the failure, if any.
+pub fn merge(keys: &mut Keys, issuer: &str, fetched: Result<JwkSet, String>) -> Option<String> {
+    match fetched {
+        Ok(set) => {
+            keys.by_issuer.insert(issuer.into(), Ok(set));
+            None
+        }
+        Err(e) => {
+            if !matches!(keys.by_issuer.get(issuer), Some(Ok(_))) {
+                keys.by_issuer.insert(issuer.into(), Err(e.clone()));
+            }
+            Some(e)
+        }
+    }
+}
+
 /// Refreshes the URL issuers in `keys`: a new good set replaces the old one; a failure keeps
 /// the last good set (and is returned for logging), or records the failure when there is none.
 pub async fn refresh(trust: &[Trust], client: &reqwest::Client, keys: &std::sync::RwLock<Keys>) -> Vec<String> {
@@ -165,17 +182,8 @@ pub async fn refresh(trust: &[Trust], client: &reqwest::Client, keys: &std::sync
         let Ok(mut k) = keys.write() else {
             continue;
         };
-        match fetched {
-            Ok(set) => {
-                k.by_issuer.insert(t.issuer.clone(), Ok(set));
-            }
-            Err(e) => {
-                failures.push(format!("issuer {}: {e}", t.issuer));
-                let has_good = matches!(k.by_issuer.get(&t.issuer), Some(Ok(_)));
-                if !has_good {
-                    k.by_issuer.insert(t.issuer.clone(), Err(e));
-                }
-            }
+        if let Some(e) = merge(&mut k, &t.issuer, fetched) {
+            failures.push(format!("issuer {}: {e}", t.issuer));
         }
     }
     failures
@@ -204,6 +212,28 @@ mod tests {
             Trust::parse("i=http://plain/jwks"),
             Err(TrustError::NotHttps(_))
         ));
+    }
+
+    #[test]
+    fn a_failed_refresh_keeps_the_last_good_keys() {
+        let good = parse_jwks(
+            br#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#,
+        )
+        .unwrap();
+        let mut keys = Keys::default();
+        assert_eq!(merge(&mut keys, "i", Err("down".into())), Some("down".into()));
+        assert_eq!(
+            keys.by_issuer["i"].as_ref().unwrap_err(),
+            "down",
+            "no good keys yet: the failure is the state"
+        );
+        assert_eq!(merge(&mut keys, "i", Ok(good.clone())), None);
+        assert_eq!(merge(&mut keys, "i", Err("garbage".into())), Some("garbage".into()));
+        assert_eq!(
+            keys.by_issuer["i"].as_ref().unwrap().keys.len(),
+            1,
+            "the last good keys stay"
+        );
     }
 
     #[test]
