@@ -350,13 +350,14 @@ fn test_vm(args: &TestArgs) -> anyhow::Result<()> {
         std::fs::metadata(&initramfs)?.len() >> 20,
         t.elapsed().as_secs_f64()
     );
-    // VMs run side by side, `jobs` at a time (TETHER_VM_JOBS, default 2): much of a run is
-    // waiting (daemon start, sleeps in the suite), so two share the 2 cores well.
+    // VMs run side by side, `jobs` at a time (TETHER_VM_JOBS, default 3 = the whole matrix):
+    // most of a run is waiting (daemon starts, sleeps in the suite), so they share the 2 cores
+    // well (measured: two side by side took as long as one alone).
     let jobs: usize = env::var("TETHER_VM_JOBS")
         .ok()
         .and_then(|j| j.parse().ok())
         .filter(|&j| j > 0)
-        .unwrap_or(2);
+        .unwrap_or(3);
     let results: Vec<(String, Option<String>)> = std::thread::scope(|scope| {
         let mut out = Vec::new();
         for chunk in kernels.chunks(jobs) {
