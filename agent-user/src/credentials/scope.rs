@@ -193,13 +193,14 @@ fn connect_rule(index: usize, text: &str) -> Result<ConnectRule, ScopeError> {
     };
     let (host, ports) = rest.rsplit_once(':').ok_or_else(|| err("expected PROTO:HOST:PORTS"))?;
     let ports = match ports.split_once('-') {
+        _ if ports == "*" => (Ok(0), Ok(u16::MAX)),
         Some((lo, hi)) => (lo.parse::<u16>(), hi.parse::<u16>()),
         None => (ports.parse::<u16>(), ports.parse::<u16>()),
     };
     let ports = match ports {
         (Ok(lo), Ok(hi)) if lo <= hi => (lo, hi),
         (Ok(_), Ok(_)) => return Err(err("port range LOW-HIGH has LOW > HIGH")),
-        _ => return Err(err("ports must be a number 0-65535 or LOW-HIGH")),
+        _ => return Err(err("ports must be a number 0-65535, LOW-HIGH or *")),
     };
     let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     let host = if let Ok(ip) = bare.parse::<IpAddr>() {
@@ -325,8 +326,31 @@ impl CompiledScope {
         names
     }
 
+    /// Does an `exec` entry match `path`?
+    pub fn matches_exec(&self, path: &str) -> bool {
+        self.exec.iter().any(|p| p.matches(path))
+    }
+
+    /// Does a `write` entry match `path`?
+    pub fn matches_write(&self, path: &str) -> bool {
+        self.write.iter().any(|p| p.matches(path))
+    }
+
+    /// Does a `connect` entry match this destination?
+    pub fn matches_connect(&self, proto: Proto, ip: IpAddr, port: u16) -> bool {
+        self.connect.iter().any(|r| {
+            r.proto == proto
+                && r.ports.0 <= port
+                && port <= r.ports.1
+                && match &r.host {
+                    Host::Net(net) => net.contains(&ip),
+                    Host::Name(name) => self.resolved.iter().any(|(n, ips)| n == name && ips.contains(&ip)),
+                }
+        })
+    }
+
     pub fn check_exec(&self, path: &str) -> Result<(), Violation> {
-        if self.exec.iter().any(|p| p.matches(path)) {
+        if self.matches_exec(path) {
             return Ok(());
         }
         Err(Violation {
@@ -337,7 +361,7 @@ impl CompiledScope {
     }
 
     pub fn check_write(&self, path: &str) -> Result<(), Violation> {
-        if is_pseudo_device(path) || self.write.iter().any(|p| p.matches(path)) {
+        if is_pseudo_device(path) || self.matches_write(path) {
             return Ok(());
         }
         Err(Violation {
@@ -348,16 +372,7 @@ impl CompiledScope {
     }
 
     pub fn check_connect(&self, proto: Proto, ip: IpAddr, port: u16) -> Result<(), Violation> {
-        let ok = self.connect.iter().any(|r| {
-            r.proto == proto
-                && r.ports.0 <= port
-                && port <= r.ports.1
-                && match &r.host {
-                    Host::Net(net) => net.contains(&ip),
-                    Host::Name(name) => self.resolved.iter().any(|(n, ips)| n == name && ips.contains(&ip)),
-                }
-        });
-        if ok {
+        if self.matches_connect(proto, ip, port) {
             return Ok(());
         }
         let shown = match ip {
@@ -453,6 +468,11 @@ mod tests {
         assert!(s.check_connect(Proto::Tcp, ip("::1"), 9050).is_ok());
         assert!(s.check_connect(Proto::Tcp, ip("::1"), 9101).is_err());
         assert!(s.check_connect(Proto::Udp, ip("8.8.8.8"), 53).is_ok());
+        let any = scope(&[], &["tcp:10.0.0.0/8:*"], &[]);
+        assert!(
+            any.check_connect(Proto::Tcp, ip("10.1.1.1"), 1).is_ok()
+                && any.check_connect(Proto::Tcp, ip("10.1.1.1"), 65535).is_ok()
+        );
         assert!(
             s.check_connect(Proto::Udp, ip("2001:db8::1"), 53).is_err(),
             "0.0.0.0/0 is IPv4 only"

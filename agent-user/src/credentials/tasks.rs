@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::token::Verified;
 
 /// A credential's state at the time of an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CredState {
     Valid,

@@ -7,8 +7,12 @@ use serde::Deserialize;
 
 use crate::credentials::trust::Trust;
 
+pub mod engine;
+
+use engine::{ActionSpec, ContainmentSpec, GuardrailSpec, Mode, Rules};
+
 /// The default rules, built into the binary (policies/default.yaml).
-pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.yaml");
 pub const DEFAULT_POLICY_NAME: &str = "policies/default.yaml (built in)";
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,29 @@ struct PolicyFile {
     /// Trusted credential issuers: `- {issuer: ISS, jwks: FILE-or-https-URL}`.
     #[serde(default)]
     trust: Vec<TrustEntry>,
+    /// observe | enforce, for every rule that does not set its own.
+    #[serde(default)]
+    mode: Option<Mode>,
+    /// Rules that hold whatever a credential says.
+    #[serde(default)]
+    guardrails: Vec<GuardrailSpec>,
+    /// The action per violation class.
+    #[serde(default)]
+    actions: Option<ActionsSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionsSpec {
+    /// Agent processes with no valid credential (absent: allowed, audited).
+    #[serde(default)]
+    unbound: Option<ActionSpec>,
+    /// Actions outside a valid credential's scope (default: alert).
+    #[serde(default)]
+    scope: Option<ActionSpec>,
+    /// Actions under an expired or revoked credential (default: alert).
+    #[serde(default)]
+    expired: Option<ActionSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,10 +91,14 @@ pub struct Selectors {
 }
 
 /// Everything the rule files say.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     pub selectors: Selectors,
     pub trust: Vec<Trust>,
+    /// The containment rules as written (merged over files) ...
+    pub containment: ContainmentSpec,
+    /// ... and compiled.
+    pub rules: Rules,
 }
 
 /// Parses one rule file's text.
@@ -134,7 +165,49 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
     for t in parsed.trust {
         trust.push(Trust::new(t.issuer.trim(), t.jwks.trim()).map_err(|e| invalid(format!("trust: {e}")))?);
     }
-    Ok(Policy { selectors: out, trust })
+    let actions = parsed.actions.unwrap_or_default();
+    let containment = ContainmentSpec {
+        mode: parsed.mode,
+        guardrails: parsed.guardrails,
+        unbound: actions.unbound,
+        scope: actions.scope,
+        expired: actions.expired,
+    };
+    let rules = Rules::compile(&containment).map_err(|e| invalid(e.to_string()))?;
+    Ok(Policy {
+        selectors: out,
+        trust,
+        containment,
+        rules,
+    })
+}
+
+/// Merges `b` (a later file) into `a`; a setting both files make differently is an error.
+fn merge_containment(a: &mut ContainmentSpec, b: ContainmentSpec, file: &str) -> Result<(), PolicyError> {
+    let conflict = |what: &str| PolicyError::Invalid {
+        file: file.into(),
+        message: format!("{what} is already set differently by an earlier rule file"),
+    };
+    if let Some(m) = b.mode {
+        if a.mode.is_some_and(|x| x != m) {
+            return Err(conflict("mode"));
+        }
+        a.mode = Some(m);
+    }
+    for (name, dst, src) in [
+        ("actions.unbound", &mut a.unbound, b.unbound),
+        ("actions.scope", &mut a.scope, b.scope),
+        ("actions.expired", &mut a.expired, b.expired),
+    ] {
+        if let Some(s) = src {
+            if dst.is_some_and(|d| d.action != s.action || d.severity != s.severity || d.mode != s.mode) {
+                return Err(conflict(name));
+            }
+            *dst = Some(s);
+        }
+    }
+    a.guardrails.extend(b.guardrails);
+    Ok(())
 }
 
 /// Loads rule files (or the built-in default when none is given) and merges their selectors.
@@ -147,7 +220,10 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
     if paths.is_empty() {
         return parse_policy(DEFAULT_POLICY_NAME, DEFAULT_POLICY);
     }
-    let mut all = Policy::default();
+    let mut selectors = Selectors::default();
+    let mut trust = Vec::new();
+    let mut containment = ContainmentSpec::default();
+    let mut last = String::new();
     for p in paths {
         let p = p.as_ref();
         let name = p.display().to_string();
@@ -156,11 +232,22 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
             source,
         })?;
         let s = parse_policy(&name, &text)?;
-        all.selectors.exe.extend(s.selectors.exe);
-        all.selectors.comm.extend(s.selectors.comm);
-        all.trust.extend(s.trust);
+        selectors.exe.extend(s.selectors.exe);
+        selectors.comm.extend(s.selectors.comm);
+        trust.extend(s.trust);
+        merge_containment(&mut containment, s.containment, &name)?;
+        last = name;
     }
-    Ok(all)
+    let rules = Rules::compile(&containment).map_err(|e| PolicyError::Invalid {
+        file: last,
+        message: e.to_string(),
+    })?;
+    Ok(Policy {
+        selectors,
+        trust,
+        containment,
+        rules,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,518 @@
+//! The containment engine: pure. Rules are compiled once, when the rule files load (a bad rule
+//! fails the load, never an action); [`Rules::evaluate`] then decides each attempted action of
+//! an agent process from the rules and the process's credential, with no I/O.
+//!
+//! Order of judgement:
+//! 1. guardrails, in file order: they hold whatever a credential says;
+//! 2. the credential: none (or not valid yet) -> the `unbound` posture; expired or revoked ->
+//!    `actions.expired`; valid -> the scope, and `actions.scope` when the action is outside it.
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::{
+    scope::{CompiledScope, Proto, ScopeError, ScopeSpec},
+    tasks::CredState,
+};
+
+/// What to do about a violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Alert,
+    Deny,
+    Kill,
+    KillTree,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Alert => "alert",
+            Action::Deny => "deny",
+            Action::Kill => "kill",
+            Action::KillTree => "kill-tree",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Decide, report what would have happened, never deny or kill.
+    #[default]
+    Observe,
+    Enforce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Informational,
+    Low,
+    #[default]
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// OCSF severity_id.
+    pub fn ocsf_id(self) -> u8 {
+        match self {
+            Severity::Informational => 1,
+            Severity::Low => 2,
+            Severity::Medium => 3,
+            Severity::High => 4,
+            Severity::Critical => 5,
+        }
+    }
+}
+
+/// An action an agent process attempts, as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Exec {
+        path: String,
+    },
+    /// A write-intent file operation; every path it touches (a rename: both ends).
+    Write {
+        paths: Vec<String>,
+    },
+    Connect {
+        proto: Proto,
+        ip: IpAddr,
+        port: u16,
+    },
+}
+
+/// The credential context of the acting process.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    None,
+    Bound { state: CredState, scope: &'a CompiledScope },
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// None: allowed.
+    pub action: Option<Action>,
+    /// The rule that decided (`guardrail:<id>`, `unbound`, `credential-expired`,
+    /// `credential-revoked`, `scope:<clause>`); empty when allowed.
+    pub rule: String,
+    pub reason: String,
+    pub severity: Severity,
+    /// The mode the deciding rule runs in: observe means report `action` as what *would*
+    /// have happened.
+    pub mode: Mode,
+}
+
+impl Decision {
+    fn allow() -> Decision {
+        Decision {
+            action: None,
+            rule: String::new(),
+            reason: String::new(),
+            severity: Severity::Informational,
+            mode: Mode::Observe,
+        }
+    }
+}
+
+/// A guardrail as written in a rule file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailSpec {
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub severity: Severity,
+    pub action: Action,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub exec: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
+    #[serde(default)]
+    pub connect: Vec<String>,
+}
+
+/// A posture or violation-class action as written.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    pub action: Action,
+    #[serde(default)]
+    pub severity: Severity,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+/// The containment part of the rule files, merged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainmentSpec {
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub guardrails: Vec<GuardrailSpec>,
+    /// Agent processes with no valid credential.
+    #[serde(default)]
+    pub unbound: Option<ActionSpec>,
+    /// Actions outside a valid credential's scope.
+    #[serde(default)]
+    pub scope: Option<ActionSpec>,
+    /// Actions under an expired or revoked credential.
+    #[serde(default)]
+    pub expired: Option<ActionSpec>,
+}
+
+#[derive(Debug, Clone)]
+struct Guardrail {
+    id: String,
+    description: String,
+    severity: Severity,
+    action: Action,
+    mode: Mode,
+    matcher: CompiledScope,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ClassAction {
+    action: Action,
+    severity: Severity,
+    mode: Mode,
+}
+
+/// Compiled rules.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub mode: Mode,
+    guardrails: Vec<Guardrail>,
+    unbound: Option<ClassAction>,
+    scope: ClassAction,
+    expired: ClassAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("guardrail {id:?}: {source}")]
+    Pattern { id: String, source: ScopeError },
+    #[error("guardrail {0:?} matches nothing: give exec, write or connect")]
+    Empty(String),
+    #[error("guardrail id {0:?} is used twice")]
+    Duplicate(String),
+    #[error("guardrail ids must be non-empty")]
+    NoId,
+}
+
+impl Rules {
+    /// Compiles the containment rules; `spec.mode` is the global mode.
+    pub fn compile(spec: &ContainmentSpec) -> Result<Rules, RuleError> {
+        let mode = spec.mode.unwrap_or_default();
+        let mut ids = std::collections::BTreeSet::new();
+        let mut guardrails = Vec::new();
+        for g in &spec.guardrails {
+            if g.id.trim().is_empty() {
+                return Err(RuleError::NoId);
+            }
+            if !ids.insert(g.id.clone()) {
+                return Err(RuleError::Duplicate(g.id.clone()));
+            }
+            if g.exec.is_empty() && g.write.is_empty() && g.connect.is_empty() {
+                return Err(RuleError::Empty(g.id.clone()));
+            }
+            let matcher = CompiledScope::compile(&ScopeSpec {
+                exec: g.exec.clone(),
+                write: g.write.clone(),
+                connect: g.connect.clone(),
+            })
+            .map_err(|source| RuleError::Pattern {
+                id: g.id.clone(),
+                source,
+            })?;
+            guardrails.push(Guardrail {
+                id: g.id.clone(),
+                description: g.description.clone(),
+                severity: g.severity,
+                action: g.action,
+                mode: g.mode.unwrap_or(mode),
+                matcher,
+            });
+        }
+        let class = |a: Option<ActionSpec>, default: Action| {
+            let a = a.unwrap_or(ActionSpec {
+                action: default,
+                severity: Severity::Medium,
+                mode: None,
+            });
+            ClassAction {
+                action: a.action,
+                severity: a.severity,
+                mode: a.mode.unwrap_or(mode),
+            }
+        };
+        Ok(Rules {
+            mode,
+            guardrails,
+            unbound: spec.unbound.map(|a| class(Some(a), Action::Alert)),
+            scope: class(spec.scope, Action::Alert),
+            expired: class(spec.expired, Action::Alert),
+        })
+    }
+
+    pub fn guardrail_ids(&self) -> Vec<&str> {
+        self.guardrails.iter().map(|g| g.id.as_str()).collect()
+    }
+
+    /// Decides one attempted action of an agent process.
+    pub fn evaluate(&self, attempt: &Attempt, cred: Credential) -> Decision {
+        for g in &self.guardrails {
+            if let Some(what) = guardrail_hit(&g.matcher, attempt) {
+                return Decision {
+                    action: Some(g.action),
+                    rule: format!("guardrail:{}", g.id),
+                    reason: if g.description.is_empty() {
+                        format!("{what} is forbidden by guardrail {}", g.id)
+                    } else {
+                        format!("{what}: {}", g.description)
+                    },
+                    severity: g.severity,
+                    mode: g.mode,
+                };
+            }
+        }
+        let decide = |c: ClassAction, rule: String, reason: String| Decision {
+            action: Some(c.action),
+            rule,
+            reason,
+            severity: c.severity,
+            mode: c.mode,
+        };
+        match cred {
+            Credential::None => match self.unbound {
+                Some(c) => decide(
+                    c,
+                    "unbound".into(),
+                    format!("{} by an agent process with no task credential", describe(attempt)),
+                ),
+                None => Decision::allow(),
+            },
+            Credential::Bound { state, scope } => match state {
+                CredState::Expired | CredState::Revoked => decide(
+                    self.expired,
+                    format!("credential-{}", state.as_str()),
+                    format!("{} under a {} credential", describe(attempt), state.as_str()),
+                ),
+                CredState::None => match self.unbound {
+                    Some(c) => decide(c, "unbound".into(), format!("{} with no credential", describe(attempt))),
+                    None => Decision::allow(),
+                },
+                CredState::Valid => match scope_miss(scope, attempt) {
+                    Some((clause, what)) => decide(
+                        self.scope,
+                        format!("scope:{clause}"),
+                        format!("{what} is outside the credential's scope.{clause}"),
+                    ),
+                    None => Decision::allow(),
+                },
+            },
+        }
+    }
+}
+
+fn describe(a: &Attempt) -> String {
+    match a {
+        Attempt::Exec { path } => format!("exec {path}"),
+        Attempt::Write { paths } => format!("write {}", paths.join(" -> ")),
+        Attempt::Connect { proto, ip, port } => format!("{}:{ip}:{port}", proto.as_str()),
+    }
+}
+
+/// What of `attempt` a guardrail's patterns match, if anything.
+fn guardrail_hit(m: &CompiledScope, attempt: &Attempt) -> Option<String> {
+    match attempt {
+        Attempt::Exec { path } => m.matches_exec(path).then(|| format!("exec {path}")),
+        Attempt::Write { paths } => paths.iter().find(|p| m.matches_write(p)).map(|p| format!("write {p}")),
+        Attempt::Connect { proto, ip, port } => {
+            // An IPv4-mapped IPv6 destination is the IPv4 address.
+            let ip = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(*ip),
+                v4 => *v4,
+            };
+            m.matches_connect(*proto, ip, *port)
+                .then(|| format!("{}:{ip}:{port}", proto.as_str()))
+        }
+    }
+}
+
+/// The scope clause `attempt` falls outside of, with what was attempted.
+fn scope_miss(scope: &CompiledScope, attempt: &Attempt) -> Option<(&'static str, String)> {
+    let v = match attempt {
+        Attempt::Exec { path } => scope.check_exec(path).err(),
+        Attempt::Write { paths } => paths.iter().find_map(|p| scope.check_write(p).err()),
+        Attempt::Connect { proto, ip, port } => scope.check_connect(*proto, *ip, *port).err(),
+    }?;
+    Some((v.clause, v.attempted))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fixture {
+        policy: String,
+        cases: Vec<Case>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Case {
+        name: String,
+        attempt: AttemptSpec,
+        credential: CredSpec,
+        expect: Expect,
+    }
+
+    /// Exactly one of the three.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct AttemptSpec {
+        exec: Option<String>,
+        write: Option<Vec<String>>,
+        connect: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    enum CredSpec {
+        None(String),
+        Bound { state: CredState, scope: ScopeSpec },
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Expect {
+        action: String,
+        #[serde(default)]
+        rule: Option<String>,
+        #[serde(default)]
+        mode: Option<Mode>,
+    }
+
+    fn attempt(a: &AttemptSpec) -> Attempt {
+        match (&a.exec, &a.write, &a.connect) {
+            (Some(p), None, None) => Attempt::Exec { path: p.clone() },
+            (None, Some(p), None) => Attempt::Write { paths: p.clone() },
+            (None, None, Some(c)) => {
+                // Reuse the scope parser for "PROTO:IP:PORT".
+                let s = CompiledScope::compile(&ScopeSpec {
+                    connect: vec![c.clone()],
+                    ..Default::default()
+                })
+                .unwrap_or_else(|e| panic!("fixture attempt {c}: {e}"));
+                let r = &s.connect[0];
+                let crate::credentials::scope::Host::Net(net) = r.host else {
+                    panic!("fixture attempts use IP addresses: {c}")
+                };
+                Attempt::Connect {
+                    proto: r.proto,
+                    ip: net.addr(),
+                    port: r.ports.0,
+                }
+            }
+            _ => panic!("an attempt is exactly one of exec, write, connect: {a:?}"),
+        }
+    }
+
+    /// Every fixture under policies/fixtures: the named policy must decide each case as
+    /// expected.
+    #[test]
+    fn golden_fixtures() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let mut ran = 0;
+        for entry in std::fs::read_dir(dir.join("fixtures")).expect("policies/fixtures") {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let fx: Fixture = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let policy =
+                crate::policy::load_policy(&[dir.join(&fx.policy)]).unwrap_or_else(|e| panic!("{}: {e}", fx.policy));
+            for c in &fx.cases {
+                let scope;
+                let cred = match &c.credential {
+                    CredSpec::None(s) => {
+                        assert_eq!(s, "none", "{}: credential is `none` or a mapping", c.name);
+                        Credential::None
+                    }
+                    CredSpec::Bound { state, scope: spec } => {
+                        scope = CompiledScope::compile(spec).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+                        Credential::Bound {
+                            state: *state,
+                            scope: &scope,
+                        }
+                    }
+                };
+                let d = policy.rules.evaluate(&attempt(&c.attempt), cred);
+                let got = d.action.map(Action::as_str).unwrap_or("allow");
+                assert_eq!(got, c.expect.action, "{}: {}: {d:?}", path.display(), c.name);
+                if let Some(rule) = &c.expect.rule {
+                    assert_eq!(&d.rule, rule, "{}: {}", path.display(), c.name);
+                }
+                if let Some(mode) = c.expect.mode {
+                    assert_eq!(d.mode, mode, "{}: {}", path.display(), c.name);
+                }
+                ran += 1;
+            }
+        }
+        assert!(ran >= 10, "fixtures ran: {ran}");
+    }
+
+    #[test]
+    fn rule_errors_name_the_rule() {
+        let bad = |y: &str| {
+            let spec: ContainmentSpec = serde_yaml_ng::from_str(y).unwrap();
+            Rules::compile(&spec).unwrap_err().to_string()
+        };
+        let e = bad("guardrails: [{id: g, action: deny, write: [etc/]}]");
+        assert!(e.contains("guardrail \"g\"") && e.contains("absolute"), "{e}");
+        let e = bad("guardrails: [{id: g, action: deny}]");
+        assert!(e.contains("matches nothing"), "{e}");
+        let e = bad("guardrails: [{id: g, action: deny, exec: [/x]}, {id: g, action: alert, exec: [/y]}]");
+        assert!(e.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn per_rule_mode_overrides_the_global_one() {
+        let spec: ContainmentSpec = serde_yaml_ng::from_str(
+            "mode: observe\nguardrails:\n  - {id: meta, action: deny, mode: enforce, connect: [\"tcp:169.254.169.254:*\"]}\n  - {id: etc, action: deny, write: [/etc/]}\n",
+        )
+        .unwrap();
+        let r = Rules::compile(&spec).unwrap();
+        let meta = r.evaluate(
+            &Attempt::Connect {
+                proto: Proto::Tcp,
+                ip: "169.254.169.254".parse().unwrap(),
+                port: 80,
+            },
+            Credential::None,
+        );
+        assert_eq!((meta.action, meta.mode), (Some(Action::Deny), Mode::Enforce));
+        let etc = r.evaluate(
+            &Attempt::Write {
+                paths: vec!["/etc/x".into()],
+            },
+            Credential::None,
+        );
+        assert_eq!((etc.action, etc.mode), (Some(Action::Deny), Mode::Observe));
+        // No unbound posture configured: an agent without a credential is allowed (audited).
+        let other = r.evaluate(&Attempt::Exec { path: "/bin/ls".into() }, Credential::None);
+        assert_eq!(other.action, None);
+    }
+}
