@@ -312,12 +312,15 @@ pub fn main() -> ExitCode {
         } => {
             let mut failed = false;
             for f in &files {
-                match policy::load(&[f]) {
-                    Ok(s) => println!(
-                        "{}: ok ({} exe selectors, {} comm selectors)",
+                match policy::load_policy(&[f]) {
+                    Ok(p) => println!(
+                        "{}: ok ({} exe selectors, {} comm selectors, {} trusted issuers, guardrails [{}], mode {:?})",
                         f.display(),
-                        s.exe.len(),
-                        s.comm.len()
+                        p.selectors.exe.len(),
+                        p.selectors.comm.len(),
+                        p.trust.len(),
+                        p.rules.guardrail_ids().join(", "),
+                        p.rules.mode,
                     ),
                     Err(e) => {
                         eprintln!("{e}");

@@ -254,6 +254,35 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
 mod tests {
     use super::*;
 
+    /// policies/schema.json describes exactly what the parser accepts: every shipped rule file
+    /// is valid against it, and files the parser refuses for their shape are refused by it too.
+    #[test]
+    fn the_json_schema_agrees_with_the_parser() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("schema.json")).unwrap()).unwrap();
+        let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+        let as_json = |yaml: &str| -> serde_json::Value { serde_yaml_ng::from_str(yaml).unwrap() };
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                let v = as_json(&std::fs::read_to_string(&p).unwrap());
+                let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+                assert!(errors.is_empty(), "{}: {errors:?}", p.display());
+            }
+        }
+        for bad in [
+            "version: 1\ncolour: red\n",
+            "version: 1\nmode: strict\n",
+            "version: 1\nguardrails: [{id: g, action: explode, exec: [/x]}]\n",
+            "version: 1\nactions: {scope: {action: deny, extra: 1}}\n",
+            "version: 2\n",
+        ] {
+            assert!(parse("x.yaml", bad).is_err(), "parser accepts {bad:?}");
+            assert!(!validator.is_valid(&as_json(bad)), "schema accepts {bad:?}");
+        }
+    }
+
     #[test]
     fn the_built_in_default_parses() {
         let s = parse(DEFAULT_POLICY_NAME, DEFAULT_POLICY).expect("default policy is valid");
