@@ -314,13 +314,13 @@ pub fn main() -> ExitCode {
             for f in &files {
                 match policy::load_policy(&[f]) {
                     Ok(p) => println!(
-                        "{}: ok ({} exe selectors, {} comm selectors, {} trusted issuers, guardrails [{}], mode {:?})",
+                        "{}: ok ({} exe selectors, {} comm selectors, {} trusted issuers, guardrails [{}], mode {})",
                         f.display(),
                         p.selectors.exe.len(),
                         p.selectors.comm.len(),
                         p.trust.len(),
                         p.rules.guardrail_ids().join(", "),
-                        p.rules.mode,
+                        p.rules.mode.as_str(),
                     ),
                     Err(e) => {
                         eprintln!("{e}");
