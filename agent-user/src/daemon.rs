@@ -21,7 +21,7 @@ use crate::{
     api::{self, ApiError, ApiState, Call, Request},
     credentials::{
         self,
-        tasks::{BindError, Bound, CredState, Tasks},
+        tasks::{BindError, Bound, Tasks},
         token::{self, Keys, Verified},
         trust::Trust,
     },
@@ -29,7 +29,11 @@ use crate::{
     lineage::{ProcessTable, Reason, ticks_to_ns},
     loader::{self, CompiledSelectors, Probes},
     ocsf::{self, Finding, TaskView},
-    paths, policy,
+    paths,
+    policy::{
+        self,
+        engine::{self, Credential, Rules},
+    },
     procscan::{self, Procfs},
     sinks::Sinks,
 };
@@ -96,6 +100,8 @@ struct Daemon {
     ticks_per_sec: u64,
     started: Instant,
     tasks: Tasks,
+    /// The containment rules, compiled at load.
+    rules: Rules,
     keys: Arc<RwLock<Keys>>,
     trust: Vec<Trust>,
     max_chain: usize,
@@ -477,51 +483,53 @@ impl Daemon {
         // (observe only): built while the task is borrowed, written after.
         let lines = {
             let task = self.task_view(a.task, a.task_expired);
-            let Some(audit) = ocsf::audit(&self.ctx, seq, &ev, &actor, &after, &self.table, task.as_ref()) else {
+            let Some(mut audit) = ocsf::audit(&self.ctx, seq, &ev, &actor, &after, &self.table, task.as_ref()) else {
                 return Ok(());
             };
-            let finding = task.as_ref().and_then(|t| {
-                let (kind, title, details, severity) = match t.state {
-                    CredState::Expired | CredState::Revoked => {
-                        let kind = if t.state == CredState::Expired {
-                            "credential-expired"
-                        } else {
-                            "credential-revoked"
-                        };
-                        (
-                            kind,
-                            format!("action under a {} credential (task {})", t.state.as_str(), t.jti),
-                            json!({"state": t.state.as_str()}),
-                            3,
-                        )
-                    }
-                    CredState::Valid => {
-                        let scope = &self.tasks.get(a.task)?.verified.scope;
-                        let v = credentials::check_action(scope, &ev).err()?;
-                        (
-                            "scope-violation",
-                            format!("{} outside scope.{} (task {})", v.attempted, v.clause, t.jti),
-                            json!({"clause": v.clause, "attempted": v.attempted, "allowed": v.allowed}),
-                            4,
-                        )
-                    }
-                    CredState::None => return None,
+            // The rules' decision on the action (observe only for now: reported, never enforced).
+            let bound = self.tasks.get(a.task);
+            let decision = engine::attempt_of(&ev).map(|attempt| {
+                let cred = match (&task, bound) {
+                    (Some(t), Some(b)) => Credential::Bound {
+                        state: t.state,
+                        scope: &b.verified.scope,
+                    },
+                    _ => Credential::None,
                 };
-                Some(ocsf::finding(
+                self.rules.evaluate(&attempt, cred)
+            });
+            let finding = decision.filter(|d| d.action.is_some()).map(|d| {
+                audit["unmapped"]["tether"]["decision"] = d.to_json();
+                let mut details = json!({
+                    "rule": d.rule, "action": d.action.map(engine::Action::as_str),
+                    "mode": d.mode.as_str(), "would": d.would().map(engine::Action::as_str),
+                    "reason": d.reason,
+                });
+                if let (Some(b), "scope-violation") = (bound, d.alert_kind())
+                    && let Err(v) = credentials::check_action(&b.verified.scope, &ev)
+                {
+                    details["clause"] = json!(v.clause);
+                    details["attempted"] = json!(v.attempted);
+                    details["allowed"] = json!(v.allowed);
+                }
+                if let Some(t) = &task {
+                    details["state"] = json!(t.state.as_str());
+                }
+                ocsf::finding(
                     &self.ctx,
                     seq + 1,
                     &Finding {
-                        kind,
-                        title,
+                        kind: d.alert_kind(),
+                        title: format!("{} ({})", d.reason, d.rule),
                         desc: format!("{} by pid {} ({})", ev.mechanism(), a.tgid, after.exe),
                         process: Some(&after),
-                        task: Some(t),
+                        task: task.as_ref(),
                         related: Some(&audit),
                         details,
                         time_ns: Some(a.ktime_ns),
-                        severity_id: severity,
+                        severity_id: d.severity.ocsf_id(),
                     },
-                ))
+                )
             });
             let mut lines = vec![audit.to_string()];
             lines.extend(finding.map(|f| f.to_string()));
@@ -574,7 +582,8 @@ impl Daemon {
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let policy = policy::load_policy(&opts.policies)?;
-    let (selectors, policy_trust) = (policy.selectors, policy.trust);
+    let (selectors, policy_trust, rules) = (policy.selectors, policy.trust, policy.rules);
+    info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "containment rules (observe only: decisions are reported, not enforced)");
     info!(comm = ?selectors.comm, exe = ?selectors.exe, "agent selectors");
     let sinks = Sinks::new(opts.stdout, opts.audit_log.as_deref())?;
     let selectors = loader::compile_selectors(&selectors)?;
@@ -615,6 +624,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ticks_per_sec,
         started,
         tasks: Tasks::default(),
+        rules,
         keys: keys.clone(),
         trust: trust.clone(),
         max_chain: opts.max_chain,

@@ -333,6 +333,74 @@ impl Rules {
     }
 }
 
+/// The attempt an event represents, if it is an action (fork and exit are not; neither is a
+/// send on a protocol that is neither TCP nor UDP).
+pub fn attempt_of(event: &crate::events::Event) -> Option<Attempt> {
+    use crate::events::{Event, FileOp, Transport};
+    match event {
+        Event::Exec { exe, filename, .. } => Some(Attempt::Exec {
+            path: if exe.path.is_empty() {
+                filename.clone()
+            } else {
+                exe.path.clone()
+            },
+        }),
+        Event::File { op, path, path2, .. } => {
+            let mut paths = vec![path.path.clone()];
+            if let (FileOp::Rename | FileOp::Link, Some(dst)) = (op, path2) {
+                paths.push(dst.path.clone());
+            }
+            Some(Attempt::Write { paths })
+        }
+        Event::Net {
+            transport, addr, port, ..
+        } => {
+            let proto = match transport {
+                Transport::Tcp => Proto::Tcp,
+                Transport::Udp => Proto::Udp,
+                Transport::Other(_) => return None,
+            };
+            Some(Attempt::Connect {
+                proto,
+                ip: *addr,
+                port: *port,
+            })
+        }
+        Event::Fork { .. } | Event::Exit { .. } => None,
+    }
+}
+
+impl Decision {
+    /// The alert kind of a decision (`finding_info.types`).
+    pub fn alert_kind(&self) -> &'static str {
+        match self.rule.split_once(':').map(|(k, _)| k).unwrap_or(&self.rule) {
+            "guardrail" => "guardrail-violation",
+            "scope" => "scope-violation",
+            "credential-expired" => "credential-expired",
+            "credential-revoked" => "credential-revoked",
+            "unbound" => "unbound-agent",
+            _ => "policy-violation",
+        }
+    }
+
+    /// What enforcement would have done, in observe mode (None when enforcing, or for an alert).
+    pub fn would(&self) -> Option<Action> {
+        self.action
+            .filter(|a| *a != Action::Alert && self.mode == Mode::Observe)
+    }
+
+    /// The decision as reported in events.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rule": self.rule,
+            "action": self.action.map(Action::as_str),
+            "mode": self.mode.as_str(),
+            "would": self.would().map(Action::as_str),
+            "reason": self.reason,
+        })
+    }
+}
+
 fn describe(a: &Attempt) -> String {
     match a {
         Attempt::Exec { path } => format!("exec {path}"),

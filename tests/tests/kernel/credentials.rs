@@ -201,6 +201,16 @@ fn a_bound_task_is_attributed_in_every_event_and_out_of_scope_actions_raise_aler
         audit["metadata"]["uid"]
     );
     assert_eq!(write_alert["unmapped"]["tether"]["task"]["jti"], "task-attr");
+    // Observe mode (the default rules): the decision says what enforcement would have done.
+    assert_eq!(write_alert["unmapped"]["tether"]["details"]["would"], "deny");
+    assert_eq!(audit["unmapped"]["tether"]["decision"]["rule"], "scope:write");
+    assert_eq!(audit["unmapped"]["tether"]["decision"]["would"], "deny");
+    assert!(
+        file_event(&events, &dir.join("ok/in-scope.txt"))["unmapped"]["tether"]
+            .get("decision")
+            .is_none(),
+        "allowed actions carry no decision"
+    );
 }
 
 #[test]
@@ -218,7 +228,7 @@ fn expiry_is_carried_by_the_kernel_and_revocation_applies_at_once() {
         &d,
         &token,
         &dir,
-        "cd \"$DIR\"; echo a > before.txt; sleep 3; echo b > after.txt",
+        "cd \"$DIR\"; echo a > before.txt; \"$NETPROBE\" sendto 169.254.169.254 9 || true; sleep 3; echo b > after.txt",
     );
     assert!(out.status.success(), "{out:?}");
 
@@ -280,6 +290,16 @@ fn expiry_is_carried_by_the_kernel_and_revocation_applies_at_once() {
                 == file_event(&events, &dir.join("after.txt"))["metadata"]["uid"])
     );
     assert!(!alerts(&events, "credential-revoked").is_empty());
+    // A guardrail holds even for a credential that allows everything.
+    let meta = alerts(&events, "guardrail-violation");
+    assert_eq!(meta.len(), 1, "{meta:#?}");
+    assert_eq!(meta[0]["unmapped"]["tether"]["task"]["jti"], "task-exp");
+    assert_eq!(
+        meta[0]["unmapped"]["tether"]["details"]["rule"],
+        "guardrail:cloud-metadata"
+    );
+    assert_eq!(meta[0]["unmapped"]["tether"]["details"]["would"], "deny");
+    assert_eq!(meta[0]["severity_id"], 4);
 }
 
 #[test]
