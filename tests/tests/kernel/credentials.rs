@@ -221,16 +221,37 @@ fn expiry_is_carried_by_the_kernel_and_revocation_applies_at_once() {
     let everything = scope(&["/**"], &[], &["/"]);
 
     // Expiry: a 2-second credential; the second write happens after it expired.
+    // Expiry: a 10-second credential; the second write waits (on a file the test creates)
+    // until the credential has expired, so the test does not race the machine's speed.
     let mut req = issuer.request("task-exp", &["agent"], everything.clone());
-    req.ttl = Duration::from_secs(2);
+    req.ttl = Duration::from_secs(10);
+    let issued = now_epoch();
     let token = issuer.token_file(&req);
-    let out = exec_with_token(
-        &d,
-        &token,
-        &dir,
-        "cd \"$DIR\"; echo a > before.txt; \"$NETPROBE\" sendto 169.254.169.254 9 || true; sleep 3; echo b > after.txt",
-    );
-    assert!(out.status.success(), "{out:?}");
+    let expiring = {
+        let mut c = Command::new(tether_bin());
+        c.arg("exec")
+            .arg("--socket")
+            .arg(d.socket())
+            .arg("--token")
+            .arg(&token)
+            .arg("--")
+            .arg("bash")
+            .arg("-c")
+            .arg(
+                "cd \"$DIR\"; echo a > before.txt; \"$NETPROBE\" sendto 169.254.169.254 9 || true; \
+                 while [ ! -e expired ]; do sleep 0.05; done; echo b > after.txt",
+            )
+            .env("DIR", &dir)
+            .env("NETPROBE", netprobe_bin());
+        c.spawn().unwrap()
+    };
+    wait_for(&dir.join("before.txt"));
+    // exp is at most issued + 1 + ttl (the issuer's clock may tick between the two reads).
+    while now_epoch() <= issued + 1 + 10 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(dir.join("expired"), "").unwrap();
+    assert!(expiring.wait_with_output().unwrap().status.success());
 
     // Revocation: the second write waits for the revocation.
     let token = issuer.token_file(&issuer.request("task-rev", &["agent"], everything));
@@ -372,15 +393,41 @@ fn a_selected_agent_binds_the_credential_in_its_environment() {
         now_epoch(),
     );
     let token = devissuer::sign(&issuer.key, &claims).unwrap();
-    // The first write waits until the daemon has seen the exec (and so read the environment).
-    let out = Command::new(&agent)
+    // The write waits until the daemon has bound the credential it read from the environment
+    // (the test watches the task list), so it does not race the daemon.
+    let child = Command::new(&agent)
         .arg("-c")
-        .arg("sleep 0.5; echo x > env.txt")
+        .arg("while [ ! -e go ]; do sleep 0.05; done; echo x > env.txt")
         .current_dir(&dir)
         .env("TETHER_TASK_TOKEN", &token)
-        .output()
+        .spawn()
         .unwrap();
-    assert!(out.status.success());
+    let t = Instant::now();
+    loop {
+        let out = Command::new(tether_bin())
+            .args(["tasks", "--admin-socket"])
+            .arg(d.admin_socket())
+            .arg("list")
+            .output()
+            .unwrap();
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let bound = list["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["jti"] == "task-env" && t["processes"] == serde_json::json!([child.id()]));
+        if bound {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "never bound: {list:#}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(dir.join("go"), "").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
     std::thread::sleep(Duration::from_millis(300));
     let (events, log) = d.stop();
     let w = file_event(&events, &dir.join("env.txt"));
