@@ -59,6 +59,21 @@ impl Context {
     }
 }
 
+/// OCSF `metadata` of every object Tether writes.
+fn metadata(uid: &str, log_name: &str) -> Value {
+    json!({
+        "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": env!("CARGO_PKG_VERSION")},
+        "version": OCSF_VERSION,
+        "uid": uid,
+        "log_name": log_name,
+    })
+}
+
+/// OCSF `device`: this host.
+fn device(ctx: &Context) -> Value {
+    json!({"hostname": ctx.hostname, "type_id": 1, "type": "Server"})
+}
+
 fn basename(path: &str) -> &str {
     match path.rsplit('/').next() {
         Some("") | None => path,
@@ -172,13 +187,8 @@ pub fn audit(
         "action": "Allowed",
         "disposition_id": 1,
         "disposition": "Allowed",
-        "metadata": {
-            "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": env!("CARGO_PKG_VERSION")},
-            "version": OCSF_VERSION,
-            "uid": format!("{}-{seq}", ctx.uid_prefix),
-            "log_name": "audit",
-        },
-        "device": {"hostname": ctx.hostname, "type_id": 1, "type": "Server"},
+        "metadata": metadata(&format!("{}-{seq}", ctx.uid_prefix), "audit"),
+        "device": device(ctx),
         "actor": {
             "process": process_obj(ctx, actor, Some(a.tid)),
             // The principal the task acts for, when there is one; else the OS user.
@@ -373,13 +383,8 @@ pub fn finding(ctx: &Context, seq: u64, f: &Finding) -> Value {
         "action": "Allowed",
         "disposition_id": 1,
         "disposition": "Allowed",
-        "metadata": {
-            "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": env!("CARGO_PKG_VERSION")},
-            "version": OCSF_VERSION,
-            "uid": uid,
-            "log_name": "alert",
-        },
-        "device": {"hostname": ctx.hostname, "type_id": 1, "type": "Server"},
+        "metadata": metadata(&uid, "alert"),
+        "device": device(ctx),
         "finding_info": info,
         "unmapped": {"tether": tether},
     })

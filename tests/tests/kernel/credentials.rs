@@ -101,6 +101,24 @@ fn exec_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Output
         .expect("tether exec")
 }
 
+/// `tether exec --token TOKEN -- bash -c SCRIPT` in the background, with $DIR and $NETPROBE set.
+fn spawn_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> std::process::Child {
+    Command::new(tether_bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("--token")
+        .arg(token)
+        .arg("--")
+        .arg("bash")
+        .arg("-c")
+        .arg(script)
+        .env("DIR", dir)
+        .env("NETPROBE", netprobe_bin())
+        .spawn()
+        .expect("tether exec")
+}
+
 fn alerts<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events
         .iter()
@@ -227,24 +245,13 @@ fn expiry_is_carried_by_the_kernel_and_revocation_applies_at_once() {
     req.ttl = Duration::from_secs(10);
     let issued = now_epoch();
     let token = issuer.token_file(&req);
-    let expiring = {
-        let mut c = Command::new(tether_bin());
-        c.arg("exec")
-            .arg("--socket")
-            .arg(d.socket())
-            .arg("--token")
-            .arg(&token)
-            .arg("--")
-            .arg("bash")
-            .arg("-c")
-            .arg(
-                "cd \"$DIR\"; echo a > before.txt; \"$NETPROBE\" sendto 169.254.169.254 9 || true; \
+    let expiring = spawn_with_token(
+        &d,
+        &token,
+        &dir,
+        "cd \"$DIR\"; echo a > before.txt; \"$NETPROBE\" sendto 169.254.169.254 9 || true; \
                  while [ ! -e expired ]; do sleep 0.05; done; echo b > after.txt",
-            )
-            .env("DIR", &dir)
-            .env("NETPROBE", netprobe_bin());
-        c.spawn().unwrap()
-    };
+    );
     wait_for(&dir.join("before.txt"));
     // exp is at most issued + 1 + ttl (the issuer's clock may tick between the two reads).
     while now_epoch() <= issued + 1 + 10 {
@@ -255,20 +262,12 @@ fn expiry_is_carried_by_the_kernel_and_revocation_applies_at_once() {
 
     // Revocation: the second write waits for the revocation.
     let token = issuer.token_file(&issuer.request("task-rev", &["agent"], everything));
-    let child = {
-        let mut c = Command::new(tether_bin());
-        c.arg("exec")
-            .arg("--socket")
-            .arg(d.socket())
-            .arg("--token")
-            .arg(&token)
-            .arg("--")
-            .arg("bash")
-            .arg("-c")
-            .arg("cd \"$DIR\"; echo a > r1.txt; while [ ! -e go ]; do sleep 0.05; done; echo b > r2.txt")
-            .env("DIR", &dir);
-        c.spawn().unwrap()
-    };
+    let child = spawn_with_token(
+        &d,
+        &token,
+        &dir,
+        "cd \"$DIR\"; echo a > r1.txt; while [ ! -e go ]; do sleep 0.05; done; echo b > r2.txt",
+    );
     wait_for(&dir.join("r1.txt"));
     let out = Command::new(tether_bin())
         .args(["tasks", "--admin-socket"])
@@ -651,20 +650,12 @@ fn bad_credentials_are_refused_the_command_never_runs_and_the_daemon_carries_on(
     }
     // Replay: the good credential held by a live tree cannot be bound by another one.
     let good_path = issuer.write("good", &good_token);
-    let holder = {
-        let mut c = Command::new(tether_bin());
-        c.arg("exec")
-            .arg("--socket")
-            .arg(d.socket())
-            .arg("--token")
-            .arg(&good_path)
-            .arg("--")
-            .arg("bash")
-            .arg("-c")
-            .arg("touch \"$DIR\"/holding; while [ ! -e \"$DIR\"/release ]; do sleep 0.05; done")
-            .env("DIR", &dir);
-        c.spawn().unwrap()
-    };
+    let holder = spawn_with_token(
+        &d,
+        &good_path,
+        &dir,
+        "touch \"$DIR\"/holding; while [ ! -e \"$DIR\"/release ]; do sleep 0.05; done",
+    );
     wait_for(&dir.join("holding"));
     let out = exec_with_token(&d, &good_path, &dir, "echo ran > \"$DIR\"/ran.txt");
     assert_eq!(out.status.code(), Some(126), "replay: {out:?}");
