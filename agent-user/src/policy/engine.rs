@@ -208,7 +208,7 @@ pub struct Rules {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
-    #[error("guardrail {id:?}: {source}")]
+    #[error("guardrail {id:?}: {}", pattern_error(.source))]
     Pattern { id: String, source: ScopeError },
     #[error("guardrail {0:?} matches nothing: give exec, write or connect")]
     Empty(String),
@@ -216,6 +216,30 @@ pub enum RuleError {
     Duplicate(String),
     #[error("guardrail ids must be non-empty")]
     NoId,
+}
+
+/// A pattern error in a guardrail's words (its lists are `exec`, `write`, `connect`, not a
+/// credential's `scope.*`).
+fn pattern_error(e: &ScopeError) -> String {
+    match e {
+        ScopeError::Pattern {
+            class,
+            index,
+            pattern,
+            reason,
+        } => format!("{class}[{index}] {pattern:?}: {reason}"),
+        ScopeError::TooMany { class, count } => format!("{class} has {count} entries, too many"),
+    }
+}
+
+impl RuleError {
+    /// The guardrail the error is about.
+    pub fn rule_id(&self) -> Option<&str> {
+        match self {
+            RuleError::Pattern { id, .. } | RuleError::Empty(id) | RuleError::Duplicate(id) => Some(id),
+            RuleError::NoId => None,
+        }
+    }
 }
 
 impl Rules {
@@ -558,7 +582,7 @@ mod tests {
             Rules::compile(&spec).unwrap_err().to_string()
         };
         let e = bad("guardrails: [{id: g, action: deny, write: [etc/]}]");
-        assert!(e.contains("guardrail \"g\"") && e.contains("absolute"), "{e}");
+        assert!(e.contains("guardrail \"g\": write[0]") && e.contains("absolute"), "{e}");
         let e = bad("guardrails: [{id: g, action: deny}]");
         assert!(e.contains("matches nothing"), "{e}");
         let e = bad("guardrails: [{id: g, action: deny, exec: [/x]}, {id: g, action: alert, exec: [/y]}]");

@@ -173,13 +173,38 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         scope: actions.scope,
         expired: actions.expired,
     };
-    let rules = Rules::compile(&containment).map_err(|e| invalid(e.to_string()))?;
+    let rules = Rules::compile(&containment).map_err(|e| match e.rule_id().and_then(|id| line_of_id(text, id)) {
+        // file:line of the rule the error is about.
+        Some(line) => PolicyError::Syntax {
+            file: file.into(),
+            line,
+            column: 1,
+            message: e.to_string(),
+        },
+        None => invalid(e.to_string()),
+    })?;
     Ok(Policy {
         selectors: out,
         trust,
         containment,
         rules,
     })
+}
+
+/// The line (1-based) of the last `id: ID` entry in a rule file's text (the last, so a
+/// duplicate id points at the second use).
+fn line_of_id(text: &str, id: &str) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim_start().trim_start_matches("- ").trim_start();
+            l.strip_prefix("id:")
+                .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\''))
+                .is_some_and(|v| v == id)
+                || l.starts_with('{') && l.contains(&format!("id: {id},"))
+        })
+        .map(|(i, _)| i + 1)
+        .last()
 }
 
 /// Merges `b` (a later file) into `a`; a setting both files make differently is an error.
@@ -324,6 +349,28 @@ mod tests {
         assert!(err.to_string().contains("selects nothing"), "{err}");
         let err = parse("p.yaml", "version: 1\ntrust:\n  - issuer: i\n    jwks: http://x/j\n").unwrap_err();
         assert!(err.to_string().contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn rule_errors_point_at_the_rule_line() {
+        let err = parse(
+            "p.yaml",
+            "version: 1\nguardrails:\n  - id: ok\n    action: deny\n    exec: [/x]\n  - id: bad\n    action: deny\n    write: [etc/]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("p.yaml:6:"), "{err}");
+        assert!(
+            err.contains("guardrail \"bad\": write[0] \"etc/\": not an absolute path"),
+            "{err}"
+        );
+        let err = parse(
+            "p.yaml",
+            "version: 1\nguardrails:\n  - {id: a, action: deny, exec: [/x]}\n  - {id: a, action: deny, exec: [/y]}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("p.yaml:4:") && err.contains("used twice"), "{err}");
     }
 
     #[test]
