@@ -20,7 +20,7 @@
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status.
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, RwLock},
 };
 
@@ -231,12 +231,16 @@ async fn verify_and_bind(s: &ApiState, peer: &Peer, pid: u32, token: &str) -> Re
     .await
 }
 
+fn bad_request(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    ApiError::new(400, format!("bad request: {}", e.body_text()))
+}
+
 async fn handle_bind_self(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Result<Json<BindBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::new(400, format!("bad request: {}", e.body_text())))?;
+    let Json(body) = body.map_err(bad_request)?;
     let pid = peer_pid(&peer)?;
     verify_and_bind(&s, &peer, pid, &body.token).await.map(Json)
 }
@@ -246,7 +250,7 @@ async fn handle_bind_other(
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Result<Json<BindOtherBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::new(400, format!("bad request: {}", e.body_text())))?;
+    let Json(body) = body.map_err(bad_request)?;
     verify_and_bind(&s, &peer, body.pid, &body.token).await.map(Json)
 }
 
@@ -360,10 +364,6 @@ pub fn bind_self(socket: &Path, token: &str) -> Result<Value, String> {
 /// The daemon's status report.
 pub fn status_of(socket: &Path) -> Result<Value, String> {
     request(socket, "GET", "/v1/status", None)
-}
-
-pub fn default_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_SOCKET)
 }
 
 #[cfg(test)]

@@ -94,10 +94,6 @@ impl Tasks {
         self.by_id.get_mut(&id)
     }
 
-    pub fn by_jti(&self, jti: &str) -> Option<&Task> {
-        self.by_jti.get(jti).and_then(|id| self.by_id.get(id))
-    }
-
     pub fn all(&self) -> impl Iterator<Item = &Task> {
         self.by_id.values()
     }

@@ -235,11 +235,6 @@ fn merge_containment(a: &mut ContainmentSpec, b: ContainmentSpec, file: &str) ->
     Ok(())
 }
 
-/// Loads rule files (or the built-in default when none is given) and merges their selectors.
-pub fn load(paths: &[impl AsRef<Path>]) -> Result<Selectors, PolicyError> {
-    load_policy(paths).map(|p| p.selectors)
-}
-
 /// Loads rule files (or the built-in default when none is given) and merges them.
 pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
     if paths.is_empty() {
@@ -320,7 +315,7 @@ mod tests {
         for entry in std::fs::read_dir(&dir).expect("policies/ exists") {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "yaml") {
-                load(&[&p]).unwrap_or_else(|e| panic!("{e}"));
+                load_policy(&[&p]).unwrap_or_else(|e| panic!("{e}"));
             }
         }
     }

@@ -81,10 +81,11 @@ fn true_bin() -> String {
     std::fs::canonicalize("/bin/true").unwrap().display().to_string()
 }
 
-/// `tether exec --token TOKEN -- bash -c SCRIPT` with $DIR set.
-fn exec_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Output {
-    Command::new(tether_bin())
-        .arg("exec")
+/// `tether exec --token TOKEN -- bash -c SCRIPT`, with $DIR, $NETPROBE, $TETHER and $SOCK
+/// (the daemon's agent socket) set for the script.
+fn token_command(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Command {
+    let mut c = Command::new(tether_bin());
+    c.arg("exec")
         .arg("--socket")
         .arg(d.socket())
         .arg("--token")
@@ -96,27 +97,18 @@ fn exec_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Output
         .env("DIR", dir)
         .env("NETPROBE", netprobe_bin())
         .env("TETHER", tether_bin())
-        .env("SOCK", d.socket())
-        .output()
-        .expect("tether exec")
+        .env("SOCK", d.socket());
+    c
 }
 
-/// `tether exec --token TOKEN -- bash -c SCRIPT` in the background, with $DIR and $NETPROBE set.
+/// Runs [`token_command`] to completion.
+fn exec_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Output {
+    token_command(d, token, dir, script).output().expect("tether exec")
+}
+
+/// Starts [`token_command`] in the background.
 fn spawn_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> std::process::Child {
-    Command::new(tether_bin())
-        .arg("exec")
-        .arg("--socket")
-        .arg(d.socket())
-        .arg("--token")
-        .arg(token)
-        .arg("--")
-        .arg("bash")
-        .arg("-c")
-        .arg(script)
-        .env("DIR", dir)
-        .env("NETPROBE", netprobe_bin())
-        .spawn()
-        .expect("tether exec")
+    token_command(d, token, dir, script).spawn().expect("tether exec")
 }
 
 fn alerts<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
