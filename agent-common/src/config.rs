@@ -50,7 +50,8 @@ pub struct Offsets {
     pub socket_type: u32,
     pub socket_sk: u32,
     pub sock_sk_protocol: u32,
-    pub _pad: u32,
+    /// linux_binprm.file (the BPF LSM exec hook judges the file about to run).
+    pub binprm_file: u32,
 }
 
 /// Offsets of tracepoint record fields, from /sys/kernel/tracing/events/*/*/format.

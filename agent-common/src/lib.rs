@@ -9,6 +9,7 @@
 #![no_std]
 
 pub mod config;
+pub mod contain;
 pub mod syscalls;
 
 pub use config::{Config, Offsets};
@@ -143,7 +144,8 @@ pub struct Header {
     pub comm: [u8; COMM_LEN],
     /// The acting process's task at the time of the record ([`Tracked::task`]).
     pub task: u32,
-    pub _pad: u32,
+    /// The kernel's containment decision ([`contain::verdict`] bits; 0: allowed or not judged).
+    pub verdict: u32,
 }
 
 /// Record-level flags.
@@ -171,7 +173,9 @@ pub struct WalkedPath {
     pub start: u16,
     /// [`walk`] flags.
     pub flags: u16,
-    pub _pad: u32,
+    /// Offset in `buf` of the `/` before the last component (the leaf).
+    pub leaf: u16,
+    pub _pad: u16,
 }
 
 /// Flags of a [`WalkedPath`].

@@ -4,7 +4,9 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, Tracked, config, counter, flags, kind, track_reason,
+    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, Tracked, config,
+    contain::{class, verdict},
+    counter, flags, kind, track_reason,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -14,10 +16,12 @@ use aya_ebpf::{
 };
 
 use crate::{
+    contain::{judge_path, kill_current, refuses},
     kernel::{
         KPtr, current_task, file_path, fill_header, off, parent_tgid, process_start_ns, read_ptr, read_u32, read_u64,
         tp, walk_empty, walk_path,
     },
+    lsm::CHECKED,
     maps::{
         CONFIG, EVENTS, EXEC_CHECKED, SELECT_COMM, SELECT_EXE, TRACKED, config_value, count, degraded, self_tgid,
         wake_flags,
@@ -44,8 +48,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // Did the BPF LSM hook check this exec (in the thread that called execve)?
     // SAFETY: offset from this kernel's tracepoint format.
     let old_pid = unsafe { ctx.read_at::<u32>(tp!(exec_old_pid) as usize) }.unwrap_or(0);
-    // SAFETY: map lookup.
-    let mut rec_flags = if unsafe { EXEC_CHECKED.get(&old_pid) }.is_some() {
+    // SAFETY: map lookup, copied out.
+    let checked = unsafe { EXEC_CHECKED.get(&old_pid) }.copied();
+    let mut rec_flags = if checked.is_some() {
         let _ = EXEC_CHECKED.remove(&old_pid);
         flags::VIA_LSM
     } else {
@@ -114,6 +119,22 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     } else {
         walk_path(file_path(exe_file), &mut ev.exe);
     }
+
+    // Judgement: by the LSM hook if it saw this exec (it refuses there; what it let through
+    // is reported as it judged), else here, where a refusal can only be a SIGKILL before
+    // the new image runs a single instruction. The exec that selects an agent is its start,
+    // not one of its actions: never judged.
+    ev.header.verdict = match checked {
+        Some(v) => v & !CHECKED,
+        None if rec_flags & flags::NEWLY_SELECTED != 0 => 0,
+        None => {
+            let mut judged = judge_path(&tracked, class::EXEC, &ev.exe);
+            if refuses(judged) && kill_current() {
+                judged |= verdict::KILLED;
+            }
+            judged
+        }
+    };
 
     // The path as passed to execve: a __data_loc string in the tracepoint record.
     ev.filename_len = 0;

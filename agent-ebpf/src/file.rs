@@ -10,8 +10,9 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, config, counter, file_op, kind,
-    path_source,
+    AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, config,
+    contain::{class, verdict},
+    counter, file_op, kind, path_source,
     syscalls::{self, Shape},
 };
 use aya_ebpf::{
@@ -21,6 +22,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    contain::{judge_path, kill_current, refuses},
     kernel::{
         KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, tp, walk_empty, walk_path, walk_unavailable,
     },
@@ -259,6 +261,23 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
         p.raw_len_b,
         p.raw_truncated_b,
     );
+    // Judgement at the syscall's exit: the operation is done, so a refusal can only be a
+    // SIGKILL before the process uses its result. Only an opened file has a whole path here
+    // (the object); a name-based operation (rename, unlink, mkdir, ...) is left to the daemon.
+    if ret >= 0 {
+        let mut judged = if ev.a.source == path_source::OBJECT && ev.b.source == path_source::NONE {
+            judge_path(&tracked, class::WRITE, &ev.a.walked)
+        } else {
+            verdict::UNDECIDED
+        };
+        if refuses(judged) && kill_current() {
+            judged |= verdict::KILLED;
+            if p.op != file_op::OPEN_WRITE || p.flags & (O_CREAT | O_TRUNC) != 0 {
+                judged |= verdict::AFTER_EFFECT;
+            }
+        }
+        ev.header.verdict = judged;
+    }
     slot.submit(wake_flags());
 }
 

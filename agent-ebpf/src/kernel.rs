@@ -90,7 +90,7 @@ pub fn fill_header(h: &mut Header, kind: u32, pid_tgid: u64, t: &Tracked, flags:
     h.start_ns = t.start_ns;
     h.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
     h.task = t.task;
-    h._pad = 0;
+    h.verdict = 0;
 }
 
 /// The `struct file *` behind descriptor `fd` of `task`, if any.
@@ -127,6 +127,7 @@ pub fn fs_path(task: KPtr, root: bool) -> Result<KPtr, i32> {
 #[inline(always)]
 pub fn walk_empty(out: &mut WalkedPath) {
     out.start = WALK_MAIN as u16;
+    out.leaf = WALK_MAIN as u16;
     out.flags = walk::EMPTY;
 }
 
@@ -134,6 +135,7 @@ pub fn walk_empty(out: &mut WalkedPath) {
 #[inline(always)]
 pub fn walk_unavailable(out: &mut WalkedPath) {
     out.start = WALK_MAIN as u16;
+    out.leaf = WALK_MAIN as u16;
     out.flags = walk::EMPTY | walk::UNAVAILABLE;
 }
 
@@ -242,6 +244,9 @@ fn walk_dentries(vfsmnt: KPtr, dentry: KPtr, out: &mut WalkedPath) {
             break;
         }
         pos -= n + 1;
+        if j == 0 {
+            out.leaf = pos as u16;
+        }
         let p = pos & (WALK_MAIN - 1);
         // SAFETY: p < WALK_MAIN and p + 1 + n <= WALK_MAIN < WALK_BUF; the masks let the
         // verifier see the bounds.
@@ -259,6 +264,7 @@ fn walk_dentries(vfsmnt: KPtr, dentry: KPtr, out: &mut WalkedPath) {
     }
     if pos == WALK_MAIN {
         pos -= 1;
+        out.leaf = pos as u16;
         // SAFETY: pos = WALK_MAIN - 1 is in bounds.
         unsafe { *buf.add(pos & (WALK_MAIN - 1)) = b'/' };
     }

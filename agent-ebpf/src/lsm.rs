@@ -1,13 +1,18 @@
 //! BPF LSM hooks: where the kernel allows them (BPF LSM built in and in `lsm=`), these replace
 //! the tracepoint/cgroup observers for exec, write-opens and connects, because an LSM hook runs
-//! before the action and can refuse it. Here they only observe: each returns the verdict of
-//! the BPF LSM programs before it (0 unless another one denied).
+//! before the action and can refuse it: a refused action gets EPERM (and, for a kill verdict,
+//! the process a SIGKILL) before anything happened. An action another BPF LSM program
+//! already refused is left alone (its verdict is returned).
 //!
 //! Also the feature probes: programs that are only ever loaded (never attached), so the
 //! daemon learns by a real load whether this kernel allows fentry and bpf_send_signal.
 use core::ffi::c_void;
 
-use agent_common::{FileEvent, NO_SYSCALL, NetEvent, Tracked, counter, file_op, kind, net_op, path_source};
+use agent_common::{
+    ExecEvent, FileEvent, NO_SYSCALL, NetEvent, Tracked, WalkedPath,
+    contain::{class, verdict},
+    counter, file_op, kind, net_op, path_source,
+};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated},
     macros::{fentry, lsm, tracepoint},
@@ -15,13 +20,17 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{KPtr, fill_header, off, read_ptr, read_u32, walk_empty, walk_path},
-    maps::{EVENTS, EXEC_CHECKED, TRACKED, count, self_tgid, wake_flags},
+    contain::{judge_net, judge_path, kill_current, kills, mapped_v4, refuses},
+    kernel::{KPtr, current_task, fill_header, off, parent_tgid, read_ptr, read_u32, walk_empty, walk_path},
+    maps::{EVENTS, EXEC_CHECKED, EXEC_WALK, TRACKED, count, self_tgid, wake_flags},
 };
 
 const FMODE_WRITE: u32 = 0x2;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+const EPERM: i32 = 1;
+/// Marks an EXEC_CHECKED value (a verdict may be 0).
+pub const CHECKED: u32 = 1 << 31;
 
 /// The tracked-map entry of the current process, unless it is untracked (or the daemon
 /// itself).
@@ -35,16 +44,64 @@ fn tracked(pid_tgid: u64) -> Option<Tracked> {
     unsafe { TRACKED.get(&tgid) }.copied()
 }
 
-/// bprm_check_security(struct linux_binprm *bprm): an exec about to happen. The record is the
-/// sched_process_exec one that follows; this marks it as checked here.
+/// bprm_check_security(struct linux_binprm *bprm): an exec about to happen, judged on the file
+/// it would run. Allowed: the record is the sched_process_exec one that follows, which finds
+/// this hook's verdict in EXEC_CHECKED. Refused: there is no exec to follow, so the record is
+/// made here.
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     let ret: i32 = ctx.arg(1);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if ret == 0 && tracked(pid_tgid).is_some() {
-        let _ = EXEC_CHECKED.insert(&(pid_tgid as u32), &1, 0);
+    if ret != 0 {
+        return ret;
     }
-    ret
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(t) = tracked(pid_tgid) else {
+        return 0;
+    };
+    let Some(walked) = EXEC_WALK.get_ptr_mut(0) else {
+        return 0;
+    };
+    let bprm: KPtr = ctx.arg::<u64>(0) as KPtr;
+    let file = read_ptr(bprm, off!(binprm_file)).unwrap_or(core::ptr::null());
+    // SAFETY: per-CPU scratch owned by this program run.
+    let walked = unsafe { &mut *walked };
+    if file.is_null() {
+        walk_empty(walked);
+    } else {
+        walk_path(file.wrapping_add(off!(file_f_path)), walked);
+    }
+    let mut judged = judge_path(&t, class::EXEC, walked);
+    if !refuses(judged) {
+        let _ = EXEC_CHECKED.insert(&(pid_tgid as u32), &(judged | CHECKED), 0);
+        return 0;
+    }
+    judged |= verdict::DENIED;
+    if kills(judged) && kill_current() {
+        judged |= verdict::KILLED;
+    }
+    if let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) {
+        // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads for a
+        // refused exec (header, ppid, lengths, exe) are written.
+        let ev = unsafe { &mut *slot.as_mut_ptr() };
+        fill_header(&mut ev.header, kind::EXEC, pid_tgid, &t, agent_common::flags::VIA_LSM);
+        ev.header.verdict = judged;
+        ev.ppid = parent_tgid(current_task()).unwrap_or(0);
+        ev.argv_len = 0;
+        ev.filename_len = 0;
+        ev._pad = 0;
+        // SAFETY: both are WalkedPath-sized.
+        unsafe {
+            generated::bpf_probe_read_kernel(
+                &mut ev.exe as *mut WalkedPath as *mut c_void,
+                core::mem::size_of::<WalkedPath>() as u32,
+                walked as *const WalkedPath as *const c_void,
+            )
+        };
+        slot.submit(wake_flags());
+    } else {
+        count(counter::RINGBUF_FULL);
+    }
+    -EPERM
 }
 
 /// file_open(struct file *file): an open that passed the permission checks.
@@ -92,8 +149,20 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     ev.b.raw_truncated = 0;
     ev.b._pad = 0;
     walk_empty(&mut ev.b.walked);
+    let mut judged = judge_path(&t, class::WRITE, &ev.a.walked);
+    let answer = if refuses(judged) {
+        judged |= verdict::DENIED;
+        if kills(judged) && kill_current() {
+            judged |= verdict::KILLED;
+        }
+        -EPERM
+    } else {
+        0
+    };
+    ev.header.verdict = judged;
+    ev.ret = answer as i64;
     slot.submit(wake_flags());
-    0
+    answer
 }
 
 /// socket_connect(struct socket *sock, struct sockaddr *address, int addrlen).
@@ -131,6 +200,7 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     let ev = unsafe { &mut *slot.as_mut_ptr() };
     fill_header(&mut ev.header, kind::NET, pid_tgid, &t, agent_common::flags::VIA_LSM);
     ev.op = net_op::CONNECT;
+    ev.header.verdict = 0;
     ev.family = family as u8;
     ev._pad = 0;
     ev.sock_type = read_u32(sock, off!(socket_type)).map(|t| t as u16 as u8).unwrap_or(0);
@@ -153,8 +223,28 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
             addr.wrapping_add(addr_off) as *const c_void,
         )
     };
+    let mut judged = if family == AF_INET {
+        judge_net(
+            &t,
+            ev.protocol,
+            &mapped_v4([ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]]),
+            ev.port,
+        )
+    } else {
+        judge_net(&t, ev.protocol, &ev.addr, ev.port)
+    };
+    let answer = if refuses(judged) {
+        judged |= verdict::DENIED;
+        if kills(judged) && kill_current() {
+            judged |= verdict::KILLED;
+        }
+        -EPERM
+    } else {
+        0
+    };
+    ev.header.verdict = judged;
     slot.submit(wake_flags());
-    0
+    answer
 }
 
 /// Feature probe (loaded, never attached): does this kernel allow fentry programs?

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod contain;
 mod exec;
 mod file;
 mod kernel;

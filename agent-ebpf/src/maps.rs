@@ -1,12 +1,14 @@
 //! Maps and the load-time configuration global. Names are the contract with agent-user's loader.
 use agent_common::{
     COMM_LEN, Config, InodeKey, MAX_PENDING, MAX_TRACKED, PendingFile, RING_BYTES, RING_WAKE_BYTES, Tracked,
-    WALK_MAX_STEPS, counter,
+    WALK_MAX_STEPS, WalkedPath,
+    contain::{MAX_GUARDRAILS, MAX_RULES, NetKey, NetRule, PathKey, PathRule, TailKey, Verdict, posture},
+    counter,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 
 /// Offsets and settings written by the daemon before load (see agent_common::config).
@@ -55,6 +57,35 @@ pub struct WalkScratch {
 
 #[map]
 pub static WALK_SCRATCH: PerCpuArray<WalkScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Containment rules compiled by the daemon (layout: agent_common::contain).
+#[map]
+pub static PATH_RULES: LpmTrie<PathKey, PathRule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+
+#[map]
+pub static TAIL_RULES: LpmTrie<TailKey, PathRule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+
+#[map]
+pub static NET_RULES: LpmTrie<NetKey, NetRule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+
+/// Action and mode per violation class (agent_common::contain::posture).
+#[map]
+pub static POSTURE: Array<Verdict> = Array::with_max_entries(posture::COUNT, 0);
+
+/// Action and mode per guardrail.
+#[map]
+pub static GUARD_VERDICTS: Array<Verdict> = Array::with_max_entries(MAX_GUARDRAILS, 0);
+
+/// Per-CPU lookup keys (too large for the BPF stack).
+#[map]
+pub static PATH_KEY: PerCpuArray<Key<PathKey>> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static TAIL_KEY: PerCpuArray<Key<TailKey>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU walk of the file an exec is about to run (the BPF LSM exec hook).
+#[map]
+pub static EXEC_WALK: PerCpuArray<WalkedPath> = PerCpuArray::with_max_entries(1, 0);
 
 /// Loss and error counters, summed over CPUs by userspace (agent_common::counter).
 #[map]

@@ -95,6 +95,12 @@ pub enum Request {
     },
     Tasks,
     Status,
+    /// Switch the global containment mode.
+    Mode {
+        mode: crate::policy::engine::Mode,
+    },
+    /// Reload the rule files.
+    Reload,
 }
 
 #[derive(Debug)]
@@ -266,6 +272,24 @@ async fn handle_revoke(State(s): State<ApiState>, UrlPath(jti): UrlPath<String>)
     call(&s, Request::Revoke { jti }).await.map(Json)
 }
 
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeBody {
+    pub mode: crate::policy::engine::Mode,
+}
+
+async fn handle_mode(
+    State(s): State<ApiState>,
+    body: Result<Json<ModeBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(bad_request)?;
+    call(&s, Request::Mode { mode: body.mode }).await.map(Json)
+}
+
+async fn handle_reload(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    call(&s, Request::Reload).await.map(Json)
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(404, "no such endpoint (see `tether help` or the README's API table)")
 }
@@ -279,7 +303,9 @@ pub fn router(state: ApiState, admin: bool) -> Router {
     if admin {
         r = r
             .route("/v1/tasks", post(handle_bind_other).get(handle_tasks))
-            .route("/v1/tasks/{jti}/revoke", post(handle_revoke));
+            .route("/v1/tasks/{jti}/revoke", post(handle_revoke))
+            .route("/v1/mode", post(handle_mode))
+            .route("/v1/reload", post(handle_reload));
     }
     r.fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -25,8 +25,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon (root): load the probes, adopt running agents, write audit events.
-    /// Observe-only: nothing is denied or killed.
+    /// Run the daemon (root): load the probes, adopt running agents, write audit events, and
+    /// contain agent processes by the rule files' `mode` (the shipped default: observe,
+    /// nothing is denied or killed). SIGHUP reloads the rule files.
     ///
     /// At start the daemon probes the kernel (see `tether status`) and logs the mechanism it
     /// uses for each hook and any feature degraded because the kernel's BTF lacks a field.
@@ -114,6 +115,28 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Switch the running daemon's global containment mode (admin socket, root), without a
+    /// restart and without losing tracked processes: `observe` decides and reports what
+    /// would have happened, `enforce` denies and kills. Rules with a `mode:` of their own
+    /// keep it. The rule files' mode comes back at the next reload.
+    Mode {
+        #[arg(long, value_name = "PATH", default_value = api::DEFAULT_ADMIN_SOCKET, env = "TETHER_ADMIN_SOCKET")]
+        admin_socket: PathBuf,
+        #[arg(value_enum)]
+        mode: ModeArg,
+    },
+    /// Reload the running daemon's rule files (as SIGHUP does). A file that fails to compile
+    /// is refused with its error and the previous rules stay in force.
+    Reload {
+        #[arg(long, value_name = "PATH", default_value = api::DEFAULT_ADMIN_SOCKET, env = "TETHER_ADMIN_SOCKET")]
+        admin_socket: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Observe,
+    Enforce,
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,12 +273,29 @@ pub fn main() -> ExitCode {
         }
         Command::Exec { socket, token, command } => {
             let verdict = match &token {
-                Some(path) => read_token(path).and_then(|t| api::bind_self(&socket, &t)).map(|_| ()),
-                None => api::register_self(&socket).map(|_| ()),
+                Some(path) => read_token(path).and_then(|t| api::bind_self(&socket, &t)),
+                None => api::register_self(&socket).map(|pid| serde_json::json!({"pid": pid})),
             };
-            if let Err(e) = verdict {
-                eprintln!("tether exec: {e}; not running {:?}", command[0]);
-                return ExitCode::from(126);
+            let reply = match verdict {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("tether exec: {e}; not running {:?}", command[0]);
+                    return ExitCode::from(126);
+                }
+            };
+            // Where the kernel's LSM hooks cannot refuse, the daemon sends a Landlock plan:
+            // applied here, to this process, so CMD and everything it starts run under it.
+            if let Some(plan) = reply.get("landlock").filter(|p| !p.is_null()) {
+                let applied = serde_json::from_value::<crate::contain::landlock::LandlockPlan>(plan.clone())
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| crate::contain::landlock::apply(&p).map_err(|e| e.to_string()));
+                if let Err(e) = applied {
+                    eprintln!(
+                        "tether exec: cannot apply the task's Landlock restrictions: {e}; not running {:?}",
+                        command[0]
+                    );
+                    return ExitCode::from(126);
+                }
             }
             let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();
             eprintln!("tether exec: cannot run {:?}: {err}", command[0]);
@@ -282,16 +322,25 @@ pub fn main() -> ExitCode {
                     api::request(&admin_socket, "POST", &path, None)
                 }
             };
-            match result {
-                Ok(v) => {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("tether tasks: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            print_reply("tasks", result)
+        }
+        Command::Mode { admin_socket, mode } => {
+            let mode = match mode {
+                ModeArg::Observe => "observe",
+                ModeArg::Enforce => "enforce",
+            };
+            print_reply(
+                "mode",
+                api::request(
+                    &admin_socket,
+                    "POST",
+                    "/v1/mode",
+                    Some(&serde_json::json!({"mode": mode})),
+                ),
+            )
+        }
+        Command::Reload { admin_socket } => {
+            print_reply("reload", api::request(&admin_socket, "POST", "/v1/reload", None))
         }
         Command::Status { socket, json } => match api::status_of(&socket) {
             Ok(s) if json => {
@@ -445,6 +494,20 @@ fn token_command(command: TokenCommand) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tether token: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an admin API reply (pretty JSON) or the error.
+fn print_reply(what: &str, result: Result<serde_json::Value, String>) -> ExitCode {
+    match result {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tether {what}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -19,6 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     api::{self, ApiError, ApiState, Call, Request},
+    contain::{self, DaemonAct},
     credentials::{
         self,
         tasks::{BindError, Bound, Tasks},
@@ -32,7 +33,7 @@ use crate::{
     paths,
     policy::{
         self,
-        engine::{self, Credential, Rules},
+        engine::{self, ContainmentSpec, Credential, Mode, Rules},
     },
     procscan::{self, Procfs},
     sinks::Sinks,
@@ -100,8 +101,19 @@ struct Daemon {
     ticks_per_sec: u64,
     started: Instant,
     tasks: Tasks,
-    /// The containment rules, compiled at load.
+    /// The containment rules, compiled at load (and at each reload or mode switch) ...
     rules: Rules,
+    /// ... from these, as written in the rule files ...
+    containment: ContainmentSpec,
+    /// ... with the global mode switched at runtime (None: the files' mode).
+    mode_override: Option<Mode>,
+    /// The rule files, for reloads (empty: the built-in default).
+    policies: Vec<PathBuf>,
+    /// Tasks whose `tether exec` was sent a Landlock plan (an EACCES there is Landlock's).
+    landlocked: HashSet<u32>,
+    /// Kills the daemon carried out, and kills that failed.
+    daemon_kills: u64,
+    daemon_kill_errors: u64,
     keys: Arc<RwLock<Keys>>,
     trust: Vec<Trust>,
     max_chain: usize,
@@ -162,6 +174,8 @@ impl Daemon {
             Request::Revoke { jti } => self.revoke(&jti),
             Request::Tasks => Ok(json!({"tasks": self.task_list()})),
             Request::Status => Ok(self.status()),
+            Request::Mode { mode } => self.set_mode(mode),
+            Request::Reload => self.reload(),
         };
         let _ = call.reply.send(reply);
     }
@@ -259,6 +273,13 @@ impl Daemon {
                 .map_err(|e| ApiError::new(409, e))?;
         }
         let current = self.kernel_entry(pid).map(|t| t.task).unwrap_or(NO_TASK);
+        // A scope the kernel cannot hold is refused now, not enforced wrongly later.
+        if let Err(e) = contain::compile::scope(0, &verified.scope) {
+            let reason = format!("binding refused: the scope cannot be enforced in the kernel: {e}");
+            warn!(pid, "{reason}");
+            self.alert_refused(pid, "credential-refused", &reason);
+            return Err(ApiError::new(403, reason));
+        }
         let live = self.live_tasks();
         let hosts = verified.scope.host_names();
         let jti = verified.claims.jti.clone();
@@ -270,6 +291,8 @@ impl Daemon {
                 let mut entry = self
                     .kernel_entry(pid)
                     .ok_or_else(|| ApiError::new(409, format!("process {pid} is gone")))?;
+                self.install_scope(id)
+                    .map_err(|e| ApiError::new(500, format!("kernel rule maps: {e}")))?;
                 entry.task = id;
                 entry.expires_ns = expires_ns;
                 self.probes
@@ -280,7 +303,11 @@ impl Daemon {
                 if !hosts.is_empty() {
                     self.spawn_resolve(id, hosts);
                 }
-                Ok(json!({"pid": pid, "task": self.task_json(id)}))
+                let landlock = self.landlock_plan(id);
+                if landlock.is_some() {
+                    self.landlocked.insert(id);
+                }
+                Ok(json!({"pid": pid, "task": self.task_json(id), "landlock": landlock}))
             }
             Err(e) => {
                 let reason = format!("binding refused: {e}");
@@ -303,7 +330,97 @@ impl Daemon {
     fn resolved(&mut self, task: u32, hosts: credentials::Resolved) {
         if let Some(t) = self.tasks.get_mut(task) {
             t.verified.scope.resolved = hosts;
+            if let Err(e) = self.install_scope(task) {
+                error!(task, "updating the kernel's scope after host-name resolution: {e}");
+            }
         }
+    }
+
+    /// Compiles task `id`'s scope into the kernel's rule maps (replacing what it had there).
+    fn install_scope(&mut self, id: u32) -> Result<(), String> {
+        let t = self.tasks.get(id).ok_or("no such task")?;
+        let c = contain::compile::scope(id, &t.verified.scope).map_err(|e| e.to_string())?;
+        for u in &c.undecided {
+            info!(
+                task = id,
+                "scope pattern {u}: not judged by the kernel; the daemon decides"
+            );
+        }
+        self.probes.rules.install(id, &c).map_err(|e| e.to_string())
+    }
+
+    /// What `tether exec` should restrict with Landlock for task `id`: where the kernel's
+    /// exec/write hooks cannot refuse (no BPF LSM) and scope violations are enforced.
+    fn landlock_plan(&self, id: u32) -> Option<contain::landlock::LandlockPlan> {
+        self.probes.report.features.landlock_abi?;
+        let scope = self.rules.postures()[2]?;
+        if scope.1 != Mode::Enforce || scope.0 == engine::Action::Alert {
+            return None;
+        }
+        let t = self.tasks.get(id)?;
+        let report = &self.probes.report;
+        let plan = contain::landlock::LandlockPlan {
+            write: (!report.lsm_in_effect("file_write")).then(|| t.verified.scope.spec.write.clone()),
+            exec: (!report.lsm_in_effect("exec")).then(|| t.verified.scope.spec.exec.clone()),
+        };
+        (plan.write.is_some() || plan.exec.is_some()).then_some(plan)
+    }
+
+    /// Compiles the rule files' containment with the runtime mode and puts it in force; on
+    /// any error the previous rules stay.
+    fn apply_containment(&mut self, spec: ContainmentSpec, mode: Option<Mode>) -> Result<(), String> {
+        let mut effective = spec.clone();
+        if let Some(m) = mode {
+            effective.mode = Some(m);
+        }
+        let rules = Rules::compile(&effective).map_err(|e| e.to_string())?;
+        contain::install_rules(&mut self.probes.rules, &rules)?;
+        self.rules = rules;
+        self.containment = spec;
+        self.mode_override = mode;
+        Ok(())
+    }
+
+    /// Switches the global mode (rules with a mode of their own keep it).
+    fn set_mode(&mut self, mode: Mode) -> Result<serde_json::Value, ApiError> {
+        let spec = self.containment.clone();
+        self.apply_containment(spec, Some(mode))
+            .map_err(|e| ApiError::new(500, e))?;
+        warn!(mode = mode.as_str(), "containment mode switched");
+        Ok(json!({"mode": mode.as_str(), "rules": self.rules_json()}))
+    }
+
+    /// Reloads the rule files; a file that fails is refused and the previous rules stay.
+    fn reload(&mut self) -> Result<serde_json::Value, ApiError> {
+        let policy = match policy::load_policy(&self.policies) {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = format!("reload refused, the previous rules stay in force: {e}");
+                error!("{reason}");
+                return Err(ApiError::new(400, reason));
+            }
+        };
+        if let Err(e) = self.apply_containment(policy.containment, None) {
+            let reason = format!("reload refused, the previous rules stay in force: {e}");
+            error!("{reason}");
+            return Err(ApiError::new(400, reason));
+        }
+        info!(mode = self.rules.mode.as_str(), guardrails = ?self.rules.guardrail_ids(), "rules reloaded (agent selectors and trust take effect at restart)");
+        Ok(json!({"reloaded": true, "rules": self.rules_json()}))
+    }
+
+    fn rules_json(&self) -> serde_json::Value {
+        let p = self.rules.postures();
+        let class =
+            |c: Option<(engine::Action, Mode)>| c.map(|(a, m)| json!({"action": a.as_str(), "mode": m.as_str()}));
+        json!({
+            "mode": self.rules.mode.as_str(),
+            "mode_switched_at_runtime": self.mode_override.is_some(),
+            "guardrails": self.rules.guardrails().map(|(id, a, m, _)| json!({"id": id, "action": a.as_str(), "mode": m.as_str()})).collect::<Vec<_>>(),
+            "unbound": class(p[0]),
+            "expired": class(p[1]),
+            "scope": class(p[2]),
+        })
     }
 
     fn revoke(&mut self, jti: &str) -> Result<serde_json::Value, ApiError> {
@@ -380,7 +497,10 @@ impl Daemon {
             .map(|(n, v)| (n.to_string(), v.into()))
             .collect();
         serde_json::json!({
-            "mode": "observe",
+            "mode": self.rules.mode.as_str(),
+            "rules": self.rules_json(),
+            "daemon_kills": self.daemon_kills,
+            "daemon_kill_errors": self.daemon_kill_errors,
             "pid": std::process::id(),
             "uptime_s": self.started.elapsed().as_secs(),
             "kernel": self.probes.report.kernel,
@@ -465,7 +585,13 @@ impl Daemon {
             return Ok(()); // never watch or judge ourselves
         }
         let before = self.table.get(&self.table.key_of(ev.actor())).cloned();
-        let key = self.table.apply(&ev, &Procfs);
+        // An exec the kernel refused changed nothing: the process keeps its image.
+        let refused_exec = matches!(&ev, Event::Exec { actor, .. } if actor.kernel.denied);
+        let key = if refused_exec {
+            self.table.ensure(ev.actor(), &Procfs)
+        } else {
+            self.table.apply(&ev, &Procfs)
+        };
         if let Event::File { path, path2, .. } = &mut ev {
             paths::resolve(path);
             if let Some(p2) = path2 {
@@ -479,16 +605,22 @@ impl Daemon {
         let a = ev.actor().clone();
         self.seq += 1;
         let seq = self.seq;
-        // The audit event, and the verdict on the action against the task's credential
-        // (observe only): built while the task is borrowed, written after.
-        let lines = {
+        // The rules' decision on the action: the same rules the kernel judged it by (the
+        // engine gives the reason; the kernel's verdict says what was done). The exec that
+        // selects an agent is its start, not one of its actions.
+        let newly_selected = matches!(
+            ev,
+            Event::Exec {
+                newly_selected: true,
+                ..
+            }
+        );
+        let decision = if newly_selected {
+            None
+        } else {
             let task = self.task_view(a.task, a.task_expired);
-            let Some(mut audit) = ocsf::audit(&self.ctx, seq, &ev, &actor, &after, &self.table, task.as_ref()) else {
-                return Ok(());
-            };
-            // The rules' decision on the action (observe only for now: reported, never enforced).
             let bound = self.tasks.get(a.task);
-            let decision = engine::attempt_of(&ev).map(|attempt| {
+            engine::attempt_of(&ev).map(|attempt| {
                 let cred = match (&task, bound) {
                     (Some(t), Some(b)) => Credential::Bound {
                         state: t.state,
@@ -497,13 +629,58 @@ impl Daemon {
                     _ => Credential::None,
                 };
                 self.rules.evaluate(&attempt, cred)
-            });
+            })
+        };
+        let kv = a.kernel;
+        let errno = match &ev {
+            Event::File { ret, .. } if *ret < 0 => Some(*ret),
+            Event::Net { .. } | Event::Exec { .. } if kv.denied => Some(-(libc::EPERM as i64)),
+            _ => None,
+        };
+        let act = decision
+            .as_ref()
+            .map(|d| contain::daemon_act(d, &kv, errno.is_none()))
+            .unwrap_or(DaemonAct::None);
+        let daemon_killed = self.carry_out(act, &a);
+        if let Some(d) = &decision
+            && d.action.is_some()
+            && d.mode == Mode::Enforce
+            && !kv.acted()
+            && !kv.undecided
+            && act == DaemonAct::None
+            && errno.is_none()
+            && d.action != Some(engine::Action::Alert)
+        {
+            warn!(rule = %d.rule, pid = a.tgid, "the kernel allowed what the rules refuse (see the event)");
+        }
+        let outcome = contain::outcome(
+            decision.as_ref(),
+            &kv,
+            ev.mechanism(),
+            errno,
+            self.landlocked.contains(&a.task),
+            act,
+            daemon_killed,
+        );
+        // The audit event and the finding: built while the task is borrowed, written after.
+        let lines = {
+            let task = self.task_view(a.task, a.task_expired);
+            let Some(mut audit) = ocsf::audit(&self.ctx, seq, &ev, &actor, &after, &self.table, task.as_ref()) else {
+                return Ok(());
+            };
+            let bound = self.tasks.get(a.task);
+            audit["action_id"] = json!(outcome.action_id);
+            audit["action"] = json!(outcome.action);
+            audit["disposition_id"] = json!(outcome.disposition_id);
+            audit["disposition"] = json!(outcome.disposition);
+            audit["unmapped"]["tether"]["outcome"] = json!(outcome);
+            audit["unmapped"]["tether"]["kernel_verdict"] = json!(kv);
             let finding = decision.filter(|d| d.action.is_some()).map(|d| {
                 audit["unmapped"]["tether"]["decision"] = d.to_json();
                 let mut details = json!({
                     "rule": d.rule, "action": d.action.map(engine::Action::as_str),
                     "mode": d.mode.as_str(), "would": d.would().map(engine::Action::as_str),
-                    "reason": d.reason,
+                    "reason": d.reason, "outcome": outcome,
                 });
                 if let (Some(b), "scope-violation") = (bound, d.alert_kind())
                     && let Err(v) = credentials::check_action(&b.verified.scope, &ev)
@@ -548,10 +725,65 @@ impl Daemon {
         Ok(())
     }
 
+    /// Carries out the daemon's share of enforcement; true when the process (or tree) was
+    /// signalled.
+    fn carry_out(&mut self, act: DaemonAct, a: &events::Actor) -> bool {
+        let result = match act {
+            DaemonAct::None => return false,
+            DaemonAct::Kill => contain::kill::kill(a.tgid, a.start_ns, self.ticks_per_sec)
+                .map(|k| k == contain::kill::Killed::Signalled),
+            DaemonAct::KillTree => {
+                let root = self.kernel_entry(a.tgid).map(|t| t.root_tgid).unwrap_or(a.tgid);
+                let (task, tracked) = (a.task, &self.probes.tracked);
+                let members = || {
+                    tracked
+                        .iter()
+                        .filter_map(|r| r.ok())
+                        .filter(|(_, t)| {
+                            if task != NO_TASK {
+                                t.task == task
+                            } else {
+                                t.root_tgid == root
+                            }
+                        })
+                        .map(|(pid, t)| (pid, t.start_ns))
+                        .collect::<Vec<_>>()
+                };
+                let r = contain::kill::kill_tree(members, self.ticks_per_sec);
+                if let Ok(n) = &r {
+                    warn!(
+                        task,
+                        root,
+                        killed = n,
+                        "kill-tree: every process of the task was killed"
+                    );
+                }
+                r.map(|_| true)
+            }
+        };
+        match result {
+            Ok(done) => {
+                self.daemon_kills += u64::from(done);
+                done
+            }
+            Err(e) => {
+                self.daemon_kill_errors += 1;
+                error!(pid = a.tgid, "enforcement kill failed: {e}");
+                false
+            }
+        }
+    }
+
     /// Periodic: re-resolves scope host names, forgets ended tasks without processes.
     fn refresh_tasks(&mut self) {
         let live = self.live_tasks();
+        let before: HashSet<u32> = self.tasks.all().map(|t| t.id).collect();
         self.tasks.collect(credentials::now_epoch(), |id| live.contains(&id));
+        let after: HashSet<u32> = self.tasks.all().map(|t| t.id).collect();
+        for gone in before.difference(&after) {
+            self.probes.rules.remove(*gone);
+            self.landlocked.remove(gone);
+        }
         let work: Vec<(u32, Vec<String>)> = self
             .tasks
             .all()
@@ -582,12 +814,13 @@ impl Daemon {
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let policy = policy::load_policy(&opts.policies)?;
-    let (selectors, policy_trust, rules) = (policy.selectors, policy.trust, policy.rules);
-    info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "containment rules (observe only: decisions are reported, not enforced)");
+    let (selectors, policy_trust, rules, containment) =
+        (policy.selectors, policy.trust, policy.rules, policy.containment);
+    info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "containment rules");
     info!(comm = ?selectors.comm, exe = ?selectors.exe, "agent selectors");
     let sinks = Sinks::new(opts.stdout, opts.audit_log.as_deref())?;
     let selectors = loader::compile_selectors(&selectors)?;
-    let probes = loader::load(&selectors)?;
+    let probes = loader::load(&selectors, &rules)?;
     info!(programs = ?probes.attached.programs, cgroup = %probes.attached.cgroup_root.display(), "probes attached");
     for line in probes.report.lines() {
         if line.starts_with("DEGRADED") || line.starts_with("coverage") {
@@ -625,6 +858,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         started,
         tasks: Tasks::default(),
         rules,
+        containment,
+        mode_override: None,
+        policies: opts.policies.clone(),
+        landlocked: HashSet::new(),
+        daemon_kills: 0,
+        daemon_kill_errors: 0,
         keys: keys.clone(),
         trust: trust.clone(),
         max_chain: opts.max_chain,
@@ -668,10 +907,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         std::fs::write(ready, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", ready.display()))?;
     }
-    info!(socket = %opts.socket.display(), admin_socket = %opts.admin_socket.display(), startup_ms = started.elapsed().as_millis() as u64, "tether ready (observe-only)");
+    info!(socket = %opts.socket.display(), admin_socket = %opts.admin_socket.display(), startup_ms = started.elapsed().as_millis() as u64, mode = d.rules.mode.as_str(), "tether ready");
+    for h in &d.probes.report.hooks {
+        info!(hook = h.hook, mechanism = %h.mechanism, enforcement = %h.enforcement, "enforcement mechanism");
+    }
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut drain = tokio::time::interval(DRAIN_EVERY);
     let mut counters = tokio::time::interval(COUNTERS_EVERY);
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
@@ -685,6 +928,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some((task, hosts)) = resolved_rx.recv() => d.resolved(task, hosts),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => { let _ = d.reload(); }
         }
     }
     d.drain()?;

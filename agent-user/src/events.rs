@@ -37,6 +37,8 @@ pub struct Actor {
     pub task: u32,
     /// The kernel saw the task's credential expired (or revoked) at the time.
     pub task_expired: bool,
+    /// What the kernel decided and did about this action.
+    pub kernel: crate::contain::KernelVerdict,
 }
 
 /// A path as reported, with how much the kernel vouches for it.
@@ -269,6 +271,7 @@ fn actor(h: &Header) -> Actor {
         ktime_ns: h.ktime_ns,
         task: h.task,
         task_expired: h.flags & flags::TASK_EXPIRED != 0,
+        kernel: crate::contain::KernelVerdict::from_bits(h.verdict),
     }
 }
 
@@ -486,7 +489,7 @@ mod tests {
             start_ns: 7,
             comm,
             task: 0,
-            _pad: 0,
+            verdict: 0,
         }
     }
 
@@ -495,6 +498,7 @@ mod tests {
             buf: [0; WALK_BUF],
             start: (WALK_MAIN - s.len()) as u16,
             flags: 0,
+            leaf: 0,
             _pad: 0,
         };
         w.buf[WALK_MAIN - s.len()..WALK_MAIN].copy_from_slice(s.as_bytes());

@@ -42,6 +42,8 @@ pub mod need {
     pub const LSM_FILE: u32 = 1 << 16;
     /// The BPF LSM socket_connect hook (else connects are seen by cgroup hooks).
     pub const LSM_CONNECT: u32 = 1 << 17;
+    /// The BPF LSM bprm_check_security hook (else execs are judged at sched_process_exec).
+    pub const LSM_EXEC: u32 = 1 << 18;
     /// The bits the BPF programs read from `Config::degraded`.
     pub const KERNEL_MASK: u32 = 0xffff;
 }
@@ -73,6 +75,11 @@ const NEEDS: &[(u32, &str, &str)] = &[
         need::LSM_FILE,
         "BPF LSM file_open",
         "write-opens are observed by syscall tracepoints instead",
+    ),
+    (
+        need::LSM_EXEC,
+        "BPF LSM bprm_check_security",
+        "execs are observed (and killed, never refused) at sched_process_exec instead",
     ),
     (
         need::LSM_CONNECT,
@@ -149,7 +156,7 @@ pub fn resolve_offsets(
         socket_type: get("socket", "type", LSM_CONNECT),
         socket_sk: get("socket", "sk", LSM_CONNECT),
         sock_sk_protocol: get("sock", "sk_protocol", LSM_CONNECT),
-        _pad: 0,
+        binprm_file: get("linux_binprm", "file", LSM_EXEC),
     };
     if !core_missing.is_empty() {
         return Err(LayoutError::Core(core_missing.join("; ")));

@@ -1,6 +1,7 @@
 //! Tether's daemon and CLI. `main.rs` only calls [`cli::main`].
 pub mod api;
 pub mod cli;
+pub mod contain;
 pub mod credentials;
 pub mod daemon;
 pub mod events;

@@ -361,6 +361,7 @@ mod tests {
             ktime_ns: 0,
             task: 0,
             task_expired: false,
+            kernel: Default::default(),
         }
     }
 

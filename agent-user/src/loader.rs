@@ -12,15 +12,16 @@ use std::{
 use agent_common::{COMM_LEN, Config, InodeKey, Tracked, counter, syscalls};
 use aya::{
     Btf, Ebpf, EbpfLoader, Pod, VerifierLogLevel,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSockAddr, FEntry, Lsm, ProgramError, RawTracePoint, TracePoint},
 };
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    contain::{self, kernel_maps::KernelRules},
     features::{self, Features, KernelReport, Probe},
     kernel_layout::{self, need},
-    policy::Selectors,
+    policy::{Selectors, engine::Rules},
 };
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -65,6 +66,8 @@ pub enum LoadError {
     ExeSelectorsUnavailable(String),
     #[error("the BPF object has no {0}")]
     Missing(String),
+    #[error("containment rules: {0}")]
+    Rules(String),
     #[error("agent selector exe {path}: {source}")]
     Selector { path: String, source: std::io::Error },
 }
@@ -82,6 +85,8 @@ pub struct Probes {
     pub events: RingBuf<MapData>,
     pub tracked: HashMap<MapData, u32, Tracked>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// The containment rule maps.
+    pub rules: KernelRules,
     pub attached: Attached,
     pub report: KernelReport,
 }
@@ -272,8 +277,8 @@ fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
 
 /// The BPF LSM hooks Tether uses: (hook, what it observes, need bit of its fields).
 const LSM_HOOKS: [(&str, &str, u32); 3] = [
-    ("bprm_check_security", "exec", 0),
-    // file_open has only the object: without path resolution it could not say which file.
+    // Both judge a path: without path resolution they could not say which file.
+    ("bprm_check_security", "exec", need::LSM_EXEC | need::PATHS),
     ("file_open", "file_write", need::LSM_FILE | need::PATHS),
     ("socket_connect", "connect", need::LSM_CONNECT),
 ];
@@ -362,7 +367,7 @@ fn probe_load(
 }
 
 /// Loads and attaches everything. `selectors` become the in-kernel agent selector maps.
-pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
+pub fn load(selectors: &CompiledSelectors, rules: &Rules) -> Result<Probes, LoadError> {
     let object = BPF_OBJECT.ok_or(LoadError::NoObject)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(LoadError::NotRoot);
@@ -402,6 +407,18 @@ pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
     // Selector maps first, so an exec right after attach is already judged.
     fill_selector_map(&mut ebpf, "SELECT_COMM", selectors.comm.iter().map(|c| comm_key(c)))?;
     fill_selector_map(&mut ebpf, "SELECT_EXE", selectors.exe.iter().copied())?;
+    // Containment rules before any program runs: guardrails hold from the first record on.
+    let mut kernel_rules = {
+        let mut take = |name: &'static str| take_map(&mut ebpf, name);
+        KernelRules::new(
+            LpmTrie::try_from(take("PATH_RULES")?).map_err(map_err("PATH_RULES"))?,
+            LpmTrie::try_from(take("TAIL_RULES")?).map_err(map_err("TAIL_RULES"))?,
+            LpmTrie::try_from(take("NET_RULES")?).map_err(map_err("NET_RULES"))?,
+            Array::try_from(take("POSTURE")?).map_err(map_err("POSTURE"))?,
+            Array::try_from(take("GUARD_VERDICTS")?).map_err(map_err("GUARD_VERDICTS"))?,
+        )
+    };
+    contain::install_rules(&mut kernel_rules, rules).map_err(LoadError::Rules)?;
 
     // Lineage first: a fork must never be missed between other attachments.
     load_required(&mut ebpf, object, &config, "sched_process_fork", |e| {
@@ -520,6 +537,7 @@ pub fn load(selectors: &CompiledSelectors) -> Result<Probes, LoadError> {
         events,
         tracked,
         counters,
+        rules: kernel_rules,
         attached,
         report,
     })

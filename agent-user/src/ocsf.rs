@@ -435,6 +435,7 @@ mod tests {
             ktime_ns: 6_000_000_000,
             task: 0,
             task_expired: false,
+            kernel: Default::default(),
         }
     }
 

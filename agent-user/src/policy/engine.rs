@@ -301,6 +301,20 @@ impl Rules {
         self.guardrails.iter().map(|g| g.id.as_str()).collect()
     }
 
+    /// The guardrails, in file order (their index is the kernel's rule index): id, action,
+    /// mode and patterns.
+    pub fn guardrails(&self) -> impl Iterator<Item = (&str, Action, Mode, &CompiledScope)> {
+        self.guardrails
+            .iter()
+            .map(|g| (g.id.as_str(), g.action, g.mode, &g.matcher))
+    }
+
+    /// Action and mode of the violation classes: (unbound, expired, scope).
+    pub fn postures(&self) -> [Option<(Action, Mode)>; 3] {
+        let am = |c: ClassAction| (c.action, c.mode);
+        [self.unbound.map(am), Some(am(self.expired)), Some(am(self.scope))]
+    }
+
     /// Decides one attempted action of an agent process.
     pub fn evaluate(&self, attempt: &Attempt, cred: Credential) -> Decision {
         for g in &self.guardrails {

@@ -1,0 +1,279 @@
+//! Containment decisions, from the maps the daemon compiled (layout: agent_common::contain).
+//! Order as in the daemon's engine: guardrails, then the credential (none -> unbound posture,
+//! past exp -> expired posture, else the scope). The result is a verdict word for the record
+//! header; the caller applies it the way its hook can (refuse, or SIGKILL).
+use core::ffi::c_void;
+
+use agent_common::{
+    NO_TASK, Tracked, WALK_MAIN, WalkedPath,
+    contain::{
+        EXEMPT, GUARDRAILS, MAX_FALLBACKS, MAX_PORT_RANGES, NET_KEY_HEAD_BITS, NetKey, PATH_KEY_HEAD_BITS,
+        PATH_KEY_LEN, PathKey, PathRule, TAIL_KEY_HEAD_BITS, TAIL_KEY_LEN, TailKey, Verdict, action, class, path_kind,
+        posture, rule_class, verdict,
+    },
+};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_boot_ns, generated},
+    maps::lpm_trie::Key,
+};
+
+use crate::maps::{GUARD_VERDICTS, NET_RULES, PATH_KEY, PATH_RULES, POSTURE, TAIL_KEY, TAIL_RULES};
+
+const SIGKILL: u32 = 9;
+
+/// A lookup's answer.
+#[derive(Clone, Copy)]
+enum Hit {
+    No,
+    /// Matched; the guardrail index for guardrail entries.
+    Yes(u16),
+    /// A pattern the kernel cannot judge matched.
+    Undecided,
+}
+
+#[inline(always)]
+fn bits(v: Verdict, class: u32, rule: u32) -> u32 {
+    if v.action == action::NONE {
+        return 0;
+    }
+    let enforce = if v.enforce != 0 { verdict::ENFORCE } else { 0 };
+    v.action as u32 | enforce | (class << verdict::CLASS_SHIFT) | (rule << verdict::RULE_SHIFT)
+}
+
+#[inline(always)]
+fn posture_bits(index: u32, class: u32) -> u32 {
+    match POSTURE.get(index) {
+        Some(v) => bits(*v, class, 0),
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn guardrail_bits(rule: u16) -> u32 {
+    match GUARD_VERDICTS.get(rule as u32) {
+        Some(v) => bits(*v, rule_class::GUARDRAIL, rule as u32),
+        None => 0,
+    }
+}
+
+/// Guardrail first, then the credential.
+#[inline(always)]
+fn decide(t: &Tracked, guard: Hit, scope: impl FnOnce(u32) -> Hit) -> u32 {
+    let mut undecided = 0;
+    match guard {
+        Hit::Yes(rule) => return guardrail_bits(rule),
+        Hit::Undecided => undecided = verdict::UNDECIDED,
+        Hit::No => {}
+    }
+    if t.task == NO_TASK {
+        return undecided | posture_bits(posture::UNBOUND, rule_class::UNBOUND);
+    }
+    // SAFETY: helper call without arguments.
+    if t.expires_ns != 0 && unsafe { bpf_ktime_get_boot_ns() } >= t.expires_ns {
+        return undecided | posture_bits(posture::EXPIRED, rule_class::EXPIRED);
+    }
+    match scope(t.task) {
+        Hit::Yes(_) => undecided,
+        Hit::No => undecided | posture_bits(posture::SCOPE, rule_class::SCOPE),
+        Hit::Undecided => verdict::UNDECIDED,
+    }
+}
+
+/// Should the action be refused (enforce mode, deny or stronger)?
+#[inline(always)]
+pub fn refuses(v: u32) -> bool {
+    v & verdict::ENFORCE != 0 && (v & verdict::ACTION_MASK) as u8 >= action::DENY
+}
+
+/// Should the process be killed (enforce mode, kill or kill-tree)?
+#[inline(always)]
+pub fn kills(v: u32) -> bool {
+    v & verdict::ENFORCE != 0 && (v & verdict::ACTION_MASK) as u8 >= action::KILL
+}
+
+/// SIGKILLs the current process (it dies before it returns to user mode).
+#[inline(always)]
+pub fn kill_current() -> bool {
+    // SAFETY: helper call with a constant signal number.
+    unsafe { generated::bpf_send_signal(SIGKILL) == 0 }
+}
+
+// ---- network ----
+
+#[inline(always)]
+fn net_hit(owner: u32, proto: u8, addr: &[u8; 16], port: u16) -> Hit {
+    let key = Key::new(
+        NET_KEY_HEAD_BITS + 128,
+        NetKey {
+            owner: owner.to_be_bytes(),
+            proto,
+            addr: *addr,
+        },
+    );
+    let Some(rule) = NET_RULES.get(&key) else {
+        return Hit::No;
+    };
+    let n = rule.count as usize;
+    for i in 0..MAX_PORT_RANGES {
+        if i >= n {
+            break;
+        }
+        let r = rule.ranges[i];
+        if r.lo <= port && port <= r.hi {
+            return Hit::Yes(r.rule);
+        }
+    }
+    Hit::No
+}
+
+/// Judges a connect or send by tracked entry `t` to `addr` (IPv6; IPv4 mapped) and `port`.
+#[inline(always)]
+pub fn judge_net(t: &Tracked, proto: u8, addr: &[u8; 16], port: u16) -> u32 {
+    let guard = net_hit(GUARDRAILS, proto, addr, port);
+    decide(t, guard, |task| net_hit(task, proto, addr, port))
+}
+
+/// `a.b.c.d` as `::ffff:a.b.c.d`.
+#[inline(always)]
+pub fn mapped_v4(v4: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]
+}
+
+// ---- paths ----
+
+/// The path of `walked` in the per-CPU lookup key; returns the key and the offset of the
+/// last `/` in the path, or None when there is no usable path.
+#[inline(always)]
+fn load_path(walked: *const WalkedPath) -> Option<(&'static mut Key<PathKey>, usize, usize)> {
+    let key = PATH_KEY.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch owned by this program run.
+    let key = unsafe { &mut *key };
+    // SAFETY: `walked` points at a filled WalkedPath (ring or scratch memory).
+    let (start, leaf, flags) = unsafe { ((*walked).start as usize, (*walked).leaf as usize, (*walked).flags) };
+    if flags & (agent_common::walk::EMPTY | agent_common::walk::TRUNCATED | agent_common::walk::READ_ERROR) != 0
+        || start >= WALK_MAIN
+    {
+        return None;
+    }
+    let len = WALK_MAIN - start;
+    let copy = if len < PATH_KEY_LEN { len } else { PATH_KEY_LEN };
+    // SAFETY: copy <= PATH_KEY_LEN bytes into the key's path; start + copy <= WALK_MAIN.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            key.data.path.as_mut_ptr() as *mut c_void,
+            (copy & 0xff) as u32,
+            (*walked).buf.as_ptr().add(start & (WALK_MAIN - 1)) as *const c_void,
+        );
+    }
+    if len < PATH_KEY_LEN {
+        key.data.path[len & 0xff] = 0;
+        key.prefix_len = PATH_KEY_HEAD_BITS + (len as u32 + 1) * 8;
+    } else {
+        // Longer than a key: prefix entries still match, exact ones cannot.
+        key.prefix_len = PATH_KEY_HEAD_BITS + PATH_KEY_LEN as u32 * 8;
+    }
+    let leaf = leaf.saturating_sub(start);
+    Some((key, len, leaf))
+}
+
+/// Longest-prefix lookup with the fallbacks of conditional entries (see agent_common::contain).
+#[inline(always)]
+fn path_hit(key: &mut Key<PathKey>, owner: u32, cls: u8, len: usize, leaf: usize) -> Hit {
+    key.data.owner = owner.to_be_bytes();
+    key.data.class = cls;
+    let full = key.prefix_len;
+    let mut hit = Hit::No;
+    for _ in 0..=MAX_FALLBACKS {
+        let Some(r) = PATH_RULES.get(&*key) else {
+            break;
+        };
+        let r: PathRule = *r;
+        let matched = match r.kind {
+            path_kind::PREFIX => true,
+            path_kind::LAST_SEGMENT => leaf < r.prefix_bytes as usize,
+            path_kind::SEGMENT => match tail_hit(key, &r, len, leaf) {
+                Hit::Yes(_) => true,
+                Hit::Undecided => {
+                    hit = Hit::Undecided;
+                    break;
+                }
+                Hit::No => false,
+            },
+            path_kind::UNDECIDED => {
+                hit = Hit::Undecided;
+                break;
+            }
+            _ => false,
+        };
+        if matched {
+            hit = Hit::Yes(r.rule);
+            break;
+        }
+        if r.fallback_bits == 0 || r.fallback_bits >= key.prefix_len {
+            break;
+        }
+        key.prefix_len = r.fallback_bits;
+    }
+    key.prefix_len = full;
+    hit
+}
+
+/// The rest of the path after the wildcard segment that starts at `r.prefix_bytes`.
+#[inline(always)]
+fn tail_hit(key: &Key<PathKey>, r: &PathRule, len: usize, leaf: usize) -> Hit {
+    let Some(tail) = TAIL_KEY.get_ptr_mut(0) else {
+        return Hit::No;
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let tail = unsafe { &mut *tail };
+    let end = if len < PATH_KEY_LEN { len } else { PATH_KEY_LEN };
+    let mut i = r.prefix_bytes as usize;
+    for _ in 0..PATH_KEY_LEN {
+        if i >= end || i >= PATH_KEY_LEN || key.data.path[i] == b'/' {
+            break;
+        }
+        i += 1;
+    }
+    let rest = end - i.min(end);
+    if rest >= TAIL_KEY_LEN {
+        return Hit::No;
+    }
+    tail.data.tail_id = r.tail_id.to_be_bytes();
+    if rest > 0 {
+        // SAFETY: rest < TAIL_KEY_LEN bytes from inside the path key.
+        unsafe {
+            generated::bpf_probe_read_kernel(
+                tail.data.path.as_mut_ptr() as *mut c_void,
+                (rest & 0xff) as u32,
+                key.data.path.as_ptr().add(i & 0xff) as *const c_void,
+            );
+        }
+    }
+    tail.data.path[rest & 0xff] = 0;
+    tail.prefix_len = TAIL_KEY_HEAD_BITS + (rest as u32 + 1) * 8;
+    let Some(t) = TAIL_RULES.get(&*tail) else {
+        return Hit::No;
+    };
+    match t.kind {
+        path_kind::PREFIX => Hit::Yes(r.rule),
+        path_kind::LAST_SEGMENT if leaf >= i && leaf - i < t.prefix_bytes as usize => Hit::Yes(r.rule),
+        path_kind::UNDECIDED => Hit::Undecided,
+        _ => Hit::No,
+    }
+}
+
+/// Judges an exec (`cls` EXEC) or a write (`cls` WRITE) of `walked` by tracked entry `t`.
+/// A path the walk could not rebuild is left to the daemon (UNDECIDED).
+#[inline(always)]
+pub fn judge_path(t: &Tracked, cls: u8, walked: *const WalkedPath) -> u32 {
+    let Some((key, len, leaf)) = load_path(walked) else {
+        return verdict::UNDECIDED;
+    };
+    if cls == class::WRITE
+        && let Hit::Yes(_) = path_hit(key, EXEMPT, cls, len, leaf)
+    {
+        return 0;
+    }
+    let guard = path_hit(key, GUARDRAILS, cls, len, leaf);
+    decide(t, guard, |task| path_hit(key, task, cls, len, leaf))
+}

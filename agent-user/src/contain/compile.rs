@@ -1,0 +1,757 @@
+//! Pure: guardrails, postures and credential scopes -> the entries of the kernel's rule maps
+//! (layout and lookup rules: agent_common::contain). Tested without root.
+//!
+//! Path patterns, by what the kernel can judge:
+//! - `/a/b` (no wildcard): exact, stored with its NUL;
+//! - `/a/b/` (subtree) and `/a/b/**`: everything under `/a/b/` (the subtree form also `/a/b`);
+//! - `/a/b*`: a wildcard in the last segment;
+//! - `/a/*/c`, `/a/x*/c/`, `/home/*/.ssh/**`: one wildcard segment, then one of the above;
+//! - anything else (`?`, `[...]`, `{..}`, `**` or a second `*` in the middle, a pattern
+//!   longer than a key): undecided from its literal part on, judged by the daemon.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use agent_common::contain::{
+    MAX_FALLBACKS, MAX_PORT_RANGES, NET_KEY_HEAD_BITS, NetRule, PATH_KEY_HEAD_BITS, PATH_KEY_LEN, PathRule, PortRange,
+    TAIL_KEY_LEN, Verdict, action, class, path_kind,
+};
+use ipnet::IpNet;
+
+use crate::{
+    credentials::scope::{CompiledScope, ConnectRule, Host, PSEUDO_DEVICES, PathPattern, Proto},
+    policy::engine::{Action, Mode, Rules},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "{what}: more than {MAX_PORT_RANGES} port ranges apply to {net}; the kernel cannot hold them (merge ranges or split the networks)"
+    )]
+    TooManyPorts { what: String, net: String },
+    #[error(
+        "{what}: patterns nested more than {MAX_FALLBACKS} deep under {prefix:?}; the kernel cannot judge them (flatten the list)"
+    )]
+    TooDeep { what: String, prefix: String },
+}
+
+/// One PATH_RULES entry (before the daemon maps `rule.tail_id` to a global id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathEntry {
+    pub owner: u32,
+    pub class: u8,
+    pub bytes: Vec<u8>,
+    pub rule: PathRule,
+}
+
+impl PathEntry {
+    pub fn prefix_bits(&self) -> u32 {
+        PATH_KEY_HEAD_BITS + self.bytes.len() as u32 * 8
+    }
+}
+
+/// One TAIL_RULES entry; `tail` is the owner-local id a SEGMENT entry refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailEntry {
+    pub tail: u32,
+    pub bytes: Vec<u8>,
+    pub rule: PathRule,
+}
+
+/// One NET_RULES entry: `addr`/`bits` is an IPv6 network (IPv4 mapped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetEntry {
+    pub owner: u32,
+    pub proto: u8,
+    pub addr: [u8; 16],
+    pub bits: u8,
+    pub rule: NetRule,
+}
+
+impl NetEntry {
+    pub fn prefix_bits(&self) -> u32 {
+        NET_KEY_HEAD_BITS + self.bits as u32
+    }
+}
+
+/// The entries of one owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compiled {
+    pub paths: Vec<PathEntry>,
+    pub tails: Vec<TailEntry>,
+    pub nets: Vec<NetEntry>,
+    /// Patterns the kernel leaves to the daemon (for the start-up report).
+    pub undecided: Vec<String>,
+}
+
+/// How the kernel matches one pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Form {
+    Prefix(Vec<u8>),
+    LastSegment(Vec<u8>),
+    Segment(Vec<u8>, Box<Form>),
+    Undecided(Vec<u8>),
+}
+
+const WILDCARDS: &[char] = &['*', '?', '[', '{', '\\'];
+
+fn exact(text: &str) -> Vec<u8> {
+    let mut b = text.as_bytes().to_vec();
+    b.push(0);
+    b
+}
+
+/// A literal prefix the key can hold, else undecided at what it can hold.
+fn fit(form: Form, limit: usize) -> Form {
+    let too_long = |b: &Vec<u8>| b.len() > limit;
+    match form {
+        Form::Prefix(b) | Form::LastSegment(b) | Form::Undecided(b) | Form::Segment(b, _) if too_long(&b) => {
+            Form::Undecided(b[..limit].to_vec())
+        }
+        f => f,
+    }
+}
+
+/// The form of the part after a wildcard segment (no further segment wildcards).
+fn tail_form(rest: &str) -> Form {
+    match rest.find(WILDCARDS) {
+        None => Form::Prefix(exact(rest)),
+        Some(i) => {
+            let (lit, wild) = rest.split_at(i);
+            match wild {
+                "**" if lit.ends_with('/') => Form::Prefix(lit.as_bytes().to_vec()),
+                "*" => Form::LastSegment(lit.as_bytes().to_vec()),
+                _ => Form::Undecided(lit.as_bytes().to_vec()),
+            }
+        }
+    }
+}
+
+fn form(p: &PathPattern) -> Vec<Form> {
+    let text = p.text();
+    match p {
+        PathPattern::Subtree(dir) => vec![
+            fit(Form::Prefix(dir.as_bytes().to_vec()), PATH_KEY_LEN),
+            fit(Form::Prefix(exact(dir.trim_end_matches('/'))), PATH_KEY_LEN),
+        ],
+        PathPattern::Glob { .. } => {
+            let f = match text.find(WILDCARDS) {
+                None => Form::Prefix(exact(text)),
+                Some(i) => {
+                    let (lit, wild) = text.split_at(i);
+                    let lit_b = lit.as_bytes().to_vec();
+                    if wild == "**" && lit.ends_with('/') {
+                        Form::Prefix(lit_b)
+                    } else if wild == "*" {
+                        Form::LastSegment(lit_b)
+                    } else if let Some(rest) = wild.strip_prefix('*').filter(|r| r.starts_with('/')) {
+                        match fit(tail_form(rest), TAIL_KEY_LEN - 1) {
+                            Form::Undecided(_) => Form::Undecided(lit_b),
+                            t => Form::Segment(lit_b, Box::new(t)),
+                        }
+                    } else {
+                        Form::Undecided(lit_b)
+                    }
+                }
+            };
+            vec![fit(f, PATH_KEY_LEN)]
+        }
+    }
+}
+
+fn rule(kind: u8, bytes: &[u8], index: u16) -> PathRule {
+    PathRule {
+        kind,
+        _pad: 0,
+        prefix_bytes: bytes.len() as u16,
+        rule: index,
+        _pad2: 0,
+        fallback_bits: 0,
+        tail_id: 0,
+    }
+}
+
+/// Two patterns at the same key: a prefix covers everything; otherwise different conditions
+/// cannot share one entry, and the kernel leaves the key to the daemon.
+fn merge(old: &mut PathRule, new: PathRule) {
+    old.rule = old.rule.min(new.rule);
+    if old.kind == path_kind::PREFIX || new.kind == path_kind::PREFIX {
+        old.kind = path_kind::PREFIX;
+    } else if old.kind != new.kind {
+        old.kind = path_kind::UNDECIDED;
+    }
+}
+
+/// Path entries of one owner: `(class, pattern, rule index)`.
+fn paths(owner: u32, what: &str, patterns: &[(u8, &PathPattern, u16)], out: &mut Compiled) -> Result<(), CompileError> {
+    let mut top: BTreeMap<(u8, Vec<u8>), PathRule> = BTreeMap::new();
+    // (class, literal) -> local tail id; tail id -> its entries
+    let mut tail_ids: BTreeMap<(u8, Vec<u8>), u32> = BTreeMap::new();
+    let mut tails: BTreeMap<(u32, Vec<u8>), PathRule> = BTreeMap::new();
+    for &(cls, p, index) in patterns {
+        for f in form(p) {
+            let (kind, bytes) = match f {
+                Form::Prefix(b) => (path_kind::PREFIX, b),
+                Form::LastSegment(b) => (path_kind::LAST_SEGMENT, b),
+                Form::Undecided(b) => {
+                    out.undecided.push(format!("{what}: {}", p.text()));
+                    (path_kind::UNDECIDED, b)
+                }
+                Form::Segment(b, t) => {
+                    let next = tail_ids.len() as u32 + out.tails.len() as u32;
+                    let id = *tail_ids.entry((cls, b.clone())).or_insert(next);
+                    let (tk, tb) = match *t {
+                        Form::Prefix(tb) => (path_kind::PREFIX, tb),
+                        Form::LastSegment(tb) => (path_kind::LAST_SEGMENT, tb),
+                        _ => (path_kind::UNDECIDED, Vec::new()),
+                    };
+                    let new = rule(tk, &tb, index);
+                    tails.entry((id, tb)).and_modify(|r| merge(r, new)).or_insert(new);
+                    let mut r = rule(path_kind::SEGMENT, &b, index);
+                    r.tail_id = id;
+                    top.entry((cls, b)).and_modify(|o| merge(o, r)).or_insert(r);
+                    continue;
+                }
+            };
+            let new = rule(kind, &bytes, index);
+            top.entry((cls, bytes)).and_modify(|r| merge(r, new)).or_insert(new);
+        }
+    }
+    // Each entry falls back to the longest shorter entry of its class that is a prefix of it.
+    let keys: Vec<(u8, Vec<u8>)> = top.keys().cloned().collect();
+    for (cls, bytes) in &keys {
+        let parent = keys
+            .iter()
+            .filter(|(c, b)| c == cls && b.len() < bytes.len() && bytes.starts_with(b))
+            .max_by_key(|(_, b)| b.len());
+        if let Some((_, pb)) = parent {
+            top.get_mut(&(*cls, bytes.clone())).expect("listed").fallback_bits =
+                PATH_KEY_HEAD_BITS + pb.len() as u32 * 8;
+        }
+    }
+    // The kernel follows at most MAX_FALLBACKS steps.
+    for (cls, bytes) in &keys {
+        let mut depth = 0;
+        let mut cur = top[&(*cls, bytes.clone())];
+        while cur.fallback_bits != 0 {
+            depth += 1;
+            if depth > MAX_FALLBACKS {
+                return Err(CompileError::TooDeep {
+                    what: what.to_string(),
+                    prefix: String::from_utf8_lossy(bytes).into_owned(),
+                });
+            }
+            let len = ((cur.fallback_bits - PATH_KEY_HEAD_BITS) / 8) as usize;
+            cur = top[&(*cls, bytes[..len].to_vec())];
+        }
+    }
+    // A conditional tail enclosed by a prefix tail of the same segment is covered by it; one
+    // enclosed by another conditional tail cannot be judged by one lookup.
+    let tail_keys: Vec<(u32, Vec<u8>)> = tails.keys().cloned().collect();
+    for (id, b) in &tail_keys {
+        let enclosing: Vec<PathRule> = tail_keys
+            .iter()
+            .filter(|(i, pb)| i == id && pb.len() < b.len() && b.starts_with(pb))
+            .map(|k| tails[k])
+            .collect();
+        if enclosing.is_empty() {
+            continue;
+        }
+        let r = tails.get_mut(&(*id, b.clone())).expect("listed");
+        if enclosing.iter().any(|e| e.kind == path_kind::PREFIX) {
+            r.kind = path_kind::PREFIX;
+        } else if r.kind != path_kind::PREFIX {
+            r.kind = path_kind::UNDECIDED;
+        }
+    }
+    out.paths.extend(top.into_iter().map(|((cls, bytes), rule)| PathEntry {
+        owner,
+        class: cls,
+        bytes,
+        rule,
+    }));
+    out.tails.extend(
+        tails
+            .into_iter()
+            .map(|((tail, bytes), rule)| TailEntry { tail, bytes, rule }),
+    );
+    Ok(())
+}
+
+fn ipproto(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 6,
+        Proto::Udp => 17,
+    }
+}
+
+/// A network as an IPv6 network (IPv4 mapped), and whether it came from IPv4.
+fn as_v6(net: IpNet) -> ([u8; 16], u8, bool) {
+    match net {
+        IpNet::V4(n) => (n.network().to_ipv6_mapped().octets(), 96 + n.prefix_len(), true),
+        IpNet::V6(n) => (n.network().octets(), n.prefix_len(), false),
+    }
+}
+
+fn contains(outer: ([u8; 16], u8), inner: ([u8; 16], u8)) -> bool {
+    if outer.1 > inner.1 {
+        return false;
+    }
+    let (a, b) = (u128::from_be_bytes(outer.0), u128::from_be_bytes(inner.0));
+    let mask = if outer.1 == 0 {
+        0
+    } else {
+        u128::MAX << (128 - outer.1 as u32)
+    };
+    a & mask == b & mask
+}
+
+/// The IPv4-mapped range as an IPv6 network.
+const MAPPED: ([u8; 16], u8) = ([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0], 96);
+
+/// Net entries of one owner: `(proto, network, ports, rule index)`. Each network gets the
+/// ranges of every network (of the same address family) that contains it, in rule order, so
+/// the kernel's longest match alone decides.
+fn nets(
+    owner: u32,
+    what: &str,
+    rules: &[(Proto, IpNet, (u16, u16), u16)],
+    out: &mut Compiled,
+) -> Result<(), CompileError> {
+    let mut keys: BTreeSet<(u8, [u8; 16], u8, bool)> = BTreeSet::new();
+    for &(proto, net, _, _) in rules {
+        let (a, b, v4) = as_v6(net.trunc());
+        keys.insert((ipproto(proto), a, b, v4));
+        // An IPv6 network over the mapped range must not let IPv4 through (the engine
+        // matches IPv4 only against IPv4 entries): the mapped range gets its own entry.
+        if !v4 && contains((a, b), MAPPED) {
+            keys.insert((ipproto(proto), MAPPED.0, MAPPED.1, true));
+        }
+    }
+    for (proto, addr, bits, v4) in keys {
+        let mut ranges: Vec<PortRange> = Vec::new();
+        for &(p, net, (lo, hi), index) in rules {
+            let (a, b, nv4) = as_v6(net.trunc());
+            if ipproto(p) != proto || nv4 != v4 || !contains((a, b), (addr, bits)) {
+                continue;
+            }
+            ranges.push(PortRange {
+                lo,
+                hi,
+                rule: index,
+                _pad: 0,
+            });
+        }
+        ranges.sort_by_key(|r| (r.rule, r.lo, r.hi));
+        // Merge overlapping or adjacent ranges of the same rule.
+        let mut merged: Vec<PortRange> = Vec::new();
+        for r in ranges {
+            match merged.last_mut() {
+                Some(m) if m.rule == r.rule && r.lo as u32 <= m.hi as u32 + 1 => m.hi = m.hi.max(r.hi),
+                _ => merged.push(r),
+            }
+        }
+        if merged.len() > MAX_PORT_RANGES {
+            return Err(CompileError::TooManyPorts {
+                what: what.to_string(),
+                net: format!("{}/{bits}", std::net::Ipv6Addr::from(addr)),
+            });
+        }
+        let mut rule = NetRule {
+            count: merged.len() as u32,
+            _pad: 0,
+            ranges: [PortRange::default(); MAX_PORT_RANGES],
+        };
+        rule.ranges[..merged.len()].copy_from_slice(&merged);
+        out.nets.push(NetEntry {
+            owner,
+            proto,
+            addr,
+            bits,
+            rule,
+        });
+    }
+    Ok(())
+}
+
+/// The networks of a connect rule, host names through the scope's last resolution.
+fn networks(rule: &ConnectRule, resolved: &[(String, Vec<IpAddr>)]) -> Vec<IpNet> {
+    match &rule.host {
+        Host::Net(n) => vec![*n],
+        Host::Name(name) => resolved
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, ips)| ips.iter().map(|ip| IpNet::from(*ip)))
+            .collect(),
+    }
+}
+
+fn owner_entries(
+    owner: u32,
+    what: &str,
+    m: &CompiledScope,
+    index: u16,
+    out: &mut Compiled,
+) -> Result<(), CompileError> {
+    let mut p: Vec<(u8, &PathPattern, u16)> = Vec::new();
+    p.extend(m.exec.iter().map(|x| (class::EXEC, x, index)));
+    p.extend(m.write.iter().map(|x| (class::WRITE, x, index)));
+    paths(owner, what, &p, out)?;
+    let n: Vec<_> = m
+        .connect
+        .iter()
+        .flat_map(|r| {
+            networks(r, &m.resolved)
+                .into_iter()
+                .map(move |net| (r.proto, net, r.ports, index))
+        })
+        .collect();
+    nets(owner, what, &n, out)
+}
+
+/// A credential's scope, owned by task `task`.
+pub fn scope(task: u32, scope: &CompiledScope) -> Result<Compiled, CompileError> {
+    let mut out = Compiled::default();
+    owner_entries(task, "scope", scope, 0, &mut out)?;
+    Ok(out)
+}
+
+/// The guardrails, owned by [`agent_common::contain::GUARDRAILS`], each entry naming its
+/// guardrail's index.
+pub fn guardrails(rules: &Rules) -> Result<Compiled, CompileError> {
+    let owner = agent_common::contain::GUARDRAILS;
+    let mut p: Vec<(u8, &PathPattern, u16)> = Vec::new();
+    let mut n = Vec::new();
+    for (i, (_, _, _, m)) in rules.guardrails().enumerate() {
+        let i = i as u16;
+        p.extend(m.exec.iter().map(|x| (class::EXEC, x, i)));
+        p.extend(m.write.iter().map(|x| (class::WRITE, x, i)));
+        for r in &m.connect {
+            for net in networks(r, &m.resolved) {
+                n.push((r.proto, net, r.ports, i));
+                // A guardrail on an IPv4 address also holds for its IPv4-mapped IPv6 form:
+                // both are the same kernel key, nothing more to add.
+            }
+        }
+    }
+    let mut out = Compiled::default();
+    paths(owner, "guardrails", &p, &mut out)?;
+    nets(owner, "guardrails", &n, &mut out)?;
+    Ok(out)
+}
+
+/// Writes that are never a violation (the pseudo devices of the credential format).
+pub fn exempt() -> Compiled {
+    let mut out = Compiled::default();
+    let owner = agent_common::contain::EXEMPT;
+    for d in PSEUDO_DEVICES {
+        out.paths.push(PathEntry {
+            owner,
+            class: class::WRITE,
+            bytes: exact(d),
+            rule: rule(path_kind::PREFIX, &exact(d), 0),
+        });
+    }
+    // /dev/pts/N: a last-segment wildcard (digits are checked by the daemon's engine; any
+    // name there is a terminal).
+    let pts = b"/dev/pts/".to_vec();
+    out.paths.push(PathEntry {
+        owner,
+        class: class::WRITE,
+        rule: rule(path_kind::LAST_SEGMENT, &pts, 0),
+        bytes: pts,
+    });
+    out
+}
+
+pub fn verdict(a: Option<(Action, Mode)>) -> Verdict {
+    match a {
+        None => Verdict::default(),
+        Some((a, m)) => Verdict {
+            action: match a {
+                Action::Alert => action::ALERT,
+                Action::Deny => action::DENY,
+                Action::Kill => action::KILL,
+                Action::KillTree => action::KILL_TREE,
+            },
+            enforce: u8::from(m == Mode::Enforce),
+            _pad: 0,
+        },
+    }
+}
+
+/// POSTURE (unbound, expired, scope) and GUARD_VERDICTS, in index order.
+pub fn verdicts(rules: &Rules) -> ([Verdict; 3], Vec<Verdict>) {
+    let p = rules.postures();
+    (
+        [verdict(p[0]), verdict(p[1]), verdict(p[2])],
+        rules.guardrails().map(|(_, a, m, _)| verdict(Some((a, m)))).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The kernel's lookup, simulated over the compiled entries, must agree with the engine's
+    //! glob matching on every path where the kernel decides.
+    use super::*;
+    use crate::credentials::scope::ScopeSpec;
+
+    /// Longest-prefix lookup as the kernel does it (agent-ebpf/src/contain.rs).
+    fn lpm<'a, T>(entries: impl Iterator<Item = (&'a [u8], T)>, key: &[u8], bits: usize) -> Option<T> {
+        entries
+            .filter(|(b, _)| b.len() * 8 <= bits && key.starts_with(b))
+            .max_by_key(|(b, _)| b.len())
+            .map(|(_, t)| t)
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Sim {
+        Yes,
+        No,
+        Undecided,
+    }
+
+    fn kernel_match(c: &Compiled, owner: u32, cls: u8, path: &str) -> Sim {
+        let mut key = path.as_bytes().to_vec();
+        key.push(0);
+        let leaf = path.rfind('/').unwrap();
+        let mut bits = key.len() * 8;
+        for _ in 0..=MAX_FALLBACKS {
+            let found = lpm(
+                c.paths
+                    .iter()
+                    .filter(|e| e.owner == owner && e.class == cls)
+                    .map(|e| (e.bytes.as_slice(), e.rule)),
+                &key,
+                bits,
+            );
+            let Some(r) = found else { return Sim::No };
+            let ok = match r.kind {
+                path_kind::PREFIX => true,
+                path_kind::LAST_SEGMENT => leaf < r.prefix_bytes as usize,
+                path_kind::SEGMENT => {
+                    let start = r.prefix_bytes as usize;
+                    let i = path[start..].find('/').map(|j| start + j).unwrap_or(path.len());
+                    let mut tkey = path.as_bytes()[i..].to_vec();
+                    tkey.push(0);
+                    let t = lpm(
+                        c.tails
+                            .iter()
+                            .filter(|t| t.tail == r.tail_id)
+                            .map(|t| (t.bytes.as_slice(), t.rule)),
+                        &tkey,
+                        tkey.len() * 8,
+                    );
+                    match t.map(|t| t.kind) {
+                        Some(path_kind::PREFIX) => true,
+                        Some(path_kind::LAST_SEGMENT) => leaf >= i && leaf - i < t.unwrap().prefix_bytes as usize,
+                        Some(path_kind::UNDECIDED) => return Sim::Undecided,
+                        _ => false,
+                    }
+                }
+                path_kind::UNDECIDED => return Sim::Undecided,
+                _ => false,
+            };
+            if ok {
+                return Sim::Yes;
+            }
+            if r.fallback_bits == 0 {
+                return Sim::No;
+            }
+            bits = (r.fallback_bits - PATH_KEY_HEAD_BITS) as usize;
+        }
+        Sim::No
+    }
+
+    fn write_scope(patterns: &[&str]) -> CompiledScope {
+        CompiledScope::compile(&ScopeSpec {
+            write: patterns.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    const PATHS: &[&str] = &[
+        "/etc/passwd",
+        "/etc",
+        "/etcx",
+        "/etc/ssh/sshd_config",
+        "/srv/task/a",
+        "/srv/task",
+        "/srv/task/deep/er/file",
+        "/srv/taskx",
+        "/tmp/job-1",
+        "/tmp/job-",
+        "/tmp/job-1/x",
+        "/tmp/jo",
+        "/home/alice/.ssh/id_rsa",
+        "/home/alice/.ssh",
+        "/home/alice/.sshx",
+        "/home/alice/x/.ssh/id",
+        "/home/bob/.ssh/authorized_keys",
+        "/home/bob/notes",
+        "/root/.ssh/k",
+        "/var/log/a.log",
+        "/var/log/sub/a.log",
+        "/opt/a/b/c",
+        "/usr/bin/python3",
+        "/usr/bin/python3.11",
+        "/usr/bin/python3/x",
+    ];
+
+    /// For every pattern set, the kernel simulation says what the engine says, or undecided
+    /// (then the daemon decides with the engine).
+    #[test]
+    fn kernel_lookup_agrees_with_the_engine() {
+        let sets: &[&[&str]] = &[
+            &["/etc/", "/boot/", "/root/.ssh/", "/home/*/.ssh", "/home/*/.ssh/**"],
+            &["/srv/task/", "/tmp/job-*", "/var/log/*.log"],
+            &["/srv/task/**", "/usr/bin/python3*", "/opt/a/"],
+            &["/home/*/notes", "/home/alice/", "/tmp/job-1"],
+            &["/opt/a/**/c", "/usr/bin/python3?", "/srv/{task,other}/x"],
+            &["/"],
+        ];
+        for set in sets {
+            let scope = write_scope(set);
+            let c = super::scope(5, &scope).unwrap();
+            for path in PATHS {
+                let engine = scope.matches_write(path);
+                let kernel = kernel_match(&c, 5, class::WRITE, path);
+                match kernel {
+                    Sim::Undecided => {}
+                    Sim::Yes => assert!(engine, "{set:?}: kernel matches {path}, the engine does not"),
+                    Sim::No => assert!(!engine, "{set:?}: kernel misses {path}, the engine matches"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn what_the_kernel_cannot_judge_is_undecided_not_guessed() {
+        let scope = write_scope(&["/opt/a/**/c", "/usr/bin/python3?"]);
+        let c = super::scope(5, &scope).unwrap();
+        assert_eq!(kernel_match(&c, 5, class::WRITE, "/opt/a/b/c"), Sim::Undecided);
+        assert_eq!(kernel_match(&c, 5, class::WRITE, "/usr/bin/python3x"), Sim::Undecided);
+        assert_eq!(kernel_match(&c, 5, class::WRITE, "/etc/passwd"), Sim::No);
+        assert_eq!(c.undecided.len(), 2, "{:?}", c.undecided);
+        // The shipped guardrails are all judged by the kernel.
+        let scope = write_scope(&["/etc/", "/boot/", "/root/.ssh/", "/home/*/.ssh", "/home/*/.ssh/**"]);
+        let c = super::scope(5, &scope).unwrap();
+        assert!(c.undecided.is_empty(), "{:?}", c.undecided);
+        assert_eq!(
+            kernel_match(&c, 5, class::WRITE, "/home/bob/.ssh/authorized_keys"),
+            Sim::Yes
+        );
+        assert_eq!(kernel_match(&c, 5, class::WRITE, "/home/bob/notes"), Sim::No);
+    }
+
+    fn net_lookup(c: &Compiled, owner: u32, proto: u8, ip: IpAddr, port: u16) -> Option<u16> {
+        let addr = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let e = c
+            .nets
+            .iter()
+            .filter(|e| e.owner == owner && e.proto == proto && contains((e.addr, e.bits), (addr, 128)))
+            .max_by_key(|e| e.bits)?;
+        e.rule.ranges[..e.rule.count as usize]
+            .iter()
+            .find(|r| r.lo <= port && port <= r.hi)
+            .map(|r| r.rule)
+    }
+
+    #[test]
+    fn networks_carry_the_ports_of_every_network_around_them() {
+        let scope = CompiledScope::compile(&ScopeSpec {
+            connect: vec![
+                "tcp:10.0.0.0/8:443".into(),
+                "tcp:10.1.0.0/16:80".into(),
+                "udp:0.0.0.0/0:53".into(),
+                "tcp:::/0:22".into(),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        let c = super::scope(9, &scope).unwrap();
+        let cases: &[(&str, u8, u16)] = &[
+            ("10.1.2.3", 6, 443),
+            ("10.1.2.3", 6, 80),
+            ("10.2.2.3", 6, 80),
+            ("10.2.2.3", 6, 443),
+            ("8.8.8.8", 17, 53),
+            ("8.8.8.8", 6, 53),
+            ("8.8.8.8", 6, 22),
+            ("2001:db8::1", 6, 22),
+            ("2001:db8::1", 17, 53),
+            ("::ffff:10.1.2.3", 6, 80),
+        ];
+        for &(ip, proto, port) in cases {
+            let ip: IpAddr = ip.parse().unwrap();
+            let p = if proto == 6 { Proto::Tcp } else { Proto::Udp };
+            let shown = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+                v4 => v4,
+            };
+            let engine = scope.matches_connect(p, shown, port);
+            let kernel = net_lookup(&c, 9, proto, ip, port).is_some();
+            assert_eq!(kernel, engine, "{ip} {proto} {port}");
+        }
+    }
+
+    #[test]
+    fn guardrails_first_in_file_order_and_mapped_forms() {
+        let spec: crate::policy::engine::ContainmentSpec = serde_yaml_ng::from_str(
+            r#"
+mode: enforce
+guardrails:
+  - id: meta
+    action: kill
+    connect: ["tcp:169.254.169.254:*", "udp:169.254.169.254:*"]
+  - id: wide
+    action: alert
+    mode: observe
+    connect: ["tcp:169.254.0.0/16:*"]
+    write: ["/etc/"]
+"#,
+        )
+        .unwrap();
+        let rules = Rules::compile(&spec).unwrap();
+        let c = guardrails(&rules).unwrap();
+        let g = agent_common::contain::GUARDRAILS;
+        assert_eq!(net_lookup(&c, g, 6, "169.254.169.254".parse().unwrap(), 80), Some(0));
+        assert_eq!(
+            net_lookup(&c, g, 6, "::ffff:169.254.169.254".parse().unwrap(), 80),
+            Some(0)
+        );
+        assert_eq!(net_lookup(&c, g, 6, "169.254.1.1".parse().unwrap(), 80), Some(1));
+        assert_eq!(net_lookup(&c, g, 6, "10.0.0.1".parse().unwrap(), 80), None);
+        assert_eq!(kernel_match(&c, g, class::WRITE, "/etc/hosts"), Sim::Yes);
+        let (postures, guards) = verdicts(&rules);
+        assert_eq!(guards[0].action, action::KILL);
+        assert_eq!(guards[0].enforce, 1);
+        assert_eq!(guards[1].enforce, 0);
+        assert_eq!(postures[0], Verdict::default(), "no unbound posture: nothing to do");
+    }
+
+    #[test]
+    fn too_many_port_ranges_is_a_clear_error() {
+        let scope = CompiledScope::compile(&ScopeSpec {
+            connect: (0..20).map(|i| format!("tcp:10.0.0.1:{}", 1000 + 2 * i)).collect(),
+            ..Default::default()
+        })
+        .unwrap();
+        let e = super::scope(1, &scope).unwrap_err();
+        assert!(e.to_string().contains("more than 16 port ranges"), "{e}");
+    }
+
+    #[test]
+    fn pseudo_devices_are_exempt() {
+        let c = exempt();
+        let o = agent_common::contain::EXEMPT;
+        assert_eq!(kernel_match(&c, o, class::WRITE, "/dev/null"), Sim::Yes);
+        assert_eq!(kernel_match(&c, o, class::WRITE, "/dev/pts/3"), Sim::Yes);
+        assert_eq!(kernel_match(&c, o, class::WRITE, "/dev/sda"), Sim::No);
+    }
+}
