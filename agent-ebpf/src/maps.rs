@@ -76,12 +76,23 @@ pub static POSTURE: Array<Verdict> = Array::with_max_entries(posture::COUNT, 0);
 #[map]
 pub static GUARD_VERDICTS: Array<Verdict> = Array::with_max_entries(MAX_GUARDRAILS, 0);
 
+/// A lookup key with slack after it: byte offsets into the key are masked (the verifier's
+/// way to see a bound), and a masked offset may point past the key, never past the value.
+#[repr(C)]
+pub struct Slack<K> {
+    /// A scan result kept in memory, not a register: states after the scan then differ in
+    /// nothing the verifier tracks, so it prunes them instead of verifying each exit.
+    pub pos: u32,
+    pub key: Key<K>,
+    pub slack: [u8; 256],
+}
+
 /// Per-CPU lookup keys (too large for the BPF stack).
 #[map]
-pub static PATH_KEY: PerCpuArray<Key<PathKey>> = PerCpuArray::with_max_entries(1, 0);
+pub static PATH_KEY: PerCpuArray<Slack<PathKey>> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-pub static TAIL_KEY: PerCpuArray<Key<TailKey>> = PerCpuArray::with_max_entries(1, 0);
+pub static TAIL_KEY: PerCpuArray<Slack<TailKey>> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU walk of the file an exec is about to run (the BPF LSM exec hook).
 #[map]

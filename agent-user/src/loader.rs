@@ -246,7 +246,15 @@ fn load_required(
     name: &str,
     load: impl Fn(&mut Ebpf) -> Result<(), LoadError>,
 ) -> Result<(), LoadError> {
-    match load(ebpf) {
+    let t = std::time::Instant::now();
+    let r = load(ebpf);
+    debug!(
+        program = name,
+        ms = t.elapsed().as_millis() as u64,
+        ok = r.is_ok(),
+        "program loaded"
+    );
+    match r {
         Ok(()) => Ok(()),
         Err(e) => {
             let log = verbose_log(object, config, name, &load);

@@ -230,6 +230,18 @@ fn paths(owner: u32, what: &str, patterns: &[(u8, &PathPattern, u16)], out: &mut
                 PATH_KEY_HEAD_BITS + pb.len() as u32 * 8;
         }
     }
+    // The kernel judges a segment entry by its tail alone, with no fallback: one that has a
+    // shorter entry to fall back to is left to the daemon.
+    for (cls, bytes) in &keys {
+        let r = top.get_mut(&(*cls, bytes.clone())).expect("listed");
+        if r.kind == path_kind::SEGMENT && r.fallback_bits != 0 {
+            r.kind = path_kind::UNDECIDED;
+            out.undecided.push(format!(
+                "{what}: wildcard segment after {:?} (inside another pattern's prefix)",
+                String::from_utf8_lossy(bytes)
+            ));
+        }
+    }
     // The kernel follows at most MAX_FALLBACKS steps.
     for (cls, bytes) in &keys {
         let mut depth = 0;
@@ -543,12 +555,14 @@ mod tests {
                         &tkey,
                         tkey.len() * 8,
                     );
-                    match t.map(|t| t.kind) {
-                        Some(path_kind::PREFIX) => true,
-                        Some(path_kind::LAST_SEGMENT) => leaf >= i && leaf - i < t.unwrap().prefix_bytes as usize,
-                        Some(path_kind::UNDECIDED) => return Sim::Undecided,
-                        _ => false,
-                    }
+                    return match t.map(|t| t.kind) {
+                        Some(path_kind::PREFIX) => Sim::Yes,
+                        Some(path_kind::LAST_SEGMENT) if leaf >= i && leaf - i < t.unwrap().prefix_bytes as usize => {
+                            Sim::Yes
+                        }
+                        Some(path_kind::UNDECIDED) => Sim::Undecided,
+                        _ => Sim::No,
+                    };
                 }
                 path_kind::UNDECIDED => return Sim::Undecided,
                 _ => false,
