@@ -11,6 +11,8 @@ use std::{
 
 use serde_json::Value;
 
+#[path = "kernel/containment.rs"]
+mod containment;
 #[path = "kernel/credentials.rs"]
 mod credentials;
 

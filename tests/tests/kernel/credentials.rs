@@ -19,13 +19,13 @@ use super::{Daemon, check_ocsf, netprobe_bin, tcp_listener, test_dir, tether_bin
 const ISS: &str = "https://issuer.test";
 
 /// A development issuer in a temporary directory.
-struct Issuer {
+pub(super) struct Issuer {
     dir: tempfile::TempDir,
     key: SigningKey,
 }
 
 impl Issuer {
-    fn new() -> Issuer {
+    pub(super) fn new() -> Issuer {
         let dir = tempfile::tempdir().unwrap();
         let key = devissuer::keygen(dir.path(), "EdDSA").expect("keygen");
         Issuer { dir, key }
@@ -35,11 +35,11 @@ impl Issuer {
         self.dir.path().join("jwks.json")
     }
 
-    fn trust_arg(&self) -> Vec<String> {
+    pub(super) fn trust_arg(&self) -> Vec<String> {
         vec!["--trust".into(), format!("{ISS}={}", self.jwks().display())]
     }
 
-    fn request(&self, jti: &str, actors: &[&str], scope: ScopeSpec) -> IssueRequest {
+    pub(super) fn request(&self, jti: &str, actors: &[&str], scope: ScopeSpec) -> IssueRequest {
         IssueRequest {
             iss: ISS.into(),
             sub: "user:alice".into(),
@@ -53,7 +53,7 @@ impl Issuer {
     }
 
     /// Signs `req` with this issuer's key and writes the token to a file.
-    fn token_file(&self, req: &IssueRequest) -> PathBuf {
+    pub(super) fn token_file(&self, req: &IssueRequest) -> PathBuf {
         let claims = devissuer::claims(req, now_epoch());
         self.write(&req.jti.clone().unwrap(), &devissuer::sign(&self.key, &claims).unwrap())
     }
@@ -65,7 +65,7 @@ impl Issuer {
     }
 }
 
-fn scope(exec: &[&str], connect: &[String], write: &[&str]) -> ScopeSpec {
+pub(super) fn scope(exec: &[&str], connect: &[String], write: &[&str]) -> ScopeSpec {
     ScopeSpec {
         exec: exec.iter().map(|s| s.to_string()).collect(),
         connect: connect.to_vec(),
@@ -73,7 +73,7 @@ fn scope(exec: &[&str], connect: &[String], write: &[&str]) -> ScopeSpec {
     }
 }
 
-fn bash() -> String {
+pub(super) fn bash() -> String {
     std::fs::canonicalize("/bin/bash").unwrap().display().to_string()
 }
 
@@ -102,7 +102,7 @@ fn token_command(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Command 
 }
 
 /// Runs [`token_command`] to completion.
-fn exec_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Output {
+pub(super) fn exec_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Output {
     token_command(d, token, dir, script).output().expect("tether exec")
 }
 
@@ -111,7 +111,7 @@ fn spawn_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> std::
     token_command(d, token, dir, script).spawn().expect("tether exec")
 }
 
-fn alerts<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(super) fn alerts<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events
         .iter()
         .filter(|e| e["class_uid"] == 2004 && e["unmapped"]["tether"]["alert"] == kind)
