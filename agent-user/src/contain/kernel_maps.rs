@@ -131,10 +131,11 @@ impl KernelRules {
         }
         let old = self.owned.insert(owner, now).unwrap_or_default();
         let now = &self.owned[&owner];
-        let mut stale = Owned::default();
-        stale.paths = old.paths.difference(&now.paths).cloned().collect();
-        stale.tails = old.tails.difference(&now.tails).cloned().collect();
-        stale.nets = old.nets.difference(&now.nets).cloned().collect();
+        let stale = Owned {
+            paths: old.paths.difference(&now.paths).cloned().collect(),
+            tails: old.tails.difference(&now.tails).cloned().collect(),
+            nets: old.nets.difference(&now.nets).cloned().collect(),
+        };
         self.delete(owner, &stale);
         Ok(())
     }

@@ -216,6 +216,25 @@ pub fn outcome(
     }
 }
 
+/// Writes the guardrails, the exempt writes and the verdicts of `rules` into the kernel maps
+/// (before they replace anything, so a failure leaves the previous rules in force).
+pub fn install_rules(maps: &mut kernel_maps::KernelRules, rules: &crate::policy::engine::Rules) -> Result<(), String> {
+    let guards = compile::guardrails(rules).map_err(|e| e.to_string())?;
+    let (posture, verdicts) = compile::verdicts(rules);
+    if verdicts.len() > agent_common::contain::MAX_GUARDRAILS as usize {
+        return Err(kernel_maps::MapsError::TooManyGuardrails(verdicts.len()).to_string());
+    }
+    maps.install(agent_common::contain::EXEMPT, &compile::exempt())
+        .map_err(|e| e.to_string())?;
+    maps.install(agent_common::contain::GUARDRAILS, &guards)
+        .map_err(|e| e.to_string())?;
+    maps.set_verdicts(&posture, &verdicts).map_err(|e| e.to_string())?;
+    for u in &guards.undecided {
+        tracing::warn!("guardrail pattern {u}: not judged by the kernel; the daemon kills after the fact");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,23 +355,4 @@ mod tests {
         assert_eq!(KernelVerdict::from_bits(0), KernelVerdict::default());
         assert!(KernelVerdict::from_bits(verdict::UNDECIDED).undecided);
     }
-}
-
-/// Writes the guardrails, the exempt writes and the verdicts of `rules` into the kernel maps
-/// (before they replace anything, so a failure leaves the previous rules in force).
-pub fn install_rules(maps: &mut kernel_maps::KernelRules, rules: &crate::policy::engine::Rules) -> Result<(), String> {
-    let guards = compile::guardrails(rules).map_err(|e| e.to_string())?;
-    let (posture, verdicts) = compile::verdicts(rules);
-    if verdicts.len() > agent_common::contain::MAX_GUARDRAILS as usize {
-        return Err(kernel_maps::MapsError::TooManyGuardrails(verdicts.len()).to_string());
-    }
-    maps.install(agent_common::contain::EXEMPT, &compile::exempt())
-        .map_err(|e| e.to_string())?;
-    maps.install(agent_common::contain::GUARDRAILS, &guards)
-        .map_err(|e| e.to_string())?;
-    maps.set_verdicts(&posture, &verdicts).map_err(|e| e.to_string())?;
-    for u in &guards.undecided {
-        tracing::warn!("guardrail pattern {u}: not judged by the kernel; the daemon kills after the fact");
-    }
-    Ok(())
 }

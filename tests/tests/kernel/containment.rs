@@ -30,7 +30,7 @@ actions:
     )
 }
 
-fn net_events<'a>(events: &'a [Value], port: u16) -> Vec<&'a Value> {
+fn net_events(events: &[Value], port: u16) -> Vec<&Value> {
     events
         .iter()
         .filter(|e| e["class_uid"] == 4001 && e["dst_endpoint"]["port"] == port)
