@@ -214,6 +214,8 @@ const _: () = {
     assert!(size_of::<PathKey>() == 256);
     assert!(size_of::<TailKey>() == 256);
     assert!(size_of::<PathRule>() == 16);
+    // The kernel checks the ranges unrolled, one by one (agent-ebpf contain::net_hit).
+    assert!(MAX_PORT_RANGES == 16);
     assert!(size_of::<NetKey>() == 21);
     assert!(size_of::<PortRange>() == 8);
     assert!(size_of::<NetRule>() == 8 + 8 * MAX_PORT_RANGES);

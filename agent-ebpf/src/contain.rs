@@ -7,9 +7,9 @@ use core::ffi::c_void;
 use agent_common::{
     NO_TASK, Tracked, WALK_MAIN, WalkedPath,
     contain::{
-        EXEMPT, GUARDRAILS, MAX_FALLBACKS, MAX_PORT_RANGES, NET_KEY_HEAD_BITS, NetKey, PATH_KEY_HEAD_BITS,
-        PATH_KEY_LEN, PathKey, PathRule, TAIL_KEY_HEAD_BITS, TAIL_KEY_LEN, TailKey, Verdict, action, class, path_kind,
-        posture, rule_class, verdict,
+        EXEMPT, GUARDRAILS, MAX_FALLBACKS, NET_KEY_HEAD_BITS, NetKey, PATH_KEY_HEAD_BITS, PATH_KEY_LEN, PathKey,
+        PathRule, TAIL_KEY_HEAD_BITS, TAIL_KEY_LEN, TailKey, Verdict, action, class, path_kind, posture, rule_class,
+        verdict,
     },
 };
 use aya_ebpf::{
@@ -114,15 +114,19 @@ fn net_hit(owner: u32, proto: u8, addr: &[u8; 16], port: u16) -> Hit {
         return Hit::No;
     };
     let n = rule.count as usize;
-    for i in 0..MAX_PORT_RANGES {
-        if i >= n {
-            break;
-        }
-        let r = rule.ranges[i];
-        if r.lo <= port && port <= r.hi {
-            return Hit::Yes(r.rule);
-        }
+    // Unrolled with constant indexes: older verifiers (5.10, 6.1) cannot bound a loop index
+    // into the value.
+    macro_rules! range {
+        ($($i:literal)*) => {$(
+            if $i < n {
+                let r = rule.ranges[$i];
+                if r.lo <= port && port <= r.hi {
+                    return Hit::Yes(r.rule);
+                }
+            }
+        )*};
     }
+    range!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
     Hit::No
 }
 

@@ -22,7 +22,7 @@ guardrails:
   - id: metadata
     severity: high
     action: deny
-    connect: ["udp:169.254.169.254:*", "tcp:169.254.169.254:*"]
+    connect: ["udp:127.0.0.2:*", "tcp:127.0.0.2:*"]
 actions:
   scope: {{action: deny, severity: medium}}
   expired: {{action: kill, severity: high}}
@@ -44,7 +44,6 @@ fn run(mode: &str) -> (bool, Vec<String>, Vec<Value>, String, u16, u16) {
     let (_t, dir) = test_dir();
     let (l_in, p_in) = tcp_listener("127.0.0.1:0");
     let (l_out, p_out) = tcp_listener("127.0.0.1:0");
-    let cat = std::fs::canonicalize("/bin/cat").unwrap().display().to_string();
     let token = issuer.token_file(&issuer.request(
         &format!("task-{mode}"),
         &["agent"],
@@ -60,8 +59,8 @@ fn run(mode: &str) -> (bool, Vec<String>, Vec<Value>, String, u16, u16) {
          (exec 3<>/dev/tcp/127.0.0.1/{p_in}) && : > in-connect; \
          (exec 3<>/dev/tcp/127.0.0.1/{p_out}) 2> out-connect.err && : > out-connect; \
          \"$NETPROBE\" sendto 127.0.0.1 {p_in} && : > udp-in; \
-         \"$NETPROBE\" sendto 169.254.169.254 9 2> udp-meta.err && : > udp-meta; \
-         (\"{cat}\" /dev/null) && : > out-exec; \
+         \"$NETPROBE\" sendto 127.0.0.2 9 2> udp-meta.err && : > udp-meta; \
+         (\"$TETHER\" help > /dev/null) && : > out-exec; \
          true"
     );
     let out = exec_with_token(&d, &token, &dir, &script);
