@@ -52,6 +52,14 @@ pub struct Offsets {
     pub sock_sk_protocol: u32,
     /// linux_binprm.file (the BPF LSM exec hook judges the file about to run).
     pub binprm_file: u32,
+    /// The cgroup v2 walk of cgroup selectors: task->cgroups->dfl_cgrp->kn, then
+    /// kernfs_node.id (the cgroup id, the directory's inode number) and .parent upwards.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_parent: u32,
+    pub kernfs_node_id: u32,
+    pub _pad: u32,
 }
 
 /// Offsets of tracepoint record fields, from /sys/kernel/tracing/events/*/*/format.
@@ -81,12 +89,13 @@ pub struct Config {
     pub tp: TracepointFields,
     /// The daemon's own tgid: never tracked, never reported.
     pub self_tgid: u32,
-    /// Non-zero when the comm selector map has entries.
-    pub select_comm: u32,
-    /// Non-zero when the executable selector map has entries.
-    pub select_exe: u32,
     /// Features switched off because the running kernel lacks a field they read ([`degraded`]).
     pub degraded: u32,
+    /// Agent selectors, one bit each (bit i = selector i; 0: no selectors).
+    pub selectors: u64,
+    /// Per criterion ([`crate::select`]): the selectors that do not constrain it, so they pass
+    /// it whatever the process is.
+    pub select_free: [u64; crate::select::KINDS],
 }
 
 /// Bits of [`Config::degraded`]: what the programs must not read on this kernel.
@@ -100,6 +109,9 @@ pub mod degraded {
     pub const PATHS: u32 = 4;
     /// The executable's inode (file->f_inode->i_ino, ->i_sb->s_dev): no exe selectors.
     pub const EXE_INODE: u32 = 8;
+    /// The task's cgroup v2 chain (task->cgroups->dfl_cgrp->kn, kernfs_node id/parent): no
+    /// cgroup selectors.
+    pub const CGROUP: u32 = 16;
 }
 
 impl Config {
@@ -111,7 +123,8 @@ impl Config {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<Offsets>() == 36 * 4);
+    assert!(core::mem::size_of::<Offsets>() == 42 * 4);
     assert!(core::mem::size_of::<TracepointFields>() == 24);
-    assert!(core::mem::size_of::<Config>() == 36 * 4 + 24 + 16);
+    assert!(core::mem::size_of::<Config>() == 42 * 4 + 24 + 8 + 8 + 8 * crate::select::KINDS);
+    assert!(core::mem::align_of::<Config>() == 8);
 };

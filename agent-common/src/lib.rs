@@ -102,6 +102,25 @@ pub mod track_reason {
     pub const INHERITED: u32 = 4;
 }
 
+/// Agent selectors as the kernel matches them. Each selector is one bit of a u64 mask; each
+/// selector map (comm, executable inode, uid, cgroup id) maps a key to the mask of the
+/// selectors that list it. A process matches selector i when, for every criterion, bit i is in
+/// the looked-up mask or in `Config::select_free` (the selector does not constrain it): the
+/// criteria of one selector are ANDed, the values listed under one criterion ORed.
+pub mod select {
+    /// At most this many selectors (bits of the mask).
+    pub const MAX: usize = 64;
+    pub const COMM: usize = 0;
+    pub const EXE: usize = 1;
+    pub const UID: usize = 2;
+    pub const CGROUP: usize = 3;
+    pub const KINDS: usize = 4;
+    /// A cgroup selector matches processes in its cgroup and in cgroups below it; the kernel
+    /// walks up from the process's cgroup at most this many levels (itself included), so a
+    /// selector naming a cgroup further up does not match.
+    pub const CGROUP_LEVELS: usize = 16;
+}
+
 /// Key of the executable selector map: the executable's inode, as the kernel sees it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -6,11 +6,11 @@ use core::ffi::c_void;
 use agent_common::{
     ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, Tracked, config,
     contain::{class, verdict},
-    counter, flags, kind, track_reason,
+    counter, flags, kind, select, track_reason,
 };
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -23,8 +23,8 @@ use crate::{
     },
     lsm::CHECKED,
     maps::{
-        CONFIG, EVENTS, EXEC_CHECKED, SELECT_COMM, SELECT_EXE, TRACKED, config_value, count, degraded, self_tgid,
-        wake_flags,
+        CONFIG, EVENTS, EXEC_CHECKED, SELECT_CGROUP, SELECT_COMM, SELECT_EXE, SELECT_UID, TRACKED, config_value64,
+        count, degraded, self_tgid, wake_flags,
     },
 };
 
@@ -60,7 +60,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let tracked = match (unsafe { TRACKED.get(&tgid) }).copied() {
         Some(t) => t,
         None => {
-            if !selected(exe_file) {
+            if !selected(task, exe_file) {
                 return 0;
             }
             let entry = Tracked {
@@ -157,27 +157,84 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Does the new image match an agent selector?
+/// Does the new image match an agent selector? (agent_common::select: criteria ANDed per
+/// selector, one bit per selector.)
 #[inline(always)]
-fn selected(exe_file: KPtr) -> bool {
-    let (by_comm, by_exe) = (config_value(&CONFIG.select_comm), config_value(&CONFIG.select_exe));
-    if by_comm != 0 {
+fn selected(task: KPtr, exe_file: KPtr) -> bool {
+    let mut m = config_value64(&CONFIG.selectors);
+    if m == 0 {
+        return false;
+    }
+    // comm
+    let free = config_value64(&CONFIG.select_free[select::COMM]);
+    if free & m != m {
         let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-        // SAFETY: map lookup.
-        if unsafe { SELECT_COMM.get(&comm) }.is_some() {
-            return true;
+        // SAFETY: map lookup, copied out.
+        m &= free | unsafe { SELECT_COMM.get(&comm) }.copied().unwrap_or(0);
+        if m == 0 {
+            return false;
         }
     }
-    if by_exe != 0
-        && !degraded(config::degraded::EXE_INODE)
-        && !exe_file.is_null()
-        && let Ok(inode) = read_ptr(exe_file, off!(file_f_inode))
-        && let (Ok(ino), Ok(sb)) = (read_u64(inode, off!(inode_i_ino)), read_ptr(inode, off!(inode_i_sb)))
-        && let Ok(dev) = read_u32(sb, off!(sb_s_dev))
-    {
-        let key = InodeKey { ino, dev, _pad: 0 };
-        // SAFETY: map lookup.
-        return unsafe { SELECT_EXE.get(&key) }.is_some();
+    // real uid
+    let free = config_value64(&CONFIG.select_free[select::UID]);
+    if free & m != m {
+        let uid = bpf_get_current_uid_gid() as u32;
+        // SAFETY: map lookup, copied out.
+        m &= free | unsafe { SELECT_UID.get(&uid) }.copied().unwrap_or(0);
+        if m == 0 {
+            return false;
+        }
     }
-    false
+    // executable inode
+    let free = config_value64(&CONFIG.select_free[select::EXE]);
+    if free & m != m {
+        let mut hit = 0;
+        if !degraded(config::degraded::EXE_INODE)
+            && !exe_file.is_null()
+            && let Ok(inode) = read_ptr(exe_file, off!(file_f_inode))
+            && let (Ok(ino), Ok(sb)) = (read_u64(inode, off!(inode_i_ino)), read_ptr(inode, off!(inode_i_sb)))
+            && let Ok(dev) = read_u32(sb, off!(sb_s_dev))
+        {
+            let key = InodeKey { ino, dev, _pad: 0 };
+            // SAFETY: map lookup, copied out.
+            hit = unsafe { SELECT_EXE.get(&key) }.copied().unwrap_or(0);
+        }
+        m &= free | hit;
+        if m == 0 {
+            return false;
+        }
+    }
+    // cgroup v2: the process's cgroup and its ancestors
+    let free = config_value64(&CONFIG.select_free[select::CGROUP]);
+    if free & m != m {
+        m &= free | cgroup_hits(task);
+    }
+    m != 0
+}
+
+/// The selectors naming the current cgroup v2 or one of its ancestors.
+#[inline(always)]
+fn cgroup_hits(task: KPtr) -> u64 {
+    if degraded(config::degraded::CGROUP) {
+        return 0;
+    }
+    let mut kn: KPtr = match read_ptr(task, off!(task_cgroups))
+        .and_then(|css| read_ptr(css, off!(css_set_dfl_cgrp)))
+        .and_then(|cg| read_ptr(cg, off!(cgroup_kn)))
+    {
+        Ok(p) => p,
+        Err(_) => return 0,
+    };
+    let (id_off, parent_off) = (off!(kernfs_node_id), off!(kernfs_node_parent));
+    let mut hits = 0u64;
+    for _ in 0..select::CGROUP_LEVELS {
+        if kn.is_null() {
+            break;
+        }
+        let Ok(id) = read_u64(kn, id_off) else { break };
+        // SAFETY: map lookup, copied out.
+        hits |= unsafe { SELECT_CGROUP.get(&id) }.copied().unwrap_or(0);
+        kn = read_ptr(kn, parent_off).unwrap_or(core::ptr::null());
+    }
+    hits
 }

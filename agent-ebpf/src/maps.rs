@@ -19,13 +19,22 @@ pub static CONFIG: Config = Config::zeroed();
 #[map]
 pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(MAX_TRACKED, 0);
 
-/// comm -> selector index: a process that execs with this comm becomes tracked.
+// Agent selector maps (agent_common::select): key -> mask of the selectors that list it.
+/// comm (NUL-padded) -> selectors naming it.
 #[map]
-pub static SELECT_COMM: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(1024, 0);
+pub static SELECT_COMM: HashMap<[u8; COMM_LEN], u64> = HashMap::with_max_entries(1024, 0);
 
-/// executable inode -> selector index: a process that execs this file becomes tracked.
+/// executable inode -> selectors naming it.
 #[map]
-pub static SELECT_EXE: HashMap<InodeKey, u32> = HashMap::with_max_entries(1024, 0);
+pub static SELECT_EXE: HashMap<InodeKey, u64> = HashMap::with_max_entries(1024, 0);
+
+/// real uid -> selectors naming it.
+#[map]
+pub static SELECT_UID: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
+
+/// cgroup v2 id -> selectors naming that cgroup (matched for it and every cgroup below it).
+#[map]
+pub static SELECT_CGROUP: HashMap<u64, u64> = HashMap::with_max_entries(1024, 0);
 
 /// The one ring buffer of records to userspace.
 #[map]
@@ -124,6 +133,13 @@ pub fn wake_flags() -> u64 {
 /// constant-folded (the daemon writes the real values at load).
 #[inline(always)]
 pub fn config_value(field: &u32) -> u32 {
+    // SAFETY: a valid reference to a plain integer.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// Reads a 64-bit field of `CONFIG` (see [`config_value`]).
+#[inline(always)]
+pub fn config_value64(field: &u64) -> u64 {
     // SAFETY: a valid reference to a plain integer.
     unsafe { core::ptr::read_volatile(field) }
 }

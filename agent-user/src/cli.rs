@@ -363,10 +363,9 @@ pub fn main() -> ExitCode {
             for f in &files {
                 match policy::load_policy(&[f]) {
                     Ok(p) => println!(
-                        "{}: ok ({} exe selectors, {} comm selectors, {} trusted issuers, guardrails [{}], mode {})",
+                        "{}: ok (agent selectors [{}], {} trusted issuers, guardrails [{}], mode {})",
                         f.display(),
-                        p.selectors.exe.len(),
-                        p.selectors.comm.len(),
+                        p.selectors.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "),
                         p.trust.len(),
                         p.rules.guardrail_ids().join(", "),
                         p.rules.mode.as_str(),

@@ -28,7 +28,8 @@ use crate::{
     },
     events::{self, Event},
     lineage::{ProcessTable, Reason, ticks_to_ns},
-    loader::{self, CompiledSelectors, Probes},
+    loader::{self, Probes},
+    selectors::CompiledSelectors,
     ocsf::{self, Finding, TaskView},
     paths,
     policy::{
@@ -534,7 +535,8 @@ impl Daemon {
         // caught by the second pass (after insertion the kernel tracks new children itself).
         for _ in 0..2 {
             let running = procscan::running();
-            let pids = procscan::select_for_adoption(&running, &selectors.comm, &selectors.exe, std::process::id());
+            let pids =
+                procscan::select_for_adoption(&running, |c| selectors.matching(c).is_some(), std::process::id());
             let ppid_of: std::collections::HashMap<u32, u32> = running.iter().map(|r| (r.pid, r.ppid)).collect();
             for pid in pids {
                 if self.table.live_key(pid).is_some() {
@@ -817,7 +819,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (selectors, policy_trust, rules, containment) =
         (policy.selectors, policy.trust, policy.rules, policy.containment);
     info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "containment rules");
-    info!(comm = ?selectors.comm, exe = ?selectors.exe, "agent selectors");
+    for s in &selectors {
+        info!(id = %s.id, exe = ?s.exe, comm = ?s.comm, uid = ?s.uid, cgroup = ?s.cgroup, "agent selector");
+    }
     let sinks = Sinks::new(opts.stdout, opts.audit_log.as_deref())?;
     let selectors = loader::compile_selectors(&selectors)?;
     let probes = loader::load(&selectors, &rules)?;

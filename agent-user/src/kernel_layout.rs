@@ -38,6 +38,7 @@ pub mod need {
     pub const ARGV: u32 = degraded::ARGV;
     pub const PATHS: u32 = degraded::PATHS;
     pub const EXE_INODE: u32 = degraded::EXE_INODE;
+    pub const CGROUP: u32 = degraded::CGROUP;
     /// The BPF LSM file_open hook (else write-opens are seen by syscall tracepoints).
     pub const LSM_FILE: u32 = 1 << 16;
     /// The BPF LSM socket_connect hook (else connects are seen by cgroup hooks).
@@ -72,6 +73,11 @@ const NEEDS: &[(u32, &str, &str)] = &[
         "agent selectors by `exe` are refused",
     ),
     (
+        need::CGROUP,
+        "cgroup selectors",
+        "agent selectors by `cgroup` are refused",
+    ),
+    (
         need::LSM_FILE,
         "BPF LSM file_open",
         "write-opens are observed by syscall tracepoints instead",
@@ -103,6 +109,8 @@ pub struct ResolvedOffsets {
 pub fn resolve_offsets(
     mut lookup: impl FnMut(&str, &str) -> Result<u32, String>,
 ) -> Result<ResolvedOffsets, LayoutError> {
+    // kernfs_node.parent was renamed `__parent` in 6.15 (RCU-protected since); same meaning.
+    let kernfs_parent = lookup("kernfs_node", "__parent").ok();
     let mut missing: Vec<(u32, String)> = Vec::new();
     let mut core_missing: Vec<String> = Vec::new();
     let mut get = |ty: &str, field: &str, needs: u32| -> u32 {
@@ -157,6 +165,15 @@ pub fn resolve_offsets(
         socket_sk: get("socket", "sk", LSM_CONNECT),
         sock_sk_protocol: get("sock", "sk_protocol", LSM_CONNECT),
         binprm_file: get("linux_binprm", "file", LSM_EXEC),
+        task_cgroups: get("task_struct", "cgroups", CGROUP),
+        css_set_dfl_cgrp: get("css_set", "dfl_cgrp", CGROUP),
+        cgroup_kn: get("cgroup", "kn", CGROUP),
+        kernfs_node_parent: match kernfs_parent {
+            Some(o) => o,
+            None => get("kernfs_node", "parent", CGROUP),
+        },
+        kernfs_node_id: get("kernfs_node", "id", CGROUP),
+        _pad: 0,
     };
     if !core_missing.is_empty() {
         return Err(LayoutError::Core(core_missing.join("; ")));
@@ -286,9 +303,9 @@ pub fn config(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<(Config, Vec
         off: r.offsets,
         tp: tracepoint_offsets(tracefs)?,
         self_tgid,
-        select_comm: 0,
-        select_exe: 0,
         degraded: r.degraded & need::KERNEL_MASK,
+        selectors: 0,
+        select_free: [0; agent_common::select::KINDS],
     };
     Ok((config, r.degradations, r.degraded))
 }

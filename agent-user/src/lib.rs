@@ -13,4 +13,5 @@ pub mod ocsf;
 pub mod paths;
 pub mod policy;
 pub mod procscan;
+pub mod selectors;
 pub mod sinks;

@@ -3,13 +3,12 @@
 //! Every attachment is an fd-based link owned by this process: when the daemon exits, however
 //! it exits (SIGKILL included), the kernel detaches everything. Nothing is pinned.
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     fs::File,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
-use agent_common::{COMM_LEN, Config, InodeKey, Tracked, counter, syscalls};
+use agent_common::{Config, Tracked, counter, syscalls};
 use aya::{
     Btf, Ebpf, EbpfLoader, Pod, VerifierLogLevel,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
@@ -22,6 +21,7 @@ use crate::{
     features::{self, Features, KernelReport, Probe},
     kernel_layout::{self, need},
     policy::{Selectors, engine::Rules},
+    selectors::{self, CompiledSelectors},
 };
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -64,12 +64,14 @@ pub enum LoadError {
     NoRingBuffer(String),
     #[error("the policy has `exe` agent selectors, but this kernel lacks fields they need ({0}); use `comm` selectors")]
     ExeSelectorsUnavailable(String),
+    #[error("the policy has `cgroup` agent selectors, but this kernel lacks fields they need ({0})")]
+    CgroupSelectorsUnavailable(String),
+    #[error(transparent)]
+    Selectors(#[from] selectors::SelectorError),
     #[error("the BPF object has no {0}")]
     Missing(String),
     #[error("containment rules: {0}")]
     Rules(String),
-    #[error("agent selector exe {path}: {source}")]
-    Selector { path: String, source: std::io::Error },
 }
 
 /// What is attached, for the start-up report.
@@ -136,44 +138,9 @@ pub fn cgroup2_root() -> Result<PathBuf, LoadError> {
         .ok_or(LoadError::NoCgroup2)
 }
 
-/// Comm selector key: the name, NUL-padded to TASK_COMM_LEN.
-pub fn comm_key(comm: &str) -> [u8; COMM_LEN] {
-    let mut k = [0u8; COMM_LEN];
-    let b = comm.as_bytes();
-    let n = b.len().min(COMM_LEN - 1);
-    k[..n].copy_from_slice(&b[..n]);
-    k
-}
-
-/// Executable selector key: the inode the path names (symlinks followed).
-pub fn exe_key(path: &str) -> Result<InodeKey, LoadError> {
-    let m = std::fs::metadata(path).map_err(|source| LoadError::Selector {
-        path: path.into(),
-        source,
-    })?;
-    Ok(InodeKey::from_stat(m.dev(), m.ino()))
-}
-
-/// Agent selectors as the kernel matches them.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CompiledSelectors {
-    pub comm: BTreeSet<String>,
-    /// The inodes the `exe` paths name (resolved once, at load).
-    pub exe: BTreeSet<InodeKey>,
-}
-
-/// Resolves the selectors' executable paths to inodes; a path that does not exist is an error.
-pub fn compile_selectors(selectors: &Selectors) -> Result<CompiledSelectors, LoadError> {
-    let mut exe = BTreeSet::new();
-    for path in &selectors.exe {
-        let key = exe_key(path)?;
-        debug!(path = %path, ?key, "exe selector");
-        exe.insert(key);
-    }
-    Ok(CompiledSelectors {
-        comm: selectors.comm.clone(),
-        exe,
-    })
+/// Resolves the rule files' agent selectors on this host (see [`selectors::compile`]).
+pub fn compile_selectors(list: &Selectors) -> Result<CompiledSelectors, LoadError> {
+    Ok(selectors::compile(list, &cgroup2_root()?)?)
 }
 
 fn prog_err(name: impl Into<String>) -> impl FnOnce(ProgramError) -> LoadError {
@@ -203,14 +170,14 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoadError> {
         .ok_or_else(|| LoadError::Missing(format!("map {name}")))
 }
 
-/// Fills a selector map: each key maps to its index.
-fn fill_selector_map<K: Pod>(ebpf: &mut Ebpf, name: &str, keys: impl IntoIterator<Item = K>) -> Result<(), LoadError> {
+/// Fills a selector map: each key maps to the mask of the selectors listing it.
+fn fill_selector_map<K: Pod>(ebpf: &mut Ebpf, name: &str, entries: &BTreeMap<K, u64>) -> Result<(), LoadError> {
     let map = ebpf
         .map_mut(name)
         .ok_or_else(|| LoadError::Missing(format!("map {name}")))?;
-    let mut map: HashMap<_, K, u32> = HashMap::try_from(map).map_err(map_err(name))?;
-    for (i, key) in keys.into_iter().enumerate() {
-        map.insert(key, i as u32, 0).map_err(map_err(name))?;
+    let mut map: HashMap<_, K, u64> = HashMap::try_from(map).map_err(map_err(name))?;
+    for (key, mask) in entries {
+        map.insert(*key, *mask, 0).map_err(map_err(name))?;
     }
     Ok(())
 }
@@ -384,18 +351,23 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules) -> Result<Probes, Load
     let self_tgid = std::process::id();
     let (mut config, degradations, degraded): (Config, _, _) =
         kernel_layout::config(Path::new(BTF_PATH), Path::new(TRACEFS), self_tgid)?;
-    if !selectors.exe.is_empty() && degraded & need::EXE_INODE != 0 {
-        return Err(LoadError::ExeSelectorsUnavailable(
-            degradations
-                .iter()
-                .filter(|d| d.feature == "executable selectors")
-                .flat_map(|d| d.missing.clone())
-                .collect::<Vec<_>>()
-                .join(", "),
-        ));
+    let missing = |feature: &str| {
+        degradations
+            .iter()
+            .filter(|d| d.feature == feature)
+            .flat_map(|d| d.missing.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if selectors.any_exe() && degraded & need::EXE_INODE != 0 {
+        return Err(LoadError::ExeSelectorsUnavailable(missing("executable selectors")));
     }
-    config.select_comm = u32::from(!selectors.comm.is_empty());
-    config.select_exe = u32::from(!selectors.exe.is_empty());
+    if selectors.any_cgroup() && degraded & need::CGROUP != 0 {
+        return Err(LoadError::CgroupSelectorsUnavailable(missing("cgroup selectors")));
+    }
+    let kernel_selectors = selectors.kernel();
+    config.selectors = kernel_selectors.all;
+    config.select_free = kernel_selectors.free;
     debug!(?config, "kernel layout");
 
     let mut ebpf = EbpfLoader::new()
@@ -413,8 +385,10 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules) -> Result<Probes, Load
     let mut missing_tracepoints = Vec::new();
 
     // Selector maps first, so an exec right after attach is already judged.
-    fill_selector_map(&mut ebpf, "SELECT_COMM", selectors.comm.iter().map(|c| comm_key(c)))?;
-    fill_selector_map(&mut ebpf, "SELECT_EXE", selectors.exe.iter().copied())?;
+    fill_selector_map(&mut ebpf, "SELECT_COMM", &kernel_selectors.comm)?;
+    fill_selector_map(&mut ebpf, "SELECT_EXE", &kernel_selectors.exe)?;
+    fill_selector_map(&mut ebpf, "SELECT_UID", &kernel_selectors.uid)?;
+    fill_selector_map(&mut ebpf, "SELECT_CGROUP", &kernel_selectors.cgroup)?;
     // Containment rules before any program runs: guardrails hold from the first record on.
     let mut kernel_rules = {
         let mut take = |name: &'static str| take_map(&mut ebpf, name);
@@ -553,10 +527,13 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules) -> Result<Probes, Load
 
 #[cfg(test)]
 mod tests {
+    use agent_common::InodeKey;
+
     use super::*;
 
     #[test]
     fn comm_keys_are_nul_padded_and_cut_like_the_kernel() {
+        let comm_key = selectors::comm_key;
         assert_eq!(&comm_key("bash")[..5], b"bash\0");
         let k = comm_key("a-very-long-process-name");
         assert_eq!(&k[..15], b"a-very-long-pro");
@@ -570,11 +547,5 @@ mod tests {
         assert_eq!(k.ino, 42);
         let k = InodeKey::from_stat(libc::makedev(259, 300), 1);
         assert_eq!(k.dev, (259 << 20) | 300);
-    }
-
-    #[test]
-    fn a_missing_selector_file_is_an_error() {
-        let err = exe_key("/nonexistent/agent").unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/agent"), "{err}");
     }
 }

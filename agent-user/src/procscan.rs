@@ -7,7 +7,10 @@ use std::{
 
 use agent_common::InodeKey;
 
-use crate::lineage::{ProcSnapshot, ProcSource};
+use crate::{
+    lineage::{ProcSnapshot, ProcSource},
+    selectors::{self, Candidate},
+};
 
 /// Reads /proc through the procfs crate.
 pub struct Procfs;
@@ -41,23 +44,17 @@ pub fn exe_inode(pid: u32) -> Option<InodeKey> {
     Some(InodeKey::from_stat(m.dev(), m.ino()))
 }
 
-/// A process found running and how it relates to the selectors.
+/// A process found running, with what the selectors look at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Running {
     pub pid: u32,
     pub ppid: u32,
-    pub comm: String,
-    pub exe: Option<InodeKey>,
+    pub candidate: Candidate,
 }
 
-/// Which running processes to adopt: those matching a selector, then all their descendants.
-/// Parents come before children in the result. Pure.
-pub fn select_for_adoption(
-    running: &[Running],
-    comms: &BTreeSet<String>,
-    exes: &BTreeSet<InodeKey>,
-    self_pid: u32,
-) -> Vec<u32> {
+/// Which running processes to adopt: those `selected`, then all their descendants. Parents
+/// come before children in the result. Pure.
+pub fn select_for_adoption(running: &[Running], selected: impl Fn(&Candidate) -> bool, self_pid: u32) -> Vec<u32> {
     let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for r in running {
         children.entry(r.ppid).or_default().push(r.pid);
@@ -66,8 +63,7 @@ pub fn select_for_adoption(
     let mut seen = BTreeSet::new();
     let mut stack: Vec<u32> = running
         .iter()
-        .filter(|r| r.pid != self_pid)
-        .filter(|r| comms.contains(&r.comm) || r.exe.is_some_and(|e| exes.contains(&e)))
+        .filter(|r| r.pid != self_pid && selected(&r.candidate))
         .map(|r| r.pid)
         .collect();
     stack.reverse();
@@ -95,8 +91,12 @@ pub fn running() -> Vec<Running> {
             Some(Running {
                 pid,
                 ppid: stat.ppid as u32,
-                comm: stat.comm,
-                exe: exe_inode(pid),
+                candidate: Candidate {
+                    comm: stat.comm,
+                    exe: exe_inode(pid),
+                    uid: p.uid().ok(),
+                    cgroup: selectors::cgroup_of(pid),
+                },
             })
         })
         .collect()
@@ -110,8 +110,10 @@ mod tests {
         Running {
             pid,
             ppid,
-            comm: comm.into(),
-            exe: None,
+            candidate: Candidate {
+                comm: comm.into(),
+                ..Candidate::default()
+            },
         }
     }
 
@@ -125,21 +127,32 @@ mod tests {
             r(20, 1, "bash"),
             r(30, 11, "tether"),
         ];
-        let comms: BTreeSet<String> = ["claude".to_string()].into();
-        let got = select_for_adoption(&running, &comms, &BTreeSet::new(), 30);
+        let got = select_for_adoption(&running, |c| c.comm == "claude", 30);
         assert_eq!(got, vec![10, 11, 12], "the daemon itself (30) is never adopted");
     }
 
     #[test]
-    fn matches_by_executable_inode() {
+    fn adoption_applies_the_selectors_rules() {
         let key = InodeKey {
             ino: 5,
             dev: 9,
             _pad: 0,
         };
-        let mut running = vec![r(1, 0, "init"), r(2, 1, "python3")];
-        running[1].exe = Some(key);
-        let got = select_for_adoption(&running, &BTreeSet::new(), &[key].into(), 99);
-        assert_eq!(got, vec![2]);
+        let sels = selectors::CompiledSelectors {
+            list: vec![selectors::Compiled {
+                id: "py-in-agents".into(),
+                exe: [key].into(),
+                cgroup: [("/agents".to_string(), 3)].into(),
+                ..Default::default()
+            }],
+        };
+        let mut running = vec![r(1, 0, "init"), r(2, 1, "python3"), r(3, 1, "python3")];
+        for p in &mut running[1..] {
+            p.candidate.exe = Some(key);
+        }
+        running[1].candidate.cgroup = Some("/agents/a".into());
+        running[2].candidate.cgroup = Some("/user.slice".into());
+        let got = select_for_adoption(&running, |c| sels.matching(c).is_some(), 99);
+        assert_eq!(got, vec![2], "same executable, only the one in the selected cgroup");
     }
 }

@@ -636,6 +636,100 @@ fn agent_selectors_track_at_exec_and_adopt_running_processes() {
     assert_eq!(lineage_pids(kid).last(), Some(&(early_pid as u64)));
 }
 
+/// A test-only cgroup v2 directory, removed (after its processes are gone) on drop.
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    fn new() -> TestCgroup {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
+            })
+            .min_by_key(|p| p.len())
+            .expect("a cgroup2 mount");
+        let dir = Path::new(&root).join(format!("tether-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        TestCgroup(dir)
+    }
+
+    /// The cgroup's path as /proc/PID/cgroup shows it.
+    fn path(&self) -> String {
+        format!("/{}", self.0.file_name().unwrap().to_string_lossy())
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("could not remove test cgroup {}", self.0.display());
+    }
+}
+
+#[test]
+fn agent_selectors_by_uid_and_cgroup_select_only_what_they_name() {
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    let (_t, dir) = test_dir();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let agent = dir.join("tt-uidagent");
+    std::fs::copy("/bin/bash", &agent).unwrap();
+    let cg = TestCgroup::new();
+    const AGENT_UID: u32 = 4242;
+    let policy = format!(
+        "version: 1\nagents:\n  - id: agent-user-only\n    comm: [tt-uidagent]\n    uid: [{AGENT_UID}]\n  - id: agent-cgroup\n    cgroup: [{}]\n",
+        cg.path()
+    );
+    let d = Daemon::start(Some(&policy));
+    let write = |name: &str| format!("echo x > {}", dir.join(name).display());
+    // The agent binary run by the agent uid: selected (comm AND uid).
+    let st = Command::new(&agent)
+        .args(["-c", &write("by-agent-uid.txt")])
+        .uid(AGENT_UID)
+        .gid(AGENT_UID)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The same binary run by root: not selected (the uid criterion fails).
+    assert!(Command::new(&agent).args(["-c", &write("by-root.txt")]).status().unwrap().success());
+    // Any program exec'd inside the selected cgroup: selected; outside it: not.
+    let procs = cg.0.join("cgroup.procs");
+    let inside = format!(
+        "echo $$ > {} && exec /bin/sh -c '{}'",
+        procs.display(),
+        write("in-cgroup.txt")
+    );
+    assert!(Command::new("/bin/bash").args(["-c", &inside]).status().unwrap().success());
+    assert!(Command::new("/bin/bash")
+        .args(["-c", &format!("exec /bin/sh -c '{}'", write("outside.txt"))])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, log) = d.stop();
+    for (name, selected) in [
+        ("by-agent-uid.txt", true),
+        ("by-root.txt", false),
+        ("in-cgroup.txt", true),
+        ("outside.txt", false),
+    ] {
+        let path = dir.join(name);
+        assert!(path.exists(), "{name} was not written");
+        let n = events.iter().filter(|e| is_file(e, 14, &path)).count();
+        assert_eq!(n, usize::from(selected), "writes of {name} reported; log:\n{log}");
+        if selected {
+            let e = exactly_one(&events, name, |e| is_file(e, 14, &path));
+            assert_eq!(e["unmapped"]["tether"]["tracked_by"], "selector");
+        }
+    }
+}
+
 #[test]
 fn exec_refuses_to_run_the_command_when_the_daemon_is_unreachable() {
     let (_t, dir) = test_dir();

@@ -1,11 +1,14 @@
-//! Rule files. For now they say which processes are agents (selectors by executable path and by
-//! comm) and which credential issuers are trusted. Parsed strictly (unknown keys are errors,
+//! Rule files: which processes are agents (selectors by executable path, comm, uid and cgroup),
+//! which credential issuers are trusted, and the containment rules. Parsed strictly (unknown keys are errors,
 //! with file:line), validated at load.
 use std::{collections::BTreeSet, path::Path};
 
 use serde::Deserialize;
 
-use crate::credentials::trust::Trust;
+use crate::{
+    credentials::trust::Trust,
+    selectors::{self, Selector, UserRef},
+};
 
 pub mod engine;
 
@@ -79,16 +82,14 @@ struct AgentSelector {
     exe: Vec<String>,
     #[serde(default)]
     comm: Vec<String>,
+    #[serde(default)]
+    uid: Vec<UserRef>,
+    #[serde(default)]
+    cgroup: Vec<String>,
 }
 
-/// The compiled selectors of all loaded rule files.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Selectors {
-    /// Absolute executable paths (matched by the file they name: symlinks followed).
-    pub exe: BTreeSet<String>,
-    /// Process names (comm, at most 15 bytes).
-    pub comm: BTreeSet<String>,
-}
+/// The agent selectors of all loaded rule files, in file order.
+pub type Selectors = Vec<Selector>;
 
 /// Everything the rule files say.
 #[derive(Debug, Clone)]
@@ -127,39 +128,30 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             parsed.version
         )));
     }
-    let mut out = Selectors::default();
+    let mut out = Selectors::new();
     let mut ids = BTreeSet::new();
     for a in parsed.agents {
-        if a.id.trim().is_empty() {
-            return Err(invalid("an agent selector has an empty id".into()));
+        let sel = Selector {
+            id: a.id,
+            exe: a.exe.into_iter().collect(),
+            comm: a.comm.into_iter().collect(),
+            uid: a.uid.into_iter().collect(),
+            cgroup: a.cgroup.into_iter().collect(),
+        };
+        let at_line = |message: String| match line_of_id(text, &sel.id) {
+            Some(line) => PolicyError::Syntax {
+                file: file.into(),
+                line,
+                column: 1,
+                message,
+            },
+            None => invalid(message),
+        };
+        selectors::validate(&sel).map_err(at_line)?;
+        if !ids.insert(sel.id.clone()) {
+            return Err(at_line(format!("agent selector id {:?} is used twice", sel.id)));
         }
-        if !ids.insert(a.id.clone()) {
-            return Err(invalid(format!("agent selector id {:?} is used twice", a.id)));
-        }
-        if a.exe.is_empty() && a.comm.is_empty() {
-            return Err(invalid(format!(
-                "agent selector {:?} selects nothing: give exe or comm",
-                a.id
-            )));
-        }
-        for exe in a.exe {
-            if !exe.starts_with('/') {
-                return Err(invalid(format!(
-                    "agent selector {:?}: exe {exe:?} is not an absolute path",
-                    a.id
-                )));
-            }
-            out.exe.insert(exe);
-        }
-        for comm in a.comm {
-            if comm.is_empty() || comm.len() > 15 || comm.contains('/') {
-                return Err(invalid(format!(
-                    "agent selector {:?}: comm {comm:?} must be 1 to 15 bytes without '/' (the kernel keeps 15)",
-                    a.id
-                )));
-            }
-            out.comm.insert(comm);
-        }
+        out.push(sel);
     }
     let mut trust = Vec::new();
     for t in parsed.trust {
@@ -252,8 +244,15 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
             source,
         })?;
         let s = parse_policy(&name, &text)?;
-        selectors.exe.extend(s.selectors.exe);
-        selectors.comm.extend(s.selectors.comm);
+        for sel in s.selectors {
+            if selectors.iter().any(|x: &Selector| x.id == sel.id) {
+                return Err(PolicyError::Invalid {
+                    file: name,
+                    message: format!("agent selector id {:?} is already used by an earlier rule file", sel.id),
+                });
+            }
+            selectors.push(sel);
+        }
         trust.extend(s.trust);
         merge_containment(&mut containment, s.containment, &name)?;
         last = name;
@@ -297,6 +296,10 @@ mod tests {
             "version: 1\nguardrails: [{id: g, action: explode, exec: [/x]}]\n",
             "version: 1\nactions: {scope: {action: deny, extra: 1}}\n",
             "version: 2\n",
+            "version: 1\nagents: [{id: a}]\n",
+            "version: 1\nagents: [{id: a, cgroup: [/]}]\n",
+            "version: 1\nagents: [{id: a, cgroup: [agents.slice]}]\n",
+            "version: 1\nagents: [{id: a, uid: [-1]}]\n",
         ] {
             assert!(parse("x.yaml", bad).is_err(), "parser accepts {bad:?}");
             assert!(!validator.is_valid(&as_json(bad)), "schema accepts {bad:?}");
@@ -306,7 +309,7 @@ mod tests {
     #[test]
     fn the_built_in_default_parses() {
         let s = parse(DEFAULT_POLICY_NAME, DEFAULT_POLICY).expect("default policy is valid");
-        assert!(!s.comm.is_empty());
+        assert!(s.iter().any(|s| !s.comm.is_empty()));
     }
 
     #[test]
