@@ -26,6 +26,8 @@ use crate::{
 };
 
 const FMODE_WRITE: u32 = 0x2;
+/// f_mode bit: this open created the file (O_CREAT on a name that did not exist).
+const FMODE_CREATED: u32 = 0x10_0000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const EPERM: i32 = 1;
@@ -154,6 +156,10 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         judged |= verdict::DENIED;
         if kills(judged) && kill_current() {
             judged |= verdict::KILLED;
+        }
+        // The open is refused, but an O_CREAT that made the file made it before this hook.
+        if mode & FMODE_CREATED != 0 {
+            judged |= verdict::AFTER_EFFECT;
         }
         -EPERM
     } else {

@@ -29,7 +29,6 @@ use crate::{
     events::{self, Event},
     lineage::{ProcessTable, Reason, ticks_to_ns},
     loader::{self, Probes},
-    selectors::CompiledSelectors,
     ocsf::{self, Finding, TaskView},
     paths,
     policy::{
@@ -37,6 +36,7 @@ use crate::{
         engine::{self, ContainmentSpec, Credential, Mode, Rules},
     },
     procscan::{self, Procfs},
+    selectors::CompiledSelectors,
     sinks::Sinks,
 };
 
@@ -535,8 +535,7 @@ impl Daemon {
         // caught by the second pass (after insertion the kernel tracks new children itself).
         for _ in 0..2 {
             let running = procscan::running();
-            let pids =
-                procscan::select_for_adoption(&running, |c| selectors.matching(c).is_some(), std::process::id());
+            let pids = procscan::select_for_adoption(&running, |c| selectors.matching(c).is_some(), std::process::id());
             let ppid_of: std::collections::HashMap<u32, u32> = running.iter().map(|r| (r.pid, r.ppid)).collect();
             for pid in pids {
                 if self.table.live_key(pid).is_some() {

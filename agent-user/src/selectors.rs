@@ -99,12 +99,18 @@ pub fn validate(s: &Selector) -> Result<(), String> {
     for c in &s.cgroup {
         let bad = |why: &str| Err(format!("agent selector {id:?}: cgroup {c:?} {why}"));
         if !c.starts_with('/') {
-            return bad("must be an absolute cgroup v2 path, as /proc/PID/cgroup shows it (e.g. /system.slice/agent.service)");
+            return bad(
+                "must be an absolute cgroup v2 path, as /proc/PID/cgroup shows it (e.g. /system.slice/agent.service)",
+            );
         }
         if c.trim_end_matches('/').is_empty() {
             return bad("is the root cgroup: it would select every process on the host");
         }
-        if c.trim_end_matches('/').split('/').skip(1).any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        if c.trim_end_matches('/')
+            .split('/')
+            .skip(1)
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return bad("has an empty, `.` or `..` component");
         }
     }
@@ -260,10 +266,7 @@ pub fn compile(selectors: &[Selector], cgroup_root: &Path) -> Result<CompiledSel
                 UserRef::Name(name) => match nix::unistd::User::from_name(name) {
                     Ok(Some(user)) => user.uid.as_raw(),
                     Ok(None) => {
-                        return Err(SelectorError::NoUser {
-                            id,
-                            name: name.clone(),
-                        });
+                        return Err(SelectorError::NoUser { id, name: name.clone() });
                     }
                     Err(source) => {
                         return Err(SelectorError::UserLookup {
@@ -336,10 +339,16 @@ mod tests {
         assert!(s.matches(&c("python3", 1001, "/agents.slice/run-1.scope")));
         assert!(!s.matches(&c("python3", 1000, "/agents.slice")), "wrong uid");
         assert!(!s.matches(&c("bash", 1001, "/agents.slice")), "wrong comm");
-        assert!(!s.matches(&c("node", 1001, "/agents.slicex")), "a sibling with the same prefix");
+        assert!(
+            !s.matches(&c("node", 1001, "/agents.slicex")),
+            "a sibling with the same prefix"
+        );
         assert!(!s.matches(&c("node", 1001, "/user.slice")), "another cgroup");
         let deep = format!("/agents.slice{}", "/x".repeat(select::CGROUP_LEVELS));
-        assert!(!s.matches(&c("node", 1001, &deep)), "beyond the levels the kernel walks");
+        assert!(
+            !s.matches(&c("node", 1001, &deep)),
+            "beyond the levels the kernel walks"
+        );
         let ok = format!("/agents.slice{}", "/x".repeat(select::CGROUP_LEVELS - 1));
         assert!(s.matches(&c("node", 1001, &ok)));
     }
@@ -421,7 +430,10 @@ mod tests {
         let mut s = sel("cg");
         s.cgroup.insert("/no-such-cgroup-tether".into());
         let e = compile(&[s], Path::new("/sys/fs/cgroup")).unwrap_err().to_string();
-        assert!(e.contains("\"cg\"") && e.contains("/no-such-cgroup-tether") && e.contains("must exist"), "{e}");
+        assert!(
+            e.contains("\"cg\"") && e.contains("/no-such-cgroup-tether") && e.contains("must exist"),
+            "{e}"
+        );
         let mut s = sel("x");
         s.exe.insert("/nonexistent/agent".into());
         let e = compile(&[s], Path::new("/sys/fs/cgroup")).unwrap_err().to_string();
@@ -436,7 +448,10 @@ mod tests {
         let c = compile(&[s], Path::new("/sys/fs/cgroup")).unwrap();
         assert_eq!(c.list[0].uid, [0, 1001].into());
         let many: Vec<Selector> = (0..65).map(|i| sel(&format!("s{i}"))).collect();
-        assert!(matches!(compile(&many, Path::new("/")), Err(SelectorError::TooMany(65))));
+        assert!(matches!(
+            compile(&many, Path::new("/")),
+            Err(SelectorError::TooMany(65))
+        ));
     }
 
     #[test]

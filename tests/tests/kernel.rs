@@ -99,6 +99,11 @@ impl Daemon {
         self.dir.path().join("api.sock")
     }
 
+    /// The rule file the daemon was started with.
+    fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policy.yaml")
+    }
+
     fn admin_socket(&self) -> PathBuf {
         self.dir.path().join("admin.sock")
     }
@@ -697,7 +702,13 @@ fn agent_selectors_by_uid_and_cgroup_select_only_what_they_name() {
         .unwrap();
     assert!(st.success());
     // The same binary run by root: not selected (the uid criterion fails).
-    assert!(Command::new(&agent).args(["-c", &write("by-root.txt")]).status().unwrap().success());
+    assert!(
+        Command::new(&agent)
+            .args(["-c", &write("by-root.txt")])
+            .status()
+            .unwrap()
+            .success()
+    );
     // Any program exec'd inside the selected cgroup: selected; outside it: not.
     let procs = cg.0.join("cgroup.procs");
     let inside = format!(
@@ -705,12 +716,20 @@ fn agent_selectors_by_uid_and_cgroup_select_only_what_they_name() {
         procs.display(),
         write("in-cgroup.txt")
     );
-    assert!(Command::new("/bin/bash").args(["-c", &inside]).status().unwrap().success());
-    assert!(Command::new("/bin/bash")
-        .args(["-c", &format!("exec /bin/sh -c '{}'", write("outside.txt"))])
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        Command::new("/bin/bash")
+            .args(["-c", &inside])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("/bin/bash")
+            .args(["-c", &format!("exec /bin/sh -c '{}'", write("outside.txt"))])
+            .status()
+            .unwrap()
+            .success()
+    );
     std::thread::sleep(Duration::from_millis(300));
     let (events, log) = d.stop();
     for (name, selected) in [

@@ -101,6 +101,7 @@ pub fn kill_tree(mut members: impl FnMut() -> Vec<(u32, u64)>, ticks_per_sec: u6
         if live.is_empty() {
             return Ok(signalled.len());
         }
+        tracing::debug!(live = live.len(), "kill-tree round");
         for (pid, start) in live {
             if kill(pid, start, ticks_per_sec)? == Killed::Signalled {
                 signalled.insert((pid, start));

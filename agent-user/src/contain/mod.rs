@@ -147,16 +147,25 @@ pub fn outcome(
         after_effect: false,
     };
     let violation = decision.is_some_and(|d| d.action.is_some());
+    let daemon_kill = match act {
+        DaemonAct::Kill if daemon_killed => Some("process killed by the daemon (pidfd)"),
+        DaemonAct::KillTree if daemon_killed => Some("every process of the task killed by the daemon (pidfd)"),
+        _ => None,
+    };
     if kv.denied {
         return Outcome {
             action_id: 2,
             action: "Denied",
             disposition_id: 2,
             disposition: "Blocked",
-            by: Some(mechanism.to_string()),
+            by: Some(match daemon_kill {
+                Some(k) => format!("{mechanism}; {k}"),
+                None => mechanism.to_string(),
+            }),
             denied: true,
-            killed: kv.killed,
-            after_effect: false,
+            killed: kv.killed || daemon_kill.is_some(),
+            // E.g. an O_CREAT refused by file_open: the (empty) file exists already.
+            after_effect: kv.after_effect,
         };
     }
     if kv.killed {
@@ -293,6 +302,23 @@ mod tests {
         );
         assert_eq!((o.action_id, o.disposition_id), (2, 2));
         assert_eq!(o.by.as_deref(), Some("cgroup_sock_addr/connect"));
+        assert!(!o.killed);
+        // Refused by the cgroup hook, the tree killed by the daemon: both are said.
+        let kt = decision(Action::KillTree, Mode::Enforce);
+        let o = outcome(
+            Some(&kt),
+            &KernelVerdict::from_bits(action::KILL_TREE as u32 | verdict::ENFORCE | verdict::DENIED),
+            "cgroup_sock_addr/connect",
+            Some(-1),
+            false,
+            DaemonAct::KillTree,
+            true,
+        );
+        assert!(o.denied && o.killed, "{o:?}");
+        assert_eq!(
+            o.by.as_deref(),
+            Some("cgroup_sock_addr/connect; every process of the task killed by the daemon (pidfd)")
+        );
         let after =
             KernelVerdict::from_bits(action::DENY as u32 | verdict::ENFORCE | verdict::KILLED | verdict::AFTER_EFFECT);
         let o = outcome(

@@ -83,7 +83,7 @@ fn true_bin() -> String {
 
 /// `tether exec --token TOKEN -- bash -c SCRIPT`, with $DIR, $NETPROBE, $TETHER and $SOCK
 /// (the daemon's agent socket) set for the script.
-fn token_command(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Command {
+pub(super) fn token_command(d: &Daemon, token: &Path, dir: &Path, script: &str) -> Command {
     let mut c = Command::new(tether_bin());
     c.arg("exec")
         .arg("--socket")
@@ -107,7 +107,7 @@ pub(super) fn exec_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str
 }
 
 /// Starts [`token_command`] in the background.
-fn spawn_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> std::process::Child {
+pub(super) fn spawn_with_token(d: &Daemon, token: &Path, dir: &Path, script: &str) -> std::process::Child {
     token_command(d, token, dir, script).spawn().expect("tether exec")
 }
 
@@ -125,7 +125,7 @@ fn file_event<'a>(events: &'a [Value], path: &Path) -> &'a Value {
 }
 
 /// Waits until `path` exists.
-fn wait_for(path: &Path) {
+pub(super) fn wait_for(path: &Path) {
     let t = Instant::now();
     while !path.exists() {
         assert!(
