@@ -232,13 +232,27 @@ pub struct ExecEvent {
     pub argv_len: u32,
     /// Valid bytes of `filename`.
     pub filename_len: u32,
-    pub _pad: u32,
+    /// 0 for an exec that happened; for an execve the kernel refused (EACCES, EPERM: Landlock,
+    /// an LSM, permissions, noexec) the errno, and then `exe` is the directory a relative
+    /// `filename` is resolved from (empty for an absolute one) and argv is empty.
+    pub failed_errno: u32,
     /// The executable actually running (mm->exe_file), resolved by the kernel.
     pub exe: WalkedPath,
     /// The path as passed to execve (may be relative).
     pub filename: [u8; FILENAME_LEN],
     /// NUL-separated argv, as in /proc/PID/cmdline.
     pub argv: [u8; ARGV_LEN],
+}
+
+/// An execve of a tracked thread between its entry and its exit (EXEC_PENDING, by thread id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingExec {
+    /// The user pointer to the path as passed.
+    pub filename: u64,
+    /// execveat's dirfd (AT_FDCWD for execve).
+    pub dfd: i32,
+    pub _pad: u32,
 }
 
 /// A tracked process forked a new process (threads are not reported).
@@ -417,6 +431,7 @@ const _: () = {
     assert!(size_of::<FilePath>() == size_of::<WalkedPath>() + RAW_PATH_LEN + 8);
     assert!(size_of::<FileEvent>() == 72 + 40 + 2 * size_of::<FilePath>());
     assert!(size_of::<PendingFile>() == 64 + 2 * RAW_PATH_LEN);
+    assert!(size_of::<PendingExec>() == 16);
     // The walk masks offsets with WALK_MAIN - 1 and name lengths with NAME_MAX_WIRE.
     assert!(WALK_MAIN.is_power_of_two());
     assert!((NAME_MAX_WIRE + 1).is_power_of_two());

@@ -4,7 +4,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    ARGV_LEN, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, Tracked, config,
+    ARGV_LEN, AT_FDCWD, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, PendingExec, Tracked, config,
     contain::{class, verdict},
     counter, flags, kind, select, track_reason,
 };
@@ -18,13 +18,13 @@ use aya_ebpf::{
 use crate::{
     contain::{judge_path, kill_current, refuses},
     kernel::{
-        KPtr, current_task, file_path, fill_header, off, parent_tgid, process_start_ns, read_ptr, read_u32, read_u64,
-        tp, walk_empty, walk_path,
+        KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, off, parent_tgid, process_start_ns, read_ptr,
+        read_u32, read_u64, tp, walk_empty, walk_path,
     },
-    lsm::CHECKED,
+    lsm::{CHECKED, REPORTED},
     maps::{
-        CONFIG, EVENTS, EXEC_CHECKED, SELECT_CGROUP, SELECT_COMM, SELECT_EXE, SELECT_UID, TRACKED, config_value64,
-        count, degraded, self_tgid, wake_flags,
+        CONFIG, EVENTS, EXEC_CHECKED, EXEC_PENDING, SELECT_CGROUP, SELECT_COMM, SELECT_EXE, SELECT_UID, TRACKED,
+        config_value64, count, degraded, self_tgid, wake_flags,
     },
 };
 
@@ -87,7 +87,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let ev = unsafe { &mut *slot.as_mut_ptr() };
     fill_header(&mut ev.header, kind::EXEC, pid_tgid, &tracked, rec_flags);
     ev.ppid = parent_tgid(task).unwrap_or(0);
-    ev._pad = 0;
+    ev.failed_errno = 0;
 
     // argv, from the new image's mm.
     ev.argv_len = 0;
@@ -237,4 +237,109 @@ fn cgroup_hits(task: KPtr) -> u64 {
         kn = read_ptr(kn, parent_off).unwrap_or(core::ptr::null());
     }
     hits
+}
+
+// ---- refused execs ----
+//
+// An execve the kernel refuses (Landlock, an LSM, permissions, noexec) leaves no
+// sched_process_exec record; these two programs report it. Attached to the execve/execveat
+// syscall tracepoints only (they cost nothing to other syscalls), tracked processes only.
+
+const EPERM: i64 = 1;
+const EACCES: i64 = 13;
+
+#[inline(always)]
+fn exec_arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: offsets from this kernel's syscall tracepoint format.
+    unsafe { ctx.read_at::<u64>(tp!(sys_args) as usize + 8 * n) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn exec_enter(filename: u64, dfd: i32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: map lookup.
+    if tgid == self_tgid() || unsafe { TRACKED.get(&tgid) }.is_none() {
+        return;
+    }
+    let p = PendingExec { filename, dfd, _pad: 0 };
+    if EXEC_PENDING.insert(&(pid_tgid as u32), &p, 0).is_err() {
+        count(counter::PENDING_FULL);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    exec_enter(exec_arg(&ctx, 0), AT_FDCWD);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    exec_enter(exec_arg(&ctx, 1), exec_arg(&ctx, 0) as i32);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: map lookup, copied out.
+    let Some(p) = (unsafe { EXEC_PENDING.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = EXEC_PENDING.remove(&tid);
+    // SAFETY: map lookup, copied out.
+    let checked = unsafe { EXEC_CHECKED.get(&tid) }.copied();
+    if checked.is_some() {
+        let _ = EXEC_CHECKED.remove(&tid);
+    }
+    // SAFETY: offset from this kernel's syscall tracepoint format.
+    let ret = unsafe { ctx.read_at::<i64>(tp!(sys_ret) as usize) }.unwrap_or(0);
+    if (ret != -EACCES && ret != -EPERM) || checked.is_some_and(|c| c & REPORTED != 0) {
+        return 0; // it ran, failed for another reason, or the LSM hook reported it
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: map lookup, copied out.
+    let Some(tracked) = (unsafe { TRACKED.get(&tgid) }).copied() else {
+        return 0;
+    };
+    let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return 0;
+    };
+    // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads for a refused
+    // exec (header, ppid, lengths, exe, filename) are written.
+    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    fill_header(&mut ev.header, kind::EXEC, pid_tgid, &tracked, 0);
+    let task = current_task();
+    ev.ppid = parent_tgid(task).unwrap_or(0);
+    ev.argv_len = 0;
+    ev.failed_errno = (-ret) as u32;
+    ev.filename_len = 0;
+    // SAFETY: the helper bounds the copy to FILENAME_LEN; the process image is unchanged.
+    let n = unsafe {
+        generated::bpf_probe_read_user_str(
+            ev.filename.as_mut_ptr() as *mut c_void,
+            FILENAME_LEN as u32,
+            p.filename as *const c_void,
+        )
+    };
+    if n > 0 {
+        ev.filename_len = (n - 1) as u32;
+    }
+    // The directory a relative name is resolved from.
+    let base = if n > 0 && ev.filename[0] == b'/' {
+        Err(0)
+    } else if p.dfd == AT_FDCWD {
+        fs_path(task, false)
+    } else {
+        file_of_fd(task, p.dfd).map(file_path)
+    };
+    match base {
+        Ok(dir) => walk_path(dir, &mut ev.exe),
+        Err(_) => walk_empty(&mut ev.exe),
+    }
+    slot.submit(wake_flags());
+    0
 }

@@ -33,6 +33,9 @@ const AF_INET6: u16 = 10;
 const EPERM: i32 = 1;
 /// Marks an EXEC_CHECKED value (a verdict may be 0).
 pub const CHECKED: u32 = 1 << 31;
+/// EXEC_CHECKED value of an exec this hook refused and reported itself (the failed execve's
+/// exit must not report it again).
+pub const REPORTED: u32 = 1 << 30;
 
 /// The tracked-map entry of the current process, unless it is untracked (or the daemon
 /// itself).
@@ -81,6 +84,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     if kills(judged) && kill_current() {
         judged |= verdict::KILLED;
     }
+    let _ = EXEC_CHECKED.insert(&(pid_tgid as u32), &REPORTED, 0);
     if let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) {
         // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads for a
         // refused exec (header, ppid, lengths, exe) are written.
@@ -90,7 +94,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
         ev.ppid = parent_tgid(current_task()).unwrap_or(0);
         ev.argv_len = 0;
         ev.filename_len = 0;
-        ev._pad = 0;
+        ev.failed_errno = 0;
         // SAFETY: both are WalkedPath-sized.
         unsafe {
             generated::bpf_probe_read_kernel(

@@ -1,7 +1,7 @@
 //! Maps and the load-time configuration global. Names are the contract with agent-user's loader.
 use agent_common::{
-    COMM_LEN, Config, InodeKey, MAX_PENDING, MAX_TRACKED, PendingFile, RING_BYTES, RING_WAKE_BYTES, Tracked,
-    WALK_MAX_STEPS, WalkedPath,
+    COMM_LEN, Config, InodeKey, MAX_PENDING, MAX_TRACKED, PendingExec, PendingFile, RING_BYTES, RING_WAKE_BYTES,
+    Tracked, WALK_MAX_STEPS, WalkedPath,
     contain::{MAX_GUARDRAILS, MAX_RULES, NetKey, NetRule, PathKey, PathRule, TailKey, Verdict, posture},
     counter,
 };
@@ -49,6 +49,10 @@ pub static PENDING: HashMap<u32, PendingFile> = HashMap::with_max_entries(MAX_PE
 /// fails after the check leaves an entry that ages out.
 #[map]
 pub static EXEC_CHECKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+
+/// thread id -> an execve between its entry and its exit (a refused one is reported at exit).
+#[map]
+pub static EXEC_PENDING: LruHashMap<u32, PendingExec> = LruHashMap::with_max_entries(MAX_PENDING, 0);
 
 /// Per-CPU staging slot for a PendingFile (too large for the stack).
 #[map]

@@ -587,7 +587,7 @@ impl Daemon {
         }
         let before = self.table.get(&self.table.key_of(ev.actor())).cloned();
         // An exec the kernel refused changed nothing: the process keeps its image.
-        let refused_exec = matches!(&ev, Event::Exec { actor, .. } if actor.kernel.denied);
+        let refused_exec = matches!(&ev, Event::Exec { actor, failed, .. } if actor.kernel.denied || failed.is_some());
         let key = if refused_exec {
             self.table.ensure(ev.actor(), &Procfs)
         } else {
@@ -635,6 +635,7 @@ impl Daemon {
         let kv = a.kernel;
         let errno = match &ev {
             Event::File { ret, .. } if *ret < 0 => Some(*ret),
+            Event::Exec { failed: Some(e), .. } => Some(*e),
             Event::Net { .. } | Event::Exec { .. } if kv.denied => Some(-(libc::EPERM as i64)),
             _ => None,
         };

@@ -172,6 +172,9 @@ pub enum Event {
         newly_selected: bool,
         /// The BPF LSM exec hook checked this exec before it happened.
         via_lsm: bool,
+        /// Some(errno) for an execve the kernel refused (EACCES, EPERM): no new image ran,
+        /// and `exe` is the file that was asked for (`filename`, resolved).
+        failed: Option<i64>,
     },
     Fork {
         parent: Actor,
@@ -219,6 +222,7 @@ impl Event {
     pub fn mechanism(&self) -> &'static str {
         match self {
             Event::Exec { via_lsm: true, .. } => "lsm/bprm_check_security",
+            Event::Exec { failed: Some(_), .. } => "tracepoint/syscalls/sys_exit_execve",
             Event::Exec { .. } => "tracepoint/sched_process_exec",
             Event::Fork { .. } => "raw_tp/sched_process_fork",
             Event::Exit { .. } => "tracepoint/sched_process_exit",
@@ -295,7 +299,24 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             }
             let filename_len = (e.filename_len as usize).min(e.filename.len());
             let filename = String::from_utf8_lossy(&e.filename[..filename_len]).into_owned();
-            let exe = if e.exe.flags & walk::UNAVAILABLE != 0 {
+            let failed = (e.failed_errno != 0).then(|| -(e.failed_errno as i64));
+            let exe = if failed.is_some() {
+                // A refused exec: the file asked for, relative to the directory the kernel
+                // resolves it from (walked into `exe`).
+                let name = &e.filename[..filename_len];
+                let dir = walked_only(&e.exe);
+                let raw = if name.first() == Some(&b'/') || dir.raw.is_empty() {
+                    join_dir_and_name(b"/", name)
+                } else {
+                    join_dir_and_name(&dir.raw, name)
+                };
+                ReportedPath {
+                    path: String::from_utf8_lossy(&raw).into_owned(),
+                    raw,
+                    origin: PathOrigin::KernelDirAndName,
+                    truncated: dir.truncated,
+                }
+            } else if e.exe.flags & walk::UNAVAILABLE != 0 {
                 // No path resolution on this kernel: the path execve was given.
                 ReportedPath {
                     path: filename.clone(),
@@ -315,6 +336,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 argv_truncated: e.header.flags & flags::ARGV_TRUNCATED != 0,
                 newly_selected: e.header.flags & flags::NEWLY_SELECTED != 0,
                 via_lsm: e.header.flags & flags::VIA_LSM != 0,
+                failed,
             })
         }
         kind::FORK => {
@@ -545,7 +567,9 @@ mod tests {
                 argv_truncated,
                 newly_selected,
                 via_lsm,
+                failed,
             } => {
+                assert_eq!(failed, None);
                 assert_eq!(actor.comm, "bash");
                 assert_eq!((actor.tgid, actor.tid, actor.uid), (10, 11, 1000));
                 assert_eq!(ppid, 9);
@@ -555,6 +579,36 @@ mod tests {
                 assert_eq!(argv, vec!["curl", "-s", "http://x"]);
                 assert!(!argv_truncated && !newly_selected && !via_lsm);
             }
+            other => panic!("expected exec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_exec_names_the_file_asked_for() {
+        let mut e: ExecEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::EXEC);
+        e.failed_errno = libc::EACCES as u32;
+        e.exe = walked("/home/a/work");
+        e.filename[..9].copy_from_slice(b"./bin/run");
+        e.filename_len = 9;
+        match decode(&bytes_of(&e)).expect("decodes") {
+            ev @ Event::Exec { .. } => {
+                assert_eq!(ev.mechanism(), "tracepoint/syscalls/sys_exit_execve");
+                let Event::Exec { exe, failed, argv, .. } = ev else {
+                    unreachable!()
+                };
+                assert_eq!(failed, Some(-(libc::EACCES as i64)));
+                assert_eq!(exe.path, "/home/a/work/bin/run");
+                assert!(argv.is_empty());
+            }
+            other => panic!("expected exec, got {other:?}"),
+        }
+        // Absolute: the directory is not walked.
+        e.exe = unsafe { std::mem::zeroed() };
+        e.exe.flags = agent_common::walk::EMPTY;
+        e.filename[..9].copy_from_slice(b"/usr/bin/");
+        match decode(&bytes_of(&e)).expect("decodes") {
+            Event::Exec { exe, .. } => assert_eq!(exe.path, "/usr/bin"),
             other => panic!("expected exec, got {other:?}"),
         }
     }

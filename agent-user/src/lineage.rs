@@ -389,6 +389,7 @@ mod tests {
             argv_truncated: false,
             newly_selected: selected,
             via_lsm: false,
+            failed: None,
         }
     }
 

@@ -464,6 +464,26 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules) -> Result<Probes, Load
         attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
     }
 
+    // Refused execs (Landlock, LSMs, permissions): sched_process_exec never sees them, the
+    // execve/execveat syscall tracepoints do (they cost nothing to other syscalls).
+    for (prog, events) in [
+        ("sys_enter_execve", &["sys_enter_execve"][..]),
+        ("sys_enter_execveat", &["sys_enter_execveat"][..]),
+        ("sys_exit_execve", &["sys_exit_execve", "sys_exit_execveat"][..]),
+    ] {
+        load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
+        let tp: &mut TracePoint = program(&mut ebpf, prog)?;
+        for event in events {
+            if !Path::new(TRACEFS).join("events/syscalls").join(event).exists() {
+                missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
+                continue;
+            }
+            tp.attach("syscalls", event)
+                .map_err(prog_err(format!("{prog} on {event}")))?;
+            attached.programs.push(format!("tracepoint/syscalls/{event}"));
+        }
+    }
+
     // The remaining probes: real loads of programs that are never attached.
     let fentry = match btf.as_ref() {
         Some(btf) => probe_load(

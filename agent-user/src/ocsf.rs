@@ -215,12 +215,21 @@ pub fn audit(
             filename,
             argv,
             argv_truncated,
+            failed,
             ..
         } => {
-            // The table already holds the new image (exe, argv) for `after`.
+            // The table already holds the new image (exe, argv) for `after`; for a refused
+            // exec, the process as it still is.
             v["process"] = process_obj(ctx, after, Some(a.tid));
             tether["exec"] =
                 json!({"filename": filename, "argv": argv, "argv_truncated": argv_truncated, "exe": path_note(exe)});
+            tether["exec"]["exe"]["path"] = json!(exe.path);
+            if let Some(errno) = failed {
+                tether["exec"]["refused"] = json!({
+                    "errno": -errno,
+                    "error": std::io::Error::from_raw_os_error((-errno) as i32).to_string(),
+                });
+            }
         }
         Event::Net {
             transport,
