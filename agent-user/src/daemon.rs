@@ -216,15 +216,21 @@ impl Daemon {
         ns.clamp(1, u64::MAX as i128) as u64
     }
 
-    fn task_view(&self, id: u32, kernel_expired: bool) -> Option<TaskView<'_>> {
+    /// The task `id` as events show it: `action` is Some(the kernel's expired flag) for an
+    /// action (its state as it was then), None for the state now.
+    fn task_view(&self, id: u32, action: Option<bool>) -> Option<TaskView<'_>> {
         let t = self.tasks.get(id)?;
         let c = &t.verified.claims;
+        let kernel_expired = action.unwrap_or(false);
         Some(TaskView {
             jti: &c.jti,
             iss: &c.iss,
             sub: &c.sub,
             exp: c.exp,
-            state: t.state(credentials::now_epoch(), kernel_expired),
+            state: match action {
+                Some(k) => t.state_at_action(k),
+                None => t.state(credentials::now_epoch(), false),
+            },
             kernel_expired,
             chain: &t.verified.chain,
         })
@@ -470,7 +476,7 @@ impl Daemon {
         let proc_info = self.table.live_key(pid).and_then(|k| self.table.get(&k).cloned());
         let task_id = self.kernel_entry(pid).map(|t| t.task).unwrap_or(NO_TASK);
         let v = {
-            let task = self.task_view(task_id, false);
+            let task = self.task_view(task_id, None);
             let f = Finding {
                 kind,
                 title: format!("{kind} (pid {pid})"),
@@ -619,7 +625,7 @@ impl Daemon {
         let decision = if newly_selected {
             None
         } else {
-            let task = self.task_view(a.task, a.task_expired);
+            let task = self.task_view(a.task, Some(a.task_expired));
             let bound = self.tasks.get(a.task);
             engine::attempt_of(&ev).map(|attempt| {
                 let cred = match (&task, bound) {
@@ -666,7 +672,7 @@ impl Daemon {
         );
         // The audit event and the finding: built while the task is borrowed, written after.
         let lines = {
-            let task = self.task_view(a.task, a.task_expired);
+            let task = self.task_view(a.task, Some(a.task_expired));
             let Some(mut audit) = ocsf::audit(&self.ctx, seq, &ev, &actor, &after, &self.table, task.as_ref()) else {
                 return Ok(());
             };

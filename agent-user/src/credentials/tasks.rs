@@ -57,6 +57,18 @@ impl Task {
             CredState::Valid
         }
     }
+
+    /// The state when the kernel recorded an action of the task: its own flag says whether
+    /// the credential had expired or been revoked by then (revocation moves the kernel's
+    /// expiry into the past at once), so an action handled after a later revocation or expiry
+    /// is still attributed as it happened.
+    pub fn state_at_action(&self, kernel_expired: bool) -> CredState {
+        match (kernel_expired, self.revoked) {
+            (false, _) => CredState::Valid,
+            (true, true) => CredState::Revoked,
+            (true, false) => CredState::Expired,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -292,5 +304,11 @@ mod tests {
         assert_eq!(task.state(99, false), CredState::Valid);
         assert_eq!(task.state(99, true), CredState::Expired, "the kernel saw it expired");
         assert_eq!(task.state(100, false), CredState::Expired);
+        // Actions: as the kernel saw them, whenever they are handled.
+        assert_eq!(task.state_at_action(false), CredState::Valid);
+        assert_eq!(task.state_at_action(true), CredState::Expired);
+        let revoked = Task { revoked: true, ..task };
+        assert_eq!(revoked.state_at_action(false), CredState::Valid, "done before the revocation");
+        assert_eq!(revoked.state_at_action(true), CredState::Revoked);
     }
 }
