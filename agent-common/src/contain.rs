@@ -100,7 +100,10 @@ pub mod path_kind {
 pub struct PathRule {
     /// [`path_kind`].
     pub kind: u8,
-    pub _pad: u8,
+    /// For SEGMENT: the path components before the wildcard segment (`/home/*/.ssh`: 1). The
+    /// kernel finds where the segment ends from the component boundaries its path walk
+    /// recorded, with no byte scan.
+    pub depth: u8,
     /// Path bytes of the stored prefix (without the key head).
     pub prefix_bytes: u16,
     /// Guardrail index, for GUARDRAILS entries.

@@ -17,7 +17,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 
-use crate::maps::{GUARD_VERDICTS, NET_RULES, PATH_KEY, PATH_RULES, POSTURE, TAIL_KEY, TAIL_RULES};
+use crate::maps::{GUARD_VERDICTS, NET_RULES, PATH_KEY, PATH_RULES, POSTURE, TAIL_KEY, TAIL_RULES, WALK_SCRATCH};
 
 const SIGKILL: u32 = 9;
 
@@ -190,7 +190,7 @@ fn load_path(walked: *const WalkedPath) -> Option<(&'static mut Key<PathKey>, us
 
 /// Longest-prefix lookup with the fallbacks of conditional entries (see agent_common::contain).
 #[inline(always)]
-fn path_hit(key: &mut Key<PathKey>, owner: u32, cls: u8, len: usize, leaf: usize) -> Hit {
+fn path_hit(key: &mut Key<PathKey>, walked: *const WalkedPath, owner: u32, cls: u8, len: usize, leaf: usize) -> Hit {
     key.data.owner = owner.to_be_bytes();
     key.data.class = cls;
     let full = key.prefix_len;
@@ -227,54 +227,59 @@ fn path_hit(key: &mut Key<PathKey>, owner: u32, cls: u8, len: usize, leaf: usize
     }
     key.prefix_len = full;
     match segment {
-        // The tail lookup is not enabled yet: its scan makes the verifier time out (see
-        // tail_hit); the daemon judges these paths.
-        Some(_) => Hit::Undecided,
+        Some(r) => tail_hit(walked, &r, len, leaf),
         None => hit,
     }
 }
 
-#[allow(dead_code)]
-/// The rest of the path after the wildcard segment that starts at `r.prefix_bytes`.
+/// The rest of the path after the wildcard segment of SEGMENT entry `r`, looked up in
+/// TAIL_RULES. Where the segment ends comes from the component boundaries the path walk left
+/// in WALK_SCRATCH (no byte scan: the verifier sees straight-line code).
 #[inline(always)]
-fn tail_hit(key: &Key<PathKey>, r: &PathRule, len: usize, leaf: usize) -> Hit {
-    let Some(slot) = TAIL_KEY.get_ptr_mut(0) else {
-        return Hit::No;
+fn tail_hit(walked: *const WalkedPath, r: &PathRule, len: usize, leaf: usize) -> Hit {
+    let (Some(w), Some(slot)) = (WALK_SCRATCH.get_ptr(0), TAIL_KEY.get_ptr_mut(0)) else {
+        return Hit::Undecided;
     };
-    // SAFETY: per-CPU scratch owned by this program run.
-    let slot = unsafe { &mut *slot };
-    let end = if len < PATH_KEY_LEN { len } else { PATH_KEY_LEN };
-    let start = r.prefix_bytes as usize;
-    // The end of the wildcard segment: the first `/` at or after `start`. Constant indexes
-    // only, and the result in memory (see Slack::pos).
-    slot.pos = end as u32;
-    for j in 0..PATH_KEY_LEN {
-        if j >= end {
-            break;
-        }
-        if j >= start && key.data.path[j] == b'/' {
-            slot.pos = j as u32;
-            break;
-        }
+    // SAFETY: per-CPU scratch owned by this program run; `walked` is a filled WalkedPath.
+    let (w, slot, start) = unsafe { (&*w, &mut *slot, (*walked).start) };
+    if w.start != start {
+        return Hit::Undecided; // the scratch holds another walk's boundaries
     }
-    // SAFETY: a plain read of per-CPU memory written above.
-    let i = (unsafe { core::ptr::read_volatile(&slot.pos) } & 0xff) as usize;
-    let tail = &mut slot.key;
-    let rest = end - i.min(end);
+    let count = w.count as usize;
+    let depth = r.depth as usize;
+    // The tail starts at the `/` of the component after the wildcard one (leaf-first index
+    // count - 2 - depth); a path that ends in the wildcard segment has an empty tail.
+    let i = if count >= depth + 2 {
+        // SAFETY: a read of a local (keeps the mask below from being folded away).
+        let k = unsafe { core::ptr::read_volatile(&(count - 2 - depth)) } & 63;
+        let Some(&p) = w.pos.get(k) else {
+            return Hit::Undecided;
+        };
+        (p as usize).wrapping_sub(start as usize)
+    } else {
+        len
+    };
+    if i > len {
+        return Hit::Undecided;
+    }
+    let rest = len - i;
     if rest >= TAIL_KEY_LEN {
-        return Hit::No;
+        return Hit::Undecided;
     }
+    let tail = &mut slot.key;
     tail.data.tail_id = r.tail_id.to_be_bytes();
-    // SAFETY: the helper reads any kernel address; the source is inside the path key or its
-    // slack, the destination is the tail key's path (TAIL_KEY_LEN - 1 bytes), and the NUL
-    // goes at a masked offset inside the tail key or its slack.
+    let from = (start as usize + i) & (WALK_MAIN - 1);
+    // SAFETY: the source is inside the walked buffer (from < WALK_MAIN, and WALK_BUF leaves
+    // room for a whole tail key after it); the NUL goes at a masked offset inside the tail
+    // key or its slack.
     unsafe {
         generated::bpf_probe_read_kernel(
             tail.data.path.as_mut_ptr() as *mut c_void,
             (TAIL_KEY_LEN - 1) as u32,
-            key.data.path.as_ptr().add(i & 0xff) as *const c_void,
+            (*walked).buf.as_ptr().add(from) as *const c_void,
         );
-        *tail.data.path.as_mut_ptr().add(rest & 0xff) = 0;
+        let at = core::ptr::read_volatile(&rest) & 0xff;
+        *tail.data.path.as_mut_ptr().add(at) = 0;
     }
     tail.prefix_len = TAIL_KEY_HEAD_BITS + (rest as u32 + 1) * 8;
     let Some(t) = TAIL_RULES.get(&*tail) else {
@@ -296,10 +301,10 @@ pub fn judge_path(t: &Tracked, cls: u8, walked: *const WalkedPath) -> u32 {
         return verdict::UNDECIDED;
     };
     if cls == class::WRITE
-        && let Hit::Yes(_) = path_hit(key, EXEMPT, cls, len, leaf)
+        && let Hit::Yes(_) = path_hit(key, walked, EXEMPT, cls, len, leaf)
     {
         return 0;
     }
-    let guard = path_hit(key, GUARDRAILS, cls, len, leaf);
-    decide(t, guard, |task| path_hit(key, task, cls, len, leaf))
+    let guard = path_hit(key, walked, GUARDRAILS, cls, len, leaf);
+    decide(t, guard, |task| path_hit(key, walked, task, cls, len, leaf))
 }

@@ -247,6 +247,7 @@ fn walk_dentries(vfsmnt: KPtr, dentry: KPtr, out: &mut WalkedPath) {
         if j == 0 {
             out.leaf = pos as u16;
         }
+        w.pos[j] = pos as u16;
         let p = pos & (WALK_MAIN - 1);
         // SAFETY: p < WALK_MAIN and p + 1 + n <= WALK_MAIN < WALK_BUF; the masks let the
         // verifier see the bounds.
@@ -270,4 +271,5 @@ fn walk_dentries(vfsmnt: KPtr, dentry: KPtr, out: &mut WalkedPath) {
     }
     out.start = pos as u16;
     out.flags |= flags;
+    w.start = pos as u16;
 }

@@ -63,9 +63,13 @@ pub static SCRATCH: PerCpuArray<PendingFile> = PerCpuArray::with_max_entries(1, 
 pub struct WalkScratch {
     pub name: [u64; WALK_MAX_STEPS as usize],
     pub len: [u32; WALK_MAX_STEPS as usize],
+    /// Where each name's `/` landed in the output buffer (leaf first), for the wildcard
+    /// segment lookups of containment.
+    pub pos: [u16; WALK_MAX_STEPS as usize],
     pub count: u32,
     pub flags: u16,
-    pub _pad: u16,
+    /// The output's `start` when the copy finished (which walk `pos` belongs to).
+    pub start: u16,
 }
 
 #[map]

@@ -163,7 +163,17 @@ fn form(p: &PathPattern) -> Vec<Form> {
 fn rule(kind: u8, bytes: &[u8], index: u16) -> PathRule {
     PathRule {
         kind,
-        _pad: 0,
+        // Components before a wildcard segment: the prefix ends with the `/` before it.
+        depth: if kind == path_kind::SEGMENT {
+            bytes
+                .iter()
+                .filter(|&&b| b == b'/')
+                .count()
+                .saturating_sub(1)
+                .min(u8::MAX as usize) as u8
+        } else {
+            0
+        },
         prefix_bytes: bytes.len() as u16,
         rule: index,
         _pad2: 0,
@@ -545,6 +555,11 @@ mod tests {
                 path_kind::SEGMENT => {
                     let start = r.prefix_bytes as usize;
                     let i = path[start..].find('/').map(|j| start + j).unwrap_or(path.len());
+                    // The kernel finds `i` from component boundaries: the tail starts at the
+                    // component after the `depth + 1` first ones.
+                    let bounds: Vec<usize> = path.match_indices('/').map(|(k, _)| k).collect();
+                    let by_depth = bounds.get(r.depth as usize + 1).copied().unwrap_or(path.len());
+                    assert_eq!(by_depth, i, "depth {} of {:?} on {path}", r.depth, r);
                     let mut tkey = path.as_bytes()[i..].to_vec();
                     tkey.push(0);
                     let t = lpm(

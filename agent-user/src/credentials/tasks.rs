@@ -308,7 +308,11 @@ mod tests {
         assert_eq!(task.state_at_action(false), CredState::Valid);
         assert_eq!(task.state_at_action(true), CredState::Expired);
         let revoked = Task { revoked: true, ..task };
-        assert_eq!(revoked.state_at_action(false), CredState::Valid, "done before the revocation");
+        assert_eq!(
+            revoked.state_at_action(false),
+            CredState::Valid,
+            "done before the revocation"
+        );
         assert_eq!(revoked.state_at_action(true), CredState::Revoked);
     }
 }

@@ -13,7 +13,10 @@ use super::{
     netprobe_bin, tcp_listener, test_dir, tether_bin,
 };
 
-fn policy(mode: &str) -> String {
+/// `homes`: a directory standing for /home, with a guardrail like the shipped `~/.ssh` one
+/// (a whole-segment wildcard in the middle, judged in the kernel).
+fn policy(mode: &str, homes: &Path) -> String {
+    let homes = homes.display();
     format!(
         r#"version: 1
 agents: []
@@ -23,6 +26,10 @@ guardrails:
     severity: high
     action: deny
     connect: ["udp:127.0.0.2:*", "tcp:127.0.0.2:*"]
+  - id: ssh-keys
+    severity: high
+    action: deny
+    write: ["{homes}/*/.ssh/**"]
 actions:
   scope: {{action: deny, severity: medium}}
   expired: {{action: kill, severity: high}}
@@ -40,9 +47,11 @@ fn net_events(events: &[Value], port: u16) -> Vec<&Value> {
 /// Runs the script under `mode`; returns (exit status of the script, marker files, events).
 fn run(mode: &str) -> (bool, Vec<String>, Vec<Value>, String, u16, u16) {
     let issuer = Issuer::new();
-    let d = Daemon::start_with(Some(&policy(mode)), &issuer.trust_arg(), &[]);
     let (_t, dir) = test_dir();
     let (_o, outside) = test_dir();
+    // A user's ~/.ssh inside the task's write scope: the guardrail still holds.
+    std::fs::create_dir_all(dir.join("u1/.ssh")).unwrap();
+    let d = Daemon::start_with(Some(&policy(mode, &dir)), &issuer.trust_arg(), &[]);
     let (l_in, p_in) = tcp_listener("127.0.0.1:0");
     let (l_out, p_out) = tcp_listener("127.0.0.1:0");
     let token = issuer.token_file(&issuer.request(
@@ -64,6 +73,7 @@ fn run(mode: &str) -> (bool, Vec<String>, Vec<Value>, String, u16, u16) {
          \"$NETPROBE\" sendto 127.0.0.1 {p_in} && : > udp-in; \
          \"$NETPROBE\" sendto 127.0.0.2 9 2> udp-meta.err && : > udp-meta; \
          (echo x > {outside}/out-write) 2> out-write.err && : > out-write; \
+         (echo k > u1/.ssh/authorized_keys) 2>/dev/null && : > ssh-write; \
          (\"$TETHER\" help > /dev/null) && : > out-exec; \
          true"
     );
@@ -83,6 +93,7 @@ fn run(mode: &str) -> (bool, Vec<String>, Vec<Value>, String, u16, u16) {
         "udp-in",
         "udp-meta",
         "out-write",
+        "ssh-write",
         "out-exec",
     ]
     .iter()
@@ -106,7 +117,17 @@ fn run(mode: &str) -> (bool, Vec<String>, Vec<Value>, String, u16, u16) {
         .iter()
         .find(|e| e["class_uid"] == 1001 && e["file"]["path"] == outside_file.display().to_string())
         .unwrap_or_else(|| panic!("no event for the write outside `write` ({mode}):\n{log}"));
+    // The write under the wildcard-segment guardrail was judged by the kernel itself.
+    let keys = dir.join("u1/.ssh/authorized_keys").display().to_string();
+    let k = events
+        .iter()
+        .find(|e| e["class_uid"] == 1001 && e["file"]["path"] == keys.as_str())
+        .unwrap_or_else(|| panic!("no event for the write under ~/.ssh ({mode}):\n{log}"));
+    assert_eq!(k["unmapped"]["tether"]["kernel_verdict"]["undecided"], false, "{k}");
+    assert_eq!(k["unmapped"]["tether"]["decision"]["rule"], "guardrail:ssh-keys", "{k}");
     if mode == "enforce" {
+        let o = &k["unmapped"]["tether"]["outcome"];
+        assert!(o["denied"] == true || o["killed"] == true, "{k}");
         let o = &w["unmapped"]["tether"]["outcome"];
         assert!(o["denied"] == true || o["killed"] == true, "{w}");
         assert_eq!(w["action_id"], 2, "{w}");
@@ -169,6 +190,7 @@ fn enforce_refuses_out_of_scope_actions_and_observe_reports_what_it_would_have_d
             "udp-in",
             "udp-meta",
             "out-write",
+            "ssh-write",
             "out-exec",
             "listener-saw-out-connect",
             "outside-file-exists"
