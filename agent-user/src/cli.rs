@@ -65,6 +65,10 @@ pub enum Command {
         /// Write the daemon's pid to FILE once every probe is attached (for orchestration and tests).
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics, with /healthz and /readyz (ready
+        /// once the probes are attached and the rules compiled), e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run CMD as a tracked agent: register this process with the daemon (with --token: bind
     /// the task credential to it, and wait for the daemon's verdict), then exec CMD (same pid).
@@ -239,6 +243,7 @@ pub fn main() -> ExitCode {
             ca_bundle,
             max_delegation_depth,
             ready_file,
+            metrics,
         } => {
             init_logging();
             let opts = daemon::RunOptions {
@@ -251,6 +256,7 @@ pub fn main() -> ExitCode {
                 trust,
                 ca_bundle,
                 max_chain: max_delegation_depth,
+                metrics,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -63,6 +63,8 @@ pub struct RunOptions {
     pub ca_bundle: Option<PathBuf>,
     /// Longest delegation chain (principal excluded).
     pub max_chain: usize,
+    /// Where to serve Prometheus metrics and health.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn now_ns(clock: ClockId) -> i128 {
@@ -115,6 +117,7 @@ struct Daemon {
     /// Kills the daemon carried out, and kills that failed.
     daemon_kills: u64,
     daemon_kill_errors: u64,
+    metrics: crate::metrics::Metrics,
     keys: Arc<RwLock<Keys>>,
     trust: Vec<Trust>,
     max_chain: usize,
@@ -578,6 +581,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     self.decode_errors += 1;
+                    self.metrics.decode_errors.inc();
                     let n = self.decode_errors;
                     error!(decode_errors = n, "undecodable ring buffer record: {e}");
                 }
@@ -681,6 +685,21 @@ impl Daemon {
             audit["action"] = json!(outcome.action);
             audit["disposition_id"] = json!(outcome.disposition_id);
             audit["disposition"] = json!(outcome.disposition);
+            let class = audit["class_name"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_lowercase()
+                .replace(' ', "_");
+            let result = if outcome.killed {
+                "killed"
+            } else if outcome.denied {
+                "denied"
+            } else if decision.as_ref().is_some_and(|d| d.action.is_some()) {
+                "detected"
+            } else {
+                "allowed"
+            };
+            self.metrics.event(&class, result);
             audit["unmapped"]["tether"]["outcome"] = json!(outcome);
             audit["unmapped"]["tether"]["kernel_verdict"] = json!(kv);
             let finding = decision.filter(|d| d.action.is_some()).map(|d| {
@@ -772,10 +791,12 @@ impl Daemon {
         match result {
             Ok(done) => {
                 self.daemon_kills += u64::from(done);
+                self.metrics.daemon_kills.inc_by(u64::from(done));
                 done
             }
             Err(e) => {
                 self.daemon_kill_errors += 1;
+                self.metrics.daemon_kill_errors.inc();
                 error!(pid = a.tgid, "enforcement kill failed: {e}");
                 false
             }
@@ -807,6 +828,7 @@ impl Daemon {
         let now = self.probes.counters();
         for (i, (&n, &before)) in now.iter().zip(self.last_counters.iter()).enumerate() {
             if n > before {
+                self.metrics.kernel_loss(counter::NAMES[i], n - before);
                 warn!(
                     counter = counter::NAMES[i],
                     total = n,
@@ -816,6 +838,8 @@ impl Daemon {
             }
         }
         self.last_counters = now;
+        self.metrics.tracked_processes.set(self.table.len() as i64);
+        self.metrics.live_tasks.set(self.tasks.all().count() as i64);
     }
 }
 
@@ -874,6 +898,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         landlocked: HashSet::new(),
         daemon_kills: 0,
         daemon_kill_errors: 0,
+        metrics: crate::metrics::Metrics::new(),
         keys: keys.clone(),
         trust: trust.clone(),
         max_chain: opts.max_chain,
@@ -913,6 +938,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         });
     }
 
+    d.metrics.set_mechanisms(&d.probes.report.hooks);
+    if let Some(addr) = opts.metrics {
+        let bound = crate::metrics::serve(addr, d.metrics.clone())
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
+        info!(addr = %bound, "metrics at /metrics, health at /healthz and /readyz");
+    }
+    d.metrics.set_ready();
     if let Some(ready) = &opts.ready_file {
         std::fs::write(ready, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", ready.display()))?;

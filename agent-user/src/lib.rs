@@ -9,6 +9,7 @@ pub mod features;
 pub mod kernel_layout;
 pub mod lineage;
 pub mod loader;
+pub mod metrics;
 pub mod ocsf;
 pub mod paths;
 pub mod policy;

@@ -349,8 +349,19 @@ fn lsm_in_effect(status: &Value) -> bool {
 
 #[test]
 fn status_reports_probed_features_and_the_mechanism_of_each_hook() {
-    let d = Daemon::start(None);
+    // A free loopback port for the metrics endpoint.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let d = Daemon::start_with(None, &["--metrics".into(), format!("127.0.0.1:{port}")], &[]);
     let s = d.status();
+    let get = |path: &str| -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    let (metrics, healthz, readyz) = (get("/metrics"), get("/healthz"), get("/readyz"));
     let text = Command::new(tether_bin())
         .arg("status")
         .arg("--socket")
@@ -358,6 +369,19 @@ fn status_reports_probed_features_and_the_mechanism_of_each_hook() {
         .output()
         .expect("tether status");
     let (_, log) = d.stop();
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    // The mechanism in effect per hook is a metric too, agreeing with the status.
+    for h in s["hooks"].as_array().expect("hooks") {
+        let line = format!(
+            "tether_enforcement_mechanism{{hook=\"{}\",mechanism=\"{}\",enforcement=\"{}\"}} 1",
+            h["hook"].as_str().unwrap(),
+            h["mechanism"].as_str().unwrap(),
+            h["enforcement"].as_str().unwrap()
+        );
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+    assert!(metrics.contains("tether_decode_errors_total 0"), "{metrics}");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(s["kernel"], kernel.trim());
     assert_eq!(s["mode"], "observe");
