@@ -98,7 +98,6 @@ struct Daemon {
     ctx: ocsf::Context,
     /// Records decoded, and records that could not be (never dropped silently: logged).
     decoded: u64,
-    decode_errors: u64,
     seq: u64,
     last_counters: [u64; counter::COUNT as usize],
     ticks_per_sec: u64,
@@ -115,8 +114,6 @@ struct Daemon {
     /// Tasks whose `tether exec` was sent a Landlock plan (an EACCES there is Landlock's).
     landlocked: HashSet<u32>,
     /// Kills the daemon carried out, and kills that failed.
-    daemon_kills: u64,
-    daemon_kill_errors: u64,
     metrics: crate::metrics::Metrics,
     keys: Arc<RwLock<Keys>>,
     trust: Vec<Trust>,
@@ -509,8 +506,8 @@ impl Daemon {
         serde_json::json!({
             "mode": self.rules.mode.as_str(),
             "rules": self.rules_json(),
-            "daemon_kills": self.daemon_kills,
-            "daemon_kill_errors": self.daemon_kill_errors,
+            "daemon_kills": self.metrics.daemon_kills.get(),
+            "daemon_kill_errors": self.metrics.daemon_kill_errors.get(),
             "pid": std::process::id(),
             "uptime_s": self.started.elapsed().as_secs(),
             "kernel": self.probes.report.kernel,
@@ -521,7 +518,7 @@ impl Daemon {
             "programs": self.probes.attached.programs,
             "tracked_processes": self.table.len(),
             "events_written": self.sinks.written,
-            "decode_errors": self.decode_errors,
+            "decode_errors": self.metrics.decode_errors.get(),
             "kernel_counters": counters,
             "tasks": self.tasks.all().count(),
             "trusted_issuers": self.trust.iter().map(|t| {
@@ -580,9 +577,7 @@ impl Daemon {
                     self.handle(ev)?;
                 }
                 Err(e) => {
-                    self.decode_errors += 1;
-                    self.metrics.decode_errors.inc();
-                    let n = self.decode_errors;
+                    let n = self.metrics.decode_errors.inc() + 1;
                     error!(decode_errors = n, "undecodable ring buffer record: {e}");
                 }
             }
@@ -790,12 +785,10 @@ impl Daemon {
         };
         match result {
             Ok(done) => {
-                self.daemon_kills += u64::from(done);
                 self.metrics.daemon_kills.inc_by(u64::from(done));
                 done
             }
             Err(e) => {
-                self.daemon_kill_errors += 1;
                 self.metrics.daemon_kill_errors.inc();
                 error!(pid = a.tgid, "enforcement kill failed: {e}");
                 false
@@ -885,7 +878,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         sinks,
         ctx: context(ticks_per_sec),
         decoded: 0,
-        decode_errors: 0,
         seq: 0,
         last_counters: [0; counter::COUNT as usize],
         ticks_per_sec,
@@ -896,8 +888,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         mode_override: None,
         policies: opts.policies.clone(),
         landlocked: HashSet::new(),
-        daemon_kills: 0,
-        daemon_kill_errors: 0,
         metrics: crate::metrics::Metrics::new(),
         keys: keys.clone(),
         trust: trust.clone(),
@@ -981,7 +971,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     info!(
         events = d.sinks.written,
         decoded = d.decoded,
-        decode_errors = d.decode_errors,
+        decode_errors = d.metrics.decode_errors.get(),
         kernel_counters = ?d.probes.counters(),
         "stopping; all probes detached"
     );

@@ -61,7 +61,6 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut r = Registry::with_prefix("tether");
         let m = Metrics {
             registry: Arc::new(Registry::default()),
             ready: Arc::new(AtomicBool::new(false)),
@@ -74,6 +73,7 @@ impl Metrics {
             daemon_kills: Counter::default(),
             daemon_kill_errors: Counter::default(),
         };
+        let mut r = Registry::with_prefix("tether");
         r.register(
             "enforcement_mechanism",
             "The mechanism in effect per hook on this kernel (value 1), with what it can do",
