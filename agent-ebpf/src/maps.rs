@@ -97,9 +97,6 @@ pub static GUARD_VERDICTS: Array<Verdict> = Array::with_max_entries(MAX_GUARDRAI
 /// way to see a bound), and a masked offset may point past the key, never past the value.
 #[repr(C)]
 pub struct Slack<K> {
-    /// A scan result kept in memory, not a register: states after the scan then differ in
-    /// nothing the verifier tracks, so it prunes them instead of verifying each exit.
-    pub pos: u32,
     pub key: Key<K>,
     pub slack: [u8; 256],
 }
