@@ -59,7 +59,10 @@ pub struct Offsets {
     pub cgroup_kn: u32,
     pub kernfs_node_parent: u32,
     pub kernfs_node_id: u32,
-    pub _pad: u32,
+    /// Not an offset: the argument index of the BPF LSM path_rename hook's previous verdict
+    /// (the hook's parameter count: 4 before the `flags` parameter was added, 5 after), from
+    /// the BTF prototype of `bpf_lsm_path_rename`.
+    pub path_rename_ret: u32,
 }
 
 /// Offsets of tracepoint record fields, from /sys/kernel/tracing/events/*/*/format.

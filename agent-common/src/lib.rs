@@ -176,7 +176,8 @@ pub mod flags {
     /// The process became tracked with this exec (it matched an agent selector).
     pub const NEWLY_SELECTED: u32 = 4;
     /// A BPF LSM hook made this record (file_open, socket_connect), or checked this exec
-    /// (bprm_check_security) before it happened: the hook that can deny, not a tracepoint.
+    /// (bprm_check_security) before it happened, or judged the file operation a syscall
+    /// record reports (`FileEvent::hook` names it): the hook that can deny, not a tracepoint.
     pub const VIA_LSM: u32 = 8;
     /// The acting process's task credential had expired (or been revoked) when the record was
     /// made, by the kernel's clock ([`crate::Tracked::expires_ns`]).
@@ -315,6 +316,47 @@ pub mod file_op {
     pub const SYMLINK: u16 = 8;
     pub const CHMOD: u16 = 9;
     pub const CHOWN: u16 = 10;
+    /// A new file (an O_CREAT open or mknod), refused by the BPF LSM path_mknod hook before
+    /// it existed, with no watched syscall in flight to carry the record.
+    pub const CREATE: u16 = 11;
+}
+
+/// The BPF LSM hook that judged a file operation ([`FileEvent::hook`], [`PendingFile::hook`]);
+/// [`file_hook::NONE`]: judged at the syscall's exit, or by the daemon.
+pub mod file_hook {
+    pub const NONE: u16 = 0;
+    pub const FILE_OPEN: u16 = 1;
+    pub const PATH_MKNOD: u16 = 2;
+    pub const PATH_MKDIR: u16 = 3;
+    pub const PATH_RMDIR: u16 = 4;
+    pub const PATH_UNLINK: u16 = 5;
+    pub const PATH_RENAME: u16 = 6;
+    pub const PATH_LINK: u16 = 7;
+    pub const PATH_SYMLINK: u16 = 8;
+    pub const PATH_TRUNCATE: u16 = 9;
+    pub const PATH_CHMOD: u16 = 10;
+    pub const PATH_CHOWN: u16 = 11;
+
+    /// The mechanism name of each hook (`lsm/<hook>`), by id.
+    pub const MECHANISMS: [&str; 12] = [
+        "",
+        "lsm/file_open",
+        "lsm/path_mknod",
+        "lsm/path_mkdir",
+        "lsm/path_rmdir",
+        "lsm/path_unlink",
+        "lsm/path_rename",
+        "lsm/path_link",
+        "lsm/path_symlink",
+        "lsm/path_truncate",
+        "lsm/path_chmod",
+        "lsm/path_chown",
+    ];
+
+    /// `lsm/<hook>` of hook `id`; None for NONE or an unknown id.
+    pub fn mechanism(id: u16) -> Option<&'static str> {
+        MECHANISMS.get(id as usize).copied().filter(|n| !n.is_empty())
+    }
 }
 
 /// Where the text of a [`FilePath`] comes from.
@@ -359,7 +401,9 @@ pub struct FileEvent {
     pub header: Header,
     /// [`file_op`].
     pub op: u16,
-    pub _pad0: u16,
+    /// [`file_hook`]: the BPF LSM hook that judged the operation (its verdict is in the
+    /// header), or NONE.
+    pub hook: u16,
     /// The syscall number (architecture-specific, see [`syscalls`]); [`NO_SYSCALL`] when an
     /// LSM hook made the record.
     pub syscall_nr: u32,
@@ -386,7 +430,9 @@ pub struct FileEvent {
 #[derive(Clone, Copy)]
 pub struct PendingFile {
     pub op: u16,
-    pub _pad0: u16,
+    /// [`file_hook`] of a BPF LSM path hook that judged this call while it ran (NONE: none
+    /// did); its verdict is `verdict`, which the exit record carries.
+    pub hook: u16,
     pub syscall_nr: u32,
     pub flags: u64,
     pub mode: u32,
@@ -403,6 +449,8 @@ pub struct PendingFile {
     pub source_b: u8,
     pub raw_truncated_a: u8,
     pub raw_truncated_b: u8,
+    pub verdict: u32,
+    pub _pad1: u32,
     /// The callers' name pointers: a name whose page was not resident at entry (probe reads
     /// cannot fault) is read again at exit, after the kernel itself has read it.
     pub ptr_a: u64,
@@ -430,7 +478,7 @@ const _: () = {
     assert!(size_of::<NetEvent>() == 96);
     assert!(size_of::<FilePath>() == size_of::<WalkedPath>() + RAW_PATH_LEN + 8);
     assert!(size_of::<FileEvent>() == 72 + 40 + 2 * size_of::<FilePath>());
-    assert!(size_of::<PendingFile>() == 64 + 2 * RAW_PATH_LEN);
+    assert!(size_of::<PendingFile>() == 72 + 2 * RAW_PATH_LEN);
     assert!(size_of::<PendingExec>() == 16);
     // The walk masks offsets with WALK_MAIN - 1 and name lengths with NAME_MAX_WIRE.
     assert!(WALK_MAIN.is_power_of_two());

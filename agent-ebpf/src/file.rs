@@ -12,7 +12,7 @@ use core::ffi::c_void;
 use agent_common::{
     AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, config,
     contain::{class, verdict},
-    counter, file_op, kind, path_source,
+    counter, file_hook, file_op, kind, path_source,
     syscalls::{self, Shape},
 };
 use aya_ebpf::{
@@ -67,6 +67,9 @@ fn enter(ctx: &TracePointContext, tid: u32) -> Result<(), i32> {
     // SAFETY: per-CPU scratch slot owned by this program run.
     let p: &mut PendingFile = unsafe { &mut *p };
     p.syscall_nr = nr;
+    p.hook = file_hook::NONE;
+    p.verdict = 0;
+    p._pad1 = 0;
     p.flags = 0;
     p.mode = 0;
     p.uid = u32::MAX;
@@ -224,9 +227,14 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
     };
     // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::FILE, pid_tgid, &tracked, 0);
+    let via_lsm = if p.hook != file_hook::NONE {
+        agent_common::flags::VIA_LSM
+    } else {
+        0
+    };
+    fill_header(&mut ev.header, kind::FILE, pid_tgid, &tracked, via_lsm);
     ev.op = p.op;
-    ev._pad0 = 0;
+    ev.hook = p.hook;
     ev.syscall_nr = p.syscall_nr;
     ev.ret = ret;
     ev.flags = p.flags;
@@ -261,10 +269,15 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
         p.raw_len_b,
         p.raw_truncated_b,
     );
-    // Judgement at the syscall's exit: the operation is done, so a refusal can only be a
-    // SIGKILL before the process uses its result. Only an opened file has a whole path here
-    // (the object); a name-based operation (rename, unlink, mkdir, ...) is left to the daemon.
-    if ret >= 0 {
+    // A BPF LSM path hook judged the operation before it happened (and refused it, or let it
+    // through): its verdict is the record's.
+    if p.hook != file_hook::NONE {
+        ev.header.verdict = p.verdict;
+    } else if ret >= 0 {
+        // Judgement at the syscall's exit: the operation is done, so a refusal can only be a
+        // SIGKILL before the process uses its result. Only an opened file has a whole path
+        // here (the object); a name-based operation (rename, unlink, ...) is left to the
+        // daemon.
         let mut judged = if ev.a.source == path_source::OBJECT && ev.b.source == path_source::NONE {
             judge_path(&tracked, class::WRITE, &ev.a.walked)
         } else {

@@ -162,6 +162,25 @@ pub fn walk_path(path: KPtr, out: &mut WalkedPath) {
     walk_dentries(vfsmnt, dentry, out);
 }
 
+/// Rebuilds the absolute path of `dentry` as an entry of directory `dir` (a `struct path`;
+/// the dentry may not exist yet: the name a create, rename or link is about to make), into
+/// `out`. The walk is [`walk_path`]'s, from the directory's mount.
+#[inline(never)]
+pub fn walk_path_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath) {
+    if degraded(agent_common::config::degraded::PATHS) {
+        walk_unavailable(out);
+        return;
+    }
+    let Ok(vfsmnt) = read_ptr(dir, off!(path_mnt)) else {
+        walk_empty(out);
+        out.flags = walk::READ_ERROR;
+        count(counter::READ_ERROR);
+        return;
+    };
+    out.flags = 0;
+    walk_dentries(vfsmnt, dentry, out);
+}
+
 /// Phase 1 of a walk: the names met from the leaf up, left in per-CPU scratch memory.
 /// Loop-carried facts (count, flags) live in memory, not registers, so every state at the loop
 /// head looks alike to the verifier and it verifies the loop once per iteration, not once per

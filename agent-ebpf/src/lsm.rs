@@ -40,7 +40,7 @@ pub const REPORTED: u32 = 1 << 30;
 /// The tracked-map entry of the current process, unless it is untracked (or the daemon
 /// itself).
 #[inline(always)]
-fn tracked(pid_tgid: u64) -> Option<Tracked> {
+pub(crate) fn tracked(pid_tgid: u64) -> Option<Tracked> {
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == self_tgid() {
         return None;
@@ -137,7 +137,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let ev = unsafe { &mut *slot.as_mut_ptr() };
     fill_header(&mut ev.header, kind::FILE, pid_tgid, &t, agent_common::flags::VIA_LSM);
     ev.op = file_op::OPEN_WRITE;
-    ev._pad0 = 0;
+    ev.hook = agent_common::file_hook::FILE_OPEN;
     ev.syscall_nr = NO_SYSCALL;
     ev.ret = 0;
     ev.flags = read_u32(file, off!(file_f_flags)).unwrap_or(0) as u64;

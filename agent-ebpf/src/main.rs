@@ -9,6 +9,7 @@ mod file;
 mod kernel;
 mod lineage;
 mod lsm;
+mod lsm_path;
 mod maps;
 mod net;
 

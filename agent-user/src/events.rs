@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
-    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, file_op, flags, kind, net_op,
-    path_source, walk,
+    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, file_hook, file_op, flags,
+    kind, net_op, path_source, walk,
 };
 
 /// Why a record could not be decoded.
@@ -87,6 +87,9 @@ pub enum FileOp {
     Symlink,
     Chmod,
     Chown,
+    /// A new file (O_CREAT open or mknod) refused by the BPF LSM path_mknod hook, with no
+    /// syscall record to carry it.
+    Create,
 }
 
 impl FileOp {
@@ -102,6 +105,7 @@ impl FileOp {
             file_op::SYMLINK => FileOp::Symlink,
             file_op::CHMOD => FileOp::Chmod,
             file_op::CHOWN => FileOp::Chown,
+            file_op::CREATE => FileOp::Create,
             other => {
                 return Err(DecodeError::BadValue {
                     what: "file op",
@@ -123,6 +127,7 @@ impl FileOp {
             FileOp::Symlink => "symlink",
             FileOp::Chmod => "chmod",
             FileOp::Chown => "chown",
+            FileOp::Create => "create",
         }
     }
 }
@@ -212,8 +217,9 @@ pub enum Event {
         path: ReportedPath,
         /// A rename/link destination, or a symlink's target text.
         path2: Option<ReportedPath>,
-        /// Seen by the BPF LSM file_open hook (else by syscall tracepoints).
-        via_lsm: bool,
+        /// The BPF LSM hook that judged the operation before it happened (`lsm/file_open`,
+        /// `lsm/path_unlink`, ...); None: judged at the syscall's exit and by the daemon.
+        lsm: Option<&'static str>,
     },
 }
 
@@ -229,7 +235,7 @@ impl Event {
             Event::Net { via_lsm: true, .. } => "lsm/socket_connect",
             Event::Net { op: NetOp::Connect, .. } => "cgroup_sock_addr/connect",
             Event::Net { op: NetOp::Send, .. } => "cgroup_sock_addr/sendmsg",
-            Event::File { via_lsm: true, .. } => "lsm/file_open",
+            Event::File { lsm: Some(hook), .. } => hook,
             Event::File { .. } => "tracepoint/syscalls",
         }
     }
@@ -420,7 +426,14 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 owner,
                 path,
                 path2: file_path(&e.b)?,
-                via_lsm: e.header.flags & flags::VIA_LSM != 0,
+                lsm: if e.header.flags & flags::VIA_LSM != 0 {
+                    Some(file_hook::mechanism(e.hook).ok_or(DecodeError::BadValue {
+                        what: "file hook",
+                        value: e.hook as u64,
+                    })?)
+                } else {
+                    None
+                },
             })
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -655,6 +668,7 @@ mod tests {
         e.header = header(kind::FILE);
         e.header.flags = flags::VIA_LSM;
         e.op = file_op::OPEN_WRITE;
+        e.hook = file_hook::FILE_OPEN;
         e.syscall_nr = NO_SYSCALL;
         e.a = file_path(path_source::OBJECT, "/tmp/x", "");
         let ev = decode(&bytes_of(&e)).expect("decodes");
@@ -663,10 +677,23 @@ mod tests {
             ev,
             Event::File {
                 syscall_nr: None,
-                via_lsm: true,
+                lsm: Some("lsm/file_open"),
                 ..
             }
         ));
+        // A syscall record a path hook judged names the hook; a hook id it does not know is
+        // a decode error, not a guess.
+        e.op = file_op::UNLINK;
+        e.hook = file_hook::PATH_UNLINK;
+        e.syscall_nr = 87;
+        assert_eq!(decode(&bytes_of(&e)).expect("decodes").mechanism(), "lsm/path_unlink");
+        e.hook = 99;
+        assert!(matches!(
+            decode(&bytes_of(&e)),
+            Err(DecodeError::BadValue { what: "file hook", .. })
+        ));
+        e.op = file_op::OPEN_WRITE;
+        e.hook = file_hook::NONE;
         e.header.flags = 0;
         e.syscall_nr = 257;
         let ev = decode(&bytes_of(&e)).expect("decodes");

@@ -116,8 +116,8 @@ impl KernelReport {
     }
 }
 
-/// The mechanism per hook, given the hooks where BPF LSM is in effect (`exec`, `file_write`,
-/// `connect`) and whether bpf_send_signal is allowed.
+/// The mechanism per hook, given the hook groups where BPF LSM is in effect (`exec`,
+/// `file_write`, `file_names`, `connect`) and whether bpf_send_signal is allowed.
 pub fn hook_mechanisms(lsm: &[&str], send_signal: bool) -> Vec<HookMechanism> {
     let on = |what: &str| lsm.contains(&what);
     let kill_or_none = |kill: &str| {
@@ -151,21 +151,33 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool) -> Vec<HookMechanism> {
                 kill_or_none("kill right after exec (bpf_send_signal)"),
             )
         },
-        if on("file_write") {
-            hook(
+        match (on("file_write"), on("file_names")) {
+            (true, true) => hook(
+                "file_write",
+                "lsm/file_open (opens), lsm/path_* (create, mkdir, rmdir, unlink, rename, link, symlink, truncate, chmod, chown), tracepoint/syscalls (records)",
+                "deny before the operation (-EPERM from the LSM hooks)".into(),
+            ),
+            (true, false) => hook(
                 "file_write",
                 "lsm/file_open (opens), tracepoint/syscalls (other write operations)",
                 format!(
-                    "deny opens (-EPERM from the LSM hook); other operations: {}",
-                    kill_or_none("kill at syscall entry")
+                    "deny opens (-EPERM from the LSM hook; an O_CREAT refused there has created the file); other operations: {}",
+                    kill_or_none("judged at the syscall's exit or by the daemon, killed after the fact")
                 ),
-            )
-        } else {
-            hook(
+            ),
+            (false, true) => hook(
+                "file_write",
+                "lsm/path_* (create, mkdir, rmdir, unlink, rename, link, symlink, truncate, chmod, chown), tracepoint/syscalls (opens, records)",
+                format!(
+                    "deny name operations and creates (-EPERM from the LSM hooks); write-opens of existing files: {}",
+                    kill_or_none("kill at the syscall's exit")
+                ),
+            ),
+            (false, false) => hook(
                 "file_write",
                 "tracepoint/syscalls",
-                kill_or_none("kill at syscall entry (the call still completes: O_CREAT creates, O_TRUNC truncates)"),
-            )
+                kill_or_none("kill at the syscall's exit (the call has completed: O_CREAT created, O_TRUNC truncated)"),
+            ),
         },
         hook(
             "connect",
@@ -266,10 +278,19 @@ mod tests {
             let x = hooks.iter().find(|x| x.hook == h).expect(h);
             (x.mechanism.clone(), x.enforcement.clone())
         };
-        let with_lsm = hook_mechanisms(&["exec", "file_write", "connect"], true);
+        let with_lsm = hook_mechanisms(&["exec", "file_write", "file_names", "connect"], true);
         assert!(m(&with_lsm, "exec").0.starts_with("lsm/bprm_check_security"));
         assert!(m(&with_lsm, "exec").1.starts_with("deny before exec"));
         assert!(m(&with_lsm, "file_write").0.starts_with("lsm/file_open"));
+        assert!(m(&with_lsm, "file_write").0.contains("lsm/path_*"));
+        assert_eq!(
+            m(&with_lsm, "file_write").1,
+            "deny before the operation (-EPERM from the LSM hooks)"
+        );
+        // Without the path hooks, only opens are refused; the rest is killed after the fact.
+        let opens_only = hook_mechanisms(&["exec", "file_write", "connect"], true);
+        assert!(!m(&opens_only, "file_write").0.contains("path_"));
+        assert!(m(&opens_only, "file_write").1.contains("killed after the fact"));
         assert_eq!(m(&with_lsm, "connect").0, "lsm/socket_connect");
         let without = hook_mechanisms(&[], true);
         assert_eq!(m(&without, "exec").0, "tracepoint/sched/sched_process_exec");

@@ -45,6 +45,9 @@ pub mod need {
     pub const LSM_CONNECT: u32 = 1 << 17;
     /// The BPF LSM bprm_check_security hook (else execs are judged at sched_process_exec).
     pub const LSM_EXEC: u32 = 1 << 18;
+    /// The BPF LSM path hooks (path_mknod, path_unlink, path_rename, ...; else name-based
+    /// file operations are judged at the syscall's exit and by the daemon).
+    pub const LSM_PATH: u32 = 1 << 19;
     /// The bits the BPF programs read from `Config::degraded`.
     pub const KERNEL_MASK: u32 = 0xffff;
 }
@@ -88,6 +91,11 @@ const NEEDS: &[(u32, &str, &str)] = &[
         "execs are observed (and killed, never refused) at sched_process_exec instead",
     ),
     (
+        need::LSM_PATH,
+        "BPF LSM path hooks",
+        "creates, renames, unlinks, links, mkdir/rmdir, truncate, chmod and chown are judged after the fact (syscall exit, daemon) instead of refused",
+    ),
+    (
         need::LSM_CONNECT,
         "BPF LSM socket_connect",
         "connects are observed by cgroup sock_addr hooks instead",
@@ -106,8 +114,10 @@ pub struct ResolvedOffsets {
 /// Resolves every field the programs read through `lookup(struct, field)`. A missing field
 /// that lineage needs is an error; any other missing field switches off (openly) the features
 /// that read it and leaves its offset [`ABSENT`].
+/// `hook_params(hook)` is the parameter count of BPF LSM hook `hook`.
 pub fn resolve_offsets(
     mut lookup: impl FnMut(&str, &str) -> Result<u32, String>,
+    mut hook_params: impl FnMut(&str) -> Result<u32, String>,
 ) -> Result<ResolvedOffsets, LayoutError> {
     // kernfs_node.parent was renamed `__parent` in 6.15 (RCU-protected since); same meaning.
     let kernfs_parent = lookup("kernfs_node", "__parent").ok();
@@ -173,7 +183,14 @@ pub fn resolve_offsets(
             None => get("kernfs_node", "parent", CGROUP),
         },
         kernfs_node_id: get("kernfs_node", "id", CGROUP),
-        _pad: 0,
+        // The previous verdict follows the hook's parameters.
+        path_rename_ret: match hook_params("path_rename") {
+            Ok(n) => n,
+            Err(reason) => {
+                missing.push((LSM_PATH, format!("bpf_lsm_path_rename: {reason}")));
+                ABSENT
+            }
+        },
     };
     if !core_missing.is_empty() {
         return Err(LayoutError::Core(core_missing.join("; ")));
@@ -223,19 +240,39 @@ pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
     };
     let file = File::open(path).map_err(|e| btf_err(e.to_string()))?;
     let ti = TypeInformation::new(&BtfFile(file)).map_err(|e| btf_err(format!("{e:?}")))?;
-    resolve_offsets(|ty, field| {
-        if hidden.iter().any(|h| *h == format!("{ty}.{field}")) {
-            return Err(format!("hidden by {HIDE_FIELDS_ENV}"));
-        }
-        let id = ti
-            .id_of(ty)
-            .ok_or_else(|| format!("no struct {ty} in the kernel's BTF"))?;
-        match ti.offset_of(id, field) {
-            Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o),
-            Ok((_, other)) => Err(format!("not byte-aligned ({other:?})")),
-            Err(e) => Err(format!("not found ({e:?})")),
-        }
-    })
+    resolve_offsets(
+        |ty, field| {
+            if hidden.iter().any(|h| *h == format!("{ty}.{field}")) {
+                return Err(format!("hidden by {HIDE_FIELDS_ENV}"));
+            }
+            let id = ti
+                .id_of(ty)
+                .ok_or_else(|| format!("no struct {ty} in the kernel's BTF"))?;
+            match ti.offset_of(id, field) {
+                Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o),
+                Ok((_, other)) => Err(format!("not byte-aligned ({other:?})")),
+                Err(e) => Err(format!("not found ({e:?})")),
+            }
+        },
+        |hook| lsm_hook_params(&ti, hook),
+    )
+}
+
+/// Parameter count of BPF LSM hook `hook`: the prototype of `bpf_lsm_<hook>` (absent where
+/// the kernel lacks the hook, e.g. path hooks without CONFIG_SECURITY_PATH).
+fn lsm_hook_params(ti: &TypeInformation, hook: &str) -> Result<u32, String> {
+    use btfparse::TypeVariant;
+    let name = format!("bpf_lsm_{hook}");
+    let id = ti
+        .id_of(&name)
+        .ok_or_else(|| format!("no function {name} in the kernel's BTF"))?;
+    let Some(TypeVariant::Func(func)) = ti.from_id(id) else {
+        return Err(format!("{name} is not a function in the kernel's BTF"));
+    };
+    match ti.from_id(*func.prototype_tid()) {
+        Some(TypeVariant::FuncProto(proto)) => Ok(proto.parameter_list().len() as u32),
+        _ => Err(format!("{name} has no prototype in the kernel's BTF")),
+    }
 }
 
 /// Field offsets of one tracepoint format file (`field:TYPE NAME; offset:N; ...`).
@@ -360,7 +397,7 @@ format:
 
     #[test]
     fn a_missing_field_degrades_the_features_that_read_it_openly() {
-        let r = resolve_offsets(kernel_without(&["dentry.d_name.name", "socket.sk"])).unwrap();
+        let r = resolve_offsets(kernel_without(&["dentry.d_name.name", "socket.sk"]), |_| Ok(5)).unwrap();
         assert_eq!(r.offsets.dentry_d_name_name, ABSENT);
         assert_eq!(r.offsets.dentry_d_parent, 8);
         assert_eq!(r.degraded, need::PATHS | need::LSM_CONNECT);
@@ -368,15 +405,24 @@ format:
         assert_eq!(features, ["path resolution", "BPF LSM socket_connect"]);
         assert_eq!(r.degradations[0].missing, ["dentry.d_name.name: not found"]);
         // task_struct.mm feeds argv, paths and exe selectors.
-        let r = resolve_offsets(kernel_without(&["task_struct.mm"])).unwrap();
+        let r = resolve_offsets(kernel_without(&["task_struct.mm"]), |_| Ok(5)).unwrap();
         assert_eq!(r.degraded, need::ARGV | need::PATHS | need::EXE_INODE);
-        let r = resolve_offsets(kernel_without(&[])).unwrap();
+        let r = resolve_offsets(kernel_without(&[]), |_| Ok(4)).unwrap();
         assert_eq!((r.degraded, r.degradations.len()), (0, 0));
+        assert_eq!(r.offsets.path_rename_ret, 4);
+        // A kernel without the path hooks (no CONFIG_SECURITY_PATH) only loses them.
+        let r = resolve_offsets(kernel_without(&[]), |h| Err(format!("no function bpf_lsm_{h}"))).unwrap();
+        assert_eq!(r.degraded, need::LSM_PATH);
+        assert_eq!(r.offsets.path_rename_ret, ABSENT);
+        assert_eq!(
+            r.degradations[0].missing,
+            ["bpf_lsm_path_rename: no function bpf_lsm_path_rename"]
+        );
     }
 
     #[test]
     fn a_missing_lineage_field_refuses_to_start() {
-        let err = resolve_offsets(kernel_without(&["task_struct.real_parent", "file.f_mode"])).unwrap_err();
+        let err = resolve_offsets(kernel_without(&["task_struct.real_parent", "file.f_mode"]), |_| Ok(5)).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("task_struct.real_parent") && text.contains("lineage"),
@@ -396,6 +442,8 @@ format:
         let r = offsets_from_btf(path).expect("this kernel's BTF has the lineage fields");
         assert_eq!(r.degradations, vec![], "this kernel has every field we read");
         let o = r.offsets;
+        // path_rename(old_dir, old_dentry, new_dir, new_dentry[, flags since 5.19]).
+        assert!(matches!(o.path_rename_ret, 4 | 5), "{}", o.path_rename_ret);
         assert_ne!(o.task_tgid, 0);
         assert_ne!(o.task_real_parent, o.task_tgid);
         assert_eq!(

@@ -245,21 +245,55 @@ fn load_sock_addr(ebpf: &mut Ebpf, name: &str) -> Result<(), LoadError> {
     p.load().map_err(prog_err(name))
 }
 
+/// Loads LSM program `name` for its hook (the program name, but for variants of one hook).
 fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
+    let hook = match name {
+        "path_rename4" => "path_rename",
+        other => other,
+    };
     let p: &mut Lsm = program(ebpf, name)?;
-    p.load(name, btf).map_err(prog_err(name))
+    p.load(hook, btf).map_err(prog_err(name))
 }
 
-/// The BPF LSM hooks Tether uses: (hook, what it observes, need bit of its fields).
-const LSM_HOOKS: [(&str, &str, u32); 3] = [
-    // Both judge a path: without path resolution they could not say which file.
-    ("bprm_check_security", "exec", need::LSM_EXEC | need::PATHS),
-    ("file_open", "file_write", need::LSM_FILE | need::PATHS),
-    ("socket_connect", "connect", need::LSM_CONNECT),
+/// The BPF LSM hooks Tether uses, in groups used whole or not at all: (what the group
+/// observes, its hooks, the need bits of the fields they read). Every hook judges a path but
+/// socket_connect: without path resolution they could not say which file.
+const LSM_GROUPS: [(&str, &[&str], u32); 4] = [
+    ("exec", &["bprm_check_security"], need::LSM_EXEC | need::PATHS),
+    ("file_write", &["file_open"], need::LSM_FILE | need::PATHS),
+    (
+        "file_names",
+        &[
+            "path_mknod",
+            "path_mkdir",
+            "path_rmdir",
+            "path_unlink",
+            "path_rename",
+            "path_link",
+            "path_symlink",
+            "path_truncate",
+            "path_chmod",
+            "path_chown",
+        ],
+        need::LSM_PATH | need::PATHS,
+    ),
+    ("connect", &["socket_connect"], need::LSM_CONNECT),
 ];
 
+/// Unloads (and so detaches) LSM programs loaded so far.
+fn unload_lsm(ebpf: &mut Ebpf, hooks: &[&str]) {
+    for hook in hooks {
+        if let Err(e) = program::<Lsm>(ebpf, hook).and_then(|p| p.unload().map_err(prog_err(*hook))) {
+            debug!("unloading lsm/{hook}: {e}");
+        }
+    }
+}
+
 /// Probes BPF LSM by loading and attaching Tether's LSM programs (a real load is the only
-/// reliable probe). Returns the probe result and the hooks attached.
+/// reliable probe). A kernel that refuses the program type (EPERM) or does not run BPF LSM
+/// gets none; a group the verifier rejects, or whose fields this kernel lacks, is left out
+/// (openly, in the probe's detail) and the others stay. Returns the probe result and the
+/// groups in effect.
 fn attach_lsm(
     ebpf: &mut Ebpf,
     object: &[u8],
@@ -273,51 +307,90 @@ fn attach_lsm(
         return (Probe::no("the kernel's BTF could not be parsed by the loader"), vec![]);
     };
     let mut in_effect = Vec::new();
+    let mut used: Vec<&str> = Vec::new();
     let mut detail = String::new();
-    for (hook, what, needs) in LSM_HOOKS {
-        if needs != 0 && degraded & needs != 0 {
-            detail.push_str(&format!("{hook}: not used (kernel lacks fields it reads); "));
+    let mut active_checked = false;
+    for (what, hooks, needs) in LSM_GROUPS {
+        if degraded & needs != 0 {
+            detail.push_str(&format!(
+                "{what} ({}): not used (kernel lacks fields they read); ",
+                hooks.join(", ")
+            ));
             continue;
         }
-        if let Err(e) = load_lsm(ebpf, hook, btf) {
-            let mut d = format!("loading lsm/{hook}: {e}");
-            // EPERM is a kernel that refuses the program type; anything else may be our
-            // program failing the verifier, whose full story is in the verbose log.
-            if !e.to_string().contains("Operation not permitted") {
-                warn!("{}", verbose_log(object, config, hook, |e| load_lsm(e, hook, btf)));
-            }
-            match lsms {
-                Ok(list) if !features::bpf_lsm_active(list) => {
-                    d.push_str(&format!("; `bpf` is not in the active LSMs ({list})"))
+        // path_rename has a `flags` parameter since 5.19, so its previous verdict is at a
+        // different argument: one program per prototype, picked from the BTF.
+        let hooks: Vec<&'static str> = hooks
+            .iter()
+            .map(|h| match *h {
+                "path_rename" if config.off.path_rename_ret == 4 => "path_rename4",
+                other => other,
+            })
+            .collect();
+        let mut loaded: Vec<&str> = Vec::new();
+        let mut failed = None;
+        for &hook in &hooks {
+            match load_lsm(ebpf, hook, btf) {
+                Ok(()) => loaded.push(hook),
+                Err(e) => {
+                    failed = Some((hook, e));
+                    break;
                 }
-                Err(why) => d.push_str(&format!("; active LSMs unknown: {why}")),
-                _ => {}
-            }
-            return (Probe::no(d), vec![]);
-        }
-        match lsms {
-            Ok(list) if features::bpf_lsm_active(list) => {}
-            Ok(list) => {
-                return (
-                    Probe::no(format!(
-                        "lsm programs load, but `bpf` is not in the active LSMs ({list}), so they would never run; boot with lsm=...,bpf"
-                    )),
-                    vec![],
-                );
-            }
-            Err(why) => {
-                return (
-                    Probe::no(format!("lsm programs load, but the active LSMs are unknown ({why})")),
-                    vec![],
-                );
             }
         }
-        let attach = program::<Lsm>(ebpf, hook).and_then(|p| p.attach().map(|_| ()).map_err(prog_err(hook)));
-        if let Err(e) = attach {
-            return (Probe::no(format!("attaching lsm/{hook}: {e}")), vec![]);
+        if let Some((hook, e)) = failed {
+            unload_lsm(ebpf, &loaded);
+            let mut d = format!("loading lsm/{hook}: {e}");
+            if e.to_string().contains("Operation not permitted") {
+                // The kernel refuses the program type: no BPF LSM at all.
+                unload_lsm(ebpf, &used);
+                match lsms {
+                    Ok(list) if !features::bpf_lsm_active(list) => {
+                        d.push_str(&format!("; `bpf` is not in the active LSMs ({list})"))
+                    }
+                    Err(why) => d.push_str(&format!("; active LSMs unknown: {why}")),
+                    _ => {}
+                }
+                attached.programs.retain(|p| !p.starts_with("lsm/"));
+                return (Probe::no(d), vec![]);
+            }
+            // Our program failing the verifier: the full story is in the verbose log.
+            warn!("{}", verbose_log(object, config, hook, |e| load_lsm(e, hook, btf)));
+            detail.push_str(&format!("{what}: not used ({d}); "));
+            continue;
         }
-        attached.programs.push(format!("lsm/{hook}"));
+        if !active_checked {
+            let why = match lsms {
+                Ok(list) if features::bpf_lsm_active(list) => None,
+                Ok(list) => Some(format!(
+                    "lsm programs load, but `bpf` is not in the active LSMs ({list}), so they would never run; boot with lsm=...,bpf"
+                )),
+                Err(why) => Some(format!("lsm programs load, but the active LSMs are unknown ({why})")),
+            };
+            if let Some(why) = why {
+                unload_lsm(ebpf, &loaded);
+                return (Probe::no(why), vec![]);
+            }
+            active_checked = true;
+        }
+        let mut attach_err = None;
+        for &hook in &hooks {
+            if let Err(e) = program::<Lsm>(ebpf, hook).and_then(|p| p.attach().map(|_| ()).map_err(prog_err(hook))) {
+                attach_err = Some(format!("attaching lsm/{hook}: {e}"));
+                break;
+            }
+        }
+        if let Some(e) = attach_err {
+            unload_lsm(ebpf, &loaded);
+            detail.push_str(&format!("{what}: not used ({e}); "));
+            continue;
+        }
+        attached.programs.extend(hooks.iter().map(|h| format!("lsm/{h}")));
+        used.extend(hooks.iter().copied());
         in_effect.push(what);
+    }
+    if in_effect.is_empty() {
+        return (Probe::no(detail.trim_end_matches("; ")), vec![]);
     }
     detail.insert_str(0, "lsm programs loaded and attached; ");
     (Probe::yes(detail.trim_end_matches("; ")), in_effect)

@@ -164,7 +164,7 @@ pub fn audit(
                 FileOp::Truncate => (3, "Update"),
                 FileOp::Rename => (5, "Rename"),
                 FileOp::Unlink | FileOp::Rmdir => (4, "Delete"),
-                FileOp::Mkdir | FileOp::Link | FileOp::Symlink => (1, "Create"),
+                FileOp::Mkdir | FileOp::Link | FileOp::Symlink | FileOp::Create => (1, "Create"),
                 FileOp::Chmod | FileOp::Chown => (7, "Set Security"),
             };
             (1001, 1, "File System Activity", "System Activity", id, name)
@@ -512,7 +512,7 @@ mod tests {
             owner: None,
             path,
             path2: None,
-            via_lsm: false,
+            lsm: None,
         };
         let v = audit(&ctx(), 2, &ev, &p, &p, &t, None).unwrap();
         assert_eq!(v["class_uid"], 1001);
