@@ -37,12 +37,8 @@ pub enum Command {
         /// Rule file(s) with agent selectors; repeatable. Default: the built-in policies/default.yaml.
         #[arg(long = "policy", value_name = "FILE")]
         policies: Vec<PathBuf>,
-        /// Also append audit events (one OCSF JSON object per line) to FILE.
-        #[arg(long, value_name = "FILE")]
-        audit_log: Option<PathBuf>,
-        /// Do not write audit events to stdout.
-        #[arg(long)]
-        no_stdout: bool,
+        #[command(flatten)]
+        delivery: Box<crate::delivery::DeliveryArgs>,
         /// Path of the agent API socket (mode 0666: processes register or bind themselves;
         /// used by `tether exec`).
         #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET, env = "TETHER_SOCKET")]
@@ -235,8 +231,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run {
             policies,
-            audit_log,
-            no_stdout,
+            delivery,
             socket,
             admin_socket,
             trust,
@@ -248,8 +243,7 @@ pub fn main() -> ExitCode {
             init_logging();
             let opts = daemon::RunOptions {
                 policies,
-                audit_log,
-                stdout: !no_stdout,
+                delivery: *delivery,
                 socket,
                 admin_socket,
                 ready_file,

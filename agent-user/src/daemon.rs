@@ -26,6 +26,10 @@ use crate::{
         token::{self, Keys, Verified},
         trust::Trust,
     },
+    delivery::{
+        Delivery, DeliveryArgs, Stream,
+        fold::{Fold, Folder},
+    },
     events::{self, Event},
     lineage::{ProcessTable, Reason, ticks_to_ns},
     loader::{self, Probes},
@@ -37,7 +41,6 @@ use crate::{
     },
     procscan::{self, Procfs},
     selectors::CompiledSelectors,
-    sinks::Sinks,
 };
 
 /// How often the ring buffer is drained (producers do not wake the reader per record).
@@ -52,8 +55,8 @@ const COUNTERS_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub policies: Vec<PathBuf>,
-    pub audit_log: Option<PathBuf>,
-    pub stdout: bool,
+    /// Where the audit and alert streams go.
+    pub delivery: DeliveryArgs,
     pub socket: PathBuf,
     pub admin_socket: PathBuf,
     pub ready_file: Option<PathBuf>,
@@ -94,7 +97,10 @@ fn context(ticks_per_sec: u64) -> ocsf::Context {
 struct Daemon {
     probes: Probes,
     table: ProcessTable,
-    sinks: Sinks,
+    out: Delivery,
+    /// Repeated alerts held for folding.
+    folder: Folder,
+    fold_window: Duration,
     ctx: ocsf::Context,
     /// Records decoded, and records that could not be (never dropped silently: logged).
     decoded: u64,
@@ -491,8 +497,80 @@ impl Daemon {
             ocsf::finding(&self.ctx, self.seq + 1, &f)
         };
         self.seq += 1;
-        if let Err(e) = self.sinks.line(&v.to_string()) {
+        self.emit(Stream::Alerts, &v.to_string(), None);
+    }
+
+    /// Sends one line of `stream`; an alert with a fold key may be held as a repeat. A spool
+    /// that had to drop events to make room raises an alert about the loss.
+    fn emit(&mut self, stream: Stream, line: &str, fold: Option<&str>) {
+        if let Some(key) = fold
+            && self.folder.offer(key, line, Instant::now()) == Fold::Held
+        {
+            self.metrics.alerts_folded.inc();
+            return;
+        }
+        match self.out.send(stream, line) {
+            Ok(d) if d.audit + d.alerts > 0 => {
+                let reason = format!(
+                    "the webhook spool is full: {} audit event(s) and {} alert(s) dropped unacknowledged to make room (receiver down or too slow)",
+                    d.audit, d.alerts
+                );
+                warn!("{reason}");
+                self.alert_system(
+                    "events-lost",
+                    &reason,
+                    json!({"spool_dropped": {"audit": d.audit, "alerts": d.alerts}}),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => error!("writing the {} stream: {e}", stream.as_str()),
+        }
+    }
+
+    /// An alert about Tether itself (loss of events or coverage): no process, no task.
+    fn alert_system(&mut self, kind: &'static str, reason: &str, details: serde_json::Value) {
+        let f = Finding {
+            kind,
+            title: kind.to_string(),
+            desc: reason.to_string(),
+            process: None,
+            task: None,
+            related: None,
+            details,
+            time_ns: None,
+            severity_id: 4,
+        };
+        let v = ocsf::finding(&self.ctx, self.seq + 1, &f);
+        self.seq += 1;
+        // Sent as is: a loss alert that cost more room is counted in the metrics only.
+        if let Err(e) = self.out.send(Stream::Alerts, &v.to_string()) {
             error!("writing an alert: {e}");
+        }
+    }
+
+    /// Folding windows that ended: one alert per held series, with its count.
+    fn fold_tick(&mut self, all: bool) {
+        let due = if all {
+            self.folder.flush_all()
+        } else {
+            self.folder.due(Instant::now())
+        };
+        for f in due {
+            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&f.line) else {
+                continue;
+            };
+            // A new event (its own uid) standing for the held repeats.
+            self.seq += 1;
+            v["metadata"]["uid"] = json!(format!("{}-{}", self.ctx.uid_prefix, self.seq));
+            v["count"] = json!(f.repeats);
+            v["unmapped"]["tether"]["folded"] = json!({
+                "repeats": f.repeats,
+                "window_s": self.fold_window.as_secs(),
+                "note": "identical alerts (same task, rule and target) after the first, folded into this one",
+            });
+            if let Err(e) = self.out.send(Stream::Alerts, &v.to_string()) {
+                error!("writing a folded alert: {e}");
+            }
         }
     }
 
@@ -517,7 +595,7 @@ impl Daemon {
             "missing_tracepoints": self.probes.report.missing_tracepoints,
             "programs": self.probes.attached.programs,
             "tracked_processes": self.table.len(),
-            "events_written": self.sinks.written,
+            "events_written": self.out.written,
             "decode_errors": self.metrics.decode_errors.get(),
             "kernel_counters": counters,
             "tasks": self.tasks.all().count(),
@@ -582,7 +660,7 @@ impl Daemon {
                 }
             }
         }
-        self.sinks.flush()?;
+        self.out.flush()?;
         Ok(())
     }
 
@@ -697,6 +775,9 @@ impl Daemon {
             self.metrics.event(&class, result);
             audit["unmapped"]["tether"]["outcome"] = json!(outcome);
             audit["unmapped"]["tether"]["kernel_verdict"] = json!(kv);
+            let fold_key = decision
+                .as_ref()
+                .map(|d| format!("{}|{}|{:?}", a.task, d.rule, engine::attempt_of(&ev)));
             let finding = decision.filter(|d| d.action.is_some()).map(|d| {
                 audit["unmapped"]["tether"]["decision"] = d.to_json();
                 let mut details = json!({
@@ -730,13 +811,14 @@ impl Daemon {
                     },
                 )
             });
-            let mut lines = vec![audit.to_string()];
-            lines.extend(finding.map(|f| f.to_string()));
+            let mut lines = vec![(Stream::Audit, audit.to_string(), None)];
+            // Repeats of one violation (same task, rule and target) fold into one alert.
+            lines.extend(finding.map(|f| (Stream::Alerts, f.to_string(), fold_key)));
             lines
         };
         self.seq += lines.len() as u64 - 1;
-        for l in &lines {
-            self.sinks.line(l)?;
+        for (stream, l, key) in &lines {
+            self.emit(*stream, l, key.as_deref());
         }
         if let Event::Exec {
             newly_selected: true, ..
@@ -819,7 +901,8 @@ impl Daemon {
 
     fn check_counters(&mut self) {
         let now = self.probes.counters();
-        for (i, (&n, &before)) in now.iter().zip(self.last_counters.iter()).enumerate() {
+        let last = self.last_counters;
+        for (i, (&n, &before)) in now.iter().zip(last.iter()).enumerate() {
             if n > before {
                 self.metrics.kernel_loss(counter::NAMES[i], n - before);
                 warn!(
@@ -827,6 +910,21 @@ impl Daemon {
                     total = n,
                     new = n - before,
                     "kernel-side loss or error"
+                );
+                // Losses (a full ring buffer or map) are alerted; read errors leave a field
+                // empty in an event that is still delivered: metric and log only.
+                if i as u32 == counter::READ_ERROR {
+                    continue;
+                }
+                let reason = format!(
+                    "kernel-side loss: {} +{} (total {n}); events are missing",
+                    counter::NAMES[i],
+                    n - before
+                );
+                self.alert_system(
+                    "events-lost",
+                    &reason,
+                    json!({"kernel_counter": counter::NAMES[i], "new": n - before, "total": n}),
                 );
             }
         }
@@ -845,7 +943,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     for s in &selectors {
         info!(id = %s.id, exe = ?s.exe, comm = ?s.comm, uid = ?s.uid, cgroup = ?s.cgroup, "agent selector");
     }
-    let sinks = Sinks::new(opts.stdout, opts.audit_log.as_deref())?;
+    let metrics = crate::metrics::Metrics::new();
+    let (out, webhook) = Delivery::open(&opts.delivery, metrics.clone())?;
     let selectors = loader::compile_selectors(&selectors)?;
     let probes = loader::load(&selectors, &rules)?;
     info!(programs = ?probes.attached.programs, cgroup = %probes.attached.cgroup_root.display(), "probes attached");
@@ -875,7 +974,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut d = Daemon {
         probes,
         table: ProcessTable::new(ticks_per_sec),
-        sinks,
+        out,
+        folder: Folder::new(opts.delivery.fold_window),
+        fold_window: opts.delivery.fold_window,
         ctx: context(ticks_per_sec),
         decoded: 0,
         seq: 0,
@@ -888,13 +989,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         mode_override: None,
         policies: opts.policies.clone(),
         landlocked: HashSet::new(),
-        metrics: crate::metrics::Metrics::new(),
+        metrics,
         keys: keys.clone(),
         trust: trust.clone(),
         max_chain: opts.max_chain,
         resolved_tx,
     };
     d.adopt(&selectors);
+    if let Some(task) = webhook {
+        tokio::spawn(task);
+    }
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
     let state = ApiState {
@@ -952,9 +1056,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut counters = tokio::time::interval(COUNTERS_EVERY);
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
     refresh.tick().await;
+    let mut fold = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = drain.tick() => d.drain()?,
+            _ = fold.tick() => d.fold_tick(false),
             _ = counters.tick() => d.check_counters(),
             _ = refresh.tick() => d.refresh_tasks(),
             Some(call) = calls.recv() => d.call(call),
@@ -966,10 +1072,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     d.drain()?;
     d.check_counters();
+    d.fold_tick(true);
+    d.out.flush()?;
     let _ = std::fs::remove_file(&opts.socket);
     let _ = std::fs::remove_file(&opts.admin_socket);
     info!(
-        events = d.sinks.written,
+        events = d.out.written,
         decoded = d.decoded,
         decode_errors = d.metrics.decode_errors.get(),
         kernel_counters = ?d.probes.counters(),

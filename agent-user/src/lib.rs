@@ -4,6 +4,7 @@ pub mod cli;
 pub mod contain;
 pub mod credentials;
 pub mod daemon;
+pub mod delivery;
 pub mod events;
 pub mod features;
 pub mod kernel_layout;

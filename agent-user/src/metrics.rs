@@ -12,7 +12,12 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -38,6 +43,11 @@ struct CounterLabels {
     counter: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
+}
+
 /// The daemon's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -51,6 +61,14 @@ pub struct Metrics {
     pub live_tasks: Gauge,
     pub daemon_kills: Counter,
     pub daemon_kill_errors: Counter,
+    spool_depth: Family<StreamLabels, Gauge>,
+    spool_dropped: Family<StreamLabels, Counter>,
+    pub spool_bytes: Gauge,
+    pub webhook_failures: Counter,
+    pub webhook_events: Counter,
+    webhook_latency: Histogram,
+    pub syslog_failures: Counter,
+    pub alerts_folded: Counter,
 }
 
 impl Default for Metrics {
@@ -72,6 +90,14 @@ impl Metrics {
             live_tasks: Gauge::default(),
             daemon_kills: Counter::default(),
             daemon_kill_errors: Counter::default(),
+            spool_depth: Family::default(),
+            spool_dropped: Family::default(),
+            spool_bytes: Gauge::default(),
+            webhook_failures: Counter::default(),
+            webhook_events: Counter::default(),
+            webhook_latency: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            syslog_failures: Counter::default(),
+            alerts_folded: Counter::default(),
         };
         let mut r = Registry::with_prefix("tether");
         r.register(
@@ -114,10 +140,85 @@ impl Metrics {
             "Kills the daemon could not carry out",
             m.daemon_kill_errors.clone(),
         );
+        r.register(
+            "spool_depth",
+            "Events in the webhook spool not yet acknowledged by the receiver, by stream",
+            m.spool_depth.clone(),
+        );
+        r.register(
+            "spool_dropped",
+            "Events dropped unacknowledged from a full webhook spool (oldest audit first, alerts last), by stream",
+            m.spool_dropped.clone(),
+        );
+        r.register(
+            "spool_bytes",
+            "Bytes of the webhook spool on disk",
+            m.spool_bytes.clone(),
+        );
+        r.register(
+            "webhook_failures",
+            "Webhook requests that failed (connection, TLS, timeout or a non-2xx answer); their events stay spooled",
+            m.webhook_failures.clone(),
+        );
+        r.register(
+            "webhook_events",
+            "Events the webhook receiver acknowledged",
+            m.webhook_events.clone(),
+        );
+        r.register(
+            "webhook_latency_seconds",
+            "Time of acknowledged webhook requests",
+            m.webhook_latency.clone(),
+        );
+        r.register(
+            "syslog_failures",
+            "Syslog messages that could not be sent",
+            m.syslog_failures.clone(),
+        );
+        r.register(
+            "alerts_folded",
+            "Repeated alerts folded into a later alert with a count",
+            m.alerts_folded.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             ..m
         }
+    }
+
+    pub fn spool_depth(&self, spool: &crate::delivery::spool::Spool) {
+        use crate::delivery::Stream;
+        for st in [Stream::Audit, Stream::Alerts] {
+            self.spool_depth
+                .get_or_create(&StreamLabels {
+                    stream: st.as_str().into(),
+                })
+                .set(spool.depth(st) as i64);
+        }
+        self.spool_bytes.set(spool.bytes() as i64);
+    }
+
+    pub fn spool_dropped(&self, d: &crate::delivery::spool::Dropped) {
+        for (st, n) in [("audit", d.audit), ("alerts", d.alerts)] {
+            if n > 0 {
+                self.spool_dropped
+                    .get_or_create(&StreamLabels { stream: st.into() })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    pub fn webhook_sent(&self, events: u64, took: std::time::Duration) {
+        self.webhook_events.inc_by(events);
+        self.webhook_latency.observe(took.as_secs_f64());
+    }
+
+    pub fn webhook_failed(&self) {
+        self.webhook_failures.inc();
+    }
+
+    pub fn syslog_failed(&self) {
+        self.syslog_failures.inc();
     }
 
     pub fn set_mechanisms(&self, hooks: &[HookMechanism]) {

@@ -305,7 +305,7 @@ mkdir -p /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
 echo "vm: kernel $(uname -r), LSMs $(cat /sys/kernel/security/lsm), $(nproc) CPUs"
 export PATH=/bin TETHER_BIN=/tether/tether TETHER_NETPROBE=/tether/netprobe TETHER_OCSF_DIR=/tether/ocsf
-export TETHER_EXPECT_LSM=1 RUST_BACKTRACE=1
+export TETHER_EXPECT_LSM=1 RUST_BACKTRACE=1 TETHER_TEST_READY_SECS=240
 cd /tmp
 /tether/kernel-tests --test-threads=1 {args}
 echo "{RESULT_MARK}$?"
