@@ -16,4 +16,3 @@ pub mod paths;
 pub mod policy;
 pub mod procscan;
 pub mod selectors;
-pub mod sinks;

@@ -15,6 +15,8 @@ use serde_json::Value;
 mod containment;
 #[path = "kernel/credentials.rs"]
 mod credentials;
+#[path = "kernel/soc.rs"]
+mod soc;
 
 fn tether_bin() -> PathBuf {
     std::env::var_os("TETHER_BIN")
