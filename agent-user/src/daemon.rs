@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub policies: Vec<PathBuf>,
     /// Where the audit and alert streams go.
     pub delivery: DeliveryArgs,
+    /// Use the BPF LSM path hooks (where BPF LSM is in effect).
+    pub lsm_path_hooks: bool,
     pub socket: PathBuf,
     pub admin_socket: PathBuf,
     pub ready_file: Option<PathBuf>,
@@ -946,7 +948,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let metrics = crate::metrics::Metrics::new();
     let (out, webhook) = Delivery::open(&opts.delivery, metrics.clone())?;
     let selectors = loader::compile_selectors(&selectors)?;
-    let probes = loader::load(&selectors, &rules)?;
+    let probes = loader::load(&selectors, &rules, opts.lsm_path_hooks)?;
     info!(programs = ?probes.attached.programs, cgroup = %probes.attached.cgroup_root.display(), "probes attached");
     for line in probes.report.lines() {
         if line.starts_with("DEGRADED") || line.starts_with("coverage") {

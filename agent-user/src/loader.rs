@@ -294,6 +294,7 @@ fn unload_lsm(ebpf: &mut Ebpf, hooks: &[&str]) {
 /// gets none; a group the verifier rejects, or whose fields this kernel lacks, is left out
 /// (openly, in the probe's detail) and the others stay. Returns the probe result and the
 /// groups in effect.
+#[allow(clippy::too_many_arguments)]
 fn attach_lsm(
     ebpf: &mut Ebpf,
     object: &[u8],
@@ -301,6 +302,7 @@ fn attach_lsm(
     btf: Option<&Btf>,
     lsms: &Result<String, String>,
     degraded: u32,
+    path_hooks: bool,
     attached: &mut Attached,
 ) -> (Probe, Vec<&'static str>) {
     let Some(btf) = btf else {
@@ -311,6 +313,10 @@ fn attach_lsm(
     let mut detail = String::new();
     let mut active_checked = false;
     for (what, hooks, needs) in LSM_GROUPS {
+        if what == "file_names" && !path_hooks {
+            detail.push_str("file_names (path_*): not used (off; --lsm-path-hooks turns them on); ");
+            continue;
+        }
         if degraded & needs != 0 {
             detail.push_str(&format!(
                 "{what} ({}): not used (kernel lacks fields they read); ",
@@ -415,7 +421,9 @@ fn probe_load(
 }
 
 /// Loads and attaches everything. `selectors` become the in-kernel agent selector maps.
-pub fn load(selectors: &CompiledSelectors, rules: &Rules) -> Result<Probes, LoadError> {
+/// `path_hooks`: also use the BPF LSM path hooks where BPF LSM is in effect (see
+/// [`LSM_GROUPS`]).
+pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> Result<Probes, LoadError> {
     let object = BPF_OBJECT.ok_or(LoadError::NoObject)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(LoadError::NotRoot);
@@ -493,7 +501,16 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules) -> Result<Probes, Load
 
     // BPF LSM where the kernel allows it: the hooks that can refuse an action before it happens.
     let lsms = features::active_lsms();
-    let (bpf_lsm, lsm_hooks) = attach_lsm(&mut ebpf, object, &config, btf.as_ref(), &lsms, degraded, &mut attached);
+    let (bpf_lsm, lsm_hooks) = attach_lsm(
+        &mut ebpf,
+        object,
+        &config,
+        btf.as_ref(),
+        &lsms,
+        degraded,
+        path_hooks,
+        &mut attached,
+    );
     let lsm = |what: &str| lsm_hooks.contains(&what);
 
     // Network: cgroup sock_addr hooks at the cgroup v2 root (they see every process; the
