@@ -102,7 +102,6 @@ struct Daemon {
     out: Delivery,
     /// Repeated alerts held for folding.
     folder: Folder,
-    fold_window: Duration,
     ctx: ocsf::Context,
     /// Records decoded, and records that could not be (never dropped silently: logged).
     decoded: u64,
@@ -567,7 +566,7 @@ impl Daemon {
             v["count"] = json!(f.repeats);
             v["unmapped"]["tether"]["folded"] = json!({
                 "repeats": f.repeats,
-                "window_s": self.fold_window.as_secs(),
+                "window_s": self.folder.window().as_secs(),
                 "note": "identical alerts (same task, rule and target) after the first, folded into this one",
             });
             if let Err(e) = self.out.send(Stream::Alerts, &v.to_string()) {
@@ -978,7 +977,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         table: ProcessTable::new(ticks_per_sec),
         out,
         folder: Folder::new(opts.delivery.fold_window),
-        fold_window: opts.delivery.fold_window,
         ctx: context(ticks_per_sec),
         decoded: 0,
         seq: 0,

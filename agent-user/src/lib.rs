@@ -16,3 +16,4 @@ pub mod paths;
 pub mod policy;
 pub mod procscan;
 pub mod selectors;
+pub mod tls;

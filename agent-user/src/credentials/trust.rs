@@ -82,23 +82,7 @@ pub fn read_file(path: &std::path::Path) -> Result<JwkSet, String> {
 /// An HTTPS client for JWKS URLs: rustls with the web PKI roots, or only the roots of
 /// `ca_bundle` when one is given.
 pub fn https_client(ca_bundle: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_bundle {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-            use rustls_pki_types::pem::PemObject;
-            let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("CA bundle {} has no certificates", path.display()));
-            }
-            for c in certs {
-                roots.add(c).map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    let roots = crate::tls::root_store(ca_bundle).map_err(|e| format!("CA bundle {e}"))?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -44,6 +44,10 @@ impl Folder {
         }
     }
 
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
     /// An alert with fold key `key` (task, rule, target) and its line.
     pub fn offer(&mut self, key: &str, line: &str, now: Instant) -> Fold {
         if self.window.is_zero() {

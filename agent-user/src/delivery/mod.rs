@@ -201,31 +201,24 @@ impl Delivery {
         };
         conflict(audit, "audit")?;
         conflict(alerts, "alerts")?;
-        match (uses(&SinkSpec::Webhook), &args.webhook) {
-            (true, None) => {
-                return Err(DeliveryError::Config(
-                    "a stream is sent to `webhook` but no --webhook URL is given".into(),
-                ));
+        // A sink that needs a URL has one, and a URL given is used by some stream.
+        for (sink, name, url) in [
+            (SinkSpec::Webhook, "webhook", &args.webhook),
+            (SinkSpec::Syslog, "syslog", &args.syslog),
+        ] {
+            match (uses(&sink), url) {
+                (true, None) => {
+                    return Err(DeliveryError::Config(format!(
+                        "a stream is sent to `{name}` but no --{name} URL is given"
+                    )));
+                }
+                (false, Some(url)) => {
+                    return Err(DeliveryError::Config(format!(
+                        "--{name} {url} is set but no stream is sent to it: add --alerts {name} and/or --audit {name}"
+                    )));
+                }
+                _ => {}
             }
-            (false, Some(url)) => {
-                return Err(DeliveryError::Config(format!(
-                    "--webhook {url} is set but no stream is sent to it: add --alerts webhook and/or --audit webhook"
-                )));
-            }
-            _ => {}
-        }
-        match (uses(&SinkSpec::Syslog), &args.syslog) {
-            (true, None) => {
-                return Err(DeliveryError::Config(
-                    "a stream is sent to `syslog` but no --syslog URL is given".into(),
-                ));
-            }
-            (false, Some(url)) => {
-                return Err(DeliveryError::Config(format!(
-                    "--syslog {url} is set but no stream is sent to it: add --alerts syslog and/or --audit syslog"
-                )));
-            }
-            _ => {}
         }
         let mut files: Vec<file::RotatingFile> = Vec::new();
         let mut paths: Vec<PathBuf> = Vec::new();
@@ -303,34 +296,46 @@ impl Delivery {
     /// room (for the caller to alert on). A sink that fails is an error, except syslog,
     /// whose failures are counted and logged (it has no acknowledgement to wait for).
     pub fn send(&mut self, stream: Stream, line: &str) -> Result<spool::Dropped, DeliveryError> {
+        // Borrowed field by field: the routes are read while the sinks are written.
+        let Delivery {
+            audit,
+            alerts,
+            stdout,
+            files,
+            spool,
+            wake,
+            syslog,
+            metrics,
+            ..
+        } = self;
         let routes = match stream {
-            Stream::Audit => &self.audit,
-            Stream::Alerts => &self.alerts,
+            Stream::Audit => audit,
+            Stream::Alerts => alerts,
         };
         let mut dropped = spool::Dropped::default();
-        for r in routes.clone() {
+        for &r in routes.iter() {
             match r {
-                Route::Stdout => writeln!(self.stdout, "{line}").map_err(|source| DeliveryError::Stdout {
+                Route::Stdout => writeln!(stdout, "{line}").map_err(|source| DeliveryError::Stdout {
                     stream: stream.as_str(),
                     source,
                 })?,
-                Route::File(i) => self.files[i].line(line)?,
+                Route::File(i) => files[i].line(line)?,
                 Route::Webhook => {
-                    if let Some(s) = &self.spool {
+                    if let Some(s) = spool.as_ref() {
                         let mut s = s
                             .lock()
                             .map_err(|_| DeliveryError::Config("spool lock poisoned".into()))?;
                         dropped = s.append(stream, line)?;
-                        self.metrics.spool_dropped(&dropped);
-                        self.metrics.spool_depth(&s);
-                        self.wake.notify_one();
+                        metrics.spool_dropped(&dropped);
+                        metrics.spool_depth(&s);
+                        wake.notify_one();
                     }
                 }
                 Route::Syslog => {
-                    if let Some(s) = &mut self.syslog
+                    if let Some(s) = syslog.as_mut()
                         && let Err(e) = s.send(stream, line)
                     {
-                        self.metrics.syslog_failed();
+                        metrics.syslog_failed();
                         warn!("{e}");
                     }
                 }

@@ -132,19 +132,27 @@ impl Queue {
         Ok(q)
     }
 
-    fn count_unacked(&self) -> Result<u64, SpoolError> {
-        let mut n = 0;
-        for s in &self.segments {
-            let p = seg_path(&self.dir, *s);
-            let mut f = File::open(&p).map_err(io_err(&p))?;
-            if *s == self.cursor.0 {
-                f.seek(SeekFrom::Start(self.cursor.1)).map_err(io_err(&p))?;
-            }
-            let mut buf = Vec::new();
-            f.read_to_end(&mut buf).map_err(io_err(&p))?;
-            n += buf.iter().filter(|b| **b == b'\n').count() as u64;
+    /// Lines of segment `seg` from byte `off` on.
+    fn lines_from(&self, seg: u64, off: u64) -> Result<u64, SpoolError> {
+        let p = seg_path(&self.dir, seg);
+        let mut f = File::open(&p).map_err(io_err(&p))?;
+        f.seek(SeekFrom::Start(off)).map_err(io_err(&p))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).map_err(io_err(&p))?;
+        Ok(buf.iter().filter(|b| **b == b'\n').count() as u64)
+    }
+
+    /// Lines at or after the cursor.
+    fn unacked_in(&self, seg: u64) -> Result<u64, SpoolError> {
+        match seg.cmp(&self.cursor.0) {
+            std::cmp::Ordering::Less => Ok(0),
+            std::cmp::Ordering::Equal => self.lines_from(seg, self.cursor.1),
+            std::cmp::Ordering::Greater => self.lines_from(seg, 0),
         }
-        Ok(n)
+    }
+
+    fn count_unacked(&self) -> Result<u64, SpoolError> {
+        self.segments.iter().map(|s| self.unacked_in(*s)).sum()
     }
 
     fn bytes(&self) -> u64 {
@@ -197,20 +205,11 @@ impl Queue {
         if self.segments.is_empty() {
             return Ok(0);
         }
-        let s = self.segments.remove(0);
+        let s = self.segments[0];
+        let lost = self.unacked_in(s)?;
+        self.segments.remove(0);
         self.sizes.remove(0);
         let p = seg_path(&self.dir, s);
-        let lost = if s >= self.cursor.0 {
-            let mut f = File::open(&p).map_err(io_err(&p))?;
-            if s == self.cursor.0 {
-                f.seek(SeekFrom::Start(self.cursor.1)).map_err(io_err(&p))?;
-            }
-            let mut buf = Vec::new();
-            f.read_to_end(&mut buf).map_err(io_err(&p))?;
-            buf.iter().filter(|b| **b == b'\n').count() as u64
-        } else {
-            0
-        };
         fs::remove_file(&p).map_err(io_err(&p))?;
         if self.segments.is_empty() {
             self.writer = None;

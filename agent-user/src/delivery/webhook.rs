@@ -4,12 +4,12 @@
 //! client certificate (mTLS); an optional bearer token read from a file before every request
 //! (so a rotated token is picked up).
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
@@ -20,8 +20,8 @@ use crate::metrics::Metrics;
 pub enum WebhookError {
     #[error("--webhook {0}: only https:// URLs are accepted")]
     NotHttps(String),
-    #[error("--webhook-ca {path}: {reason}")]
-    Ca { path: String, reason: String },
+    #[error("--webhook-ca {0}")]
+    Ca(String),
     #[error("--webhook-cert/--webhook-key: {0}")]
     ClientCert(String),
     #[error("building the webhook client: {0}")]
@@ -44,35 +44,12 @@ pub struct WebhookConfig {
     pub backoff_max: Duration,
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} has no certificates", path.display()));
-    }
-    Ok(certs)
-}
-
 /// The client for `cfg`.
 pub fn client(cfg: &WebhookConfig) -> Result<reqwest::Client, WebhookError> {
     if !cfg.url.starts_with("https://") {
         return Err(WebhookError::NotHttps(cfg.url.clone()));
     }
-    let mut roots = rustls::RootCertStore::empty();
-    match &cfg.ca {
-        Some(path) => {
-            let ca_err = |reason: String| WebhookError::Ca {
-                path: path.display().to_string(),
-                reason,
-            };
-            for c in read_certs(path).map_err(ca_err)? {
-                roots.add(c).map_err(|e| ca_err(e.to_string()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    let roots = crate::tls::root_store(cfg.ca.as_deref()).map_err(WebhookError::Ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -80,7 +57,7 @@ pub fn client(cfg: &WebhookConfig) -> Result<reqwest::Client, WebhookError> {
         .with_root_certificates(roots);
     let config = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => {
-            let certs = read_certs(cert).map_err(WebhookError::ClientCert)?;
+            let certs = crate::tls::read_certs(cert).map_err(WebhookError::ClientCert)?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| WebhookError::ClientCert(format!("{}: {e}", key.display())))?;
             builder

@@ -1,0 +1,31 @@
+//! PEM certificates and root stores for Tether's HTTPS clients (JWKS URLs, the webhook).
+use std::path::Path;
+
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+/// The certificates of a PEM file; errors name the file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} has no certificates", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The roots to trust: only the certificates of `ca_bundle` when one is given, else the web
+/// PKI roots. Errors name the bundle.
+pub fn root_store(ca_bundle: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_bundle {
+        Some(path) => {
+            for c in read_certs(path)? {
+                roots.add(c).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(roots)
+}
