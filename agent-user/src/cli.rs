@@ -16,7 +16,7 @@ use crate::{
     name = "tether",
     version,
     about = "Keeps AI-agent processes inside the task they were given: eBPF probes see every exec, connect/send and file write of agent processes and their descendants, and the daemon writes them as OCSF audit events.",
-    after_help = "Run `tether run` as root. Logs go to stderr (RUST_LOG=debug for more); audit events go to stdout and/or --audit-log."
+    after_help = "Run `tether run` as root. Logs go to stderr (RUST_LOG=debug for more); audit events and alerts go where --audit and --alerts say (stdout by default)."
 )]
 pub struct Cli {
     #[command(subcommand)]

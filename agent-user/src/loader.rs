@@ -252,7 +252,15 @@ fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
         other => other,
     };
     let p: &mut Lsm = program(ebpf, name)?;
-    p.load(hook, btf).map_err(prog_err(name))
+    let t = std::time::Instant::now();
+    let r = p.load(hook, btf).map_err(prog_err(name));
+    debug!(
+        program = name,
+        ms = t.elapsed().as_millis() as u64,
+        ok = r.is_ok(),
+        "program loaded"
+    );
+    r
 }
 
 /// The BPF LSM hooks Tether uses, in groups used whole or not at all: (what the group

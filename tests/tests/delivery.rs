@@ -2,7 +2,8 @@
 //! no root needed: alerts arrive; the receiver is stopped for a while and restarted, and
 //! every alert raised meanwhile arrives (exactly once after deduplication by metadata.uid);
 //! a sender that dies with alerts unacknowledged in its spool delivers them when it starts
-//! again on the same spool. The daemon-level run of the same (a SIGKILLed `tether run`) is in
+//! again on the same spool; with mutual TLS only a client certificate the receiver trusts
+//! delivers. The daemon-level run of the same (a SIGKILLed `tether run`) is in
 //! the kernel suite.
 use std::{
     collections::BTreeSet,
@@ -163,4 +164,69 @@ fn a_wrong_token_or_an_unknown_ca_delivers_nothing_and_keeps_everything_spooled(
         s.rt.shutdown_background();
     }
     assert!(rx.uids().is_empty(), "nothing accepted");
+}
+
+#[test]
+fn mutual_tls_delivers_only_with_a_client_certificate_the_receiver_trusts() {
+    let pki = Pki::generate();
+    let foreign = Pki::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    std::fs::write(p("ca.pem"), &pki.ca_pem).unwrap();
+    std::fs::write(p("token"), "s3cret").unwrap();
+    for (name, text) in [
+        ("cert.pem", &pki.client_cert_pem),
+        ("key.pem", &pki.client_key_pem),
+        ("foreign-cert.pem", &foreign.client_cert_pem),
+        ("foreign-key.pem", &foreign.client_key_pem),
+    ] {
+        std::fs::write(p(name), text).unwrap();
+    }
+    let rx = Receiver::start_mutual(&pki, "s3cret");
+    let base = |spool: &str| args(rx.port, &p("ca.pem"), &p("token"), &p(spool));
+
+    // No client certificate, or one a CA the receiver does not trust signed: the handshake
+    // fails and everything stays spooled.
+    let mut refused_by = 0;
+    for (name, cert) in [
+        ("none", None),
+        ("foreign", Some(("foreign-cert.pem", "foreign-key.pem"))),
+    ] {
+        let mut a = base(&format!("spool-{name}"));
+        if let Some((c, k)) = cert {
+            (a.webhook_cert, a.webhook_key) = (Some(p(c)), Some(p(k)));
+        }
+        let mut s = sender(&a);
+        for i in 0..3 {
+            s.d.send(Stream::Alerts, &alert(i)).unwrap();
+        }
+        let t = Instant::now();
+        let seen = rx.refused_handshakes.load(std::sync::atomic::Ordering::Relaxed);
+        while rx.refused_handshakes.load(std::sync::atomic::Ordering::Relaxed) == seen {
+            assert!(t.elapsed() < Duration::from_secs(30), "{name}: no handshake attempted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        refused_by += 1;
+        assert_eq!(
+            s.d.spool_depth(),
+            Some(3),
+            "client certificate {name}: nothing acknowledged"
+        );
+        s.rt.shutdown_background();
+    }
+    assert_eq!(refused_by, 2);
+    assert!(
+        rx.uids().is_empty(),
+        "nothing accepted without a trusted client certificate"
+    );
+
+    // The client certificate the receiver's CA signed: delivered.
+    let mut a = base("spool-good");
+    (a.webhook_cert, a.webhook_key) = (Some(p("cert.pem")), Some(p("key.pem")));
+    let mut s = sender(&a);
+    for i in 0..3 {
+        s.d.send(Stream::Alerts, &alert(i)).unwrap();
+    }
+    wait_for_uids(&rx, &uids(0..3));
+    s.rt.shutdown_background();
 }

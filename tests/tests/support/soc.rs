@@ -6,9 +6,14 @@ use std::{
     time::Duration,
 };
 
-/// A CA and a server certificate for 127.0.0.1, made by rcgen.
+/// A CA, a server certificate for 127.0.0.1 and a client certificate (for mutual TLS), made
+/// by rcgen.
 pub struct Pki {
     pub ca_pem: String,
+    /// The client certificate and its key, PEM.
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
     cert: rustls::pki_types::CertificateDer<'static>,
     key: Vec<u8>,
 }
@@ -27,8 +32,18 @@ impl Pki {
             .unwrap()
             .signed_by(&key, &ca)
             .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "tether-test-node");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params.signed_by(&client_key, &ca).unwrap();
         Pki {
             ca_pem: ca.pem(),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+            ca_der: ca.der().clone(),
             cert: leaf.der().clone(),
             key: key.serialize_der(),
         }
@@ -36,20 +51,35 @@ impl Pki {
 }
 
 /// An HTTPS receiver that records the NDJSON lines POSTed to it (only with the right bearer
-/// token) and answers 200; it can be stopped and started again on the same port.
+/// token) and answers 200; it can be stopped and started again on the same port. With mutual
+/// TLS it completes a handshake only with a client certificate its CA signed.
 pub struct Receiver {
     pub port: u16,
     pub lines: Arc<Mutex<Vec<String>>>,
+    /// TLS handshakes that failed (e.g. no or a foreign client certificate).
+    pub refused_handshakes: Arc<std::sync::atomic::AtomicUsize>,
     token: String,
+    mutual: bool,
     rt: Option<tokio::runtime::Runtime>,
 }
 
 impl Receiver {
     pub fn start(pki: &Pki, port: u16, token: &str) -> Receiver {
+        Receiver::start_with(pki, port, token, false)
+    }
+
+    /// A receiver that requires a client certificate signed by `pki`'s CA.
+    pub fn start_mutual(pki: &Pki, token: &str) -> Receiver {
+        Receiver::start_with(pki, 0, token, true)
+    }
+
+    fn start_with(pki: &Pki, port: u16, token: &str, mutual: bool) -> Receiver {
         let mut r = Receiver {
             port,
             lines: Arc::new(Mutex::new(Vec::new())),
+            refused_handshakes: Arc::default(),
             token: token.to_string(),
+            mutual,
             rt: None,
         };
         r.restart(pki);
@@ -65,10 +95,20 @@ impl Receiver {
     pub fn restart(&mut self, pki: &Pki) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
+            .unwrap();
+        let builder = if self.mutual {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(pki.ca_der.clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
             .with_single_cert(
                 vec![pki.cert.clone()],
                 rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key.clone().into()),
@@ -85,14 +125,17 @@ impl Receiver {
             .expect("bind the receiver");
         self.port = listener.local_addr().unwrap().port();
         let (lines, token) = (self.lines.clone(), format!("bearer {}", self.token));
+        let refused = self.refused_handshakes.clone();
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (acceptor, lines, token) = (acceptor.clone(), lines.clone(), token.clone());
+                let (acceptor, lines, token, refused) =
+                    (acceptor.clone(), lines.clone(), token.clone(), refused.clone());
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         return;
                     };
                     let mut data = Vec::new();
