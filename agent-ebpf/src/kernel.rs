@@ -143,35 +143,28 @@ pub fn walk_unavailable(out: &mut WalkedPath) {
 /// walking dentries up to the root of their mount, then crossing to the parent mount, up to
 /// the root of the mount namespace. Symlinks, `..` and relative starting points are already
 /// resolved: these are the kernel's own objects.
-#[inline(never)]
+#[inline(always)]
 pub fn walk_path(path: KPtr, out: &mut WalkedPath) {
-    if degraded(agent_common::config::degraded::PATHS) {
-        walk_unavailable(out);
-        return;
-    }
-    let (vfsmnt, dentry) = match (read_ptr(path, off!(path_mnt)), read_ptr(path, off!(path_dentry))) {
-        (Ok(m), Ok(d)) => (m, d),
-        _ => {
-            walk_empty(out);
-            out.flags = walk::READ_ERROR;
-            count(counter::READ_ERROR);
-            return;
-        }
-    };
-    out.flags = 0;
-    walk_dentries(vfsmnt, dentry, out);
+    walk_path_at(path, core::ptr::null(), out);
 }
 
 /// Rebuilds the absolute path of `dentry` as an entry of directory `dir` (a `struct path`;
 /// the dentry may not exist yet: the name a create, rename or link is about to make), into
-/// `out`. The walk is [`walk_path`]'s, from the directory's mount.
+/// `out`; with a null `dentry`, the path of `dir` itself. One subprogram for every walk: the
+/// verifier sees a single shape of it.
 #[inline(never)]
 pub fn walk_path_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath) {
     if degraded(agent_common::config::degraded::PATHS) {
         walk_unavailable(out);
         return;
     }
-    let Ok(vfsmnt) = read_ptr(dir, off!(path_mnt)) else {
+    let vfsmnt = read_ptr(dir, off!(path_mnt));
+    let dentry = if dentry.is_null() {
+        read_ptr(dir, off!(path_dentry))
+    } else {
+        Ok(dentry)
+    };
+    let (Ok(vfsmnt), Ok(dentry)) = (vfsmnt, dentry) else {
         walk_empty(out);
         out.flags = walk::READ_ERROR;
         count(counter::READ_ERROR);

@@ -22,7 +22,7 @@ use aya_ebpf::{
 
 use crate::{
     contain::{judge_path, kill_current, kills, refuses},
-    kernel::{KPtr, fill_header, walk_empty, walk_path, walk_path_at},
+    kernel::{KPtr, fill_header, walk_empty, walk_path_at},
     lsm::tracked,
     maps::{EVENTS, PATH_WALK, PENDING, count, wake_flags},
 };
@@ -67,29 +67,39 @@ struct Call {
     gid: u32,
 }
 
-#[inline(always)]
-fn walk(at: At, out: &mut agent_common::WalkedPath) {
-    if at.dentry.is_null() {
-        walk_path(at.dir, out);
-    } else {
-        walk_path_at(at.dir, at.dentry, out);
-    }
-}
-
-/// The write verdict on one path.
+/// The write verdict on one path, walked into PATH_WALK[`slot`] (where the record copies it
+/// from: every program has one or two walks, never more).
 #[inline(never)]
-fn judge_write(t: &Tracked, dir: KPtr, dentry: KPtr) -> u32 {
-    let Some(w) = PATH_WALK.get_ptr_mut(0) else {
+fn judge_write(t: &Tracked, dir: KPtr, dentry: KPtr, slot: u32) -> u32 {
+    let Some(w) = PATH_WALK.get_ptr_mut(slot) else {
         return verdict::UNDECIDED;
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let w = unsafe { &mut *w };
-    walk(At { dir, dentry }, w);
+    walk_path_at(dir, dentry, w);
     judge_path(t, class::WRITE, w)
 }
 
-/// Judges `call` (both paths of a rename or link: the first that refuses decides), refuses or
-/// kills as the verdict says, and leaves the verdict where the record will be made.
+/// Copies the walk in PATH_WALK[`slot`] into `out`.
+#[inline(always)]
+fn copy_walk(slot: u32, out: &mut agent_common::WalkedPath) {
+    let Some(w) = PATH_WALK.get_ptr(slot) else {
+        walk_empty(out);
+        return;
+    };
+    // SAFETY: both are WalkedPath-sized.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            out as *mut agent_common::WalkedPath as *mut c_void,
+            core::mem::size_of::<agent_common::WalkedPath>() as u32,
+            w as *const c_void,
+        )
+    };
+}
+
+/// Judges `call` (both paths of a rename or link, both walked so the record has both: the
+/// first that refuses decides), refuses or kills as the verdict says, and leaves the verdict
+/// where the record will be made.
 #[inline(always)]
 fn judge(ret: i32, call: Call) -> i32 {
     if ret != 0 {
@@ -99,13 +109,11 @@ fn judge(ret: i32, call: Call) -> i32 {
     let Some(t) = tracked(pid_tgid) else {
         return 0;
     };
-    let mut judged = judge_write(&t, call.a.dir, call.a.dentry);
-    if let Some(b) = call.b
-        && !refuses(judged)
-    {
-        let second = judge_write(&t, b.dir, b.dentry);
+    let mut judged = judge_write(&t, call.a.dir, call.a.dentry, 0);
+    if let Some(b) = call.b {
+        let second = judge_write(&t, b.dir, b.dentry, 1);
         let undecided = (judged | second) & verdict::UNDECIDED;
-        if refuses(second) || judged & verdict::ACTION_MASK == 0 {
+        if !refuses(judged) && (refuses(second) || judged & verdict::ACTION_MASK == 0) {
             judged = second;
         }
         judged |= undecided;
@@ -157,10 +165,10 @@ fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call) {
     ev.gid = call.gid;
     ev._pad1 = 0;
     no_raw(&mut ev.a, path_source::OBJECT);
-    walk(call.a, &mut ev.a.walked);
-    if let Some(b) = call.b {
+    copy_walk(0, &mut ev.a.walked);
+    if call.b.is_some() {
         no_raw(&mut ev.b, path_source::OBJECT);
-        walk(b, &mut ev.b.walked);
+        copy_walk(1, &mut ev.b.walked);
     } else if !call.target.is_null() {
         no_raw(&mut ev.b, path_source::NAME_ONLY);
         walk_empty(&mut ev.b.walked);

@@ -112,9 +112,10 @@ pub static TAIL_KEY: PerCpuArray<Slack<TailKey>> = PerCpuArray::with_max_entries
 #[map]
 pub static EXEC_WALK: PerCpuArray<WalkedPath> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU walk of the path a BPF LSM path hook judges (path_mknod, path_rename, ...).
+/// Per-CPU walks of the paths a BPF LSM path hook judges (path_mknod, path_rename, ...):
+/// index 0 the first path, 1 the second of a rename or link.
 #[map]
-pub static PATH_WALK: PerCpuArray<WalkedPath> = PerCpuArray::with_max_entries(1, 0);
+pub static PATH_WALK: PerCpuArray<WalkedPath> = PerCpuArray::with_max_entries(2, 0);
 
 /// Loss and error counters, summed over CPUs by userspace (agent_common::counter).
 #[map]

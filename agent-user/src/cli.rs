@@ -39,13 +39,13 @@ pub enum Command {
         policies: Vec<PathBuf>,
         #[command(flatten)]
         delivery: Box<crate::delivery::DeliveryArgs>,
-        /// Where BPF LSM is in effect, also refuse name-based writes (create, rename, unlink,
-        /// mkdir, rmdir, link, symlink, truncate, chmod, chown) in the BPF LSM path hooks,
-        /// before they happen. Off by default for now: these ten programs verify slowly on
-        /// 5.10's verifier (see the README); without them those operations are judged after
-        /// the fact, and an O_CREAT refused by file_open leaves an empty file (reported).
+        /// Leave out the BPF LSM path hooks, which (where BPF LSM is in effect) refuse
+        /// name-based writes (create, rename, unlink, mkdir, rmdir, link, symlink, truncate,
+        /// chmod, chown) before they happen. Without them those operations are judged at the
+        /// syscall's exit and killed after the fact, and an O_CREAT refused by file_open
+        /// leaves an empty file (both reported). For ruling the hooks out while diagnosing.
         #[arg(long)]
-        lsm_path_hooks: bool,
+        no_lsm_path_hooks: bool,
         /// Path of the agent API socket (mode 0666: processes register or bind themselves;
         /// used by `tether exec`).
         #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET, env = "TETHER_SOCKET")]
@@ -239,7 +239,7 @@ pub fn main() -> ExitCode {
         Command::Run {
             policies,
             delivery,
-            lsm_path_hooks,
+            no_lsm_path_hooks,
             socket,
             admin_socket,
             trust,
@@ -252,7 +252,7 @@ pub fn main() -> ExitCode {
             let opts = daemon::RunOptions {
                 policies,
                 delivery: *delivery,
-                lsm_path_hooks,
+                lsm_path_hooks: !no_lsm_path_hooks,
                 socket,
                 admin_socket,
                 ready_file,

@@ -117,7 +117,8 @@ impl KernelReport {
 }
 
 /// The mechanism per hook, given the hook groups where BPF LSM is in effect (`exec`,
-/// `file_write`, `file_names`, `connect`) and whether bpf_send_signal is allowed.
+/// `file_write`, `file_names`, `file_owner`, `connect`) and whether bpf_send_signal is
+/// allowed.
 pub fn hook_mechanisms(lsm: &[&str], send_signal: bool) -> Vec<HookMechanism> {
     let on = |what: &str| lsm.contains(&what);
     let kill_or_none = |kill: &str| {
@@ -151,34 +152,7 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool) -> Vec<HookMechanism> {
                 kill_or_none("kill right after exec (bpf_send_signal)"),
             )
         },
-        match (on("file_write"), on("file_names")) {
-            (true, true) => hook(
-                "file_write",
-                "lsm/file_open (opens), lsm/path_* (create, mkdir, rmdir, unlink, rename, link, symlink, truncate, chmod, chown), tracepoint/syscalls (records)",
-                "deny before the operation (-EPERM from the LSM hooks)".into(),
-            ),
-            (true, false) => hook(
-                "file_write",
-                "lsm/file_open (opens), tracepoint/syscalls (other write operations)",
-                format!(
-                    "deny opens (-EPERM from the LSM hook; an O_CREAT refused there has created the file); other operations: {}",
-                    kill_or_none("judged at the syscall's exit or by the daemon, killed after the fact")
-                ),
-            ),
-            (false, true) => hook(
-                "file_write",
-                "lsm/path_* (create, mkdir, rmdir, unlink, rename, link, symlink, truncate, chmod, chown), tracepoint/syscalls (opens, records)",
-                format!(
-                    "deny name operations and creates (-EPERM from the LSM hooks); write-opens of existing files: {}",
-                    kill_or_none("kill at the syscall's exit")
-                ),
-            ),
-            (false, false) => hook(
-                "file_write",
-                "tracepoint/syscalls",
-                kill_or_none("kill at the syscall's exit (the call has completed: O_CREAT created, O_TRUNC truncated)"),
-            ),
-        },
+        file_write_mechanism(on("file_write"), on("file_names"), on("file_owner"), &kill_or_none),
         hook(
             "connect",
             if on("connect") {
@@ -194,6 +168,69 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool) -> Vec<HookMechanism> {
             "deny (-EPERM before the datagram is sent)".into(),
         ),
     ]
+}
+
+/// The file_write row: file_open for opens, the path hooks for name-based operations
+/// (`names`: all but chown; `owner`: chown), the syscall's exit for what no hook covers.
+fn file_write_mechanism(opens: bool, names: bool, owner: bool, kill_or_none: &dyn Fn(&str) -> String) -> HookMechanism {
+    let mut path_ops = Vec::new();
+    if names {
+        path_ops.push("create, mkdir, rmdir, unlink, rename, link, symlink, truncate, chmod");
+    }
+    if owner {
+        path_ops.push("chown");
+    }
+    let path_ops = path_ops.join(", ");
+    // What no LSM hook covers is judged at the syscall's exit.
+    let mut after: Vec<&str> = Vec::new();
+    if !opens {
+        after.push(if names {
+            "write-opens of existing files"
+        } else {
+            "opens"
+        });
+    }
+    if !names {
+        after.push("name-based operations");
+    }
+    if names && !owner {
+        after.push("chown");
+    }
+    let mut mechanism = Vec::new();
+    if opens {
+        mechanism.push("lsm/file_open (opens)".to_string());
+    }
+    if !path_ops.is_empty() {
+        mechanism.push(format!("lsm/path_* ({path_ops})"));
+    }
+    mechanism.push(if after.is_empty() {
+        "tracepoint/syscalls (records)".to_string()
+    } else if mechanism.is_empty() {
+        "tracepoint/syscalls".to_string()
+    } else {
+        format!("tracepoint/syscalls ({}; records)", after.join(", "))
+    });
+    let enforcement = match (opens || names, after.is_empty()) {
+        (true, true) => "deny before the operation (-EPERM from the LSM hooks)".to_string(),
+        (true, false) => format!(
+            "deny before the operation (-EPERM from the LSM hooks){}; {}: {}",
+            if opens && !names {
+                " (an O_CREAT refused by file_open has created the file)"
+            } else {
+                ""
+            },
+            after.join(", "),
+            kill_or_none("judged at the syscall's exit, killed after the fact")
+        ),
+        (false, _) => {
+            kill_or_none("kill at the syscall's exit (the call has completed: O_CREAT created, O_TRUNC truncated)")
+        }
+    };
+    HookMechanism {
+        hook: "file_write",
+        mechanism: mechanism.join(", "),
+        enforcement,
+    }
 }
 
 /// The kernel release (uname -r).
@@ -272,13 +309,17 @@ mod tests {
         }
     }
 
+    fn without_lsm_files() -> Vec<HookMechanism> {
+        hook_mechanisms(&["exec", "connect"], true)
+    }
+
     #[test]
     fn the_strongest_mechanism_per_hook() {
         let m = |hooks: &[HookMechanism], h: &str| -> (String, String) {
             let x = hooks.iter().find(|x| x.hook == h).expect(h);
             (x.mechanism.clone(), x.enforcement.clone())
         };
-        let with_lsm = hook_mechanisms(&["exec", "file_write", "file_names", "connect"], true);
+        let with_lsm = hook_mechanisms(&["exec", "file_write", "file_names", "file_owner", "connect"], true);
         assert!(m(&with_lsm, "exec").0.starts_with("lsm/bprm_check_security"));
         assert!(m(&with_lsm, "exec").1.starts_with("deny before exec"));
         assert!(m(&with_lsm, "file_write").0.starts_with("lsm/file_open"));
@@ -291,6 +332,24 @@ mod tests {
         let opens_only = hook_mechanisms(&["exec", "file_write", "connect"], true);
         assert!(!m(&opens_only, "file_write").0.contains("path_"));
         assert!(m(&opens_only, "file_write").1.contains("killed after the fact"));
+        assert!(m(&opens_only, "file_write").1.contains("O_CREAT refused by file_open"));
+        // Without path_chown (kernels before 6.0), chown alone is judged at the exit.
+        let no_owner = hook_mechanisms(&["exec", "file_write", "file_names", "connect"], true);
+        let (mech, enf) = m(&no_owner, "file_write");
+        assert!(
+            mech.contains("lsm/path_* (create,") && !mech.contains("chown)"),
+            "{mech}"
+        );
+        assert!(
+            enf.ends_with("chown: judged at the syscall's exit, killed after the fact"),
+            "{enf}"
+        );
+        // Path hooks without file_open: write-opens of existing files are judged at the exit.
+        let names_only = hook_mechanisms(&["file_names", "file_owner"], true);
+        assert!(m(&names_only, "file_write").1.contains("write-opens of existing files"));
+        let (mech, enf) = m(&without_lsm_files(), "file_write");
+        assert_eq!(mech, "tracepoint/syscalls");
+        assert!(enf.starts_with("kill at the syscall's exit"), "{enf}");
         assert_eq!(m(&with_lsm, "connect").0, "lsm/socket_connect");
         let without = hook_mechanisms(&[], true);
         assert_eq!(m(&without, "exec").0, "tracepoint/sched/sched_process_exec");

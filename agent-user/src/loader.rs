@@ -265,8 +265,10 @@ fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
 
 /// The BPF LSM hooks Tether uses, in groups used whole or not at all: (what the group
 /// observes, its hooks, the need bits of the fields they read). Every hook judges a path but
-/// socket_connect: without path resolution they could not say which file.
-const LSM_GROUPS: [(&str, &[&str], u32); 4] = [
+/// socket_connect: without path resolution they could not say which file. path_chown is a
+/// group of its own: kernels before 6.0 cannot attach BPF to a hook that takes a struct
+/// (kuid_t) by value, and the other path hooks stay without it.
+const LSM_GROUPS: [(&str, &[&str], u32); 5] = [
     ("exec", &["bprm_check_security"], need::LSM_EXEC | need::PATHS),
     ("file_write", &["file_open"], need::LSM_FILE | need::PATHS),
     (
@@ -281,10 +283,10 @@ const LSM_GROUPS: [(&str, &[&str], u32); 4] = [
             "path_symlink",
             "path_truncate",
             "path_chmod",
-            "path_chown",
         ],
         need::LSM_PATH | need::PATHS,
     ),
+    ("file_owner", &["path_chown"], need::LSM_PATH | need::PATHS),
     ("connect", &["socket_connect"], need::LSM_CONNECT),
 ];
 
@@ -321,8 +323,8 @@ fn attach_lsm(
     let mut detail = String::new();
     let mut active_checked = false;
     for (what, hooks, needs) in LSM_GROUPS {
-        if what == "file_names" && !path_hooks {
-            detail.push_str("file_names (path_*): not used (off; --lsm-path-hooks turns them on); ");
+        if matches!(what, "file_names" | "file_owner") && !path_hooks {
+            detail.push_str(&format!("{what}: not used (--no-lsm-path-hooks); "));
             continue;
         }
         if degraded & needs != 0 {

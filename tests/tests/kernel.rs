@@ -427,8 +427,12 @@ fn status_reports_probed_features_and_the_mechanism_of_each_hook() {
     if lsm_in_effect(&s) {
         assert!(hook("exec").starts_with("lsm/bprm_check_security"), "{s:#}");
         assert!(hook("file_write").starts_with("lsm/file_open"), "{s:#}");
-        // The path hooks are opt-in (--lsm-path-hooks): not attached by default.
-        assert!(!hook("file_write").contains("lsm/path_*"), "{s:#}");
+        // The path hooks are on by default where BPF LSM is (path_chown from 6.0).
+        assert!(hook("file_write").contains("lsm/path_* (create,"), "{s:#}");
+        assert!(
+            programs.contains("lsm/path_unlink") && programs.contains("lsm/path_rename"),
+            "path hooks not attached: {programs}"
+        );
         assert_eq!(hook("connect"), "lsm/socket_connect");
         for p in ["lsm/bprm_check_security", "lsm/file_open", "lsm/socket_connect"] {
             assert!(programs.contains(p), "{p} not attached: {programs}");

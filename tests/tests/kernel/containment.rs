@@ -53,15 +53,7 @@ fn run(mode: &str) -> (bool, Vec<String>, Vec<Value>, String, u16, u16) {
     std::fs::create_dir_all(dir.join("u1/.ssh")).unwrap();
     // A file outside the scope for the name-based operations to touch.
     std::fs::write(outside.join("victim"), "v").unwrap();
-    // The BPF LSM path hooks (opt-in) are asked for, except on 5.x kernels, whose verifier
-    // takes minutes over them under qemu/TCG.
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let want_path_hooks = !release.starts_with("5.");
-    let mut args = issuer.trust_arg();
-    if want_path_hooks {
-        args.push("--lsm-path-hooks".into());
-    }
-    let d = Daemon::start_with(Some(&policy(mode, &dir)), &args, &[]);
+    let d = Daemon::start_with(Some(&policy(mode, &dir)), &issuer.trust_arg(), &[]);
     // Where the BPF LSM path hooks are in effect, name-based operations (create, mkdir,
     // rename, symlink, chmod, unlink) are refused before they happen.
     let status = d.status();

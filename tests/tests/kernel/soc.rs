@@ -102,3 +102,150 @@ fn alerts_reach_the_webhook_and_a_sigkilled_daemon_resends_its_spool_on_restart(
     let (_events, log) = d2.stop();
     assert_eq!(violation_uids(&rx).len(), 10, "{log}");
 }
+
+/// Files with hostile names (a newline with a forged JSON object after it, quotes that try to
+/// close the field, ANSI escapes with a carriage return, invalid UTF-8) written by a tracked
+/// process out of its scope: in the audit file, over syslog and at the webhook (mutual TLS),
+/// every event stays one line, every name is data in its field, nothing is forged and no
+/// control byte goes out raw.
+#[test]
+fn hostile_file_names_stay_data_in_the_file_syslog_and_webhook_sinks() {
+    use serde_json::Value;
+    let pki = Pki::generate();
+    let (_k, keep) = test_dir();
+    let p = |name: &str| keep.join(name).display().to_string();
+    for (name, text) in [
+        ("ca.pem", &pki.ca_pem),
+        ("cert.pem", &pki.client_cert_pem),
+        ("key.pem", &pki.client_key_pem),
+    ] {
+        std::fs::write(keep.join(name), text).unwrap();
+    }
+    std::fs::write(keep.join("token"), "soc-token").unwrap();
+    let rx = Receiver::start_mutual(&pki, "soc-token");
+    let syslog = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    syslog.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let issuer = Issuer::new();
+    let mut args = issuer.trust_arg();
+    args.extend([
+        "--audit".into(),
+        "syslog".into(),
+        "--syslog".into(),
+        format!("udp://{}", syslog.local_addr().unwrap()),
+        "--alerts".into(),
+        "webhook".into(),
+        "--webhook".into(),
+        format!("https://127.0.0.1:{}/ingest", rx.port),
+        "--webhook-ca".into(),
+        p("ca.pem"),
+        "--webhook-cert".into(),
+        p("cert.pem"),
+        "--webhook-key".into(),
+        p("key.pem"),
+        "--webhook-token-file".into(),
+        p("token"),
+        "--spool-dir".into(),
+        p("spool"),
+        "--fold-window".into(),
+        "0s".into(),
+    ]);
+    let (_t, dir) = test_dir();
+    let (_o, outside) = test_dir();
+    // (bash $'...' text, the name as the events must carry it)
+    let names = [
+        (
+            r#"nl\n{"class_uid":2004,"forged":true}"#,
+            "nl\n{\"class_uid\":2004,\"forged\":true}".to_string(),
+        ),
+        (r#"quote"},"forged":{"x":""#, r#"quote"},"forged":{"x":""#.to_string()),
+        (r"ansi\x1b[31mred\x1b[0m\r", "ansi\u{1b}[31mred\u{1b}[0m\r".to_string()),
+        // Not UTF-8: carried with the replacement character (lossy, never raw).
+        (r"bad-\xff\xfe", "bad-\u{fffd}\u{fffd}".to_string()),
+    ];
+    let want: Vec<String> = names
+        .iter()
+        .map(|(_, n)| format!("{}/{n}", outside.display()))
+        .collect();
+    let script = names
+        .iter()
+        .map(|(b, _)| format!(": > {}/$'{b}'", outside.display()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let tok = issuer.token_file(&issuer.request(
+        "task-hostile",
+        &["agent"],
+        scope(&[&bash()], &[], &[&dir.display().to_string()]),
+    ));
+    let policy = "version: 1\nagents: []\nmode: observe\n";
+    let d = Daemon::start_with(Some(policy), &args, &[]);
+    let out = exec_with_token(&d, &tok, &dir, &script);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        4,
+        "observe mode: the files exist"
+    );
+
+    // Syslog: each datagram one line, no raw control byte, its JSON whole.
+    let mut syslog_paths = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let t = Instant::now();
+    while !want.iter().all(|w| syslog_paths.contains(w)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "syslog got {syslog_paths:?}, want {want:?}"
+        );
+        let Ok(n) = syslog.recv(&mut buf) else {
+            continue;
+        };
+        let msg = std::str::from_utf8(&buf[..n]).expect("syslog datagram is UTF-8");
+        assert!(
+            !msg.contains(['\n', '\r', '\u{1b}']),
+            "raw control byte in syslog: {msg:?}"
+        );
+        let json = &msg[msg.find(" {").expect("JSON message") + 1..];
+        let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("syslog JSON broken ({e}): {msg:?}"));
+        assert!(v.get("forged").is_none(), "{msg}");
+        if v["class_uid"] == 1001
+            && let Some(p) = v["file"]["path"].as_str()
+        {
+            syslog_paths.push(p.to_string());
+        }
+    }
+
+    // Webhook (mutual TLS): one scope-violation alert per name, the name in its field.
+    let attempted = || -> Vec<String> {
+        rx.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("webhook line broken ({e}): {l:?}")))
+            .filter(|v| v["class_uid"] == 2004)
+            .filter_map(|v| {
+                v["unmapped"]["tether"]["details"]["attempted"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    wait_until("the alerts at the webhook", || {
+        want.iter().all(|w| attempted().contains(w))
+    });
+    for l in rx.lines.lock().unwrap().iter() {
+        assert!(!l.contains(['\r', '\u{1b}']), "raw control byte at the webhook: {l:?}");
+        assert!(serde_json::from_str::<Value>(l).unwrap().get("forged").is_none(), "{l}");
+    }
+
+    // The audit file: every line JSON (stop() parses each), one event per name.
+    let text = std::fs::read_to_string(d.dir.path().join("audit.jsonl")).unwrap();
+    assert!(!text.contains(['\r', '\u{1b}']), "raw control byte in the audit file");
+    let (events, log) = d.stop();
+    assert!(events.iter().all(|e| e.get("forged").is_none()), "{log}");
+    for w in &want {
+        let n = events
+            .iter()
+            .filter(|e| e["class_uid"] == 1001 && e["file"]["path"] == w.as_str())
+            .count();
+        assert_eq!(n, 1, "write of {w:?} in the audit file; log:\n{log}");
+    }
+}
