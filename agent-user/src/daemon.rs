@@ -557,8 +557,13 @@ impl Daemon {
             self.folder.due(Instant::now())
         };
         for f in due {
-            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&f.line) else {
-                continue;
+            let mut v = match serde_json::from_str::<serde_json::Value>(&f.line) {
+                Ok(v) => v,
+                Err(e) => {
+                    // Our own line: cannot happen short of a bug, and never silently.
+                    error!("a held alert is not JSON ({e}); {} repeats not sent", f.repeats);
+                    continue;
+                }
             };
             // A new event (its own uid) standing for the held repeats.
             self.seq += 1;

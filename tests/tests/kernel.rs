@@ -605,7 +605,9 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
         dir.join("renamed.txt").display().to_string()
     );
     assert_eq!(rename["status_id"], 1);
-    assert_eq!(mechanism(rename), "tracepoint/syscalls");
+    // Judged by the BPF LSM path hook where BPF LSM is (on by default), recorded at the exit.
+    let rename_by = if lsm { "lsm/path_rename" } else { "tracepoint/syscalls" };
+    assert_eq!(mechanism(rename), rename_by);
     exactly_one(&mine, "unlink", |e| is_file(e, 4, &dir.join("renamed.txt")));
 
     let grandchild = exactly_one(&mine, "the setsid grandchild's connect", |e| {

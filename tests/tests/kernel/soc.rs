@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    Daemon,
+    Daemon, check_ocsf,
     credentials::{Issuer, bash, exec_with_token, scope},
     tcp_listener, test_dir,
 };
@@ -107,7 +107,8 @@ fn alerts_reach_the_webhook_and_a_sigkilled_daemon_resends_its_spool_on_restart(
 /// close the field, ANSI escapes with a carriage return, invalid UTF-8) written by a tracked
 /// process out of its scope: in the audit file, over syslog and at the webhook (mutual TLS),
 /// every event stays one line, every name is data in its field, nothing is forged and no
-/// control byte goes out raw.
+/// control byte goes out raw. Repeats of one violation are folded into one alert with a
+/// count, and every event written, folded alert included, passes its OCSF class's checks.
 #[test]
 fn hostile_file_names_stay_data_in_the_file_syslog_and_webhook_sinks() {
     use serde_json::Value;
@@ -147,7 +148,7 @@ fn hostile_file_names_stay_data_in_the_file_syslog_and_webhook_sinks() {
         "--spool-dir".into(),
         p("spool"),
         "--fold-window".into(),
-        "0s".into(),
+        "2s".into(),
     ]);
     let (_t, dir) = test_dir();
     let (_o, outside) = test_dir();
@@ -166,11 +167,14 @@ fn hostile_file_names_stay_data_in_the_file_syslog_and_webhook_sinks() {
         .iter()
         .map(|(_, n)| format!("{}/{n}", outside.display()))
         .collect();
-    let script = names
+    let mut script = names
         .iter()
         .map(|(b, _)| format!(": > {}/$'{b}'", outside.display()))
         .collect::<Vec<_>>()
         .join("; ");
+    // One more out-of-scope file, written three times: one alert at once, two folded.
+    let repeat = format!("{}/repeat", outside.display());
+    script.push_str(&format!("; for i in 1 2 3; do : > {repeat}; done"));
     let tok = issuer.token_file(&issuer.request(
         "task-hostile",
         &["agent"],
@@ -182,7 +186,7 @@ fn hostile_file_names_stay_data_in_the_file_syslog_and_webhook_sinks() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         std::fs::read_dir(&outside).unwrap().count(),
-        4,
+        5,
         "observe mode: the files exist"
     );
 
@@ -231,9 +235,23 @@ fn hostile_file_names_stay_data_in_the_file_syslog_and_webhook_sinks() {
     wait_until("the alerts at the webhook", || {
         want.iter().all(|w| attempted().contains(w))
     });
+    let folded = || -> Option<Value> {
+        rx.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["unmapped"]["tether"]["details"]["attempted"] == repeat.as_str() && v.get("count").is_some())
+    };
+    wait_until("the folded alert", || folded().is_some());
+    let f = folded().unwrap();
+    assert_eq!(f["count"], 2, "two repeats folded: {f:#}");
+    assert!(f["unmapped"]["tether"]["folded"].is_object(), "{f:#}");
     for l in rx.lines.lock().unwrap().iter() {
         assert!(!l.contains(['\r', '\u{1b}']), "raw control byte at the webhook: {l:?}");
-        assert!(serde_json::from_str::<Value>(l).unwrap().get("forged").is_none(), "{l}");
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert!(v.get("forged").is_none(), "{l}");
+        check_ocsf(&v);
     }
 
     // The audit file: every line JSON (stop() parses each), one event per name.
@@ -241,6 +259,9 @@ fn hostile_file_names_stay_data_in_the_file_syslog_and_webhook_sinks() {
     assert!(!text.contains(['\r', '\u{1b}']), "raw control byte in the audit file");
     let (events, log) = d.stop();
     assert!(events.iter().all(|e| e.get("forged").is_none()), "{log}");
+    for e in &events {
+        check_ocsf(e);
+    }
     for w in &want {
         let n = events
             .iter()
