@@ -51,6 +51,9 @@ pub const TOKEN_ENV: &str = "TETHER_TASK_TOKEN";
 const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// How often the kernel loss counters are checked.
 const COUNTERS_EVERY: Duration = Duration::from_secs(5);
+/// How often the rule files are read for changes (a ConfigMap update, an edit): a change
+/// reloads them as SIGHUP does.
+const RULES_POLL_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -116,8 +119,10 @@ struct Daemon {
     containment: ContainmentSpec,
     /// ... with the global mode switched at runtime (None: the files' mode).
     mode_override: Option<Mode>,
-    /// The rule files, for reloads (empty: the built-in default).
+    /// The rule files, for reloads (empty: the built-in default) ...
     policies: Vec<PathBuf>,
+    /// ... and what they held when last read (see [`rules_fingerprint`]).
+    rules_seen: Vec<u8>,
     /// Tasks whose `tether exec` was sent a Landlock plan (an EACCES there is Landlock's).
     landlocked: HashSet<u32>,
     /// Kills the daemon carried out, and kills that failed.
@@ -421,6 +426,17 @@ impl Daemon {
         }
         info!(mode = self.rules.mode.as_str(), guardrails = ?self.rules.guardrail_ids(), "rules reloaded (agent selectors and trust take effect at restart)");
         Ok(json!({"reloaded": true, "rules": self.rules_json()}))
+    }
+
+    /// Reloads the rule files if what they hold changed since they were last read. A file
+    /// refused at reload is not retried until it changes again.
+    fn reload_if_changed(&mut self) {
+        let now = rules_fingerprint(&self.policies);
+        if now != self.rules_seen {
+            self.rules_seen = now;
+            info!("rule files changed; reloading");
+            let _ = self.reload();
+        }
     }
 
     fn rules_json(&self) -> serde_json::Value {
@@ -993,6 +1009,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         containment,
         mode_override: None,
         policies: opts.policies.clone(),
+        rules_seen: rules_fingerprint(&opts.policies),
         landlocked: HashSet::new(),
         metrics,
         keys: keys.clone(),
@@ -1062,6 +1079,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
     refresh.tick().await;
     let mut fold = tokio::time::interval(Duration::from_secs(1));
+    let mut rules_poll = tokio::time::interval(RULES_POLL_EVERY);
     loop {
         tokio::select! {
             _ = drain.tick() => d.drain()?,
@@ -1072,7 +1090,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some((task, hosts)) = resolved_rx.recv() => d.resolved(task, hosts),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = sighup.recv() => { let _ = d.reload(); }
+            _ = sighup.recv() => {
+                d.rules_seen = rules_fingerprint(&d.policies);
+                let _ = d.reload();
+            }
+            _ = rules_poll.tick() => d.reload_if_changed(),
         }
     }
     d.drain()?;
@@ -1089,4 +1111,48 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "stopping; all probes detached"
     );
     Ok(())
+}
+
+/// What the rule files hold, each with its path and its length (a file that cannot be read
+/// counts by its error), for noticing a change: a ConfigMap update swaps the file behind
+/// its path, an edit rewrites it.
+fn rules_fingerprint(paths: &[PathBuf]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.extend_from_slice(p.as_os_str().as_encoded_bytes());
+        out.push(0);
+        match std::fs::read(p) {
+            Ok(bytes) => {
+                out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                out.extend_from_slice(&bytes);
+            }
+            Err(e) => out.extend_from_slice(format!("unreadable: {e}").as_bytes()),
+        }
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rules_fingerprint;
+
+    #[test]
+    fn the_rules_fingerprint_changes_with_content_and_readability_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+        std::fs::write(&a, "mode: observe\n").unwrap();
+        std::fs::write(&b, "x").unwrap();
+        let paths = [a.clone(), b.clone()];
+        let first = rules_fingerprint(&paths);
+        assert_eq!(first, rules_fingerprint(&paths), "same content, same print");
+        // A ConfigMap update: the new file is swapped in behind the same path.
+        std::fs::write(dir.path().join("new"), "mode: enforce\n").unwrap();
+        std::fs::rename(dir.path().join("new"), &a).unwrap();
+        let second = rules_fingerprint(&paths);
+        assert_ne!(first, second);
+        std::fs::remove_file(&b).unwrap();
+        assert_ne!(second, rules_fingerprint(&paths), "a file gone is a change");
+        assert!(rules_fingerprint(&[]).is_empty());
+    }
 }

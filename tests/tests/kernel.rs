@@ -54,12 +54,35 @@ impl Daemon {
 
     /// Starts the daemon with extra `tether run` arguments and environment.
     fn start_with(policy: Option<&str>, args: &[String], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_capped(None, policy, args, env)
+    }
+
+    /// Starts the daemon as [`Daemon::start_with`] does; with `bounding`, as root with only
+    /// those capabilities (every other one dropped from the bounding set before the exec).
+    fn start_capped(bounding: Option<u64>, policy: Option<&str>, args: &[String], env: &[(&str, &str)]) -> Daemon {
         assert!(
             nix::unistd::geteuid().is_root(),
             "kernel tests need root: run them with `cargo xtask test` as root"
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(tether_bin());
+        if let Some(keep) = bounding {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only prctl between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for cap in 0..64u64 {
+                        if keep & (1 << cap) == 0
+                            && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                })
+            };
+        }
         cmd.arg("run")
             .arg("--socket")
             .arg(dir.path().join("api.sock"))
@@ -346,6 +369,29 @@ fn check_ocsf(e: &Value) {
     );
 }
 
+/// The capability mask the DaemonSet grants (deploy/kubernetes/base/daemonset.yaml, compiled
+/// in: the VM tier has no checkout).
+fn daemonset_capabilities() -> u64 {
+    let ds: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(include_str!("../../deploy/kubernetes/base/daemonset.yaml")).unwrap();
+    let add = &ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"];
+    add.as_sequence()
+        .expect("capabilities.add")
+        .iter()
+        .map(|c| match c.as_str().unwrap() {
+            "DAC_READ_SEARCH" => 2,
+            "KILL" => 5,
+            "NET_ADMIN" => 12,
+            "SYS_PTRACE" => 19,
+            "SYS_ADMIN" => 21,
+            "SYS_RESOURCE" => 24,
+            "PERFMON" => 38,
+            "BPF" => 39,
+            other => panic!("capability {other}: add its number here"),
+        })
+        .fold(0u64, |m, n| m | (1 << n))
+}
+
 /// Is BPF LSM in effect for this daemon? In the VM tier (TETHER_EXPECT_LSM=1) it must be.
 fn lsm_in_effect(status: &Value) -> bool {
     let lsm = status["features"]["bpf_lsm"]["available"]
@@ -361,7 +407,21 @@ fn lsm_in_effect(status: &Value) -> bool {
 fn status_reports_probed_features_and_the_mechanism_of_each_hook() {
     // A free loopback port for the metrics endpoint.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let d = Daemon::start_with(None, &["--metrics".into(), format!("127.0.0.1:{port}")], &[]);
+    // With exactly the capabilities the DaemonSet grants: everything below holds with them.
+    let caps = daemonset_capabilities();
+    let d = Daemon::start_capped(
+        Some(caps),
+        None,
+        &["--metrics".into(), format!("127.0.0.1:{port}")],
+        &[],
+    );
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let eff = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .expect("CapEff");
+    assert_eq!(eff, caps, "the daemon runs with the DaemonSet's capabilities only");
     let s = d.status();
     let get = |path: &str| -> String {
         use std::io::{Read, Write};

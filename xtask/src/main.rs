@@ -1,16 +1,20 @@
 //! `cargo xtask`: machine setup, build, run and tests for Tether.
 //!
 //!   cargo xtask setup            install what is missing (idempotent; seconds when done)
-//!   cargo xtask build            setup + build the daemon with its BPF programs
+//!   cargo xtask build [--release]  the toolchain part of setup + build the daemon with its BPF
+//!                                programs (target/debug or target/release/tether)
 //!   cargo xtask run [-- ARGS]    setup + build + `tether run ARGS` (root)
 //!   cargo xtask test             setup + every test (root): pure tests, the kernel suite on this
 //!                                machine's kernel, then the kernel suite in qemu on each kernel of
 //!                                the VM matrix
-//!   cargo xtask test --host      pure tests and the kernel suite on this kernel only
+//!   cargo xtask test --host      pure tests, the deploy/ checks and the kernel suite on this kernel only
+//!   cargo xtask check-deploy     the deploy/ checks: manifests rendered, schema-validated and
+//!                                linted, the Dockerfile linted, the systemd unit verified
 //!   cargo xtask test --vm [--kernel K]...   the kernel suite in the VM matrix only (or kernel K)
 //!   cargo xtask vm-kernels [--refresh]      fetch (or re-fetch the newest) matrix kernels into the cache
 //!
 //! Arguments after `--` in `test` go to the kernel test binary (a test name filter, say).
+mod deploy;
 mod vm;
 
 use std::{
@@ -49,12 +53,17 @@ fn run() -> anyhow::Result<()> {
     match cmd {
         "setup" => setup(),
         "build" => {
-            setup()?;
-            build()
+            setup_toolchain()?;
+            build(rest.iter().any(|a| a == "--release"))
+        }
+        "check-deploy" => {
+            setup_toolchain()?;
+            build(false)?;
+            deploy::check_all(&root().join("target/debug/tether"))
         }
         "run" => {
             setup()?;
-            build()?;
+            build(false)?;
             require_root("tether run")?;
             let bin = root().join("target/debug/tether");
             let mut c = Command::new(bin);
@@ -76,7 +85,7 @@ fn run() -> anyhow::Result<()> {
         }
         _ => {
             println!(
-                "usage: cargo xtask <setup | build | run [-- ARGS] | test [--host | --vm [--kernel K]...] [-- FILTER] | vm-kernels [--refresh]>"
+                "usage: cargo xtask <setup | build [--release] | check-deploy | run [-- ARGS] | test [--host | --vm [--kernel K]...] [-- FILTER] | vm-kernels [--refresh]>"
             );
             Ok(())
         }
@@ -163,6 +172,32 @@ pub(crate) fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
 /// Installs what is missing, in order; each step checks first, so a second run is fast.
 fn setup() -> anyhow::Result<()> {
     let t = Instant::now();
+    setup_toolchain()?;
+    // 3. Debian packages (only when missing, and only as root).
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !ok(Command::new("dpkg").args(["-s", p])))
+        .collect();
+    if !missing.is_empty() {
+        require_root("installing Debian packages")?;
+        eprintln!("setup: apt-get install {}", missing.join(" "));
+        run_cmd(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    // 4. The deploy/ checkers (Python, pinned, in a virtualenv).
+    deploy::setup()?;
+    eprintln!("setup: ready ({:.1}s)", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// What building needs: the dated nightly and bpf-linker (a container build needs no more).
+fn setup_toolchain() -> anyhow::Result<()> {
     // 1. The dated nightly with rust-src (for -Z build-std=core on the BPF target).
     let sysroot = stdout_of(
         Command::new("rustc")
@@ -240,25 +275,6 @@ fn setup() -> anyhow::Result<()> {
                 .env_remove("CARGO_TARGET_DIR"),
         )?;
     }
-
-    // 3. Debian packages (only when missing, and only as root).
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !ok(Command::new("dpkg").args(["-s", p])))
-        .collect();
-    if !missing.is_empty() {
-        require_root("installing Debian packages")?;
-        eprintln!("setup: apt-get install {}", missing.join(" "));
-        run_cmd(Command::new("apt-get").arg("update").arg("-qq"))?;
-        run_cmd(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-    }
-    eprintln!("setup: ready ({:.1}s)", t.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -268,8 +284,13 @@ fn cargo() -> Command {
     c
 }
 
-fn build() -> anyhow::Result<()> {
-    run_cmd(cargo().args(["build", "-p", "agent-user"]))
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args(["build", "-p", "agent-user"]);
+    if release {
+        c.arg("--release");
+    }
+    run_cmd(&mut c)
 }
 
 fn test(args: &TestArgs) -> anyhow::Result<()> {
@@ -284,6 +305,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
             "--exclude",
             "tether-integration",
         ]))?;
+        deploy::check_all(&root().join("target/debug/tether"))?;
         require_root("the kernel integration tests")?;
         let t = Instant::now();
         run_cmd(

@@ -420,6 +420,17 @@ fn an_expired_credential_is_killed_at_its_next_action() {
 
 #[test]
 fn mode_switches_and_reloads_apply_at_runtime_and_a_bad_file_keeps_the_rules() {
+    let wait_log = |d: &Daemon, what: &str, n: usize| {
+        let t = std::time::Instant::now();
+        while d.log().matches(what).count() < n {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "no {what:?} (x{n}):\n{}",
+                d.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
     let issuer = Issuer::new();
     let (_t, dir) = test_dir();
     let (_l, port) = tcp_listener("127.0.0.1:0");
@@ -436,7 +447,7 @@ fn mode_switches_and_reloads_apply_at_runtime_and_a_bad_file_keeps_the_rules() {
     ));
     // One long-lived task, tracked across every change: it connects whenever asked.
     let script = format!(
-        "cd \"$DIR\"; for i in 1 2 3 4; do \
+        "cd \"$DIR\"; for i in 1 2 3 4 5; do \
            while [ ! -e go$i ]; do sleep 0.05; done; \
            (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && : > ok$i; : > done$i; \
          done"
@@ -484,29 +495,30 @@ fn mode_switches_and_reloads_apply_at_runtime_and_a_bad_file_keeps_the_rules() {
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
-    let t = std::time::Instant::now();
-    while !d.log().contains("rules reloaded") {
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(20),
-            "no reload:\n{}",
-            d.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_log(&d, "rules reloaded", 1);
     assert!(step(4), "observe again after the reload");
+    // An edit alone (as a ConfigMap update): the daemon notices the change and reloads.
+    let path = d.policy_path();
+    let before = |what: &str| d.log().matches(what).count();
+    let (changed, reloaded) = (before("rule files changed; reloading"), before("rules reloaded"));
+    std::fs::write(path.with_extension("new"), policy("enforce", port)).unwrap();
+    std::fs::rename(path.with_extension("new"), &path).unwrap();
+    wait_log(&d, "rule files changed; reloading", changed + 1);
+    wait_log(&d, "rules reloaded", reloaded + 1);
+    assert!(!step(5), "enforce after the file changed, with no signal");
     assert!(child.wait().unwrap().success(), "the task lived through every change");
     let (events, log) = d.stop();
     let e = net_events(&events, port);
     assert_eq!(
         e.len(),
-        4,
+        5,
         "one event per connect, the task tracked throughout: {e:#?}\n{log}"
     );
     let denied: Vec<bool> = e
         .iter()
         .map(|e| e["unmapped"]["tether"]["outcome"]["denied"] == true)
         .collect();
-    assert_eq!(denied, [false, true, true, false], "{e:#?}");
+    assert_eq!(denied, [false, true, true, false, true], "{e:#?}");
     for ev in &e {
         assert_eq!(ev["unmapped"]["tether"]["task"]["jti"], "task-modes");
     }
