@@ -72,6 +72,8 @@ pub enum Command {
         /// once the probes are attached and the rules compiled), e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        kube: crate::pods::KubeArgs,
     },
     /// Run CMD as a tracked agent: register this process with the daemon (with --token: bind
     /// the task credential to it, and wait for the daemon's verdict), then exec CMD (same pid).
@@ -247,6 +249,7 @@ pub fn main() -> ExitCode {
             max_delegation_depth,
             ready_file,
             metrics,
+            kube,
         } => {
             init_logging();
             let opts = daemon::RunOptions {
@@ -260,6 +263,7 @@ pub fn main() -> ExitCode {
                 ca_bundle,
                 max_chain: max_delegation_depth,
                 metrics,
+                kube,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -73,6 +73,8 @@ pub struct RunOptions {
     pub max_chain: usize,
     /// Where to serve Prometheus metrics and health.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Node name and the Kubernetes API for pod identity.
+    pub kube: crate::pods::KubeArgs,
 }
 
 fn now_ns(clock: ClockId) -> i128 {
@@ -81,11 +83,8 @@ fn now_ns(clock: ClockId) -> i128 {
         .unwrap_or(0)
 }
 
-fn context(ticks_per_sec: u64) -> ocsf::Context {
+fn context(ticks_per_sec: u64, hostname: String) -> ocsf::Context {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let hostname = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let realtime = now_ns(ClockId::CLOCK_REALTIME);
     ocsf::Context {
         hostname,
@@ -132,6 +131,18 @@ struct Daemon {
     max_chain: usize,
     /// Host-name resolutions for a task's scope, from spawned resolver tasks.
     resolved_tx: mpsc::UnboundedSender<(u32, credentials::Resolved)>,
+    /// The agent selectors, compiled (for adopting processes of newly selected pods).
+    selectors: CompiledSelectors,
+    /// Pod identity: cgroup ids to container and pod, the node's pods (None: no Kubernetes
+    /// API), the pod selectors' cgroups.
+    resolver: crate::pods::CgroupResolver,
+    pods: Option<crate::pods::kube::SharedPods>,
+    kube_stats: Option<Arc<crate::pods::kube::KubeStats>>,
+    kube_server: Option<String>,
+    pod_selection: crate::pods::selection::PodSelection,
+    /// cgroup id -> the pod selectors' bits written for it (merged with the rule files').
+    pod_masks: std::collections::BTreeMap<u64, u64>,
+    cgroup_root: PathBuf,
 }
 
 /// Why a bind was refused, as an alert kind.
@@ -513,6 +524,8 @@ impl Daemon {
             };
             ocsf::finding(&self.ctx, self.seq + 1, &f)
         };
+        let mut v = v;
+        self.enrich(&mut v, proc_info.as_ref().map(|p| p.cgroup_id));
         self.seq += 1;
         self.emit(Stream::Alerts, &v.to_string(), None);
     }
@@ -557,7 +570,8 @@ impl Daemon {
             time_ns: None,
             severity_id: 4,
         };
-        let v = ocsf::finding(&self.ctx, self.seq + 1, &f);
+        let mut v = ocsf::finding(&self.ctx, self.seq + 1, &f);
+        self.enrich(&mut v, None);
         self.seq += 1;
         // Sent as is: a loss alert that cost more room is counted in the metrics only.
         if let Err(e) = self.out.send(Stream::Alerts, &v.to_string()) {
@@ -621,6 +635,8 @@ impl Daemon {
             "decode_errors": self.metrics.decode_errors.get(),
             "kernel_counters": counters,
             "tasks": self.tasks.all().count(),
+            "node": self.ctx.hostname,
+            "kubernetes": self.kube_status(),
             "trusted_issuers": self.trust.iter().map(|t| {
                 let keys = self.keys.read().ok().and_then(|k| k.by_issuer.get(&t.issuer).map(|r| match r {
                     Ok(set) => json!({"keys": set.keys.len()}),
@@ -635,13 +651,111 @@ impl Daemon {
         })
     }
 
-    /// Adopts running processes that match the selectors, with their descendants.
-    fn adopt(&mut self, selectors: &CompiledSelectors) {
+    fn kube_status(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let lookups_failed = self.resolver.failures.load(Relaxed);
+        match (&self.pods, &self.kube_stats) {
+            (Some(pods), Some(st)) => {
+                let cache = pods.read().expect("pod cache lock");
+                json!({
+                    "state": if cache.synced() { "watching" } else { "listing" },
+                    "server": self.kube_server,
+                    "pods": cache.len(),
+                    "lists": st.lists.load(Relaxed),
+                    "watch_events": st.watch_events.load(Relaxed),
+                    "errors": st.errors.load(Relaxed),
+                    "decode_errors": st.decode_errors.load(Relaxed),
+                    "pod_cgroups_selected": self.pod_masks.len(),
+                    "pods_waiting_for_cgroup": self.pod_selection.pending(),
+                    "cgroup_lookups_failed": lookups_failed,
+                })
+            }
+            _ => json!({
+                "state": "off",
+                "why": "not in a cluster (no KUBERNETES_SERVICE_HOST) and no --kube-api, or --no-kubernetes: events carry container ids and pod UIDs from cgroup paths, without pod names or labels",
+                "cgroup_lookups_failed": lookups_failed,
+            }),
+        }
+    }
+
+    /// The node, container and pod of a process in cgroup `cgroup_id`, into an event's
+    /// `unmapped.tether` (every event names the node; container and pod when it has them).
+    fn enrich(&mut self, v: &mut serde_json::Value, cgroup_id: Option<u64>) {
+        let fields = self.identity_of(cgroup_id);
+        put_identity(v, &fields);
+    }
+
+    fn identity_of(&mut self, cgroup_id: Option<u64>) -> std::collections::BTreeMap<&'static str, serde_json::Value> {
+        let mut out = match cgroup_id.filter(|id| *id != 0) {
+            Some(id) => {
+                let ident = self.resolver.identity(id);
+                crate::pods::identity_json(&ident, self.pods.as_ref())
+            }
+            None => Default::default(),
+        };
+        out.insert("node", json!(self.ctx.hostname));
+        out
+    }
+
+    /// A process `c` as the selectors see it: with its pod, when the node's pods are known.
+    fn with_pod(&self, c: &crate::selectors::Candidate) -> crate::selectors::Candidate {
+        let mut c = c.clone();
+        if let (Some(pods), Some(path)) = (&self.pods, &c.cgroup)
+            && let Some(uid) = crate::pods::cgroup_path::parse(path).pod_uid
+        {
+            c.pod = pods.read().expect("pod cache lock").get_live(&uid);
+        }
+        c
+    }
+
+    /// A pod changed: the pod selectors' cgroups in the kernel follow, and the running
+    /// processes of a newly selected pod are adopted.
+    fn pod_changed(&mut self, change: Option<crate::pods::kube::PodChange>) {
+        if self.pod_selection.is_empty() {
+            return;
+        }
+        let root = self.cgroup_root.clone();
+        let find = |uid: &str| crate::pods::find_pod_cgroup(&root, uid);
+        let (updates, selected) = match &change {
+            Some(c) => self.pod_selection.apply(c, find),
+            None => self.pod_selection.retry(find),
+        };
+        for (cg, mask) in updates {
+            let value = self.probes.static_cgroups.get(&cg).copied().unwrap_or(0) | mask;
+            let res = if value == 0 {
+                self.probes.select_cgroup.remove(&cg)
+            } else {
+                self.probes.select_cgroup.insert(cg, value, 0)
+            };
+            match res {
+                Ok(()) => {
+                    if mask == 0 {
+                        self.pod_masks.remove(&cg);
+                    } else {
+                        self.pod_masks.insert(cg, mask);
+                    }
+                }
+                Err(e) => error!(cgroup = cg, "updating the cgroup selector map for a pod: {e}"),
+            }
+        }
+        for pod in selected {
+            info!(namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid, "pod selected by an agent selector");
+            let uid = pod.uid.clone();
+            let selectors = self.selectors.clone();
+            self.adopt(|d, c| {
+                let c = d.with_pod(c);
+                c.pod.as_ref().is_some_and(|p| p.uid == uid) && selectors.matching(&c).is_some()
+            });
+        }
+    }
+
+    /// Adopts running processes `select` picks, with their descendants.
+    fn adopt(&mut self, select: impl Fn(&Self, &crate::selectors::Candidate) -> bool) {
         // Twice: a child forked by an adopted process between the scan and its insertion is
         // caught by the second pass (after insertion the kernel tracks new children itself).
         for _ in 0..2 {
             let running = procscan::running();
-            let pids = procscan::select_for_adoption(&running, |c| selectors.matching(c).is_some(), std::process::id());
+            let pids = procscan::select_for_adoption(&running, |c| select(self, c), std::process::id());
             let ppid_of: std::collections::HashMap<u32, u32> = running.iter().map(|r| (r.pid, r.ppid)).collect();
             for pid in pids {
                 if self.table.live_key(pid).is_some() {
@@ -769,6 +883,7 @@ impl Daemon {
             act,
             daemon_killed,
         );
+        let identity = self.identity_of(Some(a.cgroup_id));
         // The audit event and the finding: built while the task is borrowed, written after.
         let lines = {
             let task = self.task_view(a.task, Some(a.task_expired));
@@ -796,6 +911,7 @@ impl Daemon {
             };
             self.metrics.event(&class, result);
             audit["unmapped"]["tether"]["outcome"] = json!(outcome);
+            put_identity(&mut audit, &identity);
             audit["unmapped"]["tether"]["kernel_verdict"] = json!(kv);
             let fold_key = decision
                 .as_ref()
@@ -832,6 +948,10 @@ impl Daemon {
                         severity_id: d.severity.ocsf_id(),
                     },
                 )
+            });
+            let finding = finding.map(|mut f| {
+                put_identity(&mut f, &identity);
+                f
             });
             let mut lines = vec![(Stream::Audit, audit.to_string(), None)];
             // Repeats of one violation (same task, rule and target) fold into one alert.
@@ -965,6 +1085,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     for s in &selectors {
         info!(id = %s.id, exe = ?s.exe, comm = ?s.comm, uid = ?s.uid, cgroup = ?s.cgroup, "agent selector");
     }
+    let (node, kube) = opts.kube.resolve()?;
+    if kube.is_none()
+        && let Some(s) = selectors.iter().find(|s| s.by_pod())
+    {
+        anyhow::bail!(
+            "agent selector {:?} selects by namespace or pod_labels, but pod identity is off (not in a cluster: give --kube-api, --kube-ca and --kube-token-file)",
+            s.id
+        );
+    }
     let metrics = crate::metrics::Metrics::new();
     let (out, webhook) = Delivery::open(&opts.delivery, metrics.clone())?;
     let selectors = loader::compile_selectors(&selectors)?;
@@ -998,7 +1127,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         table: ProcessTable::new(ticks_per_sec),
         out,
         folder: Folder::new(opts.delivery.fold_window),
-        ctx: context(ticks_per_sec),
+        ctx: context(ticks_per_sec, node),
         decoded: 0,
         seq: 0,
         last_counters: [0; counter::COUNT as usize],
@@ -1016,8 +1145,41 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         trust: trust.clone(),
         max_chain: opts.max_chain,
         resolved_tx,
+        pod_selection: crate::pods::selection::PodSelection::new(&selectors),
+        selectors,
+        resolver: crate::pods::CgroupResolver::open(),
+        pods: None,
+        kube_stats: None,
+        kube_server: None,
+        pod_masks: Default::default(),
+        cgroup_root: loader::cgroup2_root()?,
     };
-    d.adopt(&selectors);
+    let all = d.selectors.clone();
+    d.adopt(|d, c| all.matching(&d.with_pod(c)).is_some());
+    // The node's pods: listed, then watched, by a task of their own.
+    let (pod_tx, mut pod_rx) = mpsc::channel(1024);
+    if let Some(cfg) = kube {
+        let client = crate::pods::kube::client(&cfg)?;
+        let cache = crate::pods::kube::SharedPods::default();
+        let stats = Arc::new(crate::pods::kube::KubeStats::default());
+        info!(server = %cfg.server, node = %cfg.node, "watching this node's pods");
+        d.kube_server = Some(cfg.server.clone());
+        d.pods = Some(cache.clone());
+        d.kube_stats = Some(stats.clone());
+        tokio::spawn(
+            crate::pods::kube::Watcher {
+                cfg,
+                client,
+                cache,
+                changes: Some(pod_tx),
+                stats,
+                min_backoff: Duration::from_millis(500),
+            }
+            .run(),
+        );
+    } else {
+        drop(pod_tx);
+    }
     if let Some(task) = webhook {
         tokio::spawn(task);
     }
@@ -1080,6 +1242,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     refresh.tick().await;
     let mut fold = tokio::time::interval(Duration::from_secs(1));
     let mut rules_poll = tokio::time::interval(RULES_POLL_EVERY);
+    let mut pod_retry = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = drain.tick() => d.drain()?,
@@ -1088,6 +1251,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = refresh.tick() => d.refresh_tasks(),
             Some(call) = calls.recv() => d.call(call),
             Some((task, hosts)) = resolved_rx.recv() => d.resolved(task, hosts),
+            Some(change) = pod_rx.recv() => d.pod_changed(Some(change)),
+            _ = pod_retry.tick(), if d.pod_selection.pending() > 0 => d.pod_changed(None),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
@@ -1111,6 +1276,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "stopping; all probes detached"
     );
     Ok(())
+}
+
+/// Puts node, container and pod fields into an event's `unmapped.tether`.
+fn put_identity(v: &mut serde_json::Value, fields: &std::collections::BTreeMap<&'static str, serde_json::Value>) {
+    for (k, val) in fields {
+        v["unmapped"]["tether"][*k] = val.clone();
+    }
 }
 
 /// What the rule files hold, each with its path and its length (a file that cannot be read

@@ -87,6 +87,11 @@ pub struct Probes {
     pub events: RingBuf<MapData>,
     pub tracked: HashMap<MapData, u32, Tracked>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// cgroup id -> selector mask: the rule files' cgroups, and the cgroups of the pods that
+    /// pod selectors match (kept by the daemon as pods come and go).
+    pub select_cgroup: HashMap<MapData, u64, u64>,
+    /// The rule files' cgroup entries, which pod updates merge with.
+    pub static_cgroups: BTreeMap<u64, u64>,
     /// The containment rule maps.
     pub rules: KernelRules,
     pub attached: Attached,
@@ -634,11 +639,14 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
     let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
     let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
+    let select_cgroup = HashMap::try_from(take_map(&mut ebpf, "SELECT_CGROUP")?).map_err(map_err("SELECT_CGROUP"))?;
     Ok(Probes {
         _ebpf: ebpf,
         events,
         tracked,
         counters,
+        select_cgroup,
+        static_cgroups: kernel_selectors.cgroup.clone(),
         rules: kernel_rules,
         attached,
         report,

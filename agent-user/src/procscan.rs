@@ -96,6 +96,7 @@ pub fn running() -> Vec<Running> {
                     exe: exe_inode(pid),
                     uid: p.uid().ok(),
                     cgroup: selectors::cgroup_of(pid),
+                    pod: None,
                 },
             })
         })

@@ -35,6 +35,17 @@ pub struct Selector {
     /// cgroup v2 paths as /proc/PID/cgroup shows them (`/system.slice/agent.service`); a
     /// process in that cgroup or any cgroup below it matches.
     pub cgroup: BTreeSet<String>,
+    /// Kubernetes namespaces of the process's pod.
+    pub namespace: BTreeSet<String>,
+    /// Labels the process's pod must carry, each with this value.
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+impl Selector {
+    /// Does it select by pod (namespace or labels)?
+    pub fn by_pod(&self) -> bool {
+        !self.namespace.is_empty() || !self.pod_labels.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +83,34 @@ pub fn validate(s: &Selector) -> Result<(), String> {
     if id.trim().is_empty() {
         return Err("an agent selector has an empty id".into());
     }
-    if s.exe.is_empty() && s.comm.is_empty() && s.uid.is_empty() && s.cgroup.is_empty() {
+    if s.exe.is_empty() && s.comm.is_empty() && s.uid.is_empty() && s.cgroup.is_empty() && !s.by_pod() {
         return Err(format!(
-            "agent selector {id:?} selects nothing: give exe, comm, uid or cgroup"
+            "agent selector {id:?} selects nothing: give exe, comm, uid, cgroup, namespace or pod_labels"
         ));
+    }
+    if s.by_pod() && !s.cgroup.is_empty() {
+        return Err(format!(
+            "agent selector {id:?}: cgroup cannot be combined with namespace or pod_labels (both select by cgroup); use two selectors"
+        ));
+    }
+    for ns in &s.namespace {
+        if !is_dns_label(ns) {
+            return Err(format!(
+                "agent selector {id:?}: namespace {ns:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)"
+            ));
+        }
+    }
+    for (k, v) in &s.pod_labels {
+        if !is_label_key(k) {
+            return Err(format!(
+                "agent selector {id:?}: pod_labels key {k:?} is not a Kubernetes label key ([prefix/]name, name at most 63 of letters, digits, '-', '_', '.')"
+            ));
+        }
+        if !v.is_empty() && !is_label_name(v) {
+            return Err(format!(
+                "agent selector {id:?}: pod_labels value {v:?} of {k:?} is not a Kubernetes label value (at most 63 of letters, digits, '-', '_', '.', alphanumeric at both ends)"
+            ));
+        }
     }
     for exe in &s.exe {
         if !exe.starts_with('/') {
@@ -117,6 +152,32 @@ pub fn validate(s: &Selector) -> Result<(), String> {
     Ok(())
 }
 
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A label name (or value): at most 63 characters, alphanumeric at both ends.
+fn is_label_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name.
+fn is_label_key(k: &str) -> bool {
+    match k.split_once('/') {
+        Some((prefix, name)) => prefix.len() <= 253 && prefix.split('.').all(is_dns_label) && is_label_name(name),
+        None => is_label_name(k),
+    }
+}
+
 /// A selector resolved on this host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Compiled {
@@ -127,6 +188,10 @@ pub struct Compiled {
     pub uid: BTreeSet<u32>,
     /// cgroup path (normalized, no trailing '/') -> cgroup id.
     pub cgroup: BTreeMap<String, u64>,
+    /// Pod criteria, matched in userspace against the node's pods; the kernel matches them
+    /// through the cgroups of the matching pods, which the daemon keeps in the cgroup map.
+    pub namespace: BTreeSet<String>,
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// What is known of a process when matching it in userspace (adoption at start).
@@ -137,6 +202,8 @@ pub struct Candidate {
     pub uid: Option<u32>,
     /// Its cgroup v2 path (/proc/PID/cgroup, the `0::` line).
     pub cgroup: Option<String>,
+    /// Its pod, when it runs in one the daemon knows.
+    pub pod: Option<std::sync::Arc<crate::pods::kube::PodMeta>>,
 }
 
 impl Compiled {
@@ -149,6 +216,17 @@ impl Compiled {
                 || c.cgroup
                     .as_deref()
                     .is_some_and(|path| self.cgroup.keys().any(|sel| cgroup_within(path, sel))))
+            && (!self.by_pod() || c.pod.as_deref().is_some_and(|p| self.pod_matches(p)))
+    }
+
+    pub fn by_pod(&self) -> bool {
+        !self.namespace.is_empty() || !self.pod_labels.is_empty()
+    }
+
+    /// Does the pod meet this selector's pod criteria (namespace AND every label)?
+    pub fn pod_matches(&self, pod: &crate::pods::kube::PodMeta) -> bool {
+        (self.namespace.is_empty() || self.namespace.contains(&pod.namespace))
+            && self.pod_labels.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
     }
 }
 
@@ -226,7 +304,9 @@ impl CompiledSelectors {
                 (select::COMM, s.comm.is_empty()),
                 (select::EXE, s.exe.is_empty()),
                 (select::UID, s.uid.is_empty()),
-                (select::CGROUP, s.cgroup.is_empty()),
+                // A pod selector constrains the cgroup: the matching pods' cgroups, added at
+                // runtime (none until the pod watch reports one).
+                (select::CGROUP, s.cgroup.is_empty() && !s.by_pod()),
             ] {
                 if free {
                     k.free[kind] |= bit;
@@ -250,6 +330,8 @@ pub fn compile(selectors: &[Selector], cgroup_root: &Path) -> Result<CompiledSel
         let mut c = Compiled {
             id: id.clone(),
             comm: s.comm.clone(),
+            namespace: s.namespace.clone(),
+            pod_labels: s.pod_labels.clone(),
             ..Compiled::default()
         };
         for path in &s.exe {
@@ -334,6 +416,7 @@ mod tests {
             exe: None,
             uid: Some(uid),
             cgroup: Some(cg.into()),
+            pod: None,
         };
         assert!(s.matches(&c("node", 1001, "/agents.slice")));
         assert!(s.matches(&c("python3", 1001, "/agents.slice/run-1.scope")));
@@ -400,6 +483,7 @@ mod tests {
                 exe: None,
                 uid: Some(uid),
                 cgroup: Some(path.into()),
+                pod: None,
             };
             assert_eq!(
                 kernel_selects(comm, uid, cg),
@@ -465,5 +549,97 @@ mod tests {
             Some("/init.scope")
         );
         assert_eq!(parse_proc_cgroup("3:cpu:/x\n"), None);
+    }
+
+    #[test]
+    fn pod_selectors_match_namespace_and_every_label_and_constrain_the_cgroup() {
+        use crate::pods::kube::PodMeta;
+        let s = Compiled {
+            id: "agents".into(),
+            comm: ["python3".to_string()].into(),
+            namespace: ["agents".to_string(), "sandbox".to_string()].into(),
+            pod_labels: [("tether.dev/agent".to_string(), "true".to_string())].into(),
+            ..Compiled::default()
+        };
+        let pod = |ns: &str, labels: &[(&str, &str)]| {
+            Some(std::sync::Arc::new(PodMeta {
+                namespace: ns.into(),
+                name: "p".into(),
+                uid: "u".into(),
+                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            }))
+        };
+        let c = |comm: &str, pod| Candidate {
+            comm: comm.into(),
+            pod,
+            ..Candidate::default()
+        };
+        let labelled = [("tether.dev/agent", "true"), ("app", "x")];
+        assert!(s.matches(&c("python3", pod("sandbox", &labelled))));
+        assert!(!s.matches(&c("python3", pod("default", &labelled))), "namespace");
+        assert!(
+            !s.matches(&c("python3", pod("agents", &[("tether.dev/agent", "false")]))),
+            "label value"
+        );
+        assert!(!s.matches(&c("python3", pod("agents", &[]))), "label missing");
+        assert!(!s.matches(&c("bash", pod("agents", &labelled))), "comm still ANDed");
+        assert!(!s.matches(&c("python3", None)), "not in a known pod");
+        // In the kernel the selector is not free on the cgroup criterion: without a matching
+        // pod's cgroup in the map it selects nothing.
+        let k = CompiledSelectors { list: vec![s] }.kernel();
+        assert_eq!(k.free[select::CGROUP], 0);
+        assert!(k.cgroup.is_empty());
+    }
+
+    #[test]
+    fn pod_criteria_are_validated_with_the_offending_value() {
+        let base = Selector {
+            id: "p".into(),
+            ..Selector::default()
+        };
+        let with = |f: &dyn Fn(&mut Selector)| {
+            let mut s = base.clone();
+            f(&mut s);
+            validate(&s)
+        };
+        assert!(
+            with(&|s| {
+                s.namespace.insert("agents".into());
+            })
+            .is_ok()
+        );
+        assert!(
+            with(&|s| {
+                s.pod_labels.insert("app.kubernetes.io/name".into(), "coder".into());
+            })
+            .is_ok()
+        );
+        assert!(
+            with(&|s| {
+                s.pod_labels.insert("flag".into(), String::new());
+            })
+            .is_ok()
+        );
+        let err = with(&|s| {
+            s.namespace.insert("Agents_1".into());
+        })
+        .unwrap_err();
+        assert!(err.contains("\"Agents_1\" is not a Kubernetes namespace"), "{err}");
+        let err = with(&|s| {
+            s.pod_labels.insert("bad key!".into(), "v".into());
+        })
+        .unwrap_err();
+        assert!(err.contains("\"bad key!\""), "{err}");
+        let err = with(&|s| {
+            s.pod_labels.insert("k".into(), "-v".into());
+        })
+        .unwrap_err();
+        assert!(err.contains("value \"-v\""), "{err}");
+        let err = with(&|s| {
+            s.namespace.insert("agents".into());
+            s.cgroup.insert("/agents.slice".into());
+        })
+        .unwrap_err();
+        assert!(err.contains("cannot be combined"), "{err}");
     }
 }

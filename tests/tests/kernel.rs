@@ -15,6 +15,8 @@ use serde_json::Value;
 mod containment;
 #[path = "kernel/credentials.rs"]
 mod credentials;
+#[path = "kernel/pods.rs"]
+mod pods;
 #[path = "kernel/soc.rs"]
 mod soc;
 

@@ -86,6 +86,10 @@ struct AgentSelector {
     uid: Vec<UserRef>,
     #[serde(default)]
     cgroup: Vec<String>,
+    #[serde(default)]
+    namespace: Vec<String>,
+    #[serde(default)]
+    pod_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The agent selectors of all loaded rule files, in file order.
@@ -137,6 +141,8 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             comm: a.comm.into_iter().collect(),
             uid: a.uid.into_iter().collect(),
             cgroup: a.cgroup.into_iter().collect(),
+            namespace: a.namespace.into_iter().collect(),
+            pod_labels: a.pod_labels,
         };
         let at_line = |message: String| match line_of_id(text, &sel.id) {
             Some(line) => PolicyError::Syntax {

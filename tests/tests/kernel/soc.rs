@@ -10,7 +10,7 @@ use super::{
 };
 
 #[path = "../support/soc.rs"]
-mod receiver;
+pub(crate) mod receiver;
 use receiver::{Pki, Receiver};
 
 /// metadata.uid of the scope-violation alerts the receiver holds.

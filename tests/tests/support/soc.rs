@@ -50,6 +50,23 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A TLS acceptor with the server certificate (no client certificates asked).
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.cert.clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(self.key.clone().into()),
+            )
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
 /// An HTTPS receiver that records the NDJSON lines POSTed to it (only with the right bearer
 /// token) and answers 200; it can be stopped and started again on the same port. With mutual
 /// TLS it completes a handshake only with a client certificate its CA signed.

@@ -1,0 +1,551 @@
+//! The pods of this node, from the Kubernetes API: one list, then a watch from its
+//! resourceVersion, kept in a cache events are enriched from (never one API call per event).
+//! A watch that ends is resumed from the last version seen; a version the server no longer has
+//! (410 Gone) or any error makes it list again, after a backoff.
+//!
+//! In a cluster the API server, CA and service-account token come from the pod (the
+//! `KUBERNETES_SERVICE_HOST`/`_PORT` variables and
+//! /var/run/secrets/kubernetes.io/serviceaccount); the token file is re-read at every
+//! connection, since projected tokens rotate.
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+/// Where in-cluster pods find their service-account credentials.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// How to reach the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// `https://host:port`, no trailing slash.
+    pub server: String,
+    pub ca_file: PathBuf,
+    pub token_file: PathBuf,
+    /// This node's name: only its pods are listed.
+    pub node: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("Kubernetes API {url}: {why}")]
+    Config { url: String, why: String },
+    #[error("Kubernetes API: {0}")]
+    Client(String),
+    #[error("Kubernetes API {what}: {why}")]
+    Request { what: &'static str, why: String },
+    /// The resourceVersion is too old (HTTP or watch status 410): list again.
+    #[error("Kubernetes API: resourceVersion expired (410 Gone)")]
+    Gone,
+}
+
+impl ApiConfig {
+    /// The in-cluster configuration, or None outside a cluster (no KUBERNETES_SERVICE_HOST).
+    pub fn in_cluster(node: &str) -> Option<ApiConfig> {
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").ok()?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let dir = Path::new(SERVICE_ACCOUNT_DIR);
+        Some(ApiConfig {
+            server: format!("https://{host}:{port}"),
+            ca_file: dir.join("ca.crt"),
+            token_file: dir.join("token"),
+            node: node.to_string(),
+        })
+    }
+
+    /// Checks the configuration before the daemon starts: an https URL, a readable CA bundle
+    /// and token file, a node name.
+    pub fn validate(&self) -> Result<(), KubeError> {
+        let bad = |why: String| KubeError::Config {
+            url: self.server.clone(),
+            why,
+        };
+        if !self.server.starts_with("https://") {
+            return Err(bad("must be an https:// URL".into()));
+        }
+        if self.node.is_empty() {
+            return Err(bad(
+                "no node name: set TETHER_NODE_NAME (the DaemonSet passes spec.nodeName) or --node-name".into(),
+            ));
+        }
+        crate::tls::read_certs(&self.ca_file).map_err(|e| bad(format!("CA bundle {e}")))?;
+        read_token(&self.token_file).map_err(bad)?;
+        Ok(())
+    }
+
+    fn pods_url(&self) -> String {
+        format!(
+            "{}/api/v1/pods?fieldSelector={}",
+            self.server.trim_end_matches('/'),
+            encode(&format!("spec.nodeName={}", self.node))
+        )
+    }
+}
+
+fn read_token(path: &Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() || t.contains(char::is_whitespace) {
+        return Err(format!("token file {}: not a bearer token", path.display()));
+    }
+    Ok(t)
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What Tether keeps of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PodMeta {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The pods of this node by UID, shared with event enrichment. A deleted pod stays findable
+/// for [`DELETED_GRACE`]: events of its last moments are still in the ring buffer when the
+/// deletion arrives.
+#[derive(Debug, Default)]
+pub struct PodCache {
+    by_uid: HashMap<String, Arc<PodMeta>>,
+    deleted: HashMap<String, (Arc<PodMeta>, std::time::Instant)>,
+    /// The first list has completed.
+    synced: bool,
+}
+
+pub type SharedPods = Arc<RwLock<PodCache>>;
+
+/// How long a deleted pod still names the events of its processes.
+pub const DELETED_GRACE: Duration = Duration::from_secs(120);
+
+impl PodCache {
+    /// A cache holding these pods (tests, and tools that read recorded objects).
+    pub fn from_pods(pods: impl IntoIterator<Item = PodMeta>) -> PodCache {
+        PodCache {
+            by_uid: pods.into_iter().map(|p| (p.uid.clone(), Arc::new(p))).collect(),
+            deleted: HashMap::new(),
+            synced: true,
+        }
+    }
+    /// A pod of this node, or one deleted less than [`DELETED_GRACE`] ago.
+    pub fn get(&self, uid: &str) -> Option<Arc<PodMeta>> {
+        self.by_uid
+            .get(uid)
+            .or_else(|| self.deleted.get(uid).map(|(p, _)| p))
+            .cloned()
+    }
+    /// A live pod of this node.
+    pub fn get_live(&self, uid: &str) -> Option<Arc<PodMeta>> {
+        self.by_uid.get(uid).cloned()
+    }
+    fn remove(&mut self, uid: &str) -> Option<Arc<PodMeta>> {
+        let now = std::time::Instant::now();
+        self.deleted
+            .retain(|_, (_, at)| now.duration_since(*at) < DELETED_GRACE);
+        let p = self.by_uid.remove(uid)?;
+        self.deleted.insert(uid.to_string(), (p.clone(), now));
+        Some(p)
+    }
+    pub fn len(&self) -> usize {
+        self.by_uid.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_uid.is_empty()
+    }
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+    pub fn all(&self) -> Vec<Arc<PodMeta>> {
+        self.by_uid.values().cloned().collect()
+    }
+}
+
+/// A change to the cache, for whoever compiles pod selectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodChange {
+    Upsert(Arc<PodMeta>),
+    Removed(Arc<PodMeta>),
+}
+
+/// Counters for the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct KubeStats {
+    pub lists: AtomicU64,
+    pub watch_events: AtomicU64,
+    pub errors: AtomicU64,
+    /// Objects or watch lines that could not be decoded.
+    pub decode_errors: AtomicU64,
+}
+
+// The API's JSON, as far as Tether reads it.
+#[derive(serde::Deserialize)]
+struct List {
+    metadata: ListMeta,
+    items: Vec<Pod>,
+}
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListMeta {
+    resource_version: String,
+    #[serde(rename = "continue", default)]
+    cont: Option<String>,
+}
+#[derive(serde::Deserialize)]
+struct Pod {
+    metadata: ObjectMeta,
+}
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    resource_version: String,
+}
+#[derive(serde::Deserialize)]
+struct WatchEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    object: serde_json::Value,
+}
+
+impl Pod {
+    fn meta(self) -> Result<PodMeta, String> {
+        let m = self.metadata;
+        if m.uid.is_empty() || m.name.is_empty() || m.namespace.is_empty() {
+            return Err("a pod without uid, name or namespace".into());
+        }
+        Ok(PodMeta {
+            namespace: m.namespace,
+            name: m.name,
+            uid: m.uid,
+            labels: m.labels,
+        })
+    }
+}
+
+/// An HTTPS client that trusts only the cluster's CA.
+pub fn client(cfg: &ApiConfig) -> Result<reqwest::Client, KubeError> {
+    let roots = crate::tls::root_store(Some(&cfg.ca_file)).map_err(|e| KubeError::Config {
+        url: cfg.server.clone(),
+        why: format!("CA bundle {e}"),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| KubeError::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .https_only(true)
+        .connect_timeout(Duration::from_secs(10))
+        // A watch asks the server to end within WATCH_SECONDS; bookmarks come more often.
+        .read_timeout(Duration::from_secs(WATCH_SECONDS + 30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| KubeError::Client(e.to_string()))
+}
+
+const WATCH_SECONDS: u64 = 300;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The watcher: list, watch, repeat; never returns.
+pub struct Watcher {
+    pub cfg: ApiConfig,
+    pub client: reqwest::Client,
+    pub cache: SharedPods,
+    pub changes: Option<mpsc::Sender<PodChange>>,
+    pub stats: Arc<KubeStats>,
+    /// First retry delay (doubling up to 30 s).
+    pub min_backoff: Duration,
+}
+
+impl Watcher {
+    pub async fn run(self) {
+        let mut failures = 0u32;
+        loop {
+            let err = match self.list().await {
+                Ok(rv) => {
+                    failures = 0;
+                    self.watch_from(rv).await
+                }
+                Err(e) => e,
+            };
+            if !matches!(err, KubeError::Gone) {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                failures += 1;
+                let delay = self.min_backoff.saturating_mul(1 << failures.min(8)).min(MAX_BACKOFF);
+                tracing::warn!("{err}; listing the node's pods again in {delay:?}");
+                tokio::time::sleep(delay).await;
+            } else {
+                tracing::info!("{err}; listing the node's pods again");
+            }
+        }
+    }
+
+    async fn get(&self, what: &'static str, url: &str) -> Result<reqwest::Response, KubeError> {
+        let req_err = |why: String| KubeError::Request { what, why };
+        let token = read_token(&self.cfg.token_file).map_err(req_err)?;
+        let resp = self
+            .client
+            .get(url)
+            .bearer_auth(token)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| req_err(error_chain(&e)))?;
+        match resp.status().as_u16() {
+            200 => Ok(resp),
+            410 => Err(KubeError::Gone),
+            s => {
+                let body = resp.text().await.unwrap_or_default();
+                Err(req_err(format!(
+                    "HTTP {s}: {}",
+                    body.chars().take(300).collect::<String>()
+                )))
+            }
+        }
+    }
+
+    /// Lists the node's pods (following `continue`), replaces the cache, returns the list's
+    /// resourceVersion.
+    async fn list(&self) -> Result<String, KubeError> {
+        let base = self.cfg.pods_url();
+        let mut pods = HashMap::new();
+        let mut cont: Option<String> = None;
+        let rv = loop {
+            let url = match &cont {
+                Some(c) => format!("{base}&limit=500&continue={}", encode(c)),
+                None => format!("{base}&limit=500"),
+            };
+            let body = self
+                .get("list pods", &url)
+                .await?
+                .bytes()
+                .await
+                .map_err(|e| KubeError::Request {
+                    what: "list pods",
+                    why: error_chain(&e),
+                })?;
+            let list: List = serde_json::from_slice(&body).map_err(|e| {
+                self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                KubeError::Request {
+                    what: "list pods",
+                    why: format!("not a PodList: {e}"),
+                }
+            })?;
+            for pod in list.items {
+                match pod.meta() {
+                    Ok(m) => {
+                        pods.insert(m.uid.clone(), Arc::new(m));
+                    }
+                    Err(e) => {
+                        self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("list pods: {e}");
+                    }
+                }
+            }
+            match list.metadata.cont.filter(|c| !c.is_empty()) {
+                Some(c) => cont = Some(c),
+                None => break list.metadata.resource_version,
+            }
+        };
+        self.stats.lists.fetch_add(1, Ordering::Relaxed);
+        let (gone, changed) = {
+            let mut cache = self.cache.write().expect("pod cache lock");
+            let gone: Vec<_> = cache
+                .by_uid
+                .keys()
+                .filter(|u| !pods.contains_key(*u))
+                .cloned()
+                .collect();
+            let gone: Vec<_> = gone.iter().filter_map(|u| cache.remove(u)).collect();
+            let changed: Vec<_> = pods
+                .values()
+                .filter(|p| cache.by_uid.get(&p.uid) != Some(*p))
+                .cloned()
+                .collect();
+            for uid in pods.keys() {
+                cache.deleted.remove(uid);
+            }
+            cache.by_uid = pods;
+            cache.synced = true;
+            (gone, changed)
+        };
+        tracing::info!(node = %self.cfg.node, "listed the node's pods at resourceVersion {rv}");
+        for p in gone {
+            self.notify(PodChange::Removed(p)).await;
+        }
+        for p in changed {
+            self.notify(PodChange::Upsert(p)).await;
+        }
+        Ok(rv)
+    }
+
+    async fn notify(&self, change: PodChange) {
+        if let Some(tx) = &self.changes {
+            // Only fails when the daemon is shutting down.
+            let _ = tx.send(change).await;
+        }
+    }
+
+    /// Watches from `rv`, resuming after each server-side timeout; returns why it stopped.
+    async fn watch_from(&self, mut rv: String) -> KubeError {
+        loop {
+            let url = format!(
+                "{}&watch=true&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}&resourceVersion={}",
+                self.cfg.pods_url(),
+                encode(&rv)
+            );
+            let mut resp = match self.get("watch pods", &url).await {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+            let mut buf = Vec::new();
+            loop {
+                let chunk = match resp.chunk().await {
+                    Ok(Some(c)) => c,
+                    // The server ended the watch (timeoutSeconds): resume from `rv`.
+                    Ok(None) => break,
+                    Err(e) => {
+                        return KubeError::Request {
+                            what: "watch pods",
+                            why: error_chain(&e),
+                        };
+                    }
+                };
+                buf.extend_from_slice(&chunk);
+                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    if let Err(e) = self.apply(&line, &mut rv).await {
+                        return e;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one watch event line.
+    async fn apply(&self, line: &[u8], rv: &mut String) -> Result<(), KubeError> {
+        self.stats.watch_events.fetch_add(1, Ordering::Relaxed);
+        let decode = |why: String| {
+            self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            KubeError::Request {
+                what: "watch pods",
+                why,
+            }
+        };
+        let ev: WatchEvent = serde_json::from_slice(line).map_err(|e| decode(format!("not a watch event: {e}")))?;
+        if ev.kind == "ERROR" {
+            let code = ev.object["code"].as_u64().unwrap_or(0);
+            if code == 410 {
+                return Err(KubeError::Gone);
+            }
+            return Err(KubeError::Request {
+                what: "watch pods",
+                why: format!("status {code}: {}", ev.object["message"].as_str().unwrap_or("")),
+            });
+        }
+        let pod: Pod = serde_json::from_value(ev.object).map_err(|e| decode(format!("not a Pod: {e}")))?;
+        if !pod.metadata.resource_version.is_empty() {
+            rv.clone_from(&pod.metadata.resource_version);
+        }
+        if ev.kind == "BOOKMARK" {
+            return Ok(());
+        }
+        let meta = Arc::new(pod.meta().map_err(decode)?);
+        let change = {
+            let mut cache = self.cache.write().expect("pod cache lock");
+            match ev.kind.as_str() {
+                "ADDED" | "MODIFIED" => {
+                    cache.deleted.remove(&meta.uid);
+                    let old = cache.by_uid.insert(meta.uid.clone(), meta.clone());
+                    (old.as_ref() != Some(&meta)).then_some(PodChange::Upsert(meta))
+                }
+                "DELETED" => cache.remove(&meta.uid).map(PodChange::Removed),
+                other => return Err(decode(format!("unknown watch event type {other:?}"))),
+            }
+        };
+        if let Some(c) = change {
+            self.notify(c).await;
+        }
+        Ok(())
+    }
+}
+
+/// An error with its sources (reqwest hides the interesting part in them).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_url_selects_this_node() {
+        let cfg = ApiConfig {
+            server: "https://10.0.0.1:443".into(),
+            ca_file: "/ca".into(),
+            token_file: "/t".into(),
+            node: "node-a.example".into(),
+        };
+        assert_eq!(
+            cfg.pods_url(),
+            "https://10.0.0.1:443/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a.example"
+        );
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "abc\n").unwrap();
+        let mut cfg = ApiConfig {
+            server: "http://10.0.0.1".into(),
+            ca_file: dir.path().join("missing-ca.crt"),
+            token_file: token.clone(),
+            node: "n".into(),
+        };
+        assert!(cfg.validate().unwrap_err().to_string().contains("https://"));
+        cfg.server = "https://10.0.0.1".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("missing-ca.crt"));
+        cfg.node.clear();
+        assert!(cfg.validate().unwrap_err().to_string().contains("TETHER_NODE_NAME"));
+        std::fs::write(&token, "two words").unwrap();
+        assert!(read_token(&token).unwrap_err().contains("not a bearer token"));
+    }
+}

@@ -1,0 +1,225 @@
+//! Pod identity end to end: a pod cgroup named as the kubelet (systemd driver) and containerd
+//! name theirs, the pod served by a local HTTPS server speaking the Kubernetes API's list/watch
+//! protocol with recorded objects, and the real daemon selecting by pod label.
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use serde_json::Value;
+
+use super::{Daemon, actor, exactly_one, test_dir};
+
+#[path = "../support/kube_api.rs"]
+mod kube_api;
+use super::soc::receiver as pki;
+
+const LIST: &str = include_str!("../../fixtures/kubernetes/pods-list.json");
+const POD_UID: &str = "6a1f3c2e-8b7d-4e59-9c21-0f4b5a6d7e81";
+const CONTAINER: &str = "84ad0790d137467a41a21d7fb29b4973f68d4d00e67390454d587da8e5cc292b";
+
+/// `<cgroup2>/tether-test-kubepods-PID.slice/kubepods-burstable-pod<uid_>.slice/cri-containerd-<id>.scope`,
+/// removed (innermost first, once its processes are gone) on drop.
+struct PodCgroups(Vec<PathBuf>);
+
+impl PodCgroups {
+    fn create() -> PodCgroups {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .min_by_key(|p| p.as_os_str().len())
+            .expect("a cgroup2 mount");
+        let top = root.join(format!("tether-test-kubepods-{}.slice", std::process::id()));
+        let pod = top.join(format!("kubepods-burstable-pod{}.slice", POD_UID.replace('-', "_")));
+        let container = pod.join(format!("cri-containerd-{CONTAINER}.scope"));
+        for d in [&top, &pod, &container] {
+            std::fs::create_dir(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        }
+        PodCgroups(vec![container, pod, top])
+    }
+
+    fn procs(&self) -> String {
+        self.0[0].join("cgroup.procs").display().to_string()
+    }
+}
+
+impl Drop for PodCgroups {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let gone = (0..50).any(|_| {
+                std::fs::remove_dir(d).is_ok() || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    false
+                }
+            });
+            if !gone {
+                eprintln!("could not remove test cgroup {}", d.display());
+            }
+        }
+    }
+}
+
+fn wait_status(d: &Daemon, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..150 {
+        let s = d.status();
+        if cond(&s) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}: {:#}\nlog:\n{}", d.status(), d.log());
+}
+
+#[test]
+fn a_pod_label_selects_the_pods_processes_and_every_event_names_node_container_and_pod() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (_t, dir) = test_dir();
+    let cgroups = PodCgroups::create();
+    let pki = pki::Pki::generate();
+    let api = kube_api::KubeApi::start(pki.acceptor(), LIST, "sa-token");
+    std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
+    std::fs::write(dir.join("token"), "sa-token\n").unwrap();
+
+    // In the pod's container before the daemon starts: adopted once the pod is selected.
+    let early = Command::new("/bin/bash")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && while [ ! -e go ]; do sleep 0.05; done; echo early > early.txt",
+            cgroups.procs()
+        ))
+        .current_dir(&dir)
+        .spawn()
+        .unwrap();
+    let policy = "version: 1\nagents:\n  - id: labelled-agents\n    namespace: [agents]\n    pod_labels: {tether.dev/agent: \"true\"}\n";
+    let d = Daemon::start_with(
+        Some(policy),
+        &[
+            "--kube-api".into(),
+            api.url(),
+            "--kube-ca".into(),
+            dir.join("ca.crt").display().to_string(),
+            "--kube-token-file".into(),
+            dir.join("token").display().to_string(),
+            "--node-name".into(),
+            "node-a".into(),
+        ],
+        &[],
+    );
+    let s = wait_status(&d, "the pod's cgroup in the selector map", |s| {
+        s["kubernetes"]["pod_cgroups_selected"] == 1
+    });
+    assert_eq!(s["kubernetes"]["state"], "watching", "{s:#}");
+    assert_eq!(s["kubernetes"]["pods"], 2, "{s:#}");
+    assert_eq!(s["node"], "node-a");
+    std::fs::write(dir.join("go"), "").unwrap();
+    // Exec'd in the container: selected by the kernel at exec.
+    let st = Command::new("/bin/bash")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec /bin/sh -c 'echo in-pod > in-pod.txt'",
+            cgroups.procs()
+        ))
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The same outside the pod: not an agent.
+    assert!(
+        Command::new("/bin/bash")
+            .arg("-c")
+            .arg("exec /bin/sh -c 'echo outside > outside.txt'")
+            .current_dir(&dir)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let early_pid = early.id();
+    assert!(early.wait_with_output().unwrap().status.success());
+
+    // The pod is deleted: its cgroup leaves the selector map; a new exec there is not selected.
+    api.push([r#"{"type":"DELETED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"coding-agent-7d9c5b8f6-x2kq4","namespace":"agents","uid":"6a1f3c2e-8b7d-4e59-9c21-0f4b5a6d7e81","resourceVersion":"49000","labels":{"tether.dev/agent":"true"}}}}"#]);
+    wait_status(&d, "the deleted pod's cgroup out of the map", |s| {
+        s["kubernetes"]["pod_cgroups_selected"] == 0
+    });
+    let st = Command::new("/bin/bash")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec /bin/sh -c 'echo after > after-delete.txt'",
+            cgroups.procs()
+        ))
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, log) = d.stop();
+    let write = |name: &str| {
+        let path = dir.join(name);
+        events
+            .iter()
+            .filter(|e| super::is_file(e, 14, &path))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        write("outside.txt").len(),
+        0,
+        "a process outside the pod was tracked; log:\n{log}"
+    );
+    assert_eq!(
+        write("after-delete.txt").len(),
+        0,
+        "the deleted pod still selected; log:\n{log}"
+    );
+    let in_pod = exactly_one(&events, "the in-pod write", |e| {
+        super::is_file(e, 14, &dir.join("in-pod.txt"))
+    });
+    assert_eq!(in_pod["unmapped"]["tether"]["tracked_by"], "selector");
+    let early_ev = exactly_one(&events, "the adopted process's write", |e| {
+        super::is_file(e, 14, &dir.join("early.txt"))
+    });
+    assert_eq!(early_ev["unmapped"]["tether"]["tracked_by"], "adopted", "log:\n{log}");
+    assert_eq!(actor(early_ev)["process"]["pid"], early_pid);
+    for e in [in_pod, early_ev] {
+        let t = &e["unmapped"]["tether"];
+        assert_eq!(t["node"], "node-a");
+        assert_eq!(e["device"]["hostname"], "node-a");
+        assert_eq!(t["container"]["id"], CONTAINER);
+        assert_eq!(t["container"]["runtime"], "containerd");
+        assert_eq!(t["pod"]["uid"], POD_UID);
+        assert_eq!(t["pod"]["namespace"], "agents");
+        assert_eq!(t["pod"]["name"], "coding-agent-7d9c5b8f6-x2kq4");
+        assert_eq!(t["pod"]["labels"]["tether.dev/agent"], "true");
+        super::check_ocsf(e);
+    }
+    // Every event names the node.
+    assert!(events.iter().all(|e| e["unmapped"]["tether"]["node"] == "node-a"));
+    // One list, one watch: never an API call per event.
+    let reqs = api.requests();
+    assert_eq!(
+        reqs.iter().filter(|(p, _)| !p.contains("watch=true")).count(),
+        1,
+        "{reqs:?}"
+    );
+    assert!(reqs.iter().all(|(_, auth)| auth == "Bearer sa-token"));
+    drop(cgroups);
+}
+
+#[test]
+fn pod_selectors_without_a_kubernetes_api_are_refused_at_start() {
+    let (_t, dir) = test_dir();
+    let policy = dir.join("p.yaml");
+    std::fs::write(&policy, "version: 1\nagents:\n  - id: ns\n    namespace: [agents]\n").unwrap();
+    let out = Command::new(super::tether_bin())
+        .args(["run", "--no-kubernetes", "--policy"])
+        .arg(&policy)
+        .args(["--socket", &dir.join("s").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"ns\" selects by namespace or pod_labels, but pod identity is off"),
+        "{err}"
+    );
+}
