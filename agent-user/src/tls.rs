@@ -29,3 +29,16 @@ pub fn root_store(ca_bundle: Option<&Path>) -> Result<rustls::RootCertStore, Str
     }
     Ok(roots)
 }
+
+/// An error with its sources: reqwest and rustls keep the telling part (a refused certificate,
+/// a reset connection) in them.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}

@@ -104,23 +104,15 @@ pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<JwkSet, String
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+        .map_err(|e| format!("{url}: {}", crate::tls::error_chain(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("{url}: HTTP {}", resp.status()));
     }
-    let bytes = resp.bytes().await.map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("{url}: {}", crate::tls::error_chain(&e)))?;
     parse_jwks(&bytes).map_err(|e| format!("{url}: {e}"))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 /// Loads every issuer's keys once: files are read, URLs fetched. A failure is kept as the

@@ -316,7 +316,7 @@ impl Watcher {
             .header("Accept", "application/json")
             .send()
             .await
-            .map_err(|e| req_err(error_chain(&e)))?;
+            .map_err(|e| req_err(crate::tls::error_chain(&e)))?;
         match resp.status().as_u16() {
             200 => Ok(resp),
             410 => Err(KubeError::Gone),
@@ -348,7 +348,7 @@ impl Watcher {
                 .await
                 .map_err(|e| KubeError::Request {
                     what: "list pods",
-                    why: error_chain(&e),
+                    why: crate::tls::error_chain(&e),
                 })?;
             let list: List = serde_json::from_slice(&body).map_err(|e| {
                 self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -433,7 +433,7 @@ impl Watcher {
                     Err(e) => {
                         return KubeError::Request {
                             what: "watch pods",
-                            why: error_chain(&e),
+                            why: crate::tls::error_chain(&e),
                         };
                     }
                 };
@@ -497,18 +497,6 @@ impl Watcher {
         }
         Ok(())
     }
-}
-
-/// An error with its sources (reqwest hides the interesting part in them).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
