@@ -136,13 +136,18 @@ struct Daemon {
     /// Pod identity: cgroup ids to container and pod, the node's pods (None: no Kubernetes
     /// API), the pod selectors' cgroups.
     resolver: crate::pods::CgroupResolver,
-    pods: Option<crate::pods::kube::SharedPods>,
-    kube_stats: Option<Arc<crate::pods::kube::KubeStats>>,
-    kube_server: Option<String>,
+    kube: Option<KubeView>,
     pod_selection: crate::pods::selection::PodSelection,
     /// cgroup id -> the pod selectors' bits written for it (merged with the rule files').
     pod_masks: std::collections::BTreeMap<u64, u64>,
     cgroup_root: PathBuf,
+}
+
+/// What the daemon sees of the pod watch (its task owns the rest).
+struct KubeView {
+    server: String,
+    pods: crate::pods::kube::SharedPods,
+    stats: Arc<crate::pods::kube::KubeStats>,
 }
 
 /// Why a bind was refused, as an alert kind.
@@ -509,7 +514,7 @@ impl Daemon {
     fn alert_refused(&mut self, pid: u32, kind: &'static str, reason: &str) {
         let proc_info = self.table.live_key(pid).and_then(|k| self.table.get(&k).cloned());
         let task_id = self.kernel_entry(pid).map(|t| t.task).unwrap_or(NO_TASK);
-        let v = {
+        let mut v = {
             let task = self.task_view(task_id, None);
             let f = Finding {
                 kind,
@@ -524,7 +529,6 @@ impl Daemon {
             };
             ocsf::finding(&self.ctx, self.seq + 1, &f)
         };
-        let mut v = v;
         self.enrich(&mut v, proc_info.as_ref().map(|p| p.cgroup_id));
         self.seq += 1;
         self.emit(Stream::Alerts, &v.to_string(), None);
@@ -654,12 +658,16 @@ impl Daemon {
     fn kube_status(&self) -> serde_json::Value {
         use std::sync::atomic::Ordering::Relaxed;
         let lookups_failed = self.resolver.failures.load(Relaxed);
-        match (&self.pods, &self.kube_stats) {
-            (Some(pods), Some(st)) => {
+        match &self.kube {
+            Some(KubeView {
+                server,
+                pods,
+                stats: st,
+            }) => {
                 let cache = pods.read().expect("pod cache lock");
                 json!({
                     "state": if cache.synced() { "watching" } else { "listing" },
-                    "server": self.kube_server,
+                    "server": server,
                     "pods": cache.len(),
                     "lists": st.lists.load(Relaxed),
                     "watch_events": st.watch_events.load(Relaxed),
@@ -670,7 +678,7 @@ impl Daemon {
                     "cgroup_lookups_failed": lookups_failed,
                 })
             }
-            _ => json!({
+            None => json!({
                 "state": "off",
                 "why": "not in a cluster (no KUBERNETES_SERVICE_HOST) and no --kube-api, or --no-kubernetes: events carry container ids and pod UIDs from cgroup paths, without pod names or labels",
                 "cgroup_lookups_failed": lookups_failed,
@@ -689,7 +697,7 @@ impl Daemon {
         let mut out = match cgroup_id.filter(|id| *id != 0) {
             Some(id) => {
                 let ident = self.resolver.identity(id);
-                crate::pods::identity_json(&ident, self.pods.as_ref())
+                crate::pods::identity_json(&ident, self.kube.as_ref().map(|k| &k.pods))
             }
             None => Default::default(),
         };
@@ -700,7 +708,7 @@ impl Daemon {
     /// A process `c` as the selectors see it: with its pod, when the node's pods are known.
     fn with_pod(&self, c: &crate::selectors::Candidate) -> crate::selectors::Candidate {
         let mut c = c.clone();
-        if let (Some(pods), Some(path)) = (&self.pods, &c.cgroup)
+        if let (Some(KubeView { pods, .. }), Some(path)) = (&self.kube, &c.cgroup)
             && let Some(uid) = crate::pods::cgroup_path::parse(path).pod_uid
         {
             c.pod = pods.read().expect("pod cache lock").get_live(&uid);
@@ -740,11 +748,9 @@ impl Daemon {
         }
         for pod in selected {
             info!(namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid, "pod selected by an agent selector");
-            let uid = pod.uid.clone();
-            let selectors = self.selectors.clone();
             self.adopt(|d, c| {
                 let c = d.with_pod(c);
-                c.pod.as_ref().is_some_and(|p| p.uid == uid) && selectors.matching(&c).is_some()
+                c.pod.as_ref().is_some_and(|p| p.uid == pod.uid) && d.selectors.matching(&c).is_some()
             });
         }
     }
@@ -883,7 +889,12 @@ impl Daemon {
             act,
             daemon_killed,
         );
-        let identity = self.identity_of(Some(a.cgroup_id));
+        // Fork and exit are not written (see `ocsf::audit`): no identity to look up for them.
+        let identity = if ev.is_action() {
+            self.identity_of(Some(a.cgroup_id))
+        } else {
+            Default::default()
+        };
         // The audit event and the finding: built while the task is borrowed, written after.
         let lines = {
             let task = self.task_view(a.task, Some(a.task_expired));
@@ -1122,6 +1133,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let keys = Arc::new(RwLock::new(keys));
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
     let ticks_per_sec = procfs::ticks_per_second();
+    let cgroup_root = loader::cgroup2_root()?;
     let mut d = Daemon {
         probes,
         table: ProcessTable::new(ticks_per_sec),
@@ -1147,15 +1159,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         resolved_tx,
         pod_selection: crate::pods::selection::PodSelection::new(&selectors),
         selectors,
-        resolver: crate::pods::CgroupResolver::open(),
-        pods: None,
-        kube_stats: None,
-        kube_server: None,
+        resolver: crate::pods::CgroupResolver::open(&cgroup_root),
+        kube: None,
         pod_masks: Default::default(),
-        cgroup_root: loader::cgroup2_root()?,
+        cgroup_root,
     };
-    let all = d.selectors.clone();
-    d.adopt(|d, c| all.matching(&d.with_pod(c)).is_some());
+    d.adopt(|d, c| d.selectors.matching(&d.with_pod(c)).is_some());
     // The node's pods: listed, then watched, by a task of their own.
     let (pod_tx, mut pod_rx) = mpsc::channel(1024);
     if let Some(cfg) = kube {
@@ -1163,9 +1172,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let cache = crate::pods::kube::SharedPods::default();
         let stats = Arc::new(crate::pods::kube::KubeStats::default());
         info!(server = %cfg.server, node = %cfg.node, "watching this node's pods");
-        d.kube_server = Some(cfg.server.clone());
-        d.pods = Some(cache.clone());
-        d.kube_stats = Some(stats.clone());
+        d.kube = Some(KubeView {
+            server: cfg.server.clone(),
+            pods: cache.clone(),
+            stats: stats.clone(),
+        });
         tokio::spawn(
             crate::pods::kube::Watcher {
                 cfg,

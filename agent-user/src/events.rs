@@ -225,6 +225,12 @@ pub enum Event {
 
 impl Event {
     /// The kernel mechanism that saw this event (reported in every event).
+    /// Is it an action (exec, network, file) rather than process lifecycle (fork, exit)?
+    /// Only actions are written as audit events.
+    pub fn is_action(&self) -> bool {
+        !matches!(self, Event::Fork { .. } | Event::Exit { .. })
+    }
+
     pub fn mechanism(&self) -> &'static str {
         match self {
             Event::Exec { via_lsm: true, .. } => "lsm/bprm_check_security",

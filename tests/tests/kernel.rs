@@ -766,16 +766,9 @@ struct TestCgroup(PathBuf);
 
 impl TestCgroup {
     fn new() -> TestCgroup {
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
-            })
-            .min_by_key(|p| p.len())
-            .expect("a cgroup2 mount");
-        let dir = Path::new(&root).join(format!("tether-test-{}", std::process::id()));
+        let dir = tether::loader::cgroup2_root()
+            .expect("a cgroup2 mount")
+            .join(format!("tether-test-{}", std::process::id()));
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         TestCgroup(dir)
     }

@@ -59,6 +59,24 @@ enum Expect {
 }
 
 /// Runs `cmd`; fails with its output when it fails or its output is not what `expect` says.
+/// The security lint of `file` (checkov's `framework`), which must report no failed check.
+fn checkov(bin: &Path, framework: &str, file: &Path, what: &str) -> anyhow::Result<()> {
+    check(
+        &format!("checkov ({framework}) {what}"),
+        Command::new(bin.join("checkov"))
+            .args([
+                "--quiet",
+                "--compact",
+                "--skip-download",
+                "--framework",
+                framework,
+                "-f",
+            ])
+            .arg(file),
+        Expect::CheckovPass,
+    )
+}
+
 fn check(what: &str, cmd: &mut Command, expect: Expect) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     let text = format!(
@@ -102,37 +120,11 @@ pub fn check_all(tether_bin: &Path) -> anyhow::Result<()> {
                 .arg(&rendered),
             Expect::Silence,
         )?;
-        check(
-            &format!("checkov (kubernetes) {k}"),
-            Command::new(bin.join("checkov"))
-                .args([
-                    "--quiet",
-                    "--compact",
-                    "--skip-download",
-                    "--framework",
-                    "kubernetes",
-                    "-f",
-                ])
-                .arg(&rendered),
-            Expect::CheckovPass,
-        )?;
+        checkov(&bin, "kubernetes", &rendered, k)?;
         eprintln!("deploy: {k} renders, validates (strict) and passes the security lint");
     }
     let containerfile = root().join("deploy/container/Dockerfile");
-    check(
-        "checkov (dockerfile) deploy/container/Dockerfile",
-        Command::new(bin.join("checkov"))
-            .args([
-                "--quiet",
-                "--compact",
-                "--skip-download",
-                "--framework",
-                "dockerfile",
-                "-f",
-            ])
-            .arg(&containerfile),
-        Expect::CheckovPass,
-    )?;
+    checkov(&bin, "dockerfile", &containerfile, "deploy/container/Dockerfile")?;
     // The unit as shipped, but for the binary's path (systemd-analyze checks it exists).
     let unit = std::fs::read_to_string(root().join("deploy/systemd/tether.service"))?;
     let unit_dir = out.join("systemd");

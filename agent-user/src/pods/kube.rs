@@ -171,9 +171,6 @@ impl PodCache {
     pub fn synced(&self) -> bool {
         self.synced
     }
-    pub fn all(&self) -> Vec<Arc<PodMeta>> {
-        self.by_uid.values().cloned().collect()
-    }
 }
 
 /// A change to the cache, for whoever compiles pod selectors.

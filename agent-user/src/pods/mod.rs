@@ -9,7 +9,7 @@ pub mod selection;
 use std::{
     collections::{BTreeMap, HashMap},
     os::fd::{AsRawFd, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -34,39 +34,25 @@ pub struct CgroupResolver {
 
 const CACHE_MAX: usize = 16_384;
 
-/// The cgroup v2 mount point from /proc/self/mountinfo.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        (post.split(' ').next() == Some("cgroup2")).then(|| pre.split(' ').nth(4).map(PathBuf::from))?
-    })
-}
-
 impl CgroupResolver {
-    /// Opens the cgroup v2 mount; without one (or without permission) every lookup fails and
-    /// is counted.
-    pub fn open() -> CgroupResolver {
-        let root = cgroup2_mount().and_then(|p| {
-            let fd = nix::fcntl::open(
-                &p,
-                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            );
-            match fd {
-                Ok(fd) => Some((fd, p)),
-                Err(e) => {
-                    tracing::warn!(
-                        "cgroup v2 mount {}: {e}; events will lack container identity",
-                        p.display()
-                    );
-                    None
-                }
+    /// Opens the cgroup v2 mount `root` (the one the probes attach at,
+    /// [`crate::loader::cgroup2_root`]); without permission every lookup fails and is counted.
+    pub fn open(root: &Path) -> CgroupResolver {
+        let fd = nix::fcntl::open(
+            root,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
+        let root = match fd {
+            Ok(fd) => Some((fd, root.to_path_buf())),
+            Err(e) => {
+                tracing::warn!(
+                    "cgroup v2 mount {}: {e}; events will lack container identity",
+                    root.display()
+                );
+                None
             }
-        });
-        if root.is_none() {
-            tracing::warn!("no cgroup v2 mount: events will lack container identity");
-        }
+        };
         CgroupResolver {
             root,
             cache: HashMap::new(),
@@ -77,7 +63,10 @@ impl CgroupResolver {
     /// The path of cgroup `id` below the cgroup v2 root, as /proc/PID/cgroup writes it.
     pub fn path_of(&self, id: u64) -> std::io::Result<String> {
         let Some((mount, mount_path)) = &self.root else {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no cgroup v2 mount"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the cgroup v2 mount could not be opened",
+            ));
         };
         #[repr(C)]
         struct Handle {

@@ -1,7 +1,11 @@
 //! Pod identity end to end: a pod cgroup named as the kubelet (systemd driver) and containerd
 //! name theirs, the pod served by a local HTTPS server speaking the Kubernetes API's list/watch
 //! protocol with recorded objects, and the real daemon selecting by pod label.
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use serde_json::Value;
 
@@ -21,15 +25,7 @@ struct PodCgroups(Vec<PathBuf>);
 
 impl PodCgroups {
     fn create() -> PodCgroups {
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-            })
-            .min_by_key(|p| p.as_os_str().len())
-            .expect("a cgroup2 mount");
+        let root = tether::loader::cgroup2_root().expect("a cgroup2 mount");
         let top = root.join(format!("tether-test-kubepods-{}.slice", std::process::id()));
         let pod = top.join(format!("kubepods-burstable-pod{}.slice", POD_UID.replace('-', "_")));
         let container = pod.join(format!("cri-containerd-{CONTAINER}.scope"));
@@ -39,8 +35,16 @@ impl PodCgroups {
         PodCgroups(vec![container, pod, top])
     }
 
-    fn procs(&self) -> String {
-        self.0[0].join("cgroup.procs").display().to_string()
+    /// bash running `script` in `dir` after moving itself into the container's cgroup.
+    fn in_container(&self, dir: &Path, script: &str) -> Command {
+        let mut cmd = Command::new("/bin/bash");
+        cmd.arg("-c")
+            .arg(format!(
+                "echo $$ > {} && {script}",
+                self.0[0].join("cgroup.procs").display()
+            ))
+            .current_dir(dir);
+        cmd
     }
 }
 
@@ -82,13 +86,8 @@ fn a_pod_label_selects_the_pods_processes_and_every_event_names_node_container_a
     std::fs::write(dir.join("token"), "sa-token\n").unwrap();
 
     // In the pod's container before the daemon starts: adopted once the pod is selected.
-    let early = Command::new("/bin/bash")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {} && while [ ! -e go ]; do sleep 0.05; done; echo early > early.txt",
-            cgroups.procs()
-        ))
-        .current_dir(&dir)
+    let early = cgroups
+        .in_container(&dir, "while [ ! -e go ]; do sleep 0.05; done; echo early > early.txt")
         .spawn()
         .unwrap();
     let policy = "version: 1\nagents:\n  - id: labelled-agents\n    namespace: [agents]\n    pod_labels: {tether.dev/agent: \"true\"}\n";
@@ -114,13 +113,8 @@ fn a_pod_label_selects_the_pods_processes_and_every_event_names_node_container_a
     assert_eq!(s["node"], "node-a");
     std::fs::write(dir.join("go"), "").unwrap();
     // Exec'd in the container: selected by the kernel at exec.
-    let st = Command::new("/bin/bash")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {} && exec /bin/sh -c 'echo in-pod > in-pod.txt'",
-            cgroups.procs()
-        ))
-        .current_dir(&dir)
+    let st = cgroups
+        .in_container(&dir, "exec /bin/sh -c 'echo in-pod > in-pod.txt'")
         .status()
         .unwrap();
     assert!(st.success());
@@ -142,13 +136,8 @@ fn a_pod_label_selects_the_pods_processes_and_every_event_names_node_container_a
     wait_status(&d, "the deleted pod's cgroup out of the map", |s| {
         s["kubernetes"]["pod_cgroups_selected"] == 0
     });
-    let st = Command::new("/bin/bash")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {} && exec /bin/sh -c 'echo after > after-delete.txt'",
-            cgroups.procs()
-        ))
-        .current_dir(&dir)
+    let st = cgroups
+        .in_container(&dir, "exec /bin/sh -c 'echo after > after-delete.txt'")
         .status()
         .unwrap();
     assert!(st.success());
