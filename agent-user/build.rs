@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
     ] {
         println!("cargo:rerun-if-changed={}", ws.join(dir).display());
     }
+    println!("cargo:rustc-env=TETHER_LAYOUT={}", layout_hash(&ws.join("agent-common"))?);
     for var in ["TETHER_BPF_OBJECT", "TETHER_BPF_TOOLCHAIN", "TETHER_REQUIRE_BPF"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -51,6 +52,25 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     build_ebpf(&ws, &toolchain, &object)
+}
+
+/// The wire and map layout's identity: a hash of agent-common, where every record and map
+/// type is defined. Pinned maps are shared only between builds with the same one (see the
+/// `persist` module); any change there, even a comment, counts as a new layout: safe, never
+/// a wrong reading of another version's maps.
+fn layout_hash(common: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut files = vec![common.join("Cargo.toml")];
+    for e in std::fs::read_dir(common.join("src")).context("agent-common/src")? {
+        files.push(e?.path());
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for f in &files {
+        h.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        h.update(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+    }
+    Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
 fn toolchain_present(toolchain: &str) -> Result<(), String> {

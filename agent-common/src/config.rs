@@ -99,6 +99,10 @@ pub struct Config {
     /// Per criterion ([`crate::select`]): the selectors that do not constrain it, so they pass
     /// it whatever the process is.
     pub select_free: [u64; crate::select::KINDS],
+    /// This load's generation: the programs act only while the `ACTIVE` map holds it, so a
+    /// restarted or upgraded daemon attaches its programs next to the pinned ones of the
+    /// daemon before it and hands over in one map write (see agent-user's `persist`).
+    pub generation: u64,
 }
 
 /// Bits of [`Config::degraded`]: what the programs must not read on this kernel.
@@ -128,6 +132,6 @@ impl Config {
 const _: () = {
     assert!(core::mem::size_of::<Offsets>() == 42 * 4);
     assert!(core::mem::size_of::<TracepointFields>() == 24);
-    assert!(core::mem::size_of::<Config>() == 42 * 4 + 24 + 8 + 8 + 8 * crate::select::KINDS);
+    assert!(core::mem::size_of::<Config>() == 42 * 4 + 24 + 8 + 8 + 8 * crate::select::KINDS + 8);
     assert!(core::mem::align_of::<Config>() == 8);
 };

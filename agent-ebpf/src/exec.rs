@@ -24,7 +24,7 @@ use crate::{
     lsm::{CHECKED, REPORTED},
     maps::{
         CONFIG, EVENTS, EXEC_CHECKED, EXEC_PENDING, SELECT_CGROUP, SELECT_COMM, SELECT_EXE, SELECT_UID, TRACKED,
-        config_value64, count, degraded, self_tgid, wake_flags,
+        active, config_value64, count, degraded, self_tgid, tracked, wake_flags,
     },
 };
 
@@ -56,11 +56,10 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     } else {
         0
     };
-    // SAFETY: map lookup; the value is copied out at once.
-    let tracked = match (unsafe { TRACKED.get(&tgid) }).copied() {
+    let tracked = match tracked(tgid) {
         Some(t) => t,
         None => {
-            if !selected(task, exe_file) {
+            if !active() || !selected(task, exe_file) {
                 return 0;
             }
             let entry = Tracked {
@@ -258,8 +257,7 @@ fn exec_arg(ctx: &TracePointContext, n: usize) -> u64 {
 fn exec_enter(filename: u64, dfd: i32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: map lookup.
-    if tgid == self_tgid() || unsafe { TRACKED.get(&tgid) }.is_none() {
+    if tracked(tgid).is_none() {
         return;
     }
     let p = PendingExec { filename, dfd, _pad: 0 };
@@ -300,8 +298,7 @@ pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
         return 0; // it ran, failed for another reason, or the LSM hook reported it
     }
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: map lookup, copied out.
-    let Some(tracked) = (unsafe { TRACKED.get(&tgid) }).copied() else {
+    let Some(tracked) = tracked(tgid) else {
         return 0;
     };
     let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {

@@ -26,7 +26,7 @@ use crate::{
     kernel::{
         KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, tp, walk_empty, walk_path, walk_unavailable,
     },
-    maps::{EVENTS, PENDING, SCRATCH, TRACKED, count, degraded, self_tgid, wake_flags},
+    maps::{EVENTS, PENDING, SCRATCH, count, degraded, tracked, wake_flags},
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -40,8 +40,7 @@ const AT_REMOVEDIR: u64 = 0x200;
 pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: map lookup.
-    if unsafe { TRACKED.get(&tgid) }.is_none() || tgid == self_tgid() {
+    if tracked(tgid).is_none() {
         return 0;
     }
     let _ = enter(&ctx, pid_tgid as u32);
@@ -217,8 +216,7 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
     // SAFETY: offset from this kernel's syscall tracepoint format.
     let ret = unsafe { ctx.read_at::<i64>(tp!(sys_ret) as usize) }.unwrap_or(0);
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: map lookup, copied out.
-    let Some(tracked) = (unsafe { TRACKED.get(&tgid) }).copied() else {
+    let Some(tracked) = tracked(tgid) else {
         return; // the process left the map (exited) between entry and exit
     };
     let Some(mut slot) = EVENTS.reserve::<FileEvent>(0) else {

@@ -13,7 +13,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{KPtr, current_task, fill_header, off, read_u32, read_u64, tp},
-    maps::{EVENTS, TRACKED, count, degraded, self_tgid, wake_flags},
+    maps::{EVENTS, TRACKED, count, degraded, self_tgid, tracked, wake_flags},
 };
 
 /// sched_process_fork(struct task_struct *parent, struct task_struct *child), in the parent.
@@ -21,8 +21,7 @@ use crate::{
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let parent_tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: map lookup; the value is copied out at once.
-    let Some(parent) = (unsafe { TRACKED.get(&parent_tgid) }).copied() else {
+    let Some(parent) = tracked(parent_tgid) else {
         return 0;
     };
     let child: KPtr = ctx.arg::<u64>(1) as KPtr;
@@ -64,8 +63,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: as above.
-    let Some(tracked) = (unsafe { TRACKED.get(&tgid) }).copied() else {
+    let Some(tracked) = tracked(tgid) else {
         return 0;
     };
     let group_dead_off = tp!(exit_group_dead);

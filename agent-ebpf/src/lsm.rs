@@ -22,7 +22,7 @@ use aya_ebpf::{
 use crate::{
     contain::{judge_net, judge_path, kill_current, kills, mapped_v4, refuses},
     kernel::{KPtr, current_task, fill_header, off, parent_tgid, read_ptr, read_u32, walk_empty, walk_path},
-    maps::{EVENTS, EXEC_CHECKED, EXEC_WALK, TRACKED, count, self_tgid, wake_flags},
+    maps::{self, EVENTS, EXEC_CHECKED, EXEC_WALK, count, wake_flags},
 };
 
 const FMODE_WRITE: u32 = 0x2;
@@ -41,12 +41,7 @@ pub const REPORTED: u32 = 1 << 30;
 /// itself).
 #[inline(always)]
 pub(crate) fn tracked(pid_tgid: u64) -> Option<Tracked> {
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == self_tgid() {
-        return None;
-    }
-    // SAFETY: map lookup; the value is copied out at once.
-    unsafe { TRACKED.get(&tgid) }.copied()
+    maps::tracked((pid_tgid >> 32) as u32)
 }
 
 /// bprm_check_security(struct linux_binprm *bprm): an exec about to happen, judged on the file

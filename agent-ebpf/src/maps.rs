@@ -15,6 +15,11 @@ use aya_ebpf::{
 #[unsafe(no_mangle)]
 pub static CONFIG: Config = Config::zeroed();
 
+/// [0]: the generation whose programs act (agent_common::Config::generation). Shared by the
+/// generations of a restart or upgrade; the daemon hands over by writing it.
+#[map]
+pub static ACTIVE: Array<u64> = Array::with_max_entries(1, 0);
+
 /// tgid -> tracking info, for every process Tether watches.
 #[map]
 pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(MAX_TRACKED, 0);
@@ -164,4 +169,22 @@ pub fn degraded(feature: u32) -> bool {
 #[inline(always)]
 pub fn self_tgid() -> u32 {
     config_value(&CONFIG.self_tgid)
+}
+
+/// Do this load's programs act? Only one generation does at any moment (see [`ACTIVE`]);
+/// the others return at once, as for an untracked process.
+#[inline(always)]
+pub fn active() -> bool {
+    ACTIVE.get(0).is_some_and(|g| *g == config_value64(&CONFIG.generation))
+}
+
+/// The tracked-map entry of process `tgid`, when this generation acts; never the daemon's.
+#[inline(always)]
+pub fn tracked(tgid: u32) -> Option<Tracked> {
+    if tgid == self_tgid() {
+        return None;
+    }
+    // SAFETY: map lookup; the value is copied out at once.
+    let t = unsafe { TRACKED.get(&tgid) }.copied()?;
+    active().then_some(t)
 }

@@ -10,7 +10,7 @@ use core::ptr::read_volatile;
 use crate::{
     contain::{judge_net, mapped_v4, refuses},
     kernel::fill_header,
-    maps::{EVENTS, TRACKED, count, self_tgid, wake_flags},
+    maps::{EVENTS, count, tracked, wake_flags},
 };
 
 const ALLOW: i32 = 1;
@@ -41,11 +41,7 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 fn report(ctx: &SockAddrContext, op: u8, v6: bool) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == self_tgid() {
-        return ALLOW;
-    }
-    // SAFETY: map lookup; the value is copied out at once.
-    let Some(tracked) = (unsafe { TRACKED.get(&tgid) }).copied() else {
+    let Some(tracked) = tracked(tgid) else {
         return ALLOW;
     };
     let sa = ctx.sock_addr;

@@ -74,6 +74,20 @@ pub enum Command {
         metrics: Option<std::net::SocketAddr>,
         #[command(flatten)]
         kube: crate::pods::KubeArgs,
+        #[command(flatten)]
+        persist: crate::persist::PersistArgs,
+    },
+    /// Remove what `tether run --persist` pinned (root): every generation's links (their
+    /// programs detach at once), then the state maps. For uninstalling, or to start from
+    /// nothing. Refused while a daemon runs with the same --state-dir.
+    Unpin {
+        #[arg(long, value_name = "DIR", default_value = crate::persist::DEFAULT_PIN_DIR, env = "TETHER_PIN_DIR")]
+        pin_dir: PathBuf,
+        #[arg(long, value_name = "DIR", default_value = crate::persist::DEFAULT_STATE_DIR, env = "TETHER_STATE_DIR")]
+        state_dir: PathBuf,
+        /// Also remove the state file (the tasks a next daemon would adopt).
+        #[arg(long)]
+        state: bool,
     },
     /// Run CMD as a tracked agent: register this process with the daemon (with --token: bind
     /// the task credential to it, and wait for the daemon's verdict), then exec CMD (same pid).
@@ -250,6 +264,7 @@ pub fn main() -> ExitCode {
             ready_file,
             metrics,
             kube,
+            persist,
         } => {
             init_logging();
             let opts = daemon::RunOptions {
@@ -264,6 +279,7 @@ pub fn main() -> ExitCode {
                 max_chain: max_delegation_depth,
                 metrics,
                 kube,
+                persist: persist.resolve(),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -280,6 +296,46 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tether: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Unpin {
+            pin_dir,
+            state_dir,
+            state,
+        } => {
+            let p = crate::persist::Persist { pin_dir, state_dir };
+            let lock = || p.state_dir.exists().then(|| p.lock()).transpose();
+            let done = lock().and_then(|_lock| {
+                let removed = p.unpin_all()?;
+                if state {
+                    match std::fs::remove_file(p.state_file()) {
+                        Ok(()) => println!("removed {}", p.state_file().display()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(crate::persist::PersistError::Io {
+                                path: p.state_file().display().to_string(),
+                                source: e,
+                            });
+                        }
+                    }
+                }
+                Ok(removed)
+            });
+            match done {
+                Ok(removed) if removed.is_empty() => {
+                    println!("nothing pinned under {}", p.pin_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(removed) => {
+                    for r in removed {
+                        println!("unpinned {}", p.pin_dir.join(r).display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tether unpin: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -1,5 +1,7 @@
 //! `tether run`: load the probes, adopt running agents, then one event loop that owns the
 //! process table, the kernel maps and the sinks, and serves API calls.
+mod takeover;
+
 use std::{
     collections::HashSet,
     path::PathBuf,
@@ -75,6 +77,8 @@ pub struct RunOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// Node name and the Kubernetes API for pod identity.
     pub kube: crate::pods::KubeArgs,
+    /// Keep the kernel side across restarts (None: everything goes with the process).
+    pub persist: Option<crate::persist::Persist>,
 }
 
 fn now_ns(clock: ClockId) -> i128 {
@@ -141,6 +145,8 @@ struct Daemon {
     /// cgroup id -> the pod selectors' bits written for it (merged with the rule files').
     pod_masks: std::collections::BTreeMap<u64, u64>,
     cgroup_root: PathBuf,
+    /// `--persist`: the pins and state file, and what the take-over did (None: off).
+    persist: Option<takeover::PersistView>,
 }
 
 /// What the daemon sees of the pod watch (its task owns the rest).
@@ -335,6 +341,7 @@ impl Daemon {
                     .insert(pid, entry, 0)
                     .map_err(|e| ApiError::new(500, format!("tracked map: {e}")))?;
                 info!(pid, jti = %jti, task = id, "credential bound");
+                self.save_state();
                 if !hosts.is_empty() {
                     self.spawn_resolve(id, hosts);
                 }
@@ -484,6 +491,7 @@ impl Daemon {
             }
         }
         info!(jti, task = id, "task revoked");
+        self.save_state();
         Ok(json!({"task": self.task_json(id)}))
     }
 
@@ -652,6 +660,7 @@ impl Daemon {
                 }, "state": keys})
             }).collect::<Vec<_>>(),
             "max_delegation_depth": self.max_chain,
+            "persist": self.persist_status(),
         })
     }
 
@@ -1041,6 +1050,18 @@ impl Daemon {
             self.probes.rules.remove(*gone);
             self.landlocked.remove(gone);
         }
+        // Scopes a previous daemon installed for tasks this one could not restore: kept while
+        // a process still carries the task.
+        let orphans: Vec<u32> = self
+            .probes
+            .rules
+            .owners()
+            .filter(|o| *o < agent_common::contain::EXEMPT && self.tasks.get(*o).is_none() && !live.contains(o))
+            .collect();
+        for o in orphans {
+            self.probes.rules.remove(o);
+        }
+        self.save_state();
         let work: Vec<(u32, Vec<String>)> = self
             .tasks
             .all()
@@ -1081,7 +1102,11 @@ impl Daemon {
                 );
             }
         }
+        let changed = self.last_counters != now;
         self.last_counters = now;
+        if changed {
+            self.save_state();
+        }
         self.metrics.tracked_processes.set(self.table.len() as i64);
         self.metrics.live_tasks.set(self.tasks.all().count() as i64);
     }
@@ -1108,7 +1133,30 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let metrics = crate::metrics::Metrics::new();
     let (out, webhook) = Delivery::open(&opts.delivery, metrics.clone())?;
     let selectors = loader::compile_selectors(&selectors)?;
-    let probes = loader::load(&selectors, &rules, opts.lsm_path_hooks)?;
+    // --persist: one daemon per state directory; what the previous one left.
+    let persisted = match &opts.persist {
+        Some(p) => {
+            std::fs::create_dir_all(&p.state_dir).with_context(|| format!("creating {}", p.state_dir.display()))?;
+            let lock = p.lock()?;
+            let saved = p.load_state()?;
+            Some((p.clone(), lock, saved))
+        }
+        None => None,
+    };
+    let generation = now_ns(ClockId::CLOCK_REALTIME).max(1) as u64;
+    let probes = loader::load(
+        &selectors,
+        &rules,
+        opts.lsm_path_hooks,
+        opts.persist.as_ref(),
+        generation,
+    )?;
+    if let Some(k) = &probes.kept {
+        info!(generation, pinned = k.pinned.len(), adopted_maps = k.adopted_maps, "persist: links pinned, state maps shared");
+        for n in &k.not_pinned {
+            warn!("persist: not kept across a restart: {n}");
+        }
+    }
     info!(programs = ?probes.attached.programs, cgroup = %probes.attached.cgroup_root.display(), "probes attached");
     for line in probes.report.lines() {
         if line.starts_with("DEGRADED") || line.starts_with("coverage") {
@@ -1163,7 +1211,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         kube: None,
         pod_masks: Default::default(),
         cgroup_root,
+        persist: None,
     };
+    if let Some((dirs, lock, saved)) = persisted {
+        d.persist = Some(takeover::PersistView {
+            dirs,
+            _lock: lock,
+            took_over: json!(null),
+            saved: None,
+        });
+        d.take_over(saved);
+    }
     d.adopt(|d, c| d.selectors.matching(&d.with_pod(c)).is_some());
     // The node's pods: listed, then watched, by a task of their own.
     let (pod_tx, mut pod_rx) = mpsc::channel(1024);
@@ -1277,14 +1335,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     d.check_counters();
     d.fold_tick(true);
     d.out.flush()?;
+    d.save_state();
     let _ = std::fs::remove_file(&opts.socket);
     let _ = std::fs::remove_file(&opts.admin_socket);
+    let detached = match &opts.persist {
+        Some(p) => format!(
+            "stopping; the programs stay attached (pinned under {}) until the next daemon takes over or `tether unpin`",
+            p.pin_dir.display()
+        ),
+        None => "stopping; all probes detached".into(),
+    };
     info!(
         events = d.out.written,
         decoded = d.decoded,
         decode_errors = d.metrics.decode_errors.get(),
         kernel_counters = ?d.probes.counters(),
-        "stopping; all probes detached"
+        "{detached}"
     );
     Ok(())
 }

@@ -343,6 +343,7 @@ pub fn config(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<(Config, Vec
         degraded: r.degraded & need::KERNEL_MASK,
         selectors: 0,
         select_free: [0; agent_common::select::KINDS],
+        generation: 0,
     };
     Ok((config, r.degradations, r.degraded))
 }

@@ -13,6 +13,7 @@ pub mod loader;
 pub mod metrics;
 pub mod ocsf;
 pub mod paths;
+pub mod persist;
 pub mod pods;
 pub mod policy;
 pub mod procscan;

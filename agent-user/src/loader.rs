@@ -1,7 +1,9 @@
 //! Loading and attaching the BPF programs.
 //!
-//! Every attachment is an fd-based link owned by this process: when the daemon exits, however
-//! it exits (SIGKILL included), the kernel detaches everything. Nothing is pinned.
+//! By default every attachment is an fd-based link owned by this process: when the daemon
+//! exits, however it exits (SIGKILL included), the kernel detaches everything and nothing is
+//! pinned. With `--persist` the links and the state maps are pinned so that the kernel side
+//! outlives the process (see [`crate::persist`] for the layout and the hand-over).
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -12,7 +14,11 @@ use agent_common::{Config, Tracked, counter, syscalls};
 use aya::{
     Btf, Ebpf, EbpfLoader, Pod, VerifierLogLevel,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, FEntry, Lsm, ProgramError, RawTracePoint, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, FEntry, Lsm, ProgramError, RawTracePoint, TracePoint,
+        links::{FdLink, PinnedLink},
+        lsm::LsmLinkId,
+    },
 };
 use tracing::{debug, error, info, warn};
 
@@ -20,6 +26,7 @@ use crate::{
     contain::{self, kernel_maps::KernelRules},
     features::{self, Features, KernelReport, Probe},
     kernel_layout::{self, need},
+    persist::{self, Persist},
     policy::{Selectors, engine::Rules},
     selectors::{self, CompiledSelectors},
 };
@@ -72,6 +79,10 @@ pub enum LoadError {
     Missing(String),
     #[error("containment rules: {0}")]
     Rules(String),
+    #[error(transparent)]
+    Persist(#[from] persist::PersistError),
+    #[error("pinning link {name}: {reason}")]
+    Pin { name: String, reason: String },
 }
 
 /// What is attached, for the start-up report.
@@ -81,9 +92,80 @@ pub struct Attached {
     pub cgroup_root: PathBuf,
 }
 
-/// The loaded programs and the maps the daemon uses. Dropping it detaches everything.
+/// What `--persist` keeps across a restart, for the report.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Kept {
+    /// This load's generation.
+    pub generation: u64,
+    /// The state maps were pinned by a previous daemon and are adopted (not new).
+    pub adopted_maps: bool,
+    /// Links pinned: their programs stay attached with no daemon.
+    pub pinned: Vec<String>,
+    /// Links that cannot be pinned on this kernel (they go with the process), with why.
+    pub not_pinned: Vec<String>,
+    /// Owners (task ids, guardrails) the rule maps held when adopted.
+    pub rule_owners: Vec<u32>,
+}
+
+/// Pins links as they are attached (persist mode), or leaves them with the process.
+struct Pins {
+    dir: Option<std::path::PathBuf>,
+    links: Vec<PinnedLink>,
+    kept: Kept,
+    /// Whether tracepoint attachments are BPF links here (kernel 5.15+); None: not tried yet.
+    perf_links: Option<bool>,
+}
+
+impl Pins {
+    fn pin(&mut self, name: &str, link: FdLink) -> Result<(), LoadError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let pinned = link.pin(dir.join(name)).map_err(|e| LoadError::Pin {
+            name: name.into(),
+            reason: e.to_string(),
+        })?;
+        self.links.push(pinned);
+        self.kept.pinned.push(name.into());
+        Ok(())
+    }
+
+    /// Attaches tracepoint program `prog` to `category`/`event`, pinned as `name` where
+    /// tracepoint attachments are links (5.15+; before, they go with the process).
+    fn attach_tracepoint(&mut self, ebpf: &mut Ebpf, prog: &str, category: &str, event: &str, name: &str) -> Result<(), LoadError> {
+        let tp: &mut TracePoint = program(ebpf, prog)?;
+        let err = || prog_err(format!("{prog} on {event}"));
+        let id = tp.attach(category, event).map_err(err())?;
+        if self.dir.is_none() {
+            return Ok(());
+        }
+        if self.perf_links == Some(false) {
+            self.kept.not_pinned.push(format!("{name}: tracepoint attachments are not BPF links before Linux 5.15"));
+            return Ok(());
+        }
+        let link = tp.take_link(id).map_err(err())?;
+        match FdLink::try_from(link) {
+            Ok(fd) => {
+                self.perf_links = Some(true);
+                self.pin(name, fd)
+            }
+            Err(_) => {
+                // The conversion dropped (detached) it: attach again, owned by the process.
+                self.perf_links = Some(false);
+                tp.attach(category, event).map_err(err())?;
+                self.kept.not_pinned.push(format!("{name}: tracepoint attachments are not BPF links before Linux 5.15"));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The loaded programs and the maps the daemon uses. Dropping it detaches everything that is
+/// not pinned.
 pub struct Probes {
     _ebpf: Ebpf,
+    /// ACTIVE: the generation whose programs act.
+    active: Array<MapData, u64>,
+    _pinned: Vec<PinnedLink>,
+    pub kept: Option<Kept>,
     pub events: RingBuf<MapData>,
     pub tracked: HashMap<MapData, u32, Tracked>,
     pub counters: PerCpuArray<MapData, u64>,
@@ -99,6 +181,16 @@ pub struct Probes {
 }
 
 impl Probes {
+    /// Hands over to this load's programs (one map write; see [`crate::persist`]).
+    pub fn activate(&mut self, generation: u64) -> Result<(), LoadError> {
+        self.active.set(0, generation, 0).map_err(map_err("ACTIVE"))
+    }
+
+    /// The generation acting now.
+    pub fn active_generation(&self) -> Option<u64> {
+        self.active.get(&0, 0).ok()
+    }
+
     /// Sum over CPUs of each loss/error counter, in agent_common::counter order.
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];
@@ -319,6 +411,7 @@ fn attach_lsm(
     degraded: u32,
     path_hooks: bool,
     attached: &mut Attached,
+    links: &mut BTreeMap<&'static str, LsmLinkId>,
 ) -> (Probe, Vec<&'static str>) {
     let Some(btf) = btf else {
         return (Probe::no("the kernel's BTF could not be parsed by the loader"), vec![]);
@@ -396,9 +489,14 @@ fn attach_lsm(
         }
         let mut attach_err = None;
         for &hook in &hooks {
-            if let Err(e) = program::<Lsm>(ebpf, hook).and_then(|p| p.attach().map(|_| ()).map_err(prog_err(hook))) {
-                attach_err = Some(format!("attaching lsm/{hook}: {e}"));
-                break;
+            match program::<Lsm>(ebpf, hook).and_then(|p| p.attach().map_err(prog_err(hook))) {
+                Ok(id) => {
+                    links.insert(hook, id);
+                }
+                Err(e) => {
+                    attach_err = Some(format!("attaching lsm/{hook}: {e}"));
+                    break;
+                }
             }
         }
         if let Some(e) = attach_err {
@@ -438,7 +536,18 @@ fn probe_load(
 /// Loads and attaches everything. `selectors` become the in-kernel agent selector maps.
 /// `path_hooks`: also use the BPF LSM path hooks where BPF LSM is in effect (see
 /// [`LSM_GROUPS`]).
-pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> Result<Probes, LoadError> {
+///
+/// `persist`: pin the links and share the state maps (see [`crate::persist`]); the programs
+/// act only once [`Probes::activate`] hands over to `generation`, unless there was nothing to
+/// hand over from (new maps), when they act from the first attachment. Without `persist` they
+/// always act from the first attachment.
+pub fn load(
+    selectors: &CompiledSelectors,
+    rules: &Rules,
+    path_hooks: bool,
+    persist: Option<&Persist>,
+    generation: u64,
+) -> Result<Probes, LoadError> {
     let object = BPF_OBJECT.ok_or(LoadError::NoObject)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(LoadError::NotRoot);
@@ -464,10 +573,30 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
     let kernel_selectors = selectors.kernel();
     config.selectors = kernel_selectors.all;
     config.select_free = kernel_selectors.free;
+    config.generation = generation;
     debug!(?config, "kernel layout");
 
-    let mut ebpf = EbpfLoader::new()
-        .override_global("CONFIG", &config, true)
+    let mut loader = EbpfLoader::new();
+    loader.override_global("CONFIG", &config, true);
+    let mut adopted_maps = false;
+    if let Some(p) = persist {
+        p.prepare(generation)?;
+        adopted_maps = p.maps_dir().join("TRACKED").exists();
+        for name in persist::SHARED_MAPS {
+            loader.map_pin_path(name, p.maps_dir().join(name));
+        }
+    }
+    let mut pins = Pins {
+        dir: persist.map(|p| p.gen_dir(generation)),
+        links: Vec::new(),
+        kept: Kept {
+            generation,
+            adopted_maps,
+            ..Kept::default()
+        },
+        perf_links: None,
+    };
+    let mut ebpf = loader
         .load(object)
         .map_err(|e| {
             if e.to_string().contains("EVENTS") {
@@ -480,6 +609,11 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
     let mut attached = Attached::default();
     let mut missing_tracepoints = Vec::new();
 
+    // Who acts: this load at once, unless it takes over maps a previous daemon left.
+    let mut active: Array<MapData, u64> = Array::try_from(take_map(&mut ebpf, "ACTIVE")?).map_err(map_err("ACTIVE"))?;
+    if !adopted_maps {
+        active.set(0, generation, 0).map_err(map_err("ACTIVE"))?;
+    }
     // Selector maps first, so an exec right after attach is already judged.
     fill_selector_map(&mut ebpf, "SELECT_COMM", &kernel_selectors.comm)?;
     fill_selector_map(&mut ebpf, "SELECT_EXE", &kernel_selectors.exe)?;
@@ -496,6 +630,13 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
             Array::try_from(take("GUARD_VERDICTS")?).map_err(map_err("GUARD_VERDICTS"))?,
         )
     };
+    if adopted_maps {
+        pins.kept.rule_owners = kernel_rules
+            .adopt()
+            .map_err(|e| LoadError::Rules(e.to_string()))?
+            .into_iter()
+            .collect();
+    }
     contain::install_rules(&mut kernel_rules, rules).map_err(LoadError::Rules)?;
 
     // Lineage first: a fork must never be missed between other attachments.
@@ -504,18 +645,23 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
         p.load().map_err(prog_err("sched_process_fork"))
     })?;
     let fork: &mut RawTracePoint = program(&mut ebpf, "sched_process_fork")?;
-    fork.attach("sched_process_fork")
+    let id = fork
+        .attach("sched_process_fork")
         .map_err(prog_err("sched_process_fork"))?;
+    if pins.dir.is_some() {
+        let link = fork.take_link(id).map_err(prog_err("sched_process_fork"))?;
+        pins.pin("sched_process_fork", link.into())?;
+    }
     attached.programs.push("raw_tp/sched_process_fork".into());
     for name in ["sched_process_exit", "sched_process_exec"] {
         load_required(&mut ebpf, object, &config, name, |e| load_tracepoint(e, name))?;
-        let tp: &mut TracePoint = program(&mut ebpf, name)?;
-        tp.attach("sched", name).map_err(prog_err(name))?;
+        pins.attach_tracepoint(&mut ebpf, name, "sched", name, name)?;
         attached.programs.push(format!("tracepoint/sched/{name}"));
     }
 
     // BPF LSM where the kernel allows it: the hooks that can refuse an action before it happens.
     let lsms = features::active_lsms();
+    let mut lsm_links = BTreeMap::new();
     let (bpf_lsm, lsm_hooks) = attach_lsm(
         &mut ebpf,
         object,
@@ -525,7 +671,17 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
         degraded,
         path_hooks,
         &mut attached,
+        &mut lsm_links,
     );
+    if pins.dir.is_some() {
+        for (hook, id) in lsm_links {
+            if attached.programs.iter().any(|p| p.strip_prefix("lsm/") == Some(hook)) {
+                let p: &mut Lsm = program(&mut ebpf, hook)?;
+                let link = p.take_link(id).map_err(prog_err(hook))?;
+                pins.pin(&format!("lsm_{hook}"), link.into())?;
+            }
+        }
+    }
     let lsm = |what: &str| lsm_hooks.contains(&what);
 
     // Network: cgroup sock_addr hooks at the cgroup v2 root (they see every process; the
@@ -544,7 +700,19 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
     for &name in sock_progs {
         load_required(&mut ebpf, object, &config, name, |e| load_sock_addr(e, name))?;
         let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        p.attach(&cgroup, CgroupAttachMode::default()).map_err(prog_err(name))?;
+        let id = p.attach(&cgroup, CgroupAttachMode::default()).map_err(prog_err(name))?;
+        if pins.dir.is_some() {
+            let link = p.take_link(id).map_err(prog_err(name))?;
+            match FdLink::try_from(link) {
+                Ok(fd) => pins.pin(name, fd)?,
+                Err(_) => {
+                    p.attach(&cgroup, CgroupAttachMode::default()).map_err(prog_err(name))?;
+                    pins.kept
+                        .not_pinned
+                        .push(format!("{name}: cgroup attachments are not BPF links before Linux 5.7"));
+                }
+            }
+        }
         attached.programs.push(format!("cgroup_sock_addr/{name}"));
     }
     attached.cgroup_root = root;
@@ -553,7 +721,6 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
     // to LSM file_open where it is in effect).
     for (prog, dir) in [("sys_enter_file", "sys_enter"), ("sys_exit_file", "sys_exit")] {
         load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
-        let tp: &mut TracePoint = program(&mut ebpf, prog)?;
         for sc in syscalls::WATCHED {
             if lsm("file_write") && sc.is_open() {
                 continue;
@@ -563,8 +730,7 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
                 missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
                 continue;
             }
-            tp.attach("syscalls", &event)
-                .map_err(prog_err(format!("{prog} on {event}")))?;
+            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
         }
         attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
     }
@@ -577,14 +743,12 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
         ("sys_exit_execve", &["sys_exit_execve", "sys_exit_execveat"][..]),
     ] {
         load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
-        let tp: &mut TracePoint = program(&mut ebpf, prog)?;
         for event in events {
             if !Path::new(TRACEFS).join("events/syscalls").join(event).exists() {
                 missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
                 continue;
             }
-            tp.attach("syscalls", event)
-                .map_err(prog_err(format!("{prog} on {event}")))?;
+            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", event, &format!("{prog}@{event}"))?;
             attached.programs.push(format!("tracepoint/syscalls/{event}"));
         }
     }
@@ -640,8 +804,12 @@ pub fn load(selectors: &CompiledSelectors, rules: &Rules, path_hooks: bool) -> R
     let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
     let select_cgroup = HashMap::try_from(take_map(&mut ebpf, "SELECT_CGROUP")?).map_err(map_err("SELECT_CGROUP"))?;
+    let kept = persist.is_some().then(|| pins.kept.clone());
     Ok(Probes {
         _ebpf: ebpf,
+        active,
+        _pinned: pins.links,
+        kept,
         events,
         tracked,
         counters,

@@ -69,6 +69,7 @@ pub struct Metrics {
     webhook_latency: Histogram,
     pub syslog_failures: Counter,
     pub alerts_folded: Counter,
+    pub state_write_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -98,6 +99,7 @@ impl Metrics {
             webhook_latency: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             syslog_failures: Counter::default(),
             alerts_folded: Counter::default(),
+            state_write_errors: Counter::default(),
         };
         let mut r = Registry::with_prefix("tether");
         r.register(
@@ -179,6 +181,11 @@ impl Metrics {
             "alerts_folded",
             "Repeated alerts folded into a later alert with a count",
             m.alerts_folded.clone(),
+        );
+        r.register(
+            "state_write_errors",
+            "Failed writes of the --persist state file (a restart then would not know the tasks bound since)",
+            m.state_write_errors.clone(),
         );
         Metrics {
             registry: Arc::new(r),

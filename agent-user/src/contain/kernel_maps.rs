@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use agent_common::contain::{
-    MAX_GUARDRAILS, NetKey, NetRule, PATH_KEY_LEN, PathKey, PathRule, TAIL_KEY_HEAD_BITS, TAIL_KEY_LEN, TailKey,
-    Verdict,
+    MAX_GUARDRAILS, NetKey, NetRule, PATH_KEY_HEAD_BITS, PATH_KEY_LEN, PathKey, PathRule, TAIL_KEY_HEAD_BITS,
+    TAIL_KEY_LEN, TailKey, Verdict,
 };
 use aya::maps::{
     Array, MapData, MapError,
@@ -88,6 +88,61 @@ impl KernelRules {
             owned: BTreeMap::new(),
             next_tail: 1,
         }
+    }
+
+    /// Learns what the maps already hold, when they were pinned by the daemon before this one
+    /// (a restart): each entry goes to the owner its key names, so that a later install or
+    /// removal replaces it like one of this daemon's. A tail no path entry refers to is
+    /// removed. Returns the owners found.
+    pub fn adopt(&mut self) -> Result<BTreeSet<u32>, MapsError> {
+        let mut tail_owner: BTreeMap<u32, u32> = BTreeMap::new();
+        let paths: Vec<(Key<PathKey>, PathRule)> = self
+            .paths
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(err("PATH_RULES"))?;
+        for (key, rule) in paths {
+            let (bits, k) = (key.prefix_len(), key.data());
+            let owner = u32::from_be_bytes(k.owner);
+            let len = (bits.saturating_sub(PATH_KEY_HEAD_BITS) / 8) as usize;
+            let mut bytes = vec![k.class];
+            bytes.extend_from_slice(&k.path[..len.min(PATH_KEY_LEN)]);
+            self.owned.entry(owner).or_default().paths.insert((bits, bytes));
+            if rule.tail_id != 0 {
+                tail_owner.insert(rule.tail_id, owner);
+            }
+        }
+        let tails: Vec<Key<TailKey>> = self.tails.keys().collect::<Result<_, _>>().map_err(err("TAIL_RULES"))?;
+        for key in tails {
+            let (bits, k) = (key.prefix_len(), key.data());
+            let id = u32::from_be_bytes(k.tail_id);
+            let len = (bits.saturating_sub(TAIL_KEY_HEAD_BITS) / 8) as usize;
+            let bytes = k.path[..len.min(TAIL_KEY_LEN)].to_vec();
+            match tail_owner.get(&id) {
+                Some(owner) => {
+                    self.owned.entry(*owner).or_default().tails.insert((id, bytes));
+                }
+                None => {
+                    let _ = self.tails.remove(&key);
+                }
+            }
+            self.next_tail = self.next_tail.max(id.wrapping_add(1).max(1));
+        }
+        let nets: Vec<Key<NetKey>> = self.nets.keys().collect::<Result<_, _>>().map_err(err("NET_RULES"))?;
+        for key in nets {
+            let (bits, k) = (key.prefix_len(), key.data());
+            self.owned
+                .entry(u32::from_be_bytes(k.owner))
+                .or_default()
+                .nets
+                .insert((bits, k));
+        }
+        Ok(self.owned.keys().copied().collect())
+    }
+
+    /// Owners with entries in the maps.
+    pub fn owners(&self) -> impl Iterator<Item = u32> + '_ {
+        self.owned.keys().copied()
     }
 
     /// Replaces everything `owner` has in the maps with `c` (new entries first).

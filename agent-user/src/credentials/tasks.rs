@@ -157,6 +157,14 @@ impl Tasks {
         Ok(Bound::New(id))
     }
 
+    /// Puts back a task a previous daemon bound (a restart): same id, so the kernel's tracked
+    /// entries that carry it keep meaning it; later binds are numbered after it.
+    pub fn restore(&mut self, task: Task) {
+        self.next = self.next.max(task.id);
+        self.by_jti.insert(task.jti().to_string(), task.id);
+        self.by_id.insert(task.id, task);
+    }
+
     /// Marks the task `jti` revoked; returns its id.
     pub fn revoke(&mut self, jti: &str) -> Option<u32> {
         let id = *self.by_jti.get(jti)?;
@@ -235,6 +243,8 @@ mod tests {
             scope: spec.clone(),
         };
         Verified {
+            token: String::new(),
+            verified_at: 0,
             chain: claims.chain(),
             claims,
             scope: CompiledScope::compile(&spec).unwrap(),
@@ -314,5 +324,25 @@ mod tests {
             "done before the revocation"
         );
         assert_eq!(revoked.state_at_action(true), CredState::Revoked);
+    }
+
+    #[test]
+    fn restored_tasks_keep_their_ids_and_new_binds_come_after_them() {
+        let mut tasks = Tasks::default();
+        tasks.restore(Task {
+            id: 7,
+            verified: verified("j7", &["u", "a"], i64::MAX, &["/bin/**"]),
+            root_pid: 100,
+            parent: None,
+            revoked: false,
+        });
+        assert_eq!(tasks.get(7).map(|t| t.jti()), Some("j7"));
+        // The same jti in another live tree is still a replay.
+        assert!(matches!(
+            tasks.bind(verified("j7", &["u", "a"], i64::MAX, &["/bin/**"]), 200, 0, |_| true),
+            Err(BindError::Replay { .. })
+        ));
+        let next = tasks.bind(verified("j8", &["u", "a"], i64::MAX, &["/bin/**"]), 300, 0, |_| false);
+        assert_eq!(next, Ok(Bound::New(8)));
     }
 }

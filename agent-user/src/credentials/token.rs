@@ -115,6 +115,11 @@ impl Claims {
 /// A verified credential.
 #[derive(Debug, Clone)]
 pub struct Verified {
+    /// The compact JWS as presented (kept so that a restarted daemon can verify it again).
+    pub token: String,
+    /// When it was verified (seconds since the epoch): a restarted daemon verifies it again
+    /// as of then, so a task bound before its `exp` keeps its identity after it.
+    pub verified_at: i64,
     pub claims: Claims,
     /// Principal first, current actor last.
     pub chain: Vec<String>,
@@ -176,6 +181,8 @@ pub fn verify(token: &str, keys: &Keys, now: i64, max_chain: usize) -> Result<Ve
     check_claims(&claims, now, max_chain)?;
     let scope = CompiledScope::compile(&claims.scope)?;
     Ok(Verified {
+        token: token.to_string(),
+        verified_at: now,
         chain: claims.chain(),
         claims,
         scope,
