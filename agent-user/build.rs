@@ -30,7 +30,10 @@ fn main() -> anyhow::Result<()> {
     ] {
         println!("cargo:rerun-if-changed={}", ws.join(dir).display());
     }
-    println!("cargo:rustc-env=TETHER_LAYOUT={}", layout_hash(&ws.join("agent-common"))?);
+    println!(
+        "cargo:rustc-env=TETHER_LAYOUT={}",
+        layout_hash(&ws.join("agent-common"))?
+    );
     for var in ["TETHER_BPF_OBJECT", "TETHER_BPF_TOOLCHAIN", "TETHER_REQUIRE_BPF"] {
         println!("cargo:rerun-if-env-changed={var}");
     }

@@ -1152,7 +1152,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         generation,
     )?;
     if let Some(k) = &probes.kept {
-        info!(generation, pinned = k.pinned.len(), adopted_maps = k.adopted_maps, "persist: links pinned, state maps shared");
+        info!(
+            generation,
+            pinned = k.pinned.len(),
+            adopted_maps = k.adopted_maps,
+            "persist: links pinned, state maps shared"
+        );
         for n in &k.not_pinned {
             warn!("persist: not kept across a restart: {n}");
         }

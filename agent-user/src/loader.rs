@@ -130,7 +130,14 @@ impl Pins {
 
     /// Attaches tracepoint program `prog` to `category`/`event`, pinned as `name` where
     /// tracepoint attachments are links (5.15+; before, they go with the process).
-    fn attach_tracepoint(&mut self, ebpf: &mut Ebpf, prog: &str, category: &str, event: &str, name: &str) -> Result<(), LoadError> {
+    fn attach_tracepoint(
+        &mut self,
+        ebpf: &mut Ebpf,
+        prog: &str,
+        category: &str,
+        event: &str,
+        name: &str,
+    ) -> Result<(), LoadError> {
         let tp: &mut TracePoint = program(ebpf, prog)?;
         let err = || prog_err(format!("{prog} on {event}"));
         let id = tp.attach(category, event).map_err(err())?;
@@ -138,7 +145,9 @@ impl Pins {
             return Ok(());
         }
         if self.perf_links == Some(false) {
-            self.kept.not_pinned.push(format!("{name}: tracepoint attachments are not BPF links before Linux 5.15"));
+            self.kept.not_pinned.push(format!(
+                "{name}: tracepoint attachments are not BPF links before Linux 5.15"
+            ));
             return Ok(());
         }
         let link = tp.take_link(id).map_err(err())?;
@@ -151,7 +160,9 @@ impl Pins {
                 // The conversion dropped (detached) it: attach again, owned by the process.
                 self.perf_links = Some(false);
                 tp.attach(category, event).map_err(err())?;
-                self.kept.not_pinned.push(format!("{name}: tracepoint attachments are not BPF links before Linux 5.15"));
+                self.kept.not_pinned.push(format!(
+                    "{name}: tracepoint attachments are not BPF links before Linux 5.15"
+                ));
                 Ok(())
             }
         }
@@ -596,15 +607,13 @@ pub fn load(
         },
         perf_links: None,
     };
-    let mut ebpf = loader
-        .load(object)
-        .map_err(|e| {
-            if e.to_string().contains("EVENTS") {
-                LoadError::NoRingBuffer(e.to_string())
-            } else {
-                LoadError::Load(e)
-            }
-        })?;
+    let mut ebpf = loader.load(object).map_err(|e| {
+        if e.to_string().contains("EVENTS") {
+            LoadError::NoRingBuffer(e.to_string())
+        } else {
+            LoadError::Load(e)
+        }
+    })?;
     let btf = Btf::from_sys_fs().ok();
     let mut attached = Attached::default();
     let mut missing_tracepoints = Vec::new();

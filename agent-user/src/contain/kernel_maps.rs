@@ -96,11 +96,8 @@ impl KernelRules {
     /// removed. Returns the owners found.
     pub fn adopt(&mut self) -> Result<BTreeSet<u32>, MapsError> {
         let mut tail_owner: BTreeMap<u32, u32> = BTreeMap::new();
-        let paths: Vec<(Key<PathKey>, PathRule)> = self
-            .paths
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(err("PATH_RULES"))?;
+        let paths: Vec<(Key<PathKey>, PathRule)> =
+            self.paths.iter().collect::<Result<_, _>>().map_err(err("PATH_RULES"))?;
         for (key, rule) in paths {
             let (bits, k) = (key.prefix_len(), key.data());
             let owner = u32::from_be_bytes(k.owner);

@@ -208,9 +208,7 @@ impl Daemon {
                 .filter(|s| t.start_ns == 0 || s.start == ns_to_ticks(t.start_ns, self.ticks_per_sec));
             match snap {
                 Some(snap) if pid != std::process::id() => {
-                    let root = (t.root_tgid != pid)
-                        .then(|| self.table.live_key(t.root_tgid))
-                        .flatten();
+                    let root = (t.root_tgid != pid).then(|| self.table.live_key(t.root_tgid)).flatten();
                     self.table.insert_snapshot(&snap, reason_of(t.reason), root);
                     adopted += 1;
                 }
@@ -273,7 +271,9 @@ impl Daemon {
                 "not_pinned": k.not_pinned,
                 "took_over": v.took_over,
             }),
-            _ => json!({"enabled": false, "note": "every probe goes with the daemon's process (run with --persist to keep them)"}),
+            _ => {
+                json!({"enabled": false, "note": "every probe goes with the daemon's process (run with --persist to keep them)"})
+            }
         }
     }
 }

@@ -1,0 +1,241 @@
+//! `tether run --persist`: the kernel side keeps enforcing while no daemon runs, and the next
+//! daemon takes over the pinned state (tracked processes, tasks, the records of the gap).
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use super::{
+    Daemon, check_ocsf,
+    credentials::{Issuer, scope, token_command, wait_for},
+    program_ids, tcp_listener, test_dir, tether_bin,
+};
+
+/// A pin directory of this test's own on bpffs, and a state directory; whatever is left
+/// pinned is removed when it goes (a failed test leaves nothing attached).
+struct Persisted {
+    pins: PathBuf,
+    state: tempfile::TempDir,
+}
+
+impl Persisted {
+    fn new() -> Persisted {
+        Persisted {
+            pins: PathBuf::from(format!("/sys/fs/bpf/tether-test-{}", std::process::id())),
+            state: tempfile::tempdir().expect("state dir"),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--persist".into(),
+            "--pin-dir".into(),
+            self.pins.display().to_string(),
+            "--state-dir".into(),
+            self.state.path().display().to_string(),
+        ]
+    }
+
+    fn unpin(&self) -> std::process::Output {
+        Command::new(tether_bin())
+            .arg("unpin")
+            .arg("--pin-dir")
+            .arg(&self.pins)
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .output()
+            .expect("tether unpin")
+    }
+
+    fn entries(&self) -> BTreeSet<String> {
+        std::fs::read_dir(&self.pins)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Persisted {
+    fn drop(&mut self) {
+        let _ = self.unpin();
+    }
+}
+
+/// The audit events written so far by a running daemon.
+fn events_so_far(d: &Daemon) -> Vec<Value> {
+    std::fs::read_to_string(d.dir.path().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn connects_to(events: &[Value], port: u16) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["class_uid"] == 4001 && e["dst_endpoint"]["port"] == port)
+        .cloned()
+        .collect()
+}
+
+/// Waits until the daemon has written `n` connect events to `port`.
+fn wait_for_connects(d: &Daemon, port: u16, n: usize) -> Vec<Value> {
+    let t = Instant::now();
+    loop {
+        let found = connects_to(&events_so_far(d), port);
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{n} connect event(s) to port {port} never came; found {found:#?}\nlog:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_denied_for_the_task(e: &Value, jti: &str) {
+    assert_eq!(e["action_id"], 2, "{e}");
+    assert_eq!(e["unmapped"]["tether"]["outcome"]["denied"], true, "{e}");
+    assert_eq!(e["unmapped"]["tether"]["task"]["jti"], jti, "{e}");
+    check_ocsf(e);
+}
+
+fn no_connection(l: &std::net::TcpListener) -> bool {
+    l.set_nonblocking(true).unwrap();
+    matches!(l.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+fn write_fifo(p: &Path) {
+    std::fs::write(p, "go\n").unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+}
+
+#[test]
+fn a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_the_gap() {
+    let issuer = Issuer::new();
+    let persisted = Persisted::new();
+    let mut args = issuer.trust_arg();
+    args.extend(persisted.args());
+    let policy = "version: 1\nagents: []\nmode: enforce\nactions:\n  scope: {action: deny, severity: medium}\n";
+    let before = program_ids();
+    let d1 = Daemon::start_with(Some(policy), &args, &[]);
+    let status1 = d1.status();
+    let gen1 = status1["persist"]["generation"].as_u64().expect("persist status");
+    let gen1_dir = format!("gen-{}-{gen1}", status1["persist"]["layout"].as_str().unwrap());
+    assert!(persisted.entries().contains(&gen1_dir), "{:?}", persisted.entries());
+    let ours: BTreeSet<u32> = program_ids().difference(&before).copied().collect();
+
+    let (_t, dir) = test_dir();
+    let (_in_l, port_in) = tcp_listener("127.0.0.1:0");
+    let (out_l, port_out) = tcp_listener("127.0.0.1:0");
+    let jti = "task-restart";
+    let token = issuer.token_file(&issuer.request(
+        jti,
+        &["agent"],
+        scope(
+            &["/**"],
+            &[format!("tcp:127.0.0.1:{port_in}")],
+            &[&format!("{}/", dir.display())],
+        ),
+    ));
+    for f in ["gap", "after"] {
+        nix::unistd::mkfifo(&dir.join(f), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    }
+    // The out-of-scope connect comes from a subshell forked while no daemon runs: the pinned
+    // fork hook tracks it, the pinned connect hook refuses it.
+    let script = format!(
+        "cd \"$DIR\"; exec 3<>/dev/tcp/127.0.0.1/{port_in} && : > in-ok; exec 3>&-; : > started; \
+         read line < gap; \
+         if (exec 4<>/dev/tcp/127.0.0.1/{port_out}) 2>/dev/null; then : > gap-connected; else : > gap-refused; fi; \
+         read line < after; \
+         if (exec 4<>/dev/tcp/127.0.0.1/{port_out}) 2>/dev/null; then : > after-connected; else : > after-refused; fi"
+    );
+    let mut agent = token_command(&d1, &token, &dir, &script).spawn().expect("tether exec");
+    wait_for(&dir.join("started"));
+    assert!(dir.join("in-ok").exists());
+
+    // The daemon dies; its programs stay (pinned) and go on judging.
+    let mut d1 = d1;
+    d1.child.kill().unwrap();
+    d1.child.wait().unwrap();
+    let left: BTreeSet<u32> = program_ids().intersection(&ours).copied().collect();
+    assert_eq!(left, ours, "the pinned programs must stay loaded with no daemon");
+    write_fifo(&dir.join("gap"));
+    wait_for(&dir.join("gap-refused"));
+    assert!(!dir.join("gap-connected").exists());
+    assert!(
+        no_connection(&out_l),
+        "the out-of-scope connect during the gap reached the listener"
+    );
+
+    // The next daemon takes over: the task, its processes, and the gap's record.
+    let d2 = Daemon::start_with(Some(policy), &args, &[]);
+    let both: BTreeSet<u32> = program_ids().difference(&before).copied().collect();
+    let gap = wait_for_connects(&d2, port_out, 1);
+    assert_eq!(gap.len(), 1, "{gap:#?}");
+    assert_denied_for_the_task(&gap[0], jti);
+    let status2 = d2.status();
+    let took = &status2["persist"]["took_over"];
+    assert_eq!(took["previous_generation"], gen1, "{took}");
+    assert_eq!(took["adopted_maps"], true, "{took}");
+    assert_eq!(took["tasks_restored"], 1, "{took}");
+    assert!(took["processes_adopted"].as_u64().unwrap_or(0) >= 1, "{took}");
+    assert!(
+        took["unpinned"].as_array().unwrap().iter().any(|u| u == &gen1_dir),
+        "{took}"
+    );
+    let gen2 = status2["persist"]["generation"].as_u64().unwrap();
+    assert!(!persisted.entries().contains(&gen1_dir), "{:?}", persisted.entries());
+    // The first daemon's programs are gone once the hand-over is done (freed through RCU).
+    let t = Instant::now();
+    while !program_ids().is_disjoint(&ours) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the previous generation's programs stay loaded after the hand-over"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The new generation enforces the restored scope and attributes to the task.
+    write_fifo(&dir.join("after"));
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(dir.join("after-refused").exists());
+    let after = wait_for_connects(&d2, port_out, 2);
+    assert_eq!(after.len(), 2, "{after:#?}");
+    assert_denied_for_the_task(&after[1], jti);
+    assert!(no_connection(&out_l));
+
+    // A clean stop keeps the pins (a rolling update); `tether unpin` removes them all.
+    let (_, log) = d2.stop();
+    assert!(log.contains("the programs stay attached"), "{log}");
+    let gen2_dir = format!("gen-{}-{gen2}", status2["persist"]["layout"].as_str().unwrap());
+    assert!(persisted.entries().contains(&gen2_dir), "{:?}", persisted.entries());
+    let out = persisted.unpin();
+    assert!(
+        out.status.success(),
+        "tether unpin: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(persisted.entries().is_empty(), "{:?}", persisted.entries());
+    let t = Instant::now();
+    loop {
+        let extra: BTreeSet<u32> = program_ids().intersection(&both).copied().collect();
+        if extra.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "programs still loaded after tether unpin: {extra:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
