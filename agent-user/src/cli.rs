@@ -88,6 +88,10 @@ pub enum Command {
         /// Also remove the state file (the tasks a next daemon would adopt).
         #[arg(long)]
         state: bool,
+        /// Then stay running until SIGTERM or SIGINT (as the container of the DaemonSet's
+        /// uninstall overlay, which must not exit and be restarted).
+        #[arg(long)]
+        wait: bool,
     },
     /// Run CMD as a tracked agent: register this process with the daemon (with --token: bind
     /// the task credential to it, and wait for the daemon's verdict), then exec CMD (same pid).
@@ -304,6 +308,7 @@ pub fn main() -> ExitCode {
             pin_dir,
             state_dir,
             state,
+            wait,
         } => {
             let p = crate::persist::Persist { pin_dir, state_dir };
             let lock = || p.state_dir.exists().then(|| p.lock()).transpose();
@@ -323,7 +328,7 @@ pub fn main() -> ExitCode {
                 }
                 Ok(removed)
             });
-            match done {
+            let code = match done {
                 Ok(removed) if removed.is_empty() => {
                     println!("nothing pinned under {}", p.pin_dir.display());
                     ExitCode::SUCCESS
@@ -338,7 +343,17 @@ pub fn main() -> ExitCode {
                     eprintln!("tether unpin: {e}");
                     ExitCode::FAILURE
                 }
+            };
+            if wait {
+                use nix::sys::signal::{SigSet, Signal};
+                let mut set = SigSet::empty();
+                set.add(Signal::SIGTERM);
+                set.add(Signal::SIGINT);
+                if set.thread_block().is_ok() {
+                    let _ = set.wait();
+                }
             }
+            code
         }
         Command::Exec { socket, token, command } => {
             let verdict = match &token {

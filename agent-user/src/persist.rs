@@ -207,7 +207,9 @@ impl Persist {
                 None::<&str>,
             )
             .map_err(|e| io(bpffs)(e.into()))?;
-            tracing::info!("mounted bpffs at /sys/fs/bpf");
+            tracing::warn!(
+                "mounted bpffs at /sys/fs/bpf (nothing was mounted there): the pins live as long as this mount; in a container, mount the host's /sys/fs/bpf instead, or they go with the container"
+            );
         }
         for d in [self.maps_dir(), self.gen_dir(generation)] {
             std::fs::create_dir_all(&d).map_err(io(&d))?;

@@ -65,6 +65,28 @@ fn the_daemonset_overlay_and_unit_pass_flags_tether_run_accepts() {
     let argv: Vec<String> = exec.split_whitespace().skip(1).map(str::to_string).collect();
     accepts("tether.service", &argv);
 
+    // The uninstall overlay replaces the arguments with an unpin of the same directories.
+    let k = yaml("deploy/kubernetes/overlays/uninstall/kustomization.yaml");
+    let patch: Value = serde_yaml_ng::from_str(k["patches"][0]["patch"].as_str().unwrap()).unwrap();
+    let replace = patch
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|op| op["op"] == "replace" && op["path"] == "/spec/template/spec/containers/0/args")
+        .expect("the uninstall overlay replaces the arguments");
+    let unpin = strings(&replace["value"]);
+    assert_eq!(unpin[0], "unpin");
+    accepts("overlays/uninstall", &unpin);
+    assert!(
+        base.contains(&"--persist".to_string()),
+        "the DaemonSet keeps the kernel side across restarts"
+    );
+    for dir in ["--pin-dir=", "--state-dir="] {
+        let of = |args: &[String]| args.iter().find(|a| a.starts_with(dir)).cloned();
+        assert!(of(&base).is_some(), "the DaemonSet names its {dir}");
+        assert_eq!(of(&base), of(&unpin), "uninstall unpins what the DaemonSet pins");
+    }
+
     // And a misspelt flag is refused: the check can fail.
     assert!(Cli::try_parse_from(["tether", "run", "--polciy=/x"]).is_err());
 }

@@ -15,7 +15,11 @@ use crate::{root, run_cmd, stdout_of};
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 const CHECKOV: &str = "checkov==3.3.30";
 /// The kustomizations to render and check.
-const KUSTOMIZATIONS: &[&str] = &["deploy/kubernetes/base", "deploy/kubernetes/overlays/webhook"];
+const KUSTOMIZATIONS: &[&str] = &[
+    "deploy/kubernetes/base",
+    "deploy/kubernetes/overlays/webhook",
+    "deploy/kubernetes/overlays/uninstall",
+];
 
 fn venv() -> PathBuf {
     std::env::var_os("TETHER_TOOLS_CACHE")
