@@ -167,7 +167,24 @@ fn a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_th
     d1.child.kill().unwrap();
     d1.child.wait().unwrap();
     let left: BTreeSet<u32> = program_ids().intersection(&ours).copied().collect();
-    assert_eq!(left, ours, "the pinned programs must stay loaded with no daemon");
+    let not_pinned = status1["persist"]["not_pinned"].as_array().expect("not_pinned");
+    if not_pinned.is_empty() {
+        assert_eq!(left, ours, "the pinned programs must stay loaded with no daemon");
+    } else {
+        // Before 5.15 tracepoint attachments are not links: those go with the daemon, the
+        // rest (fork, LSM, cgroup hooks) stay. Said in the status, checked here.
+        eprintln!("kept across the restart on this kernel: all but {not_pinned:?}");
+        assert!(
+            not_pinned
+                .iter()
+                .all(|n| n.as_str().is_some_and(|n| n.contains("before Linux 5.15"))),
+            "{not_pinned:?}"
+        );
+        assert!(
+            !left.is_empty() && left.len() < ours.len(),
+            "the pinned programs must stay loaded with no daemon: {left:?} of {ours:?}"
+        );
+    }
     write_fifo(&dir.join("gap"));
     wait_for(&dir.join("gap-refused"));
     assert!(!dir.join("gap-connected").exists());
