@@ -5,8 +5,11 @@
 //!
 //! ## Owners
 //! Every rule entry belongs to an owner: a task id (its credential's scope, an allow-list),
-//! [`GUARDRAILS`] (operator guardrails, a deny-list whatever the credential says) or
-//! [`EXEMPT`] (writes that are never a violation: /dev/null and the like).
+//! [`GUARDRAILS`] (operator guardrails, a deny-list whatever the credential says),
+//! [`guard_owner`]`(set)` (the guardrails for the processes of pods a combination of pod
+//! matchers selects: the same deny-list with the pod guardrails added; `POD_GUARDS` maps a
+//! pod's cgroup id to its set) or [`EXEMPT`] (writes that are never a violation: /dev/null
+//! and the like).
 //!
 //! ## Paths ([`PATH_RULES`](PathKey), an LPM trie)
 //! Key: owner, class ([`class::EXEC`] or [`class::WRITE`]), then the path bytes. An exact
@@ -33,10 +36,31 @@
 //! [`posture::SCOPE`]) and [`GUARD_VERDICTS`](Verdict) (indexed by guardrail) hold the action
 //! and mode of each violation class; the daemon rewrites them when the mode switches.
 
-/// Owner id of the operator guardrails.
+/// Owner id of the operator guardrails (those for every agent process).
 pub const GUARDRAILS: u32 = u32::MAX;
 /// Owner id of the writes that are never a violation (pseudo devices).
 pub const EXEMPT: u32 = u32::MAX - 1;
+/// Pod matchers (`pods:` of guardrails) the kernel can tell apart: a process's
+/// [`crate::Tracked::guard_set`] has one bit per matcher its pod matches.
+pub const MAX_POD_MATCHERS: u32 = 16;
+
+/// The owner whose guardrail entries hold for a process with guard set `set`: the guardrails
+/// for every agent ([`GUARDRAILS`]) when the set is empty, else the guardrail set compiled
+/// for that combination of pod matchers (the guardrails for every agent, and those of each
+/// matcher in the set), at `EXEMPT - set` (below every other owner; task ids count up from 1).
+/// Is `owner` a guard set's (see [`guard_owner`])?
+pub const fn is_guard_set_owner(owner: u32) -> bool {
+    owner < EXEMPT && owner >= EXEMPT - ((1 << MAX_POD_MATCHERS) - 1)
+}
+
+#[inline(always)]
+pub const fn guard_owner(set: u32) -> u32 {
+    if set == 0 {
+        GUARDRAILS
+    } else {
+        EXEMPT - (set & ((1 << MAX_POD_MATCHERS) - 1))
+    }
+}
 
 /// Attempt classes in path keys.
 pub mod class {

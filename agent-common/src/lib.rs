@@ -80,7 +80,11 @@ pub struct Tracked {
     /// The task (credential binding) this process acts under, as numbered by the daemon;
     /// [`NO_TASK`] when none. Children inherit it at fork.
     pub task: u32,
-    pub _pad: u32,
+    /// The pod guardrails that hold for this process ([`contain::guard_owner`]): a bit per
+    /// pod matcher of the rule files that the process's pod matches (0: none, only the
+    /// guardrails for every agent). Set from the pod cgroup when the process becomes
+    /// tracked; children inherit it at fork.
+    pub guard_set: u32,
     /// When the task's credential expires, in bpf_ktime_get_boot_ns() time (0: no expiry).
     /// The kernel flags every record made at or after it ([`flags::TASK_EXPIRED`]) without
     /// waiting for the daemon; revocation sets it to 1 (already past).
@@ -165,6 +169,9 @@ pub struct Header {
     pub task: u32,
     /// The kernel's containment decision ([`contain::verdict`] bits; 0: allowed or not judged).
     pub verdict: u32,
+    /// The guardrail set the kernel judged by ([`Tracked::guard_set`]).
+    pub guard_set: u32,
+    pub _pad: u32,
 }
 
 /// Record-level flags.
@@ -469,15 +476,15 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<Tracked>() == 32);
     assert!(size_of::<InodeKey>() == 16);
-    assert!(size_of::<Header>() == 72);
+    assert!(size_of::<Header>() == 80);
     assert!(size_of::<WalkedPath>() == WALK_BUF + 8);
     assert!(size_of::<WalkedPath>().is_multiple_of(8));
-    assert!(size_of::<ExecEvent>() == 72 + 16 + size_of::<WalkedPath>() + FILENAME_LEN + ARGV_LEN);
-    assert!(size_of::<ForkEvent>() == 88);
-    assert!(size_of::<ExitEvent>() == 80);
-    assert!(size_of::<NetEvent>() == 96);
+    assert!(size_of::<ExecEvent>() == 80 + 16 + size_of::<WalkedPath>() + FILENAME_LEN + ARGV_LEN);
+    assert!(size_of::<ForkEvent>() == 96);
+    assert!(size_of::<ExitEvent>() == 88);
+    assert!(size_of::<NetEvent>() == 104);
     assert!(size_of::<FilePath>() == size_of::<WalkedPath>() + RAW_PATH_LEN + 8);
-    assert!(size_of::<FileEvent>() == 72 + 40 + 2 * size_of::<FilePath>());
+    assert!(size_of::<FileEvent>() == 80 + 40 + 2 * size_of::<FilePath>());
     assert!(size_of::<PendingFile>() == 72 + 2 * RAW_PATH_LEN);
     assert!(size_of::<PendingExec>() == 16);
     // The walk masks offsets with WALK_MAIN - 1 and name lengths with NAME_MAX_WIRE.

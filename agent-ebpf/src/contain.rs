@@ -7,8 +7,8 @@ use core::ffi::c_void;
 use agent_common::{
     NO_TASK, Tracked, WALK_MAIN, WalkedPath,
     contain::{
-        EXEMPT, GUARDRAILS, MAX_FALLBACKS, NET_KEY_HEAD_BITS, NetKey, PATH_KEY_HEAD_BITS, PATH_KEY_LEN, PathKey,
-        PathRule, TAIL_KEY_HEAD_BITS, TAIL_KEY_LEN, TailKey, Verdict, action, class, path_kind, posture, rule_class,
+        EXEMPT, MAX_FALLBACKS, NET_KEY_HEAD_BITS, NetKey, PATH_KEY_HEAD_BITS, PATH_KEY_LEN, PathKey, PathRule,
+        TAIL_KEY_HEAD_BITS, TAIL_KEY_LEN, TailKey, Verdict, action, class, guard_owner, path_kind, posture, rule_class,
         verdict,
     },
 };
@@ -133,7 +133,7 @@ fn net_hit(owner: u32, proto: u8, addr: &[u8; 16], port: u16) -> Hit {
 /// Judges a connect or send by tracked entry `t` to `addr` (IPv6; IPv4 mapped) and `port`.
 #[inline(always)]
 pub fn judge_net(t: &Tracked, proto: u8, addr: &[u8; 16], port: u16) -> u32 {
-    let guard = net_hit(GUARDRAILS, proto, addr, port);
+    let guard = net_hit(guard_owner(t.guard_set), proto, addr, port);
     decide(t, guard, |task| net_hit(task, proto, addr, port))
 }
 
@@ -305,6 +305,6 @@ pub fn judge_path(t: &Tracked, cls: u8, walked: *const WalkedPath) -> u32 {
     {
         return 0;
     }
-    let guard = path_hit(key, walked, GUARDRAILS, cls, len, leaf);
+    let guard = path_hit(key, walked, guard_owner(t.guard_set), cls, len, leaf);
     decide(t, guard, |task| path_hit(key, walked, task, cls, len, leaf))
 }

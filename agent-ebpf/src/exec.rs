@@ -23,8 +23,8 @@ use crate::{
     },
     lsm::{CHECKED, REPORTED},
     maps::{
-        CONFIG, EVENTS, EXEC_CHECKED, EXEC_PENDING, SELECT_CGROUP, SELECT_COMM, SELECT_EXE, SELECT_UID, TRACKED,
-        active, config_value64, count, degraded, self_tgid, tracked, wake_flags,
+        CONFIG, EVENTS, EXEC_CHECKED, EXEC_PENDING, POD_GUARDS, SELECT_CGROUP, SELECT_COMM, SELECT_EXE, SELECT_UID,
+        TRACKED, active, config_value64, count, degraded, self_tgid, tracked, wake_flags,
     },
 };
 
@@ -67,7 +67,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
                 root_tgid: tgid,
                 reason: track_reason::SELECTED,
                 task: NO_TASK,
-                _pad: 0,
+                guard_set: pod_guard_set(task),
                 expires_ns: 0,
             };
             if TRACKED.insert(&tgid, &entry, 0).is_err() {
@@ -214,28 +214,57 @@ fn selected(task: KPtr, exe_file: KPtr) -> bool {
 /// The selectors naming the current cgroup v2 or one of its ancestors.
 #[inline(always)]
 fn cgroup_hits(task: KPtr) -> u64 {
+    let mut hits = 0u64;
+    cgroup_walk(task, |id| {
+        // SAFETY: map lookup, copied out.
+        hits |= unsafe { SELECT_CGROUP.get(&id) }.copied().unwrap_or(0);
+        false
+    });
+    hits
+}
+
+/// The guard set of the pod whose cgroup is the task's or one of its ancestors (0: none).
+#[inline(always)]
+fn pod_guard_set(task: KPtr) -> u32 {
+    let mut set = 0u32;
+    cgroup_walk(task, |id| {
+        // SAFETY: map lookup, copied out.
+        match unsafe { POD_GUARDS.get(&id) } {
+            Some(s) => {
+                set = *s;
+                true
+            }
+            None => false,
+        }
+    });
+    set
+}
+
+/// Calls `f` with the id of the task's cgroup v2 and of each ancestor, nearest first, until
+/// it returns true.
+#[inline(always)]
+fn cgroup_walk(task: KPtr, mut f: impl FnMut(u64) -> bool) {
     if degraded(config::degraded::CGROUP) {
-        return 0;
+        return;
     }
     let mut kn: KPtr = match read_ptr(task, off!(task_cgroups))
         .and_then(|css| read_ptr(css, off!(css_set_dfl_cgrp)))
         .and_then(|cg| read_ptr(cg, off!(cgroup_kn)))
     {
         Ok(p) => p,
-        Err(_) => return 0,
+        Err(_) => return,
     };
     let (id_off, parent_off) = (off!(kernfs_node_id), off!(kernfs_node_parent));
-    let mut hits = 0u64;
     for _ in 0..select::CGROUP_LEVELS {
         if kn.is_null() {
             break;
         }
         let Ok(id) = read_u64(kn, id_off) else { break };
-        // SAFETY: map lookup, copied out.
-        hits |= unsafe { SELECT_CGROUP.get(&id) }.copied().unwrap_or(0);
+        if f(id) {
+            break;
+        }
         kn = read_ptr(kn, parent_off).unwrap_or(core::ptr::null());
     }
-    hits
 }
 
 // ---- refused execs ----

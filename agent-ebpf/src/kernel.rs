@@ -91,6 +91,8 @@ pub fn fill_header(h: &mut Header, kind: u32, pid_tgid: u64, t: &Tracked, flags:
     h.comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
     h.task = t.task;
     h.verdict = 0;
+    h.guard_set = t.guard_set;
+    h._pad = 0;
 }
 
 /// The `struct file *` behind descriptor `fd` of `task`, if any.

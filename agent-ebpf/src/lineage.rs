@@ -38,7 +38,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         root_tgid: parent.root_tgid,
         reason: track_reason::INHERITED,
         task: parent.task,
-        _pad: 0,
+        guard_set: parent.guard_set,
         expires_ns: parent.expires_ns,
     };
     if TRACKED.insert(&child_tgid, &entry, 0).is_err() {

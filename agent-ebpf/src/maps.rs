@@ -41,6 +41,11 @@ pub static SELECT_UID: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static SELECT_CGROUP: HashMap<u64, u64> = HashMap::with_max_entries(1024, 0);
 
+/// pod cgroup v2 id -> the guard set of the pod's processes (agent_common::contain::guard_owner),
+/// written by the daemon as pods come and go; read when a process becomes tracked at exec.
+#[map]
+pub static POD_GUARDS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
 /// The one ring buffer of records to userspace.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);

@@ -1,5 +1,6 @@
 //! `tether run`: load the probes, adopt running agents, then one event loop that owns the
 //! process table, the kernel maps and the sinks, and serves API calls.
+mod pod_guards;
 mod takeover;
 
 use std::{
@@ -142,6 +143,8 @@ struct Daemon {
     resolver: crate::pods::CgroupResolver,
     kube: Option<KubeView>,
     pod_selection: crate::pods::selection::PodSelection,
+    /// The guardrails' pod matchers, placed on the pods' cgroups (see `pod_guards`).
+    pod_guards: crate::pods::selection::PodSelection,
     /// cgroup id -> the pod selectors' bits written for it (merged with the rule files').
     pod_masks: std::collections::BTreeMap<u64, u64>,
     cgroup_root: PathBuf,
@@ -186,7 +189,7 @@ impl Daemon {
             root_tgid: root.unwrap_or(pid),
             reason: kernel_reason,
             task: agent_common::NO_TASK,
-            _pad: 0,
+            guard_set: self.guard_set_of_pid(pid),
             expires_ns: 0,
         };
         self.probes
@@ -416,7 +419,14 @@ impl Daemon {
             effective.mode = Some(m);
         }
         let rules = Rules::compile(&effective).map_err(|e| e.to_string())?;
-        contain::install_rules(&mut self.probes.rules, &rules)?;
+        if self.kube.is_none()
+            && let Some(id) = pod_guardrail(&rules)
+        {
+            return Err(format!(
+                "guardrail {id:?} holds only in some pods (`pods:`), but this daemon runs without pod identity"
+            ));
+        }
+        self.reload_pod_guards(&rules)?;
         self.rules = rules;
         self.containment = spec;
         self.mode_override = mode;
@@ -469,7 +479,7 @@ impl Daemon {
         json!({
             "mode": self.rules.mode.as_str(),
             "mode_switched_at_runtime": self.mode_override.is_some(),
-            "guardrails": self.rules.guardrails().map(|(id, a, m, _)| json!({"id": id, "action": a.as_str(), "mode": m.as_str()})).collect::<Vec<_>>(),
+            "guardrails": self.rules.guardrails().enumerate().map(|(i, (id, a, m, _))| json!({"id": id, "action": a.as_str(), "mode": m.as_str(), "pods": self.rules.guardrail_pods(i)})).collect::<Vec<_>>(),
             "unbound": class(p[0]),
             "expired": class(p[1]),
             "scope": class(p[2]),
@@ -683,7 +693,8 @@ impl Daemon {
                     "errors": st.errors.load(Relaxed),
                     "decode_errors": st.decode_errors.load(Relaxed),
                     "pod_cgroups_selected": self.pod_masks.len(),
-                    "pods_waiting_for_cgroup": self.pod_selection.pending(),
+                    "pods_waiting_for_cgroup": self.pod_selection.pending() + self.pod_guards.pending(),
+                    "pod_cgroups_guarded": self.pod_guards.placed().count(),
                     "cgroup_lookups_failed": lookups_failed,
                 })
             }
@@ -728,6 +739,7 @@ impl Daemon {
     /// A pod changed: the pod selectors' cgroups in the kernel follow, and the running
     /// processes of a newly selected pod are adopted.
     fn pod_changed(&mut self, change: Option<crate::pods::kube::PodChange>) {
+        self.pod_guards_changed(change.as_ref());
         if self.pod_selection.is_empty() {
             return;
         }
@@ -863,7 +875,7 @@ impl Daemon {
                     },
                     _ => Credential::None,
                 };
-                self.rules.evaluate(&attempt, cred)
+                self.rules.evaluate(&attempt, cred, a.guard_set)
             })
         };
         let kv = a.kernel;
@@ -1056,7 +1068,12 @@ impl Daemon {
             .probes
             .rules
             .owners()
-            .filter(|o| *o < agent_common::contain::EXEMPT && self.tasks.get(*o).is_none() && !live.contains(o))
+            .filter(|o| {
+                *o < agent_common::contain::EXEMPT
+                    && !agent_common::contain::is_guard_set_owner(*o)
+                    && self.tasks.get(*o).is_none()
+                    && !live.contains(o)
+            })
             .collect();
         for o in orphans {
             self.probes.rules.remove(o);
@@ -1130,6 +1147,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             s.id
         );
     }
+    if kube.is_none()
+        && let Some(id) = pod_guardrail(&rules)
+    {
+        anyhow::bail!(
+            "guardrail {id:?} holds only in some pods (`pods:`), but pod identity is off (not in a cluster: give --kube-api, --kube-ca and --kube-token-file)"
+        );
+    }
     let metrics = crate::metrics::Metrics::new();
     let (out, webhook) = Delivery::open(&opts.delivery, metrics.clone())?;
     let selectors = loader::compile_selectors(&selectors)?;
@@ -1187,6 +1211,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
     let ticks_per_sec = procfs::ticks_per_second();
     let cgroup_root = loader::cgroup2_root()?;
+    let guard_rules = rules.clone();
     let mut d = Daemon {
         probes,
         table: ProcessTable::new(ticks_per_sec),
@@ -1211,6 +1236,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         max_chain: opts.max_chain,
         resolved_tx,
         pod_selection: crate::pods::selection::PodSelection::new(&selectors),
+        pod_guards: crate::pods::selection::PodSelection::guards(&guard_rules),
         selectors,
         resolver: crate::pods::CgroupResolver::open(&cgroup_root),
         kube: None,
@@ -1326,7 +1352,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some(call) = calls.recv() => d.call(call),
             Some((task, hosts)) = resolved_rx.recv() => d.resolved(task, hosts),
             Some(change) = pod_rx.recv() => d.pod_changed(Some(change)),
-            _ = pod_retry.tick(), if d.pod_selection.pending() > 0 => d.pod_changed(None),
+            _ = pod_retry.tick(), if d.pod_selection.pending() + d.pod_guards.pending() > 0 => d.pod_changed(None),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
@@ -1358,6 +1384,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "{detached}"
     );
     Ok(())
+}
+
+/// The first guardrail with `pods:`, if any.
+fn pod_guardrail(rules: &Rules) -> Option<String> {
+    rules
+        .guardrail_ids()
+        .iter()
+        .enumerate()
+        .find(|(i, _)| rules.guardrail_pods(*i).is_some())
+        .map(|(_, id)| id.to_string())
 }
 
 /// Puts node, container and pod fields into an event's `unmapped.tether`.

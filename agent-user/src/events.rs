@@ -39,6 +39,8 @@ pub struct Actor {
     pub task_expired: bool,
     /// What the kernel decided and did about this action.
     pub kernel: crate::contain::KernelVerdict,
+    /// The pod guardrail set the kernel judged by (agent_common::Tracked::guard_set).
+    pub guard_set: u32,
 }
 
 /// A path as reported, with how much the kernel vouches for it.
@@ -288,6 +290,7 @@ fn actor(h: &Header) -> Actor {
         task: h.task,
         task_expired: h.flags & flags::TASK_EXPIRED != 0,
         kernel: crate::contain::KernelVerdict::from_bits(h.verdict),
+        guard_set: h.guard_set,
     }
 }
 
@@ -531,6 +534,8 @@ mod tests {
             comm,
             task: 0,
             verdict: 0,
+            guard_set: 0,
+            _pad: 0,
         }
     }
 

@@ -183,6 +183,9 @@ pub struct Probes {
     /// cgroup id -> selector mask: the rule files' cgroups, and the cgroups of the pods that
     /// pod selectors match (kept by the daemon as pods come and go).
     pub select_cgroup: HashMap<MapData, u64, u64>,
+    /// pod cgroup id -> guard set (the guardrails' `pods:`), kept by the daemon as pods come
+    /// and go.
+    pub pod_guards: HashMap<MapData, u64, u32>,
     /// The rule files' cgroup entries, which pod updates merge with.
     pub static_cgroups: BTreeMap<u64, u64>,
     /// The containment rule maps.
@@ -646,7 +649,15 @@ pub fn load(
             .into_iter()
             .collect();
     }
-    contain::install_rules(&mut kernel_rules, rules).map_err(LoadError::Rules)?;
+    // The guard sets the adopted maps hold stay until the pod watch says which are in use.
+    let sets: std::collections::BTreeSet<u32> = pins
+        .kept
+        .rule_owners
+        .iter()
+        .filter(|o| agent_common::contain::is_guard_set_owner(**o))
+        .map(|o| agent_common::contain::EXEMPT - o)
+        .collect();
+    contain::install_rules(&mut kernel_rules, rules, &sets).map_err(LoadError::Rules)?;
 
     // Lineage first: a fork must never be missed between other attachments.
     load_required(&mut ebpf, object, &config, "sched_process_fork", |e| {
@@ -813,6 +824,7 @@ pub fn load(
     let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
     let select_cgroup = HashMap::try_from(take_map(&mut ebpf, "SELECT_CGROUP")?).map_err(map_err("SELECT_CGROUP"))?;
+    let pod_guards = HashMap::try_from(take_map(&mut ebpf, "POD_GUARDS")?).map_err(map_err("POD_GUARDS"))?;
     let kept = persist.is_some().then(|| pins.kept.clone());
     Ok(Probes {
         _ebpf: ebpf,
@@ -823,6 +835,7 @@ pub fn load(
         tracked,
         counters,
         select_cgroup,
+        pod_guards,
         static_cgroups: kernel_selectors.cgroup.clone(),
         rules: kernel_rules,
         attached,

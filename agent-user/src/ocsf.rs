@@ -445,6 +445,7 @@ mod tests {
             task: 0,
             task_expired: false,
             kernel: Default::default(),
+            guard_set: 0,
         }
     }
 

@@ -8,7 +8,8 @@
 //! - `maps-<layout>/<MAP>`: the maps that carry state from one daemon to the next
 //!   ([`SHARED_MAPS`]): the tracked processes with their tasks and expiry, the ring buffer (the
 //!   records of the gap wait there), the loss counters, the containment rule maps (guardrails
-//!   and every task's scope), the in-flight syscall and exec slots, and `ACTIVE`.
+//!   and every task's scope), the pods' guard sets, the in-flight syscall and exec slots, and
+//!   `ACTIVE`.
 //! - `gen-<layout>-<generation>/<link>`: the links of one daemon's programs. While they are
 //!   pinned the programs stay attached and keep judging, denying and recording with no daemon.
 //!
@@ -62,6 +63,7 @@ pub const SHARED_MAPS: &[&str] = &[
     "NET_RULES",
     "POSTURE",
     "GUARD_VERDICTS",
+    "POD_GUARDS",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -77,6 +77,34 @@ pub enum SelectorError {
     TooMany(usize),
 }
 
+/// Checks namespace names and pod label keys and values (of a selector, or of a guardrail's
+/// `pods:`); the message names the offending value.
+pub fn validate_pod_criteria(
+    namespace: &BTreeSet<String>,
+    pod_labels: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    for ns in namespace {
+        if !is_dns_label(ns) {
+            return Err(format!(
+                "namespace {ns:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)"
+            ));
+        }
+    }
+    for (k, v) in pod_labels {
+        if !is_label_key(k) {
+            return Err(format!(
+                "pod_labels key {k:?} is not a Kubernetes label key ([prefix/]name, name at most 63 of letters, digits, '-', '_', '.')"
+            ));
+        }
+        if !v.is_empty() && !is_label_name(v) {
+            return Err(format!(
+                "pod_labels value {v:?} of {k:?} is not a Kubernetes label value (at most 63 of letters, digits, '-', '_', '.', alphanumeric at both ends)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the shape of a selector's values; the message names the offending value.
 pub fn validate(s: &Selector) -> Result<(), String> {
     let id = &s.id;
@@ -93,25 +121,7 @@ pub fn validate(s: &Selector) -> Result<(), String> {
             "agent selector {id:?}: cgroup cannot be combined with namespace or pod_labels (both select by cgroup); use two selectors"
         ));
     }
-    for ns in &s.namespace {
-        if !is_dns_label(ns) {
-            return Err(format!(
-                "agent selector {id:?}: namespace {ns:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)"
-            ));
-        }
-    }
-    for (k, v) in &s.pod_labels {
-        if !is_label_key(k) {
-            return Err(format!(
-                "agent selector {id:?}: pod_labels key {k:?} is not a Kubernetes label key ([prefix/]name, name at most 63 of letters, digits, '-', '_', '.')"
-            ));
-        }
-        if !v.is_empty() && !is_label_name(v) {
-            return Err(format!(
-                "agent selector {id:?}: pod_labels value {v:?} of {k:?} is not a Kubernetes label value (at most 63 of letters, digits, '-', '_', '.', alphanumeric at both ends)"
-            ));
-        }
-    }
+    validate_pod_criteria(&s.namespace, &s.pod_labels).map_err(|e| format!("agent selector {id:?}: {e}"))?;
     for exe in &s.exe {
         if !exe.starts_with('/') {
             return Err(format!("agent selector {id:?}: exe {exe:?} is not an absolute path"));

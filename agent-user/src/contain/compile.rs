@@ -439,13 +439,17 @@ pub fn scope(task: u32, scope: &CompiledScope) -> Result<Compiled, CompileError>
     Ok(out)
 }
 
-/// The guardrails, owned by [`agent_common::contain::GUARDRAILS`], each entry naming its
+/// The guardrails that hold for processes of guard set `set` (0: those for every agent; see
+/// [`agent_common::contain::guard_owner`]), owned by that set's owner, each entry naming its
 /// guardrail's index.
-pub fn guardrails(rules: &Rules) -> Result<Compiled, CompileError> {
-    let owner = agent_common::contain::GUARDRAILS;
+pub fn guardrails(rules: &Rules, set: u32) -> Result<Compiled, CompileError> {
+    let owner = agent_common::contain::guard_owner(set);
     let mut p: Vec<(u8, &PathPattern, u16)> = Vec::new();
     let mut n = Vec::new();
     for (i, (_, _, _, m)) in rules.guardrails().enumerate() {
+        if !rules.holds_in(i, set) {
+            continue;
+        }
         let i = i as u16;
         p.extend(m.exec.iter().map(|x| (class::EXEC, x, i)));
         p.extend(m.write.iter().map(|x| (class::WRITE, x, i)));
@@ -747,7 +751,7 @@ guardrails:
         )
         .unwrap();
         let rules = Rules::compile(&spec).unwrap();
-        let c = guardrails(&rules).unwrap();
+        let c = guardrails(&rules, 0).unwrap();
         let g = agent_common::contain::GUARDRAILS;
         assert_eq!(net_lookup(&c, g, 6, "169.254.169.254".parse().unwrap(), 80), Some(0));
         assert_eq!(

@@ -225,20 +225,37 @@ pub fn outcome(
     }
 }
 
-/// Writes the guardrails, the exempt writes and the verdicts of `rules` into the kernel maps
-/// (before they replace anything, so a failure leaves the previous rules in force).
-pub fn install_rules(maps: &mut kernel_maps::KernelRules, rules: &crate::policy::engine::Rules) -> Result<(), String> {
-    let guards = compile::guardrails(rules).map_err(|e| e.to_string())?;
+/// Writes the guardrails (for every agent, and for each guard set in `sets`: the pods'),
+/// the exempt writes and the verdicts of `rules` into the kernel maps (each owner's new
+/// entries before its stale ones go, so there is no moment without rules), and removes the
+/// guard sets no longer in use. Everything is compiled first: a compile error changes nothing.
+pub fn install_rules(
+    maps: &mut kernel_maps::KernelRules,
+    rules: &crate::policy::engine::Rules,
+    sets: &std::collections::BTreeSet<u32>,
+) -> Result<(), String> {
+    use agent_common::contain::{EXEMPT, guard_owner, is_guard_set_owner};
+    let mut compiled = vec![(0, compile::guardrails(rules, 0).map_err(|e| e.to_string())?)];
+    for &set in sets.iter().filter(|s| **s != 0) {
+        compiled.push((set, compile::guardrails(rules, set).map_err(|e| e.to_string())?));
+    }
     let (posture, verdicts) = compile::verdicts(rules);
     if verdicts.len() > agent_common::contain::MAX_GUARDRAILS as usize {
         return Err(kernel_maps::MapsError::TooManyGuardrails(verdicts.len()).to_string());
     }
-    maps.install(agent_common::contain::EXEMPT, &compile::exempt())
-        .map_err(|e| e.to_string())?;
-    maps.install(agent_common::contain::GUARDRAILS, &guards)
-        .map_err(|e| e.to_string())?;
+    maps.install(EXEMPT, &compile::exempt()).map_err(|e| e.to_string())?;
+    for (set, guards) in &compiled {
+        maps.install(guard_owner(*set), guards).map_err(|e| e.to_string())?;
+    }
     maps.set_verdicts(&posture, &verdicts).map_err(|e| e.to_string())?;
-    for u in &guards.undecided {
+    let unused: Vec<u32> = maps
+        .owners()
+        .filter(|o| is_guard_set_owner(*o) && !sets.iter().any(|s| guard_owner(*s) == *o))
+        .collect();
+    for o in unused {
+        maps.remove(o);
+    }
+    for u in &compiled[0].1.undecided {
         tracing::warn!("guardrail pattern {u}: not judged by the kernel; the daemon kills after the fact");
     }
     Ok(())

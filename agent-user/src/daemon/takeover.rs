@@ -55,7 +55,11 @@ impl Daemon {
                 .rule_owners
                 .iter()
                 .copied()
-                .filter(|o| *o < agent_common::contain::EXEMPT && self.tasks.get(*o).is_none())
+                .filter(|o| {
+                    *o < agent_common::contain::EXEMPT
+                        && !agent_common::contain::is_guard_set_owner(*o)
+                        && self.tasks.get(*o).is_none()
+                })
                 .collect();
             if let Some(s) = saved.as_ref().filter(|s| s.layout == persist::LAYOUT)
                 && s.counters.len() == self.last_counters.len()

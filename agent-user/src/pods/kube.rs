@@ -154,6 +154,10 @@ impl PodCache {
     pub fn get_live(&self, uid: &str) -> Option<Arc<PodMeta>> {
         self.by_uid.get(uid).cloned()
     }
+    /// The live pods of this node.
+    pub fn live(&self) -> impl Iterator<Item = &Arc<PodMeta>> {
+        self.by_uid.values()
+    }
     fn remove(&mut self, uid: &str) -> Option<Arc<PodMeta>> {
         let now = std::time::Instant::now();
         self.deleted

@@ -1,14 +1,19 @@
-//! Pod selectors (`namespace`, `pod_labels`) in the kernel: the kernel matches agents at exec
-//! by cgroup, so each pod on this node that a pod selector matches has its pod cgroup put in
-//! the cgroup selector map with that selector's bit, and taken out when the pod goes or stops
-//! matching. Pure bookkeeping: the daemon finds cgroups, writes the map and adopts processes.
+//! Pod criteria (`namespace`, `pod_labels`) in the kernel: the kernel knows pods only by their
+//! cgroups, so each pod on this node that a criterion matches has its pod cgroup put in a
+//! kernel map with that criterion's bit, and taken out when the pod goes or stops matching.
+//! Two uses: agent selectors (the cgroup selector map: the kernel matches agents at exec) and
+//! guardrails' `pods:` (the pod guard map: the guard set of the processes of the pod). Pure
+//! bookkeeping: the daemon finds cgroups, writes the maps and adopts processes.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
 };
 
 use super::kube::{PodChange, PodMeta};
-use crate::selectors::{Compiled, CompiledSelectors};
+use crate::{
+    policy::engine::{PodMatch, Rules},
+    selectors::CompiledSelectors,
+};
 
 /// What the kernel map needs after a change: cgroup id -> the pod selectors' mask for it
 /// (0: no pod selector's bit any more).
@@ -16,8 +21,8 @@ pub type Updates = BTreeMap<u64, u64>;
 
 #[derive(Debug, Default)]
 pub struct PodSelection {
-    /// (bit, selector) of the selectors with pod criteria.
-    selectors: Vec<(u64, Compiled)>,
+    /// (bit, criteria) of the selectors with pod criteria, or of the guardrails' pod matchers.
+    selectors: Vec<(u64, PodMatch)>,
     /// Pod UID -> (its pod cgroup id, mask written for it).
     placed: HashMap<String, (u64, u64)>,
     /// Matching pods whose cgroup did not exist yet (the kubelet creates it when it starts
@@ -33,10 +38,36 @@ impl PodSelection {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.by_pod())
-                .map(|(i, s)| (1u64 << i, s.clone()))
+                .map(|(i, s)| {
+                    (
+                        1u64 << i,
+                        PodMatch {
+                            namespace: s.namespace.clone(),
+                            pod_labels: s.pod_labels.clone(),
+                        },
+                    )
+                })
                 .collect(),
             ..PodSelection::default()
         }
+    }
+
+    /// The guardrails' pod matchers: a pod's mask is its guard set.
+    pub fn guards(rules: &Rules) -> PodSelection {
+        PodSelection {
+            selectors: rules
+                .pod_matchers()
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (1u64 << i, m.clone()))
+                .collect(),
+            ..PodSelection::default()
+        }
+    }
+
+    /// The masks placed now: pod cgroup id -> mask.
+    pub fn placed(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.placed.values().copied()
     }
 
     /// Are there pod selectors at all?
@@ -48,7 +79,7 @@ impl PodSelection {
     pub fn mask_of(&self, pod: &PodMeta) -> u64 {
         self.selectors
             .iter()
-            .filter(|(_, s)| s.pod_matches(pod))
+            .filter(|(_, s)| s.matches(&pod.namespace, &pod.labels))
             .fold(0, |m, (bit, _)| m | bit)
     }
 
@@ -124,6 +155,7 @@ impl PodSelection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selectors::Compiled;
 
     fn pod(uid: &str, ns: &str, labels: &[(&str, &str)]) -> Arc<PodMeta> {
         Arc::new(PodMeta {

@@ -147,6 +147,28 @@ pub struct GuardrailSpec {
     pub write: Vec<String>,
     #[serde(default)]
     pub connect: Vec<String>,
+    /// Only in these pods (a guardrail without it holds for every agent process).
+    #[serde(default)]
+    pub pods: Option<PodMatch>,
+}
+
+/// The pods a guardrail holds in: their namespace is one of `namespace` (when given) AND
+/// they carry every label of `pod_labels`. Matched in userspace against the node's pods; the
+/// kernel holds it through the guard set the daemon gives each such pod's cgroup.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct PodMatch {
+    #[serde(default)]
+    pub namespace: std::collections::BTreeSet<String>,
+    #[serde(default)]
+    pub pod_labels: std::collections::BTreeMap<String, String>,
+}
+
+impl PodMatch {
+    pub fn matches(&self, namespace: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        (self.namespace.is_empty() || self.namespace.contains(namespace))
+            && self.pod_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
 }
 
 /// A posture or violation-class action as written.
@@ -187,6 +209,8 @@ struct Guardrail {
     action: Action,
     mode: Mode,
     matcher: CompiledScope,
+    /// Index into [`Rules::pod_matchers`]: only in the pods it matches.
+    pods: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,6 +225,9 @@ struct ClassAction {
 pub struct Rules {
     pub mode: Mode,
     guardrails: Vec<Guardrail>,
+    /// The distinct `pods:` of the guardrails, in file order: bit i of a guard set is
+    /// matcher i.
+    pod_matchers: Vec<PodMatch>,
     unbound: Option<ClassAction>,
     scope: ClassAction,
     expired: ClassAction,
@@ -216,6 +243,10 @@ pub enum RuleError {
     Duplicate(String),
     #[error("guardrail ids must be non-empty")]
     NoId,
+    #[error("guardrail {id:?}: pods: {reason}")]
+    Pods { id: String, reason: String },
+    #[error("guardrail {id:?}: more than {max} different `pods:` matchers in the rules (the kernel tells {max} apart)", max = agent_common::contain::MAX_POD_MATCHERS)]
+    TooManyPodMatchers { id: String },
 }
 
 /// A pattern error in a guardrail's words (its lists are `exec`, `write`, `connect`, not a
@@ -236,7 +267,11 @@ impl RuleError {
     /// The guardrail the error is about.
     pub fn rule_id(&self) -> Option<&str> {
         match self {
-            RuleError::Pattern { id, .. } | RuleError::Empty(id) | RuleError::Duplicate(id) => Some(id),
+            RuleError::Pattern { id, .. }
+            | RuleError::Empty(id)
+            | RuleError::Duplicate(id)
+            | RuleError::Pods { id, .. }
+            | RuleError::TooManyPodMatchers { id } => Some(id),
             RuleError::NoId => None,
         }
     }
@@ -248,6 +283,7 @@ impl Rules {
         let mode = spec.mode.unwrap_or_default();
         let mut ids = std::collections::BTreeSet::new();
         let mut guardrails = Vec::new();
+        let mut pod_matchers: Vec<PodMatch> = Vec::new();
         for g in &spec.guardrails {
             if g.id.trim().is_empty() {
                 return Err(RuleError::NoId);
@@ -267,6 +303,33 @@ impl Rules {
                 id: g.id.clone(),
                 source,
             })?;
+            let pods = match &g.pods {
+                None => None,
+                Some(m) => {
+                    crate::selectors::validate_pod_criteria(&m.namespace, &m.pod_labels).map_err(|reason| {
+                        RuleError::Pods {
+                            id: g.id.clone(),
+                            reason,
+                        }
+                    })?;
+                    if m.namespace.is_empty() && m.pod_labels.is_empty() {
+                        return Err(RuleError::Pods {
+                            id: g.id.clone(),
+                            reason: "give namespace or pod_labels (or leave pods out: every agent)".into(),
+                        });
+                    }
+                    Some(match pod_matchers.iter().position(|p| p == m) {
+                        Some(i) => i,
+                        None => {
+                            if pod_matchers.len() >= agent_common::contain::MAX_POD_MATCHERS as usize {
+                                return Err(RuleError::TooManyPodMatchers { id: g.id.clone() });
+                            }
+                            pod_matchers.push(m.clone());
+                            pod_matchers.len() - 1
+                        }
+                    })
+                }
+            };
             guardrails.push(Guardrail {
                 id: g.id.clone(),
                 description: g.description.clone(),
@@ -274,6 +337,7 @@ impl Rules {
                 action: g.action,
                 mode: g.mode.unwrap_or(mode),
                 matcher,
+                pods,
             });
         }
         let class = |a: Option<ActionSpec>, default: Action| {
@@ -291,6 +355,7 @@ impl Rules {
         Ok(Rules {
             mode,
             guardrails,
+            pod_matchers,
             unbound: spec.unbound.map(|a| class(Some(a), Action::Alert)),
             scope: class(spec.scope, Action::Alert),
             expired: class(spec.expired, Action::Alert),
@@ -309,15 +374,47 @@ impl Rules {
             .map(|g| (g.id.as_str(), g.action, g.mode, &g.matcher))
     }
 
+    /// The distinct pod matchers of the guardrails (bit i of a guard set is matcher i).
+    pub fn pod_matchers(&self) -> &[PodMatch] {
+        &self.pod_matchers
+    }
+
+    /// The `pods:` of guardrail `index`.
+    pub fn guardrail_pods(&self, index: usize) -> Option<&PodMatch> {
+        self.guardrails.get(index)?.pods.map(|i| &self.pod_matchers[i])
+    }
+
+    /// Does guardrail `index` hold for a process whose pod gives guard set `set`?
+    pub fn holds_in(&self, index: usize, set: u32) -> bool {
+        self.guardrails
+            .get(index)
+            .is_some_and(|g| g.pods.is_none_or(|i| set & (1 << i) != 0))
+    }
+
+    /// The guard set of a pod (namespace, labels): a bit per pod matcher it meets; 0 for a
+    /// process in no pod.
+    pub fn guard_set(&self, pod: Option<(&str, &std::collections::BTreeMap<String, String>)>) -> u32 {
+        let Some((ns, labels)) = pod else { return 0 };
+        self.pod_matchers
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.matches(ns, labels))
+            .fold(0, |set, (i, _)| set | (1 << i))
+    }
+
     /// Action and mode of the violation classes: (unbound, expired, scope).
     pub fn postures(&self) -> [Option<(Action, Mode)>; 3] {
         let am = |c: ClassAction| (c.action, c.mode);
         [self.unbound.map(am), Some(am(self.expired)), Some(am(self.scope))]
     }
 
-    /// Decides one attempted action of an agent process.
-    pub fn evaluate(&self, attempt: &Attempt, cred: Credential) -> Decision {
-        for g in &self.guardrails {
+    /// Decides one attempted action of an agent process whose pod gives guard set `set` (the
+    /// set the kernel judged by; 0: in no pod a `pods:` guardrail names).
+    pub fn evaluate(&self, attempt: &Attempt, cred: Credential, set: u32) -> Decision {
+        for (i, g) in self.guardrails.iter().enumerate() {
+            if !self.holds_in(i, set) {
+                continue;
+            }
             if let Some(what) = guardrail_hit(&g.matcher, attempt) {
                 return Decision {
                     action: Some(g.action),
@@ -493,7 +590,18 @@ mod tests {
         name: String,
         attempt: AttemptSpec,
         credential: CredSpec,
+        /// The pod the process runs in (namespace, labels): its guard set.
+        #[serde(default)]
+        pod: Option<PodSpec>,
         expect: Expect,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PodSpec {
+        namespace: String,
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
     }
 
     /// Exactly one of the three.
@@ -574,7 +682,10 @@ mod tests {
                         }
                     }
                 };
-                let d = policy.rules.evaluate(&attempt(&c.attempt), cred);
+                let set = policy
+                    .rules
+                    .guard_set(c.pod.as_ref().map(|p| (p.namespace.as_str(), &p.labels)));
+                let d = policy.rules.evaluate(&attempt(&c.attempt), cred, set);
                 let got = d.action.map(Action::as_str).unwrap_or("allow");
                 assert_eq!(got, c.expect.action, "{}: {}: {d:?}", path.display(), c.name);
                 if let Some(rule) = &c.expect.rule {
@@ -617,6 +728,7 @@ mod tests {
                 port: 80,
             },
             Credential::None,
+            0,
         );
         assert_eq!((meta.action, meta.mode), (Some(Action::Deny), Mode::Enforce));
         let etc = r.evaluate(
@@ -624,10 +736,72 @@ mod tests {
                 paths: vec!["/etc/x".into()],
             },
             Credential::None,
+            0,
         );
         assert_eq!((etc.action, etc.mode), (Some(Action::Deny), Mode::Observe));
         // No unbound posture configured: an agent without a credential is allowed (audited).
-        let other = r.evaluate(&Attempt::Exec { path: "/bin/ls".into() }, Credential::None);
+        let other = r.evaluate(&Attempt::Exec { path: "/bin/ls".into() }, Credential::None, 0);
         assert_eq!(other.action, None);
+    }
+
+    #[test]
+    fn pod_guardrails_hold_only_in_the_guard_sets_of_their_pods() {
+        let spec: ContainmentSpec = serde_yaml_ng::from_str(
+            "guardrails:
+  - {id: all, action: deny, exec: [/usr/bin/curl]}
+  - {id: ns, action: deny, exec: [/usr/bin/nc], pods: {namespace: [agents]}}
+  - {id: lab, action: kill, exec: [/usr/bin/ssh], pods: {pod_labels: {tier: untrusted}}}
+  - {id: ns2, action: alert, exec: [/usr/bin/wget], pods: {namespace: [agents]}}
+",
+        )
+        .unwrap();
+        let r = Rules::compile(&spec).unwrap();
+        // Two distinct matchers (ns and ns2 share one): bits 0 and 1.
+        assert_eq!(r.pod_matchers().len(), 2);
+        let labels = |kv: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(r.guard_set(None), 0);
+        assert_eq!(r.guard_set(Some(("agents", &labels(&[])))), 0b01);
+        assert_eq!(r.guard_set(Some(("agents", &labels(&[("tier", "untrusted")])))), 0b11);
+        assert_eq!(r.guard_set(Some(("other", &labels(&[("tier", "untrusted")])))), 0b10);
+        let exec = |p: &str, set| {
+            r.evaluate(&Attempt::Exec { path: p.into() }, Credential::None, set)
+                .action
+        };
+        assert_eq!(exec("/usr/bin/curl", 0), Some(Action::Deny), "every agent");
+        assert_eq!(exec("/usr/bin/nc", 0), None, "not in a pod of `agents`");
+        assert_eq!(exec("/usr/bin/nc", 0b01), Some(Action::Deny));
+        assert_eq!(exec("/usr/bin/wget", 0b01), Some(Action::Alert));
+        assert_eq!(exec("/usr/bin/ssh", 0b01), None);
+        assert_eq!(exec("/usr/bin/ssh", 0b10), Some(Action::Kill));
+        // The kernel's entries for a set: the guardrails for every agent and the set's.
+        let ids = |set| -> Vec<usize> { (0..4).filter(|i| r.holds_in(*i, set)).collect() };
+        assert_eq!(ids(0), vec![0]);
+        assert_eq!(ids(0b11), vec![0, 1, 2, 3]);
+        assert_eq!(ids(0b10), vec![0, 2]);
+    }
+
+    #[test]
+    fn pod_matchers_are_checked_at_load() {
+        let bad = |y: &str| {
+            let spec: ContainmentSpec = serde_yaml_ng::from_str(y).unwrap();
+            Rules::compile(&spec).unwrap_err().to_string()
+        };
+        let e = bad("guardrails: [{id: g, action: deny, exec: [/x], pods: {namespace: [Agents]}}]");
+        assert!(
+            e.contains("guardrail \"g\": pods: namespace \"Agents\" is not a Kubernetes namespace"),
+            "{e}"
+        );
+        let e = bad("guardrails: [{id: g, action: deny, exec: [/x], pods: {}}]");
+        assert!(e.contains("give namespace or pod_labels"), "{e}");
+        let many: String = (0..17)
+            .map(|i| format!("  - {{id: g{i}, action: deny, exec: [/x], pods: {{namespace: [ns{i}]}}}}\n"))
+            .collect();
+        let e = bad(&format!("guardrails:\n{many}"));
+        assert!(
+            e.contains("guardrail \"g16\": more than 16 different `pods:` matchers"),
+            "{e}"
+        );
     }
 }

@@ -195,6 +195,136 @@ fn a_pod_label_selects_the_pods_processes_and_every_event_names_node_container_a
 }
 
 #[test]
+fn a_namespace_guardrail_holds_in_the_kernel_for_the_pods_processes_only() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (_t, dir) = test_dir();
+    let cgroups = PodCgroups::create();
+    let pki = pki::Pki::generate();
+    let api = kube_api::KubeApi::start(pki.acceptor(), LIST, "sa-token");
+    std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
+    std::fs::write(dir.join("token"), "sa-token\n").unwrap();
+    let (listener, port) = super::tcp_listener("127.0.0.1:0");
+    let (_other_l, other_port) = super::tcp_listener("127.0.0.1:0");
+    // Connects to $PORT: refused (EPERM) or made; one marker file says which.
+    let probe = |tag: &str| {
+        format!(
+            "if (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; then : > {tag}-connected; else : > {tag}-refused; fi; \
+             (exec 3<>/dev/tcp/127.0.0.1/{other_port}) && : > {tag}-other-connected"
+        )
+    };
+    // In the pod before the daemon starts: adopted at start, given the pod's guard set when
+    // the pod list arrives.
+    let early = cgroups
+        .in_container(
+            &dir,
+            &format!("while [ ! -e go ]; do sleep 0.05; done; {}", probe("early")),
+        )
+        .spawn()
+        .unwrap();
+    let policy = format!(
+        "version: 1\nmode: enforce\nagents:\n  - id: agents-ns\n    namespace: [agents]\nguardrails:\n  - id: agents-no-port\n    action: deny\n    pods: {{namespace: [agents]}}\n    connect: [\"tcp:127.0.0.1:{port}\"]\n  - id: elsewhere-no-port\n    action: deny\n    pods: {{namespace: [elsewhere], pod_labels: {{tether.dev/agent: \"true\"}}}}\n    connect: [\"tcp:127.0.0.1:{other_port}\"]\n"
+    );
+    let d = Daemon::start_with(
+        Some(&policy),
+        &[
+            "--kube-api".into(),
+            api.url(),
+            "--kube-ca".into(),
+            dir.join("ca.crt").display().to_string(),
+            "--kube-token-file".into(),
+            dir.join("token").display().to_string(),
+        ],
+        &[],
+    );
+    let s = wait_status(&d, "the pod's cgroup with its guard set", |s| {
+        s["kubernetes"]["pod_cgroups_guarded"] == 1 && s["kubernetes"]["pod_cgroups_selected"] == 1
+    });
+    assert_eq!(s["rules"]["guardrails"][0]["pods"]["namespace"][0], "agents", "{s:#}");
+    std::fs::write(dir.join("go"), "").unwrap();
+    // Exec'd in the container: selected at exec, with the pod's guard set from the kernel.
+    let st = cgroups
+        .in_container(&dir, &format!("exec /bin/bash -c '{}'", probe("in-pod")))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The same outside any pod, tracked through `tether exec`: the guardrail is not its.
+    let st = Command::new(super::tether_bin())
+        .args(["exec", "--socket"])
+        .arg(d.socket())
+        .args(["--", "/bin/bash", "-c", &probe("outside")])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(early.wait_with_output().unwrap().status.success());
+    let (events, log) = d.stop();
+    for (tag, refused) in [("early", true), ("in-pod", true), ("outside", false)] {
+        let (r, c) = (dir.join(format!("{tag}-refused")), dir.join(format!("{tag}-connected")));
+        assert_eq!((r.exists(), c.exists()), (refused, !refused), "{tag}; log:\n{log}");
+        // The other namespace's guardrail holds for none of them.
+        assert!(
+            dir.join(format!("{tag}-other-connected")).exists(),
+            "{tag}; log:\n{log}"
+        );
+    }
+    // Only the outside process reached the listener.
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_ok());
+    assert!(listener.accept().is_err(), "a refused connect arrived");
+    let connects: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["class_uid"] == 4001 && e["dst_endpoint"]["port"] == port)
+        .collect();
+    assert_eq!(connects.len(), 3, "{connects:#?}");
+    for e in &connects {
+        let in_pod = e["unmapped"]["tether"]["pod"]["namespace"] == "agents";
+        if in_pod {
+            assert_eq!(e["action_id"], 2, "{e}");
+            assert_eq!(
+                e["unmapped"]["tether"]["decision"]["rule"], "guardrail:agents-no-port",
+                "{e}"
+            );
+            assert_eq!(e["unmapped"]["tether"]["kernel_verdict"]["undecided"], false, "{e}");
+        } else {
+            assert_eq!(e["action_id"], 1, "{e}");
+            assert!(e["unmapped"]["tether"]["decision"].is_null(), "{e}");
+        }
+        super::check_ocsf(e);
+    }
+    assert_eq!(
+        connects
+            .iter()
+            .filter(|e| e["unmapped"]["tether"]["pod"]["namespace"] == "agents")
+            .count(),
+        2
+    );
+    drop(cgroups);
+}
+
+#[test]
+fn pod_guardrails_without_a_kubernetes_api_are_refused_at_start() {
+    let (_t, dir) = test_dir();
+    let policy = dir.join("p.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\nguardrails:\n  - {id: ns-only, action: deny, exec: [/x], pods: {namespace: [agents]}}\n",
+    )
+    .unwrap();
+    let out = Command::new(super::tether_bin())
+        .args(["run", "--no-kubernetes", "--policy"])
+        .arg(&policy)
+        .args(["--socket", &dir.join("s").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("guardrail \"ns-only\" holds only in some pods (`pods:`), but pod identity is off"),
+        "{err}"
+    );
+}
+
+#[test]
 fn pod_selectors_without_a_kubernetes_api_are_refused_at_start() {
     let (_t, dir) = test_dir();
     let policy = dir.join("p.yaml");
