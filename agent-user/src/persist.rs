@@ -46,6 +46,18 @@ use serde::{Deserialize, Serialize};
 
 /// The build's wire and map layout (see the module docs).
 pub const LAYOUT: &str = env!("TETHER_LAYOUT");
+
+/// The layout this daemon pins under: [`LAYOUT`], or TETHER_LAYOUT_OVERRIDE (a hex string;
+/// for testing an upgrade to a version with another layout on one build).
+pub fn layout() -> &'static str {
+    static L: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    L.get_or_init(|| {
+        std::env::var("TETHER_LAYOUT_OVERRIDE")
+            .ok()
+            .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_hexdigit()))
+            .unwrap_or_else(|| LAYOUT.to_string())
+    })
+}
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tether";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tether";
 /// The maps one daemon hands to the next (the others are rebuilt at each start: selectors,
@@ -161,11 +173,11 @@ pub fn stale(names: &[String], layout: &str, mine: u64) -> Vec<String> {
 
 impl Persist {
     pub fn maps_dir(&self) -> PathBuf {
-        self.pin_dir.join(format!("maps-{LAYOUT}"))
+        self.pin_dir.join(format!("maps-{}", layout()))
     }
 
     pub fn gen_dir(&self, generation: u64) -> PathBuf {
-        self.pin_dir.join(format!("gen-{LAYOUT}-{generation}"))
+        self.pin_dir.join(format!("gen-{}-{generation}", layout()))
     }
 
     pub fn state_file(&self) -> PathBuf {

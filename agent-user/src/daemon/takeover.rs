@@ -61,7 +61,7 @@ impl Daemon {
                         && self.tasks.get(*o).is_none()
                 })
                 .collect();
-            if let Some(s) = saved.as_ref().filter(|s| s.layout == persist::LAYOUT)
+            if let Some(s) = saved.as_ref().filter(|s| s.layout == persist::layout())
                 && s.counters.len() == self.last_counters.len()
             {
                 self.last_counters.copy_from_slice(&s.counters);
@@ -85,12 +85,12 @@ impl Daemon {
                 "the state file's {} task(s) cannot be taken over: the pinned maps of layout {} are {} (this build: layout {}); agents are re-adopted by the selectors only",
                 s.tasks.len(),
                 s.layout,
-                if s.layout == persist::LAYOUT {
+                if s.layout == persist::layout() {
                     "gone (a reboot, or `tether unpin`)"
                 } else {
                     "another version's"
                 },
-                persist::LAYOUT
+                persist::layout()
             );
             warn!("{reason}");
             if !s.tasks.is_empty() {
@@ -117,7 +117,7 @@ impl Daemon {
         let mut foreign_layouts = Vec::new();
         match dirs.entries() {
             Ok(names) => {
-                for name in persist::stale(&names, persist::LAYOUT, generation) {
+                for name in persist::stale(&names, persist::layout(), generation) {
                     if let Some(persist::PinEntry::Maps { layout }) = persist::PinEntry::parse(&name) {
                         foreign_layouts.push(layout);
                     }
@@ -136,7 +136,7 @@ impl Daemon {
             let reason = format!(
                 "upgrade across a wire layout change (from {} to {}): the records the previous version's programs wrote while no daemon ran were in its own ring buffer, which this version cannot read; they are lost",
                 foreign_layouts.join(", "),
-                persist::LAYOUT
+                persist::layout()
             );
             warn!("{reason}");
             self.alert_system("events-lost", &reason, json!({"layouts": foreign_layouts}));
@@ -153,7 +153,7 @@ impl Daemon {
     /// them back under their ids. Returns how many came back and why the others did not.
     fn restore_tasks(&mut self, saved: Option<&SavedState>) -> (usize, Vec<serde_json::Value>) {
         let Some(saved) = saved else { return (0, vec![]) };
-        if saved.layout != persist::LAYOUT {
+        if saved.layout != persist::layout() {
             return (0, vec![]);
         }
         let keys = self.keys.read().map(|k| k.clone()).unwrap_or_default();
@@ -229,7 +229,7 @@ impl Daemon {
     pub(super) fn save_state(&mut self) {
         let Some(view) = &self.persist else { return };
         let mut state = SavedState {
-            layout: persist::LAYOUT.into(),
+            layout: persist::layout().into(),
             generation: self.probes.kept.as_ref().map(|k| k.generation).unwrap_or(0),
             counters: self.last_counters.to_vec(),
             tasks: self
@@ -269,7 +269,7 @@ impl Daemon {
             (Some(v), Some(k)) => json!({
                 "pin_dir": v.dirs.pin_dir,
                 "state_file": v.dirs.state_file(),
-                "layout": persist::LAYOUT,
+                "layout": persist::layout(),
                 "generation": k.generation,
                 "pinned": k.pinned,
                 "not_pinned": k.not_pinned,

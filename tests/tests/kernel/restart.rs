@@ -256,3 +256,85 @@ fn a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_th
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn an_upgrade_across_a_layout_change_replaces_the_programs_and_says_what_it_cannot_carry_over() {
+    let issuer = Issuer::new();
+    let persisted = Persisted::new();
+    let mut args = issuer.trust_arg();
+    args.extend(persisted.args());
+    let policy = "version: 1\nagents: []\nmode: enforce\nactions:\n  scope: {action: deny, severity: medium}\n";
+    let before = program_ids();
+    let d1 = Daemon::start_with(Some(policy), &args, &[]);
+    let s1 = d1.status();
+    let (layout1, gen1) = (
+        s1["persist"]["layout"].as_str().unwrap().to_string(),
+        s1["persist"]["generation"].as_u64().unwrap(),
+    );
+    let ours: BTreeSet<u32> = program_ids().difference(&before).copied().collect();
+    let (_t, dir) = test_dir();
+    let token = issuer.token_file(&issuer.request(
+        "task-upgrade",
+        &["agent"],
+        scope(&["/**"], &[], &[&format!("{}/", dir.display())]),
+    ));
+    nix::unistd::mkfifo(&dir.join("done"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut agent = token_command(&d1, &token, &dir, "cd \"$DIR\"; : > started; read line < done")
+        .spawn()
+        .expect("tether exec");
+    wait_for(&dir.join("started"));
+    let mut d1 = d1;
+    d1.child.kill().unwrap();
+    d1.child.wait().unwrap();
+
+    // The "new version": another layout, so nothing can be shared.
+    let layout2 = "0123456789abcdef";
+    let d2 = Daemon::start_with(Some(policy), &args, &[("TETHER_LAYOUT_OVERRIDE", layout2)]);
+    let s2 = d2.status();
+    let took = &s2["persist"]["took_over"];
+    assert_eq!(s2["persist"]["layout"], layout2);
+    assert_eq!(took["adopted_maps"], false, "{took}");
+    let gen2 = s2["persist"]["generation"].as_u64().unwrap();
+    let unpinned: BTreeSet<String> = took["unpinned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        unpinned,
+        [format!("gen-{layout1}-{gen1}"), format!("maps-{layout1}")].into(),
+        "{took}"
+    );
+    assert_eq!(
+        persisted.entries(),
+        [format!("gen-{layout2}-{gen2}"), format!("maps-{layout2}")].into()
+    );
+    let t = Instant::now();
+    while !program_ids().is_disjoint(&ours) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the old version's programs stay loaded after the upgrade"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    write_fifo(&dir.join("done"));
+    assert!(agent.wait().unwrap().success());
+    let (events, log) = d2.stop();
+    // What could not be carried over is said, not hidden.
+    let lost = super::credentials::alerts(&events, "restart-state-lost");
+    assert_eq!(lost.len(), 1, "{log}");
+    assert!(
+        lost[0].to_string().contains("cannot be taken over") && lost[0].to_string().contains(&layout1),
+        "{}",
+        lost[0]
+    );
+    let gap = super::credentials::alerts(&events, "events-lost");
+    assert!(
+        gap.iter().any(|a| a.to_string().contains("wire layout change")),
+        "{gap:#?}\n{log}"
+    );
+    for a in lost.iter().chain(gap.iter()) {
+        check_ocsf(a);
+    }
+}
