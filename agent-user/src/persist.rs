@@ -404,13 +404,18 @@ mod tests {
         assert_eq!(stale(&names, "new", 6), vec!["gen-old-5", "gen-new-7", "maps-old"]);
     }
 
-    #[test]
-    fn the_state_file_round_trips_and_a_damaged_one_is_an_error_naming_it() {
+    fn in_tempdir() -> (tempfile::TempDir, Persist) {
         let dir = tempfile::tempdir().unwrap();
         let p = Persist {
             pin_dir: dir.path().join("pins"),
             state_dir: dir.path().to_path_buf(),
         };
+        (dir, p)
+    }
+
+    #[test]
+    fn the_state_file_round_trips_and_a_damaged_one_is_an_error_naming_it() {
+        let (_dir, p) = in_tempdir();
         assert_eq!(p.load_state().unwrap(), None);
         let s = SavedState {
             layout: LAYOUT.into(),
@@ -435,11 +440,7 @@ mod tests {
 
     #[test]
     fn a_second_daemon_on_the_same_state_directory_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = Persist {
-            pin_dir: dir.path().join("pins"),
-            state_dir: dir.path().to_path_buf(),
-        };
+        let (_dir, p) = in_tempdir();
         let held = p.lock().unwrap();
         let e = p.lock().unwrap_err().to_string();
         assert!(e.contains("another tether daemon"), "{e}");

@@ -906,17 +906,19 @@ fn a_sigkilled_daemon_leaves_no_program_attached() {
     )
     .unwrap();
     d.child.wait().unwrap();
-    // The kernel frees programs once the last link/fd is gone (asynchronously, via RCU).
+    wait_unloaded(&ours, "programs still loaded after SIGKILL");
+}
+
+/// Waits until none of the programs `ids` is loaded: the kernel frees a program once its last
+/// link or fd is gone, asynchronously (RCU).
+fn wait_unloaded(ids: &BTreeSet<u32>, what: &str) {
     let t = Instant::now();
     loop {
-        let left: BTreeSet<u32> = program_ids().intersection(&ours).copied().collect();
+        let left: BTreeSet<u32> = program_ids().intersection(ids).copied().collect();
         if left.is_empty() {
-            break;
+            return;
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "programs still loaded after SIGKILL: {left:?}"
-        );
+        assert!(t.elapsed() < Duration::from_secs(10), "{what}: {left:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }

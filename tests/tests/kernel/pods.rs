@@ -64,6 +64,44 @@ impl Drop for PodCgroups {
     }
 }
 
+/// A pod cgroup and a local API server that lists the recorded pods.
+struct Cluster {
+    _t: tempfile::TempDir,
+    dir: PathBuf,
+    cgroups: PodCgroups,
+    api: kube_api::KubeApi,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (t, dir) = test_dir();
+        let cgroups = PodCgroups::create();
+        let pki = pki::Pki::generate();
+        let api = kube_api::KubeApi::start(pki.acceptor(), LIST, "sa-token");
+        std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
+        std::fs::write(dir.join("token"), "sa-token\n").unwrap();
+        Cluster {
+            _t: t,
+            dir,
+            cgroups,
+            api,
+        }
+    }
+
+    /// `tether run`'s arguments to reach the API.
+    fn kube_args(&self) -> Vec<String> {
+        vec![
+            "--kube-api".into(),
+            self.api.url(),
+            "--kube-ca".into(),
+            self.dir.join("ca.crt").display().to_string(),
+            "--kube-token-file".into(),
+            self.dir.join("token").display().to_string(),
+        ]
+    }
+}
+
 fn wait_status(d: &Daemon, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..150 {
         let s = d.status();
@@ -77,13 +115,8 @@ fn wait_status(d: &Daemon, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
 
 #[test]
 fn a_pod_label_selects_the_pods_processes_and_every_event_names_node_container_and_pod() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (_t, dir) = test_dir();
-    let cgroups = PodCgroups::create();
-    let pki = pki::Pki::generate();
-    let api = kube_api::KubeApi::start(pki.acceptor(), LIST, "sa-token");
-    std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
-    std::fs::write(dir.join("token"), "sa-token\n").unwrap();
+    let cluster = Cluster::start();
+    let (dir, cgroups, api) = (cluster.dir.clone(), &cluster.cgroups, &cluster.api);
 
     // In the pod's container before the daemon starts: adopted once the pod is selected.
     let early = cgroups
@@ -91,20 +124,9 @@ fn a_pod_label_selects_the_pods_processes_and_every_event_names_node_container_a
         .spawn()
         .unwrap();
     let policy = "version: 1\nagents:\n  - id: labelled-agents\n    namespace: [agents]\n    pod_labels: {tether.dev/agent: \"true\"}\n";
-    let d = Daemon::start_with(
-        Some(policy),
-        &[
-            "--kube-api".into(),
-            api.url(),
-            "--kube-ca".into(),
-            dir.join("ca.crt").display().to_string(),
-            "--kube-token-file".into(),
-            dir.join("token").display().to_string(),
-            "--node-name".into(),
-            "node-a".into(),
-        ],
-        &[],
-    );
+    let mut args = cluster.kube_args();
+    args.extend(["--node-name".to_string(), "node-a".to_string()]);
+    let d = Daemon::start_with(Some(policy), &args, &[]);
     let s = wait_status(&d, "the pod's cgroup in the selector map", |s| {
         s["kubernetes"]["pod_cgroups_selected"] == 1
     });
@@ -191,18 +213,13 @@ fn a_pod_label_selects_the_pods_processes_and_every_event_names_node_container_a
         "{reqs:?}"
     );
     assert!(reqs.iter().all(|(_, auth)| auth == "Bearer sa-token"));
-    drop(cgroups);
+    drop(cluster);
 }
 
 #[test]
 fn a_namespace_guardrail_holds_in_the_kernel_for_the_pods_processes_only() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (_t, dir) = test_dir();
-    let cgroups = PodCgroups::create();
-    let pki = pki::Pki::generate();
-    let api = kube_api::KubeApi::start(pki.acceptor(), LIST, "sa-token");
-    std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
-    std::fs::write(dir.join("token"), "sa-token\n").unwrap();
+    let cluster = Cluster::start();
+    let (dir, cgroups) = (cluster.dir.clone(), &cluster.cgroups);
     let (listener, port) = super::tcp_listener("127.0.0.1:0");
     let (_other_l, other_port) = super::tcp_listener("127.0.0.1:0");
     // Connects to $PORT: refused (EPERM) or made; one marker file says which.
@@ -224,18 +241,7 @@ fn a_namespace_guardrail_holds_in_the_kernel_for_the_pods_processes_only() {
     let policy = format!(
         "version: 1\nmode: enforce\nagents:\n  - id: agents-ns\n    namespace: [agents]\nguardrails:\n  - id: agents-no-port\n    action: deny\n    pods: {{namespace: [agents]}}\n    connect: [\"tcp:127.0.0.1:{port}\"]\n  - id: elsewhere-no-port\n    action: deny\n    pods: {{namespace: [elsewhere], pod_labels: {{tether.dev/agent: \"true\"}}}}\n    connect: [\"tcp:127.0.0.1:{other_port}\"]\n"
     );
-    let d = Daemon::start_with(
-        Some(&policy),
-        &[
-            "--kube-api".into(),
-            api.url(),
-            "--kube-ca".into(),
-            dir.join("ca.crt").display().to_string(),
-            "--kube-token-file".into(),
-            dir.join("token").display().to_string(),
-        ],
-        &[],
-    );
+    let d = Daemon::start_with(Some(&policy), &cluster.kube_args(), &[]);
     let s = wait_status(&d, "the pod's cgroup with its guard set", |s| {
         s["kubernetes"]["pod_cgroups_guarded"] == 1 && s["kubernetes"]["pod_cgroups_selected"] == 1
     });
@@ -298,26 +304,29 @@ fn a_namespace_guardrail_holds_in_the_kernel_for_the_pods_processes_only() {
             .count(),
         2
     );
-    drop(cgroups);
+    drop(cluster);
 }
 
-#[test]
-fn pod_guardrails_without_a_kubernetes_api_are_refused_at_start() {
+/// Starts `tether run --no-kubernetes` on `policy`: it must refuse; returns what it said.
+fn refused_without_pod_identity(policy: &str) -> String {
     let (_t, dir) = test_dir();
-    let policy = dir.join("p.yaml");
-    std::fs::write(
-        &policy,
-        "version: 1\nguardrails:\n  - {id: ns-only, action: deny, exec: [/x], pods: {namespace: [agents]}}\n",
-    )
-    .unwrap();
+    let path = dir.join("p.yaml");
+    std::fs::write(&path, policy).unwrap();
     let out = Command::new(super::tether_bin())
         .args(["run", "--no-kubernetes", "--policy"])
-        .arg(&policy)
+        .arg(&path)
         .args(["--socket", &dir.join("s").display().to_string()])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn pod_guardrails_without_a_kubernetes_api_are_refused_at_start() {
+    let err = refused_without_pod_identity(
+        "version: 1\nguardrails:\n  - {id: ns-only, action: deny, exec: [/x], pods: {namespace: [agents]}}\n",
+    );
     assert!(
         err.contains("guardrail \"ns-only\" holds only in some pods (`pods:`), but pod identity is off"),
         "{err}"
@@ -326,17 +335,7 @@ fn pod_guardrails_without_a_kubernetes_api_are_refused_at_start() {
 
 #[test]
 fn pod_selectors_without_a_kubernetes_api_are_refused_at_start() {
-    let (_t, dir) = test_dir();
-    let policy = dir.join("p.yaml");
-    std::fs::write(&policy, "version: 1\nagents:\n  - id: ns\n    namespace: [agents]\n").unwrap();
-    let out = Command::new(super::tether_bin())
-        .args(["run", "--no-kubernetes", "--policy"])
-        .arg(&policy)
-        .args(["--socket", &dir.join("s").display().to_string()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_without_pod_identity("version: 1\nagents:\n  - id: ns\n    namespace: [agents]\n");
     assert!(
         err.contains("\"ns\" selects by namespace or pod_labels, but pod identity is off"),
         "{err}"

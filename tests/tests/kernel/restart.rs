@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{
     Daemon, check_ocsf,
     credentials::{Issuer, scope, token_command, wait_for},
-    program_ids, tcp_listener, test_dir, tether_bin,
+    program_ids, tcp_listener, test_dir, tether_bin, wait_unloaded,
 };
 
 /// A pin directory of this test's own on bpffs, and a state directory; whatever is left
@@ -114,6 +114,22 @@ fn no_connection(l: &std::net::TcpListener) -> bool {
     matches!(l.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
+/// Enforce, with scope violations denied.
+const POLICY: &str = "version: 1\nagents: []\nmode: enforce\nactions:\n  scope: {action: deny, severity: medium}\n";
+
+/// A first daemon with --persist and `issuer` trusted: (its run arguments, the programs
+/// loaded before it, the daemon, its layout and generation).
+fn first_daemon(issuer: &Issuer, persisted: &Persisted) -> (Vec<String>, BTreeSet<u32>, Daemon, String, u64) {
+    let mut args = issuer.trust_arg();
+    args.extend(persisted.args());
+    let before = program_ids();
+    let d = Daemon::start_with(Some(POLICY), &args, &[]);
+    let s = d.status();
+    let layout = s["persist"]["layout"].as_str().expect("persist status").to_string();
+    let generation = s["persist"]["generation"].as_u64().expect("persist status");
+    (args, before, d, layout, generation)
+}
+
 fn write_fifo(p: &Path) {
     std::fs::write(p, "go\n").unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
 }
@@ -122,14 +138,9 @@ fn write_fifo(p: &Path) {
 fn a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_the_gap() {
     let issuer = Issuer::new();
     let persisted = Persisted::new();
-    let mut args = issuer.trust_arg();
-    args.extend(persisted.args());
-    let policy = "version: 1\nagents: []\nmode: enforce\nactions:\n  scope: {action: deny, severity: medium}\n";
-    let before = program_ids();
-    let d1 = Daemon::start_with(Some(policy), &args, &[]);
+    let (args, before, d1, layout, gen1) = first_daemon(&issuer, &persisted);
     let status1 = d1.status();
-    let gen1 = status1["persist"]["generation"].as_u64().expect("persist status");
-    let gen1_dir = format!("gen-{}-{gen1}", status1["persist"]["layout"].as_str().unwrap());
+    let gen1_dir = format!("gen-{layout}-{gen1}");
     assert!(persisted.entries().contains(&gen1_dir), "{:?}", persisted.entries());
     let ours: BTreeSet<u32> = program_ids().difference(&before).copied().collect();
 
@@ -194,7 +205,7 @@ fn a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_th
     );
 
     // The next daemon takes over: the task, its processes, and the gap's record.
-    let d2 = Daemon::start_with(Some(policy), &args, &[]);
+    let d2 = Daemon::start_with(Some(POLICY), &args, &[]);
     let both: BTreeSet<u32> = program_ids().difference(&before).copied().collect();
     let gap = wait_for_connects(&d2, port_out, 1);
     assert_eq!(gap.len(), 1, "{gap:#?}");
@@ -211,15 +222,11 @@ fn a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_th
     );
     let gen2 = status2["persist"]["generation"].as_u64().unwrap();
     assert!(!persisted.entries().contains(&gen1_dir), "{:?}", persisted.entries());
-    // The first daemon's programs are gone once the hand-over is done (freed through RCU).
-    let t = Instant::now();
-    while !program_ids().is_disjoint(&ours) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the previous generation's programs stay loaded after the hand-over"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The first daemon's programs are gone once the hand-over is done.
+    wait_unloaded(
+        &ours,
+        "the previous generation's programs stay loaded after the hand-over",
+    );
 
     // The new generation enforces the restored scope and attributes to the task.
     write_fifo(&dir.join("after"));
@@ -234,7 +241,7 @@ fn a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_th
     // A clean stop keeps the pins (a rolling update); `tether unpin` removes them all.
     let (_, log) = d2.stop();
     assert!(log.contains("the programs stay attached"), "{log}");
-    let gen2_dir = format!("gen-{}-{gen2}", status2["persist"]["layout"].as_str().unwrap());
+    let gen2_dir = format!("gen-{layout}-{gen2}");
     assert!(persisted.entries().contains(&gen2_dir), "{:?}", persisted.entries());
     let out = persisted.unpin();
     assert!(
@@ -243,34 +250,14 @@ fn a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_th
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(persisted.entries().is_empty(), "{:?}", persisted.entries());
-    let t = Instant::now();
-    loop {
-        let extra: BTreeSet<u32> = program_ids().intersection(&both).copied().collect();
-        if extra.is_empty() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "programs still loaded after tether unpin: {extra:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_unloaded(&both, "programs still loaded after tether unpin");
 }
 
 #[test]
 fn an_upgrade_across_a_layout_change_replaces_the_programs_and_says_what_it_cannot_carry_over() {
     let issuer = Issuer::new();
     let persisted = Persisted::new();
-    let mut args = issuer.trust_arg();
-    args.extend(persisted.args());
-    let policy = "version: 1\nagents: []\nmode: enforce\nactions:\n  scope: {action: deny, severity: medium}\n";
-    let before = program_ids();
-    let d1 = Daemon::start_with(Some(policy), &args, &[]);
-    let s1 = d1.status();
-    let (layout1, gen1) = (
-        s1["persist"]["layout"].as_str().unwrap().to_string(),
-        s1["persist"]["generation"].as_u64().unwrap(),
-    );
+    let (args, before, d1, layout1, gen1) = first_daemon(&issuer, &persisted);
     let ours: BTreeSet<u32> = program_ids().difference(&before).copied().collect();
     let (_t, dir) = test_dir();
     let token = issuer.token_file(&issuer.request(
@@ -289,7 +276,7 @@ fn an_upgrade_across_a_layout_change_replaces_the_programs_and_says_what_it_cann
 
     // The "new version": another layout, so nothing can be shared.
     let layout2 = "0123456789abcdef";
-    let d2 = Daemon::start_with(Some(policy), &args, &[("TETHER_LAYOUT_OVERRIDE", layout2)]);
+    let d2 = Daemon::start_with(Some(POLICY), &args, &[("TETHER_LAYOUT_OVERRIDE", layout2)]);
     let s2 = d2.status();
     let took = &s2["persist"]["took_over"];
     assert_eq!(s2["persist"]["layout"], layout2);
@@ -310,14 +297,7 @@ fn an_upgrade_across_a_layout_change_replaces_the_programs_and_says_what_it_cann
         persisted.entries(),
         [format!("gen-{layout2}-{gen2}"), format!("maps-{layout2}")].into()
     );
-    let t = Instant::now();
-    while !program_ids().is_disjoint(&ours) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the old version's programs stay loaded after the upgrade"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_unloaded(&ours, "the old version's programs stay loaded after the upgrade");
     write_fifo(&dir.join("done"));
     assert!(agent.wait().unwrap().success());
     let (events, log) = d2.stop();
