@@ -81,8 +81,10 @@ pub enum Command {
     /// programs detach at once), then the state maps. For uninstalling, or to start from
     /// nothing. Refused while a daemon runs with the same --state-dir.
     Unpin {
+        /// The daemon's --pin-dir.
         #[arg(long, value_name = "DIR", default_value = crate::persist::DEFAULT_PIN_DIR, env = "TETHER_PIN_DIR")]
         pin_dir: PathBuf,
+        /// The daemon's --state-dir (its lock says whether a daemon still runs).
         #[arg(long, value_name = "DIR", default_value = crate::persist::DEFAULT_STATE_DIR, env = "TETHER_STATE_DIR")]
         state_dir: PathBuf,
         /// Also remove the state file (the tasks a next daemon would adopt).
@@ -243,6 +245,19 @@ pub enum PolicyCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+}
+
+/// `namespace a|b, label k=v` for `tether policy check`.
+fn pod_match_text(m: &crate::policy::engine::PodMatch) -> String {
+    let mut parts = Vec::new();
+    if !m.namespace.is_empty() {
+        parts.push(format!(
+            "namespace {}",
+            m.namespace.iter().cloned().collect::<Vec<_>>().join("|")
+        ));
+    }
+    parts.extend(m.pod_labels.iter().map(|(k, v)| format!("label {k}={v}")));
+    parts.join(", ")
 }
 
 fn init_logging() {
@@ -451,7 +466,16 @@ pub fn main() -> ExitCode {
                         f.display(),
                         p.selectors.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "),
                         p.trust.len(),
-                        p.rules.guardrail_ids().join(", "),
+                        p.rules
+                            .guardrail_ids()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, id)| match p.rules.guardrail_pods(i) {
+                                None => id.to_string(),
+                                Some(m) => format!("{id} (only in pods: {})", pod_match_text(m)),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         p.rules.mode.as_str(),
                     ),
                     Err(e) => {
