@@ -562,6 +562,32 @@ pub fn load(
     persist: Option<&Persist>,
     generation: u64,
 ) -> Result<Probes, LoadError> {
+    let r = load_generation(selectors, rules, path_hooks, persist, generation);
+    // A load that fails half way leaves none of its links pinned: the previous generation, if
+    // any, stays in charge; with none, nothing of this one stays attached.
+    if r.is_err()
+        && let Some(p) = persist
+        && let Some(name) = p
+            .gen_dir(generation)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+        && p.gen_dir(generation).exists()
+    {
+        match p.unpin(&name) {
+            Ok(n) => info!(pins = n, "load failed: unpinned this generation's links"),
+            Err(e) => error!("load failed, and unpinning this generation's links failed too: {e}"),
+        }
+    }
+    r
+}
+
+fn load_generation(
+    selectors: &CompiledSelectors,
+    rules: &Rules,
+    path_hooks: bool,
+    persist: Option<&Persist>,
+    generation: u64,
+) -> Result<Probes, LoadError> {
     let object = BPF_OBJECT.ok_or(LoadError::NoObject)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(LoadError::NotRoot);
