@@ -1028,11 +1028,12 @@ impl Daemon {
                         .collect::<Vec<_>>()
                 };
                 let r = contain::kill::kill_tree(members, self.ticks_per_sec);
-                if let Ok(n) = &r {
+                if let Ok(pids) = &r {
                     warn!(
                         task,
                         root,
-                        killed = n,
+                        killed = pids.len(),
+                        pids = ?pids,
                         "kill-tree: every process of the task was killed"
                     );
                 }

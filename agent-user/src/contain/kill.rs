@@ -86,12 +86,16 @@ pub fn kill(pid: u32, start_ns: u64, ticks_per_sec: u64) -> Result<Killed, KillE
 }
 
 /// Kills every member of a tree: `members()` lists (pid, start_ns) of the live members (from
-/// the kernel's tracked map). Returns how many were signalled.
-pub fn kill_tree(mut members: impl FnMut() -> Vec<(u32, u64)>, ticks_per_sec: u64) -> Result<usize, KillError> {
+/// the kernel's tracked map). Returns the pids signalled.
+pub fn kill_tree(mut members: impl FnMut() -> Vec<(u32, u64)>, ticks_per_sec: u64) -> Result<Vec<u32>, KillError> {
     const ROUNDS: usize = 200;
     let mut signalled = std::collections::BTreeSet::new();
     for _ in 0..ROUNDS {
-        let live: Vec<(u32, u64)> = members()
+        let all = members();
+        if signalled.is_empty() {
+            tracing::debug!(members = ?all, "kill-tree: the tree's tracked entries");
+        }
+        let live: Vec<(u32, u64)> = all
             .into_iter()
             .filter(|(pid, start)| {
                 start_ticks(*pid).is_some_and(|t| *start == 0 || t == ns_to_ticks(*start, ticks_per_sec))
@@ -99,7 +103,7 @@ pub fn kill_tree(mut members: impl FnMut() -> Vec<(u32, u64)>, ticks_per_sec: u6
             })
             .collect();
         if live.is_empty() {
-            return Ok(signalled.len());
+            return Ok(signalled.into_iter().map(|(pid, _)| pid).collect());
         }
         tracing::debug!(live = live.len(), "kill-tree round");
         for (pid, start) in live {

@@ -346,6 +346,7 @@ fn kill_tree_leaves_no_process_of_the_task_alive() {
         .spawn()
         .expect("tether exec");
     wait_for(&dir.join("started"));
+    let root_pid = child.id();
     let status = child.wait().unwrap();
     // The daemon kills every process of the task; give it a moment, then none may be left.
     let t = std::time::Instant::now();
@@ -362,7 +363,10 @@ fn kill_tree_leaves_no_process_of_the_task_alive() {
         );
     }
     assert!(left.is_empty(), "processes of the task still alive: {left:?}\n{log}");
-    assert!(!status.success(), "the task's root was killed: {status:?}\n{log}");
+    assert!(
+        !status.success(),
+        "the task's root (pid {root_pid}) was not killed: {status:?}\n{log}"
+    );
     assert!(!dir.join("survived").exists());
     let e = net_events(&events, port);
     assert_eq!(e.len(), 1, "{events:#?}");
