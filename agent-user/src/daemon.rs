@@ -143,8 +143,10 @@ struct Daemon {
     resolver: crate::pods::CgroupResolver,
     kube: Option<KubeView>,
     pod_selection: crate::pods::selection::PodSelection,
-    /// The guardrails' pod matchers, placed on the pods' cgroups (see `pod_guards`).
+    /// The guardrails' pod matchers, placed on the pods' cgroups (see `pod_guards`) ...
     pod_guards: crate::pods::selection::PodSelection,
+    /// ... and whether entries left by a previous daemon were swept after the first list.
+    pod_guards_swept: bool,
     /// cgroup id -> the pod selectors' bits written for it (merged with the rule files').
     pod_masks: std::collections::BTreeMap<u64, u64>,
     cgroup_root: PathBuf,
@@ -1238,6 +1240,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         resolved_tx,
         pod_selection: crate::pods::selection::PodSelection::new(&selectors),
         pod_guards: crate::pods::selection::PodSelection::guards(&guard_rules),
+        pod_guards_swept: false,
         selectors,
         resolver: crate::pods::CgroupResolver::open(&cgroup_root),
         kube: None,

@@ -33,8 +33,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Kernel tests the VM tier leaves to the host tier: what they check is the same on every
 /// kernel, and each costs minutes under TCG. (The pinning they rely on is checked per kernel
 /// by restart::a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_the_gap.)
-const VM_SKIP: &[&str] =
-    &["restart::an_upgrade_across_a_layout_change_replaces_the_programs_and_says_what_it_cannot_carry_over"];
+const VM_SKIP: &[&str] = &[
+    "restart::an_upgrade_across_a_layout_change_replaces_the_programs_and_says_what_it_cannot_carry_over",
+    "restart::pod_guard_sets_survive_a_restart_and_those_of_pods_gone_meanwhile_are_swept",
+];
 /// Debian packages the tests and tools use.
 const APT_PACKAGES: &[&str] = &["bpftool", "qemu-system-x86", "busybox-static"];
 

@@ -62,6 +62,36 @@ impl Daemon {
                 error!("pod guardrails: {e}");
             }
         }
+        self.sweep_pod_guards();
+    }
+
+    /// Once, after the first pod change: entries of the pod guard map whose cgroup is gone
+    /// (pods deleted while no daemon ran, with --persist) are removed. By the cgroup, not by
+    /// what this daemon placed: changes of the first list may still be queued.
+    fn sweep_pod_guards(&mut self) {
+        if self.pod_guards_swept {
+            return;
+        }
+        self.pod_guards_swept = true;
+        let keys: Vec<u64> = self.probes.pod_guards.keys().filter_map(|k| k.ok()).collect();
+        let stale: Vec<u64> = keys
+            .into_iter()
+            .filter(|cg| {
+                // A removed cgroup's handle is stale (ESTALE); other errors say nothing.
+                self.resolver
+                    .path_of(*cg)
+                    .is_err_and(|e| matches!(e.raw_os_error(), Some(libc::ESTALE) | Some(libc::ENOENT)))
+            })
+            .collect();
+        for cg in &stale {
+            let _ = self.probes.pod_guards.remove(cg);
+        }
+        if !stale.is_empty() {
+            info!(
+                entries = stale.len(),
+                "removed pod guard entries of pods whose cgroup is gone"
+            );
+        }
     }
 
     /// Puts guard sets in force for `rules`: first the guardrails of every set in use now

@@ -65,7 +65,7 @@ impl Drop for PodCgroups {
 }
 
 /// A pod cgroup and a local API server that lists the recorded pods.
-struct Cluster {
+pub(super) struct Cluster {
     _t: tempfile::TempDir,
     dir: PathBuf,
     cgroups: PodCgroups,
@@ -73,7 +73,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    pub(super) fn start() -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (t, dir) = test_dir();
         let cgroups = PodCgroups::create();
@@ -90,7 +90,7 @@ impl Cluster {
     }
 
     /// `tether run`'s arguments to reach the API.
-    fn kube_args(&self) -> Vec<String> {
+    pub(super) fn kube_args(&self) -> Vec<String> {
         vec![
             "--kube-api".into(),
             self.api.url(),
@@ -102,7 +102,7 @@ impl Cluster {
     }
 }
 
-fn wait_status(d: &Daemon, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+pub(super) fn wait_status(d: &Daemon, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..150 {
         let s = d.status();
         if cond(&s) {

@@ -318,3 +318,68 @@ fn an_upgrade_across_a_layout_change_replaces_the_programs_and_says_what_it_cann
         check_ocsf(a);
     }
 }
+
+/// The pinned pod guard map: pod cgroup id -> guard set.
+fn pod_guards(persisted: &Persisted, layout: &str) -> std::collections::BTreeMap<u64, u32> {
+    let data = aya::maps::MapData::from_pin(persisted.pins.join(format!("maps-{layout}/POD_GUARDS")))
+        .expect("the pinned POD_GUARDS map");
+    let map: aya::maps::HashMap<_, u64, u32> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).expect("a hash map");
+    map.iter().filter_map(|r| r.ok()).collect()
+}
+
+#[test]
+fn pod_guard_sets_survive_a_restart_and_those_of_pods_gone_meanwhile_are_swept() {
+    let cluster = super::pods::Cluster::start();
+    let persisted = Persisted::new();
+    let mut args = cluster.kube_args();
+    args.extend(persisted.args());
+    let policy = "version: 1\nmode: enforce\nagents: []\nguardrails:\n  - {id: agents-no-port, action: deny, pods: {namespace: [agents]}, connect: [\"tcp:127.0.0.1:1\"]}\n";
+    let d1 = Daemon::start_with(Some(policy), &args, &[]);
+    super::pods::wait_status(&d1, "the pod's guard set", |s| {
+        s["kubernetes"]["pod_cgroups_guarded"] == 1
+    });
+    let layout = d1.status()["persist"]["layout"].as_str().unwrap().to_string();
+    let placed = pod_guards(&persisted, &layout);
+    assert_eq!(placed.values().copied().collect::<Vec<_>>(), vec![1], "{placed:?}");
+    let mut d1 = d1;
+    d1.child.kill().unwrap();
+    d1.child.wait().unwrap();
+
+    // A pod deleted while no daemon ran: its cgroup is gone, its entry is still pinned.
+    let root = tether::loader::cgroup2_root().unwrap();
+    let gone = root.join(format!("tether-test-gone-{}", std::process::id()));
+    std::fs::create_dir(&gone).unwrap();
+    let gone_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&gone).unwrap());
+    std::fs::remove_dir(&gone).unwrap();
+    {
+        let data = aya::maps::MapData::from_pin(persisted.pins.join(format!("maps-{layout}/POD_GUARDS"))).unwrap();
+        let mut map: aya::maps::HashMap<_, u64, u32> =
+            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+        map.insert(gone_id, 1, 0).unwrap();
+    }
+    let d2 = Daemon::start_with(Some(policy), &args, &[]);
+    super::pods::wait_status(&d2, "the pod's guard set", |s| {
+        s["kubernetes"]["pod_cgroups_guarded"] == 1
+    });
+    let t = Instant::now();
+    loop {
+        let now = pod_guards(&persisted, &layout);
+        if !now.contains_key(&gone_id) {
+            assert_eq!(now, placed, "the live pod keeps its set across the restart");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the gone pod's entry stays: {now:?}\n{}",
+            d2.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, log) = d2.stop();
+    assert!(
+        log.contains("removed pod guard entries of pods whose cgroup is gone"),
+        "{log}"
+    );
+    drop(cluster);
+}
