@@ -319,13 +319,19 @@ fn an_upgrade_across_a_layout_change_replaces_the_programs_and_says_what_it_cann
     }
 }
 
-/// The pinned pod guard map: pod cgroup id -> guard set.
-fn pod_guards(persisted: &Persisted, layout: &str) -> std::collections::BTreeMap<u64, u32> {
+/// The pinned pod guard map (pod cgroup id -> guard set).
+fn pinned_pod_guards(persisted: &Persisted, layout: &str) -> aya::maps::HashMap<aya::maps::MapData, u64, u32> {
     let data = aya::maps::MapData::from_pin(persisted.pins.join(format!("maps-{layout}/POD_GUARDS")))
         .expect("the pinned POD_GUARDS map");
-    let map: aya::maps::HashMap<_, u64, u32> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).expect("a hash map");
-    map.iter().filter_map(|r| r.ok()).collect()
+    aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).expect("a hash map")
+}
+
+/// What the pinned pod guard map holds.
+fn pod_guards(persisted: &Persisted, layout: &str) -> std::collections::BTreeMap<u64, u32> {
+    pinned_pod_guards(persisted, layout)
+        .iter()
+        .filter_map(|r| r.ok())
+        .collect()
 }
 
 #[test]
@@ -352,12 +358,7 @@ fn pod_guard_sets_survive_a_restart_and_those_of_pods_gone_meanwhile_are_swept()
     std::fs::create_dir(&gone).unwrap();
     let gone_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&gone).unwrap());
     std::fs::remove_dir(&gone).unwrap();
-    {
-        let data = aya::maps::MapData::from_pin(persisted.pins.join(format!("maps-{layout}/POD_GUARDS"))).unwrap();
-        let mut map: aya::maps::HashMap<_, u64, u32> =
-            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
-        map.insert(gone_id, 1, 0).unwrap();
-    }
+    pinned_pod_guards(&persisted, &layout).insert(gone_id, 1, 0).unwrap();
     let d2 = Daemon::start_with(Some(policy), &args, &[]);
     super::pods::wait_status(&d2, "the pod's guard set", |s| {
         s["kubernetes"]["pod_cgroups_guarded"] == 1
