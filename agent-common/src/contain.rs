@@ -44,15 +44,20 @@ pub const EXEMPT: u32 = u32::MAX - 1;
 /// [`crate::Tracked::guard_set`] has one bit per matcher its pod matches.
 pub const MAX_POD_MATCHERS: u32 = 16;
 
+/// The guard set whose owner `owner` is (the inverse of [`guard_owner`] for a non-empty set),
+/// or None when `owner` is not a guard set's.
+pub const fn guard_set_of_owner(owner: u32) -> Option<u32> {
+    if owner < EXEMPT && owner >= EXEMPT - ((1 << MAX_POD_MATCHERS) - 1) {
+        Some(EXEMPT - owner)
+    } else {
+        None
+    }
+}
+
 /// The owner whose guardrail entries hold for a process with guard set `set`: the guardrails
 /// for every agent ([`GUARDRAILS`]) when the set is empty, else the guardrail set compiled
 /// for that combination of pod matchers (the guardrails for every agent, and those of each
 /// matcher in the set), at `EXEMPT - set` (below every other owner; task ids count up from 1).
-/// Is `owner` a guard set's (see [`guard_owner`])?
-pub const fn is_guard_set_owner(owner: u32) -> bool {
-    owner < EXEMPT && owner >= EXEMPT - ((1 << MAX_POD_MATCHERS) - 1)
-}
-
 #[inline(always)]
 pub const fn guard_owner(set: u32) -> u32 {
     if set == 0 {

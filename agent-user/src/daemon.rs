@@ -1067,17 +1067,7 @@ impl Daemon {
         }
         // Scopes a previous daemon installed for tasks this one could not restore: kept while
         // a process still carries the task.
-        let orphans: Vec<u32> = self
-            .probes
-            .rules
-            .owners()
-            .filter(|o| {
-                *o < agent_common::contain::EXEMPT
-                    && !agent_common::contain::is_guard_set_owner(*o)
-                    && self.tasks.get(*o).is_none()
-                    && !live.contains(o)
-            })
-            .collect();
+        let orphans: Vec<u32> = self.orphan_owners().into_iter().filter(|o| !live.contains(o)).collect();
         for o in orphans {
             self.probes.rules.remove(o);
         }
@@ -1214,7 +1204,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
     let ticks_per_sec = procfs::ticks_per_second();
     let cgroup_root = loader::cgroup2_root()?;
-    let guard_rules = rules.clone();
+    let pod_guards = crate::pods::selection::PodSelection::guards(&rules);
     let mut d = Daemon {
         probes,
         table: ProcessTable::new(ticks_per_sec),
@@ -1239,7 +1229,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         max_chain: opts.max_chain,
         resolved_tx,
         pod_selection: crate::pods::selection::PodSelection::new(&selectors),
-        pod_guards: crate::pods::selection::PodSelection::guards(&guard_rules),
+        pod_guards,
         pod_guards_swept: false,
         selectors,
         resolver: crate::pods::CgroupResolver::open(&cgroup_root),

@@ -144,28 +144,24 @@ impl Pins {
         if self.dir.is_none() {
             return Ok(());
         }
-        if self.perf_links == Some(false) {
-            self.kept.not_pinned.push(format!(
-                "{name}: tracepoint attachments are not BPF links before Linux 5.15"
-            ));
-            return Ok(());
-        }
-        let link = tp.take_link(id).map_err(err())?;
-        match FdLink::try_from(link) {
-            Ok(fd) => {
-                self.perf_links = Some(true);
-                self.pin(name, fd)
-            }
-            Err(_) => {
-                // The conversion dropped (detached) it: attach again, owned by the process.
-                self.perf_links = Some(false);
-                tp.attach(category, event).map_err(err())?;
-                self.kept.not_pinned.push(format!(
-                    "{name}: tracepoint attachments are not BPF links before Linux 5.15"
-                ));
-                Ok(())
+        if self.perf_links != Some(false) {
+            let link = tp.take_link(id).map_err(err())?;
+            match FdLink::try_from(link) {
+                Ok(fd) => {
+                    self.perf_links = Some(true);
+                    return self.pin(name, fd);
+                }
+                Err(_) => {
+                    // The conversion dropped (detached) it: attach again, owned by the process.
+                    self.perf_links = Some(false);
+                    tp.attach(category, event).map_err(err())?;
+                }
             }
         }
+        self.kept.not_pinned.push(format!(
+            "{name}: tracepoint attachments are not BPF links before Linux 5.15"
+        ));
+        Ok(())
     }
 }
 
@@ -567,13 +563,9 @@ pub fn load(
     // any, stays in charge; with none, nothing of this one stays attached.
     if r.is_err()
         && let Some(p) = persist
-        && let Some(name) = p
-            .gen_dir(generation)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
         && p.gen_dir(generation).exists()
     {
-        match p.unpin(&name) {
+        match p.unpin(&p.gen_name(generation)) {
             Ok(n) => info!(pins = n, "load failed: unpinned this generation's links"),
             Err(e) => error!("load failed, and unpinning this generation's links failed too: {e}"),
         }
@@ -680,8 +672,7 @@ fn load_generation(
         .kept
         .rule_owners
         .iter()
-        .filter(|o| agent_common::contain::is_guard_set_owner(**o))
-        .map(|o| agent_common::contain::EXEMPT - o)
+        .filter_map(|o| agent_common::contain::guard_set_of_owner(*o))
         .collect();
     contain::install_rules(&mut kernel_rules, rules, &sets).map_err(LoadError::Rules)?;
 
@@ -851,12 +842,11 @@ fn load_generation(
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
     let select_cgroup = HashMap::try_from(take_map(&mut ebpf, "SELECT_CGROUP")?).map_err(map_err("SELECT_CGROUP"))?;
     let pod_guards = HashMap::try_from(take_map(&mut ebpf, "POD_GUARDS")?).map_err(map_err("POD_GUARDS"))?;
-    let kept = persist.is_some().then(|| pins.kept.clone());
     Ok(Probes {
         _ebpf: ebpf,
         active,
         _pinned: pins.links,
-        kept,
+        kept: persist.is_some().then_some(pins.kept),
         events,
         tracked,
         counters,

@@ -176,8 +176,13 @@ impl Persist {
         self.pin_dir.join(format!("maps-{}", layout()))
     }
 
+    /// The name of generation `generation`'s directory under the pin directory.
+    pub fn gen_name(&self, generation: u64) -> String {
+        format!("gen-{}-{generation}", layout())
+    }
+
     pub fn gen_dir(&self, generation: u64) -> PathBuf {
-        self.pin_dir.join(format!("gen-{}-{generation}", layout()))
+        self.pin_dir.join(self.gen_name(generation))
     }
 
     pub fn state_file(&self) -> PathBuf {

@@ -77,6 +77,19 @@ pub enum SelectorError {
     TooMany(usize),
 }
 
+/// Do a pod's namespace and labels meet pod criteria: the namespace one of `namespace` (any,
+/// when empty) AND every label of `pod_labels` with its value? (Agent selectors and the
+/// guardrails' `pods:` alike.)
+pub fn pod_meets(
+    namespace: &BTreeSet<String>,
+    pod_labels: &BTreeMap<String, String>,
+    pod_namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    (namespace.is_empty() || namespace.contains(pod_namespace))
+        && pod_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// Checks namespace names and pod label keys and values (of a selector, or of a guardrail's
 /// `pods:`); the message names the offending value.
 pub fn validate_pod_criteria(
@@ -235,8 +248,7 @@ impl Compiled {
 
     /// Does the pod meet this selector's pod criteria (namespace AND every label)?
     pub fn pod_matches(&self, pod: &crate::pods::kube::PodMeta) -> bool {
-        (self.namespace.is_empty() || self.namespace.contains(&pod.namespace))
-            && self.pod_labels.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+        pod_meets(&self.namespace, &self.pod_labels, &pod.namespace, &pod.labels)
     }
 }
 

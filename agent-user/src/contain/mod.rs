@@ -234,7 +234,7 @@ pub fn install_rules(
     rules: &crate::policy::engine::Rules,
     sets: &std::collections::BTreeSet<u32>,
 ) -> Result<(), String> {
-    use agent_common::contain::{EXEMPT, guard_owner, is_guard_set_owner};
+    use agent_common::contain::{EXEMPT, guard_owner, guard_set_of_owner};
     let mut compiled = vec![(0, compile::guardrails(rules, 0).map_err(|e| e.to_string())?)];
     for &set in sets.iter().filter(|s| **s != 0) {
         compiled.push((set, compile::guardrails(rules, set).map_err(|e| e.to_string())?));
@@ -250,7 +250,7 @@ pub fn install_rules(
     maps.set_verdicts(&posture, &verdicts).map_err(|e| e.to_string())?;
     let unused: Vec<u32> = maps
         .owners()
-        .filter(|o| is_guard_set_owner(*o) && !sets.iter().any(|s| guard_owner(*s) == *o))
+        .filter(|o| guard_set_of_owner(*o).is_some_and(|s| !sets.contains(&s)))
         .collect();
     for o in unused {
         maps.remove(o);

@@ -28,11 +28,16 @@ impl Daemon {
     /// The guard set process `pid` gets from its pod under the rules in force (0: in no pod,
     /// or in one no `pods:` names, or one the daemon does not know yet).
     pub(super) fn guard_set_of_pid(&self, pid: u32) -> u32 {
-        let c = Candidate {
+        self.guard_set_under(&self.rules, pid)
+    }
+
+    /// The guard set process `pid` gets from its pod under `rules`.
+    fn guard_set_under(&self, rules: &Rules, pid: u32) -> u32 {
+        let c = self.with_pod(&Candidate {
             cgroup: crate::selectors::cgroup_of(pid),
             ..Candidate::default()
-        };
-        guard_set_of(&self.rules, &self.with_pod(&c))
+        });
+        rules.guard_set(c.pod.as_deref().map(|p| (p.namespace.as_str(), &p.labels)))
     }
 
     /// Every guard set in use: the pods' and the tracked processes'.
@@ -126,13 +131,7 @@ impl Daemon {
         }
         let mut changed = 0;
         for (pid, mut entry) in self.kernel_entries() {
-            let want = guard_set_of(
-                rules,
-                &self.with_pod(&Candidate {
-                    cgroup: crate::selectors::cgroup_of(pid),
-                    ..Candidate::default()
-                }),
-            );
+            let want = self.guard_set_under(rules, pid);
             if entry.guard_set != want {
                 entry.guard_set = want;
                 if self.probes.tracked.insert(pid, entry, UPDATE_EXISTING).is_ok() {
@@ -164,8 +163,4 @@ impl Daemon {
         self.pod_guards = guards;
         self.put_guard_sets(rules, updates, Some(previous))
     }
-}
-
-fn guard_set_of(rules: &Rules, c: &Candidate) -> u32 {
-    rules.guard_set(c.pod.as_deref().map(|p| (p.namespace.as_str(), &p.labels)))
 }

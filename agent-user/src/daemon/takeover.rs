@@ -39,28 +39,20 @@ impl Daemon {
     pub(super) fn take_over(&mut self, saved: Option<SavedState>) {
         let Some(view) = &self.persist else { return };
         let dirs = view.dirs.clone();
-        let kept = self.probes.kept.clone().unwrap_or_default();
-        let generation = kept.generation;
+        let Some((generation, adopted_maps)) = self.probes.kept.as_ref().map(|k| (k.generation, k.adopted_maps)) else {
+            return;
+        };
         let previous = self.probes.active_generation().filter(|g| *g != generation);
         let mut report = json!({
             "previous_generation": previous,
-            "adopted_maps": kept.adopted_maps,
+            "adopted_maps": adopted_maps,
         });
-        if kept.adopted_maps {
+        if adopted_maps {
             let (restored, failed) = self.restore_tasks(saved.as_ref());
             let (processes, stale) = self.adopt_tracked();
             // Owners in the rule maps that no restored task claims keep their entries (the
             // kernel goes on enforcing that scope) until no tracked process carries them.
-            let orphans: Vec<u32> = kept
-                .rule_owners
-                .iter()
-                .copied()
-                .filter(|o| {
-                    *o < agent_common::contain::EXEMPT
-                        && !agent_common::contain::is_guard_set_owner(*o)
-                        && self.tasks.get(*o).is_none()
-                })
-                .collect();
+            let orphans = self.orphan_owners();
             if let Some(s) = saved.as_ref().filter(|s| s.layout == persist::layout())
                 && s.counters.len() == self.last_counters.len()
             {
@@ -147,6 +139,20 @@ impl Daemon {
             v.took_over = report;
         }
         self.save_state();
+    }
+
+    /// Task owners in the rule maps that no task of this daemon claims (scopes a previous
+    /// daemon installed for tasks that could not be restored).
+    pub(super) fn orphan_owners(&self) -> Vec<u32> {
+        self.probes
+            .rules
+            .owners()
+            .filter(|o| {
+                *o < agent_common::contain::EXEMPT
+                    && agent_common::contain::guard_set_of_owner(*o).is_none()
+                    && self.tasks.get(*o).is_none()
+            })
+            .collect()
     }
 
     /// Verifies the state file's tasks again, as of when they were first verified, and puts

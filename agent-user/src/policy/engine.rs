@@ -166,8 +166,7 @@ pub struct PodMatch {
 
 impl PodMatch {
     pub fn matches(&self, namespace: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
-        (self.namespace.is_empty() || self.namespace.contains(namespace))
-            && self.pod_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        crate::selectors::pod_meets(&self.namespace, &self.pod_labels, namespace, labels)
     }
 }
 
