@@ -3,8 +3,9 @@
 //!
 //! kill-tree leaves no window for escape: every process of a task is in the kernel's tracked
 //! map from the moment it is forked (the fork hook inserts it synchronously), a process with a
-//! pending SIGKILL can no longer fork, and the loop below signals every tracked member and
-//! reads the map again until no member is left alive.
+//! pending SIGKILL can no longer fork, and the loop below signals every tracked member, oldest
+//! first (so no parent runs on after a child's death), and reads the map again until no
+//! member is left alive.
 use std::{os::fd::RawFd, time::Duration};
 
 use crate::lineage::ns_to_ticks;
@@ -95,7 +96,7 @@ pub fn kill_tree(mut members: impl FnMut() -> Vec<(u32, u64)>, ticks_per_sec: u6
         if signalled.is_empty() {
             tracing::debug!(members = ?all, "kill-tree: the tree's tracked entries");
         }
-        let live: Vec<(u32, u64)> = all
+        let mut live: Vec<(u32, u64)> = all
             .into_iter()
             .filter(|(pid, start)| {
                 start_ticks(*pid).is_some_and(|t| *start == 0 || t == ns_to_ticks(*start, ticks_per_sec))
@@ -106,6 +107,7 @@ pub fn kill_tree(mut members: impl FnMut() -> Vec<(u32, u64)>, ticks_per_sec: u6
             return Ok(signalled.into_iter().map(|(pid, _)| pid).collect());
         }
         tracing::debug!(live = live.len(), "kill-tree round");
+        signal_order(&mut live);
         for (pid, start) in live {
             if kill(pid, start, ticks_per_sec)? == Killed::Signalled {
                 signalled.insert((pid, start));
@@ -117,9 +119,30 @@ pub fn kill_tree(mut members: impl FnMut() -> Vec<(u32, u64)>, ticks_per_sec: u6
     Err(KillError::Survivors(left, ROUNDS))
 }
 
+/// Oldest first: a parent started before its children, so it is signalled before them and
+/// never runs again after one of them dies (a shell whose `sleep` was killed first would go
+/// on to its next command before its own SIGKILL landed).
+fn signal_order(members: &mut [(u32, u64)]) {
+    members.sort_by_key(|(pid, start)| (*start, *pid));
+}
+
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
         .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_signalled_before_their_children() {
+        // (pid, start_ns): the root started first, a child later, a grandchild last; pids
+        // say nothing of age (they wrap).
+        let mut m = vec![(300, 3_000), (900, 1_000), (100, 2_000)];
+        signal_order(&mut m);
+        assert_eq!(m, vec![(900, 1_000), (100, 2_000), (300, 3_000)]);
+    }
 }
