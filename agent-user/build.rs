@@ -30,10 +30,7 @@ fn main() -> anyhow::Result<()> {
     ] {
         println!("cargo:rerun-if-changed={}", ws.join(dir).display());
     }
-    println!(
-        "cargo:rustc-env=TETHER_LAYOUT={}",
-        layout_hash(&ws.join("agent-common"))?
-    );
+    println!("cargo:rustc-env=TETHER_LAYOUT={}", layout_hash(&ws)?);
     for var in ["TETHER_BPF_OBJECT", "TETHER_BPF_TOOLCHAIN", "TETHER_REQUIRE_BPF"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -58,16 +55,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The wire and map layout's identity: a hash of agent-common, where every record and map
-/// type is defined. Pinned maps are shared only between builds with the same one (see the
-/// `persist` module); any change there, even a comment, counts as a new layout: safe, never
-/// a wrong reading of another version's maps.
-fn layout_hash(common: &Path) -> anyhow::Result<String> {
+/// value type is defined, and of agent-ebpf's map definitions (types, sizes, flags). Pinned
+/// maps are shared only between builds with the same one (see the `persist` module); any
+/// change there, even a comment, counts as a new layout: safe, never a wrong reading of
+/// another version's maps.
+fn layout_hash(ws: &Path) -> anyhow::Result<String> {
     use sha2::{Digest, Sha256};
+    let common = ws.join("agent-common");
     let mut files = vec![common.join("Cargo.toml")];
     for e in std::fs::read_dir(common.join("src")).context("agent-common/src")? {
         files.push(e?.path());
     }
     files.sort();
+    files.push(ws.join("agent-ebpf/src/maps.rs"));
     let mut h = Sha256::new();
     for f in &files {
         h.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());

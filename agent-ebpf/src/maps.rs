@@ -6,7 +6,7 @@ use agent_common::{
     counter,
 };
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
@@ -50,9 +50,13 @@ pub static POD_GUARDS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
-/// thread id -> a file syscall between its entry and its exit.
+/// thread id -> a file syscall between its entry and its exit. Preallocated (~5 MiB): a map
+/// that allocates at update time may deadlock when updated from a tracepoint (5.10 warns
+/// "trace type BPF program uses run-time allocation" at load), and a full one fails the
+/// insert, which is counted (PENDING_FULL), where an LRU would silently evict another
+/// thread's call in flight.
 #[map]
-pub static PENDING: HashMap<u32, PendingFile> = HashMap::with_max_entries(MAX_PENDING, BPF_F_NO_PREALLOC);
+pub static PENDING: HashMap<u32, PendingFile> = HashMap::with_max_entries(MAX_PENDING, 0);
 
 /// thread id -> 1: the BPF LSM bprm_check_security hook checked this thread's exec; the
 /// sched_process_exec record that follows (keyed by its old_pid) says so. LRU: an exec that

@@ -1,6 +1,6 @@
 //! The running kernel's layout: struct field offsets from its BTF, tracepoint field offsets
 //! from its tracepoint formats. Builds the `CONFIG` global the BPF programs read everything at.
-use std::{fs::File, os::unix::fs::FileExt, path::Path};
+use std::path::Path;
 
 use agent_common::{
     Config, Offsets,
@@ -20,11 +20,27 @@ pub enum LayoutError {
     NoTracepointField { tracepoint: String, field: String },
 }
 
-struct BtfFile(File);
+/// The BTF file, read whole: btfparse reads it a few bytes at a time, and a syscall per read
+/// (millions of them) took seconds here and most of a daemon start in the TCG VMs.
+struct BtfBytes(Vec<u8>);
 
-impl Readable for BtfFile {
+impl Readable for BtfBytes {
     fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
-        self.0.read_exact_at(buffer, offset).map_err(|e| e.into())
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.0.get(start..start.checked_add(buffer.len())?))
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "BTF read of {} bytes at {offset} past its end ({})",
+                        buffer.len(),
+                        self.0.len()
+                    ),
+                )
+            })?;
+        buffer.copy_from_slice(bytes);
+        Ok(())
     }
 }
 
@@ -238,8 +254,8 @@ pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
         path: path.display().to_string(),
         reason,
     };
-    let file = File::open(path).map_err(|e| btf_err(e.to_string()))?;
-    let ti = TypeInformation::new(&BtfFile(file)).map_err(|e| btf_err(format!("{e:?}")))?;
+    let bytes = std::fs::read(path).map_err(|e| btf_err(e.to_string()))?;
+    let ti = TypeInformation::new(&BtfBytes(bytes)).map_err(|e| btf_err(format!("{e:?}")))?;
     resolve_offsets(
         |ty, field| {
             if hidden.iter().any(|h| *h == format!("{ty}.{field}")) {

@@ -13,8 +13,9 @@
 //! - `gen-<layout>-<generation>/<link>`: the links of one daemon's programs. While they are
 //!   pinned the programs stay attached and keep judging, denying and recording with no daemon.
 //!
-//! `<layout>` is [`LAYOUT`], a hash of agent-common (every record and map type): maps are
-//! shared only between builds that read them the same way.
+//! `<layout>` is [`LAYOUT`], a hash of agent-common (every record and map value type) and of
+//! agent-ebpf's map definitions: maps are shared only between builds that read them the same
+//! way.
 //!
 //! ## Hand-over, on every start (a restart, or an upgrade to another version)
 //! 1. The new daemon loads its programs with the shared maps of its layout (creating them when

@@ -304,6 +304,11 @@ mount -t tmpfs tmpfs /run
 mount -t securityfs securityfs /sys/kernel/security
 mkdir -p /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
+# A CPU stuck in the kernel ends the run at once with every CPU's backtrace on the console
+# (warning level and up; the boot itself stays quiet) instead of running into VM_TIMEOUT.
+echo 1 > /proc/sys/kernel/softlockup_panic
+echo 1 > /proc/sys/kernel/softlockup_all_cpu_backtrace
+echo 5 > /proc/sys/kernel/printk
 echo "vm: kernel $(uname -r), LSMs $(cat /sys/kernel/security/lsm), $(nproc) CPUs"
 export PATH=/bin TETHER_BIN=/tether/tether TETHER_NETPROBE=/tether/netprobe TETHER_OCSF_DIR=/tether/ocsf
 export TETHER_EXPECT_LSM=1 RUST_BACKTRACE=1 TETHER_TEST_READY_SECS=240
@@ -474,15 +479,18 @@ pub fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<i32
     }
     let mut logf = fs::File::create(log)?;
     let mut result = None;
+    let booted = Instant::now();
     let stdout = child.stdout.take().context("qemu stdout")?;
     for line in BufReader::new(stdout).split(b'\n') {
         let line = line?;
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches('\r');
-        writeln!(logf, "{text}")?;
+        // Seconds since qemu started on every line: which test took how long, where a run stalled.
+        let at = booted.elapsed().as_secs();
+        writeln!(logf, "[+{at}s] {text}")?;
         // Firmware noise and terminal escapes are kept in the log only.
         if !text.contains('\x1b') && !text.trim().is_empty() {
-            eprintln!("[vm {}] {text}", kernel.name);
+            eprintln!("[vm {} +{at}s] {text}", kernel.name);
         }
         if let Some(rc) = text.trim().strip_prefix(RESULT_MARK) {
             result = rc.trim().parse::<i32>().ok();
