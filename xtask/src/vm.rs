@@ -64,8 +64,9 @@ const CMDLINE: &str = "console=ttyS0 quiet lsm=lockdown,capability,landlock,bpf 
 const RESULT_MARK: &str = "TETHER_VM_RESULT=";
 
 /// Per-kernel limit for boot + suite under TCG: with the three kernels sharing two cores, a
-/// suite takes 14-16 minutes (every test starts a daemon, ~20 s of program loading here).
-const VM_TIMEOUT: Duration = Duration::from_secs(1500);
+/// suite takes 10-12 minutes (every test starts a daemon, ~20 s of program loading here); a
+/// stuck guest kernel panics long before (softlockup_panic in /init).
+const VM_TIMEOUT: Duration = Duration::from_secs(1200);
 
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("TETHER_VM_CACHE")
