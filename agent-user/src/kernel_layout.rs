@@ -400,6 +400,21 @@ format:
         assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 
+    #[test]
+    fn a_truncated_btf_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmlinux");
+        // A valid header (magic 0xeb9f, version 1, 24 bytes) whose sections lie past the end.
+        let mut header = vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0];
+        for v in [0u32, 4096, 4096, 4096] {
+            header.extend(v.to_le_bytes());
+        }
+        std::fs::write(&path, &header).unwrap();
+        let err = offsets_from_btf(&path).unwrap_err();
+        assert!(matches!(err, LayoutError::Btf { .. }), "{err}");
+        assert!(err.to_string().contains("past its end"), "{err}");
+    }
+
     /// A fake kernel: every field at offset 8, except those listed.
     fn kernel_without(missing: &'static [&'static str]) -> impl FnMut(&str, &str) -> Result<u32, String> {
         move |ty, field| {
