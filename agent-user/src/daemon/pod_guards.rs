@@ -78,11 +78,14 @@ impl Daemon {
             return;
         }
         self.pod_guards_swept = true;
-        let keys: Vec<u64> = self.probes.pod_guards.keys().filter_map(|k| k.ok()).collect();
-        let stale: Vec<u64> = keys
-            .into_iter()
+        let stale: Vec<u64> = self
+            .probes
+            .pod_guards
+            .keys()
+            .filter_map(|k| k.ok())
             .filter(|cg| {
-                // A removed cgroup's handle is stale (ESTALE); other errors say nothing.
+                // A removed cgroup's handle is stale (ESTALE, or ENOENT); other errors say
+                // nothing.
                 self.resolver
                     .path_of(*cg)
                     .is_err_and(|e| matches!(e.raw_os_error(), Some(libc::ESTALE) | Some(libc::ENOENT)))
