@@ -118,12 +118,13 @@ impl Daemon {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(60);
-        while !d.dir.path().join("ready").exists() {
-            if t.elapsed() > Duration::from_secs(limit) {
-                panic!("daemon not ready after {limit} s; its log:\n{}", d.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ready = d.dir.path().join("ready");
+        poll(
+            Duration::from_secs(limit),
+            Duration::from_millis(50),
+            || if ready.exists() { Ok(()) } else { Err(()) },
+            |()| format!("daemon not ready after {limit} s; its log:\n{}", d.log()),
+        );
         eprintln!("daemon ready in {:.1} s", t.elapsed().as_secs_f64());
         d
     }
@@ -909,16 +910,34 @@ fn a_sigkilled_daemon_leaves_no_program_attached() {
     wait_unloaded(&ours, "programs still loaded after SIGKILL");
 }
 
+/// Calls `probe` every `every` until it returns Ok (its value is returned); after `limit`,
+/// panics with `fail` of what the last probe returned. Every wait of the kernel tests.
+fn poll<T, S>(
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, S>,
+    fail: impl FnOnce(S) -> String,
+) -> T {
+    let t = Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if t.elapsed() >= limit => panic!("{}", fail(last)),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
 /// Waits until none of the programs `ids` is loaded: the kernel frees a program once its last
 /// link or fd is gone, asynchronously (RCU).
 fn wait_unloaded(ids: &BTreeSet<u32>, what: &str) {
-    let t = Instant::now();
-    loop {
-        let left: BTreeSet<u32> = program_ids().intersection(ids).copied().collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "{what}: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let left: BTreeSet<u32> = program_ids().intersection(ids).copied().collect();
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+        |left| format!("{what}: {left:?}"),
+    )
 }

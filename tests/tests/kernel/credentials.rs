@@ -4,7 +4,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -126,15 +126,12 @@ fn file_event<'a>(events: &'a [Value], path: &Path) -> &'a Value {
 
 /// Waits until `path` exists.
 pub(super) fn wait_for(path: &Path) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    super::poll(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || if path.exists() { Ok(()) } else { Err(()) },
+        |()| format!("{} never appeared", path.display()),
+    )
 }
 
 #[test]
@@ -393,31 +390,27 @@ fn a_selected_agent_binds_the_credential_in_its_environment() {
         .env("TETHER_TASK_TOKEN", &token)
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    loop {
-        let out = Command::new(tether_bin())
-            .args(["tasks", "--admin-socket"])
-            .arg(d.admin_socket())
-            .arg("list")
-            .output()
-            .unwrap();
-        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let bound = list["tasks"].as_array().into_iter().flatten().any(|t| {
-            t["jti"] == "task-env"
-                && t["processes"]
-                    .as_array()
-                    .is_some_and(|p| p.contains(&serde_json::json!(child.id())))
-        });
-        if bound {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "never bound: {list:#}\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    super::poll(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let out = Command::new(tether_bin())
+                .args(["tasks", "--admin-socket"])
+                .arg(d.admin_socket())
+                .arg("list")
+                .output()
+                .unwrap();
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            let bound = list["tasks"].as_array().into_iter().flatten().any(|t| {
+                t["jti"] == "task-env"
+                    && t["processes"]
+                        .as_array()
+                        .is_some_and(|p| p.contains(&serde_json::json!(child.id())))
+            });
+            if bound { Ok(()) } else { Err(list) }
+        },
+        |list| format!("never bound: {list:#}\n{}", d.log()),
+    );
     std::fs::write(dir.join("go"), "").unwrap();
     assert!(child.wait_with_output().unwrap().status.success());
     std::thread::sleep(Duration::from_millis(300));

@@ -4,7 +4,7 @@ use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -87,19 +87,20 @@ fn connects_to(events: &[Value], port: u16) -> Vec<Value> {
 
 /// Waits until the daemon has written `n` connect events to `port`.
 fn wait_for_connects(d: &Daemon, port: u16, n: usize) -> Vec<Value> {
-    let t = Instant::now();
-    loop {
-        let found = connects_to(&events_so_far(d), port);
-        if found.len() >= n {
-            return found;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "{n} connect event(s) to port {port} never came; found {found:#?}\nlog:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    super::poll(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let found = connects_to(&events_so_far(d), port);
+            if found.len() >= n { Ok(found) } else { Err(found) }
+        },
+        |found| {
+            format!(
+                "{n} connect event(s) to port {port} never came; found {found:#?}\nlog:\n{}",
+                d.log()
+            )
+        },
+    )
 }
 
 fn assert_denied_for_the_task(e: &Value, jti: &str) {
@@ -363,20 +364,16 @@ fn pod_guard_sets_survive_a_restart_and_those_of_pods_gone_meanwhile_are_swept()
     super::pods::wait_status(&d2, "the pod's guard set", |s| {
         s["kubernetes"]["pod_cgroups_guarded"] == 1
     });
-    let t = Instant::now();
-    loop {
-        let now = pod_guards(&persisted, &layout);
-        if !now.contains_key(&gone_id) {
-            assert_eq!(now, placed, "the live pod keeps its set across the restart");
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the gone pod's entry stays: {now:?}\n{}",
-            d2.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let now = super::poll(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let now = pod_guards(&persisted, &layout);
+            if now.contains_key(&gone_id) { Err(now) } else { Ok(now) }
+        },
+        |now| format!("the gone pod's entry stays: {now:?}\n{}", d2.log()),
+    );
+    assert_eq!(now, placed, "the live pod keeps its set across the restart");
     let (_, log) = d2.stop();
     assert!(
         log.contains("removed pod guard entries of pods whose cgroup is gone"),

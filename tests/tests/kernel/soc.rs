@@ -28,11 +28,12 @@ fn violation_uids(r: &Receiver) -> Vec<String> {
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(90), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    super::poll(
+        Duration::from_secs(90),
+        Duration::from_millis(100),
+        || if f() { Ok(()) } else { Err(()) },
+        |()| format!("timed out waiting for {what}"),
+    )
 }
 
 #[test]
