@@ -461,14 +461,15 @@ pub fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<i32
         .spawn()
         .context("starting qemu-system-x86_64 (cargo xtask setup installs it)")?;
     let pid = child.id();
+    // One clock for the limit and the console lines' seconds since boot.
+    let booted = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let timed_out = Arc::new(AtomicBool::new(false));
     {
         let (done, timed_out) = (done.clone(), timed_out.clone());
         std::thread::spawn(move || {
-            let t = Instant::now();
             while !done.load(Ordering::Relaxed) {
-                if t.elapsed() > VM_TIMEOUT {
+                if booted.elapsed() > VM_TIMEOUT {
                     timed_out.store(true, Ordering::Relaxed);
                     // SAFETY: kill has no memory preconditions.
                     unsafe { kill(pid as i32, 9) };
@@ -480,7 +481,6 @@ pub fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<i32
     }
     let mut logf = fs::File::create(log)?;
     let mut result = None;
-    let booted = Instant::now();
     let stdout = child.stdout.take().context("qemu stdout")?;
     for line in BufReader::new(stdout).split(b'\n') {
         let line = line?;
