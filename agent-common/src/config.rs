@@ -63,6 +63,44 @@ pub struct Offsets {
     /// (the hook's parameter count: 4 before the `flags` parameter was added, 5 after), from
     /// the BTF prototype of `bpf_lsm_path_rename`.
     pub path_rename_ret: u32,
+    /// The inode a write acts on ([`crate::Object`]): device nodes are judged as their
+    /// device, regular files with several links cannot be judged by one name.
+    pub inode_i_mode: u32,
+    pub inode_i_rdev: u32,
+    pub inode_i_nlink: u32,
+    pub dentry_d_inode: u32,
+    pub dentry_d_sb: u32,
+    pub vfsmount_mnt_sb: u32,
+    /// The socket behind an fd (file.private_data) and what the socket hooks read of it:
+    /// sock_common's family, local port, remote port and the addresses.
+    pub file_private_data: u32,
+    pub sock_family: u32,
+    pub sock_type: u32,
+    pub sock_num: u32,
+    pub sock_dport: u32,
+    pub sock_daddr: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_v6_daddr: u32,
+    pub sock_v6_rcv_saddr: u32,
+    /// Unix sockets: unix_sock.path (the bound socket file), .addr, .peer; unix_address.len
+    /// and .name (a sockaddr_un).
+    pub unix_path: u32,
+    pub unix_addr: u32,
+    pub unix_peer: u32,
+    pub unix_address_len: u32,
+    pub unix_address_name: u32,
+    /// iattr.ia_valid (which attributes inode_setattr changes).
+    pub iattr_ia_valid: u32,
+    /// The root mount of the task's mount namespace (task->nsproxy->mnt_ns->root): a path
+    /// walk that ends at another root is of a detached tree ([`crate::walk::DETACHED`]).
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_root: u32,
+    /// A mount's children (mount.mnt_mounts, each child linked by its mnt_child): a dentry
+    /// met without its mount (the inode hooks) is placed in the mount its lookup started
+    /// from, or one mounted directly below it.
+    pub mount_mnt_mounts: u32,
+    pub mount_mnt_child: u32,
 }
 
 /// Offsets of tracepoint record fields, from /sys/kernel/tracing/events/*/*/format.
@@ -119,6 +157,13 @@ pub mod degraded {
     /// The task's cgroup v2 chain (task->cgroups->dfl_cgrp->kn, kernfs_node id/parent): no
     /// cgroup selectors.
     pub const CGROUP: u32 = 16;
+    /// The inode fields of [`crate::Object`]: writes are judged by the name only (a device
+    /// node by its path, a hard-linked file by the name used).
+    pub const OBJECT: u32 = 32;
+    /// The sock_common and unix_sock fields: Unix sockets are judged by the name given only
+    /// where BPF LSM is in effect, and listens and accepts are not seen by the syscall
+    /// tracepoints.
+    pub const SOCKETS: u32 = 64;
 }
 
 impl Config {
@@ -130,8 +175,8 @@ impl Config {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<Offsets>() == 42 * 4);
+    assert!(core::mem::size_of::<Offsets>() == 68 * 4);
     assert!(core::mem::size_of::<TracepointFields>() == 24);
-    assert!(core::mem::size_of::<Config>() == 42 * 4 + 24 + 8 + 8 + 8 * crate::select::KINDS + 8);
+    assert!(core::mem::size_of::<Config>() == 68 * 4 + 24 + 8 + 8 + 8 * crate::select::KINDS + 8);
     assert!(core::mem::align_of::<Config>() == 8);
 };

@@ -25,16 +25,31 @@
 //! stored at their literal part as [`path_kind::UNDECIDED`]: the record says so and the daemon
 //! decides (after the fact).
 //!
+//! Unix sockets are path entries too, of class [`class::UNIX`]: a socket file by its path
+//! (`/run/docker.sock`), an abstract socket as `@` and its name (`@/tmp/.X11-unix/X0`).
+//! Device nodes are judged as the device they name, never by the node's path: a write to a
+//! character device is a write of `/dev/char/MAJOR:MINOR`, to a block device of
+//! `/dev/block/MAJOR:MINOR` ([`device_path`]), the names udev gives them, so the same
+//! patterns serve (the shipped guardrail holds `/dev/block/`).
+//!
 //! ## Network ([`NET_RULES`](NetKey), an LPM trie)
-//! Key: owner, IP protocol (6 TCP, 17 UDP), address as IPv6 (IPv4 as `::ffff:a.b.c.d`, so
+//! Key: owner, IP protocol (6 TCP, 17 UDP; with [`LISTEN`] added for the `listen` clause,
+//! whose address is the local one bound), address as IPv6 (IPv4 as `::ffff:a.b.c.d`, so
 //! IPv4-mapped IPv6 destinations meet the same entries). Value: up to [`MAX_PORT_RANGES`]
 //! port ranges. The compiler merges into each network the ranges of every network that
 //! contains it, so the longest match alone decides.
 //!
+//! ## Grants ([`GRANTS`](Grants), a hash map by owner)
+//! The socket kinds ([`crate::sock_kind`]: raw, packet, ICMP, vsock) and io_uring a task's
+//! scope grants, and those a guardrail forbids (with the deciding guardrail per kind).
+//!
 //! ## Verdicts
 //! [`POSTURE`](Verdict) (an array: [`posture::UNBOUND`], [`posture::EXPIRED`],
-//! [`posture::SCOPE`]) and [`GUARD_VERDICTS`](Verdict) (indexed by guardrail) hold the action
-//! and mode of each violation class; the daemon rewrites them when the mode switches.
+//! [`posture::SCOPE`], [`posture::UNJUDGED`]) and [`GUARD_VERDICTS`](Verdict) (indexed by
+//! guardrail) hold the action and mode of each violation class; the daemon rewrites them when
+//! the mode switches. An action the kernel cannot judge (a path it cannot read whole, a
+//! target it cannot name, a full map) takes the UNJUDGED posture: refused in enforce mode,
+//! reported as unjudged in observe mode, never allowed by default.
 
 /// Owner id of the operator guardrails (those for every agent process).
 pub const GUARDRAILS: u32 = u32::MAX;
@@ -71,6 +86,84 @@ pub const fn guard_owner(set: u32) -> u32 {
 pub mod class {
     pub const EXEC: u8 = 1;
     pub const WRITE: u8 = 2;
+    /// A connect or send to a Unix socket (its file's path, or `@name`).
+    pub const UNIX: u8 = 3;
+}
+
+/// Added to the IP protocol of a [`NetKey`] for the `listen` clause (binds and listens, by
+/// the local address and port).
+pub const LISTEN: u8 = 0x80;
+
+/// Bytes of a device path (`/dev/block/4095:1048575` and its NUL fit).
+pub const DEVICE_PATH_LEN: usize = 32;
+
+/// The path a device node is judged as: `/dev/char/MAJOR:MINOR` or `/dev/block/MAJOR:MINOR`
+/// (decimal), from the kernel's encoding `rdev` (major << 20 | minor); None for an inode
+/// that is not a device. Returns the bytes written into `out`.
+#[inline(always)]
+pub fn device_path(mode: u32, rdev: u32, out: &mut [u8; DEVICE_PATH_LEN]) -> Option<usize> {
+    const M: usize = DEVICE_PATH_LEN - 1;
+    let prefix: &[u8; 11] = match mode & S_IFMT {
+        S_IFCHR => b"/dev/char/\0",
+        S_IFBLK => b"/dev/block/",
+        _ => return None,
+    };
+    let plen = if mode & S_IFMT == S_IFCHR { 10 } else { 11 };
+    let mut i = 0;
+    while i < 11 {
+        out[i & M] = prefix[i];
+        i += 1;
+    }
+    let n = put_decimal(out, plen, rdev >> 20);
+    out[n & M] = b':';
+    Some(put_decimal(out, (n + 1) & M, rdev & 0xf_ffff))
+}
+
+/// Writes `v` (at most 20 bits: 7 digits) in decimal at `out[at..]`; returns the end. Every
+/// index is masked: the BPF verifier sees the bounds.
+#[inline(always)]
+fn put_decimal(out: &mut [u8; DEVICE_PATH_LEN], at: usize, v: u32) -> usize {
+    const M: usize = DEVICE_PATH_LEN - 1;
+    let mut digits = [0u8; 8];
+    let mut len = 0usize;
+    let mut v = v & 0xf_ffff;
+    while len < 7 {
+        digits[len & 7] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut i = 0;
+    while i < 7 {
+        if i < len {
+            out[(at + i) & M] = digits[(len - 1 - i) & 7];
+        }
+        i += 1;
+    }
+    (at + len) & M
+}
+
+/// inode.i_mode file types.
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFSOCK: u32 = 0o140000;
+pub const S_IFLNK: u32 = 0o120000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFBLK: u32 = 0o060000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFIFO: u32 = 0o010000;
+
+/// Value of `GRANTS`: what an owner's entry says about each [`crate::sock_kind`] (bit k).
+/// For a task: the kinds its scope grants. For a guardrail owner: the kinds a guardrail
+/// forbids, `rule[k]` naming the first such guardrail.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub kinds: u32,
+    pub _pad: u32,
+    pub rule: [u16; 8],
 }
 
 /// Bytes of path in a [`PathKey`] (4 owner + 1 class + this = 256, the LPM trie's limit).
@@ -186,7 +279,9 @@ pub mod posture {
     pub const EXPIRED: u32 = 1;
     /// An action outside a valid credential's scope.
     pub const SCOPE: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// An action the kernel could not judge (fail closed).
+    pub const UNJUDGED: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Actions, as in the rule files (wire values).
@@ -228,6 +323,9 @@ pub mod verdict {
     /// Which rule class decided ([`super::rule_class`]), shifted.
     pub const CLASS_SHIFT: u32 = 8;
     pub const CLASS_MASK: u32 = 0x7 << CLASS_SHIFT;
+    /// The kernel could not judge the action (what it needed was unreadable, truncated or
+    /// not placeable, or a map was full): the verdict is the UNJUDGED posture's.
+    pub const UNJUDGED: u32 = 1 << 11;
     /// Guardrail index, shifted.
     pub const RULE_SHIFT: u32 = 16;
 }
@@ -239,6 +337,7 @@ pub mod rule_class {
     pub const UNBOUND: u32 = 2;
     pub const EXPIRED: u32 = 3;
     pub const SCOPE: u32 = 4;
+    pub const UNJUDGED: u32 = 5;
 }
 
 const _: () = {
@@ -252,6 +351,9 @@ const _: () = {
     assert!(size_of::<PortRange>() == 8);
     assert!(size_of::<NetRule>() == 8 + 8 * MAX_PORT_RANGES);
     assert!(size_of::<Verdict>() == 4);
+    assert!(size_of::<Grants>() == 24);
+    assert!(crate::sock_kind::COUNT as usize <= 8);
+    assert!(DEVICE_PATH_LEN.is_power_of_two());
 };
 
 #[cfg(feature = "user")]
@@ -263,4 +365,26 @@ mod pod {
     unsafe impl aya::Pod for super::NetKey {}
     unsafe impl aya::Pod for super::NetRule {}
     unsafe impl aya::Pod for super::Verdict {}
+    unsafe impl aya::Pod for super::Grants {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(mode: u32, major: u32, minor: u32) -> Option<std::string::String> {
+        let mut out = [0u8; DEVICE_PATH_LEN];
+        let n = device_path(mode, major << 20 | minor, &mut out)?;
+        Some(std::string::String::from_utf8(out[..n].to_vec()).unwrap())
+    }
+
+    #[test]
+    fn device_paths_are_the_udev_names() {
+        assert_eq!(dev(S_IFCHR | 0o666, 1, 3).as_deref(), Some("/dev/char/1:3"));
+        assert_eq!(dev(S_IFBLK | 0o660, 8, 0).as_deref(), Some("/dev/block/8:0"));
+        assert_eq!(dev(S_IFCHR, 136, 12).as_deref(), Some("/dev/char/136:12"));
+        assert_eq!(dev(S_IFBLK, 4095, 1048575).as_deref(), Some("/dev/block/4095:1048575"));
+        assert_eq!(dev(S_IFREG, 8, 0), None);
+        assert_eq!(dev(S_IFIFO, 0, 0), None);
+    }
 }

@@ -57,6 +57,28 @@ pub enum Shape {
     FChown,
     /// fchownat(dfd, path, uid, gid, flags)
     FChownAt,
+    /// mknod(path, mode, dev)
+    Mknod,
+    /// mknodat(dfd, path, mode, dev)
+    MknodAt,
+    /// setxattr(path, name, value, size, flags) and lsetxattr
+    SetXattr,
+    /// fsetxattr(fd, name, value, size, flags)
+    FSetXattr,
+    /// setxattrat(dfd, path, at_flags, name, args, size)
+    SetXattrAt,
+    /// removexattr(path, name) and lremovexattr
+    RemoveXattr,
+    /// fremovexattr(fd, name)
+    FRemoveXattr,
+    /// removexattrat(dfd, path, at_flags, name)
+    RemoveXattrAt,
+    /// utimensat(dfd, path, times, flags): path NULL means the file of dfd
+    UtimensAt,
+    /// utimes(path, times) and utime(path, times)
+    Utimes,
+    /// futimesat(dfd, path, times)
+    FutimesAt,
 }
 
 /// One watched syscall.
@@ -107,6 +129,20 @@ pub const WATCHED: &[Syscall] = &[
     sc("lchown", 94, Shape::Chown),
     sc("fchown", 93, Shape::FChown),
     sc("fchownat", 260, Shape::FChownAt),
+    sc("mknod", 133, Shape::Mknod),
+    sc("mknodat", 259, Shape::MknodAt),
+    sc("setxattr", 188, Shape::SetXattr),
+    sc("lsetxattr", 189, Shape::SetXattr),
+    sc("fsetxattr", 190, Shape::FSetXattr),
+    sc("setxattrat", 463, Shape::SetXattrAt),
+    sc("removexattr", 197, Shape::RemoveXattr),
+    sc("lremovexattr", 198, Shape::RemoveXattr),
+    sc("fremovexattr", 199, Shape::FRemoveXattr),
+    sc("removexattrat", 466, Shape::RemoveXattrAt),
+    sc("utimensat", 280, Shape::UtimensAt),
+    sc("utimes", 235, Shape::Utimes),
+    sc("utime", 132, Shape::Utimes),
+    sc("futimesat", 261, Shape::FutimesAt),
 ];
 
 #[cfg(any(target_arch = "aarch64", bpf_target_arch = "aarch64"))]
@@ -126,6 +162,16 @@ pub const WATCHED: &[Syscall] = &[
     sc("fchmodat2", 452, Shape::FChmodAt2),
     sc("fchown", 55, Shape::FChown),
     sc("fchownat", 54, Shape::FChownAt),
+    sc("mknodat", 33, Shape::MknodAt),
+    sc("setxattr", 5, Shape::SetXattr),
+    sc("lsetxattr", 6, Shape::SetXattr),
+    sc("fsetxattr", 7, Shape::FSetXattr),
+    sc("setxattrat", 463, Shape::SetXattrAt),
+    sc("removexattr", 14, Shape::RemoveXattr),
+    sc("lremovexattr", 15, Shape::RemoveXattr),
+    sc("fremovexattr", 16, Shape::FRemoveXattr),
+    sc("removexattrat", 466, Shape::RemoveXattrAt),
+    sc("utimensat", 88, Shape::UtimensAt),
 ];
 
 /// The watched syscall with this number.
@@ -134,6 +180,74 @@ pub fn by_nr(nr: u32) -> Option<&'static Syscall> {
     while i < WATCHED.len() {
         if WATCHED[i].nr == nr {
             return Some(&WATCHED[i]);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// How a socket syscall's arguments are read (the socket tracepoints; see agent-ebpf's
+/// `sock` module for what each is watched for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SockShape {
+    /// socket(family, type, protocol)
+    Socket,
+    /// connect(fd, addr, addrlen)
+    Connect,
+    /// sendto(fd, buf, len, flags, addr, addrlen)
+    SendTo,
+    /// sendmsg(fd, msg, flags)
+    SendMsg,
+    /// sendmmsg(fd, msgvec, vlen, flags)
+    SendMmsg,
+    /// listen(fd, backlog)
+    Listen,
+    /// accept(fd, addr, addrlen) and accept4(fd, addr, addrlen, flags)
+    Accept,
+}
+
+/// One watched socket syscall.
+#[derive(Clone, Copy, Debug)]
+pub struct SockSyscall {
+    pub name: &'static str,
+    pub nr: u32,
+    pub shape: SockShape,
+}
+
+const fn ss(name: &'static str, nr: u32, shape: SockShape) -> SockSyscall {
+    SockSyscall { name, nr, shape }
+}
+
+#[cfg(not(any(target_arch = "aarch64", bpf_target_arch = "aarch64")))]
+pub const SOCKET_WATCHED: &[SockSyscall] = &[
+    ss("socket", 41, SockShape::Socket),
+    ss("connect", 42, SockShape::Connect),
+    ss("accept", 43, SockShape::Accept),
+    ss("sendto", 44, SockShape::SendTo),
+    ss("sendmsg", 46, SockShape::SendMsg),
+    ss("listen", 50, SockShape::Listen),
+    ss("accept4", 288, SockShape::Accept),
+    ss("sendmmsg", 307, SockShape::SendMmsg),
+];
+
+#[cfg(any(target_arch = "aarch64", bpf_target_arch = "aarch64"))]
+pub const SOCKET_WATCHED: &[SockSyscall] = &[
+    ss("socket", 198, SockShape::Socket),
+    ss("listen", 201, SockShape::Listen),
+    ss("accept", 202, SockShape::Accept),
+    ss("connect", 203, SockShape::Connect),
+    ss("sendto", 206, SockShape::SendTo),
+    ss("sendmsg", 211, SockShape::SendMsg),
+    ss("accept4", 242, SockShape::Accept),
+    ss("sendmmsg", 269, SockShape::SendMmsg),
+];
+
+/// The watched socket syscall with this number.
+pub fn sock_by_nr(nr: u32) -> Option<&'static SockSyscall> {
+    let mut i = 0;
+    while i < SOCKET_WATCHED.len() {
+        if SOCKET_WATCHED[i].nr == nr {
+            return Some(&SOCKET_WATCHED[i]);
         }
         i += 1;
     }

@@ -5,19 +5,26 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    NO_TASK, Tracked, WALK_MAIN, WalkedPath,
+    NO_TASK, Object, Tracked, UNIX_NAME_LEN, WALK_MAIN, WalkedPath, config,
     contain::{
-        EXEMPT, MAX_FALLBACKS, NET_KEY_HEAD_BITS, NetKey, PATH_KEY_HEAD_BITS, PATH_KEY_LEN, PathKey, PathRule,
-        TAIL_KEY_HEAD_BITS, TAIL_KEY_LEN, TailKey, Verdict, action, class, guard_owner, path_kind, posture, rule_class,
-        verdict,
+        DEVICE_PATH_LEN, EXEMPT, LISTEN, MAX_FALLBACKS, NET_KEY_HEAD_BITS, NetKey, PATH_KEY_HEAD_BITS, PATH_KEY_LEN,
+        PathKey, PathRule, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK, TAIL_KEY_HEAD_BITS, TAIL_KEY_LEN,
+        Verdict, action, class, device_path, guard_owner, path_kind, posture, rule_class, verdict,
     },
+    counter, walk,
 };
 use aya_ebpf::{
     helpers::{bpf_ktime_get_boot_ns, generated},
     maps::lpm_trie::Key,
 };
 
-use crate::maps::{GUARD_VERDICTS, NET_RULES, PATH_KEY, PATH_RULES, POSTURE, TAIL_KEY, TAIL_RULES, WALK_SCRATCH};
+use crate::{
+    kernel::{KPtr, off, read_u32},
+    maps::{
+        GRANTS, GUARD_VERDICTS, NET_RULES, PATH_KEY, PATH_RULES, POSTURE, TAIL_KEY, TAIL_RULES, WALK_SCRATCH, count,
+        degraded,
+    },
+};
 
 const SIGKILL: u32 = 9;
 
@@ -29,6 +36,9 @@ enum Hit {
     Yes(u16),
     /// A pattern the kernel cannot judge matched.
     Undecided,
+    /// What the lookup needed was not there (a path too long for the key of the rest after a
+    /// wildcard segment): fail closed.
+    Unjudged,
 }
 
 #[inline(always)]
@@ -56,6 +66,28 @@ fn guardrail_bits(rule: u16) -> u32 {
     }
 }
 
+#[inline(always)]
+fn expired(t: &Tracked) -> bool {
+    // SAFETY: helper call without arguments.
+    t.expires_ns != 0 && unsafe { bpf_ktime_get_boot_ns() } >= t.expires_ns
+}
+
+/// The verdict on an action the kernel could not judge (what it needed was unreadable,
+/// truncated or not placeable, or a map was full): the UNJUDGED posture, or the expired
+/// posture when the credential is past its exp and that one refuses. Never an allow by
+/// default: fail closed. Counted.
+#[inline(always)]
+pub fn unjudged(t: &Tracked) -> u32 {
+    count(counter::UNJUDGED);
+    if t.task != NO_TASK && expired(t) {
+        let e = posture_bits(posture::EXPIRED, rule_class::EXPIRED);
+        if refuses(e) {
+            return e | verdict::UNJUDGED;
+        }
+    }
+    posture_bits(posture::UNJUDGED, rule_class::UNJUDGED) | verdict::UNJUDGED
+}
+
 /// Guardrail first, then the credential.
 #[inline(always)]
 fn decide(t: &Tracked, guard: Hit, scope: impl FnOnce(u32) -> Hit) -> u32 {
@@ -63,19 +95,20 @@ fn decide(t: &Tracked, guard: Hit, scope: impl FnOnce(u32) -> Hit) -> u32 {
     match guard {
         Hit::Yes(rule) => return guardrail_bits(rule),
         Hit::Undecided => undecided = verdict::UNDECIDED,
+        Hit::Unjudged => return unjudged(t),
         Hit::No => {}
     }
     if t.task == NO_TASK {
         return undecided | posture_bits(posture::UNBOUND, rule_class::UNBOUND);
     }
-    // SAFETY: helper call without arguments.
-    if t.expires_ns != 0 && unsafe { bpf_ktime_get_boot_ns() } >= t.expires_ns {
+    if expired(t) {
         return undecided | posture_bits(posture::EXPIRED, rule_class::EXPIRED);
     }
     match scope(t.task) {
         Hit::Yes(_) => undecided,
         Hit::No => undecided | posture_bits(posture::SCOPE, rule_class::SCOPE),
         Hit::Undecided => verdict::UNDECIDED,
+        Hit::Unjudged => unjudged(t),
     }
 }
 
@@ -137,6 +170,33 @@ pub fn judge_net(t: &Tracked, proto: u8, addr: &[u8; 16], port: u16) -> u32 {
     decide(t, guard, |task| net_hit(task, proto, addr, port))
 }
 
+/// Judges a bind, listen or accept by `t` on local `addr` (IPv6; IPv4 mapped) and `port`
+/// against the `listen` clause (0: a port the kernel picks).
+#[inline(always)]
+pub fn judge_listen(t: &Tracked, proto: u8, addr: &[u8; 16], port: u16) -> u32 {
+    judge_net(t, proto | LISTEN, addr, port)
+}
+
+// ---- grants ----
+
+/// Judges the creation of a socket of kind `kind` (agent_common::sock_kind), or of an
+/// io_uring, by `t`: forbidden by a guardrail, else it must be granted by the scope.
+#[inline(always)]
+pub fn judge_grant(t: &Tracked, kind: u8) -> u32 {
+    let k = (kind & 7) as usize;
+    let bit = 1u32 << k;
+    let owner = guard_owner(t.guard_set);
+    // SAFETY: map lookups, copied out.
+    let guard = match unsafe { GRANTS.get(&owner) }.copied() {
+        Some(g) if g.kinds & bit != 0 => Hit::Yes(g.rule[k]),
+        _ => Hit::No,
+    };
+    decide(t, guard, |task| match unsafe { GRANTS.get(&task) }.copied() {
+        Some(g) if g.kinds & bit != 0 => Hit::Yes(0),
+        _ => Hit::No,
+    })
+}
+
 /// `a.b.c.d` as `::ffff:a.b.c.d`.
 #[inline(always)]
 pub fn mapped_v4(v4: [u8; 4]) -> [u8; 16] {
@@ -146,7 +206,8 @@ pub fn mapped_v4(v4: [u8; 4]) -> [u8; 16] {
 // ---- paths ----
 
 /// The path of `walked` in the per-CPU lookup key; returns the key and the offset of the
-/// last `/` in the path, or None when there is no usable path.
+/// last `/` in the path, or None when there is no usable path (nothing walked, or a path
+/// that is incomplete: truncated, unreadable, or not reaching a root of this namespace).
 #[inline(always)]
 fn load_path(walked: *const WalkedPath) -> Option<(&'static mut Key<PathKey>, usize, usize)> {
     let key = PATH_KEY.get_ptr_mut(0)?;
@@ -154,9 +215,7 @@ fn load_path(walked: *const WalkedPath) -> Option<(&'static mut Key<PathKey>, us
     let key = unsafe { &mut (*key).key };
     // SAFETY: `walked` points at a filled WalkedPath (ring or scratch memory).
     let (start, leaf, flags) = unsafe { ((*walked).start as usize, (*walked).leaf as usize, (*walked).flags) };
-    if flags & (agent_common::walk::EMPTY | agent_common::walk::TRUNCATED | agent_common::walk::READ_ERROR) != 0
-        || start >= WALK_MAIN
-    {
+    if flags & (walk::EMPTY | walk::TRUNCATED | walk::READ_ERROR | walk::DETACHED) != 0 || start >= WALK_MAIN {
         return None;
     }
     let len = WALK_MAIN - start;
@@ -237,8 +296,11 @@ fn path_hit(key: &mut Key<PathKey>, walked: *const WalkedPath, owner: u32, cls: 
 /// in WALK_SCRATCH (no byte scan: the verifier sees straight-line code).
 #[inline(always)]
 fn tail_hit(walked: *const WalkedPath, r: &PathRule, len: usize, leaf: usize) -> Hit {
+    if walked.is_null() {
+        return Hit::Undecided; // a key with no walk (a device, a socket name)
+    }
     let (Some(w), Some(slot)) = (WALK_SCRATCH.get_ptr(0), TAIL_KEY.get_ptr_mut(0)) else {
-        return Hit::Undecided;
+        return Hit::Unjudged;
     };
     // SAFETY: per-CPU scratch owned by this program run; `walked` is a filled WalkedPath.
     let (w, slot, start) = unsafe { (&*w, &mut *slot, (*walked).start) };
@@ -264,7 +326,7 @@ fn tail_hit(walked: *const WalkedPath, r: &PathRule, len: usize, leaf: usize) ->
     }
     let rest = len - i;
     if rest >= TAIL_KEY_LEN {
-        return Hit::Undecided;
+        return Hit::Unjudged;
     }
     let tail = &mut slot.key;
     tail.data.tail_id = r.tail_id.to_be_bytes();
@@ -293,18 +355,137 @@ fn tail_hit(walked: *const WalkedPath, r: &PathRule, len: usize, leaf: usize) ->
     }
 }
 
-/// Judges an exec (`cls` EXEC) or a write (`cls` WRITE) of `walked` by tracked entry `t`.
-/// A path the walk could not rebuild is left to the daemon (UNDECIDED).
+/// Guardrails, then the credential, on the key loaded in `key` (`walked`: the walk it came
+/// from, for wildcard segments; null for keys that are no walk).
+#[inline(always)]
+fn judge_key(t: &Tracked, cls: u8, key: &mut Key<PathKey>, walked: *const WalkedPath, len: usize, leaf: usize) -> u32 {
+    let guard = path_hit(key, walked, guard_owner(t.guard_set), cls, len, leaf);
+    decide(t, guard, |task| path_hit(key, walked, task, cls, len, leaf))
+}
+
+/// Judges an exec (`cls` EXEC), a write (`cls` WRITE) or a Unix socket (`cls` UNIX) of
+/// `walked` by tracked entry `t`. A path the walk could not rebuild whole is unjudged: the
+/// UNJUDGED posture decides (fail closed). `exempt`: writes to the exempt entries are never
+/// a violation (only for writes of an object's content, see [`judge_object`]).
 #[inline(always)]
 pub fn judge_path(t: &Tracked, cls: u8, walked: *const WalkedPath) -> u32 {
     let Some((key, len, leaf)) = load_path(walked) else {
-        return verdict::UNDECIDED;
+        return unjudged(t);
     };
-    if cls == class::WRITE
-        && let Hit::Yes(_) = path_hit(key, walked, EXEMPT, cls, len, leaf)
-    {
+    judge_key(t, cls, key, walked, len, leaf)
+}
+
+/// Judges a write of the content or attributes of the object `inode` (a kernel `struct
+/// inode`), reached as `walked`, by `t`, and says what the object is in `obj`:
+/// - a device node as the device it names (`/dev/char/M:m`, `/dev/block/M:m`), whatever
+///   node names it (a node made anywhere cannot open a way around the device rules);
+/// - a regular file with more than one hard link: the kernel can name only the link used,
+///   so a verdict that does not refuse on that name is unjudged (fail closed);
+/// - an unnamed pipe or socket (a walk that reaches no root: pipefs, sockfs): no file write;
+/// - anything else by its path.
+///
+/// Where the kernel lacks the inode fields ([`config::degraded::OBJECT`]), by the path.
+#[inline(always)]
+pub fn judge_object(t: &Tracked, inode: KPtr, walked: *const WalkedPath, obj: &mut Object) -> u32 {
+    obj.mode = 0;
+    obj.rdev = 0;
+    obj.nlink = 0;
+    if inode.is_null() || degraded(config::degraded::OBJECT) {
+        return judge_path(t, class::WRITE, walked);
+    }
+    let (Ok(mode), Ok(rdev), Ok(nlink)) = (
+        read_u32(inode, off!(inode_i_mode)),
+        read_u32(inode, off!(inode_i_rdev)),
+        read_u32(inode, off!(inode_i_nlink)),
+    ) else {
+        return unjudged(t);
+    };
+    let mode = mode & 0xffff; // umode_t
+    obj.mode = mode;
+    obj.rdev = rdev;
+    obj.nlink = nlink;
+    let fmt = mode & S_IFMT;
+    if fmt == S_IFCHR || fmt == S_IFBLK {
+        return judge_device(t, mode, rdev);
+    }
+    // SAFETY: `walked` points at a filled WalkedPath.
+    let detached = unsafe { (*walked).flags } & walk::DETACHED != 0;
+    if (fmt == S_IFIFO || fmt == S_IFSOCK) && detached {
         return 0;
     }
-    let guard = path_hit(key, walked, guard_owner(t.guard_set), cls, len, leaf);
-    decide(t, guard, |task| path_hit(key, walked, task, cls, len, leaf))
+    let v = judge_path(t, class::WRITE, walked);
+    if fmt == S_IFREG && nlink > 1 && !refuses(v) {
+        return unjudged(t);
+    }
+    v
+}
+
+/// Judges a write of the device `rdev` (kernel encoding) of type `mode` by `t`, as its udev
+/// name: the exempt devices (null, zero, full, tty, ptmx, terminals) first.
+#[inline(always)]
+pub fn judge_device(t: &Tracked, mode: u32, rdev: u32) -> u32 {
+    let mut name = [0u8; DEVICE_PATH_LEN];
+    let Some(n) = device_path(mode, rdev, &mut name) else {
+        return unjudged(t);
+    };
+    let Some(key) = PATH_KEY.get_ptr_mut(0) else {
+        return unjudged(t);
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let key = unsafe { &mut (*key).key };
+    key.data.path[..DEVICE_PATH_LEN].copy_from_slice(&name);
+    let n = n & (DEVICE_PATH_LEN - 1);
+    key.data.path[n] = 0;
+    key.prefix_len = PATH_KEY_HEAD_BITS + (n as u32 + 1) * 8;
+    // The `/` before MAJOR:MINOR.
+    let leaf = if mode & S_IFMT == S_IFCHR { 9 } else { 10 };
+    if let Hit::Yes(_) = path_hit(key, core::ptr::null(), EXEMPT, class::WRITE, n, leaf) {
+        return 0;
+    }
+    judge_key(t, class::WRITE, key, core::ptr::null(), n, leaf)
+}
+
+/// Judges a connect or send by `t` to the Unix socket named `name[..len]`: an abstract name
+/// (judged as `@name`; a name with a NUL inside cannot be told from a shorter one: unjudged)
+/// or a path as given (only absolute paths are judged; a relative one is unjudged).
+#[inline(always)]
+pub fn judge_unix_name(t: &Tracked, name: &[u8; UNIX_NAME_LEN], len: usize, is_abstract: bool) -> u32 {
+    let Some(key) = PATH_KEY.get_ptr_mut(0) else {
+        return unjudged(t);
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let key = unsafe { &mut (*key).key };
+    let len = len & 0x7f;
+    if len == 0 || len > UNIX_NAME_LEN || (!is_abstract && name[0] != b'/') {
+        return unjudged(t);
+    }
+    let (dst, n) = if is_abstract {
+        key.data.path[0] = b'@';
+        (1usize, len + 1)
+    } else {
+        (0, len)
+    };
+    // SAFETY: at most UNIX_NAME_LEN bytes into the key's path (251 bytes) at offset 0 or 1;
+    // the string copy stops at the first NUL, so its length tells a NUL inside the name.
+    let copied = unsafe {
+        generated::bpf_probe_read_kernel_str(
+            key.data.path.as_mut_ptr().add(dst) as *mut c_void,
+            (len + 1) as u32,
+            name.as_ptr() as *const c_void,
+        )
+    };
+    if copied != (len + 1) as i64 {
+        return unjudged(t);
+    }
+    let n = n & 0xff;
+    key.prefix_len = PATH_KEY_HEAD_BITS + (n as u32 + 1) * 8;
+    let mut leaf = 0;
+    let mut i = 0;
+    while i < UNIX_NAME_LEN + 1 {
+        if i < n && key.data.path[i & 0xff] == b'/' {
+            leaf = i;
+        }
+        i += 1;
+    }
+    judge_key(t, class::UNIX, key, core::ptr::null(), n, leaf)
 }

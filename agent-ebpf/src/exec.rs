@@ -4,9 +4,10 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    ARGV_LEN, AT_FDCWD, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, PendingExec, Tracked, config,
+    ARGV_LEN, AT_FDCWD, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, PendingExec, Tracked, WalkedPath,
+    config,
     contain::{class, verdict},
-    counter, flags, kind, select, track_reason,
+    counter, flags, hook, kind, select, track_reason,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -16,15 +17,16 @@ use aya_ebpf::{
 };
 
 use crate::{
-    contain::{judge_path, kill_current, refuses},
+    contain::{judge_path, kill_current, refuses, unjudged},
     kernel::{
         KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, off, parent_tgid, process_start_ns, read_ptr,
         read_u32, read_u64, tp, walk_empty, walk_path,
     },
     lsm::{CHECKED, REPORTED},
     maps::{
-        CONFIG, EVENTS, EXEC_CHECKED, EXEC_PENDING, POD_GUARDS, SELECT_CGROUP, SELECT_COMM, SELECT_EXE, SELECT_UID,
-        TRACKED, active, config_value64, count, degraded, self_tgid, tracked, wake_flags,
+        CONFIG, EXEC_CHECKED, EXEC_PENDING, EXEC_WALK, POD_GUARDS, PROC_EVENTS, SELECT_CGROUP, SELECT_COMM,
+        SELECT_EXE, SELECT_UID, TRACKED, active, config_value64, count, degraded, reserve, self_tgid, tracked,
+        wake_flags,
     },
 };
 
@@ -56,6 +58,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     } else {
         0
     };
+    // A selected process the tracked map has no room for would run unwatched: fail closed.
+    let mut untrackable = 0;
     let tracked = match tracked(tgid) {
         Some(t) => t,
         None => {
@@ -72,21 +76,62 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             };
             if TRACKED.insert(&tgid, &entry, 0).is_err() {
                 count(counter::TRACKED_FULL);
+                untrackable = unjudged(&entry);
+                if refuses(untrackable) && kill_current() {
+                    untrackable |= verdict::KILLED;
+                }
             }
             rec_flags |= flags::NEWLY_SELECTED;
             entry
         }
     };
-    let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
-        count(counter::RINGBUF_FULL);
+
+    // The executable actually running, resolved by the kernel: walked and judged before a
+    // ring slot is asked for, so the verdict never depends on the ring having room.
+    let Some(exe) = EXEC_WALK.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let exe = unsafe { &mut *exe };
+    if exe_file.is_null() {
+        walk_empty(exe);
+    } else {
+        walk_path(file_path(exe_file), exe);
+    }
+    // Judgement: by the LSM hook if it saw this exec (it refuses there; what it let through
+    // is reported as it judged), else here, where a refusal can only be a SIGKILL before
+    // the new image runs a single instruction. The exec that selects an agent is its start,
+    // not one of its actions: never judged.
+    let judged = match checked {
+        Some(v) => v & !CHECKED,
+        None if rec_flags & flags::NEWLY_SELECTED != 0 => untrackable,
+        None => {
+            let mut judged = judge_path(&tracked, class::EXEC, exe);
+            if refuses(judged) && kill_current() {
+                judged |= verdict::KILLED;
+            }
+            judged
+        }
+    };
+
+    let Some(mut slot) = reserve::<ExecEvent>(&PROC_EVENTS, hook::SCHED_EXEC) else {
         return 0;
     };
     // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads are written
     // below (buffers only up to their recorded lengths).
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::EXEC, pid_tgid, &tracked, rec_flags);
+    fill_header(&mut ev.header, kind::EXEC, hook::SCHED_EXEC, pid_tgid, &tracked, rec_flags);
+    ev.header.verdict = judged;
     ev.ppid = parent_tgid(task).unwrap_or(0);
     ev.failed_errno = 0;
+    // SAFETY: both are WalkedPath-sized.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            &mut ev.exe as *mut WalkedPath as *mut c_void,
+            core::mem::size_of::<WalkedPath>() as u32,
+            exe as *const WalkedPath as *const c_void,
+        )
+    };
 
     // argv, from the new image's mm.
     ev.argv_len = 0;
@@ -112,29 +157,6 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         }
     }
 
-    // The executable actually running, resolved by the kernel.
-    if exe_file.is_null() {
-        walk_empty(&mut ev.exe);
-    } else {
-        walk_path(file_path(exe_file), &mut ev.exe);
-    }
-
-    // Judgement: by the LSM hook if it saw this exec (it refuses there; what it let through
-    // is reported as it judged), else here, where a refusal can only be a SIGKILL before
-    // the new image runs a single instruction. The exec that selects an agent is its start,
-    // not one of its actions: never judged.
-    ev.header.verdict = match checked {
-        Some(v) => v & !CHECKED,
-        None if rec_flags & flags::NEWLY_SELECTED != 0 => 0,
-        None => {
-            let mut judged = judge_path(&tracked, class::EXEC, &ev.exe);
-            if refuses(judged) && kill_current() {
-                judged |= verdict::KILLED;
-            }
-            judged
-        }
-    };
-
     // The path as passed to execve: a __data_loc string in the tracepoint record.
     ev.filename_len = 0;
     // SAFETY: offset from this kernel's tracepoint format.
@@ -152,7 +174,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             ev.filename_len = (n - 1) as u32;
         }
     }
-    slot.submit(wake_flags());
+    slot.submit(wake_flags(&PROC_EVENTS));
     0
 }
 
@@ -330,14 +352,13 @@ pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
     let Some(tracked) = tracked(tgid) else {
         return 0;
     };
-    let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
-        count(counter::RINGBUF_FULL);
+    let Some(mut slot) = reserve::<ExecEvent>(&PROC_EVENTS, hook::EXEC_SYSCALL) else {
         return 0;
     };
     // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads for a refused
     // exec (header, ppid, lengths, exe, filename) are written.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::EXEC, pid_tgid, &tracked, 0);
+    fill_header(&mut ev.header, kind::EXEC, hook::EXEC_SYSCALL, pid_tgid, &tracked, 0);
     let task = current_task();
     ev.ppid = parent_tgid(task).unwrap_or(0);
     ev.argv_len = 0;
@@ -366,6 +387,6 @@ pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
         Ok(dir) => walk_path(dir, &mut ev.exe),
         Err(_) => walk_empty(&mut ev.exe),
     }
-    slot.submit(wake_flags());
+    slot.submit(wake_flags(&PROC_EVENTS));
     0
 }

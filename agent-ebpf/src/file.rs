@@ -2,17 +2,22 @@
 //! `sys_exit_*` tracepoints of every watched syscall (agent_common::syscalls::WATCHED).
 //!
 //! Entry (tracked processes only; everything else costs one map lookup): decode the arguments,
-//! drop opens without write intent, copy the path strings, and park the call in `PENDING`.
-//! Exit: build one record with the result. Where the kernel has the object (the file an open
-//! returned, the file behind an fd argument) its path is rebuilt from kernel objects; for
-//! name-based calls the directory the name is resolved from (cwd, dirfd, or the process root
-//! for absolute names) comes from kernel objects and the name is the string copied at entry.
+//! drop opens without write intent, copy the path strings, and park the call in `PENDING`. A
+//! call that cannot be parked (the map is full: an agent can fill it with threads blocked in
+//! opens) cannot be followed to its exit: it is judged unjudged there and then (a kill in
+//! enforce mode) and recorded.
+//! Exit: build the record, judge it, then emit it. Where the kernel has the object (the file
+//! an open returned, the file behind an fd argument) its path is rebuilt from kernel objects
+//! and the object is judged by what it is (a device node as its device); for name-based calls
+//! the directory the name is resolved from (cwd, dirfd, or the process root for absolute
+//! names) comes from kernel objects and the name is the string copied at entry (the daemon
+//! judges those, where no BPF LSM path hook did before the call).
 use core::ffi::c_void;
 
 use agent_common::{
-    AT_FDCWD, FileEvent, FilePath, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, config,
-    contain::{class, verdict},
-    counter, file_hook, file_op, kind, path_source,
+    AT_FDCWD, FileEvent, FilePath, Object, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, Tracked, config,
+    contain::{S_IFBLK, S_IFCHR, S_IFMT, verdict},
+    file_hook, file_op, hook, kind, path_source,
     syscalls::{self, Shape},
 };
 use aya_ebpf::{
@@ -22,11 +27,12 @@ use aya_ebpf::{
 };
 
 use crate::{
-    contain::{judge_path, kill_current, refuses},
+    contain::{judge_device, judge_object, kill_current, refuses, unjudged},
     kernel::{
-        KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, tp, walk_empty, walk_path, walk_unavailable,
+        KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, off, read_ptr, tp, walk_empty, walk_path,
+        walk_unavailable,
     },
-    maps::{EVENTS, PENDING, SCRATCH, count, degraded, tracked, wake_flags},
+    maps::{FILE_EVENTS, FILE_SCRATCH, PENDING, SCRATCH, count, degraded, feature, reserve, tracked, wake_flags},
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -40,10 +46,10 @@ const AT_REMOVEDIR: u64 = 0x200;
 pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tracked(tgid).is_none() {
+    let Some(t) = tracked(tgid) else {
         return 0;
-    }
-    let _ = enter(&ctx, pid_tgid as u32);
+    };
+    let _ = enter(&ctx, pid_tgid, &t);
     0
 }
 
@@ -53,14 +59,27 @@ fn arg(ctx: &TracePointContext, n: usize) -> u64 {
     unsafe { ctx.read_at::<u64>(tp!(sys_args) as usize + 8 * n) }.unwrap_or(0)
 }
 
+/// The kernel's dev_t (major << 20 | minor) from mknod's `dev` (new_decode_dev).
 #[inline(always)]
-fn enter(ctx: &TracePointContext, tid: u32) -> Result<(), i32> {
+fn kernel_dev(dev: u32) -> u32 {
+    let major = (dev & 0xfff00) >> 8;
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    (major << 20) | minor
+}
+
+#[inline(always)]
+fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32> {
+    let tid = pid_tgid as u32;
     // SAFETY: offset from this kernel's syscall tracepoint format.
     let nr = unsafe { ctx.read_at::<i32>(tp!(sys_nr) as usize) }? as u32;
     let Some(sc) = syscalls::by_nr(nr) else {
         return Ok(());
     };
     let Some(p) = SCRATCH.get_ptr_mut(0) else {
+        let v = unjudged(t);
+        if refuses(v) {
+            kill_current();
+        }
         return Err(-1);
     };
     // SAFETY: per-CPU scratch slot owned by this program run.
@@ -68,7 +87,7 @@ fn enter(ctx: &TracePointContext, tid: u32) -> Result<(), i32> {
     p.syscall_nr = nr;
     p.hook = file_hook::NONE;
     p.verdict = 0;
-    p._pad1 = 0;
+    p.dev = 0;
     p.flags = 0;
     p.mode = 0;
     p.uid = u32::MAX;
@@ -96,7 +115,7 @@ fn enter(ctx: &TracePointContext, tid: u32) -> Result<(), i32> {
                     (p.dfd_a, name_a) = (a0 as i32, a1);
                     // struct open_how { u64 flags; u64 mode; u64 resolve; }
                     // SAFETY: user memory read through the helper.
-                    p.flags = unsafe { bpf_probe_read_user(a2 as *const u64) }.unwrap_or(0);
+                    p.flags = unsafe { bpf_probe_read_user(a2 as *const u64) }.unwrap_or(WRITE_INTENT);
                     p.mode = unsafe { bpf_probe_read_user((a2 + 8) as *const u64) }.unwrap_or(0) as u32;
                 }
                 _ => {
@@ -156,12 +175,72 @@ fn enter(ctx: &TracePointContext, tid: u32) -> Result<(), i32> {
         Shape::FChownAt => {
             (p.op, p.dfd_a, name_a, p.uid, p.gid, p.flags) = (file_op::CHOWN, a0 as i32, a1, a2 as u32, a3 as u32, a4);
         }
+        Shape::Mknod | Shape::MknodAt => {
+            p.op = file_op::MKNOD;
+            (p.dfd_a, name_a, p.mode, p.dev) = if sc.shape == Shape::Mknod {
+                (AT_FDCWD, a0, a1 as u32, kernel_dev(a2 as u32))
+            } else {
+                (a0 as i32, a1, a2 as u32, kernel_dev(a3 as u32))
+            };
+            // A device node is judged here, by the device it would name (its name does not
+            // matter): where no BPF LSM path hook refuses it before it exists, a kill now
+            // keeps the caller from ever using it.
+            let fmt = p.mode & S_IFMT;
+            if (fmt == S_IFCHR || fmt == S_IFBLK) && !feature(crate::maps::features::LSM_PATHS) {
+                let mut v = judge_device(t, p.mode, p.dev);
+                if refuses(v) && kill_current() {
+                    v |= verdict::KILLED | verdict::AFTER_EFFECT;
+                }
+                p.verdict = v;
+            }
+        }
+        Shape::SetXattr | Shape::RemoveXattr => {
+            p.op = if sc.shape == Shape::SetXattr {
+                file_op::SETXATTR
+            } else {
+                file_op::REMOVEXATTR
+            };
+            (name_a, name_b, p.source_b) = (a0, a1, path_source::NAME_ONLY);
+        }
+        Shape::FSetXattr | Shape::FRemoveXattr => {
+            p.op = if sc.shape == Shape::FSetXattr {
+                file_op::SETXATTR
+            } else {
+                file_op::REMOVEXATTR
+            };
+            (p.fd, p.source_a, name_b, p.source_b) = (a0 as i32, path_source::OBJECT, a1, path_source::NAME_ONLY);
+        }
+        Shape::SetXattrAt | Shape::RemoveXattrAt => {
+            p.op = if sc.shape == Shape::SetXattrAt {
+                file_op::SETXATTR
+            } else {
+                file_op::REMOVEXATTR
+            };
+            (p.dfd_a, name_a, p.flags, name_b, p.source_b) = (a0 as i32, a1, a2, a3, path_source::NAME_ONLY);
+        }
+        Shape::UtimensAt => {
+            p.op = file_op::UTIMES;
+            (p.dfd_a, name_a, p.flags) = (a0 as i32, a1, a3);
+            if a1 == 0 {
+                // futimens: the file of the fd.
+                (p.fd, p.source_a) = (a0 as i32, path_source::OBJECT);
+            }
+        }
+        Shape::Utimes => (p.op, name_a) = (file_op::UTIMES, a0),
+        Shape::FutimesAt => (p.op, p.dfd_a, name_a) = (file_op::UTIMES, a0 as i32, a1),
     }
     (p.ptr_a, p.ptr_b) = (name_a, name_b);
     (p.raw_len_a, p.raw_truncated_a) = read_name(name_a, &mut p.raw_a);
     (p.raw_len_b, p.raw_truncated_b) = read_name(name_b, &mut p.raw_b);
-    if PENDING.insert(&tid, p, 0).is_err() {
-        count(counter::PENDING_FULL);
+    if PENDING.insert(&tid, &*p, 0).is_err() {
+        // Fail closed: a call the kernel cannot follow is judged now, and recorded.
+        count(agent_common::counter::PENDING_FULL);
+        let mut v = unjudged(t);
+        if refuses(v) && kill_current() {
+            v |= verdict::KILLED | verdict::AFTER_EFFECT;
+        }
+        p.verdict = v;
+        report(pid_tgid, t, p, 0);
     }
     Ok(())
 }
@@ -204,33 +283,35 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
         (p.raw_len_b, p.raw_truncated_b) = read_name(p.ptr_b, &mut p.raw_b);
     }
     if p.raw_truncated_a == RAW_UNREADABLE || p.raw_truncated_b == RAW_UNREADABLE {
-        count(counter::READ_ERROR);
+        count(agent_common::counter::READ_ERROR);
     }
-    exit(&ctx, pid_tgid, p);
+    // SAFETY: offset from this kernel's syscall tracepoint format.
+    let ret = unsafe { ctx.read_at::<i64>(tp!(sys_ret) as usize) }.unwrap_or(0);
+    let tgid = (pid_tgid >> 32) as u32;
+    // The process may have left the map (exited) between entry and exit.
+    if let Some(t) = tracked(tgid) {
+        report(pid_tgid, &t, p, ret);
+    }
     let _ = PENDING.remove(&tid);
     0
 }
 
+/// Builds the record of call `p` (returned `ret`) in per-CPU scratch, judges what the kernel
+/// can judge at this point, then emits it.
 #[inline(always)]
-fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
-    // SAFETY: offset from this kernel's syscall tracepoint format.
-    let ret = unsafe { ctx.read_at::<i64>(tp!(sys_ret) as usize) }.unwrap_or(0);
-    let tgid = (pid_tgid >> 32) as u32;
-    let Some(tracked) = tracked(tgid) else {
-        return; // the process left the map (exited) between entry and exit
-    };
-    let Some(mut slot) = EVENTS.reserve::<FileEvent>(0) else {
-        count(counter::RINGBUF_FULL);
+fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
+    let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
+        count(agent_common::counter::lost(hook::FILE_SYSCALL));
         return;
     };
-    // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
-    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
     let via_lsm = if p.hook != file_hook::NONE {
         agent_common::flags::VIA_LSM
     } else {
         0
     };
-    fill_header(&mut ev.header, kind::FILE, pid_tgid, &tracked, via_lsm);
+    fill_header(&mut ev.header, kind::FILE, hook::FILE_SYSCALL, pid_tgid, t, via_lsm);
     ev.op = p.op;
     ev.hook = p.hook;
     ev.syscall_nr = p.syscall_nr;
@@ -239,7 +320,7 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
     ev.mode = p.mode;
     ev.uid = p.uid;
     ev.gid = p.gid;
-    ev._pad1 = 0;
+    ev.obj = Object::default();
     let task = current_task();
     // Path a: for a successful open the returned fd is the object itself.
     let object_fd = if p.op == file_op::OPEN_WRITE && ret >= 0 {
@@ -247,7 +328,7 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
     } else {
         p.fd
     };
-    fill_path(
+    let object = fill_path(
         task,
         &mut ev.a,
         p.source_a,
@@ -267,17 +348,26 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
         p.raw_len_b,
         p.raw_truncated_b,
     );
-    // A BPF LSM path hook judged the operation before it happened (and refused it, or let it
-    // through): its verdict is the record's.
-    if p.hook != file_hook::NONE {
+    if p.op == file_op::MKNOD {
+        ev.obj.mode = p.mode;
+        ev.obj.rdev = p.dev;
+    }
+    if p.hook != file_hook::NONE || p.verdict != 0 {
+        // A BPF LSM hook judged the operation before it happened (and refused it, or let it
+        // through), or the entry did: that verdict is the record's.
         ev.header.verdict = p.verdict;
     } else if ret >= 0 {
         // Judgement at the syscall's exit: the operation is done, so a refusal can only be a
-        // SIGKILL before the process uses its result. Only an opened file has a whole path
-        // here (the object); a name-based operation (rename, unlink, ...) is left to the
-        // daemon.
-        let mut judged = if ev.a.source == path_source::OBJECT && ev.b.source == path_source::NONE {
-            judge_path(&tracked, class::WRITE, &ev.a.walked)
+        // SIGKILL before the process uses its result. Only an object (an opened file, an
+        // fd's file) has a whole path here; a name-based operation (rename, unlink, ...) is
+        // left to the daemon.
+        let mut judged = if ev.a.source == path_source::OBJECT && ev.b.source != path_source::DIR_AND_NAME {
+            let inode = if object.is_null() {
+                core::ptr::null()
+            } else {
+                read_ptr(object, off!(file_f_inode)).unwrap_or(core::ptr::null())
+            };
+            judge_object(t, inode, &ev.a.walked, &mut ev.obj)
         } else {
             verdict::UNDECIDED
         };
@@ -289,9 +379,21 @@ fn exit(ctx: &TracePointContext, pid_tgid: u64, p: &PendingFile) {
         }
         ev.header.verdict = judged;
     }
-    slot.submit(wake_flags());
+    let Some(mut slot) = reserve::<FileEvent>(&FILE_EVENTS, hook::FILE_SYSCALL) else {
+        return;
+    };
+    // SAFETY: both are FileEvent-sized.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            slot.as_mut_ptr() as *mut c_void,
+            core::mem::size_of::<FileEvent>() as u32,
+            ev as *const FileEvent as *const c_void,
+        )
+    };
+    slot.submit(wake_flags(&FILE_EVENTS));
 }
 
+/// Fills one path of a record; returns the `struct file` walked as the object, if any.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn fill_path(
@@ -303,7 +405,7 @@ fn fill_path(
     raw: &[u8; RAW_PATH_LEN],
     raw_len: u16,
     raw_truncated: u8,
-) {
+) -> KPtr {
     out._pad = 0;
     out.raw_len = raw_len;
     out.raw_truncated = raw_truncated;
@@ -320,20 +422,20 @@ fn fill_path(
     if source == path_source::NONE || source == path_source::NAME_ONLY {
         out.source = source;
         walk_empty(&mut out.walked);
-        return;
+        return core::ptr::null();
     }
     if degraded(config::degraded::PATHS) {
         // No kernel objects to walk on this kernel: the name as passed, flagged.
         out.source = path_source::DIR_AND_NAME;
         walk_unavailable(&mut out.walked);
-        return;
+        return core::ptr::null();
     }
     if object_fd >= 0
         && let Ok(file) = file_of_fd(task, object_fd)
     {
         out.source = path_source::OBJECT;
         walk_path(file_path(file), &mut out.walked);
-        return;
+        return file;
     }
     out.source = path_source::DIR_AND_NAME;
     let base = if raw_len > 0 && raw[0] == b'/' {
@@ -347,4 +449,5 @@ fn fill_path(
         Ok(path) => walk_path(path, &mut out.walked),
         Err(_) => walk_empty(&mut out.walked),
     }
+    core::ptr::null()
 }

@@ -2,7 +2,9 @@
 //! kernel's BTF and wrote into `CONFIG` (Rust BPF has no CO-RE; see agent_common::config).
 use core::ffi::c_void;
 
-use agent_common::{COMM_LEN, Header, NAME_MAX_WIRE, Tracked, WALK_MAIN, WALK_MAX_STEPS, WalkedPath, counter, walk};
+use agent_common::{
+    COMM_LEN, Header, NAME_MAX_WIRE, Tracked, WALK_MAIN, WALK_MAX_STEPS, WalkedPath, config::ABSENT, counter, walk,
+};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task, bpf_get_current_uid_gid,
     bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
@@ -68,9 +70,10 @@ pub fn parent_tgid(task: KPtr) -> Result<u32, i32> {
     read_u32(parent, off!(task_tgid))
 }
 
-/// Fills the common record header for the current task, acting under tracking entry `t`.
+/// Fills the common record header for the current task, acting under tracking entry `t`, as
+/// made by hook `hook` (agent_common::hook); the verdict is the caller's.
 #[inline(always)]
-pub fn fill_header(h: &mut Header, kind: u32, pid_tgid: u64, t: &Tracked, flags: u32) {
+pub fn fill_header(h: &mut Header, kind: u32, hook: u32, pid_tgid: u64, t: &Tracked, flags: u32) {
     let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: helper calls without pointer arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -92,7 +95,7 @@ pub fn fill_header(h: &mut Header, kind: u32, pid_tgid: u64, t: &Tracked, flags:
     h.task = t.task;
     h.verdict = 0;
     h.guard_set = t.guard_set;
-    h._pad = 0;
+    h.hook = hook;
 }
 
 /// The `struct file *` behind descriptor `fd` of `task`, if any.
@@ -147,15 +150,30 @@ pub fn walk_unavailable(out: &mut WalkedPath) {
 /// resolved: these are the kernel's own objects.
 #[inline(always)]
 pub fn walk_path(path: KPtr, out: &mut WalkedPath) {
-    walk_path_at(path, core::ptr::null(), out);
+    walk_at(path, core::ptr::null(), out, true);
+}
+
+/// Walks the `struct path` a Unix socket was bound at: the path in the binding process's
+/// mount namespace (a socket bound on the host and mounted into a container is judged by
+/// its host path, the server it reaches), so any namespace root ends the walk.
+#[inline(always)]
+pub fn walk_socket_file(path: KPtr, out: &mut WalkedPath) {
+    walk_at(path, core::ptr::null(), out, false);
 }
 
 /// Rebuilds the absolute path of `dentry` as an entry of directory `dir` (a `struct path`;
 /// the dentry may not exist yet: the name a create, rename or link is about to make), into
 /// `out`; with a null `dentry`, the path of `dir` itself. One subprogram for every walk: the
 /// verifier sees a single shape of it.
-#[inline(never)]
+#[inline(always)]
 pub fn walk_path_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath) {
+    walk_at(dir, dentry, out, true);
+}
+
+/// [`walk_path_at`]; `own_ns`: the walk must end at the root of the current task's mount
+/// namespace, else it is [`walk::DETACHED`].
+#[inline(never)]
+fn walk_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath, own_ns: bool) {
     if degraded(agent_common::config::degraded::PATHS) {
         walk_unavailable(out);
         return;
@@ -173,7 +191,25 @@ pub fn walk_path_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath) {
         return;
     };
     out.flags = 0;
-    walk_dentries(vfsmnt, dentry, out);
+    walk_dentries(vfsmnt, dentry, out, own_ns);
+}
+
+/// Is `mnt` (a `struct mount`) the root mount of the current task's mount namespace? True
+/// where the kernel lacks the fields to tell (the walk then trusts the tree it met).
+#[inline(always)]
+fn is_ns_root(mnt: KPtr) -> bool {
+    let (ns_off, mnt_ns_off, root_off) = (off!(task_nsproxy), off!(nsproxy_mnt_ns), off!(mnt_ns_root));
+    if ns_off == ABSENT as usize || mnt_ns_off == ABSENT as usize || root_off == ABSENT as usize {
+        return true;
+    }
+    match read_ptr(current_task(), ns_off)
+        .and_then(|ns| read_ptr(ns, mnt_ns_off))
+        .and_then(|m| read_ptr(m, root_off))
+    {
+        Ok(root) => root == mnt,
+        // No namespace (an exiting task): nothing to tell it from.
+        Err(_) => true,
+    }
 }
 
 /// Phase 1 of a walk: the names met from the leaf up, left in per-CPU scratch memory.
@@ -181,7 +217,7 @@ pub fn walk_path_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath) {
 /// head looks alike to the verifier and it verifies the loop once per iteration, not once per
 /// combination of branches.
 #[inline(always)]
-fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch) {
+fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch, own_ns: bool) {
     let mnt_root_off = off!(vfsmount_mnt_root);
     let d_parent_off = off!(dentry_d_parent);
     let d_name_len_off = off!(dentry_d_name_len);
@@ -205,7 +241,8 @@ fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch) {
                 return;
             };
             if mparent == mnt {
-                w.flags = 0;
+                // A mount tree's root: the namespace's own, or a detached tree's.
+                w.flags = if !own_ns || is_ns_root(mnt) { 0 } else { walk::DETACHED };
                 return;
             }
             dentry = mountpoint;
@@ -214,8 +251,9 @@ fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch) {
             continue;
         }
         if dentry == parent {
-            // Root of a tree that is not mounted here (e.g. a detached mount).
-            w.flags = 0;
+            // Root of a filesystem that is not this mount's root: an unnamed object (pipefs,
+            // sockfs, a memfd) or a tree mounted nowhere here.
+            w.flags = walk::DETACHED;
             return;
         }
         let i = w.count as usize;
@@ -235,14 +273,14 @@ fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch) {
 
 /// Phase 2: copy the names into `out`, leaf last, ending at WALK_MAIN.
 #[inline(always)]
-fn walk_dentries(vfsmnt: KPtr, dentry: KPtr, out: &mut WalkedPath) {
+fn walk_dentries(vfsmnt: KPtr, dentry: KPtr, out: &mut WalkedPath, own_ns: bool) {
     let Some(w) = WALK_SCRATCH.get_ptr_mut(0) else {
         walk_empty(out);
         return;
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let w = unsafe { &mut *w };
-    collect_names(vfsmnt, dentry, w);
+    collect_names(vfsmnt, dentry, w, own_ns);
     let mut flags = w.flags;
     let buf = out.buf.as_mut_ptr();
     let mut pos: usize = WALK_MAIN;

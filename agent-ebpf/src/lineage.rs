@@ -3,7 +3,8 @@
 use agent_common::{
     ExitEvent, ForkEvent, Tracked,
     config::{self, ABSENT},
-    counter, kind, track_reason,
+    contain::verdict,
+    counter, hook, kind, track_reason,
 };
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -12,8 +13,9 @@ use aya_ebpf::{
 };
 
 use crate::{
+    contain::{kill_current, refuses, unjudged},
     kernel::{KPtr, current_task, fill_header, off, read_u32, read_u64, tp},
-    maps::{EVENTS, TRACKED, count, degraded, self_tgid, tracked, wake_flags},
+    maps::{PROC_EVENTS, TRACKED, count, degraded, reserve, self_tgid, tracked, wake_flags},
 };
 
 /// sched_process_fork(struct task_struct *parent, struct task_struct *child), in the parent.
@@ -26,7 +28,11 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     };
     let child: KPtr = ctx.arg::<u64>(1) as KPtr;
     let Ok(child_tgid) = read_u32(child, off!(task_tgid)) else {
+        // The child may be a new process the map will not hold: fail closed.
         count(counter::READ_ERROR);
+        if refuses(unjudged(&parent)) {
+            kill_current();
+        }
         return 0;
     };
     if child_tgid == parent_tgid || child_tgid == self_tgid() {
@@ -41,20 +47,28 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         guard_set: parent.guard_set,
         expires_ns: parent.expires_ns,
     };
+    // A child the tracked map has no room for would run unwatched: fail closed. The parent
+    // is killed here (a signal reaches only the current task); the record names the child,
+    // which the daemon kills.
+    let mut judged = 0;
     if TRACKED.insert(&child_tgid, &entry, 0).is_err() {
         count(counter::TRACKED_FULL);
+        judged = unjudged(&parent);
+        if refuses(judged) && kill_current() {
+            judged |= verdict::KILLED;
+        }
     }
-    let Some(mut slot) = EVENTS.reserve::<ForkEvent>(0) else {
-        count(counter::RINGBUF_FULL);
+    let Some(mut slot) = reserve::<ForkEvent>(&PROC_EVENTS, hook::SCHED_FORK) else {
         return 0;
     };
     // SAFETY: the reservation is sized for ForkEvent; every field is written below.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::FORK, pid_tgid, &parent, 0);
+    fill_header(&mut ev.header, kind::FORK, hook::SCHED_FORK, pid_tgid, &parent, 0);
+    ev.header.verdict = judged;
     ev.child_tgid = child_tgid;
     ev.root_tgid = parent.root_tgid;
     ev.child_start_ns = child_start_ns;
-    slot.submit(wake_flags());
+    slot.submit(wake_flags(&PROC_EVENTS));
     0
 }
 
@@ -82,15 +96,14 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     } else {
         read_u32(current_task(), off!(task_exit_code)).unwrap_or(u32::MAX)
     };
-    let Some(mut slot) = EVENTS.reserve::<ExitEvent>(0) else {
-        count(counter::RINGBUF_FULL);
+    let Some(mut slot) = reserve::<ExitEvent>(&PROC_EVENTS, hook::SCHED_EXIT) else {
         return 0;
     };
     // SAFETY: as above.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::EXIT, pid_tgid, &tracked, 0);
+    fill_header(&mut ev.header, kind::EXIT, hook::SCHED_EXIT, pid_tgid, &tracked, 0);
     ev.exit_code = exit_code;
     ev._pad = 0;
-    slot.submit(wake_flags());
+    slot.submit(wake_flags(&PROC_EVENTS));
     0
 }

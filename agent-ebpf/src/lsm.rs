@@ -1,17 +1,21 @@
 //! BPF LSM hooks: where the kernel allows them (BPF LSM built in and in `lsm=`), these replace
-//! the tracepoint/cgroup observers for exec, write-opens and connects, because an LSM hook runs
-//! before the action and can refuse it: a refused action gets EPERM (and, for a kill verdict,
-//! the process a SIGKILL) before anything happened. An action another BPF LSM program
-//! already refused is left alone (its verdict is returned).
+//! the tracepoint/cgroup observers for exec, write-opens, connects, socket creation, listens
+//! and Unix sockets, because an LSM hook runs before the action and can refuse it: a refused
+//! action gets EPERM (and, for a kill verdict, the process a SIGKILL) before anything
+//! happened. An action another BPF LSM program already refused is left alone (its verdict is
+//! returned). Every hook judges first and records after: a full ring loses the record
+//! (counted), never the verdict.
 //!
 //! Also the feature probes: programs that are only ever loaded (never attached), so the
 //! daemon learns by a real load whether this kernel allows fentry and bpf_send_signal.
 use core::ffi::c_void;
 
 use agent_common::{
-    ExecEvent, FileEvent, NO_SYSCALL, NetEvent, Tracked, WalkedPath,
+    ExecEvent, FileEvent, NO_SYSCALL, Object, Tracked, WalkedPath,
     contain::{class, verdict},
-    counter, file_op, kind, net_op, path_source,
+    file_op,
+    flags::VIA_LSM,
+    hook, kind, net_op, path_source, sock_kind, unix_op,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated},
@@ -20,9 +24,11 @@ use aya_ebpf::{
 };
 
 use crate::{
-    contain::{judge_net, judge_path, kill_current, kills, mapped_v4, refuses},
+    contain::{judge_grant, judge_listen, judge_net, judge_object, judge_path, kill_current, kills, mapped_v4, refuses,
+        unjudged},
     kernel::{KPtr, current_task, fill_header, off, parent_tgid, read_ptr, read_u32, walk_empty, walk_path},
-    maps::{self, EVENTS, EXEC_CHECKED, EXEC_WALK, count, wake_flags},
+    maps::{self, EXEC_CHECKED, EXEC_WALK, FILE_EVENTS, PROC_EVENTS, UNIX_WALK, reserve, wake_flags},
+    net, sock,
 };
 
 const FMODE_WRITE: u32 = 0x2;
@@ -44,6 +50,20 @@ pub(crate) fn tracked(pid_tgid: u64) -> Option<Tracked> {
     maps::tracked((pid_tgid >> 32) as u32)
 }
 
+/// Refuses (and kills, for a kill verdict) what `judged` refuses; returns the hook's answer
+/// and the verdict as recorded.
+#[inline(always)]
+fn enforce(mut judged: u32) -> (i32, u32) {
+    if !refuses(judged) {
+        return (0, judged);
+    }
+    judged |= verdict::DENIED;
+    if kills(judged) && kill_current() {
+        judged |= verdict::KILLED;
+    }
+    (-EPERM, judged)
+}
+
 /// bprm_check_security(struct linux_binprm *bprm): an exec about to happen, judged on the file
 /// it would run. Allowed: the record is the sched_process_exec one that follows, which finds
 /// this hook's verdict in EXEC_CHECKED. Refused: there is no exec to follow, so the record is
@@ -59,7 +79,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
         return 0;
     };
     let Some(walked) = EXEC_WALK.get_ptr_mut(0) else {
-        return 0;
+        return enforce(unjudged(&t)).0;
     };
     let bprm: KPtr = ctx.arg::<u64>(0) as KPtr;
     let file = read_ptr(bprm, off!(binprm_file)).unwrap_or(core::ptr::null());
@@ -70,21 +90,25 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     } else {
         walk_path(file.wrapping_add(off!(file_f_path)), walked);
     }
-    let mut judged = judge_path(&t, class::EXEC, walked);
+    let judged = judge_path(&t, class::EXEC, walked);
     if !refuses(judged) {
         let _ = EXEC_CHECKED.insert(&(pid_tgid as u32), &(judged | CHECKED), 0);
         return 0;
     }
-    judged |= verdict::DENIED;
-    if kills(judged) && kill_current() {
-        judged |= verdict::KILLED;
-    }
+    let (answer, judged) = enforce(judged);
     let _ = EXEC_CHECKED.insert(&(pid_tgid as u32), &REPORTED, 0);
-    if let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) {
+    if let Some(mut slot) = reserve::<ExecEvent>(&PROC_EVENTS, hook::LSM_EXEC) {
         // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads for a
         // refused exec (header, ppid, lengths, exe) are written.
         let ev = unsafe { &mut *slot.as_mut_ptr() };
-        fill_header(&mut ev.header, kind::EXEC, pid_tgid, &t, agent_common::flags::VIA_LSM);
+        fill_header(
+            &mut ev.header,
+            kind::EXEC,
+            hook::LSM_EXEC,
+            pid_tgid,
+            &t,
+            VIA_LSM,
+        );
         ev.header.verdict = judged;
         ev.ppid = parent_tgid(current_task()).unwrap_or(0);
         ev.argv_len = 0;
@@ -98,14 +122,13 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
                 walked as *const WalkedPath as *const c_void,
             )
         };
-        slot.submit(wake_flags());
-    } else {
-        count(counter::RINGBUF_FULL);
+        slot.submit(wake_flags(&PROC_EVENTS));
     }
-    -EPERM
+    answer
 }
 
-/// file_open(struct file *file): an open that passed the permission checks.
+/// file_open(struct file *file): an open that passed the permission checks. A write-open is
+/// judged on the object (a device node as its device, a hard-linked file fails closed).
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     let ret: i32 = ctx.arg(1);
@@ -118,59 +141,82 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     };
     let file: KPtr = ctx.arg::<u64>(0) as KPtr;
     let Ok(mode) = read_u32(file, off!(file_f_mode)) else {
-        count(counter::READ_ERROR);
-        return 0;
+        // Write intent unknown: fail closed.
+        return enforce(unjudged(&t)).0;
     };
     if mode & FMODE_WRITE == 0 {
         return 0;
     }
-    let Some(mut slot) = EVENTS.reserve::<FileEvent>(0) else {
-        count(counter::RINGBUF_FULL);
-        return 0;
+    let Some(walked) = EXEC_WALK.get_ptr_mut(0) else {
+        return enforce(unjudged(&t)).0;
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let walked = unsafe { &mut *walked };
+    walk_path(file.wrapping_add(off!(file_f_path)), walked);
+    let mut obj = Object::default();
+    let inode = read_ptr(file, off!(file_f_inode)).unwrap_or(core::ptr::null());
+    let (answer, mut judged) = enforce(judge_object(&t, inode, walked, &mut obj));
+    // The open is refused, but an O_CREAT that made the file made it before this hook.
+    if answer != 0 && mode & FMODE_CREATED != 0 {
+        judged |= verdict::AFTER_EFFECT;
+    }
+    let Some(mut slot) = reserve::<FileEvent>(&FILE_EVENTS, hook::LSM_FILE) else {
+        return answer;
     };
     // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::FILE, pid_tgid, &t, agent_common::flags::VIA_LSM);
+    fill_header(
+        &mut ev.header,
+        kind::FILE,
+        hook::LSM_FILE,
+        pid_tgid,
+        &t,
+        VIA_LSM,
+    );
+    ev.header.verdict = judged;
     ev.op = file_op::OPEN_WRITE;
     ev.hook = agent_common::file_hook::FILE_OPEN;
     ev.syscall_nr = NO_SYSCALL;
-    ev.ret = 0;
+    ev.ret = answer as i64;
     ev.flags = read_u32(file, off!(file_f_flags)).unwrap_or(0) as u64;
     ev.mode = 0;
     ev.uid = u32::MAX;
     ev.gid = u32::MAX;
-    ev._pad1 = 0;
+    ev.obj = obj;
     ev.a.source = path_source::OBJECT;
     ev.a.raw_len = 0;
     ev.a.raw_truncated = 0;
     ev.a._pad = 0;
-    walk_path(file.wrapping_add(off!(file_f_path)), &mut ev.a.walked);
+    // SAFETY: both are WalkedPath-sized.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            &mut ev.a.walked as *mut WalkedPath as *mut c_void,
+            core::mem::size_of::<WalkedPath>() as u32,
+            walked as *const WalkedPath as *const c_void,
+        )
+    };
     ev.b.source = path_source::NONE;
     ev.b.raw_len = 0;
     ev.b.raw_truncated = 0;
     ev.b._pad = 0;
     walk_empty(&mut ev.b.walked);
-    let mut judged = judge_path(&t, class::WRITE, &ev.a.walked);
-    let answer = if refuses(judged) {
-        judged |= verdict::DENIED;
-        if kills(judged) && kill_current() {
-            judged |= verdict::KILLED;
-        }
-        // The open is refused, but an O_CREAT that made the file made it before this hook.
-        if mode & FMODE_CREATED != 0 {
-            judged |= verdict::AFTER_EFFECT;
-        }
-        -EPERM
-    } else {
-        0
-    };
-    ev.header.verdict = judged;
-    ev.ret = answer as i64;
-    slot.submit(wake_flags());
+    slot.submit(wake_flags(&FILE_EVENTS));
     answer
 }
 
-/// socket_connect(struct socket *sock, struct sockaddr *address, int addrlen).
+/// The (family, type, protocol) of a `struct socket`'s sock.
+#[inline(always)]
+fn sock_of(sock: KPtr) -> KPtr {
+    read_ptr(sock, off!(socket_sk)).unwrap_or(core::ptr::null())
+}
+
+#[inline(always)]
+fn sock_u16(sk: KPtr, offset: usize) -> u16 {
+    read_u32(sk, offset).map(|v| v as u16).unwrap_or(0)
+}
+
+/// socket_connect(struct socket *sock, struct sockaddr *address, int addrlen): IP connects
+/// (Unix ones are judged on the resolved peer by unix_stream_connect / unix_may_send).
 #[lsm(hook = "socket_connect")]
 pub fn socket_connect(ctx: LsmContext) -> i32 {
     let ret: i32 = ctx.arg(3);
@@ -186,70 +232,180 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     let addrlen: i32 = ctx.arg(2);
     // SAFETY: kernel copy of the caller's sockaddr, read through the helper.
     let Ok(family) = (unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const u16) }) else {
-        count(counter::READ_ERROR);
-        return 0;
+        return enforce(unjudged(&t)).0;
     };
     let (want, addr_off, addr_len) = match family {
         AF_INET => (8, 4usize, 4u32),
         AF_INET6 => (24, 8usize, 16u32),
-        _ => return 0, // AF_UNIX and others: not network egress
+        _ => return 0, // AF_UNIX by the unix hooks; other families are not IP egress
     };
     if addrlen < want {
         return 0; // the kernel refuses it with EINVAL
     }
-    let Some(mut slot) = EVENTS.reserve::<NetEvent>(0) else {
-        count(counter::RINGBUF_FULL);
-        return 0;
-    };
-    // SAFETY: the reservation is sized for NetEvent; every field is written below.
-    let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::NET, pid_tgid, &t, agent_common::flags::VIA_LSM);
-    ev.op = net_op::CONNECT;
-    ev.header.verdict = 0;
-    ev.family = family as u8;
-    ev._pad = 0;
-    ev.sock_type = read_u32(sock, off!(socket_type)).map(|t| t as u16 as u8).unwrap_or(0);
-    ev.protocol = match read_ptr(sock, off!(socket_sk)) {
-        Ok(sk) => read_u32(sk, off!(sock_sk_protocol))
-            .map(|p| p as u16 as u8)
-            .unwrap_or(0),
-        Err(_) => 0,
-    };
+    let sock_type = read_u32(sock, off!(socket_type)).map(|t| t as u16).unwrap_or(0);
+    let sk = sock_of(sock);
+    let protocol = if sk.is_null() { 0 } else { sock_u16(sk, off!(sock_sk_protocol)) };
     // SAFETY: the kernel copy of the sockaddr, at least `want` bytes (checked above).
-    ev.port = u16::from_be(
+    let port = u16::from_be(
         unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr.wrapping_add(2) as *const u16) }.unwrap_or(0),
     );
-    ev.addr = [0; 16];
+    let mut raw = [0u8; 16];
     // SAFETY: addr_len <= 16 bytes into the 16-byte array.
     unsafe {
         generated::bpf_probe_read_kernel(
-            ev.addr.as_mut_ptr() as *mut c_void,
+            raw.as_mut_ptr() as *mut c_void,
             addr_len,
             addr.wrapping_add(addr_off) as *const c_void,
         )
     };
-    let mut judged = if family == AF_INET {
-        judge_net(
-            &t,
-            ev.protocol,
-            &mapped_v4([ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]]),
-            ev.port,
-        )
+    let judged = if family == AF_INET {
+        judge_net(&t, protocol as u8, &mapped_v4([raw[0], raw[1], raw[2], raw[3]]), port)
     } else {
-        judge_net(&t, ev.protocol, &ev.addr, ev.port)
+        judge_net(&t, protocol as u8, &raw, port)
     };
-    let answer = if refuses(judged) {
-        judged |= verdict::DENIED;
-        if kills(judged) && kill_current() {
-            judged |= verdict::KILLED;
-        }
-        -EPERM
-    } else {
-        0
-    };
-    ev.header.verdict = judged;
-    slot.submit(wake_flags());
+    let (answer, judged) = enforce(judged);
+    net::record(
+        hook::LSM_CONNECT,
+        VIA_LSM,
+        pid_tgid,
+        &t,
+        judged,
+        net_op::CONNECT,
+        family as u8,
+        sock_type as u8,
+        protocol as u8,
+        port,
+        &raw,
+        sock_kind::NONE,
+    );
     answer
+}
+
+/// socket_create(int family, int type, int protocol, int kern): raw, packet, ICMP and vsock
+/// sockets must be granted (sockets the kernel makes for itself are not judged).
+#[lsm(hook = "socket_create")]
+pub fn socket_create(ctx: LsmContext) -> i32 {
+    let ret: i32 = ctx.arg(4);
+    if ret != 0 {
+        return ret;
+    }
+    let (family, sock_type, protocol, kern): (i32, i32, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    if kern != 0 {
+        return 0;
+    }
+    let k = sock_kind::of(family as u32, sock_type as u32, protocol as u32);
+    if k == sock_kind::NONE {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(t) = tracked(pid_tgid) else {
+        return 0;
+    };
+    let (answer, judged) = enforce(judge_grant(&t, k));
+    net::record(
+        hook::LSM_SOCKET,
+        VIA_LSM,
+        pid_tgid,
+        &t,
+        judged,
+        net_op::SOCKET,
+        family as u8,
+        (sock_type & 0xf) as u8,
+        protocol as u8,
+        0,
+        &[0; 16],
+        k,
+    );
+    answer
+}
+
+/// socket_listen(struct socket *sock, int backlog): a TCP listen on its local address and
+/// port (0: not bound yet, the kernel picks a port), judged against the `listen` clause.
+#[lsm(hook = "socket_listen")]
+pub fn socket_listen(ctx: LsmContext) -> i32 {
+    let ret: i32 = ctx.arg(2);
+    if ret != 0 {
+        return ret;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(t) = tracked(pid_tgid) else {
+        return 0;
+    };
+    let sock: KPtr = ctx.arg::<u64>(0) as KPtr;
+    let sk = sock_of(sock);
+    if sk.is_null() {
+        return enforce(unjudged(&t)).0;
+    }
+    let family = sock_u16(sk, off!(sock_family));
+    if family != AF_INET && family != AF_INET6 {
+        return 0;
+    }
+    let (addr, port) = sock::local_of(sk, family);
+    let protocol = sock_u16(sk, off!(sock_sk_protocol));
+    let (answer, judged) = enforce(judge_listen(&t, protocol as u8, &addr, port));
+    net::record(
+        hook::LSM_SOCKET,
+        VIA_LSM,
+        pid_tgid,
+        &t,
+        judged,
+        net_op::LISTEN,
+        family as u8,
+        sock_u16(sk, off!(sock_type)) as u8,
+        protocol as u8,
+        port,
+        &addr,
+        sock_kind::NONE,
+    );
+    answer
+}
+
+// ---- Unix sockets ----
+
+/// Judges and records a Unix connect or send to `peer` by the current task.
+#[inline(always)]
+fn unix_judge(ret: i32, op: u8, sock_type: u16, peer: KPtr) -> i32 {
+    if ret != 0 {
+        return ret;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(t) = tracked(pid_tgid) else {
+        return 0;
+    };
+    let Some(ev) = UNIX_WALK.get_ptr_mut(0) else {
+        return enforce(unjudged(&t)).0;
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
+    let (answer, judged) = enforce(sock::judge_peer(&t, peer, ev));
+    ev.sock_type = sock_type as u8;
+    sock::unix_record(ev, hook::LSM_UNIX, pid_tgid, &t, judged, op, VIA_LSM);
+    answer
+}
+
+/// unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk): a stream
+/// or seqpacket connect, to the listening socket the kernel found.
+#[lsm(hook = "unix_stream_connect")]
+pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
+    let sk: KPtr = ctx.arg::<u64>(0) as KPtr;
+    let other: KPtr = ctx.arg::<u64>(1) as KPtr;
+    unix_judge(ctx.arg(3), unix_op::CONNECT, sock_u16(sk, off!(sock_type)), other)
+}
+
+/// unix_may_send(struct socket *sock, struct socket *other): a datagram connect, and every
+/// datagram send. A send to a named peer (or the connect that names it) is judged and
+/// recorded; a send on a connected socket goes to the peer its connect was judged for.
+#[lsm(hook = "unix_may_send")]
+pub fn unix_may_send(ctx: LsmContext) -> i32 {
+    let ret: i32 = ctx.arg(2);
+    let sock: KPtr = ctx.arg::<u64>(0) as KPtr;
+    let other: KPtr = ctx.arg::<u64>(1) as KPtr;
+    let (sk, other_sk) = (sock_of(sock), sock_of(other));
+    if ret == 0 && !sk.is_null() && read_ptr(sk, off!(unix_peer)).ok() == Some(other_sk) {
+        return 0;
+    }
+    let sock_type = read_u32(sock, off!(socket_type)).map(|t| t as u16).unwrap_or(0);
+    unix_judge(ret, unix_op::SEND, sock_type, other_sk)
 }
 
 /// Feature probe (loaded, never attached): does this kernel allow fentry programs?

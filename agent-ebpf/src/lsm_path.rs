@@ -1,18 +1,21 @@
-//! BPF LSM path hooks: every name-based file operation (create, mkdir, rmdir, unlink, rename,
-//! link, symlink, truncate, chmod, chown) judged before it happens, where the kernel allows
-//! BPF LSM. The object is rebuilt from the kernel's own (directory, dentry) pair, so the
-//! judgement is on the resolved path, not on a string the caller could race.
+//! BPF LSM file hooks beyond file_open: every name-based file operation (create, mknod, mkdir,
+//! rmdir, unlink, rename, link, symlink) and every change of a file's content or attributes
+//! (truncate, chmod, chown, extended attributes and ACLs, times) judged before it happens,
+//! where the kernel allows BPF LSM. The target is the kernel's own object: the (directory,
+//! dentry) pair of a name, or the inode a metadata change acts on (the file a symlink leads
+//! to where the call follows it), never a string the caller could race.
 //!
 //! A refused operation gets EPERM (and a kill verdict a SIGKILL) and never happens. The record
 //! is the syscall's own (sys_exit_file), which finds this hook's verdict in the thread's
 //! PENDING entry; with no watched syscall in flight (an O_CREAT open, whose record file_open
-//! makes once the file exists; io_uring; mknod) a refusal is recorded here.
+//! makes once the file exists; io_uring) the hook records the operation itself: always when
+//! it refuses, and an allowed one unless another record already covers it.
 use core::ffi::c_void;
 
 use agent_common::{
-    FileEvent, FilePath, NO_SYSCALL, Tracked,
-    contain::{class, verdict},
-    counter, file_hook, file_op, kind, path_source,
+    AT_FDCWD, FileEvent, FilePath, NO_SYSCALL, Object, PendingFile, Tracked, WalkedPath,
+    contain::{S_IFBLK, S_IFCHR, S_IFMT, S_IFREG, class, verdict},
+    file_hook, file_op, hook, kind, path_source,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated},
@@ -21,20 +24,34 @@ use aya_ebpf::{
 };
 
 use crate::{
-    contain::{judge_path, kill_current, kills, refuses},
-    kernel::{KPtr, fill_header, walk_empty, walk_path_at},
+    contain::{judge_device, judge_object, judge_path, kill_current, kills, refuses, unjudged},
+    kernel::{
+        KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, off, read_ptr, read_u32, walk_empty,
+        walk_path_at,
+    },
     lsm::tracked,
-    maps::{EVENTS, PATH_WALK, PENDING, count, wake_flags},
+    maps::{FILE_EVENTS, PATH_WALK, PENDING, reserve, wake_flags},
 };
 
 const EPERM: i32 = 1;
 
-/// A path argument of a hook: `dentry` in directory `dir`, or (null dentry) the object's own
-/// `struct path` at `dir`.
+/// How one path of a hook is judged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Judge {
+    /// A name being made, removed or renamed: by its path.
+    Name,
+    /// An existing file whose content or attributes change: by what the inode is
+    /// (`contain::judge_object`).
+    Object,
+}
+
+/// A path argument of a hook: `dentry` in directory `dir` (a `struct path`), or (null
+/// dentry) the object's own `struct path` at `dir`.
 #[derive(Clone, Copy)]
 struct At {
     dir: KPtr,
     dentry: KPtr,
+    judge: Judge,
 }
 
 impl At {
@@ -42,6 +59,7 @@ impl At {
         At {
             dir: dir as KPtr,
             dentry: dentry as KPtr,
+            judge: Judge::Name,
         }
     }
 
@@ -49,6 +67,7 @@ impl At {
         At {
             dir: path as KPtr,
             dentry: core::ptr::null(),
+            judge: Judge::Object,
         }
     }
 }
@@ -60,29 +79,52 @@ struct Call {
     a: At,
     /// The second path of a rename or link (its destination).
     b: Option<At>,
-    /// A new symlink's target text (kernel memory), else null.
-    target: KPtr,
+    /// A new symlink's target text, or an extended attribute's name (kernel memory), else
+    /// null.
+    text: KPtr,
     mode: u32,
     uid: u32,
     gid: u32,
+    /// A device node about to be made: judged as the device (mode, rdev), not by its name.
+    device: Option<(u32, u32)>,
+    /// With no syscall in flight, record an allowed operation too (no other record covers
+    /// it); a refusal is always recorded.
+    record_allowed: bool,
+}
+
+/// The inode of a `struct path` (or of `dentry` when given).
+#[inline(always)]
+fn inode_of(path: KPtr, dentry: KPtr) -> KPtr {
+    let d = if dentry.is_null() {
+        read_ptr(path, off!(path_dentry)).unwrap_or(core::ptr::null())
+    } else {
+        dentry
+    };
+    if d.is_null() {
+        return core::ptr::null();
+    }
+    read_ptr(d, off!(dentry_d_inode)).unwrap_or(core::ptr::null())
 }
 
 /// The write verdict on one path, walked into PATH_WALK[`slot`] (where the record copies it
-/// from: every program has one or two walks, never more).
+/// from: every program has one or two walks, never more); what the object is goes to `obj`.
 #[inline(never)]
-fn judge_write(t: &Tracked, dir: KPtr, dentry: KPtr, slot: u32) -> u32 {
+fn judge_write(t: &Tracked, at: &At, slot: u32, obj: &mut Object) -> u32 {
     let Some(w) = PATH_WALK.get_ptr_mut(slot) else {
-        return verdict::UNDECIDED;
+        return unjudged(t);
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let w = unsafe { &mut *w };
-    walk_path_at(dir, dentry, w);
-    judge_path(t, class::WRITE, w)
+    walk_path_at(at.dir, at.dentry, w);
+    match at.judge {
+        Judge::Name => judge_path(t, class::WRITE, w),
+        Judge::Object => judge_object(t, inode_of(at.dir, at.dentry), w, obj),
+    }
 }
 
 /// Copies the walk in PATH_WALK[`slot`] into `out`.
 #[inline(always)]
-fn copy_walk(slot: u32, out: &mut agent_common::WalkedPath) {
+fn copy_walk(slot: u32, out: &mut WalkedPath) {
     let Some(w) = PATH_WALK.get_ptr(slot) else {
         walk_empty(out);
         return;
@@ -90,8 +132,8 @@ fn copy_walk(slot: u32, out: &mut agent_common::WalkedPath) {
     // SAFETY: both are WalkedPath-sized.
     unsafe {
         generated::bpf_probe_read_kernel(
-            out as *mut agent_common::WalkedPath as *mut c_void,
-            core::mem::size_of::<agent_common::WalkedPath>() as u32,
+            out as *mut WalkedPath as *mut c_void,
+            core::mem::size_of::<WalkedPath>() as u32,
             w as *const c_void,
         )
     };
@@ -109,15 +151,35 @@ fn judge(ret: i32, call: Call) -> i32 {
     let Some(t) = tracked(pid_tgid) else {
         return 0;
     };
-    let mut judged = judge_write(&t, call.a.dir, call.a.dentry, 0);
+    let mut obj = Object::default();
+    let mut judged = match call.device {
+        Some((mode, rdev)) => {
+            obj.mode = mode;
+            obj.rdev = rdev;
+            // The node's name is walked for the record; the device decides.
+            if let Some(w) = PATH_WALK.get_ptr_mut(0) {
+                // SAFETY: per-CPU scratch owned by this program run.
+                walk_path_at(call.a.dir, call.a.dentry, unsafe { &mut *w });
+            }
+            judge_device(&t, mode, rdev)
+        }
+        None => judge_write(&t, &call.a, 0, &mut obj),
+    };
     if let Some(b) = call.b {
-        let second = judge_write(&t, b.dir, b.dentry, 1);
-        let undecided = (judged | second) & verdict::UNDECIDED;
+        let mut unused = Object::default();
+        let second = judge_write(&t, &b, 1, &mut unused);
+        let marks = (judged | second) & (verdict::UNDECIDED | verdict::UNJUDGED);
         if !refuses(judged) && (refuses(second) || judged & verdict::ACTION_MASK == 0) {
             judged = second;
         }
-        judged |= undecided;
+        judged |= marks;
     }
+    finish(pid_tgid, &t, judged, &call, &obj)
+}
+
+/// Refuses or kills as `judged` says, and leaves the verdict where the record will be made.
+#[inline(always)]
+fn finish(pid_tgid: u64, t: &Tracked, mut judged: u32, call: &Call, obj: &Object) -> i32 {
     let refused = refuses(judged);
     if refused {
         judged |= verdict::DENIED;
@@ -130,8 +192,8 @@ fn judge(ret: i32, call: Call) -> i32 {
         let p = unsafe { &mut *p };
         p.hook = call.hook;
         p.verdict = judged;
-    } else if refused {
-        record(pid_tgid, &t, judged, &call);
+    } else if refused || call.record_allowed {
+        record(pid_tgid, t, judged, call, obj);
     }
     if refused { -EPERM } else { 0 }
 }
@@ -144,32 +206,38 @@ fn no_raw(p: &mut FilePath, source: u8) {
     p._pad = 0;
 }
 
-/// The record of a refusal with no syscall record to carry it.
+/// The record of an operation with no syscall record to carry it.
 #[inline(always)]
-fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call) {
-    let Some(mut slot) = EVENTS.reserve::<FileEvent>(0) else {
-        count(counter::RINGBUF_FULL);
+fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) {
+    let Some(mut slot) = reserve::<FileEvent>(&FILE_EVENTS, hook::LSM_PATH) else {
         return;
     };
     // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::FILE, pid_tgid, t, agent_common::flags::VIA_LSM);
+    fill_header(
+        &mut ev.header,
+        kind::FILE,
+        hook::LSM_PATH,
+        pid_tgid,
+        t,
+        agent_common::flags::VIA_LSM,
+    );
     ev.header.verdict = judged;
     ev.op = call.op;
     ev.hook = call.hook;
     ev.syscall_nr = NO_SYSCALL;
-    ev.ret = -(EPERM as i64);
+    ev.ret = if refuses(judged) { -(EPERM as i64) } else { 0 };
     ev.flags = 0;
     ev.mode = call.mode;
     ev.uid = call.uid;
     ev.gid = call.gid;
-    ev._pad1 = 0;
+    ev.obj = *obj;
     no_raw(&mut ev.a, path_source::OBJECT);
     copy_walk(0, &mut ev.a.walked);
     if call.b.is_some() {
         no_raw(&mut ev.b, path_source::OBJECT);
         copy_walk(1, &mut ev.b.walked);
-    } else if !call.target.is_null() {
+    } else if !call.text.is_null() {
         no_raw(&mut ev.b, path_source::NAME_ONLY);
         walk_empty(&mut ev.b.walked);
         // SAFETY: the helper bounds the copy to the buffer.
@@ -177,7 +245,7 @@ fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call) {
             generated::bpf_probe_read_kernel_str(
                 ev.b.raw.as_mut_ptr() as *mut c_void,
                 ev.b.raw.len() as u32,
-                call.target as *const c_void,
+                call.text as *const c_void,
             )
         };
         if n > 0 {
@@ -188,7 +256,7 @@ fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call) {
         no_raw(&mut ev.b, path_source::NONE);
         walk_empty(&mut ev.b.walked);
     }
-    slot.submit(wake_flags());
+    slot.submit(wake_flags(&FILE_EVENTS));
 }
 
 /// Defaults of a one-path call.
@@ -199,23 +267,43 @@ fn call(hook: u16, op: u16, a: At) -> Call {
         op,
         a,
         b: None,
-        target: core::ptr::null(),
+        text: core::ptr::null(),
         mode: 0,
         uid: u32::MAX,
         gid: u32::MAX,
+        device: None,
+        record_allowed: true,
     }
 }
 
+/// The kernel's dev_t (major << 20 | minor) from the value a hook gets (the userspace
+/// encoding of mknod's `dev`, as new_decode_dev reads it).
+#[inline(always)]
+fn kernel_dev(dev: u32) -> u32 {
+    let major = (dev & 0xfff00) >> 8;
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    (major << 20) | minor
+}
+
 /// path_mknod(const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev):
-/// a new file, from an O_CREAT open (before the file exists) or mknod.
+/// a new file, from an O_CREAT open (before the file exists) or mknod. A device node is
+/// judged as the device it would name.
 #[lsm(hook = "path_mknod")]
 pub fn path_mknod(ctx: LsmContext) -> i32 {
+    let mode = ctx.arg::<u64>(2) as u32 & 0xffff;
+    let fmt = mode & S_IFMT;
     let mut c = call(
         file_hook::PATH_MKNOD,
-        file_op::CREATE,
+        if fmt == S_IFREG { file_op::CREATE } else { file_op::MKNOD },
         At::entry(ctx.arg(0), ctx.arg(1)),
     );
-    c.mode = ctx.arg::<u64>(2) as u32 & 0xffff;
+    c.mode = mode;
+    if fmt == S_IFCHR || fmt == S_IFBLK {
+        // The hook gets the encoding mknod(2) was given, decoded here as the kernel does.
+        c.device = Some((mode, kernel_dev(ctx.arg::<u64>(3) as u32)));
+    }
+    // A regular file made by an open is recorded by file_open once it exists.
+    c.record_allowed = fmt != S_IFREG;
     judge(ctx.arg(4), c)
 }
 
@@ -276,10 +364,14 @@ pub fn path_rename4(ctx: LsmContext) -> i32 {
 
 /// path_link(struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry):
 /// a hard link never crosses a mount, so the existing file is walked from new_dir's mount.
+/// The file linked to is judged as a write of it (a link is a new way to write it): a file
+/// the task may not write gets no second name.
 #[lsm(hook = "path_link")]
 pub fn path_link(ctx: LsmContext) -> i32 {
     let new_dir: u64 = ctx.arg(1);
-    let mut c = call(file_hook::PATH_LINK, file_op::LINK, At::entry(new_dir, ctx.arg(0)));
+    let mut source = At::entry(new_dir, ctx.arg(0));
+    source.judge = Judge::Object;
+    let mut c = call(file_hook::PATH_LINK, file_op::LINK, source);
     c.b = Some(At::entry(new_dir, ctx.arg(2)));
     judge(ctx.arg(3), c)
 }
@@ -292,20 +384,21 @@ pub fn path_symlink(ctx: LsmContext) -> i32 {
         file_op::SYMLINK,
         At::entry(ctx.arg(0), ctx.arg(1)),
     );
-    c.target = ctx.arg::<u64>(2) as KPtr;
+    c.text = ctx.arg::<u64>(2) as KPtr;
     judge(ctx.arg(3), c)
 }
 
-/// path_truncate(const struct path *path): truncate(2), and an O_TRUNC open after file_open.
+/// path_truncate(const struct path *path): truncate(2), and on kernels before 6.2 an O_TRUNC
+/// open after file_open (which recorded that open: an allowed one is not recorded again).
 #[lsm(hook = "path_truncate")]
 pub fn path_truncate(ctx: LsmContext) -> i32 {
-    judge(
-        ctx.arg(1),
-        call(file_hook::PATH_TRUNCATE, file_op::TRUNCATE, At::object(ctx.arg(0))),
-    )
+    let mut c = call(file_hook::PATH_TRUNCATE, file_op::TRUNCATE, At::object(ctx.arg(0)));
+    c.record_allowed = false;
+    judge(ctx.arg(1), c)
 }
 
-/// path_chmod(const struct path *path, umode_t mode).
+/// path_chmod(const struct path *path, umode_t mode): chmod, fchmod, fchmodat on the file the
+/// call resolved (a symlink's target where the call follows it).
 #[lsm(hook = "path_chmod")]
 pub fn path_chmod(ctx: LsmContext) -> i32 {
     let mut c = call(file_hook::PATH_CHMOD, file_op::CHMOD, At::object(ctx.arg(0)));
@@ -320,4 +413,194 @@ pub fn path_chown(ctx: LsmContext) -> i32 {
     c.uid = ctx.arg::<u64>(1) as u32;
     c.gid = ctx.arg::<u64>(2) as u32;
     judge(ctx.arg(3), c)
+}
+
+/// file_truncate(struct file *file) (6.2+): ftruncate, io_uring's, and an O_TRUNC open after
+/// file_open (which recorded that open).
+#[lsm(hook = "file_truncate")]
+pub fn file_truncate(ctx: LsmContext) -> i32 {
+    let file: KPtr = ctx.arg::<u64>(0) as KPtr;
+    let mut c = call(file_hook::FILE_TRUNCATE, file_op::TRUNCATE, At::object(file_path(file) as u64));
+    c.record_allowed = false;
+    judge(ctx.arg(1), c)
+}
+
+// ---- inode hooks: extended attributes, ACLs, times ----
+//
+// These hooks get a dentry and no mount. The mount comes from the syscall in flight (its
+// PENDING entry): the file of an fd-based call, else the directory the name was resolved
+// from, or a mount directly below it holding the dentry's filesystem. A dentry that cannot
+// be placed so (io_uring, a name that crossed deeper mounts) is unjudged: refused in
+// enforce mode.
+
+/// The mount (a `struct vfsmount`) of the filesystem `sb` as reached from `path`: its own,
+/// or one of its mount's children (one level, at most 16).
+#[inline(always)]
+fn mount_holding(path: KPtr, sb: KPtr) -> KPtr {
+    let Ok(vfsmnt) = read_ptr(path, off!(path_mnt)) else {
+        return core::ptr::null();
+    };
+    if read_ptr(vfsmnt, off!(vfsmount_mnt_sb)).ok() == Some(sb) {
+        return vfsmnt;
+    }
+    let mount = vfsmnt.wrapping_sub(off!(mount_mnt));
+    let head = mount.wrapping_add(off!(mount_mnt_mounts));
+    let mut node = read_ptr(head, 0).unwrap_or(head);
+    for _ in 0..16 {
+        if node == head || node.is_null() {
+            break;
+        }
+        let child = node.wrapping_sub(off!(mount_mnt_child));
+        let child_vfs = child.wrapping_add(off!(mount_mnt));
+        if read_ptr(child_vfs, off!(vfsmount_mnt_sb)).ok() == Some(sb) {
+            return child_vfs;
+        }
+        node = read_ptr(node, 0).unwrap_or(head);
+    }
+    core::ptr::null()
+}
+
+/// Judges a change of `dentry`'s inode (op `op`, by hook `hook`) by the syscall in flight.
+/// `text`: an attribute name for the record.
+#[inline(always)]
+fn judge_inode(ret: i32, hook: u16, op: u16, dentry: KPtr, text: KPtr) -> i32 {
+    if ret != 0 {
+        return ret;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(t) = tracked(pid_tgid) else {
+        return 0;
+    };
+    let mut c = call(hook, op, At::entry(0, dentry as u64));
+    c.text = text;
+    c.a.judge = Judge::Object;
+    // The syscall's own view: where its lookup started.
+    let (task, pending) = (current_task(), PENDING.get_ptr(&(pid_tgid as u32)));
+    let base = match pending {
+        // SAFETY: this thread's entry, read-only here.
+        Some(p) => unsafe { base_path(task, &*p) },
+        None => core::ptr::null(),
+    };
+    let sb = read_ptr(dentry, off!(dentry_d_sb)).unwrap_or(core::ptr::null());
+    let vfsmnt = if base.is_null() || sb.is_null() {
+        core::ptr::null()
+    } else {
+        mount_holding(base, sb)
+    };
+    if vfsmnt.is_null() {
+        let obj = Object::default();
+        if let Some(w) = PATH_WALK.get_ptr_mut(0) {
+            // SAFETY: per-CPU scratch owned by this program run.
+            walk_empty(unsafe { &mut *w });
+        }
+        return finish(pid_tgid, &t, unjudged(&t), &c, &obj);
+    }
+    // A `struct path`-shaped pair on the stack: the walk reads mnt (and the dentry given).
+    let mut pair = [0u64; 2];
+    let (mnt_at, dentry_at) = (off!(path_mnt), off!(path_dentry));
+    if mnt_at < 16 && dentry_at < 16 {
+        pair[(mnt_at / 8) & 1] = vfsmnt as u64;
+        pair[(dentry_at / 8) & 1] = dentry as u64;
+    }
+    c.a.dir = pair.as_ptr() as KPtr;
+    let mut obj = Object::default();
+    let judged = judge_write(&t, &c.a, 0, &mut obj);
+    finish(pid_tgid, &t, judged, &c, &obj)
+}
+
+/// The `struct path` the pending syscall's first name is resolved from: the object of an fd
+/// call, the process root for an absolute name, the cwd or the dirfd's directory.
+///
+/// # Safety
+/// `p` is this thread's PENDING entry.
+#[inline(always)]
+unsafe fn base_path(task: KPtr, p: &PendingFile) -> KPtr {
+    let r = if p.fd >= 0 {
+        file_of_fd(task, p.fd).map(file_path)
+    } else if p.raw_len_a > 0 && p.raw_a[0] == b'/' {
+        fs_path(task, true)
+    } else if p.dfd_a == AT_FDCWD {
+        fs_path(task, false)
+    } else {
+        file_of_fd(task, p.dfd_a).map(file_path)
+    };
+    r.unwrap_or(core::ptr::null())
+}
+
+// The inode hooks gained a first parameter (a user namespace in 5.12, an idmap in 6.3; for
+// inode_setattr only in 6.3): one program per prototype, the daemon loads the one matching
+// the hook's BTF prototype (the `*_old` ones take the dentry first).
+
+/// inode_setxattr(idmap, dentry, name, value, size, flags): an extended attribute (a
+/// capability, a security label, an ACL before 6.2) of the file the call resolved.
+#[lsm(hook = "inode_setxattr")]
+pub fn inode_setxattr(ctx: LsmContext) -> i32 {
+    let (d, name) = (ctx.arg::<u64>(1) as KPtr, ctx.arg::<u64>(2) as KPtr);
+    judge_inode(ctx.arg(6), file_hook::INODE_SETXATTR, file_op::SETXATTR, d, name)
+}
+
+/// inode_setxattr(dentry, name, value, size, flags) (5.10).
+#[lsm(hook = "inode_setxattr")]
+pub fn inode_setxattr_old(ctx: LsmContext) -> i32 {
+    let (d, name) = (ctx.arg::<u64>(0) as KPtr, ctx.arg::<u64>(1) as KPtr);
+    judge_inode(ctx.arg(5), file_hook::INODE_SETXATTR, file_op::SETXATTR, d, name)
+}
+
+/// inode_removexattr(idmap, dentry, name).
+#[lsm(hook = "inode_removexattr")]
+pub fn inode_removexattr(ctx: LsmContext) -> i32 {
+    let (d, name) = (ctx.arg::<u64>(1) as KPtr, ctx.arg::<u64>(2) as KPtr);
+    judge_inode(ctx.arg(3), file_hook::INODE_REMOVEXATTR, file_op::REMOVEXATTR, d, name)
+}
+
+/// inode_removexattr(dentry, name) (5.10).
+#[lsm(hook = "inode_removexattr")]
+pub fn inode_removexattr_old(ctx: LsmContext) -> i32 {
+    let (d, name) = (ctx.arg::<u64>(0) as KPtr, ctx.arg::<u64>(1) as KPtr);
+    judge_inode(ctx.arg(2), file_hook::INODE_REMOVEXATTR, file_op::REMOVEXATTR, d, name)
+}
+
+/// inode_set_acl(idmap, dentry, acl_name, kacl) (6.2+: POSIX ACLs no longer go through
+/// inode_setxattr).
+#[lsm(hook = "inode_set_acl")]
+pub fn inode_set_acl(ctx: LsmContext) -> i32 {
+    let (d, name) = (ctx.arg::<u64>(1) as KPtr, ctx.arg::<u64>(2) as KPtr);
+    judge_inode(ctx.arg(4), file_hook::INODE_SETXATTR, file_op::SETXATTR, d, name)
+}
+
+/// inode_remove_acl(idmap, dentry, acl_name) (6.2+).
+#[lsm(hook = "inode_remove_acl")]
+pub fn inode_remove_acl(ctx: LsmContext) -> i32 {
+    let (d, name) = (ctx.arg::<u64>(1) as KPtr, ctx.arg::<u64>(2) as KPtr);
+    judge_inode(ctx.arg(3), file_hook::INODE_REMOVEXATTR, file_op::REMOVEXATTR, d, name)
+}
+
+const ATTR_MODE: u32 = 1;
+const ATTR_UID: u32 = 2;
+const ATTR_GID: u32 = 4;
+const ATTR_SIZE: u32 = 8;
+const ATTR_ATIME: u32 = 16;
+const ATTR_MTIME: u32 = 32;
+
+/// Judges an inode_setattr that changes times only (utimensat and kin); mode, owner and size
+/// changes have their path hooks.
+#[inline(always)]
+fn setattr(ret: i32, dentry: KPtr, attr: KPtr) -> i32 {
+    let valid = read_u32(attr, off!(iattr_ia_valid)).unwrap_or(0);
+    if valid & (ATTR_ATIME | ATTR_MTIME) == 0 || valid & (ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_SIZE) != 0 {
+        return ret;
+    }
+    judge_inode(ret, file_hook::INODE_SETATTR, file_op::UTIMES, dentry, core::ptr::null())
+}
+
+/// inode_setattr(idmap, dentry, attr) (6.3+).
+#[lsm(hook = "inode_setattr")]
+pub fn inode_setattr(ctx: LsmContext) -> i32 {
+    setattr(ctx.arg(3), ctx.arg::<u64>(1) as KPtr, ctx.arg::<u64>(2) as KPtr)
+}
+
+/// inode_setattr(dentry, attr) (before 6.3).
+#[lsm(hook = "inode_setattr")]
+pub fn inode_setattr_old(ctx: LsmContext) -> i32 {
+    setattr(ctx.arg(2), ctx.arg::<u64>(0) as KPtr, ctx.arg::<u64>(1) as KPtr)
 }

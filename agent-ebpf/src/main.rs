@@ -12,6 +12,8 @@ mod lsm;
 mod lsm_path;
 mod maps;
 mod net;
+mod sock;
+mod uring;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,8 +1,8 @@
 //! Maps and the load-time configuration global. Names are the contract with agent-user's loader.
 use agent_common::{
-    COMM_LEN, Config, InodeKey, MAX_PENDING, MAX_TRACKED, PendingExec, PendingFile, RING_BYTES, RING_WAKE_BYTES,
-    Tracked, WALK_MAX_STEPS, WalkedPath,
-    contain::{MAX_GUARDRAILS, MAX_RULES, NetKey, NetRule, PathKey, PathRule, TailKey, Verdict, posture},
+    COMM_LEN, Config, FileEvent, InodeKey, MAX_PENDING, MAX_TRACKED, PendingExec, PendingFile, PendingSock, RING_FILE_BYTES, RING_NET_BYTES,
+    RING_PROC_BYTES, RING_WAKE_BYTES, Tracked, UnixEvent, WALK_MAX_STEPS, WalkedPath,
+    contain::{Grants, MAX_GUARDRAILS, MAX_RULES, NetKey, NetRule, PathKey, PathRule, TailKey, Verdict, posture},
     counter,
 };
 use aya_ebpf::{
@@ -19,6 +19,20 @@ pub static CONFIG: Config = Config::zeroed();
 /// generations of a restart or upgrade; the daemon hands over by writing it.
 #[map]
 pub static ACTIVE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// [0]: what the daemon attached around the programs (agent_common::feature bits), written
+/// once the attachments are known, so a program can leave to a BPF LSM hook what that hook
+/// judges better.
+#[map]
+pub static FEATURES: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Is `bit` (agent_common::feature) in effect?
+#[inline(always)]
+pub fn feature(bit: u32) -> bool {
+    FEATURES.get(0).is_some_and(|f| *f & bit != 0)
+}
+
+pub use agent_common::feature as features;
 
 /// tgid -> tracking info, for every process Tether watches.
 #[map]
@@ -46,9 +60,20 @@ pub static SELECT_CGROUP: HashMap<u64, u64> = HashMap::with_max_entries(1024, 0)
 #[map]
 pub static POD_GUARDS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 
-/// The one ring buffer of records to userspace.
+/// The rings of records to userspace, one per kind of record (agent_common::RING_*_BYTES):
+/// a flood of one kind cannot crowd out the others. Every program judges first and emits
+/// after, so a full ring loses a record (counted per hook), never a verdict.
+/// exec, fork, exit, io_uring.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(RING_PROC_BYTES, 0);
+
+/// Every socket record (IP and Unix).
+#[map]
+pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(RING_NET_BYTES, 0);
+
+/// File records.
+#[map]
+pub static FILE_EVENTS: RingBuf = RingBuf::with_byte_size(RING_FILE_BYTES, 0);
 
 /// thread id -> a file syscall between its entry and its exit. Preallocated (~5 MiB): a map
 /// that allocates at update time may deadlock when updated from a tracepoint (5.10 warns
@@ -63,6 +88,11 @@ pub static PENDING: HashMap<u32, PendingFile> = HashMap::with_max_entries(MAX_PE
 /// fails after the check leaves an entry that ages out.
 #[map]
 pub static EXEC_CHECKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+
+/// thread id -> a socket syscall between its entry and its exit (its fd). Preallocated, and a
+/// full one fails closed (see agent-ebpf's sock module).
+#[map]
+pub static SOCK_CALLS: HashMap<u32, PendingSock> = HashMap::with_max_entries(MAX_PENDING, 0);
 
 /// thread id -> an execve between its entry and its exit (a refused one is reported at exit).
 #[map]
@@ -107,6 +137,11 @@ pub static POSTURE: Array<Verdict> = Array::with_max_entries(posture::COUNT, 0);
 #[map]
 pub static GUARD_VERDICTS: Array<Verdict> = Array::with_max_entries(MAX_GUARDRAILS, 0);
 
+/// owner -> the socket kinds and io_uring its scope grants (a task) or its guardrails forbid
+/// (a guard set's owner); agent_common::contain::Grants.
+#[map]
+pub static GRANTS: HashMap<u32, Grants> = HashMap::with_max_entries(MAX_RULES, 0);
+
 /// A lookup key with slack after it: byte offsets into the key are masked (the verifier's
 /// way to see a bound), and a masked offset may point past the key, never past the value.
 #[repr(C)]
@@ -122,7 +157,17 @@ pub static PATH_KEY: PerCpuArray<Slack<PathKey>> = PerCpuArray::with_max_entries
 #[map]
 pub static TAIL_KEY: PerCpuArray<Slack<TailKey>> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU walk of the file an exec is about to run (the BPF LSM exec hook).
+/// Per-CPU staging of a Unix socket record (judged before its ring slot is reserved).
+#[map]
+pub static UNIX_WALK: PerCpuArray<UnixEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU staging of a FileEvent (a record judged at a syscall's exit before its ring slot
+/// is reserved).
+#[map]
+pub static FILE_SCRATCH: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU walk of the file an exec is about to run (the BPF LSM exec hook), or of the file
+/// file_open judges.
 #[map]
 pub static EXEC_WALK: PerCpuArray<WalkedPath> = PerCpuArray::with_max_entries(1, 0);
 
@@ -143,14 +188,26 @@ pub fn count(index: u32) {
     }
 }
 
-/// Submit flags: no wakeup per record unless the ring is filling up (the reader polls).
+/// Submit flags for a record of `ring`: no wakeup per record unless the ring is filling up
+/// (past the watermark the reader is woken at once; below it, it polls on a short timer).
 #[inline(always)]
-pub fn wake_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > RING_WAKE_BYTES {
+pub fn wake_flags(ring: &RingBuf) -> u64 {
+    if ring.query(BPF_RB_AVAIL_DATA as u64) > RING_WAKE_BYTES {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// Reserves a `T` record in `ring` for hook `hook` ([`agent_common::hook`]); a full ring is
+/// counted against the hook (the caller has judged already: only the record is lost).
+#[inline(always)]
+pub fn reserve<T: 'static>(ring: &'static RingBuf, hook: u32) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<T>> {
+    let slot = ring.reserve::<T>(0);
+    if slot.is_none() {
+        count(counter::lost(hook));
+    }
+    slot
 }
 
 /// Reads a field of `CONFIG`; volatile, so the zero placeholder compiled into the object is not

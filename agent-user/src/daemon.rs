@@ -636,10 +636,12 @@ impl Daemon {
 
     /// The status report: what the kernel allows and what is in effect, and the loss counters.
     fn status(&self) -> serde_json::Value {
-        let counters: serde_json::Map<String, serde_json::Value> = counter::NAMES
+        let counters: serde_json::Map<String, serde_json::Value> = self
+            .probes
+            .counters()
             .iter()
-            .zip(self.probes.counters())
-            .map(|(n, v)| (n.to_string(), v.into()))
+            .enumerate()
+            .map(|(i, v)| (loader::counter_name(i as u32), (*v).into()))
             .collect();
         serde_json::json!({
             "mode": self.rules.mode.as_str(),
@@ -808,22 +810,30 @@ impl Daemon {
         }
     }
 
+    /// Reads every ring and handles the records in the order the kernel made them (each
+    /// ring is in order; records of one process can be in several: a fork, then the child's
+    /// writes).
     fn drain(&mut self) -> anyhow::Result<()> {
         let mut records = Vec::new();
-        while let Some(item) = self.probes.events.next() {
-            records.push(events::decode(&item));
+        for ring in &mut self.probes.rings {
+            while let Some(item) = ring.next() {
+                records.push(events::decode(&item));
+            }
         }
+        let mut events = Vec::with_capacity(records.len());
         for r in records {
             match r {
-                Ok(ev) => {
-                    self.decoded += 1;
-                    self.handle(ev)?;
-                }
+                Ok(ev) => events.push(ev),
                 Err(e) => {
                     let n = self.metrics.decode_errors.inc() + 1;
                     error!(decode_errors = n, "undecodable ring buffer record: {e}");
                 }
             }
+        }
+        events.sort_by_key(|e| e.actor().ktime_ns);
+        for ev in events {
+            self.decoded += 1;
+            self.handle(ev)?;
         }
         self.out.flush()?;
         Ok(())
@@ -864,8 +874,24 @@ impl Daemon {
                 ..
             }
         );
+        let unjudged = ev.unjudged_reason();
+        // A child the tracked map had no room for: the kernel killed its parent; the child,
+        // which the kernel could not signal, is killed here.
+        if let Event::Fork {
+            child_tgid,
+            child_start_ns,
+            ..
+        } = &ev
+            && unjudged.is_some()
+            && a.kernel.refuses()
+        {
+            match contain::kill::kill(*child_tgid, *child_start_ns, self.ticks_per_sec) {
+                Ok(_) => warn!(pid = child_tgid, "killed a child the tracked map had no room for"),
+                Err(e) => error!(pid = child_tgid, "a child the tracked map had no room for could not be killed: {e}"),
+            }
+        }
         let decision = if newly_selected {
-            None
+            unjudged.map(|why| self.rules.unjudged(None, Credential::None, why))
         } else {
             let task = self.task_view(a.task, Some(a.task_expired));
             let bound = self.tasks.get(a.task);
@@ -877,14 +903,19 @@ impl Daemon {
                     },
                     _ => Credential::None,
                 };
-                self.rules.evaluate(&attempt, cred, a.guard_set)
+                match unjudged {
+                    Some(why) => self.rules.unjudged(Some(&attempt), cred, why),
+                    None => self.rules.evaluate(&attempt, cred, a.guard_set),
+                }
             })
         };
         let kv = a.kernel;
         let errno = match &ev {
             Event::File { ret, .. } if *ret < 0 => Some(*ret),
             Event::Exec { failed: Some(e), .. } => Some(*e),
-            Event::Net { .. } | Event::Exec { .. } if kv.denied => Some(-(libc::EPERM as i64)),
+            Event::Net { .. } | Event::Exec { .. } | Event::Unix { .. } | Event::Socket { .. } if kv.denied => {
+                Some(-(libc::EPERM as i64))
+            }
             _ => None,
         };
         let act = decision
@@ -957,8 +988,8 @@ impl Daemon {
                     "mode": d.mode.as_str(), "would": d.would().map(engine::Action::as_str),
                     "reason": d.reason, "outcome": outcome,
                 });
-                if let (Some(b), "scope-violation") = (bound, d.alert_kind())
-                    && let Err(v) = credentials::check_action(&b.verified.scope, &ev)
+                if let (Some(b), "scope-violation", Some(attempt)) = (bound, d.alert_kind(), engine::attempt_of(&ev))
+                    && let Some(v) = engine::scope_violation(&b.verified.scope, &attempt)
                 {
                     details["clause"] = json!(v.clause);
                     details["attempted"] = json!(v.attempted);
@@ -1088,27 +1119,30 @@ impl Daemon {
         let last = self.last_counters;
         for (i, (&n, &before)) in now.iter().zip(last.iter()).enumerate() {
             if n > before {
-                self.metrics.kernel_loss(counter::NAMES[i], n - before);
-                warn!(
-                    counter = counter::NAMES[i],
-                    total = n,
-                    new = n - before,
-                    "kernel-side loss or error"
-                );
-                // Losses (a full ring buffer or map) are alerted; read errors leave a field
-                // empty in an event that is still delivered: metric and log only.
-                if i as u32 == counter::READ_ERROR {
-                    continue;
-                }
-                let reason = format!(
-                    "kernel-side loss: {} +{} (total {n}); events are missing",
-                    counter::NAMES[i],
-                    n - before
-                );
+                let name = loader::counter_name(i as u32);
+                self.metrics.kernel_loss(&name, n - before);
+                warn!(counter = %name, total = n, new = n - before, "kernel-side loss or error");
+                // Losses (a full ring buffer or map) and actions the kernel could not judge
+                // are alerted; read errors leave a field empty in an event that is still
+                // delivered: metric and log only.
+                let (kind, what) = match i as u32 {
+                    counter::READ_ERROR => continue,
+                    counter::UNJUDGED => (
+                        "unjudged-actions",
+                        "the kernel could not judge these actions; their verdict was the unjudged posture",
+                    ),
+                    counter::TRACKED_FULL | counter::PENDING_FULL => (
+                        "events-lost",
+                        "a kernel map was full; the calls it could not hold were judged as unjudged",
+                    ),
+                    _ => ("events-lost", "records did not fit in their ring; the verdicts still applied"),
+                };
+                let reason = format!("kernel-side: {name} +{} (total {n}); {what}", n - before);
+                let hook = (i as u32).checked_sub(counter::LOST).and_then(agent_common::hook::name);
                 self.alert_system(
-                    "events-lost",
+                    kind,
                     &reason,
-                    json!({"kernel_counter": counter::NAMES[i], "new": n - before, "total": n}),
+                    json!({"kernel_counter": name, "hook": hook, "new": n - before, "total": n}),
                 );
             }
         }
@@ -1331,6 +1365,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut drain = tokio::time::interval(DRAIN_EVERY);
+    // A ring past its fill watermark wakes the daemon at once (below it, the timer drains).
+    let wake = RingWake::new(&d.probes.rings)?;
     let mut counters = tokio::time::interval(COUNTERS_EVERY);
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
     refresh.tick().await;
@@ -1340,6 +1376,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = drain.tick() => d.drain()?,
+            _ = wake.any() => d.drain()?,
             _ = fold.tick() => d.fold_tick(false),
             _ = counters.tick() => d.check_counters(),
             _ = refresh.tick() => d.refresh_tasks(),
@@ -1378,6 +1415,46 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "{detached}"
     );
     Ok(())
+}
+
+/// Wakeups from the record rings: each ring's fd (a duplicate, owned here) registered with
+/// the reactor. The kernel wakes a reader only when a ring fills past its watermark
+/// (agent_common::RING_WAKE_BYTES); records below it wait for the drain timer.
+struct RingWake(Vec<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>);
+
+impl RingWake {
+    fn new(rings: &[aya::maps::RingBuf<aya::maps::MapData>]) -> anyhow::Result<RingWake> {
+        use std::os::fd::AsFd;
+        let mut out = Vec::new();
+        for r in rings {
+            let fd = r.as_fd().try_clone_to_owned().context("duplicating a ring buffer fd")?;
+            // SAFETY: the OwnedFd is moved into the AsyncFd and stays open, unchanged, for
+            // its whole life.
+            let fd = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            }
+            .map_err(|e| anyhow::anyhow!("registering a ring buffer with the reactor: {}", e.into_parts().1))?;
+            out.push(fd);
+        }
+        Ok(RingWake(out))
+    }
+
+    /// Resolves when a ring says it has records (its readiness cleared: the caller drains).
+    async fn any(&self) {
+        let mut waits: Vec<_> = self.0.iter().map(|f| Box::pin(f.readable())).collect();
+        let ready = std::future::poll_fn(|cx| {
+            for w in waits.iter_mut() {
+                if let std::task::Poll::Ready(r) = w.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(r);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        if let Ok(mut guard) = ready {
+            guard.clear_ready();
+        }
+    }
 }
 
 /// The first guardrail with `pods:`, if any.

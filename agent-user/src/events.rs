@@ -3,9 +3,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
-    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, file_hook, file_op, flags,
-    kind, net_op, path_source, walk,
+    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, UnixEvent, UringEvent,
+    contain::{S_IFBLK, S_IFCHR, S_IFMT, S_IFREG},
+    file_hook, file_op, flags, hook, kind, net_op, path_source, unix_name, unix_op, uring_op, walk,
 };
+
+use crate::credentials::scope::Grant;
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,6 +44,8 @@ pub struct Actor {
     pub kernel: crate::contain::KernelVerdict,
     /// The pod guardrail set the kernel judged by (agent_common::Tracked::guard_set).
     pub guard_set: u32,
+    /// The program that made the record (agent_common::hook).
+    pub hook: u32,
 }
 
 /// A path as reported, with how much the kernel vouches for it.
@@ -50,7 +55,8 @@ pub struct ReportedPath {
     pub path: String,
     pub raw: Vec<u8>,
     pub origin: PathOrigin,
-    /// Leading components or the name were cut (buffer limits): `path` is incomplete.
+    /// Leading components or the name were cut (buffer limits), or the walk reached no root
+    /// of the process's mount namespace: `path` names no file a rule could mean.
     pub truncated: bool,
 }
 
@@ -92,6 +98,13 @@ pub enum FileOp {
     /// A new file (O_CREAT open or mknod) refused by the BPF LSM path_mknod hook, with no
     /// syscall record to carry it.
     Create,
+    /// A device node, FIFO or socket file made by mknod.
+    Mknod,
+    /// An extended attribute (capability, security label, ACL) set or removed.
+    SetXattr,
+    RemoveXattr,
+    /// The file's times changed.
+    Utimes,
 }
 
 impl FileOp {
@@ -108,6 +121,10 @@ impl FileOp {
             file_op::CHMOD => FileOp::Chmod,
             file_op::CHOWN => FileOp::Chown,
             file_op::CREATE => FileOp::Create,
+            file_op::MKNOD => FileOp::Mknod,
+            file_op::SETXATTR => FileOp::SetXattr,
+            file_op::REMOVEXATTR => FileOp::RemoveXattr,
+            file_op::UTIMES => FileOp::Utimes,
             other => {
                 return Err(DecodeError::BadValue {
                     what: "file op",
@@ -130,7 +147,84 @@ impl FileOp {
             FileOp::Chmod => "chmod",
             FileOp::Chown => "chown",
             FileOp::Create => "create",
+            FileOp::Mknod => "mknod",
+            FileOp::SetXattr => "setxattr",
+            FileOp::RemoveXattr => "removexattr",
+            FileOp::Utimes => "utimes",
         }
+    }
+
+    /// Does the operation change the file it names itself (its content or attributes),
+    /// rather than a name in a directory? Those are judged by what the file is (a device
+    /// node as its device).
+    pub fn changes_object(self) -> bool {
+        matches!(
+            self,
+            FileOp::OpenWrite
+                | FileOp::Truncate
+                | FileOp::Chmod
+                | FileOp::Chown
+                | FileOp::SetXattr
+                | FileOp::RemoveXattr
+                | FileOp::Utimes
+        )
+    }
+}
+
+/// The inode a file operation acted on, as the kernel judged it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Object {
+    pub kind: ObjectKind,
+    /// Hard links to it.
+    pub nlink: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    /// A device node: judged as the device (`/dev/char/M:m`, `/dev/block/M:m`).
+    Device { block: bool, major: u32, minor: u32 },
+}
+
+impl Object {
+    fn from_wire(o: &agent_common::Object) -> Option<Object> {
+        if o.mode == 0 {
+            return None;
+        }
+        let kind = match o.mode & S_IFMT {
+            S_IFCHR | S_IFBLK => ObjectKind::Device {
+                block: o.mode & S_IFMT == S_IFBLK,
+                major: o.rdev >> 20,
+                minor: o.rdev & 0xf_ffff,
+            },
+            agent_common::contain::S_IFDIR => ObjectKind::Directory,
+            agent_common::contain::S_IFLNK => ObjectKind::Symlink,
+            agent_common::contain::S_IFIFO => ObjectKind::Fifo,
+            agent_common::contain::S_IFSOCK => ObjectKind::Socket,
+            S_IFREG => ObjectKind::Regular,
+            _ => ObjectKind::Regular,
+        };
+        Some(Object { kind, nlink: o.nlink })
+    }
+
+    /// The path a device is judged as (the kernel's `contain::device_path`).
+    pub fn device_path(&self) -> Option<String> {
+        match self.kind {
+            ObjectKind::Device { block, major, minor } => Some(format!(
+                "/dev/{}/{major}:{minor}",
+                if block { "block" } else { "char" }
+            )),
+            _ => None,
+        }
+    }
+
+    /// A regular file with more than one name: the kernel could not judge it by the one used.
+    pub fn multiply_linked(&self) -> bool {
+        self.kind == ObjectKind::Regular && self.nlink > 1
     }
 }
 
@@ -138,6 +232,64 @@ impl FileOp {
 pub enum NetOp {
     Connect,
     Send,
+    /// A bind to a local port (a service being set up).
+    Bind,
+    /// A listen on a local port.
+    Listen,
+    /// An accepted inbound connection (`addr`:`port` is the peer).
+    Accept,
+}
+
+impl NetOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetOp::Connect => "connect",
+            NetOp::Send => "send",
+            NetOp::Bind => "bind",
+            NetOp::Listen => "listen",
+            NetOp::Accept => "accept",
+        }
+    }
+
+    /// Is it judged against the `listen` clause (by the local address and port)?
+    pub fn is_listen(self) -> bool {
+        matches!(self, NetOp::Bind | NetOp::Listen | NetOp::Accept)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnixOp {
+    Connect,
+    /// A datagram to a named peer.
+    Send,
+}
+
+/// How the peer of a Unix connect or send was named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnixPeer {
+    /// The peer's socket file, as the kernel resolved the name.
+    File(ReportedPath),
+    /// An abstract name (without its leading NUL).
+    Abstract(String),
+    /// A path as the caller gave it, not resolved (a datagram judged before the lookup).
+    AsGiven(String),
+}
+
+impl UnixPeer {
+    /// What the rules judge: the socket file's path, `@name`, or the path given.
+    pub fn judged_name(&self) -> String {
+        match self {
+            UnixPeer::File(p) => p.path.clone(),
+            UnixPeer::Abstract(n) => format!("@{n}"),
+            UnixPeer::AsGiven(p) => p.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UringOp {
+    Setup,
+    Enter,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,11 +350,36 @@ pub enum Event {
         actor: Actor,
         op: NetOp,
         transport: Transport,
-        /// IPv4-mapped IPv6 destinations are reported as IPv4.
+        /// The remote address (connect, send, accept) or the local one (bind, listen);
+        /// IPv4-mapped IPv6 addresses are reported as IPv4.
         addr: IpAddr,
         port: u16,
-        /// Seen by the BPF LSM socket_connect hook (else by a cgroup sock_addr hook).
+        /// Accept: the local port the connection came in on.
+        local_port: u16,
+        /// Seen by a BPF LSM hook (else by a cgroup hook or a syscall tracepoint).
         via_lsm: bool,
+    },
+    /// A socket of a kind that must be granted (raw, packet, ICMP, vsock) was created.
+    Socket {
+        actor: Actor,
+        kind: Grant,
+        family: u8,
+        sock_type: u8,
+        protocol: u8,
+    },
+    /// A connect or send to a Unix socket.
+    Unix {
+        actor: Actor,
+        op: UnixOp,
+        sock_type: u8,
+        peer: UnixPeer,
+    },
+    /// An io_uring ring created (setup) or driven (enter), where no BPF LSM hook judges its
+    /// operations.
+    Uring {
+        actor: Actor,
+        op: UringOp,
+        fd: i32,
     },
     File {
         actor: Actor,
@@ -222,6 +399,8 @@ pub enum Event {
         /// The BPF LSM hook that judged the operation before it happened (`lsm/file_open`,
         /// `lsm/path_unlink`, ...); None: judged at the syscall's exit and by the daemon.
         lsm: Option<&'static str>,
+        /// The file the operation acted on, as the kernel judged it (None: not looked at).
+        object: Option<Object>,
     },
 }
 
@@ -234,18 +413,57 @@ impl Event {
     }
 
     pub fn mechanism(&self) -> &'static str {
+        let h = self.actor().hook;
         match self {
             Event::Exec { via_lsm: true, .. } => "lsm/bprm_check_security",
-            Event::Exec { failed: Some(_), .. } => "tracepoint/syscalls/sys_exit_execve",
-            Event::Exec { .. } => "tracepoint/sched_process_exec",
-            Event::Fork { .. } => "raw_tp/sched_process_fork",
-            Event::Exit { .. } => "tracepoint/sched_process_exit",
-            Event::Net { via_lsm: true, .. } => "lsm/socket_connect",
-            Event::Net { op: NetOp::Connect, .. } => "cgroup_sock_addr/connect",
-            Event::Net { op: NetOp::Send, .. } => "cgroup_sock_addr/sendmsg",
             Event::File { lsm: Some(hook), .. } => hook,
-            Event::File { .. } => "tracepoint/syscalls",
+            Event::Net { op, .. } if h == hook::LSM_SOCKET => match op {
+                NetOp::Listen => "lsm/socket_listen",
+                _ => "lsm/socket_create",
+            },
+            Event::Socket { .. } if h == hook::LSM_SOCKET => "lsm/socket_create",
+            Event::Socket { .. } if h == hook::SOCKET_SYSCALL => "tracepoint/syscalls/sys_enter_socket",
+            Event::Unix { op: UnixOp::Connect, .. } if h == hook::LSM_UNIX => "lsm/unix_stream_connect",
+            Event::Unix { op: UnixOp::Send, .. } if h == hook::LSM_UNIX => "lsm/unix_may_send",
+            Event::Unix { op: UnixOp::Connect, .. } => "tracepoint/syscalls/sys_exit_connect",
+            Event::Unix { op: UnixOp::Send, .. } => "tracepoint/syscalls/sys_enter_sendmsg",
+            Event::Net { op: NetOp::Listen, .. } if h == hook::SOCKET_SYSCALL => "tracepoint/syscalls/sys_exit_listen",
+            Event::Net { op: NetOp::Accept, .. } => "tracepoint/syscalls/sys_exit_accept",
+            Event::Uring { op: UringOp::Setup, .. } => "tracepoint/syscalls/sys_enter_io_uring_setup",
+            Event::Uring { op: UringOp::Enter, .. } => "tracepoint/syscalls/sys_enter_io_uring_enter",
+            _ => hook::name(h).unwrap_or("unknown"),
         }
+    }
+
+    /// Why the action could not be judged, when it could not: the kernel said so, or it
+    /// left to the daemon a name it had cut short (a name longer than it copies is never
+    /// judged by what it starts with).
+    pub fn unjudged_reason(&self) -> Option<&'static str> {
+        let kv = self.actor().kernel;
+        let (path, object) = match self {
+            Event::File { path, object, .. } => (Some(path), *object),
+            Event::Exec { exe, .. } => (Some(exe), None),
+            Event::Unix {
+                peer: UnixPeer::File(p),
+                ..
+            } => (Some(p), None),
+            _ => (None, None),
+        };
+        let truncated = path.is_some_and(|p| p.truncated);
+        if kv.unjudged {
+            return Some(if object.is_some_and(|o| o.multiply_linked()) {
+                "the file has more than one hard link and the kernel can name only the one used"
+            } else if truncated {
+                "the path is incomplete: too long, unreadable, or outside the process's mount namespace"
+            } else {
+                match self {
+                    Event::Unix { .. } => "the socket's name could not be read or is ambiguous",
+                    Event::Fork { .. } | Event::Exec { .. } => "the tracked-process map is full",
+                    _ => "what the kernel needed could not be read, or a map was full",
+                }
+            });
+        }
+        (kv.undecided && truncated).then_some("the name is longer than the kernel copies")
     }
 
     pub fn actor(&self) -> &Actor {
@@ -253,6 +471,9 @@ impl Event {
             Event::Exec { actor, .. }
             | Event::Exit { actor, .. }
             | Event::Net { actor, .. }
+            | Event::Socket { actor, .. }
+            | Event::Unix { actor, .. }
+            | Event::Uring { actor, .. }
             | Event::File { actor, .. } => actor,
             Event::Fork { parent, .. } => parent,
         }
@@ -291,7 +512,28 @@ fn actor(h: &Header) -> Actor {
         task_expired: h.flags & flags::TASK_EXPIRED != 0,
         kernel: crate::contain::KernelVerdict::from_bits(h.verdict),
         guard_set: h.guard_set,
+        hook: h.hook,
     }
+}
+
+/// The address of a NetEvent, IPv4-mapped IPv6 as IPv4.
+fn net_addr(family: u8, addr: [u8; 16]) -> Result<IpAddr, DecodeError> {
+    Ok(match family as i32 {
+        libc::AF_INET => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        libc::AF_INET6 => {
+            let v6 = Ipv6Addr::from(addr);
+            match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            }
+        }
+        other => {
+            return Err(DecodeError::BadValue {
+                what: "address family",
+                value: other as u64,
+            });
+        }
+    })
 }
 
 /// Decodes one ring-buffer record.
@@ -300,6 +542,12 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError::Short(buf.len()));
     }
     let h: Header = read(buf, 0)?;
+    if hook::name(h.hook).is_none() {
+        return Err(DecodeError::BadValue {
+            what: "hook",
+            value: h.hook as u64,
+        });
+    }
     match h.kind {
         kind::EXEC => {
             let e: ExecEvent = read(buf, h.kind)?;
@@ -375,25 +623,25 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             let op = match e.op {
                 net_op::CONNECT => NetOp::Connect,
                 net_op::SENDMSG => NetOp::Send,
+                net_op::BIND => NetOp::Bind,
+                net_op::LISTEN => NetOp::Listen,
+                net_op::ACCEPT => NetOp::Accept,
+                net_op::SOCKET => {
+                    let kind = Grant::from_kind(e.sock_kind).ok_or(DecodeError::BadValue {
+                        what: "socket kind",
+                        value: e.sock_kind as u64,
+                    })?;
+                    return Ok(Event::Socket {
+                        actor: actor(&e.header),
+                        kind,
+                        family: e.family,
+                        sock_type: e.sock_type,
+                        protocol: e.protocol,
+                    });
+                }
                 other => {
                     return Err(DecodeError::BadValue {
                         what: "net op",
-                        value: other as u64,
-                    });
-                }
-            };
-            let addr = match e.family as i32 {
-                libc::AF_INET => IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3])),
-                libc::AF_INET6 => {
-                    let v6 = Ipv6Addr::from(e.addr);
-                    match v6.to_ipv4_mapped() {
-                        Some(v4) => IpAddr::V4(v4),
-                        None => IpAddr::V6(v6),
-                    }
-                }
-                other => {
-                    return Err(DecodeError::BadValue {
-                        what: "address family",
                         value: other as u64,
                     });
                 }
@@ -409,9 +657,60 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 actor: actor(&e.header),
                 op,
                 transport,
-                addr,
+                addr: net_addr(e.family, e.addr)?,
                 port: e.port,
+                local_port: e.local_port,
                 via_lsm: e.header.flags & flags::VIA_LSM != 0,
+            })
+        }
+        kind::UNIX => {
+            let e: UnixEvent = read(buf, h.kind)?;
+            let op = match e.op {
+                unix_op::CONNECT => UnixOp::Connect,
+                unix_op::SEND => UnixOp::Send,
+                other => {
+                    return Err(DecodeError::BadValue {
+                        what: "unix op",
+                        value: other as u64,
+                    });
+                }
+            };
+            let name = &e.name[..(e.name_len as usize).min(e.name.len())];
+            let text = String::from_utf8_lossy(name).into_owned();
+            let peer = match e.naming {
+                unix_name::RESOLVED => UnixPeer::File(walked_only(&e.peer)),
+                unix_name::ABSTRACT => UnixPeer::Abstract(text),
+                unix_name::AS_GIVEN => UnixPeer::AsGiven(text),
+                other => {
+                    return Err(DecodeError::BadValue {
+                        what: "unix naming",
+                        value: other as u64,
+                    });
+                }
+            };
+            Ok(Event::Unix {
+                actor: actor(&e.header),
+                op,
+                sock_type: e.sock_type,
+                peer,
+            })
+        }
+        kind::URING => {
+            let e: UringEvent = read(buf, h.kind)?;
+            let op = match e.op {
+                uring_op::SETUP => UringOp::Setup,
+                uring_op::ENTER => UringOp::Enter,
+                other => {
+                    return Err(DecodeError::BadValue {
+                        what: "io_uring op",
+                        value: other as u64,
+                    });
+                }
+            };
+            Ok(Event::Uring {
+                actor: actor(&e.header),
+                op,
+                fd: e.fd,
             })
         }
         kind::FILE => {
@@ -443,11 +742,15 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 } else {
                     None
                 },
+                object: Object::from_wire(&e.obj),
             })
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
+
+/// Walk flags that leave a path naming no file a rule could mean.
+const INCOMPLETE: u16 = walk::TRUNCATED | walk::READ_ERROR | walk::DETACHED;
 
 fn walked_only(w: &agent_common::WalkedPath) -> ReportedPath {
     let bytes = w.bytes().to_vec();
@@ -455,7 +758,7 @@ fn walked_only(w: &agent_common::WalkedPath) -> ReportedPath {
         path: String::from_utf8_lossy(&bytes).into_owned(),
         raw: bytes,
         origin: PathOrigin::KernelObject,
-        truncated: w.flags & (walk::TRUNCATED | walk::READ_ERROR) != 0,
+        truncated: w.flags & INCOMPLETE != 0,
     }
 }
 
@@ -484,7 +787,7 @@ fn file_path(p: &FilePath) -> Result<Option<ReportedPath>, DecodeError> {
                 path: String::from_utf8_lossy(&joined).into_owned(),
                 raw: joined,
                 origin: PathOrigin::KernelDirAndName,
-                truncated: p.raw_truncated != 0 || p.walked.flags & (walk::TRUNCATED | walk::READ_ERROR) != 0,
+                truncated: p.raw_truncated != 0 || p.walked.flags & INCOMPLETE != 0,
             }))
         }
         other => Err(DecodeError::BadValue {
@@ -519,6 +822,13 @@ mod tests {
     use agent_common::{WALK_BUF, WALK_MAIN, WalkedPath};
 
     fn header(kind: u32) -> Header {
+        let hook = match kind {
+            kind::FILE => hook::FILE_SYSCALL,
+            kind::NET => hook::CGROUP_CONNECT,
+            kind::FORK => hook::SCHED_FORK,
+            kind::EXIT => hook::SCHED_EXIT,
+            _ => hook::SCHED_EXEC,
+        };
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"bash");
         Header {
@@ -535,7 +845,7 @@ mod tests {
             task: 0,
             verdict: 0,
             guard_set: 0,
-            _pad: 0,
+            hook,
         }
     }
 
@@ -611,6 +921,7 @@ mod tests {
     fn a_refused_exec_names_the_file_asked_for() {
         let mut e: ExecEvent = unsafe { std::mem::zeroed() };
         e.header = header(kind::EXEC);
+        e.header.hook = hook::EXEC_SYSCALL;
         e.failed_errno = libc::EACCES as u32;
         e.exe = walked("/home/a/work");
         e.filename[..9].copy_from_slice(b"./bin/run");

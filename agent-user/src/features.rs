@@ -40,6 +40,8 @@ pub struct Features {
     pub bpf_lsm: Probe,
     pub fentry: Probe,
     pub cgroup_sock_addr: Probe,
+    /// The cgroup sock_create hook (IP socket creation), where no BPF LSM socket hook is.
+    pub cgroup_sock: Probe,
     pub ring_buffer: Probe,
     pub send_signal: Probe,
     /// Landlock ABI version for unprivileged self-restriction (None: no Landlock).
@@ -117,9 +119,9 @@ impl KernelReport {
 }
 
 /// The mechanism per hook, given the hook groups where BPF LSM is in effect (`exec`,
-/// `file_write`, `file_names`, `file_owner`, `connect`) and whether bpf_send_signal is
-/// allowed.
-pub fn hook_mechanisms(lsm: &[&str], send_signal: bool) -> Vec<HookMechanism> {
+/// `file_write`, `file_names`, `file_owner`, `file_attrs`, `connect`, `sockets`, `unix`, ...),
+/// whether bpf_send_signal is allowed and what else was attached (agent_common::feature).
+pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<HookMechanism> {
     let on = |what: &str| lsm.contains(&what);
     let kill_or_none = |kill: &str| {
         if send_signal {
@@ -167,6 +169,95 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool) -> Vec<HookMechanism> {
             "cgroup_sock_addr/sendmsg4,sendmsg6",
             "deny (-EPERM before the datagram is sent)".into(),
         ),
+        if on("file_attrs") {
+            hook(
+                "file_attrs",
+                if on("file_acls") {
+                    "lsm/inode_setxattr, inode_removexattr, inode_set_acl, inode_remove_acl, inode_setattr (times)"
+                } else {
+                    "lsm/inode_setxattr, inode_removexattr, inode_setattr (times)"
+                },
+                "deny before the change (-EPERM); a target the hook cannot place in a mount is refused (fail closed)"
+                    .into(),
+            )
+        } else {
+            hook(
+                "file_attrs",
+                "tracepoint/syscalls",
+                kill_or_none("judged at the syscall's exit (fd calls) or by the daemon (names), killed after the fact"),
+            )
+        },
+        if on("unix") {
+            hook(
+                "unix",
+                "lsm/unix_stream_connect, lsm/unix_may_send",
+                "deny (-EPERM) on the peer the kernel resolved, before the connection or datagram".into(),
+            )
+        } else {
+            hook(
+                "unix",
+                "tracepoint/syscalls/connect (resolved peer), sendto/sendmsg (name given)",
+                kill_or_none(
+                    "kill: a connect once made, before any byte is sent; a datagram to a named socket after it is sent",
+                ),
+            )
+        },
+        if on("sockets") {
+            hook(
+                "socket_create",
+                "lsm/socket_create",
+                "deny (-EPERM) raw, packet, ICMP and vsock sockets not granted".into(),
+            )
+        } else {
+            hook(
+                "socket_create",
+                if attached & agent_common::feature::CGROUP_SOCK != 0 {
+                    "cgroup_sock/sock_create (IP), tracepoint/syscalls/sys_enter_socket (packet, vsock)"
+                } else {
+                    "tracepoint/syscalls/sys_enter_socket"
+                },
+                if attached & agent_common::feature::CGROUP_SOCK != 0 {
+                    format!(
+                        "deny (-EPERM) raw and ICMP sockets not granted; packet and vsock: {}",
+                        kill_or_none("kill before the socket reaches the caller")
+                    )
+                } else {
+                    kill_or_none("kill before the socket reaches the caller")
+                },
+            )
+        },
+        hook(
+            "listen",
+            if on("sockets") {
+                "cgroup_sock_addr/bind4,bind6, lsm/socket_listen, tracepoint/syscalls/sys_exit_accept"
+            } else {
+                "cgroup_sock_addr/bind4,bind6, tracepoint/syscalls/sys_exit_listen, sys_exit_accept"
+            },
+            if on("sockets") {
+                format!(
+                    "deny binds and listens (-EPERM); accepted connections: {}",
+                    kill_or_none("kill after the accept")
+                )
+            } else {
+                format!(
+                    "deny binds (-EPERM); listens on a port the kernel picks and accepts: {}",
+                    kill_or_none("kill after the call")
+                )
+            },
+        ),
+        if on("file_names") {
+            hook(
+                "io_uring",
+                "the BPF LSM hooks (each operation a ring performs)",
+                "as the operations' own hooks".into(),
+            )
+        } else {
+            hook(
+                "io_uring",
+                "tracepoint/syscalls/sys_enter_io_uring_setup, sys_enter_io_uring_enter",
+                kill_or_none("kill before a ring not granted is used"),
+            )
+        },
     ]
 }
 
@@ -310,7 +401,7 @@ mod tests {
     }
 
     fn without_lsm_files() -> Vec<HookMechanism> {
-        hook_mechanisms(&["exec", "connect"], true)
+        hook_mechanisms(&["exec", "connect"], true, 0)
     }
 
     #[test]
@@ -319,7 +410,7 @@ mod tests {
             let x = hooks.iter().find(|x| x.hook == h).expect(h);
             (x.mechanism.clone(), x.enforcement.clone())
         };
-        let with_lsm = hook_mechanisms(&["exec", "file_write", "file_names", "file_owner", "connect"], true);
+        let with_lsm = hook_mechanisms(&["exec", "file_write", "file_names", "file_owner", "connect"], true, 0);
         assert!(m(&with_lsm, "exec").0.starts_with("lsm/bprm_check_security"));
         assert!(m(&with_lsm, "exec").1.starts_with("deny before exec"));
         assert!(m(&with_lsm, "file_write").0.starts_with("lsm/file_open"));
@@ -329,12 +420,12 @@ mod tests {
             "deny before the operation (-EPERM from the LSM hooks)"
         );
         // Without the path hooks, only opens are refused; the rest is killed after the fact.
-        let opens_only = hook_mechanisms(&["exec", "file_write", "connect"], true);
+        let opens_only = hook_mechanisms(&["exec", "file_write", "connect"], true, 0);
         assert!(!m(&opens_only, "file_write").0.contains("path_"));
         assert!(m(&opens_only, "file_write").1.contains("killed after the fact"));
         assert!(m(&opens_only, "file_write").1.contains("O_CREAT refused by file_open"));
         // Without path_chown (kernels before 6.0), chown alone is judged at the exit.
-        let no_owner = hook_mechanisms(&["exec", "file_write", "file_names", "connect"], true);
+        let no_owner = hook_mechanisms(&["exec", "file_write", "file_names", "connect"], true, 0);
         let (mech, enf) = m(&no_owner, "file_write");
         assert!(
             mech.contains("lsm/path_* (create,") && !mech.contains("chown)"),
@@ -345,23 +436,49 @@ mod tests {
             "{enf}"
         );
         // Path hooks without file_open: write-opens of existing files are judged at the exit.
-        let names_only = hook_mechanisms(&["file_names", "file_owner"], true);
+        let names_only = hook_mechanisms(&["file_names", "file_owner"], true, 0);
         assert!(m(&names_only, "file_write").1.contains("write-opens of existing files"));
         let (mech, enf) = m(&without_lsm_files(), "file_write");
         assert_eq!(mech, "tracepoint/syscalls");
         assert!(enf.starts_with("kill at the syscall's exit"), "{enf}");
         assert_eq!(m(&with_lsm, "connect").0, "lsm/socket_connect");
-        let without = hook_mechanisms(&[], true);
+        let without = hook_mechanisms(&[], true, 0);
         assert_eq!(m(&without, "exec").0, "tracepoint/sched/sched_process_exec");
         assert!(m(&without, "exec").1.starts_with("kill right after exec"));
         assert_eq!(m(&without, "connect").0, "cgroup_sock_addr/connect4,connect6");
-        let no_signal = hook_mechanisms(&[], false);
+        let no_signal = hook_mechanisms(&[], false, 0);
         assert!(m(&no_signal, "exec").1.starts_with("none"));
         assert!(m(&no_signal, "file_write").1.starts_with("none"));
         assert_eq!(
             with_lsm.iter().map(|h| h.hook).collect::<Vec<_>>(),
-            ["lineage", "exec", "file_write", "connect", "send"]
+            [
+                "lineage",
+                "exec",
+                "file_write",
+                "connect",
+                "send",
+                "file_attrs",
+                "unix",
+                "socket_create",
+                "listen",
+                "io_uring"
+            ]
         );
+        // The channels beyond connect and write: refused before where BPF LSM hooks are,
+        // killed (and said to be after the fact where they are) otherwise.
+        let all = hook_mechanisms(
+            &["exec", "file_write", "file_names", "file_attrs", "connect", "sockets", "unix"],
+            true,
+            0,
+        );
+        assert_eq!(m(&all, "unix").0, "lsm/unix_stream_connect, lsm/unix_may_send");
+        assert!(m(&all, "unix").1.starts_with("deny"));
+        assert!(m(&all, "socket_create").1.starts_with("deny"));
+        assert!(m(&all, "io_uring").0.contains("BPF LSM hooks"));
+        assert!(m(&without, "unix").1.contains("after it is sent"), "{:?}", m(&without, "unix"));
+        assert!(m(&without, "io_uring").1.starts_with("kill before"));
+        let cgroup_sock = hook_mechanisms(&[], true, agent_common::feature::CGROUP_SOCK);
+        assert!(m(&cgroup_sock, "socket_create").1.starts_with("deny (-EPERM) raw and ICMP"));
     }
 
     #[test]
@@ -369,6 +486,7 @@ mod tests {
         let r = KernelReport {
             kernel: "6.1.0".into(),
             features: Features {
+                cgroup_sock: Probe::yes("test"),
                 bpf_lsm: Probe::no("load: EPERM"),
                 fentry: Probe::no("load: EPERM"),
                 cgroup_sock_addr: Probe::yes("loaded"),

@@ -55,6 +55,8 @@ pub mod need {
     pub const PATHS: u32 = degraded::PATHS;
     pub const EXE_INODE: u32 = degraded::EXE_INODE;
     pub const CGROUP: u32 = degraded::CGROUP;
+    pub const OBJECT: u32 = degraded::OBJECT;
+    pub const SOCKETS: u32 = degraded::SOCKETS;
     /// The BPF LSM file_open hook (else write-opens are seen by syscall tracepoints).
     pub const LSM_FILE: u32 = 1 << 16;
     /// The BPF LSM socket_connect hook (else connects are seen by cgroup hooks).
@@ -64,6 +66,12 @@ pub mod need {
     /// The BPF LSM path hooks (path_mknod, path_unlink, path_rename, ...; else name-based
     /// file operations are judged at the syscall's exit and by the daemon).
     pub const LSM_PATH: u32 = 1 << 19;
+    /// The BPF LSM inode hooks (extended attributes, ACLs, times: else judged after the
+    /// fact).
+    pub const LSM_INODE: u32 = 1 << 20;
+    /// A walk that tells a detached tree from the process's own (else such paths are taken
+    /// as they read).
+    pub const NS_ROOT: u32 = 1 << 21;
     /// The bits the BPF programs read from `Config::degraded`.
     pub const KERNEL_MASK: u32 = 0xffff;
 }
@@ -116,6 +124,26 @@ const NEEDS: &[(u32, &str, &str)] = &[
         "BPF LSM socket_connect",
         "connects are observed by cgroup sock_addr hooks instead",
     ),
+    (
+        need::OBJECT,
+        "object judgement",
+        "writes are judged by the name used: a device node by its path, not its device, and a file with several hard links by the link used",
+    ),
+    (
+        need::SOCKETS,
+        "socket details",
+        "Unix connects and sends, listens and accepted connections are not judged where BPF LSM is not in effect",
+    ),
+    (
+        need::LSM_INODE,
+        "BPF LSM inode hooks",
+        "extended attributes, ACLs and file times are judged after the fact instead of refused",
+    ),
+    (
+        need::NS_ROOT,
+        "mount namespace root",
+        "a path under a detached mount tree is judged as it reads from that tree's root",
+    ),
 ];
 
 /// Struct field offsets, with what this kernel lacks.
@@ -125,6 +153,23 @@ pub struct ResolvedOffsets {
     /// OR of the [`need`] bits of every missing field.
     pub degraded: u32,
     pub degradations: Vec<Degradation>,
+    /// Parameter counts of the BPF LSM hooks whose prototype changed across kernels
+    /// ([`VARIANT_HOOKS`]); a hook this kernel lacks is absent.
+    pub hook_params: std::collections::BTreeMap<&'static str, u32>,
+}
+
+/// BPF LSM hooks with one program per prototype (the loader picks by parameter count).
+pub const VARIANT_HOOKS: [&str; 4] = ["path_rename", "inode_setxattr", "inode_removexattr", "inode_setattr"];
+
+/// The kernel's view of the running kernel: `CONFIG`, what is degraded, and the hook
+/// prototypes the loader needs.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub config: Config,
+    pub degradations: Vec<Degradation>,
+    /// Every [`need`] bit of a missing field (the kernel-visible ones are in the config).
+    pub degraded: u32,
+    pub hook_params: std::collections::BTreeMap<&'static str, u32>,
 }
 
 /// Resolves every field the programs read through `lookup(struct, field)`. A missing field
@@ -137,7 +182,21 @@ pub fn resolve_offsets(
 ) -> Result<ResolvedOffsets, LayoutError> {
     // kernfs_node.parent was renamed `__parent` in 6.15 (RCU-protected since); same meaning.
     let kernfs_parent = lookup("kernfs_node", "__parent").ok();
+    // inode.i_nlink is a const view of `__i_nlink` (one union); either gives the offset.
+    let i_nlink = lookup("inode", "__i_nlink").ok();
     let mut missing: Vec<(u32, String)> = Vec::new();
+    let params: std::collections::BTreeMap<&'static str, u32> = VARIANT_HOOKS
+        .iter()
+        .filter_map(|h| hook_params(h).ok().map(|n| (*h, n)))
+        .collect();
+    // The previous verdict of path_rename follows the hook's parameters.
+    let path_rename_ret = match hook_params("path_rename") {
+        Ok(n) => n,
+        Err(reason) => {
+            missing.push((need::LSM_PATH, format!("bpf_lsm_path_rename: {reason}")));
+            ABSENT
+        }
+    };
     let mut core_missing: Vec<String> = Vec::new();
     let mut get = |ty: &str, field: &str, needs: u32| -> u32 {
         match lookup(ty, field) {
@@ -199,14 +258,36 @@ pub fn resolve_offsets(
             None => get("kernfs_node", "parent", CGROUP),
         },
         kernfs_node_id: get("kernfs_node", "id", CGROUP),
-        // The previous verdict follows the hook's parameters.
-        path_rename_ret: match hook_params("path_rename") {
-            Ok(n) => n,
-            Err(reason) => {
-                missing.push((LSM_PATH, format!("bpf_lsm_path_rename: {reason}")));
-                ABSENT
-            }
+        path_rename_ret,
+        inode_i_mode: get("inode", "i_mode", OBJECT),
+        inode_i_rdev: get("inode", "i_rdev", OBJECT),
+        inode_i_nlink: match i_nlink {
+            Some(o) => o,
+            None => get("inode", "i_nlink", OBJECT),
         },
+        dentry_d_inode: get("dentry", "d_inode", OBJECT),
+        dentry_d_sb: get("dentry", "d_sb", LSM_INODE),
+        vfsmount_mnt_sb: get("vfsmount", "mnt_sb", LSM_INODE),
+        file_private_data: get("file", "private_data", SOCKETS),
+        sock_family: get("sock_common", "skc_family", SOCKETS),
+        sock_type: get("sock", "sk_type", SOCKETS),
+        sock_num: get("sock_common", "skc_num", SOCKETS),
+        sock_dport: get("sock_common", "skc_dport", SOCKETS),
+        sock_daddr: get("sock_common", "skc_daddr", SOCKETS),
+        sock_rcv_saddr: get("sock_common", "skc_rcv_saddr", SOCKETS),
+        sock_v6_daddr: get("sock_common", "skc_v6_daddr", SOCKETS),
+        sock_v6_rcv_saddr: get("sock_common", "skc_v6_rcv_saddr", SOCKETS),
+        unix_path: get("unix_sock", "path", SOCKETS),
+        unix_addr: get("unix_sock", "addr", SOCKETS),
+        unix_peer: get("unix_sock", "peer", SOCKETS),
+        unix_address_len: get("unix_address", "len", SOCKETS),
+        unix_address_name: get("unix_address", "name", SOCKETS),
+        iattr_ia_valid: get("iattr", "ia_valid", LSM_INODE),
+        task_nsproxy: get("task_struct", "nsproxy", NS_ROOT),
+        nsproxy_mnt_ns: get("nsproxy", "mnt_ns", NS_ROOT),
+        mnt_ns_root: get("mnt_namespace", "root", NS_ROOT),
+        mount_mnt_mounts: get("mount", "mnt_mounts", LSM_INODE),
+        mount_mnt_child: get("mount", "mnt_child", LSM_INODE),
     };
     if !core_missing.is_empty() {
         return Err(LayoutError::Core(core_missing.join("; ")));
@@ -229,6 +310,7 @@ pub fn resolve_offsets(
         offsets,
         degraded,
         degradations,
+        hook_params: params,
     })
 }
 
@@ -350,7 +432,7 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointFields, LayoutErro
 }
 
 /// The complete CONFIG for the running kernel, and what it lacks.
-pub fn config(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<(Config, Vec<Degradation>, u32), LayoutError> {
+pub fn layout(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<Layout, LayoutError> {
     let r = offsets_from_btf(btf)?;
     let config = Config {
         off: r.offsets,
@@ -361,7 +443,12 @@ pub fn config(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<(Config, Vec
         select_free: [0; agent_common::select::KINDS],
         generation: 0,
     };
-    Ok((config, r.degradations, r.degraded))
+    Ok(Layout {
+        config,
+        degradations: r.degradations,
+        degraded: r.degraded,
+        hook_params: r.hook_params,
+    })
 }
 
 #[cfg(test)]

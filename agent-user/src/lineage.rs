@@ -278,7 +278,11 @@ impl ProcessTable {
                 self.collect();
                 key
             }
-            Event::Net { actor, .. } | Event::File { actor, .. } => self.ensure(actor, source),
+            Event::Net { actor, .. }
+            | Event::File { actor, .. }
+            | Event::Socket { actor, .. }
+            | Event::Unix { actor, .. }
+            | Event::Uring { actor, .. } => self.ensure(actor, source),
         }
     }
 
@@ -363,6 +367,7 @@ mod tests {
             task_expired: false,
             kernel: Default::default(),
             guard_set: 0,
+            hook: 0,
         }
     }
 

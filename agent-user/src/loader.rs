@@ -10,12 +10,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agent_common::{Config, Tracked, counter, syscalls};
+use agent_common::{Config, Tracked, counter, feature, syscalls};
 use aya::{
     Btf, Ebpf, EbpfLoader, Pod, VerifierLogLevel,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, FEntry, Lsm, ProgramError, RawTracePoint, TracePoint,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, FEntry, Lsm, ProgramError, RawTracePoint, TracePoint,
         links::{FdLink, PinnedLink},
         lsm::LsmLinkId,
     },
@@ -32,6 +32,8 @@ use crate::{
 };
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+/// The record rings (agent_common::RING_*_BYTES): exec and lineage, sockets, files.
+pub const RINGS: [&str; 3] = ["PROC_EVENTS", "NET_EVENTS", "FILE_EVENTS"];
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// The BPF object built into this binary (None when built without the BPF toolchain).
@@ -173,7 +175,8 @@ pub struct Probes {
     active: Array<MapData, u64>,
     _pinned: Vec<PinnedLink>,
     pub kept: Option<Kept>,
-    pub events: RingBuf<MapData>,
+    /// The record rings, in [`RINGS`] order.
+    pub rings: Vec<RingBuf<MapData>>,
     pub tracked: HashMap<MapData, u32, Tracked>,
     pub counters: PerCpuArray<MapData, u64>,
     /// cgroup id -> selector mask: the rule files' cgroups, and the cgroups of the pods that
@@ -201,7 +204,8 @@ impl Probes {
         self.active.get(&0, 0).ok()
     }
 
-    /// Sum over CPUs of each loss/error counter, in agent_common::counter order.
+    /// Sum over CPUs of each loss/error counter, in agent_common::counter order (named by
+    /// [`counter_name`]).
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
@@ -210,6 +214,15 @@ impl Probes {
             }
         }
         out
+    }
+}
+
+/// The name of kernel counter `index` in status, metrics and alerts: `tracked_full`,
+/// `pending_full`, `read_error`, `unjudged`, or `ringbuf_full:<hook>` for the per-hook losses.
+pub fn counter_name(index: u32) -> String {
+    match index.checked_sub(counter::LOST) {
+        None => counter::NAMES[index as usize].to_string(),
+        Some(h) => format!("ringbuf_full:{}", agent_common::hook::name(h).unwrap_or("unknown")),
     }
 }
 
@@ -352,12 +365,30 @@ fn load_sock_addr(ebpf: &mut Ebpf, name: &str) -> Result<(), LoadError> {
     p.load().map_err(prog_err(name))
 }
 
-/// Loads LSM program `name` for its hook (the program name, but for variants of one hook).
+/// The hook LSM program `name` attaches to: its name, but for the variants of a hook whose
+/// prototype changed (`path_rename4`, `inode_setxattr_old`, ...).
+fn lsm_hook_of(name: &str) -> &str {
+    name.strip_suffix("_old")
+        .or_else(|| name.strip_suffix("4"))
+        .unwrap_or(name)
+}
+
+/// The program for `hook` on a kernel whose prototypes are `params` (parameter counts).
+fn lsm_variant(hook: &'static str, params: &BTreeMap<&'static str, u32>) -> &'static str {
+    match (hook, params.get(hook).copied()) {
+        // path_rename gained `flags` in 5.19.
+        ("path_rename", Some(4)) => "path_rename4",
+        // The inode hooks gained an idmap (or user namespace) first.
+        ("inode_setxattr", Some(5)) => "inode_setxattr_old",
+        ("inode_removexattr", Some(2)) => "inode_removexattr_old",
+        ("inode_setattr", Some(2)) => "inode_setattr_old",
+        (h, _) => h,
+    }
+}
+
+/// Loads LSM program `name` for its hook.
 fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
-    let hook = match name {
-        "path_rename4" => "path_rename",
-        other => other,
-    };
+    let hook = lsm_hook_of(name);
     let p: &mut Lsm = program(ebpf, name)?;
     let t = std::time::Instant::now();
     let r = p.load(hook, btf).map_err(prog_err(name));
@@ -371,11 +402,11 @@ fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
 }
 
 /// The BPF LSM hooks Tether uses, in groups used whole or not at all: (what the group
-/// observes, its hooks, the need bits of the fields they read). Every hook judges a path but
-/// socket_connect: without path resolution they could not say which file. path_chown is a
-/// group of its own: kernels before 6.0 cannot attach BPF to a hook that takes a struct
-/// (kuid_t) by value, and the other path hooks stay without it.
-const LSM_GROUPS: [(&str, &[&str], u32); 5] = [
+/// observes, its hooks, the need bits of the fields they read). Every file hook judges a
+/// path: without path resolution they could not say which file. path_chown is a group of its
+/// own: kernels before 6.0 cannot attach BPF to a hook that takes a struct (kuid_t) by value,
+/// and the other path hooks stay without it. file_truncate and the ACL hooks exist from 6.2.
+const LSM_GROUPS: [(&str, &[&str], u32); 10] = [
     ("exec", &["bprm_check_security"], need::LSM_EXEC | need::PATHS),
     ("file_write", &["file_open"], need::LSM_FILE | need::PATHS),
     (
@@ -394,8 +425,20 @@ const LSM_GROUPS: [(&str, &[&str], u32); 5] = [
         need::LSM_PATH | need::PATHS,
     ),
     ("file_owner", &["path_chown"], need::LSM_PATH | need::PATHS),
+    ("file_truncate", &["file_truncate"], need::LSM_PATH | need::PATHS),
+    (
+        "file_attrs",
+        &["inode_setxattr", "inode_removexattr", "inode_setattr"],
+        need::LSM_INODE | need::PATHS,
+    ),
+    ("file_acls", &["inode_set_acl", "inode_remove_acl"], need::LSM_INODE | need::PATHS),
     ("connect", &["socket_connect"], need::LSM_CONNECT),
+    ("sockets", &["socket_create", "socket_listen"], need::SOCKETS),
+    ("unix", &["unix_stream_connect", "unix_may_send"], need::SOCKETS | need::PATHS),
 ];
+
+/// The LSM groups that are the path hooks (`--no-lsm-path-hooks` leaves them out).
+const PATH_GROUPS: [&str; 5] = ["file_names", "file_owner", "file_truncate", "file_attrs", "file_acls"];
 
 /// Unloads (and so detaches) LSM programs loaded so far.
 fn unload_lsm(ebpf: &mut Ebpf, hooks: &[&str]) {
@@ -418,11 +461,12 @@ fn attach_lsm(
     config: &Config,
     btf: Option<&Btf>,
     lsms: &Result<String, String>,
-    degraded: u32,
+    layout: &kernel_layout::Layout,
     path_hooks: bool,
     attached: &mut Attached,
     links: &mut BTreeMap<&'static str, LsmLinkId>,
 ) -> (Probe, Vec<&'static str>) {
+    let degraded = layout.degraded;
     let Some(btf) = btf else {
         return (Probe::no("the kernel's BTF could not be parsed by the loader"), vec![]);
     };
@@ -431,7 +475,7 @@ fn attach_lsm(
     let mut detail = String::new();
     let mut active_checked = false;
     for (what, hooks, needs) in LSM_GROUPS {
-        if matches!(what, "file_names" | "file_owner") && !path_hooks {
+        if PATH_GROUPS.contains(&what) && !path_hooks {
             detail.push_str(&format!("{what}: not used (--no-lsm-path-hooks); "));
             continue;
         }
@@ -442,15 +486,9 @@ fn attach_lsm(
             ));
             continue;
         }
-        // path_rename has a `flags` parameter since 5.19, so its previous verdict is at a
-        // different argument: one program per prototype, picked from the BTF.
-        let hooks: Vec<&'static str> = hooks
-            .iter()
-            .map(|h| match *h {
-                "path_rename" if config.off.path_rename_ret == 4 => "path_rename4",
-                other => other,
-            })
-            .collect();
+        // Hooks whose parameters changed across kernels have one program per prototype,
+        // picked from the BTF.
+        let hooks: Vec<&'static str> = hooks.iter().map(|h| lsm_variant(h, &layout.hook_params)).collect();
         let mut loaded: Vec<&str> = Vec::new();
         let mut failed = None;
         for &hook in &hooks {
@@ -586,10 +624,11 @@ fn load_generation(
     }
     ensure_tracefs()?;
     let self_tgid = std::process::id();
-    let (mut config, degradations, degraded): (Config, _, _) =
-        kernel_layout::config(Path::new(BTF_PATH), Path::new(TRACEFS), self_tgid)?;
+    let layout = kernel_layout::layout(Path::new(BTF_PATH), Path::new(TRACEFS), self_tgid)?;
+    let (mut config, degraded) = (layout.config, layout.degraded);
     let missing = |feature: &str| {
-        degradations
+        layout
+            .degradations
             .iter()
             .filter(|d| d.feature == feature)
             .flat_map(|d| d.missing.clone())
@@ -656,6 +695,7 @@ fn load_generation(
             LpmTrie::try_from(take("PATH_RULES")?).map_err(map_err("PATH_RULES"))?,
             LpmTrie::try_from(take("TAIL_RULES")?).map_err(map_err("TAIL_RULES"))?,
             LpmTrie::try_from(take("NET_RULES")?).map_err(map_err("NET_RULES"))?,
+            HashMap::try_from(take("GRANTS")?).map_err(map_err("GRANTS"))?,
             Array::try_from(take("POSTURE")?).map_err(map_err("POSTURE"))?,
             Array::try_from(take("GUARD_VERDICTS")?).map_err(map_err("GUARD_VERDICTS"))?,
         )
@@ -705,7 +745,7 @@ fn load_generation(
         &config,
         btf.as_ref(),
         &lsms,
-        degraded,
+        &layout,
         path_hooks,
         &mut attached,
         &mut lsm_links,
@@ -721,20 +761,22 @@ fn load_generation(
     }
     let lsm = |what: &str| lsm_hooks.contains(&what);
 
-    // Network: cgroup sock_addr hooks at the cgroup v2 root (they see every process; the
-    // programs report tracked ones only and always allow). Connects go to LSM where it is in
-    // effect; sends with an explicit destination always come from here.
+    // Network: cgroup hooks at the cgroup v2 root (they see every process; the programs
+    // judge tracked ones only). Connects go to LSM where it is in effect; sends with an
+    // explicit destination and binds always come from here; IP socket creation from here
+    // where the LSM socket hooks are not in effect.
     let root = cgroup2_root()?;
     let cgroup = File::open(&root).map_err(|source| LoadError::Cgroup {
         path: root.display().to_string(),
         source,
     })?;
-    let sock_progs: &[&str] = if lsm("connect") {
-        &["sendmsg4", "sendmsg6"]
+    let mut sock_progs: Vec<&str> = if lsm("connect") {
+        vec!["sendmsg4", "sendmsg6"]
     } else {
-        &["connect4", "connect6", "sendmsg4", "sendmsg6"]
+        vec!["connect4", "connect6", "sendmsg4", "sendmsg6"]
     };
-    for &name in sock_progs {
+    sock_progs.extend(["bind4", "bind6"]);
+    for &name in &sock_progs {
         load_required(&mut ebpf, object, &config, name, |e| load_sock_addr(e, name))?;
         let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
         let id = p.attach(&cgroup, CgroupAttachMode::default()).map_err(prog_err(name))?;
@@ -752,6 +794,25 @@ fn load_generation(
         }
         attached.programs.push(format!("cgroup_sock_addr/{name}"));
     }
+    let mut features_bits = 0u32;
+    if lsm("file_names") {
+        features_bits |= feature::LSM_PATHS;
+    }
+    let sock_create = if lsm("sockets") {
+        Probe::no("not used: the BPF LSM socket_create hook judges every family")
+    } else {
+        match attach_sock_create(&mut ebpf, &cgroup, &mut pins) {
+            Ok(()) => {
+                features_bits |= feature::CGROUP_SOCK;
+                attached.programs.push("cgroup_sock/sock_create".into());
+                Probe::yes("sock_create loaded and attached")
+            }
+            Err(e) => {
+                warn!("cgroup sock_create is not used ({e}): IP socket creation is judged at the socket syscall");
+                Probe::no(e.to_string())
+            }
+        }
+    };
     attached.cgroup_root = root;
 
     // File writes: one entry and one exit program, attached to each watched syscall (opens go
@@ -790,7 +851,49 @@ fn load_generation(
         }
     }
 
-    // The remaining probes: real loads of programs that are never attached.
+    // Sockets the cgroup hooks do not see, where no BPF LSM hook judges them (see the sock
+    // module of agent-ebpf): socket() of other families, Unix connects and datagrams, listens;
+    // accepted connections everywhere.
+    let mut sock_calls: Vec<&str> = vec!["accept", "accept4"];
+    if !lsm("sockets") {
+        sock_calls.extend(["socket", "listen"]);
+    }
+    if !lsm("unix") {
+        sock_calls.extend(["connect", "sendto", "sendmsg", "sendmmsg"]);
+    }
+    if degraded & need::SOCKETS != 0 {
+        sock_calls.retain(|c| *c == "socket");
+    }
+    for (prog, dir) in [("sys_enter_sock", "sys_enter"), ("sys_exit_sock", "sys_exit")] {
+        load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
+        for sc in syscalls::SOCKET_WATCHED.iter().filter(|sc| sock_calls.contains(&sc.name)) {
+            let event = format!("{dir}_{}", sc.name);
+            if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
+                missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
+                continue;
+            }
+            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
+        }
+        attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
+    }
+
+    // io_uring: where the BPF LSM path hooks are not in effect nothing sees what a ring does,
+    // so rings must be granted.
+    if !lsm("file_names") {
+        for prog in ["sys_enter_io_uring_setup", "sys_enter_io_uring_enter"] {
+            load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
+            if !Path::new(TRACEFS).join("events/syscalls").join(prog).exists() {
+                missing_tracepoints.push(format!("tracepoint/syscalls/{prog}: not on this kernel"));
+                continue;
+            }
+            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", prog, prog)?;
+            attached.programs.push(format!("tracepoint/syscalls/{prog}"));
+        }
+    }
+    let mut features_map: Array<MapData, u32> =
+        Array::try_from(take_map(&mut ebpf, "FEATURES")?).map_err(map_err("FEATURES"))?;
+    features_map.set(0, features_bits, 0).map_err(map_err("FEATURES"))?;
+
     let fentry = match btf.as_ref() {
         Some(btf) => probe_load(
             &mut ebpf,
@@ -819,25 +922,29 @@ fn load_generation(
         Ok(v) => (Some(v), Probe::yes(format!("landlock_create_ruleset: ABI {v}"))),
         Err(e) => (None, Probe::no(e)),
     };
-    let hooks = features::hook_mechanisms(&lsm_hooks, send_signal.available);
+    let hooks = features::hook_mechanisms(&lsm_hooks, send_signal.available, features_bits);
     let report = KernelReport {
         kernel: features::kernel_release(),
         features: Features {
             bpf_lsm,
             fentry,
             cgroup_sock_addr: Probe::yes(format!("{} loaded and attached", sock_progs.join(", "))),
-            ring_buffer: Probe::yes("EVENTS ring buffer created"),
+            cgroup_sock: sock_create,
+            ring_buffer: Probe::yes("PROC_EVENTS, NET_EVENTS and FILE_EVENTS ring buffers created"),
             send_signal,
             landlock_abi,
             landlock,
             active_lsms: lsms.ok(),
         },
         hooks,
-        degraded: degradations,
+        degraded: layout.degradations.clone(),
         missing_tracepoints,
     };
 
-    let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
+    let rings = RINGS
+        .iter()
+        .map(|name| RingBuf::try_from(take_map(&mut ebpf, name)?).map_err(map_err(name)))
+        .collect::<Result<Vec<_>, _>>()?;
     let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
     let select_cgroup = HashMap::try_from(take_map(&mut ebpf, "SELECT_CGROUP")?).map_err(map_err("SELECT_CGROUP"))?;
@@ -847,7 +954,7 @@ fn load_generation(
         active,
         _pinned: pins.links,
         kept: persist.is_some().then_some(pins.kept),
-        events,
+        rings,
         tracked,
         counters,
         select_cgroup,
@@ -857,6 +964,27 @@ fn load_generation(
         attached,
         report,
     })
+}
+
+/// Loads and attaches the cgroup sock_create program (IP socket creation), pinned with
+/// --persist.
+fn attach_sock_create(ebpf: &mut Ebpf, cgroup: &File, pins: &mut Pins) -> Result<(), LoadError> {
+    let p: &mut CgroupSock = program(ebpf, "sock_create")?;
+    p.load().map_err(prog_err("sock_create"))?;
+    let id = p.attach(cgroup, CgroupAttachMode::default()).map_err(prog_err("sock_create"))?;
+    if pins.dir.is_some() {
+        let link = p.take_link(id).map_err(prog_err("sock_create"))?;
+        match FdLink::try_from(link) {
+            Ok(fd) => pins.pin("sock_create", fd)?,
+            Err(_) => {
+                p.attach(cgroup, CgroupAttachMode::default()).map_err(prog_err("sock_create"))?;
+                pins.kept
+                    .not_pinned
+                    .push("sock_create: cgroup attachments are not BPF links before Linux 5.7".into());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

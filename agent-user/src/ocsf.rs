@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     credentials::tasks::CredState,
-    events::{Event, FileOp, NetOp, ReportedPath},
+    events::{Event, FileOp, NetOp, ObjectKind, ReportedPath, UnixOp, UnixPeer, UringOp},
     lineage::{ProcInfo, ProcessTable, ticks_to_ns},
 };
 
@@ -156,16 +156,50 @@ pub fn audit(
     let a = event.actor();
     let (class_uid, category_uid, class_name, category_name, activity_id, activity_name) = match event {
         Event::Exec { .. } => (1007, 1, "Process Activity", "System Activity", 1, "Launch"),
-        Event::Net { op: NetOp::Connect, .. } => (4001, 4, "Network Activity", "Network Activity", 1, "Open"),
-        Event::Net { op: NetOp::Send, .. } => (4001, 4, "Network Activity", "Network Activity", 6, "Traffic"),
-        Event::File { op, .. } => {
+        Event::Uring { op, .. } => (
+            1007,
+            1,
+            "Process Activity",
+            "System Activity",
+            99,
+            match op {
+                UringOp::Setup => "io_uring Setup",
+                UringOp::Enter => "io_uring Enter",
+            },
+        ),
+        Event::Net { op, .. } => {
+            let (id, name) = match op {
+                NetOp::Connect | NetOp::Accept => (1, "Open"),
+                NetOp::Send => (6, "Traffic"),
+                NetOp::Bind | NetOp::Listen => (7, "Listen"),
+            };
+            (4001, 4, "Network Activity", "Network Activity", id, name)
+        }
+        Event::Unix { op, .. } => {
+            let (id, name) = match op {
+                UnixOp::Connect => (1, "Open"),
+                UnixOp::Send => (6, "Traffic"),
+            };
+            (4001, 4, "Network Activity", "Network Activity", id, name)
+        }
+        Event::Socket { .. } => (4001, 4, "Network Activity", "Network Activity", 99, "Socket Create"),
+        Event::File { op, path2, .. } => {
             let (id, name) = match op {
                 FileOp::OpenWrite => (14, "Open"),
                 FileOp::Truncate => (3, "Update"),
                 FileOp::Rename => (5, "Rename"),
                 FileOp::Unlink | FileOp::Rmdir => (4, "Delete"),
-                FileOp::Mkdir | FileOp::Link | FileOp::Symlink | FileOp::Create => (1, "Create"),
+                FileOp::Mkdir | FileOp::Link | FileOp::Symlink | FileOp::Create | FileOp::Mknod => (1, "Create"),
                 FileOp::Chmod | FileOp::Chown => (7, "Set Security"),
+                // Capabilities, security labels and ACLs are security; other attributes not.
+                FileOp::SetXattr | FileOp::RemoveXattr
+                    if path2
+                        .as_ref()
+                        .is_some_and(|n| n.path.starts_with("security.") || n.path.starts_with("system.")) =>
+                {
+                    (7, "Set Security")
+                }
+                FileOp::SetXattr | FileOp::RemoveXattr | FileOp::Utimes => (6, "Set Attributes"),
             };
             (1001, 1, "File System Activity", "System Activity", id, name)
         }
@@ -235,18 +269,70 @@ pub fn audit(
             transport,
             addr,
             port,
+            local_port,
             op,
             ..
         } => {
-            v["dst_endpoint"] = json!({"ip": addr.to_string(), "port": port});
+            let endpoint = json!({"ip": addr.to_string(), "port": port});
+            let (direction_id, direction) = if *op == NetOp::Connect || *op == NetOp::Send {
+                (2, "Outbound")
+            } else {
+                (1, "Inbound")
+            };
+            match op {
+                NetOp::Connect | NetOp::Send => v["dst_endpoint"] = endpoint,
+                // A listen: the endpoint is the local one; an accept: from the peer to us.
+                NetOp::Bind | NetOp::Listen => v["dst_endpoint"] = endpoint,
+                NetOp::Accept => {
+                    v["src_endpoint"] = endpoint;
+                    v["dst_endpoint"] = json!({"hostname": ctx.hostname, "port": local_port});
+                }
+            }
             v["connection_info"] = json!({
                 "protocol_name": transport.name(),
                 "protocol_num": transport.number(),
                 "protocol_ver_id": if addr.is_ipv4() { 4 } else { 6 },
+                "direction_id": direction_id,
+                "direction": direction,
+            });
+            tether["net"] = json!({"op": op.as_str()});
+        }
+        Event::Unix { op, sock_type, peer, .. } => {
+            v["dst_endpoint"] = json!({"name": peer.judged_name()});
+            v["connection_info"] = json!({
+                "protocol_name": "unix",
                 "direction_id": 2,
                 "direction": "Outbound",
             });
-            tether["net"] = json!({"op": match op { NetOp::Connect => "connect", NetOp::Send => "send" }});
+            let (naming, note) = match peer {
+                UnixPeer::File(p) => ("resolved", Some(path_note(p))),
+                UnixPeer::Abstract(_) => ("abstract", None),
+                UnixPeer::AsGiven(_) => ("as-given", None),
+            };
+            tether["unix"] = json!({
+                "op": match op { UnixOp::Connect => "connect", UnixOp::Send => "send" },
+                "sock_type": sock_type,
+                "peer": peer.judged_name(),
+                "naming": naming,
+                "path": note,
+            });
+        }
+        Event::Socket {
+            kind,
+            family,
+            sock_type,
+            protocol,
+            ..
+        } => {
+            v["connection_info"] = json!({"protocol_num": protocol, "direction_id": 0, "direction": "Unknown"});
+            tether["socket"] = json!({"kind": kind.as_str(), "family": family, "type": sock_type, "protocol": protocol});
+        }
+        Event::Uring { op, fd, .. } => {
+            v["process"] = process_obj(ctx, after, Some(a.tid));
+            tether["io_uring"] = json!({
+                "op": match op { UringOp::Setup => "setup", UringOp::Enter => "enter" },
+                "fd": if *op == UringOp::Enter { Some(*fd) } else { None },
+            });
         }
         Event::File {
             op,
@@ -257,11 +343,17 @@ pub fn audit(
             path,
             path2,
             syscall_nr,
+            object,
             ..
         } => {
-            let type_id = match op {
-                FileOp::Mkdir | FileOp::Rmdir => (2, "Folder"),
-                FileOp::Symlink => (7, "Symbolic Link"),
+            let type_id = match (op, object.map(|o| o.kind)) {
+                (FileOp::Mkdir | FileOp::Rmdir, _) | (_, Some(ObjectKind::Directory)) => (2, "Folder"),
+                (FileOp::Symlink, _) | (_, Some(ObjectKind::Symlink)) => (7, "Symbolic Link"),
+                (_, Some(ObjectKind::Regular)) => (1, "Regular File"),
+                (_, Some(ObjectKind::Device { block: false, .. })) => (3, "Character Device"),
+                (_, Some(ObjectKind::Device { block: true, .. })) => (4, "Block Device"),
+                (_, Some(ObjectKind::Socket)) => (5, "Local Socket"),
+                (_, Some(ObjectKind::Fifo)) => (6, "Named Pipe"),
                 _ => (0, "Unknown"),
             };
             v["file"] = file_obj(&path.path, type_id);
@@ -285,11 +377,19 @@ pub fn audit(
                 "path": path_note(path),
             });
             if let Some(p2) = path2 {
-                f[if *op == FileOp::Symlink {
-                    "target"
-                } else {
-                    "destination"
-                }] = json!({"path": p2.path, "origin": p2.origin.as_str(), "truncated": p2.truncated});
+                match op {
+                    FileOp::SetXattr | FileOp::RemoveXattr => f["xattr"] = json!(p2.path),
+                    _ => {
+                        f[if *op == FileOp::Symlink {
+                            "target"
+                        } else {
+                            "destination"
+                        }] = json!({"path": p2.path, "origin": p2.origin.as_str(), "truncated": p2.truncated})
+                    }
+                }
+            }
+            if let Some(o) = object {
+                f["object"] = json!({"nlink": o.nlink, "device": o.device_path()});
             }
             if let Some((uid, gid)) = owner {
                 f["owner"] = json!({"uid": uid, "gid": gid});
@@ -307,7 +407,10 @@ pub fn audit(
                 tether["actor"] = actor;
             }
         }
-        v["src_endpoint"] = json!({"hostname": ctx.hostname});
+        // The host is the source, unless an accepted connection's peer is.
+        if v.get("src_endpoint").is_none() {
+            v["src_endpoint"] = json!({"hostname": ctx.hostname});
+        }
     }
     v["unmapped"] = json!({"tether": tether});
     Some(v)
@@ -446,6 +549,7 @@ mod tests {
             task_expired: false,
             kernel: Default::default(),
             guard_set: 0,
+            hook: 0,
         }
     }
 
@@ -453,11 +557,15 @@ mod tests {
     fn network_event_has_standard_fields_and_tether_lineage() {
         let (t, p) = table_with_root();
         let ev = Event::Net {
-            actor: actor(),
+            actor: Actor {
+                hook: agent_common::hook::CGROUP_CONNECT,
+                ..actor()
+            },
             op: NetOp::Connect,
             transport: Transport::Tcp,
             addr: "127.0.0.1".parse().unwrap(),
             port: 8080,
+            local_port: 0,
             via_lsm: false,
         };
         let v = audit(&ctx(), 7, &ev, &p, &p, &t, None).expect("an action");
@@ -514,6 +622,7 @@ mod tests {
             path,
             path2: None,
             lsm: None,
+            object: None,
         };
         let v = audit(&ctx(), 2, &ev, &p, &p, &t, None).unwrap();
         assert_eq!(v["class_uid"], 1001);

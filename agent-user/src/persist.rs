@@ -6,8 +6,8 @@
 //!
 //! ## Pins (under the pin directory, on bpffs; default `/sys/fs/bpf/tether`)
 //! - `maps-<layout>/<MAP>`: the maps that carry state from one daemon to the next
-//!   ([`SHARED_MAPS`]): the tracked processes with their tasks and expiry, the ring buffer (the
-//!   records of the gap wait there), the loss counters, the containment rule maps (guardrails
+//!   ([`SHARED_MAPS`]): the tracked processes with their tasks and expiry, the ring buffers
+//!   (the records of the gap wait there), the loss counters, the containment rule maps (guardrails
 //!   and every task's scope), the pods' guard sets, the in-flight syscall and exec slots, and
 //!   `ACTIVE`.
 //! - `gen-<layout>-<generation>/<link>`: the links of one daemon's programs. While they are
@@ -66,14 +66,18 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/tether";
 pub const SHARED_MAPS: &[&str] = &[
     "ACTIVE",
     "TRACKED",
-    "EVENTS",
+    "PROC_EVENTS",
+    "NET_EVENTS",
+    "FILE_EVENTS",
     "COUNTERS",
     "PENDING",
+    "SOCK_CALLS",
     "EXEC_PENDING",
     "EXEC_CHECKED",
     "PATH_RULES",
     "TAIL_RULES",
     "NET_RULES",
+    "GRANTS",
     "POSTURE",
     "GUARD_VERDICTS",
     "POD_GUARDS",

@@ -14,13 +14,15 @@ use std::{
 };
 
 use agent_common::contain::{
-    MAX_FALLBACKS, MAX_PORT_RANGES, NET_KEY_HEAD_BITS, NetRule, PATH_KEY_HEAD_BITS, PATH_KEY_LEN, PathRule, PortRange,
-    TAIL_KEY_LEN, Verdict, action, class, path_kind,
+    Grants, LISTEN, MAX_FALLBACKS, MAX_PORT_RANGES, NET_KEY_HEAD_BITS, NetRule, PATH_KEY_HEAD_BITS, PATH_KEY_LEN,
+    PathRule, PortRange, TAIL_KEY_LEN, Verdict, action, class, path_kind,
 };
 use ipnet::IpNet;
 
 use crate::{
-    credentials::scope::{CompiledScope, ConnectRule, Host, PSEUDO_DEVICES, PathPattern, Proto},
+    credentials::scope::{
+        CompiledScope, ConnectRule, Host, PSEUDO_DEVICE_IDS, PSEUDO_DEVICES, PTS_MAJORS, PathPattern, Proto,
+    },
     policy::engine::{Action, Mode, Rules},
 };
 
@@ -81,6 +83,8 @@ pub struct Compiled {
     pub paths: Vec<PathEntry>,
     pub tails: Vec<TailEntry>,
     pub nets: Vec<NetEntry>,
+    /// The owner's GRANTS entry (None: grants nothing, forbids nothing).
+    pub grants: Option<Grants>,
     /// Patterns the kernel leaves to the daemon (for the start-up report).
     pub undecided: Vec<String>,
 }
@@ -332,30 +336,26 @@ fn contains(outer: ([u8; 16], u8), inner: ([u8; 16], u8)) -> bool {
 /// The IPv4-mapped range as an IPv6 network.
 const MAPPED: ([u8; 16], u8) = ([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0], 96);
 
-/// Net entries of one owner: `(proto, network, ports, rule index)`. Each network gets the
+/// Net entries of one owner: `(key protocol, network, ports, rule index)`, the key protocol
+/// being the IP protocol, plus [`LISTEN`] for the `listen` clause. Each network gets the
 /// ranges of every network (of the same address family) that contains it, in rule order, so
 /// the kernel's longest match alone decides.
-fn nets(
-    owner: u32,
-    what: &str,
-    rules: &[(Proto, IpNet, (u16, u16), u16)],
-    out: &mut Compiled,
-) -> Result<(), CompileError> {
+fn nets(owner: u32, what: &str, rules: &[(u8, IpNet, (u16, u16), u16)], out: &mut Compiled) -> Result<(), CompileError> {
     let mut keys: BTreeSet<(u8, [u8; 16], u8, bool)> = BTreeSet::new();
     for &(proto, net, _, _) in rules {
         let (a, b, v4) = as_v6(net.trunc());
-        keys.insert((ipproto(proto), a, b, v4));
+        keys.insert((proto, a, b, v4));
         // An IPv6 network over the mapped range must not let IPv4 through (the engine
         // matches IPv4 only against IPv4 entries): the mapped range gets its own entry.
         if !v4 && contains((a, b), MAPPED) {
-            keys.insert((ipproto(proto), MAPPED.0, MAPPED.1, true));
+            keys.insert((proto, MAPPED.0, MAPPED.1, true));
         }
     }
     for (proto, addr, bits, v4) in keys {
         let mut ranges: Vec<PortRange> = Vec::new();
         for &(p, net, (lo, hi), index) in rules {
             let (a, b, nv4) = as_v6(net.trunc());
-            if ipproto(p) != proto || nv4 != v4 || !contains((a, b), (addr, bits)) {
+            if p != proto || nv4 != v4 || !contains((a, b), (addr, bits)) {
                 continue;
             }
             ranges.push(PortRange {
@@ -409,6 +409,7 @@ fn networks(rule: &ConnectRule, resolved: &[(String, Vec<IpAddr>)]) -> Vec<IpNet
     }
 }
 
+/// The path and net entries of one owner's patterns (every entry naming rule `index`).
 fn owner_entries(
     owner: u32,
     what: &str,
@@ -419,23 +420,37 @@ fn owner_entries(
     let mut p: Vec<(u8, &PathPattern, u16)> = Vec::new();
     p.extend(m.exec.iter().map(|x| (class::EXEC, x, index)));
     p.extend(m.write.iter().map(|x| (class::WRITE, x, index)));
+    p.extend(m.unix.iter().map(|x| (class::UNIX, x, index)));
     paths(owner, what, &p, out)?;
-    let n: Vec<_> = m
-        .connect
-        .iter()
-        .flat_map(|r| {
-            networks(r, &m.resolved)
-                .into_iter()
-                .map(move |net| (r.proto, net, r.ports, index))
-        })
-        .collect();
+    let mut n = Vec::new();
+    push_nets(m, index, &mut n);
     nets(owner, what, &n, out)
+}
+
+/// The networks of `m`'s `connect` and `listen` rules, as net entry inputs.
+fn push_nets(m: &CompiledScope, index: u16, out: &mut Vec<(u8, IpNet, (u16, u16), u16)>) {
+    for (rules, flag) in [(&m.connect, 0), (&m.listen, LISTEN)] {
+        for r in rules {
+            for net in networks(r, &m.resolved) {
+                // A rule on an IPv4 address also holds for its IPv4-mapped IPv6 form: both
+                // are the same kernel key.
+                out.push((ipproto(r.proto) | flag, net, r.ports, index));
+            }
+        }
+    }
 }
 
 /// A credential's scope, owned by task `task`.
 pub fn scope(task: u32, scope: &CompiledScope) -> Result<Compiled, CompileError> {
     let mut out = Compiled::default();
     owner_entries(task, "scope", scope, 0, &mut out)?;
+    if !scope.grants.is_empty() {
+        let mut g = Grants::default();
+        for grant in &scope.grants {
+            g.kinds |= 1 << grant.kind();
+        }
+        out.grants = Some(g);
+    }
     Ok(out)
 }
 
@@ -446,6 +461,7 @@ pub fn guardrails(rules: &Rules, set: u32) -> Result<Compiled, CompileError> {
     let owner = agent_common::contain::guard_owner(set);
     let mut p: Vec<(u8, &PathPattern, u16)> = Vec::new();
     let mut n = Vec::new();
+    let mut forbidden = Grants::default();
     for (i, (_, _, _, m)) in rules.guardrails().enumerate() {
         if !rules.holds_in(i, set) {
             continue;
@@ -453,25 +469,31 @@ pub fn guardrails(rules: &Rules, set: u32) -> Result<Compiled, CompileError> {
         let i = i as u16;
         p.extend(m.exec.iter().map(|x| (class::EXEC, x, i)));
         p.extend(m.write.iter().map(|x| (class::WRITE, x, i)));
-        for r in &m.connect {
-            for net in networks(r, &m.resolved) {
-                n.push((r.proto, net, r.ports, i));
-                // A guardrail on an IPv4 address also holds for its IPv4-mapped IPv6 form:
-                // both are the same kernel key, nothing more to add.
+        p.extend(m.unix.iter().map(|x| (class::UNIX, x, i)));
+        push_nets(m, i, &mut n);
+        // The first guardrail (file order) forbidding a kind decides it.
+        for g in &m.grants {
+            let k = g.kind();
+            if forbidden.kinds & (1 << k) == 0 {
+                forbidden.kinds |= 1 << k;
+                forbidden.rule[k as usize] = i;
             }
         }
     }
     let mut out = Compiled::default();
     paths(owner, "guardrails", &p, &mut out)?;
     nets(owner, "guardrails", &n, &mut out)?;
+    out.grants = (forbidden.kinds != 0).then_some(forbidden);
     Ok(out)
 }
 
-/// Writes that are never a violation (the pseudo devices of the credential format).
+/// Writes that are never a violation: the pseudo devices of the credential format, as the
+/// kernel judges device nodes (`/dev/char/MAJOR:MINOR`; terminals by their majors), and by
+/// their usual names for kernels where a node cannot be told by its device.
 pub fn exempt() -> Compiled {
     let mut out = Compiled::default();
     let owner = agent_common::contain::EXEMPT;
-    for d in PSEUDO_DEVICES {
+    for d in PSEUDO_DEVICE_IDS.iter().chain(PSEUDO_DEVICES) {
         out.paths.push(PathEntry {
             owner,
             class: class::WRITE,
@@ -479,15 +501,18 @@ pub fn exempt() -> Compiled {
             rule: rule(path_kind::PREFIX, &exact(d), 0),
         });
     }
-    // /dev/pts/N: a last-segment wildcard (digits are checked by the daemon's engine; any
-    // name there is a terminal).
-    let pts = b"/dev/pts/".to_vec();
-    out.paths.push(PathEntry {
-        owner,
-        class: class::WRITE,
-        rule: rule(path_kind::LAST_SEGMENT, &pts, 0),
-        bytes: pts,
-    });
+    // /dev/pts/N and /dev/char/136:N ... 143:N: last-segment wildcards (digits are checked
+    // by the daemon's engine; any name there is a terminal).
+    let mut terminals = vec![b"/dev/pts/".to_vec()];
+    terminals.extend(PTS_MAJORS.map(|m| format!("/dev/char/{m}:").into_bytes()));
+    for t in terminals {
+        out.paths.push(PathEntry {
+            owner,
+            class: class::WRITE,
+            rule: rule(path_kind::LAST_SEGMENT, &t, 0),
+            bytes: t,
+        });
+    }
     out
 }
 
@@ -507,11 +532,10 @@ pub fn verdict(a: Option<(Action, Mode)>) -> Verdict {
     }
 }
 
-/// POSTURE (unbound, expired, scope) and GUARD_VERDICTS, in index order.
-pub fn verdicts(rules: &Rules) -> ([Verdict; 3], Vec<Verdict>) {
-    let p = rules.postures();
+/// POSTURE (unbound, expired, scope, unjudged) and GUARD_VERDICTS, in index order.
+pub fn verdicts(rules: &Rules) -> ([Verdict; 4], Vec<Verdict>) {
     (
-        [verdict(p[0]), verdict(p[1]), verdict(p[2])],
+        rules.postures().map(verdict),
         rules.guardrails().map(|(_, a, m, _)| verdict(Some((a, m)))).collect(),
     )
 }

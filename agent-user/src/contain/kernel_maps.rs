@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use agent_common::contain::{
-    MAX_GUARDRAILS, NetKey, NetRule, PATH_KEY_HEAD_BITS, PATH_KEY_LEN, PathKey, PathRule, TAIL_KEY_HEAD_BITS,
-    TAIL_KEY_LEN, TailKey, Verdict,
+    Grants, MAX_GUARDRAILS, NetKey, NetRule, PATH_KEY_HEAD_BITS, PATH_KEY_LEN, PathKey, PathRule, TAIL_KEY_HEAD_BITS,
+    TAIL_KEY_LEN, TailKey, Verdict, posture,
 };
 use aya::maps::{
-    Array, MapData, MapError,
+    Array, HashMap, MapData, MapError,
     lpm_trie::{Key, LpmTrie},
 };
 
@@ -40,12 +40,14 @@ struct Owned {
     paths: BTreeSet<PathK>,
     tails: BTreeSet<TailK>,
     nets: BTreeSet<NetK>,
+    grants: bool,
 }
 
 pub struct KernelRules {
     pub paths: LpmTrie<MapData, PathKey, PathRule>,
     pub tails: LpmTrie<MapData, TailKey, PathRule>,
     pub nets: LpmTrie<MapData, NetKey, NetRule>,
+    pub grants: HashMap<MapData, u32, Grants>,
     pub posture: Array<MapData, Verdict>,
     pub guard_verdicts: Array<MapData, Verdict>,
     owned: BTreeMap<u32, Owned>,
@@ -76,6 +78,7 @@ impl KernelRules {
         paths: LpmTrie<MapData, PathKey, PathRule>,
         tails: LpmTrie<MapData, TailKey, PathRule>,
         nets: LpmTrie<MapData, NetKey, NetRule>,
+        grants: HashMap<MapData, u32, Grants>,
         posture: Array<MapData, Verdict>,
         guard_verdicts: Array<MapData, Verdict>,
     ) -> KernelRules {
@@ -83,6 +86,7 @@ impl KernelRules {
             paths,
             tails,
             nets,
+            grants,
             posture,
             guard_verdicts,
             owned: BTreeMap::new(),
@@ -134,6 +138,10 @@ impl KernelRules {
                 .nets
                 .insert((bits, k));
         }
+        let owners: Vec<u32> = self.grants.keys().collect::<Result<_, _>>().map_err(err("GRANTS"))?;
+        for owner in owners {
+            self.owned.entry(owner).or_default().grants = true;
+        }
         Ok(self.owned.keys().copied().collect())
     }
 
@@ -181,12 +189,17 @@ impl KernelRules {
                 .map_err(err("NET_RULES"))?;
             now.nets.insert((n.prefix_bits(), key));
         }
+        if let Some(g) = &c.grants {
+            self.grants.insert(owner, *g, 0).map_err(err("GRANTS"))?;
+            now.grants = true;
+        }
         let old = self.owned.insert(owner, now).unwrap_or_default();
         let now = &self.owned[&owner];
         let stale = Owned {
             paths: old.paths.difference(&now.paths).cloned().collect(),
             tails: old.tails.difference(&now.tails).cloned().collect(),
             nets: old.nets.difference(&now.nets).cloned().collect(),
+            grants: old.grants && !now.grants,
         };
         self.delete(owner, &stale);
         Ok(())
@@ -210,10 +223,13 @@ impl KernelRules {
         for (bits, key) in &o.nets {
             let _ = self.nets.remove(&Key::new(*bits, *key));
         }
+        if o.grants {
+            let _ = self.grants.remove(&owner);
+        }
     }
 
     /// Writes the posture and guardrail verdicts.
-    pub fn set_verdicts(&mut self, posture: &[Verdict; 3], guards: &[Verdict]) -> Result<(), MapsError> {
+    pub fn set_verdicts(&mut self, posture: &[Verdict; posture::COUNT as usize], guards: &[Verdict]) -> Result<(), MapsError> {
         if guards.len() > MAX_GUARDRAILS as usize {
             return Err(MapsError::TooManyGuardrails(guards.len()));
         }

@@ -24,6 +24,9 @@ pub struct KernelVerdict {
     pub killed: bool,
     /// The kernel met a pattern it cannot judge exactly: the daemon decides.
     pub undecided: bool,
+    /// The kernel could not judge the action at all (its target unreadable, truncated or not
+    /// placeable, a map full): the unjudged posture decided.
+    pub unjudged: bool,
     /// The kill came after the operation's side effect.
     pub after_effect: bool,
     pub class: RuleClass,
@@ -40,6 +43,7 @@ pub enum RuleClass {
     Unbound,
     Expired,
     Scope,
+    Unjudged,
 }
 
 impl KernelVerdict {
@@ -56,6 +60,7 @@ impl KernelVerdict {
             rule_class::UNBOUND => RuleClass::Unbound,
             rule_class::EXPIRED => RuleClass::Expired,
             rule_class::SCOPE => RuleClass::Scope,
+            rule_class::UNJUDGED => RuleClass::Unjudged,
             _ => RuleClass::None,
         };
         KernelVerdict {
@@ -64,6 +69,7 @@ impl KernelVerdict {
             denied: bits & verdict::DENIED != 0,
             killed: bits & verdict::KILLED != 0,
             undecided: bits & verdict::UNDECIDED != 0,
+            unjudged: bits & verdict::UNJUDGED != 0,
             after_effect: bits & verdict::AFTER_EFFECT != 0,
             class,
             rule: (bits >> verdict::RULE_SHIFT) as u16,
@@ -73,6 +79,11 @@ impl KernelVerdict {
     /// Did the kernel act (refuse or kill)?
     pub fn acted(&self) -> bool {
         self.denied || self.killed
+    }
+
+    /// Does the verdict refuse (enforce mode, deny or stronger)?
+    pub fn refuses(&self) -> bool {
+        self.enforce && self.action.is_some_and(|a| a >= Action::Deny)
     }
 }
 

@@ -15,42 +15,6 @@ pub fn now_epoch() -> i64 {
         .unwrap_or(0)
 }
 
-/// The scope verdict on one action (pure): Ok, or the clause it falls outside of. Fork and
-/// exit are not actions.
-pub fn check_action(scope: &scope::CompiledScope, event: &crate::events::Event) -> Result<(), scope::Violation> {
-    use crate::events::{Event, FileOp, Transport};
-    match event {
-        Event::Exec { exe, filename, .. } => {
-            let path = if exe.path.is_empty() { filename } else { &exe.path };
-            scope.check_exec(path)
-        }
-        Event::File { op, path, path2, .. } => {
-            scope.check_write(&path.path)?;
-            match (op, path2) {
-                (FileOp::Rename | FileOp::Link, Some(dst)) => scope.check_write(&dst.path),
-                _ => Ok(()),
-            }
-        }
-        Event::Net {
-            transport, addr, port, ..
-        } => {
-            let proto = match transport {
-                Transport::Tcp => scope::Proto::Tcp,
-                Transport::Udp => scope::Proto::Udp,
-                Transport::Other(n) => {
-                    return Err(scope::Violation {
-                        clause: "connect",
-                        attempted: format!("protocol {n}:{addr}:{port}"),
-                        allowed: scope.spec.connect.clone(),
-                    });
-                }
-            };
-            scope.check_connect(proto, *addr, *port)
-        }
-        Event::Fork { .. } | Event::Exit { .. } => Ok(()),
-    }
-}
-
 /// Host names with the addresses they resolved to.
 pub type Resolved = Vec<(String, Vec<std::net::IpAddr>)>;
 
@@ -118,6 +82,7 @@ mod tests {
                 exec: vec!["/usr/bin/git".into()],
                 connect: vec!["tcp:127.0.0.1:8080".into()],
                 write: vec!["/srv/task-42/".into()],
+                ..Default::default()
             },
         }
     }

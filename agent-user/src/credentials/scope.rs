@@ -9,10 +9,17 @@
 //!  "write":   ["/srv/task-42/", "/tmp/task-42-*"]}
 //! ```
 //! `exec` and `write`: absolute path patterns; `*` matches within one path segment, `**` across
-//! segments, `?` one character, and a trailing `/` means the whole subtree. `connect`:
-//! `PROTO:HOST:PORTS` with PROTO `tcp` or `udp`, HOST an IP address, a CIDR network (IPv6 in
-//! brackets) or a host name (resolved when the credential is bound, and again on a timer), PORTS
-//! a port or `LOW-HIGH`.
+//! segments, `?` one character, and a trailing `/` means the whole subtree. A device node is
+//! written as the device it names: `/dev/char/MAJOR:MINOR` or `/dev/block/MAJOR:MINOR`.
+//! `connect`: `PROTO:HOST:PORTS` with PROTO `tcp` or `udp`, HOST an IP address, a CIDR network
+//! (IPv6 in brackets) or a host name (resolved when the credential is bound, and again on a
+//! timer), PORTS a port or `LOW-HIGH`; or a Unix socket, `unix:/PATH` (a path pattern: the
+//! socket file the kernel resolves the name to) or `unix:@NAME` (an abstract name, `*` and `?`
+//! allowed). `listen`: `PROTO:HOST:PORTS` as in `connect`, HOST the local address bound
+//! (`0.0.0.0/0` also covers the wildcard address, `127.0.0.1` does not; port 0 is a port the
+//! kernel picks). `sockets`: the socket kinds the task may create, of `raw`, `packet`, `icmp`,
+//! `vsock`. `io_uring`: `true` lets the task use io_uring where no BPF LSM hook judges what a
+//! ring does.
 use std::net::IpAddr;
 
 use globset::{GlobBuilder, GlobMatcher};
@@ -33,6 +40,12 @@ pub struct ScopeSpec {
     pub connect: Vec<String>,
     #[serde(default)]
     pub write: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub io_uring: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +105,100 @@ impl PathPattern {
                     .filter(|prefix| prefix.ends_with('/') && !prefix.contains(['*', '?', '[', '{']))
                     .is_some_and(|prefix| self.text().starts_with(prefix))
             }
+        }
+    }
+}
+
+/// A `unix:` entry of `connect`: a socket file's path pattern, or `@` and an abstract name
+/// pattern (matched like a path: `*` stays before the next `/`).
+fn unix_pattern(index: usize, entry: &str, text: &str) -> Result<PathPattern, ScopeError> {
+    let err = |reason: &str| ScopeError::Pattern {
+        class: "connect",
+        index,
+        pattern: entry.chars().take(MAX_PATTERN_LEN).collect(),
+        reason: reason.into(),
+    };
+    if let Some(name) = text.strip_prefix('@') {
+        if name.is_empty() {
+            return Err(err("an abstract name after @ is empty"));
+        }
+        if name.len() > agent_common::UNIX_NAME_LEN - 1 {
+            return Err(err("an abstract name is at most 107 bytes"));
+        }
+        if text.contains('\0') {
+            return Err(err("contains NUL"));
+        }
+        let glob = GlobBuilder::new(text)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| err(&e.kind().to_string()))?;
+        return Ok(PathPattern::Glob {
+            text: text.to_string(),
+            matcher: glob.compile_matcher(),
+        });
+    }
+    path_pattern("connect", index, text).map_err(|e| match e {
+        ScopeError::Pattern { reason, .. } => err(&reason),
+        other => other,
+    })
+}
+
+/// A `sockets` entry: a kind a task must be granted.
+fn socket_kind(index: usize, text: &str) -> Result<Grant, ScopeError> {
+    Grant::parse(text).ok_or_else(|| ScopeError::Pattern {
+        class: "sockets",
+        index,
+        pattern: text.chars().take(MAX_PATTERN_LEN).collect(),
+        reason: "not a socket kind (raw, packet, icmp or vsock)".into(),
+    })
+}
+
+/// What a task must be granted beyond paths and addresses: socket kinds, and io_uring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    Raw,
+    Packet,
+    Icmp,
+    Vsock,
+    IoUring,
+}
+
+impl Grant {
+    pub const SOCKETS: [Grant; 4] = [Grant::Raw, Grant::Packet, Grant::Icmp, Grant::Vsock];
+
+    pub fn parse(text: &str) -> Option<Grant> {
+        Grant::SOCKETS.into_iter().find(|g| g.as_str() == text)
+    }
+
+    /// The kernel's id (agent_common::sock_kind).
+    pub fn kind(self) -> u8 {
+        use agent_common::sock_kind;
+        match self {
+            Grant::Raw => sock_kind::RAW,
+            Grant::Packet => sock_kind::PACKET,
+            Grant::Icmp => sock_kind::ICMP,
+            Grant::Vsock => sock_kind::VSOCK,
+            Grant::IoUring => sock_kind::IO_URING,
+        }
+    }
+
+    pub fn from_kind(kind: u8) -> Option<Grant> {
+        [Grant::Raw, Grant::Packet, Grant::Icmp, Grant::Vsock, Grant::IoUring]
+            .into_iter()
+            .find(|g| g.kind() == kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        agent_common::sock_kind::NAMES[self.kind() as usize]
+    }
+
+    /// The scope clause that grants it.
+    pub fn clause(self) -> &'static str {
+        match self {
+            Grant::IoUring => "io_uring",
+            _ => "sockets",
         }
     }
 }
@@ -175,9 +282,9 @@ impl ConnectRule {
     }
 }
 
-fn connect_rule(index: usize, text: &str) -> Result<ConnectRule, ScopeError> {
+fn connect_rule(class: &'static str, index: usize, text: &str) -> Result<ConnectRule, ScopeError> {
     let err = |reason: &str| ScopeError::Pattern {
-        class: "connect",
+        class,
         index,
         pattern: text.chars().take(MAX_PATTERN_LEN).collect(),
         reason: reason.into(),
@@ -242,14 +349,44 @@ fn is_host_name(s: &str) -> bool {
 }
 
 /// Terminals and the null-like devices every shell writes to: never a write of data, so never
-/// out of scope (documented with the credential format).
+/// out of scope (documented with the credential format). Their usual names, for Landlock
+/// (which judges names) and for kernels where a device node cannot be told by its device.
 pub const PSEUDO_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx"];
 
-fn is_pseudo_device(path: &str) -> bool {
-    PSEUDO_DEVICES.contains(&path)
-        || path
-            .strip_prefix("/dev/pts/")
-            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+/// The same devices as the kernel judges them, by device (`/dev/char/MAJOR:MINOR`): null,
+/// zero, full, random, urandom (1:3, 1:5, 1:7, 1:8, 1:9), tty, console, ptmx (5:0, 5:1, 5:2).
+pub const PSEUDO_DEVICE_IDS: &[&str] = &[
+    "/dev/char/1:3",
+    "/dev/char/1:5",
+    "/dev/char/1:7",
+    "/dev/char/1:8",
+    "/dev/char/1:9",
+    "/dev/char/5:0",
+    "/dev/char/5:1",
+    "/dev/char/5:2",
+];
+
+/// Majors of the Unix98 terminals (/dev/pts/N): 136 to 143.
+pub const PTS_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
+
+/// Is a write of `path` to a pseudo device (never out of scope)? `object`: the write changes
+/// the file itself (an open for write), not a name in its directory.
+pub fn is_pseudo_device(path: &str, object: bool) -> bool {
+    if PSEUDO_DEVICE_IDS.contains(&path) {
+        return true;
+    }
+    if let Some((major, minor)) = path.strip_prefix("/dev/char/").and_then(|d| d.split_once(':'))
+        && major.parse::<u32>().is_ok_and(|m| PTS_MAJORS.contains(&m))
+        && !minor.is_empty()
+        && minor.chars().all(|c| c.is_ascii_digit())
+    {
+        return true;
+    }
+    object
+        && (PSEUDO_DEVICES.contains(&path)
+            || path
+                .strip_prefix("/dev/pts/")
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
 }
 
 /// The scope, compiled.
@@ -259,14 +396,19 @@ pub struct CompiledScope {
     pub exec: Vec<PathPattern>,
     pub write: Vec<PathPattern>,
     pub connect: Vec<ConnectRule>,
-    /// Addresses of the host names in `connect`, from the last resolution.
+    /// The `unix:` entries of `connect`: socket file paths and `@` abstract names.
+    pub unix: Vec<PathPattern>,
+    pub listen: Vec<ConnectRule>,
+    /// `sockets` and `io_uring`.
+    pub grants: Vec<Grant>,
+    /// Addresses of the host names in `connect` and `listen`, from the last resolution.
     pub resolved: Vec<(String, Vec<IpAddr>)>,
 }
 
 /// Which scope clause an action fell outside of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// `exec`, `write` or `connect`.
+    /// `exec`, `write`, `connect`, `listen`, `sockets` or `io_uring`.
     pub clause: &'static str,
     /// What was attempted, e.g. `/usr/bin/curl` or `tcp:10.1.2.3:22`.
     pub attempted: String,
@@ -276,7 +418,13 @@ pub struct Violation {
 
 impl CompiledScope {
     pub fn compile(spec: &ScopeSpec) -> Result<CompiledScope, ScopeError> {
-        for (class, list) in [("exec", &spec.exec), ("connect", &spec.connect), ("write", &spec.write)] {
+        for (class, list) in [
+            ("exec", &spec.exec),
+            ("connect", &spec.connect),
+            ("write", &spec.write),
+            ("listen", &spec.listen),
+            ("sockets", &spec.sockets),
+        ] {
             if list.len() > MAX_ENTRIES {
                 return Err(ScopeError::TooMany {
                     class,
@@ -296,26 +444,49 @@ impl CompiledScope {
             .enumerate()
             .map(|(i, p)| path_pattern("write", i, p))
             .collect::<Result<_, _>>()?;
-        let connect = spec
-            .connect
+        let mut connect = Vec::new();
+        let mut unix = Vec::new();
+        for (i, p) in spec.connect.iter().enumerate() {
+            match p.strip_prefix("unix:") {
+                Some(name) => unix.push(unix_pattern(i, p, name)?),
+                None => connect.push(connect_rule("connect", i, p)?),
+            }
+        }
+        let listen = spec
+            .listen
             .iter()
             .enumerate()
-            .map(|(i, p)| connect_rule(i, p))
+            .map(|(i, p)| connect_rule("listen", i, p))
             .collect::<Result<_, _>>()?;
+        let mut grants: Vec<Grant> = spec
+            .sockets
+            .iter()
+            .enumerate()
+            .map(|(i, k)| socket_kind(i, k))
+            .collect::<Result<_, _>>()?;
+        if spec.io_uring {
+            grants.push(Grant::IoUring);
+        }
+        grants.sort();
+        grants.dedup();
         Ok(CompiledScope {
             spec: spec.clone(),
             exec,
             write,
             connect,
+            unix,
+            listen,
+            grants,
             resolved: Vec::new(),
         })
     }
 
-    /// The host names of `connect` entries (to resolve).
+    /// The host names of `connect` and `listen` entries (to resolve).
     pub fn host_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .connect
             .iter()
+            .chain(&self.listen)
             .filter_map(|r| match &r.host {
                 Host::Name(n) => Some(n.clone()),
                 Host::Net(_) => None,
@@ -338,7 +509,25 @@ impl CompiledScope {
 
     /// Does a `connect` entry match this destination?
     pub fn matches_connect(&self, proto: Proto, ip: IpAddr, port: u16) -> bool {
-        self.connect.iter().any(|r| {
+        self.net_match(&self.connect, proto, ip, port)
+    }
+
+    /// Does a `listen` entry match this local address and port?
+    pub fn matches_listen(&self, proto: Proto, ip: IpAddr, port: u16) -> bool {
+        self.net_match(&self.listen, proto, ip, port)
+    }
+
+    /// Does a `unix:` entry match this socket (its file's path, or `@name`)?
+    pub fn matches_unix(&self, name: &str) -> bool {
+        self.unix.iter().any(|p| p.matches(name))
+    }
+
+    pub fn grants(&self, g: Grant) -> bool {
+        self.grants.contains(&g)
+    }
+
+    fn net_match(&self, rules: &[ConnectRule], proto: Proto, ip: IpAddr, port: u16) -> bool {
+        rules.iter().any(|r| {
             r.proto == proto
                 && r.ports.0 <= port
                 && port <= r.ports.1
@@ -360,8 +549,9 @@ impl CompiledScope {
         })
     }
 
-    pub fn check_write(&self, path: &str) -> Result<(), Violation> {
-        if is_pseudo_device(path) || self.matches_write(path) {
+    /// `object`: the write changes the file itself (see [`is_pseudo_device`]).
+    pub fn check_write(&self, path: &str, object: bool) -> Result<(), Violation> {
+        if is_pseudo_device(path, object) || self.matches_write(path) {
             return Ok(());
         }
         Err(Violation {
@@ -375,14 +565,46 @@ impl CompiledScope {
         if self.matches_connect(proto, ip, port) {
             return Ok(());
         }
-        let shown = match ip {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            IpAddr::V4(v4) => v4.to_string(),
-        };
         Err(Violation {
             clause: "connect",
-            attempted: format!("{}:{shown}:{port}", proto.as_str()),
+            attempted: endpoint(proto, ip, port),
             allowed: self.spec.connect.clone(),
+        })
+    }
+
+    pub fn check_listen(&self, proto: Proto, ip: IpAddr, port: u16) -> Result<(), Violation> {
+        if self.matches_listen(proto, ip, port) {
+            return Ok(());
+        }
+        Err(Violation {
+            clause: "listen",
+            attempted: endpoint(proto, ip, port),
+            allowed: self.spec.listen.clone(),
+        })
+    }
+
+    pub fn check_unix(&self, name: &str) -> Result<(), Violation> {
+        if self.matches_unix(name) {
+            return Ok(());
+        }
+        Err(Violation {
+            clause: "connect",
+            attempted: format!("unix:{name}"),
+            allowed: self.spec.connect.clone(),
+        })
+    }
+
+    pub fn check_grant(&self, g: Grant) -> Result<(), Violation> {
+        if self.grants(g) {
+            return Ok(());
+        }
+        Err(Violation {
+            clause: g.clause(),
+            attempted: g.as_str().to_string(),
+            allowed: match g {
+                Grant::IoUring => vec![self.spec.io_uring.to_string()],
+                _ => self.spec.sockets.clone(),
+            },
         })
     }
 
@@ -413,8 +635,39 @@ impl CompiledScope {
                 ));
             }
         }
+        for c in &self.unix {
+            if !parent.unix.iter().any(|p| c.within(p)) {
+                return Err(format!(
+                    "scope.connect \"unix:{}\" is not within the parent's connect scope",
+                    c.text()
+                ));
+            }
+        }
+        for c in &self.listen {
+            if !parent.listen.iter().any(|p| c.within(p)) {
+                return Err(format!("scope.listen {:?} is not within the parent's listen scope", c.text));
+            }
+        }
+        for g in &self.grants {
+            if !parent.grants(*g) {
+                return Err(format!(
+                    "scope.{} {:?} is not granted to the parent",
+                    g.clause(),
+                    g.as_str()
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// `proto:ip:port`, an IPv6 address in brackets.
+fn endpoint(proto: Proto, ip: IpAddr, port: u16) -> String {
+    let shown = match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    format!("{}:{shown}:{port}", proto.as_str())
 }
 
 #[cfg(test)]
@@ -427,6 +680,7 @@ mod tests {
             exec: v(exec),
             connect: v(connect),
             write: v(write),
+            ..Default::default()
         })
         .expect("valid scope")
     }
@@ -453,13 +707,13 @@ mod tests {
         assert!(s.check_exec("/opt/tools/a/b/c").is_ok());
         let v = s.check_exec("/usr/bin/curl").unwrap_err();
         assert_eq!((v.clause, v.attempted.as_str()), ("exec", "/usr/bin/curl"));
-        assert!(s.check_write("/srv/task-42/out/x.txt").is_ok());
-        assert!(s.check_write("/srv/task-42").is_ok());
-        assert!(s.check_write("/srv/task-420/x").is_err());
-        assert!(s.check_write("/tmp/task-42-scratch").is_ok());
-        assert!(s.check_write("/tmp/task-42-a/b").is_err());
-        assert!(s.check_write("/dev/null").is_ok() && s.check_write("/dev/pts/3").is_ok());
-        assert!(s.check_write("/dev/sda").is_err() && s.check_write("/dev/pts/../sda").is_err());
+        assert!(s.check_write("/srv/task-42/out/x.txt", true).is_ok());
+        assert!(s.check_write("/srv/task-42", true).is_ok());
+        assert!(s.check_write("/srv/task-420/x", true).is_err());
+        assert!(s.check_write("/tmp/task-42-scratch", true).is_ok());
+        assert!(s.check_write("/tmp/task-42-a/b", true).is_err());
+        assert!(s.check_write("/dev/null", true).is_ok() && s.check_write("/dev/pts/3", true).is_ok());
+        assert!(s.check_write("/dev/sda", true).is_err() && s.check_write("/dev/pts/../sda", true).is_err());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(s.check_connect(Proto::Tcp, ip("127.0.0.1"), 8080).is_ok());
         assert!(s.check_connect(Proto::Udp, ip("127.0.0.1"), 8080).is_err());
@@ -556,5 +810,70 @@ mod tests {
             let e = child.within(&parent).unwrap_err();
             assert!(e.contains(&format!("scope.{what}")), "{e}");
         }
+    }
+
+    #[test]
+    fn unix_listen_and_grant_clauses() {
+        let s = CompiledScope::compile(&ScopeSpec {
+            connect: vec![
+                "unix:/run/app/*.sock".into(),
+                "unix:@app-*".into(),
+                "tcp:127.0.0.1:80".into(),
+            ],
+            listen: vec!["tcp:127.0.0.1:8080".into(), "udp:0.0.0.0/0:5353".into()],
+            sockets: vec!["icmp".into()],
+            io_uring: true,
+            ..Default::default()
+        })
+        .expect("valid");
+        assert!(s.check_unix("/run/app/api.sock").is_ok());
+        assert!(s.check_unix("/run/app/sub/api.sock").is_err(), "* stays in one segment");
+        assert!(s.check_unix("@app-1").is_ok());
+        let v = s.check_unix("/run/docker.sock").unwrap_err();
+        assert_eq!((v.clause, v.attempted.as_str()), ("connect", "unix:/run/docker.sock"));
+        assert_eq!(s.connect.len(), 1, "unix entries are not IP rules");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(s.check_listen(Proto::Tcp, ip("127.0.0.1"), 8080).is_ok());
+        assert!(
+            s.check_listen(Proto::Tcp, ip("0.0.0.0"), 8080).is_err(),
+            "the wildcard address is not 127.0.0.1"
+        );
+        assert!(s.check_listen(Proto::Udp, ip("0.0.0.0"), 5353).is_ok());
+        let v = s.check_listen(Proto::Tcp, ip("127.0.0.1"), 9).unwrap_err();
+        assert_eq!((v.clause, v.attempted.as_str()), ("listen", "tcp:127.0.0.1:9"));
+        assert!(s.check_grant(Grant::Icmp).is_ok() && s.check_grant(Grant::IoUring).is_ok());
+        let v = s.check_grant(Grant::Raw).unwrap_err();
+        assert_eq!((v.clause, v.attempted.as_str()), ("sockets", "raw"));
+        for (bad, why) in [
+            (vec!["unix:relative".to_string()], "absolute"),
+            (vec!["unix:@".to_string()], "empty"),
+        ] {
+            let e = CompiledScope::compile(&ScopeSpec {
+                connect: bad,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("scope.connect[0]") && e.contains(why), "{e}");
+        }
+        let e = CompiledScope::compile(&ScopeSpec {
+            sockets: vec!["netlink".into()],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("scope.sockets[0]") && e.contains("not a socket kind"), "{e}");
+    }
+
+    #[test]
+    fn pseudo_devices_are_exempt_by_device_and_by_name_only_for_the_file_itself() {
+        for d in ["/dev/char/1:3", "/dev/char/5:0", "/dev/char/136:4", "/dev/char/143:0"] {
+            assert!(is_pseudo_device(d, true) && is_pseudo_device(d, false), "{d}");
+        }
+        for d in ["/dev/char/1:1", "/dev/block/8:0", "/dev/char/144:0", "/dev/char/136:"] {
+            assert!(!is_pseudo_device(d, true), "{d}");
+        }
+        assert!(is_pseudo_device("/dev/null", true) && is_pseudo_device("/dev/pts/3", true));
+        assert!(!is_pseudo_device("/dev/null", false), "unlinking /dev/null is no write to it");
     }
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::{
-    scope::{CompiledScope, Proto, ScopeError, ScopeSpec},
+    scope::{CompiledScope, Grant, Proto, ScopeError, ScopeSpec, Violation},
     tasks::CredState,
 };
 
@@ -86,13 +86,53 @@ pub enum Attempt {
     },
     /// A write-intent file operation; every path it touches (a rename: both ends).
     Write {
-        paths: Vec<String>,
+        paths: Vec<WritePath>,
     },
     Connect {
         proto: Proto,
         ip: IpAddr,
         port: u16,
     },
+    /// A connect or send to a Unix socket: its file's path, or `@name`.
+    Unix {
+        name: String,
+    },
+    /// A bind, listen or accept, by the local address and port.
+    Listen {
+        proto: Proto,
+        ip: IpAddr,
+        port: u16,
+    },
+    /// A socket kind or io_uring, which a scope must grant.
+    Grant {
+        grant: Grant,
+    },
+}
+
+/// One path a write touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WritePath {
+    /// The path judged: a device node as its device (`/dev/char/M:m`).
+    pub path: String,
+    /// The write changes this file itself (its content or attributes), not a name in a
+    /// directory: the pseudo devices' usual names are exempt only then.
+    pub object: bool,
+}
+
+impl WritePath {
+    pub fn object(path: impl Into<String>) -> WritePath {
+        WritePath {
+            path: path.into(),
+            object: true,
+        }
+    }
+
+    pub fn name(path: impl Into<String>) -> WritePath {
+        WritePath {
+            path: path.into(),
+            object: false,
+        }
+    }
 }
 
 /// The credential context of the acting process.
@@ -147,6 +187,12 @@ pub struct GuardrailSpec {
     pub write: Vec<String>,
     #[serde(default)]
     pub connect: Vec<String>,
+    /// Local addresses and ports never to bind or listen on.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Socket kinds never to create (raw, packet, icmp, vsock).
+    #[serde(default)]
+    pub sockets: Vec<String>,
     /// Only in these pods (a guardrail without it holds for every agent process).
     #[serde(default)]
     pub pods: Option<PodMatch>,
@@ -198,6 +244,10 @@ pub struct ContainmentSpec {
     /// Actions under an expired or revoked credential.
     #[serde(default)]
     pub expired: Option<ActionSpec>,
+    /// Actions the kernel could not judge (what it needed was unreadable, truncated or not
+    /// placeable, or a map was full): never allowed by default.
+    #[serde(default)]
+    pub unjudged: Option<ActionSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,13 +280,14 @@ pub struct Rules {
     unbound: Option<ClassAction>,
     scope: ClassAction,
     expired: ClassAction,
+    unjudged: ClassAction,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
     #[error("guardrail {id:?}: {}", pattern_error(.source))]
     Pattern { id: String, source: ScopeError },
-    #[error("guardrail {0:?} matches nothing: give exec, write or connect")]
+    #[error("guardrail {0:?} matches nothing: give exec, write, connect, listen or sockets")]
     Empty(String),
     #[error("guardrail id {0:?} is used twice")]
     Duplicate(String),
@@ -290,13 +341,21 @@ impl Rules {
             if !ids.insert(g.id.clone()) {
                 return Err(RuleError::Duplicate(g.id.clone()));
             }
-            if g.exec.is_empty() && g.write.is_empty() && g.connect.is_empty() {
+            if g.exec.is_empty()
+                && g.write.is_empty()
+                && g.connect.is_empty()
+                && g.listen.is_empty()
+                && g.sockets.is_empty()
+            {
                 return Err(RuleError::Empty(g.id.clone()));
             }
             let matcher = CompiledScope::compile(&ScopeSpec {
                 exec: g.exec.clone(),
                 write: g.write.clone(),
                 connect: g.connect.clone(),
+                listen: g.listen.clone(),
+                sockets: g.sockets.clone(),
+                io_uring: false,
             })
             .map_err(|source| RuleError::Pattern {
                 id: g.id.clone(),
@@ -351,13 +410,38 @@ impl Rules {
                 mode: a.mode.unwrap_or(mode),
             }
         };
+        let unbound = spec.unbound.map(|a| class(Some(a), Action::Alert));
+        let scope = class(spec.scope, Action::Alert);
+        let expired = class(spec.expired, Action::Alert);
+        // Fail closed: what the kernel cannot judge is refused wherever any rule is enforced
+        // (a rule-by-rule rollout enforces a guardrail before the global mode), unless the
+        // rules give the class a mode of their own.
+        let any_enforced = mode == Mode::Enforce
+            || guardrails.iter().any(|g| g.mode == Mode::Enforce)
+            || [Some(scope), Some(expired), unbound]
+                .into_iter()
+                .flatten()
+                .any(|c| c.mode == Mode::Enforce);
+        let unjudged = match spec.unjudged {
+            Some(a) => ClassAction {
+                action: a.action,
+                severity: a.severity,
+                mode: a.mode.unwrap_or(if any_enforced { Mode::Enforce } else { mode }),
+            },
+            None => ClassAction {
+                action: Action::Deny,
+                severity: Severity::High,
+                mode: if any_enforced { Mode::Enforce } else { Mode::Observe },
+            },
+        };
         Ok(Rules {
             mode,
             guardrails,
             pod_matchers,
-            unbound: spec.unbound.map(|a| class(Some(a), Action::Alert)),
-            scope: class(spec.scope, Action::Alert),
-            expired: class(spec.expired, Action::Alert),
+            unbound,
+            scope,
+            expired,
+            unjudged,
         })
     }
 
@@ -401,10 +485,44 @@ impl Rules {
             .fold(0, |set, (i, _)| set | (1 << i))
     }
 
-    /// Action and mode of the violation classes: (unbound, expired, scope).
-    pub fn postures(&self) -> [Option<(Action, Mode)>; 3] {
+    /// Action and mode of the violation classes: (unbound, expired, scope, unjudged), in
+    /// the kernel's POSTURE order.
+    pub fn postures(&self) -> [Option<(Action, Mode)>; 4] {
         let am = |c: ClassAction| (c.action, c.mode);
-        [self.unbound.map(am), Some(am(self.expired)), Some(am(self.scope))]
+        [
+            self.unbound.map(am),
+            Some(am(self.expired)),
+            Some(am(self.scope)),
+            Some(am(self.unjudged)),
+        ]
+    }
+
+    /// The decision on an action the kernel could not judge (`why`: what it lacked). An
+    /// expired or revoked credential's class decides when it refuses, as in the kernel.
+    pub fn unjudged(&self, attempt: Option<&Attempt>, cred: Credential, why: &str) -> Decision {
+        let what = attempt.map(describe).unwrap_or_else(|| "an action".into());
+        if let Credential::Bound {
+            state: state @ (CredState::Expired | CredState::Revoked),
+            ..
+        } = cred
+            && self.expired.action >= Action::Deny
+            && self.expired.mode == Mode::Enforce
+        {
+            return Decision {
+                action: Some(self.expired.action),
+                rule: format!("credential-{}", state.as_str()),
+                reason: format!("{what} under a {} credential", state.as_str()),
+                severity: self.expired.severity,
+                mode: self.expired.mode,
+            };
+        }
+        Decision {
+            action: Some(self.unjudged.action),
+            rule: "unjudged".into(),
+            reason: format!("{what} could not be judged by the kernel ({why})"),
+            severity: self.unjudged.severity,
+            mode: self.unjudged.mode,
+        }
     }
 
     /// Decides one attempted action of an agent process whose pod gives guard set `set` (the
@@ -468,9 +586,15 @@ impl Rules {
 }
 
 /// The attempt an event represents, if it is an action (fork and exit are not; neither is a
-/// send on a protocol that is neither TCP nor UDP).
+/// send on a protocol that is neither TCP nor UDP). File operations on a device node are
+/// writes of the device (`/dev/char/M:m`), as the kernel judges them.
 pub fn attempt_of(event: &crate::events::Event) -> Option<Attempt> {
     use crate::events::{Event, FileOp, Transport};
+    let proto = |t: &Transport| match t {
+        Transport::Tcp => Some(Proto::Tcp),
+        Transport::Udp => Some(Proto::Udp),
+        Transport::Other(_) => None,
+    };
     match event {
         Event::Exec { exe, filename, .. } => Some(Attempt::Exec {
             path: if exe.path.is_empty() {
@@ -479,27 +603,59 @@ pub fn attempt_of(event: &crate::events::Event) -> Option<Attempt> {
                 exe.path.clone()
             },
         }),
-        Event::File { op, path, path2, .. } => {
-            let mut paths = vec![path.path.clone()];
+        Event::File {
+            op, path, path2, object, ..
+        } => {
+            let first = match object.and_then(|o| o.device_path()) {
+                Some(dev) => WritePath::object(dev),
+                None if op.changes_object() => WritePath::object(path.path.clone()),
+                None => WritePath::name(path.path.clone()),
+            };
+            let mut paths = vec![first];
             if let (FileOp::Rename | FileOp::Link, Some(dst)) = (op, path2) {
-                paths.push(dst.path.clone());
+                paths.push(WritePath::name(dst.path.clone()));
             }
             Some(Attempt::Write { paths })
         }
         Event::Net {
-            transport, addr, port, ..
+            op,
+            transport,
+            addr,
+            port,
+            local_port,
+            ..
         } => {
-            let proto = match transport {
-                Transport::Tcp => Proto::Tcp,
-                Transport::Udp => Proto::Udp,
-                Transport::Other(_) => return None,
-            };
-            Some(Attempt::Connect {
-                proto,
-                ip: *addr,
-                port: *port,
-            })
+            let proto = proto(transport)?;
+            match op {
+                crate::events::NetOp::Connect | crate::events::NetOp::Send => Some(Attempt::Connect {
+                    proto,
+                    ip: *addr,
+                    port: *port,
+                }),
+                crate::events::NetOp::Bind | crate::events::NetOp::Listen => Some(Attempt::Listen {
+                    proto,
+                    ip: *addr,
+                    port: *port,
+                }),
+                // An accepted connection: the listen it came in on (the local address is
+                // the one the listener bound, not recorded; any address of the port).
+                crate::events::NetOp::Accept => Some(Attempt::Listen {
+                    proto,
+                    ip: match addr {
+                        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                    },
+                    port: *local_port,
+                }),
+            }
         }
+        Event::Socket { kind, .. } => Some(Attempt::Grant { grant: *kind }),
+        Event::Unix { peer, .. } => Some(Attempt::Unix {
+            name: peer.judged_name(),
+        }),
+        Event::Uring { .. } => Some(Attempt::Grant {
+            grant: Grant::IoUring,
+        }),
         Event::Fork { .. } | Event::Exit { .. } => None,
     }
 }
@@ -513,6 +669,7 @@ impl Decision {
             "credential-expired" => "credential-expired",
             "credential-revoked" => "credential-revoked",
             "unbound" => "unbound-agent",
+            "unjudged" => "unjudged-action",
             _ => "policy-violation",
         }
     }
@@ -538,8 +695,25 @@ impl Decision {
 fn describe(a: &Attempt) -> String {
     match a {
         Attempt::Exec { path } => format!("exec {path}"),
-        Attempt::Write { paths } => format!("write {}", paths.join(" -> ")),
+        Attempt::Write { paths } => format!(
+            "write {}",
+            paths.iter().map(|p| p.path.as_str()).collect::<Vec<_>>().join(" -> ")
+        ),
         Attempt::Connect { proto, ip, port } => format!("{}:{ip}:{port}", proto.as_str()),
+        Attempt::Unix { name } => format!("unix:{name}"),
+        Attempt::Listen { proto, ip, port } => format!("listen {}:{ip}:{port}", proto.as_str()),
+        Attempt::Grant { grant } => match grant {
+            Grant::IoUring => "io_uring".into(),
+            g => format!("a {} socket", g.as_str()),
+        },
+    }
+}
+
+/// An IPv4-mapped IPv6 address is the IPv4 address.
+fn canonical(ip: &IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(*ip),
+        v4 => *v4,
     }
 }
 
@@ -547,26 +721,40 @@ fn describe(a: &Attempt) -> String {
 fn guardrail_hit(m: &CompiledScope, attempt: &Attempt) -> Option<String> {
     match attempt {
         Attempt::Exec { path } => m.matches_exec(path).then(|| format!("exec {path}")),
-        Attempt::Write { paths } => paths.iter().find(|p| m.matches_write(p)).map(|p| format!("write {p}")),
+        Attempt::Write { paths } => paths
+            .iter()
+            .find(|p| m.matches_write(&p.path))
+            .map(|p| format!("write {}", p.path)),
         Attempt::Connect { proto, ip, port } => {
-            // An IPv4-mapped IPv6 destination is the IPv4 address.
-            let ip = match ip {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(*ip),
-                v4 => *v4,
-            };
+            let ip = canonical(ip);
             m.matches_connect(*proto, ip, *port)
                 .then(|| format!("{}:{ip}:{port}", proto.as_str()))
         }
+        Attempt::Unix { name } => m.matches_unix(name).then(|| format!("unix:{name}")),
+        Attempt::Listen { proto, ip, port } => {
+            let ip = canonical(ip);
+            m.matches_listen(*proto, ip, *port)
+                .then(|| format!("listen {}:{ip}:{port}", proto.as_str()))
+        }
+        Attempt::Grant { grant } => m.grants(*grant).then(|| describe(attempt)),
     }
 }
 
-/// The scope clause `attempt` falls outside of, with what was attempted.
-fn scope_miss(scope: &CompiledScope, attempt: &Attempt) -> Option<(&'static str, String)> {
-    let v = match attempt {
+/// The scope clause `attempt` falls outside of, with what was attempted and what the clause
+/// allows (None: inside the scope).
+pub fn scope_violation(scope: &CompiledScope, attempt: &Attempt) -> Option<Violation> {
+    match attempt {
         Attempt::Exec { path } => scope.check_exec(path).err(),
-        Attempt::Write { paths } => paths.iter().find_map(|p| scope.check_write(p).err()),
-        Attempt::Connect { proto, ip, port } => scope.check_connect(*proto, *ip, *port).err(),
-    }?;
+        Attempt::Write { paths } => paths.iter().find_map(|p| scope.check_write(&p.path, p.object).err()),
+        Attempt::Connect { proto, ip, port } => scope.check_connect(*proto, canonical(ip), *port).err(),
+        Attempt::Unix { name } => scope.check_unix(name).err(),
+        Attempt::Listen { proto, ip, port } => scope.check_listen(*proto, canonical(ip), *port).err(),
+        Attempt::Grant { grant } => scope.check_grant(*grant).err(),
+    }
+}
+
+fn scope_miss(scope: &CompiledScope, attempt: &Attempt) -> Option<(&'static str, String)> {
+    let v = scope_violation(scope, attempt)?;
     Some((v.clause, v.attempted))
 }
 
@@ -603,13 +791,35 @@ mod tests {
         labels: std::collections::BTreeMap<String, String>,
     }
 
-    /// Exactly one of the three.
+    /// Exactly one of these. `write` paths are writes of the files themselves (opens);
+    /// `unix` a socket's path or `@name`; `listen` `PROTO:IP:PORT`; `grant` a socket kind or
+    /// `io_uring`.
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct AttemptSpec {
         exec: Option<String>,
         write: Option<Vec<String>>,
         connect: Option<String>,
+        #[serde(default)]
+        unix: Option<String>,
+        #[serde(default)]
+        listen: Option<String>,
+        #[serde(default)]
+        grant: Option<String>,
+    }
+
+    /// "PROTO:IP:PORT" through the scope parser.
+    fn endpoint(c: &str) -> (Proto, IpAddr, u16) {
+        let s = CompiledScope::compile(&ScopeSpec {
+            connect: vec![c.to_string()],
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("fixture attempt {c}: {e}"));
+        let r = &s.connect[0];
+        let crate::credentials::scope::Host::Net(net) = r.host else {
+            panic!("fixture attempts use IP addresses: {c}")
+        };
+        (r.proto, net.addr(), r.ports.0)
     }
 
     #[derive(Debug, Deserialize)]
@@ -630,27 +840,28 @@ mod tests {
     }
 
     fn attempt(a: &AttemptSpec) -> Attempt {
-        match (&a.exec, &a.write, &a.connect) {
-            (Some(p), None, None) => Attempt::Exec { path: p.clone() },
-            (None, Some(p), None) => Attempt::Write { paths: p.clone() },
-            (None, None, Some(c)) => {
-                // Reuse the scope parser for "PROTO:IP:PORT".
-                let s = CompiledScope::compile(&ScopeSpec {
-                    connect: vec![c.clone()],
-                    ..Default::default()
-                })
-                .unwrap_or_else(|e| panic!("fixture attempt {c}: {e}"));
-                let r = &s.connect[0];
-                let crate::credentials::scope::Host::Net(net) = r.host else {
-                    panic!("fixture attempts use IP addresses: {c}")
-                };
-                Attempt::Connect {
-                    proto: r.proto,
-                    ip: net.addr(),
-                    port: r.ports.0,
-                }
+        match (&a.exec, &a.write, &a.connect, &a.unix, &a.listen, &a.grant) {
+            (Some(p), None, None, None, None, None) => Attempt::Exec { path: p.clone() },
+            (None, Some(p), None, None, None, None) => Attempt::Write {
+                paths: p.iter().map(WritePath::object).collect(),
+            },
+            (None, None, Some(c), None, None, None) => {
+                let (proto, ip, port) = endpoint(c);
+                Attempt::Connect { proto, ip, port }
             }
-            _ => panic!("an attempt is exactly one of exec, write, connect: {a:?}"),
+            (None, None, None, Some(u), None, None) => Attempt::Unix { name: u.clone() },
+            (None, None, None, None, Some(l), None) => {
+                let (proto, ip, port) = endpoint(l);
+                Attempt::Listen { proto, ip, port }
+            }
+            (None, None, None, None, None, Some(g)) => Attempt::Grant {
+                grant: if g == "io_uring" {
+                    Grant::IoUring
+                } else {
+                    Grant::parse(g).unwrap_or_else(|| panic!("fixture grant {g}"))
+                },
+            },
+            _ => panic!("an attempt is exactly one of exec, write, connect, unix, listen, grant: {a:?}"),
         }
     }
 
@@ -732,7 +943,7 @@ mod tests {
         assert_eq!((meta.action, meta.mode), (Some(Action::Deny), Mode::Enforce));
         let etc = r.evaluate(
             &Attempt::Write {
-                paths: vec!["/etc/x".into()],
+                paths: vec![WritePath::object("/etc/x")],
             },
             Credential::None,
             0,

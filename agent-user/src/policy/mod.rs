@@ -65,6 +65,10 @@ struct ActionsSpec {
     /// Actions under an expired or revoked credential (default: alert).
     #[serde(default)]
     expired: Option<ActionSpec>,
+    /// Actions the kernel could not judge (default: deny, high; enforced wherever any rule
+    /// is).
+    #[serde(default)]
+    unjudged: Option<ActionSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +174,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         unbound: actions.unbound,
         scope: actions.scope,
         expired: actions.expired,
+        unjudged: actions.unjudged,
     };
     let rules = Rules::compile(&containment).map_err(|e| match e.rule_id().and_then(|id| line_of_id(text, id)) {
         // file:line of the rule the error is about.
