@@ -29,8 +29,9 @@
 //! (`/run/docker.sock`), an abstract socket as `@` and its name (`@/tmp/.X11-unix/X0`).
 //! Device nodes are judged as the device they name, never by the node's path: a write to a
 //! character device is a write of `/dev/char/MAJOR:MINOR`, to a block device of
-//! `/dev/block/MAJOR:MINOR` ([`device_path`]), the names udev gives them, so the same
-//! patterns serve (the shipped guardrail holds `/dev/block/`).
+//! `/dev/block/MAJOR:MINOR`, the names udev gives them, so the same patterns serve (the
+//! shipped guardrail holds `/dev/block/`); in the keys the numbers are binary
+//! ([`device_key`]).
 //!
 //! ## Network ([`NET_RULES`](NetKey), an LPM trie)
 //! Key: owner, IP protocol (6 TCP, 17 UDP; with [`LISTEN`] added for the `listen` clause,
@@ -94,55 +95,37 @@ pub mod class {
 /// the local address and port).
 pub const LISTEN: u8 = 0x80;
 
-/// Bytes of a device path (`/dev/block/4095:1048575` and its NUL fit).
-pub const DEVICE_PATH_LEN: usize = 32;
+/// Bytes of a device key ([`device_key`]).
+pub const DEVICE_KEY_LEN: usize = 32;
 
-/// The path a device node is judged as: `/dev/char/MAJOR:MINOR` or `/dev/block/MAJOR:MINOR`
-/// (decimal), from the kernel's encoding `rdev` (major << 20 | minor); None for an inode
-/// that is not a device. Returns the bytes written into `out`.
+/// The kernel's key for the device a node names, as the rules write it
+/// (`/dev/char/MAJOR:MINOR`, `/dev/block/MAJOR:MINOR`, udev's names) but with the numbers in
+/// binary, so the kernel need not print decimals: the prefix, the major as 4 big-endian
+/// bytes, `:`, the minor likewise. The daemon compiles device patterns into the same form
+/// (`contain::compile`). None for an inode that is not a device; else the key's length.
 #[inline(always)]
-pub fn device_path(mode: u32, rdev: u32, out: &mut [u8; DEVICE_PATH_LEN]) -> Option<usize> {
-    const M: usize = DEVICE_PATH_LEN - 1;
-    let prefix: &[u8; 11] = match mode & S_IFMT {
-        S_IFCHR => b"/dev/char/\0",
-        S_IFBLK => b"/dev/block/",
+pub fn device_key(mode: u32, rdev: u32, out: &mut [u8; DEVICE_KEY_LEN]) -> Option<usize> {
+    let prefix: &[u8] = match mode & S_IFMT {
+        S_IFCHR => DEVICE_CHAR,
+        S_IFBLK => DEVICE_BLOCK,
         _ => return None,
     };
-    let plen = if mode & S_IFMT == S_IFCHR { 10 } else { 11 };
-    let mut i = 0;
-    while i < 11 {
-        out[i & M] = prefix[i];
-        i += 1;
-    }
-    let n = put_decimal(out, plen, rdev >> 20);
-    out[n & M] = b':';
-    Some(put_decimal(out, (n + 1) & M, rdev & 0xf_ffff))
+    Some(device_key_of(prefix, rdev >> 20, rdev & 0xf_ffff, out))
 }
 
-/// Writes `v` (at most 20 bits: 7 digits) in decimal at `out[at..]`; returns the end. Every
-/// index is masked: the BPF verifier sees the bounds.
+/// The udev directories of character and block devices.
+pub const DEVICE_CHAR: &[u8] = b"/dev/char/";
+pub const DEVICE_BLOCK: &[u8] = b"/dev/block/";
+
+/// [`device_key`] for an explicit prefix and numbers.
 #[inline(always)]
-fn put_decimal(out: &mut [u8; DEVICE_PATH_LEN], at: usize, v: u32) -> usize {
-    const M: usize = DEVICE_PATH_LEN - 1;
-    let mut digits = [0u8; 8];
-    let mut len = 0usize;
-    let mut v = v & 0xf_ffff;
-    while len < 7 {
-        digits[len & 7] = b'0' + (v % 10) as u8;
-        len += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let mut i = 0;
-    while i < 7 {
-        if i < len {
-            out[(at + i) & M] = digits[(len - 1 - i) & 7];
-        }
-        i += 1;
-    }
-    (at + len) & M
+pub fn device_key_of(prefix: &[u8], major: u32, minor: u32, out: &mut [u8; DEVICE_KEY_LEN]) -> usize {
+    let n = prefix.len();
+    out[..n].copy_from_slice(prefix);
+    out[n..n + 4].copy_from_slice(&major.to_be_bytes());
+    out[n + 4] = b':';
+    out[n + 5..n + 9].copy_from_slice(&minor.to_be_bytes());
+    n + 9
 }
 
 /// inode.i_mode file types.
@@ -353,7 +336,7 @@ const _: () = {
     assert!(size_of::<Verdict>() == 4);
     assert!(size_of::<Grants>() == 24);
     assert!(crate::sock_kind::COUNT as usize <= 8);
-    assert!(DEVICE_PATH_LEN.is_power_of_two());
+    assert!(DEVICE_KEY_LEN >= 11 + 9 + 1);
 };
 
 #[cfg(feature = "user")]
@@ -372,19 +355,14 @@ mod pod {
 mod tests {
     use super::*;
 
-    fn dev(mode: u32, major: u32, minor: u32) -> Option<std::string::String> {
-        let mut out = [0u8; DEVICE_PATH_LEN];
-        let n = device_path(mode, major << 20 | minor, &mut out)?;
-        Some(std::string::String::from_utf8(out[..n].to_vec()).unwrap())
-    }
-
     #[test]
-    fn device_paths_are_the_udev_names() {
-        assert_eq!(dev(S_IFCHR | 0o666, 1, 3).as_deref(), Some("/dev/char/1:3"));
-        assert_eq!(dev(S_IFBLK | 0o660, 8, 0).as_deref(), Some("/dev/block/8:0"));
-        assert_eq!(dev(S_IFCHR, 136, 12).as_deref(), Some("/dev/char/136:12"));
-        assert_eq!(dev(S_IFBLK, 4095, 1048575).as_deref(), Some("/dev/block/4095:1048575"));
-        assert_eq!(dev(S_IFREG, 8, 0), None);
-        assert_eq!(dev(S_IFIFO, 0, 0), None);
+    fn device_keys_hold_the_udev_prefix_and_binary_numbers() {
+        let mut out = [0u8; DEVICE_KEY_LEN];
+        let n = device_key(S_IFCHR | 0o666, 1 << 20 | 3, &mut out).unwrap();
+        assert_eq!(&out[..n], b"/dev/char/\0\0\0\x01:\0\0\0\x03");
+        let n = device_key(S_IFBLK, 259 << 20 | 0xf_ffff, &mut out).unwrap();
+        assert_eq!(&out[..n], b"/dev/block/\0\0\x01\x03:\0\x0f\xff\xff");
+        assert_eq!(device_key(S_IFREG, 0, &mut out), None);
+        assert_eq!(device_key(S_IFIFO, 0, &mut out), None);
     }
 }

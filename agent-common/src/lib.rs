@@ -135,9 +135,6 @@ pub mod hook {
 /// Bits of the `FEATURES` map: what the daemon attached, for programs that defer to a
 /// stronger hook.
 pub mod feature {
-    /// The BPF LSM path hooks are in effect (device mknods are refused there, before the
-    /// node exists).
-    pub const LSM_PATHS: u32 = 1;
     /// The cgroup sock_create hook judges IP socket creation (the socket syscall
     /// tracepoint leaves AF_INET / AF_INET6 to it).
     pub const CGROUP_SOCK: u32 = 2;
@@ -565,7 +562,7 @@ pub mod file_op {
     /// it existed, with no watched syscall in flight to carry the record.
     pub const CREATE: u16 = 11;
     /// mknod/mknodat: a device node, FIFO or socket file (a device node is judged as a write
-    /// of the device it names, see [`crate::contain::device_path`]).
+    /// of the device it names, see [`crate::contain::device_key`]).
     pub const MKNOD: u16 = 12;
     /// setxattr family (ACLs, capabilities, security labels): the attribute name in `b.raw`.
     pub const SETXATTR: u16 = 13;

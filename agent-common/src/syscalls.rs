@@ -89,11 +89,28 @@ pub struct Syscall {
     pub shape: Shape,
 }
 
+/// AT_SYMLINK_NOFOLLOW, in the flags of the *at calls.
+pub const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+
 impl Syscall {
     /// An open with (possible) write intent: where BPF LSM is in effect its file_open hook
     /// reports these instead of the syscall tracepoints.
     pub const fn is_open(&self) -> bool {
         matches!(self.shape, Shape::Open | Shape::OpenAt | Shape::OpenAt2 | Shape::Creat)
+    }
+
+    /// Does the call act on the file a final symlink of its name leads to (rather than on
+    /// the link itself), given its flags as recorded?
+    pub fn follows_final(&self, flags: u64) -> bool {
+        match self.shape {
+            Shape::Truncate | Shape::Chmod | Shape::Utimes | Shape::FChmodAt | Shape::FutimesAt => true,
+            Shape::Chown => !matches!(self.name.as_bytes(), b"lchown"),
+            Shape::SetXattr | Shape::RemoveXattr => !self.name.as_bytes().starts_with(b"l"),
+            Shape::FChmodAt2 | Shape::FChownAt | Shape::UtimensAt | Shape::SetXattrAt | Shape::RemoveXattrAt => {
+                flags & AT_SYMLINK_NOFOLLOW == 0
+            }
+            _ => false,
+        }
     }
 }
 

@@ -7,9 +7,9 @@ use core::ffi::c_void;
 use agent_common::{
     NO_TASK, Object, Tracked, UNIX_NAME_LEN, WALK_MAIN, WalkedPath, config,
     contain::{
-        DEVICE_PATH_LEN, EXEMPT, LISTEN, MAX_FALLBACKS, NET_KEY_HEAD_BITS, NetKey, PATH_KEY_HEAD_BITS, PATH_KEY_LEN,
+        DEVICE_KEY_LEN, EXEMPT, LISTEN, MAX_FALLBACKS, NET_KEY_HEAD_BITS, NetKey, PATH_KEY_HEAD_BITS, PATH_KEY_LEN,
         PathKey, PathRule, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK, TAIL_KEY_HEAD_BITS, TAIL_KEY_LEN,
-        Verdict, action, class, device_path, guard_owner, path_kind, posture, rule_class, verdict,
+        Verdict, action, class, device_key, guard_owner, path_kind, posture, rule_class, verdict,
     },
     counter, walk,
 };
@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{KPtr, off, read_u32},
+    kernel::{KPtr, masked, off, read_u32},
     maps::{
         GRANTS, GUARD_VERDICTS, NET_RULES, PATH_KEY, PATH_RULES, POSTURE, TAIL_KEY, TAIL_RULES, WALK_SCRATCH, count,
         degraded,
@@ -424,17 +424,17 @@ pub fn judge_object(t: &Tracked, inode: KPtr, walked: *const WalkedPath, obj: &m
 /// name: the exempt devices (null, zero, full, tty, ptmx, terminals) first.
 #[inline(always)]
 pub fn judge_device(t: &Tracked, mode: u32, rdev: u32) -> u32 {
-    let mut name = [0u8; DEVICE_PATH_LEN];
-    let Some(n) = device_path(mode, rdev, &mut name) else {
-        return unjudged(t);
-    };
     let Some(key) = PATH_KEY.get_ptr_mut(0) else {
         return unjudged(t);
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let key = unsafe { &mut (*key).key };
-    key.data.path[..DEVICE_PATH_LEN].copy_from_slice(&name);
-    let n = n & (DEVICE_PATH_LEN - 1);
+    let mut name = [0u8; DEVICE_KEY_LEN];
+    let Some(n) = device_key(mode, rdev, &mut name) else {
+        return unjudged(t);
+    };
+    key.data.path[..DEVICE_KEY_LEN].copy_from_slice(&name);
+    let n = n & (DEVICE_KEY_LEN - 1);
     key.data.path[n] = 0;
     key.prefix_len = PATH_KEY_HEAD_BITS + (n as u32 + 1) * 8;
     // The `/` before MAJOR:MINOR.
@@ -455,7 +455,7 @@ pub fn judge_unix_name(t: &Tracked, name: &[u8; UNIX_NAME_LEN], len: usize, is_a
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let key = unsafe { &mut (*key).key };
-    let len = len & 0x7f;
+    let len = masked(len, 0x7f);
     if len == 0 || len > UNIX_NAME_LEN || (!is_abstract && name[0] != b'/') {
         return unjudged(t);
     }
@@ -477,7 +477,7 @@ pub fn judge_unix_name(t: &Tracked, name: &[u8; UNIX_NAME_LEN], len: usize, is_a
     if copied != (len + 1) as i64 {
         return unjudged(t);
     }
-    let n = n & 0xff;
+    let n = masked(n, 0xff);
     key.prefix_len = PATH_KEY_HEAD_BITS + (n as u32 + 1) * 8;
     let mut leaf = 0;
     let mut i = 0;

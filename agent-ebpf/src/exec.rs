@@ -4,8 +4,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    ARGV_LEN, AT_FDCWD, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, PendingExec, Tracked, WalkedPath,
-    config,
+    ARGV_LEN, AT_FDCWD, COMM_LEN, ExecEvent, FILENAME_LEN, InodeKey, NO_TASK, PendingExec, Tracked, WalkedPath, config,
     contain::{class, verdict},
     counter, flags, hook, kind, select, track_reason,
 };
@@ -24,9 +23,8 @@ use crate::{
     },
     lsm::{CHECKED, REPORTED},
     maps::{
-        CONFIG, EXEC_CHECKED, EXEC_PENDING, EXEC_WALK, POD_GUARDS, PROC_EVENTS, SELECT_CGROUP, SELECT_COMM,
-        SELECT_EXE, SELECT_UID, TRACKED, active, config_value64, count, degraded, reserve, self_tgid, tracked,
-        wake_flags,
+        CONFIG, EXEC_CHECKED, EXEC_PENDING, EXEC_WALK, POD_GUARDS, PROC_EVENTS, SELECT_CGROUP, SELECT_COMM, SELECT_EXE,
+        SELECT_UID, TRACKED, active, config_value64, count, degraded, reserve, self_tgid, tracked, wake_flags,
     },
 };
 
@@ -120,7 +118,14 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads are written
     // below (buffers only up to their recorded lengths).
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(&mut ev.header, kind::EXEC, hook::SCHED_EXEC, pid_tgid, &tracked, rec_flags);
+    fill_header(
+        &mut ev.header,
+        kind::EXEC,
+        hook::SCHED_EXEC,
+        pid_tgid,
+        &tracked,
+        rec_flags,
+    );
     ev.header.verdict = judged;
     ev.ppid = parent_tgid(task).unwrap_or(0);
     ev.failed_errno = 0;

@@ -32,7 +32,7 @@ use crate::{
         KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, off, read_ptr, tp, walk_empty, walk_path,
         walk_unavailable,
     },
-    maps::{FILE_EVENTS, FILE_SCRATCH, PENDING, SCRATCH, count, degraded, feature, reserve, tracked, wake_flags},
+    maps::{FILE_EVENTS, FILE_SCRATCH, PENDING, SCRATCH, count, degraded, reserve, tracked, wake_flags},
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -182,17 +182,6 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
             } else {
                 (a0 as i32, a1, a2 as u32, kernel_dev(a3 as u32))
             };
-            // A device node is judged here, by the device it would name (its name does not
-            // matter): where no BPF LSM path hook refuses it before it exists, a kill now
-            // keeps the caller from ever using it.
-            let fmt = p.mode & S_IFMT;
-            if (fmt == S_IFCHR || fmt == S_IFBLK) && !feature(crate::maps::features::LSM_PATHS) {
-                let mut v = judge_device(t, p.mode, p.dev);
-                if refuses(v) && kill_current() {
-                    v |= verdict::KILLED | verdict::AFTER_EFFECT;
-                }
-                p.verdict = v;
-            }
         }
         Shape::SetXattr | Shape::RemoveXattr => {
             p.op = if sc.shape == Shape::SetXattr {
@@ -233,16 +222,60 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
     (p.raw_len_a, p.raw_truncated_a) = read_name(name_a, &mut p.raw_a);
     (p.raw_len_b, p.raw_truncated_b) = read_name(name_b, &mut p.raw_b);
     if PENDING.insert(&tid, &*p, 0).is_err() {
-        // Fail closed: a call the kernel cannot follow is judged now, and recorded.
+        // Fail closed: a call the kernel cannot follow is judged now, and recorded (with
+        // the names as given: walking here would make this program too large to verify).
         count(agent_common::counter::PENDING_FULL);
         let mut v = unjudged(t);
         if refuses(v) && kill_current() {
             v |= verdict::KILLED | verdict::AFTER_EFFECT;
         }
-        p.verdict = v;
-        report(pid_tgid, t, p, 0);
+        unfollowed(pid_tgid, t, p, v);
     }
     Ok(())
+}
+
+/// The record of a call the kernel could not follow to its exit: its names as given.
+#[inline(never)]
+fn unfollowed(pid_tgid: u64, t: &Tracked, p: &PendingFile, judged: u32) {
+    let Some(mut slot) = reserve::<FileEvent>(&FILE_EVENTS, hook::FILE_SYSCALL) else {
+        return;
+    };
+    // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
+    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    fill_header(&mut ev.header, kind::FILE, hook::FILE_SYSCALL, pid_tgid, t, 0);
+    ev.header.verdict = judged;
+    ev.op = p.op;
+    ev.hook = file_hook::NONE;
+    ev.syscall_nr = p.syscall_nr;
+    ev.ret = 0;
+    ev.flags = p.flags;
+    ev.mode = p.mode;
+    ev.uid = p.uid;
+    ev.gid = p.gid;
+    ev.obj = Object::default();
+    for (out, raw, len, truncated) in [
+        (&mut ev.a, &p.raw_a, p.raw_len_a, p.raw_truncated_a),
+        (&mut ev.b, &p.raw_b, p.raw_len_b, p.raw_truncated_b),
+    ] {
+        out.source = if len > 0 {
+            path_source::NAME_ONLY
+        } else {
+            path_source::NONE
+        };
+        out.raw_len = len;
+        out.raw_truncated = truncated;
+        out._pad = 0;
+        walk_empty(&mut out.walked);
+        // SAFETY: both buffers are RAW_PATH_LEN bytes.
+        unsafe {
+            generated::bpf_probe_read_kernel(
+                out.raw.as_mut_ptr() as *mut c_void,
+                RAW_PATH_LEN as u32,
+                raw.as_ptr() as *const c_void,
+            )
+        };
+    }
+    slot.submit(wake_flags(&FILE_EVENTS));
 }
 
 /// Copies a NUL-terminated name from user memory; returns (length, truncated).
@@ -348,14 +381,25 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
         p.raw_len_b,
         p.raw_truncated_b,
     );
+    let fmt = p.mode & S_IFMT;
+    let device_node = p.op == file_op::MKNOD && (fmt == S_IFCHR || fmt == S_IFBLK);
     if p.op == file_op::MKNOD {
         ev.obj.mode = p.mode;
         ev.obj.rdev = p.dev;
     }
-    if p.hook != file_hook::NONE || p.verdict != 0 {
+    if p.hook != file_hook::NONE {
         // A BPF LSM hook judged the operation before it happened (and refused it, or let it
-        // through), or the entry did: that verdict is the record's.
+        // through): its verdict is the record's.
         ev.header.verdict = p.verdict;
+    } else if device_node && ret >= 0 {
+        // A device node, judged as the device it names (its name does not matter), where no
+        // BPF LSM path hook refused it before it existed: the caller is killed before it can
+        // use it, and every open of it is judged by the device too.
+        let mut judged = judge_device(t, p.mode, p.dev);
+        if refuses(judged) && kill_current() {
+            judged |= verdict::KILLED | verdict::AFTER_EFFECT;
+        }
+        ev.header.verdict = judged;
     } else if ret >= 0 {
         // Judgement at the syscall's exit: the operation is done, so a refusal can only be a
         // SIGKILL before the process uses its result. Only an object (an opened file, an

@@ -31,6 +31,14 @@ macro_rules! tp {
 }
 pub(crate) use tp;
 
+/// `v & mask`, with the mask kept in the program: the verifier needs to see it, and the
+/// compiler would drop it where an earlier check implies it.
+#[inline(always)]
+pub fn masked(v: usize, mask: usize) -> usize {
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&v) & mask }
+}
+
 #[inline(always)]
 pub fn read_ptr(base: KPtr, offset: usize) -> Result<KPtr, i32> {
     // SAFETY: bpf_probe_read_kernel checks the address.

@@ -24,8 +24,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    contain::{judge_grant, judge_listen, judge_net, judge_object, judge_path, kill_current, kills, mapped_v4, refuses,
-        unjudged},
+    contain::{
+        judge_grant, judge_listen, judge_net, judge_object, judge_path, kill_current, kills, mapped_v4, refuses,
+        unjudged,
+    },
     kernel::{KPtr, current_task, fill_header, off, parent_tgid, read_ptr, read_u32, walk_empty, walk_path},
     maps::{self, EXEC_CHECKED, EXEC_WALK, FILE_EVENTS, PROC_EVENTS, UNIX_WALK, reserve, wake_flags},
     net, sock,
@@ -101,14 +103,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
         // SAFETY: the reservation is sized for ExecEvent; the fields userspace reads for a
         // refused exec (header, ppid, lengths, exe) are written.
         let ev = unsafe { &mut *slot.as_mut_ptr() };
-        fill_header(
-            &mut ev.header,
-            kind::EXEC,
-            hook::LSM_EXEC,
-            pid_tgid,
-            &t,
-            VIA_LSM,
-        );
+        fill_header(&mut ev.header, kind::EXEC, hook::LSM_EXEC, pid_tgid, &t, VIA_LSM);
         ev.header.verdict = judged;
         ev.ppid = parent_tgid(current_task()).unwrap_or(0);
         ev.argv_len = 0;
@@ -165,14 +160,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     };
     // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
     let ev = unsafe { &mut *slot.as_mut_ptr() };
-    fill_header(
-        &mut ev.header,
-        kind::FILE,
-        hook::LSM_FILE,
-        pid_tgid,
-        &t,
-        VIA_LSM,
-    );
+    fill_header(&mut ev.header, kind::FILE, hook::LSM_FILE, pid_tgid, &t, VIA_LSM);
     ev.header.verdict = judged;
     ev.op = file_op::OPEN_WRITE;
     ev.hook = agent_common::file_hook::FILE_OPEN;
@@ -244,7 +232,11 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     }
     let sock_type = read_u32(sock, off!(socket_type)).map(|t| t as u16).unwrap_or(0);
     let sk = sock_of(sock);
-    let protocol = if sk.is_null() { 0 } else { sock_u16(sk, off!(sock_sk_protocol)) };
+    let protocol = if sk.is_null() {
+        0
+    } else {
+        sock_u16(sk, off!(sock_sk_protocol))
+    };
     // SAFETY: the kernel copy of the sockaddr, at least `want` bytes (checked above).
     let port = u16::from_be(
         unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr.wrapping_add(2) as *const u16) }.unwrap_or(0),

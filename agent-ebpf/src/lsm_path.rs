@@ -294,7 +294,11 @@ pub fn path_mknod(ctx: LsmContext) -> i32 {
     let fmt = mode & S_IFMT;
     let mut c = call(
         file_hook::PATH_MKNOD,
-        if fmt == S_IFREG { file_op::CREATE } else { file_op::MKNOD },
+        if fmt == S_IFREG {
+            file_op::CREATE
+        } else {
+            file_op::MKNOD
+        },
         At::entry(ctx.arg(0), ctx.arg(1)),
     );
     c.mode = mode;
@@ -420,7 +424,11 @@ pub fn path_chown(ctx: LsmContext) -> i32 {
 #[lsm(hook = "file_truncate")]
 pub fn file_truncate(ctx: LsmContext) -> i32 {
     let file: KPtr = ctx.arg::<u64>(0) as KPtr;
-    let mut c = call(file_hook::FILE_TRUNCATE, file_op::TRUNCATE, At::object(file_path(file) as u64));
+    let mut c = call(
+        file_hook::FILE_TRUNCATE,
+        file_op::TRUNCATE,
+        At::object(file_path(file) as u64),
+    );
     c.record_allowed = false;
     judge(ctx.arg(1), c)
 }
@@ -590,7 +598,13 @@ fn setattr(ret: i32, dentry: KPtr, attr: KPtr) -> i32 {
     if valid & (ATTR_ATIME | ATTR_MTIME) == 0 || valid & (ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_SIZE) != 0 {
         return ret;
     }
-    judge_inode(ret, file_hook::INODE_SETATTR, file_op::UTIMES, dentry, core::ptr::null())
+    judge_inode(
+        ret,
+        file_hook::INODE_SETATTR,
+        file_op::UTIMES,
+        dentry,
+        core::ptr::null(),
+    )
 }
 
 /// inode_setattr(idmap, dentry, attr) (6.3+).

@@ -1,7 +1,7 @@
 //! Maps and the load-time configuration global. Names are the contract with agent-user's loader.
 use agent_common::{
-    COMM_LEN, Config, FileEvent, InodeKey, MAX_PENDING, MAX_TRACKED, PendingExec, PendingFile, PendingSock, RING_FILE_BYTES, RING_NET_BYTES,
-    RING_PROC_BYTES, RING_WAKE_BYTES, Tracked, UnixEvent, WALK_MAX_STEPS, WalkedPath,
+    COMM_LEN, Config, FileEvent, InodeKey, MAX_PENDING, MAX_TRACKED, PendingExec, PendingFile, PendingSock,
+    RING_FILE_BYTES, RING_NET_BYTES, RING_PROC_BYTES, RING_WAKE_BYTES, Tracked, UnixEvent, WALK_MAX_STEPS, WalkedPath,
     contain::{Grants, MAX_GUARDRAILS, MAX_RULES, NetKey, NetRule, PathKey, PathRule, TailKey, Verdict, posture},
     counter,
 };

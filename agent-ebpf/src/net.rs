@@ -135,8 +135,13 @@ pub fn sock_create(ctx: SockContext) -> i32 {
     };
     let sk = ctx.sock;
     // SAFETY: context fields, read at their natural (u32) size as the verifier requires.
-    let (family, sock_type, protocol) =
-        unsafe { (read_volatile(&(*sk).family), read_volatile(&(*sk).type_), read_volatile(&(*sk).protocol)) };
+    let (family, sock_type, protocol) = unsafe {
+        (
+            read_volatile(&(*sk).family),
+            read_volatile(&(*sk).type_),
+            read_volatile(&(*sk).protocol),
+        )
+    };
     let k = sock_kind::of(family, sock_type, protocol);
     if k == sock_kind::NONE {
         return ALLOW;

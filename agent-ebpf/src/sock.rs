@@ -30,7 +30,9 @@ use aya_ebpf::{
 
 use crate::{
     contain::{judge_grant, judge_listen, judge_path, judge_unix_name, kill_current, mapped_v4, refuses, unjudged},
-    kernel::{KPtr, current_task, file_of_fd, fill_header, off, read_ptr, read_u32, tp, walk_empty, walk_socket_file},
+    kernel::{
+        KPtr, current_task, file_of_fd, fill_header, masked, off, read_ptr, read_u32, tp, walk_empty, walk_socket_file,
+    },
     maps::{self, NET_EVENTS, SOCK_CALLS, UNIX_WALK, count, reserve, tracked, wake_flags},
 };
 
@@ -102,7 +104,7 @@ pub fn judge_peer(t: &Tracked, peer: KPtr, ev: &mut UnixEvent) -> u32 {
     if n == 0 || n >= UNIX_NAME_LEN {
         return unjudged(t);
     }
-    let n = n & 0x7f;
+    let n = masked(n, 0x7f);
     // SAFETY: n < UNIX_NAME_LEN bytes into the name buffer; the name follows the family and
     // the leading NUL of the abstract sockaddr_un.
     let r = unsafe {
@@ -183,7 +185,11 @@ pub fn sys_enter_sock(ctx: TracePointContext) -> u32 {
                 SockShape::Connect => family == AF_UNIX,
                 _ => family == AF_INET || family == AF_INET6,
             };
-            if wanted && SOCK_CALLS.insert(&(pid_tgid as u32), &PendingSock { fd, nr: nr as u32 }, 0).is_err() {
+            if wanted
+                && SOCK_CALLS
+                    .insert(&(pid_tgid as u32), &PendingSock { fd, nr: nr as u32 }, 0)
+                    .is_err()
+            {
                 count(counter::PENDING_FULL);
                 kill_after(unjudged(&t), true);
             }
@@ -235,7 +241,11 @@ fn send_enter(ctx: &TracePointContext, shape: SockShape, pid_tgid: u64, t: &Trac
         SockShape::SendTo => (arg(ctx, 4), arg(ctx, 5) as u32, false),
         _ => {
             let msg = arg(ctx, 1);
-            let vlen = if shape == SockShape::SendMmsg { arg(ctx, 2) as u32 } else { 1 };
+            let vlen = if shape == SockShape::SendMmsg {
+                arg(ctx, 2) as u32
+            } else {
+                1
+            };
             // SAFETY: user memory read through the helper.
             let name = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
             // SAFETY: as above (msg_namelen follows msg_name).
@@ -258,48 +268,53 @@ fn send_enter(ctx: &TracePointContext, shape: SockShape, pid_tgid: u64, t: &Trac
     ev._pad2 = 0;
     walk_empty(&mut ev.peer);
     let n = (addrlen as usize).wrapping_sub(2);
+    // SAFETY: user memory read through the helper.
+    let first = unsafe { bpf_probe_read_user((addr + 2) as *const u8) };
     let judged = if more || n == 0 || n > UNIX_NAME_LEN {
         // Several datagrams to names the kernel has not resolved yet: fail closed.
         ev.name_len = 0;
         unjudged(t)
-    } else {
-        let n = n & 0x7f;
-        // SAFETY: n <= UNIX_NAME_LEN bytes of sun_path into the name buffer.
+    } else if first == Ok(0) {
+        // An abstract name: the bytes after the leading NUL (NULs inside are the name's).
+        ev.naming = unix_name::ABSTRACT;
+        let m = masked(n - 1, 0x7f);
+        // SAFETY: m < UNIX_NAME_LEN bytes into the name buffer.
         let r = unsafe {
             generated::bpf_probe_read_user(
+                ev.name.as_mut_ptr() as *mut c_void,
+                m as u32,
+                (addr + 3) as *const c_void,
+            )
+        };
+        ev.name_len = m as u32;
+        if r == 0 {
+            judge_unix_name(t, &ev.name, m, true)
+        } else {
+            unjudged(t)
+        }
+    } else {
+        // A path, up to its NUL.
+        let n = masked(n, 0x7f);
+        // SAFETY: at most n <= UNIX_NAME_LEN bytes into the name buffer.
+        let r = unsafe {
+            generated::bpf_probe_read_user_str(
                 ev.name.as_mut_ptr() as *mut c_void,
                 n as u32,
                 (addr + 2) as *const c_void,
             )
         };
-        if r != 0 {
+        if r <= 0 {
             ev.name_len = 0;
             unjudged(t)
-        } else if ev.name[0] == 0 {
-            ev.naming = unix_name::ABSTRACT;
-            // The abstract name follows the leading NUL.
-            let m = (n - 1) & 0x7f;
-            let mut i = 0;
-            while i < UNIX_NAME_LEN - 1 {
-                if i < m {
-                    ev.name[i] = ev.name[(i + 1) & 0x7f];
-                }
-                i += 1;
-            }
-            ev.name_len = m as u32;
-            judge_unix_name(t, &ev.name, m, true)
         } else {
-            // A path: up to its NUL.
-            let mut len = n;
-            let mut i = 0;
-            while i < UNIX_NAME_LEN {
-                if i < len && ev.name[i] == 0 {
-                    len = i;
-                }
-                i += 1;
-            }
+            // A name that fills sun_path has no NUL: the helper kept its last byte for one.
+            let len = if (r as usize) < n { r as usize - 1 } else { n };
             ev.name_len = len as u32;
-            judge_unix_name(t, &ev.name, len, false)
+            if len == n && (r as usize) == n {
+                unjudged(t)
+            } else {
+                judge_unix_name(t, &ev.name, len, false)
+            }
         }
     };
     let judged = kill_after(judged, true);
@@ -363,7 +378,11 @@ fn connect_exit(pid_tgid: u64, t: &Tracked, fd: i32) {
     } else {
         read_ptr(sk, off!(unix_peer)).unwrap_or(core::ptr::null())
     };
-    ev.sock_type = if sk.is_null() { 0 } else { u16_at(sk, off!(sock_type)) as u8 };
+    ev.sock_type = if sk.is_null() {
+        0
+    } else {
+        u16_at(sk, off!(sock_type)) as u8
+    };
     let judged = kill_after(judge_peer(t, peer, ev), true);
     unix_record(ev, hook::SOCKET_SYSCALL, pid_tgid, t, judged, unix_op::CONNECT, 0);
 }

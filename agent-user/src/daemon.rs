@@ -851,9 +851,28 @@ impl Daemon {
         } else {
             self.table.apply(&ev, &Procfs)
         };
-        if let Event::File { path, path2, .. } = &mut ev {
-            paths::resolve(path);
-            if let Some(p2) = path2 {
+        if let Event::File {
+            path,
+            path2,
+            syscall_nr,
+            flags,
+            op,
+            ..
+        } = &mut ev
+        {
+            // The file the call changes: where it follows a final symlink, its target.
+            let follows = syscall_nr
+                .and_then(agent_common::syscalls::by_nr)
+                .is_some_and(|sc| sc.follows_final(*flags));
+            if follows {
+                paths::resolve_following(path);
+            } else {
+                paths::resolve(path);
+            }
+            // An extended attribute's name is no path.
+            if let Some(p2) = path2
+                && !matches!(op, events::FileOp::SetXattr | events::FileOp::RemoveXattr)
+            {
                 paths::resolve(p2);
             }
         }
@@ -887,7 +906,10 @@ impl Daemon {
         {
             match contain::kill::kill(*child_tgid, *child_start_ns, self.ticks_per_sec) {
                 Ok(_) => warn!(pid = child_tgid, "killed a child the tracked map had no room for"),
-                Err(e) => error!(pid = child_tgid, "a child the tracked map had no room for could not be killed: {e}"),
+                Err(e) => error!(
+                    pid = child_tgid,
+                    "a child the tracked map had no room for could not be killed: {e}"
+                ),
             }
         }
         let decision = if newly_selected {
@@ -1135,7 +1157,10 @@ impl Daemon {
                         "events-lost",
                         "a kernel map was full; the calls it could not hold were judged as unjudged",
                     ),
-                    _ => ("events-lost", "records did not fit in their ring; the verdicts still applied"),
+                    _ => (
+                        "events-lost",
+                        "records did not fit in their ring; the verdicts still applied",
+                    ),
                 };
                 let reason = format!("kernel-side: {name} +{} (total {n}); {what}", n - before);
                 let hook = (i as u32).checked_sub(counter::LOST).and_then(agent_common::hook::name);
@@ -1430,10 +1455,8 @@ impl RingWake {
             let fd = r.as_fd().try_clone_to_owned().context("duplicating a ring buffer fd")?;
             // SAFETY: the OwnedFd is moved into the AsyncFd and stays open, unchanged, for
             // its whole life.
-            let fd = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-            }
-            .map_err(|e| anyhow::anyhow!("registering a ring buffer with the reactor: {}", e.into_parts().1))?;
+            let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("registering a ring buffer with the reactor: {}", e.into_parts().1))?;
             out.push(fd);
         }
         Ok(RingWake(out))

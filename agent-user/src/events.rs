@@ -187,7 +187,11 @@ pub enum ObjectKind {
     Fifo,
     Socket,
     /// A device node: judged as the device (`/dev/char/M:m`, `/dev/block/M:m`).
-    Device { block: bool, major: u32, minor: u32 },
+    Device {
+        block: bool,
+        major: u32,
+        minor: u32,
+    },
 }
 
 impl Object {
@@ -211,13 +215,12 @@ impl Object {
         Some(Object { kind, nlink: o.nlink })
     }
 
-    /// The path a device is judged as (the kernel's `contain::device_path`).
+    /// The path a device is judged as (the rules' form; the kernel's key holds the numbers in binary).
     pub fn device_path(&self) -> Option<String> {
         match self.kind {
-            ObjectKind::Device { block, major, minor } => Some(format!(
-                "/dev/{}/{major}:{minor}",
-                if block { "block" } else { "char" }
-            )),
+            ObjectKind::Device { block, major, minor } => {
+                Some(format!("/dev/{}/{major}:{minor}", if block { "block" } else { "char" }))
+            }
             _ => None,
         }
     }
@@ -376,11 +379,7 @@ pub enum Event {
     },
     /// An io_uring ring created (setup) or driven (enter), where no BPF LSM hook judges its
     /// operations.
-    Uring {
-        actor: Actor,
-        op: UringOp,
-        fd: i32,
-    },
+    Uring { actor: Actor, op: UringOp, fd: i32 },
     File {
         actor: Actor,
         op: FileOp,
@@ -423,9 +422,13 @@ impl Event {
             },
             Event::Socket { .. } if h == hook::LSM_SOCKET => "lsm/socket_create",
             Event::Socket { .. } if h == hook::SOCKET_SYSCALL => "tracepoint/syscalls/sys_enter_socket",
-            Event::Unix { op: UnixOp::Connect, .. } if h == hook::LSM_UNIX => "lsm/unix_stream_connect",
+            Event::Unix {
+                op: UnixOp::Connect, ..
+            } if h == hook::LSM_UNIX => "lsm/unix_stream_connect",
             Event::Unix { op: UnixOp::Send, .. } if h == hook::LSM_UNIX => "lsm/unix_may_send",
-            Event::Unix { op: UnixOp::Connect, .. } => "tracepoint/syscalls/sys_exit_connect",
+            Event::Unix {
+                op: UnixOp::Connect, ..
+            } => "tracepoint/syscalls/sys_exit_connect",
             Event::Unix { op: UnixOp::Send, .. } => "tracepoint/syscalls/sys_enter_sendmsg",
             Event::Net { op: NetOp::Listen, .. } if h == hook::SOCKET_SYSCALL => "tracepoint/syscalls/sys_exit_listen",
             Event::Net { op: NetOp::Accept, .. } => "tracepoint/syscalls/sys_exit_accept",

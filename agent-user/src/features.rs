@@ -467,7 +467,15 @@ mod tests {
         // The channels beyond connect and write: refused before where BPF LSM hooks are,
         // killed (and said to be after the fact where they are) otherwise.
         let all = hook_mechanisms(
-            &["exec", "file_write", "file_names", "file_attrs", "connect", "sockets", "unix"],
+            &[
+                "exec",
+                "file_write",
+                "file_names",
+                "file_attrs",
+                "connect",
+                "sockets",
+                "unix",
+            ],
             true,
             0,
         );
@@ -475,10 +483,18 @@ mod tests {
         assert!(m(&all, "unix").1.starts_with("deny"));
         assert!(m(&all, "socket_create").1.starts_with("deny"));
         assert!(m(&all, "io_uring").0.contains("BPF LSM hooks"));
-        assert!(m(&without, "unix").1.contains("after it is sent"), "{:?}", m(&without, "unix"));
+        assert!(
+            m(&without, "unix").1.contains("after it is sent"),
+            "{:?}",
+            m(&without, "unix")
+        );
         assert!(m(&without, "io_uring").1.starts_with("kill before"));
         let cgroup_sock = hook_mechanisms(&[], true, agent_common::feature::CGROUP_SOCK);
-        assert!(m(&cgroup_sock, "socket_create").1.starts_with("deny (-EPERM) raw and ICMP"));
+        assert!(
+            m(&cgroup_sock, "socket_create")
+                .1
+                .starts_with("deny (-EPERM) raw and ICMP")
+        );
     }
 
     #[test]

@@ -431,10 +431,18 @@ const LSM_GROUPS: [(&str, &[&str], u32); 10] = [
         &["inode_setxattr", "inode_removexattr", "inode_setattr"],
         need::LSM_INODE | need::PATHS,
     ),
-    ("file_acls", &["inode_set_acl", "inode_remove_acl"], need::LSM_INODE | need::PATHS),
+    (
+        "file_acls",
+        &["inode_set_acl", "inode_remove_acl"],
+        need::LSM_INODE | need::PATHS,
+    ),
     ("connect", &["socket_connect"], need::LSM_CONNECT),
     ("sockets", &["socket_create", "socket_listen"], need::SOCKETS),
-    ("unix", &["unix_stream_connect", "unix_may_send"], need::SOCKETS | need::PATHS),
+    (
+        "unix",
+        &["unix_stream_connect", "unix_may_send"],
+        need::SOCKETS | need::PATHS,
+    ),
 ];
 
 /// The LSM groups that are the path hooks (`--no-lsm-path-hooks` leaves them out).
@@ -795,9 +803,6 @@ fn load_generation(
         attached.programs.push(format!("cgroup_sock_addr/{name}"));
     }
     let mut features_bits = 0u32;
-    if lsm("file_names") {
-        features_bits |= feature::LSM_PATHS;
-    }
     let sock_create = if lsm("sockets") {
         Probe::no("not used: the BPF LSM socket_create hook judges every family")
     } else {
@@ -864,9 +869,22 @@ fn load_generation(
     if degraded & need::SOCKETS != 0 {
         sock_calls.retain(|c| *c == "socket");
     }
-    for (prog, dir) in [("sys_enter_sock", "sys_enter"), ("sys_exit_sock", "sys_exit")] {
+    // Which calls need their entry (the fd of a connect or listen is read there) and exit.
+    let at_entry = |c: &str| c != "accept" && c != "accept4";
+    let at_exit = |c: &str| matches!(c, "connect" | "listen" | "accept" | "accept4");
+    for (prog, dir, wanted) in [
+        ("sys_enter_sock", "sys_enter", &at_entry as &dyn Fn(&str) -> bool),
+        ("sys_exit_sock", "sys_exit", &at_exit),
+    ] {
+        let calls: Vec<_> = syscalls::SOCKET_WATCHED
+            .iter()
+            .filter(|sc| sock_calls.contains(&sc.name) && wanted(sc.name))
+            .collect();
+        if calls.is_empty() {
+            continue;
+        }
         load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
-        for sc in syscalls::SOCKET_WATCHED.iter().filter(|sc| sock_calls.contains(&sc.name)) {
+        for sc in calls {
             let event = format!("{dir}_{}", sc.name);
             if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
                 missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
@@ -971,13 +989,16 @@ fn load_generation(
 fn attach_sock_create(ebpf: &mut Ebpf, cgroup: &File, pins: &mut Pins) -> Result<(), LoadError> {
     let p: &mut CgroupSock = program(ebpf, "sock_create")?;
     p.load().map_err(prog_err("sock_create"))?;
-    let id = p.attach(cgroup, CgroupAttachMode::default()).map_err(prog_err("sock_create"))?;
+    let id = p
+        .attach(cgroup, CgroupAttachMode::default())
+        .map_err(prog_err("sock_create"))?;
     if pins.dir.is_some() {
         let link = p.take_link(id).map_err(prog_err("sock_create"))?;
         match FdLink::try_from(link) {
             Ok(fd) => pins.pin("sock_create", fd)?,
             Err(_) => {
-                p.attach(cgroup, CgroupAttachMode::default()).map_err(prog_err("sock_create"))?;
+                p.attach(cgroup, CgroupAttachMode::default())
+                    .map_err(prog_err("sock_create"))?;
                 pins.kept
                     .not_pinned
                     .push("sock_create: cgroup attachments are not BPF links before Linux 5.7".into());

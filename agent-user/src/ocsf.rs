@@ -297,7 +297,9 @@ pub fn audit(
             });
             tether["net"] = json!({"op": op.as_str()});
         }
-        Event::Unix { op, sock_type, peer, .. } => {
+        Event::Unix {
+            op, sock_type, peer, ..
+        } => {
             v["dst_endpoint"] = json!({"name": peer.judged_name()});
             v["connection_info"] = json!({
                 "protocol_name": "unix",
@@ -325,7 +327,8 @@ pub fn audit(
             ..
         } => {
             v["connection_info"] = json!({"protocol_num": protocol, "direction_id": 0, "direction": "Unknown"});
-            tether["socket"] = json!({"kind": kind.as_str(), "family": family, "type": sock_type, "protocol": protocol});
+            tether["socket"] =
+                json!({"kind": kind.as_str(), "family": family, "type": sock_type, "protocol": protocol});
         }
         Event::Uring { op, fd, .. } => {
             v["process"] = process_obj(ctx, after, Some(a.tid));

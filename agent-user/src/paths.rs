@@ -21,6 +21,22 @@ pub fn lexical(path: &str) -> String {
     format!("/{}", out.join("/"))
 }
 
+/// Resolves a DIR_AND_NAME path whose call follows a final symlink (chmod, setxattr, utimes,
+/// truncate...) to the file it acts on: the whole path against the filesystem. Falls back to
+/// [`resolve`] when it does not resolve (the call failed, or the file is gone).
+pub fn resolve_following(p: &mut ReportedPath) -> bool {
+    if p.origin != PathOrigin::KernelDirAndName {
+        return true;
+    }
+    match std::fs::canonicalize(&p.path) {
+        Ok(real) => {
+            p.path = real.display().to_string();
+            true
+        }
+        Err(_) => resolve(p),
+    }
+}
+
 /// Resolves the directory part of a DIR_AND_NAME path against the filesystem. Returns whether
 /// the filesystem could be asked (false: the directory is gone, the result is lexical).
 pub fn resolve(p: &mut ReportedPath) -> bool {

@@ -35,6 +35,13 @@ fn netprobe_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_netprobe")))
 }
 
+/// The redteam helper (its build path, or TETHER_REDTEAM in the VM tier).
+fn redteam_bin() -> PathBuf {
+    std::env::var_os("TETHER_REDTEAM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_redteam")))
+}
+
 /// The OCSF class schemas (tests/data/ocsf, or TETHER_OCSF_DIR in the VM tier).
 fn ocsf_dir() -> PathBuf {
     std::env::var_os("TETHER_OCSF_DIR")

@@ -391,7 +391,10 @@ fn test_vm(args: &TestArgs) -> anyhow::Result<()> {
     let payload = vm::Payload {
         tether: root().join("target/debug/tether"),
         kernel_tests: kernel_test_binary()?,
-        helpers: vec![root().join("target/debug/netprobe")],
+        helpers: vec![
+            root().join("target/debug/netprobe"),
+            root().join("target/debug/redteam"),
+        ],
         ocsf_dir: root().join("tests/data/ocsf"),
     };
     let initramfs = work.join("initramfs.cpio");

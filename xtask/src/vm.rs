@@ -241,7 +241,7 @@ pub struct Payload {
     pub tether: PathBuf,
     /// The kernel integration test binary (tests/tests/kernel.rs).
     pub kernel_tests: PathBuf,
-    /// Helper binaries the tests run (netprobe).
+    /// Helper binaries the tests run (netprobe, redteam).
     pub helpers: Vec<PathBuf>,
     /// The OCSF schemas the tests validate against.
     pub ocsf_dir: PathBuf,
@@ -311,7 +311,7 @@ echo 1 > /proc/sys/kernel/softlockup_panic
 echo 1 > /proc/sys/kernel/softlockup_all_cpu_backtrace
 echo 5 > /proc/sys/kernel/printk
 echo "vm: kernel $(uname -r), LSMs $(cat /sys/kernel/security/lsm), $(nproc) CPUs"
-export PATH=/bin TETHER_BIN=/tether/tether TETHER_NETPROBE=/tether/netprobe TETHER_OCSF_DIR=/tether/ocsf
+export PATH=/bin TETHER_BIN=/tether/tether TETHER_NETPROBE=/tether/netprobe TETHER_REDTEAM=/tether/redteam TETHER_OCSF_DIR=/tether/ocsf
 export TETHER_EXPECT_LSM=1 RUST_BACKTRACE=1 TETHER_TEST_READY_SECS=240
 cd /tmp
 /tether/kernel-tests --test-threads=1 {args}

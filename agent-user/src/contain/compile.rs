@@ -132,8 +132,52 @@ fn tail_form(rest: &str) -> Form {
     }
 }
 
+/// A pattern for device nodes (`/dev/char/MAJOR:MINOR`, `/dev/char/MAJOR:*`, and the block
+/// forms) in the kernel's binary device keys (agent_common::contain::device_key); None for a
+/// pattern that is not of those shapes (a subtree like `/dev/block/` is the same text).
+fn device_form(text: &str) -> Option<Form> {
+    use agent_common::contain::{DEVICE_BLOCK, DEVICE_CHAR, DEVICE_KEY_LEN, device_key_of};
+    let (prefix, rest) = [DEVICE_CHAR, DEVICE_BLOCK]
+        .into_iter()
+        .find_map(|p| text.as_bytes().strip_prefix(p).map(|r| (p, r)))?;
+    let rest = std::str::from_utf8(rest).ok()?;
+    if rest.is_empty() || rest == "**" {
+        return None;
+    }
+    let number = |s: &str| {
+        (!s.is_empty() && s.len() <= 7 && s.chars().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+            .filter(|n| *n <= 0xf_ffff)
+    };
+    let mut key = [0u8; DEVICE_KEY_LEN];
+    let undecided = || Some(Form::Undecided(prefix.to_vec()));
+    let Some((major, minor)) = rest.split_once(':') else {
+        return undecided();
+    };
+    let Some(major) = number(major) else {
+        return undecided();
+    };
+    if minor == "*" {
+        let n = device_key_of(prefix, major, 0, &mut key);
+        return Some(Form::LastSegment(key[..n - 4].to_vec()));
+    }
+    match number(minor) {
+        Some(minor) => {
+            let n = device_key_of(prefix, major, minor, &mut key);
+            let mut b = key[..n].to_vec();
+            b.push(0);
+            Some(Form::Prefix(b))
+        }
+        None => undecided(),
+    }
+}
+
 fn form(p: &PathPattern) -> Vec<Form> {
     let text = p.text();
+    if let Some(f) = device_form(text) {
+        return vec![f];
+    }
     match p {
         PathPattern::Subtree(dir) => vec![
             fit(Form::Prefix(dir.as_bytes().to_vec()), PATH_KEY_LEN),
@@ -340,7 +384,12 @@ const MAPPED: ([u8; 16], u8) = ([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0,
 /// being the IP protocol, plus [`LISTEN`] for the `listen` clause. Each network gets the
 /// ranges of every network (of the same address family) that contains it, in rule order, so
 /// the kernel's longest match alone decides.
-fn nets(owner: u32, what: &str, rules: &[(u8, IpNet, (u16, u16), u16)], out: &mut Compiled) -> Result<(), CompileError> {
+fn nets(
+    owner: u32,
+    what: &str,
+    rules: &[(u8, IpNet, (u16, u16), u16)],
+    out: &mut Compiled,
+) -> Result<(), CompileError> {
     let mut keys: BTreeSet<(u8, [u8; 16], u8, bool)> = BTreeSet::new();
     for &(proto, net, _, _) in rules {
         let (a, b, v4) = as_v6(net.trunc());
@@ -494,18 +543,30 @@ pub fn exempt() -> Compiled {
     let mut out = Compiled::default();
     let owner = agent_common::contain::EXEMPT;
     for d in PSEUDO_DEVICE_IDS.iter().chain(PSEUDO_DEVICES) {
+        let bytes = match device_form(d) {
+            Some(Form::Prefix(b)) => b,
+            _ => exact(d),
+        };
         out.paths.push(PathEntry {
             owner,
             class: class::WRITE,
-            bytes: exact(d),
-            rule: rule(path_kind::PREFIX, &exact(d), 0),
+            rule: rule(path_kind::PREFIX, &bytes, 0),
+            bytes,
         });
     }
     // /dev/pts/N and /dev/char/136:N ... 143:N: last-segment wildcards (digits are checked
     // by the daemon's engine; any name there is a terminal).
-    let mut terminals = vec![b"/dev/pts/".to_vec()];
-    terminals.extend(PTS_MAJORS.map(|m| format!("/dev/char/{m}:").into_bytes()));
-    for t in terminals {
+    let pts = b"/dev/pts/".to_vec();
+    out.paths.push(PathEntry {
+        owner,
+        class: class::WRITE,
+        rule: rule(path_kind::LAST_SEGMENT, &pts, 0),
+        bytes: pts,
+    });
+    for m in PTS_MAJORS {
+        let Some(Form::LastSegment(t)) = device_form(&format!("/dev/char/{m}:*")) else {
+            unreachable!("a terminal major is a device pattern")
+        };
         out.paths.push(PathEntry {
             owner,
             class: class::WRITE,

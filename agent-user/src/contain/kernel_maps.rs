@@ -229,7 +229,11 @@ impl KernelRules {
     }
 
     /// Writes the posture and guardrail verdicts.
-    pub fn set_verdicts(&mut self, posture: &[Verdict; posture::COUNT as usize], guards: &[Verdict]) -> Result<(), MapsError> {
+    pub fn set_verdicts(
+        &mut self,
+        posture: &[Verdict; posture::COUNT as usize],
+        guards: &[Verdict],
+    ) -> Result<(), MapsError> {
         if guards.len() > MAX_GUARDRAILS as usize {
             return Err(MapsError::TooManyGuardrails(guards.len()));
         }

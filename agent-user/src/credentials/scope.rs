@@ -645,7 +645,10 @@ impl CompiledScope {
         }
         for c in &self.listen {
             if !parent.listen.iter().any(|p| c.within(p)) {
-                return Err(format!("scope.listen {:?} is not within the parent's listen scope", c.text));
+                return Err(format!(
+                    "scope.listen {:?} is not within the parent's listen scope",
+                    c.text
+                ));
             }
         }
         for g in &self.grants {
@@ -874,6 +877,9 @@ mod tests {
             assert!(!is_pseudo_device(d, true), "{d}");
         }
         assert!(is_pseudo_device("/dev/null", true) && is_pseudo_device("/dev/pts/3", true));
-        assert!(!is_pseudo_device("/dev/null", false), "unlinking /dev/null is no write to it");
+        assert!(
+            !is_pseudo_device("/dev/null", false),
+            "unlinking /dev/null is no write to it"
+        );
     }
 }

@@ -604,7 +604,11 @@ pub fn attempt_of(event: &crate::events::Event) -> Option<Attempt> {
             },
         }),
         Event::File {
-            op, path, path2, object, ..
+            op,
+            path,
+            path2,
+            object,
+            ..
         } => {
             let first = match object.and_then(|o| o.device_path()) {
                 Some(dev) => WritePath::object(dev),
@@ -653,9 +657,7 @@ pub fn attempt_of(event: &crate::events::Event) -> Option<Attempt> {
         Event::Unix { peer, .. } => Some(Attempt::Unix {
             name: peer.judged_name(),
         }),
-        Event::Uring { .. } => Some(Attempt::Grant {
-            grant: Grant::IoUring,
-        }),
+        Event::Uring { .. } => Some(Attempt::Grant { grant: Grant::IoUring }),
         Event::Fork { .. } | Event::Exit { .. } => None,
     }
 }

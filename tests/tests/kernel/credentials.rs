@@ -70,6 +70,7 @@ pub(super) fn scope(exec: &[&str], connect: &[String], write: &[&str]) -> ScopeS
         exec: exec.iter().map(|s| s.to_string()).collect(),
         connect: connect.to_vec(),
         write: write.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,244 @@
+//! Test helper: what a prompt-injected agent tries, one attack per subcommand, each a few
+//! plain syscalls (no shell tool in between, so every kernel tier runs the same attack).
+//! Exits 0 when the attack's own call succeeded, non-zero with the error otherwise; whether
+//! it *took effect* is for the test to check, on the target.
+//!
+//!   redteam unix-connect PATH|@NAME MSG    stream connect, then write MSG
+//!   redteam unix-send PATH|@NAME MSG       one datagram to a named socket
+//!   redteam socket raw|packet|icmp|vsock    create a socket of that kind
+//!   redteam listen IP:PORT SECS            bind, listen, stay SECS seconds
+//!   redteam listen-any SECS                listen on a port the kernel picks (no bind);
+//!                                          prints the port
+//!   redteam uring-write PATH TEXT          create PATH and write TEXT through io_uring
+//!   redteam mknod PATH c|b MAJOR MINOR     make a device node
+//!   redteam write PATH TEXT                open an existing PATH for writing (no truncate)
+//!                                          and write TEXT
+//!   redteam setxattr PATH NAME VALUE       set an extended attribute (follows symlinks)
+//!   redteam fchmod PATH MODE               open PATH read-only, then fchmod it (octal MODE)
+//!   redteam chmod PATH MODE                chmod(2) (follows symlinks)
+//!   redteam link SRC DST                   a hard link DST to SRC
+//!   redteam open-flood DIR N               N creating opens of DIR/flood (a flood of records)
+//!   redteam pending-flood FIFO N PATH TEXT N threads block opening FIFO for writing, then
+//!                                          write TEXT to PATH
+use std::{
+    ffi::CString,
+    io::Write,
+    net::{SocketAddr, TcpListener},
+    os::fd::AsRawFd,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["unix-connect", target, msg] => unix_connect(target, msg),
+        ["unix-send", target, msg] => unix_send(target, msg),
+        ["socket", kind] => socket(kind),
+        ["listen", addr, secs] => {
+            let l = TcpListener::bind(addr.parse::<SocketAddr>()?)?;
+            println!("{}", l.local_addr()?.port());
+            std::io::stdout().flush()?;
+            std::thread::sleep(Duration::from_secs(secs.parse()?));
+            Ok(())
+        }
+        ["listen-any", secs] => listen_any(secs.parse()?),
+        ["uring-write", path, text] => uring_write(path, text),
+        ["mknod", path, kind, major, minor] => mknod(path, kind, major.parse()?, minor.parse()?),
+        ["write", path, text] => {
+            let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+            f.write_all(text.as_bytes())?;
+            Ok(())
+        }
+        ["setxattr", path, name, value] => {
+            let (p, n) = (cstr(path)?, CString::new(*name)?);
+            // SAFETY: valid C strings and buffer.
+            let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+            check(r, "setxattr")
+        }
+        ["fchmod", path, mode] => {
+            let f = std::fs::File::open(path)?;
+            // SAFETY: a valid fd.
+            let r = unsafe { libc::fchmod(f.as_raw_fd(), u32::from_str_radix(mode, 8)?) };
+            check(r, "fchmod")
+        }
+        ["chmod", path, mode] => {
+            let p = cstr(path)?;
+            // SAFETY: a valid C string.
+            let r = unsafe { libc::chmod(p.as_ptr(), u32::from_str_radix(mode, 8)?) };
+            check(r, "chmod")
+        }
+        ["link", src, dst] => Ok(std::fs::hard_link(src, dst)?),
+        ["open-flood", dir, n] => {
+            let p = Path::new(dir).join("flood");
+            for _ in 0..n.parse::<u64>()? {
+                drop(std::fs::File::create(&p)?);
+            }
+            Ok(())
+        }
+        ["pending-flood", fifo, n, path, text] => pending_flood(fifo, n.parse()?, path, text),
+        _ => bail!("usage: see the module documentation of tests/src/bin/redteam.rs"),
+    }
+}
+
+fn cstr(s: &str) -> anyhow::Result<CString> {
+    Ok(CString::new(s)?)
+}
+
+fn check(r: libc::c_int, what: &str) -> anyhow::Result<()> {
+    if r < 0 {
+        bail!("{what}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A sockaddr_un for a path, or for an abstract name (`@name`).
+fn sun(target: &str) -> anyhow::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: a plain C struct, all zeroes is valid.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let (bytes, skip): (&[u8], usize) = match target.strip_prefix('@') {
+        Some(name) => (name.as_bytes(), 1),
+        None => (target.as_bytes(), 0),
+    };
+    if bytes.len() + skip >= a.sun_path.len() {
+        bail!("{target}: too long for sun_path");
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        a.sun_path[i + skip] = *b as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + skip + bytes.len() + usize::from(skip == 0);
+    Ok((a, len as libc::socklen_t))
+}
+
+fn unix_socket(kind: libc::c_int) -> anyhow::Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0) };
+    check(fd, "socket")?;
+    // SAFETY: a new fd we own.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+fn unix_connect(target: &str, msg: &str) -> anyhow::Result<()> {
+    let (a, len) = sun(target)?;
+    let fd = unix_socket(libc::SOCK_STREAM)?;
+    // SAFETY: a valid sockaddr_un of `len` bytes.
+    let r = unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) };
+    check(r, "connect")?;
+    // SAFETY: a valid buffer.
+    let n = unsafe { libc::write(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+    check(n as libc::c_int, "write")
+}
+
+fn unix_send(target: &str, msg: &str) -> anyhow::Result<()> {
+    let (a, len) = sun(target)?;
+    let fd = unix_socket(libc::SOCK_DGRAM)?;
+    // SAFETY: a valid buffer and sockaddr_un.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&a as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    check(n as libc::c_int, "sendto")
+}
+
+fn socket(kind: &str) -> anyhow::Result<()> {
+    let (family, ty, proto) = match kind {
+        "raw" => (libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
+        "packet" => (
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            (libc::ETH_P_ALL as u16).to_be() as libc::c_int,
+        ),
+        "icmp" => (libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
+        "vsock" => (libc::AF_VSOCK, libc::SOCK_STREAM, 0),
+        other => bail!("unknown socket kind {other}"),
+    };
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(family, ty, proto) };
+    check(fd, "socket")?;
+    println!("socket {kind}: fd {fd}");
+    Ok(())
+}
+
+fn listen_any(secs: u64) -> anyhow::Result<()> {
+    // SAFETY: plain syscalls on an fd we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        check(fd, "socket")?;
+        check(libc::listen(fd, 8), "listen")?;
+        let mut a: libc::sockaddr_in = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        check(
+            libc::getsockname(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut len),
+            "getsockname",
+        )?;
+        println!("{}", u16::from_be(a.sin_port));
+    }
+    std::io::stdout().flush()?;
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(())
+}
+
+fn uring_write(path: &str, text: &str) -> anyhow::Result<()> {
+    use io_uring::{IoUring, opcode, types};
+    let mut ring = IoUring::new(4).context("io_uring_setup")?;
+    let p = cstr(path)?;
+    let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), p.as_ptr())
+        .flags(libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC)
+        .mode(0o644)
+        .build();
+    // SAFETY: the path outlives the submission, which completes before it is dropped.
+    unsafe { ring.submission().push(&open).context("queue openat")? };
+    ring.submit_and_wait(1).context("io_uring_enter")?;
+    let fd = ring.completion().next().context("no completion")?.result();
+    if fd < 0 {
+        bail!("io_uring openat: {}", std::io::Error::from_raw_os_error(-fd));
+    }
+    let write = opcode::Write::new(types::Fd(fd), text.as_ptr(), text.len() as u32).build();
+    // SAFETY: the buffer outlives the submission.
+    unsafe { ring.submission().push(&write).context("queue write")? };
+    ring.submit_and_wait(1).context("io_uring_enter")?;
+    let n = ring.completion().next().context("no completion")?.result();
+    if n < 0 {
+        bail!("io_uring write: {}", std::io::Error::from_raw_os_error(-n));
+    }
+    Ok(())
+}
+
+fn mknod(path: &str, kind: &str, major: u32, minor: u32) -> anyhow::Result<()> {
+    let fmt = match kind {
+        "c" => libc::S_IFCHR,
+        "b" => libc::S_IFBLK,
+        other => bail!("device kind c or b, not {other}"),
+    };
+    let p = cstr(path)?;
+    // SAFETY: a valid C string.
+    let r = unsafe { libc::mknod(p.as_ptr(), fmt | 0o666, libc::makedev(major, minor)) };
+    check(r, "mknod")
+}
+
+fn pending_flood(fifo: &str, n: usize, path: &str, text: &str) -> anyhow::Result<()> {
+    let fifo = cstr(fifo)?;
+    for _ in 0..n {
+        let f = fifo.clone();
+        std::thread::Builder::new()
+            .stack_size(64 << 10)
+            // SAFETY: a valid C string; the open blocks until a reader comes (never).
+            .spawn(move || unsafe { libc::open(f.as_ptr(), libc::O_WRONLY) })
+            .context("spawning a thread")?;
+    }
+    // Every thread is in its open by now (they block at once).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
