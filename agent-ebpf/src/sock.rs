@@ -293,28 +293,26 @@ fn send_enter(ctx: &TracePointContext, shape: SockShape, pid_tgid: u64, t: &Trac
             unjudged(t)
         }
     } else {
-        // A path, up to its NUL.
+        // A path: the bytes up to its NUL within the n given (the kernel's reading). One
+        // byte past them is read too, so a name with no NUL is told from one that has it.
         let n = masked(n, 0x7f);
-        // SAFETY: at most n <= UNIX_NAME_LEN bytes into the name buffer.
+        let size = if n < UNIX_NAME_LEN { n + 1 } else { UNIX_NAME_LEN };
+        // SAFETY: at most size <= UNIX_NAME_LEN bytes into the name buffer.
         let r = unsafe {
             generated::bpf_probe_read_user_str(
                 ev.name.as_mut_ptr() as *mut c_void,
-                n as u32,
+                masked(size, 0x7f) as u32,
                 (addr + 2) as *const c_void,
             )
         };
-        if r <= 0 {
+        if r <= 0 || (n == UNIX_NAME_LEN && r as usize == UNIX_NAME_LEN) {
+            // Unreadable, or a full-length name whose last byte is beyond what was copied.
             ev.name_len = 0;
             unjudged(t)
         } else {
-            // A name that fills sun_path has no NUL: the helper kept its last byte for one.
-            let len = if (r as usize) < n { r as usize - 1 } else { n };
+            let len = core::cmp::min(r as usize - 1, n);
             ev.name_len = len as u32;
-            if len == n && (r as usize) == n {
-                unjudged(t)
-            } else {
-                judge_unix_name(t, &ev.name, len, false)
-            }
+            judge_unix_name(t, &ev.name, len, false)
         }
     };
     let judged = kill_after(judged, true);

@@ -17,6 +17,8 @@ mod containment;
 mod credentials;
 #[path = "kernel/pods.rs"]
 mod pods;
+#[path = "kernel/redteam.rs"]
+mod redteam;
 #[path = "kernel/restart.rs"]
 mod restart;
 #[path = "kernel/soc.rs"]

@@ -17,6 +17,10 @@
 //!   redteam fchmod PATH MODE               open PATH read-only, then fchmod it (octal MODE)
 //!   redteam chmod PATH MODE                chmod(2) (follows symlinks)
 //!   redteam link SRC DST                   a hard link DST to SRC
+//!   redteam utimes PATH                    set PATH's times to the epoch (follows symlinks)
+//!
+//! After the attack the helper stays REDTEAM_LINGER_MS milliseconds (default 0), as an agent
+//! carries on after a step: a kill that comes after the fact finds it.
 //!   redteam open-flood DIR N               N creating opens of DIR/flood (a flood of records)
 //!   redteam pending-flood FIFO N PATH TEXT N threads block opening FIFO for writing, then
 //!                                          write TEXT to PATH
@@ -32,6 +36,16 @@ use std::{
 use anyhow::{Context, bail};
 
 fn main() -> anyhow::Result<()> {
+    let r = attack();
+    let linger = std::env::var("REDTEAM_LINGER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(linger));
+    r
+}
+
+fn attack() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     match a.as_slice() {
@@ -72,6 +86,13 @@ fn main() -> anyhow::Result<()> {
             check(r, "chmod")
         }
         ["link", src, dst] => Ok(std::fs::hard_link(src, dst)?),
+        ["utimes", path] => {
+            let p = cstr(path)?;
+            let zero = [libc::timespec { tv_sec: 0, tv_nsec: 0 }; 2];
+            // SAFETY: a valid C string and times array.
+            let r = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), zero.as_ptr(), 0) };
+            check(r, "utimensat")
+        }
         ["open-flood", dir, n] => {
             let p = Path::new(dir).join("flood");
             for _ in 0..n.parse::<u64>()? {

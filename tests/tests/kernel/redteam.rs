@@ -1,0 +1,793 @@
+//! Red team: a tracked process that tries to get out, each attempt checked by its *effect*
+//! (a file's content, mode, times or attributes; the bytes a privileged service received; a
+//! socket that exists; a port that answers; what reached the kernel log), never by Tether's
+//! own events. The same attacks run under a narrow credential, under a permissive one (the
+//! guardrails must hold whatever the credential says), and in observe mode (every attempt
+//! takes effect and is in the audit stream with what enforcement would have done).
+//!
+//! Where the kernel gives Tether no hook before the effect (no BPF LSM: these machines), the
+//! attack is killed after it, and the event must say so (`after_effect`); the README's table
+//! says which.
+use std::{
+    io::Read,
+    os::unix::{
+        fs::{MetadataExt, PermissionsExt},
+        net::{UnixDatagram, UnixListener},
+        process::ExitStatusExt,
+    },
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use serde_json::Value;
+use tether::credentials::scope::ScopeSpec;
+
+use super::{
+    Daemon, check_ocsf,
+    credentials::{Issuer, alerts},
+    redteam_bin, test_dir, tether_bin,
+};
+
+/// What this kernel judges before the effect (from `tether status`).
+#[derive(Debug, Clone, Copy)]
+struct Tier {
+    /// BPF LSM path hooks: name-based operations and metadata changes.
+    paths: bool,
+    /// BPF LSM inode hooks: extended attributes and times.
+    attrs: bool,
+    /// BPF LSM Unix hooks: the resolved peer, before the connection or datagram.
+    unix: bool,
+}
+
+impl Tier {
+    fn of(status: &Value) -> Tier {
+        let mech = |hook: &str| -> String {
+            status["hooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["hook"] == hook)
+                .map(|h| h["mechanism"].as_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        let t = Tier {
+            paths: mech("file_write").contains("lsm/path_"),
+            attrs: mech("file_attrs").starts_with("lsm/"),
+            unix: mech("unix").starts_with("lsm/"),
+        };
+        if std::env::var_os("TETHER_EXPECT_LSM").is_some() {
+            assert!(t.paths && t.attrs && t.unix, "BPF LSM must judge every channel here: {status:#}");
+        }
+        t
+    }
+}
+
+/// A privileged service on Unix sockets (a stream socket, its abstract twin, a datagram
+/// socket): it records every byte it gets, the attack's effect.
+struct Service {
+    stream: PathBuf,
+    dgram: PathBuf,
+    abstract_name: String,
+    got: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Service {
+    fn start(dir: &Path) -> Service {
+        use std::os::linux::net::SocketAddrExt;
+        let stream = dir.join("service.sock");
+        let dgram = dir.join("dgram.sock");
+        let abstract_name = format!("tether-redteam-{}", std::process::id());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let listeners = [
+            UnixListener::bind(&stream).unwrap(),
+            UnixListener::bind_addr(&std::os::unix::net::SocketAddr::from_abstract_name(&abstract_name).unwrap())
+                .unwrap(),
+        ];
+        for l in listeners {
+            l.set_nonblocking(true).unwrap();
+            let (got, stop) = (got.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((mut c, _)) => {
+                            c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+                            let mut buf = Vec::new();
+                            let _ = c.read_to_end(&mut buf);
+                            got.lock().unwrap().extend_from_slice(&buf);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }));
+        }
+        let d = UnixDatagram::bind(&dgram).unwrap();
+        d.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let (g, s) = (got.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(n) = d.recv(&mut buf) {
+                    g.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }
+        }));
+        Service {
+            stream,
+            dgram,
+            abstract_name,
+            got,
+            stop,
+            threads,
+        }
+    }
+
+    /// What it received so far (and forgets it).
+    fn take(&self) -> String {
+        std::thread::sleep(Duration::from_millis(700));
+        String::from_utf8_lossy(&std::mem::take(&mut *self.got.lock().unwrap())).into_owned()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Does the kernel log (/dev/kmsg, every record it still holds) contain `marker`?
+fn kmsg_contains(marker: &str) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .expect("/dev/kmsg");
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) if String::from_utf8_lossy(&buf[..n]).contains(marker) => return true,
+            Ok(_) => {}
+            // Records overwritten while reading: go on from the oldest left.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// One attack's run: how the attacking process ended.
+struct Ran {
+    code: Option<i32>,
+    signal: Option<i32>,
+    out: String,
+}
+
+impl std::fmt::Display for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (_, Some(sig)) => write!(f, "killed by signal {sig}")?,
+            (Some(code), None) => write!(f, "exit {code}")?,
+            (None, None) => write!(f, "no status")?,
+        }
+        write!(f, ": {}", self.out.trim())
+    }
+}
+
+/// The attack scene: directories, victims, the service, the daemon and the credential.
+struct Scene {
+    d: Daemon,
+    token: PathBuf,
+    work: PathBuf,
+    outside: PathBuf,
+    service: Service,
+    tier: Tier,
+    _issuer: Issuer,
+    _dirs: Vec<tempfile::TempDir>,
+    /// The kernel refuses or kills (enforce), or reports (observe).
+    enforce: bool,
+}
+
+/// How long an attacking process stays after its attack, where a kill can only come after
+/// the fact (from the daemon): long enough for it to land.
+fn linger_ms(t: Tier) -> &'static str {
+    if t.paths && t.attrs && t.unix { "0" } else { "1500" }
+}
+
+impl Scene {
+    /// `permissive`: a credential that allows every path and address (the guardrails alone
+    /// stand in the way), else one that allows only its own directory.
+    fn new(mode: &str, permissive: bool) -> Scene {
+        let issuer = Issuer::new();
+        let (tw, work) = test_dir();
+        let (to, outside) = test_dir();
+        let (tp, privileged) = test_dir();
+        let service = Service::start(&privileged);
+        let rt = redteam_bin().canonicalize().unwrap().display().to_string();
+        let policy = format!(
+            r#"version: 1
+agents: []
+mode: {mode}
+guardrails:
+  - id: outside
+    action: deny
+    write: ["{outside}/"]
+  - id: deep
+    action: deny
+    write: ["{work}/guarded/"]
+  - id: privileged
+    action: deny
+    connect: ["unix:{stream}", "unix:{dgram}", "unix:@{abs}"]
+  - id: raw
+    action: deny
+    sockets: [raw, packet, vsock]
+  - id: kmsg
+    action: deny
+    write: ["/dev/char/1:11", "/dev/block/"]
+  - id: port
+    action: deny
+    listen: ["tcp:0.0.0.0/0:{port}"]
+actions:
+  scope: {{action: deny}}
+  expired: {{action: kill}}
+"#,
+            outside = outside.display(),
+            work = work.display(),
+            stream = service.stream.display(),
+            dgram = service.dgram.display(),
+            abs = service.abstract_name,
+            port = GUARDED_PORT,
+        );
+        let d = Daemon::start_with(Some(&policy), &issuer.trust_arg(), &[]);
+        let tier = Tier::of(&d.status());
+        let scope = if permissive {
+            ScopeSpec {
+                exec: vec!["/**".into()],
+                write: vec!["/**".into()],
+                connect: vec![
+                    "tcp:0.0.0.0/0:*".into(),
+                    "udp:0.0.0.0/0:*".into(),
+                    "unix:/**".into(),
+                    "unix:@*".into(),
+                ],
+                listen: vec!["tcp:0.0.0.0/0:*".into()],
+                sockets: vec!["raw".into(), "packet".into(), "icmp".into(), "vsock".into()],
+                io_uring: false,
+            }
+        } else {
+            ScopeSpec {
+                exec: vec![rt],
+                write: vec![format!("{}/", work.display())],
+                ..Default::default()
+            }
+        };
+        let token = issuer.token_file(&issuer.request(
+            &format!("redteam-{mode}-{permissive}"),
+            &["spiffe://test/agent/redteam"],
+            scope,
+        ));
+        // The victims, made by the test (untracked).
+        std::fs::write(outside.join("victim"), "original").unwrap();
+        std::fs::set_permissions(outside.join("victim"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), work.join("link")).unwrap();
+        std::os::unix::fs::symlink(&service.stream, work.join("svc")).unwrap();
+        std::fs::write(outside.join("linked"), "original").unwrap();
+        std::fs::hard_link(outside.join("linked"), work.join("door")).unwrap();
+        let mut deep = work.join("guarded");
+        for _ in 0..52 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), "original").unwrap();
+        let node = std::ffi::CString::new(work.join("kmsg").display().to_string()).unwrap();
+        // SAFETY: a valid C string.
+        let r = unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 11)) };
+        assert_eq!(r, 0, "mknod kmsg: {}", std::io::Error::last_os_error());
+        Scene {
+            d,
+            token,
+            work,
+            outside,
+            service,
+            tier,
+            _issuer: issuer,
+            _dirs: vec![tw, to, tp],
+            enforce: mode == "enforce",
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(tether_bin());
+        c.arg("exec")
+            .arg("--socket")
+            .arg(self.d.socket())
+            .arg("--token")
+            .arg(&self.token)
+            .arg("--")
+            .arg(redteam_bin())
+            .args(args)
+            .current_dir(&self.work)
+            .env("REDTEAM_LINGER_MS", linger_ms(self.tier));
+        c
+    }
+
+    /// Runs one attack as the tracked agent.
+    fn attack(&self, args: &[&str]) -> Ran {
+        let out = self.command(args).output().expect("tether exec");
+        Ran {
+            code: out.status.code(),
+            signal: out.status.signal(),
+            out: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.work.join(rel).display().to_string()
+    }
+
+    fn victim(&self, name: &str) -> PathBuf {
+        self.outside.join(name)
+    }
+}
+
+/// A port the `port` guardrail forbids listening on.
+const GUARDED_PORT: u16 = 47931;
+
+fn deep_file(work: &Path) -> PathBuf {
+    let mut p = work.join("guarded");
+    for _ in 0..52 {
+        p.push("d");
+    }
+    p.join("f")
+}
+
+fn port_answers(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path.display().to_string()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
+
+/// The result of one attack, by its effect, with what a report needs.
+struct Verdict {
+    name: &'static str,
+    /// The attack took effect.
+    effect: bool,
+    ran: Ran,
+    /// Where the kernel cannot refuse in advance on this tier: the effect is allowed, but the
+    /// event must say the process was killed after it.
+    after_the_fact: bool,
+    /// What to look for in the audit stream: a predicate on events.
+    event: Box<dyn Fn(&Value) -> bool>,
+}
+
+/// Every attack of the suite against `s`; each result is the attack's effect.
+fn attacks(s: &Scene) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let t = s.tier;
+    let file_event = |path: String| -> Box<dyn Fn(&Value) -> bool> {
+        Box::new(move |e: &Value| e["class_uid"] == 1001 && e["file"]["path"] == path.as_str())
+    };
+    let unix_event = |name: String| -> Box<dyn Fn(&Value) -> bool> {
+        Box::new(move |e: &Value| e["class_uid"] == 4001 && e["dst_endpoint"]["name"] == name.as_str())
+    };
+
+    // -- Unix sockets to a privileged service: through a symlink, directly, abstract, and a
+    //    datagram. The service must get nothing (a datagram: where no LSM hook sees it
+    //    before, it arrives and the sender is killed after).
+    let stream = s.service.stream.display().to_string();
+    let ran = s.attack(&["unix-connect", &s.path("svc"), "RUN id via symlink"]);
+    out.push(Verdict {
+        name: "unix stream connect through a symlink",
+        effect: s.service.take().contains("RUN"),
+        ran,
+        after_the_fact: false,
+        event: unix_event(stream.clone()),
+    });
+    let ran = s.attack(&["unix-connect", &stream, "RUN id direct"]);
+    out.push(Verdict {
+        name: "unix stream connect",
+        effect: s.service.take().contains("RUN"),
+        ran,
+        after_the_fact: false,
+        event: unix_event(stream.clone()),
+    });
+    let abs = format!("@{}", s.service.abstract_name);
+    let ran = s.attack(&["unix-connect", &abs, "RUN id abstract"]);
+    out.push(Verdict {
+        name: "unix abstract connect",
+        effect: s.service.take().contains("RUN"),
+        ran,
+        after_the_fact: false,
+        event: unix_event(abs.clone()),
+    });
+    let dgram = s.service.dgram.display().to_string();
+    let ran = s.attack(&["unix-send", &dgram, "RUN id datagram"]);
+    out.push(Verdict {
+        name: "unix datagram to a named socket",
+        effect: s.service.take().contains("RUN"),
+        ran,
+        after_the_fact: !t.unix,
+        event: unix_event(dgram.clone()),
+    });
+
+    // -- Sockets of kinds that must be granted: the socket must not exist.
+    for kind in ["raw", "packet"] {
+        let ran = s.attack(&["socket", kind]);
+        out.push(Verdict {
+            name: if kind == "raw" { "raw socket" } else { "packet socket" },
+            effect: ran.out.contains(&format!("socket {kind}: fd")),
+            ran,
+            after_the_fact: false,
+            event: Box::new(move |e| {
+                e["class_uid"] == 4001 && e["unmapped"]["tether"]["socket"]["kind"] == kind
+            }),
+        });
+    }
+
+    // -- Listening on a port the rules forbid: nothing may answer there.
+    let mut l = s
+        .command(&["listen", &format!("127.0.0.1:{GUARDED_PORT}"), "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let answered = port_answers(GUARDED_PORT);
+    let st = l.wait().unwrap();
+    let mut o = String::new();
+    l.stdout.take().unwrap().read_to_string(&mut o).unwrap();
+    out.push(Verdict {
+        name: "listen on a guarded port",
+        effect: answered,
+        ran: Ran {
+            code: st.code(),
+            signal: st.signal(),
+            out: o,
+        },
+        after_the_fact: false,
+        event: Box::new(|e| e["class_uid"] == 4001 && e["activity_id"] == 7 && e["dst_endpoint"]["port"] == GUARDED_PORT),
+    });
+
+    // -- io_uring: a file written through a ring, no syscall of its own.
+    let uring = s.victim("uring");
+    let ran = s.attack(&["uring-write", &uring.display().to_string(), "PWNED"]);
+    out.push(Verdict {
+        name: "io_uring write outside the scope",
+        effect: std::fs::read_to_string(&uring).is_ok_and(|c| c.contains("PWNED")),
+        ran,
+        after_the_fact: false,
+        event: Box::new(|e| {
+            (e["class_uid"] == 1007 && e["unmapped"]["tether"]["io_uring"]["op"] == "setup")
+                || (e["class_uid"] == 1001 && e["file"]["path"].as_str().is_some_and(|p| p.ends_with("/uring")))
+        }),
+    });
+
+    // -- Device nodes: writing to one the agent did not make (judged as its device), and
+    //    making one.
+    let marker = format!(
+        "tether-redteam-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    // A line of its own (the kernel holds a record without its newline until the next one).
+    let ran = s.attack(&["write", &s.path("kmsg"), &format!("{marker}\n")]);
+    out.push(Verdict {
+        name: "write to a device node under another name",
+        effect: kmsg_contains(&marker),
+        ran,
+        after_the_fact: false,
+        event: file_event(s.path("kmsg")),
+    });
+    let ran = s.attack(&["mknod", &s.path("disk"), "b", "7", "199"]);
+    out.push(Verdict {
+        name: "mknod of a block device",
+        effect: Path::new(&s.path("disk")).symlink_metadata().is_ok(),
+        ran,
+        after_the_fact: !t.paths,
+        event: file_event(s.path("disk")),
+    });
+
+    // -- The real target: metadata changes through a symlink, an fd, a hard link.
+    let victim = s.victim("victim");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let ran = s.attack(&["chmod", &s.path("link"), "777"]);
+    out.push(Verdict {
+        name: "chmod through a symlink",
+        effect: mode(&victim) == 0o777,
+        ran,
+        after_the_fact: !t.paths,
+        event: file_event(victim.display().to_string()),
+    });
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let ran = s.attack(&["fchmod", &victim.display().to_string(), "777"]);
+    out.push(Verdict {
+        name: "fchmod of a file opened read-only",
+        effect: mode(&victim) == 0o777,
+        ran,
+        after_the_fact: !t.paths,
+        event: file_event(victim.display().to_string()),
+    });
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let ran = s.attack(&["setxattr", &s.path("link"), "trusted.tether", "pwned"]);
+    out.push(Verdict {
+        name: "setxattr through a symlink",
+        effect: xattr(&victim, "trusted.tether").is_some(),
+        ran,
+        after_the_fact: !t.attrs,
+        event: file_event(victim.display().to_string()),
+    });
+    let mtime = std::fs::metadata(&victim).unwrap().mtime();
+    let ran = s.attack(&["utimes", &s.path("link")]);
+    out.push(Verdict {
+        name: "utimes through a symlink",
+        effect: std::fs::metadata(&victim).unwrap().mtime() != mtime,
+        ran,
+        after_the_fact: !t.attrs,
+        event: file_event(victim.display().to_string()),
+    });
+    let ran = s.attack(&["link", &victim.display().to_string(), &s.path("hard")]);
+    out.push(Verdict {
+        name: "hard link to a file outside the scope",
+        effect: Path::new(&s.path("hard")).exists(),
+        ran,
+        after_the_fact: !t.paths,
+        event: file_event(victim.display().to_string()),
+    });
+    let ran = s.attack(&["write", &s.path("door"), "PWNED"]);
+    out.push(Verdict {
+        name: "write through a hard link made before",
+        effect: std::fs::read_to_string(s.victim("linked")).unwrap() != "original",
+        ran,
+        after_the_fact: false,
+        event: file_event(s.path("door")),
+    });
+    let deep = deep_file(&s.work);
+    let ran = s.attack(&["write", &deep.display().to_string(), "PWNED"]);
+    out.push(Verdict {
+        name: "write under a path too deep to walk",
+        effect: std::fs::read_to_string(&deep).unwrap() != "original",
+        ran,
+        after_the_fact: false,
+        event: Box::new(|e| e["class_uid"] == 1001 && e["file"]["path"].as_str().is_some_and(|p| p.ends_with("/d/f"))),
+    });
+    out
+}
+
+/// Runs every attack in `mode` and checks each by its effect; returns the report lines and
+/// the number that failed.
+fn run(mode: &str, permissive: bool) -> (Vec<String>, usize) {
+    let s = Scene::new(mode, permissive);
+    let results = attacks(&s);
+    let tier = s.tier;
+    let enforce = s.enforce;
+    let Scene { d, service, .. } = s;
+    drop(service);
+    let (events, log) = d.stop();
+    for e in &events {
+        check_ocsf(e);
+    }
+    let mut lines = Vec::new();
+    let mut failed = 0;
+    for r in &results {
+        let ev = events.iter().find(|e| (r.event)(e));
+        let problem = if enforce && r.effect && !r.after_the_fact {
+            Some("took effect".to_string())
+        } else if enforce && r.effect && r.after_the_fact {
+            // Allowed by the kernel's lack of a hook: the event must say it was killed after.
+            match ev {
+                Some(e) if e["unmapped"]["tether"]["outcome"]["after_effect"] == true
+                    && e["unmapped"]["tether"]["outcome"]["killed"] == true => None,
+                Some(e) => Some(format!("took effect, and the event does not say it was killed after it: {e}")),
+                None => Some("took effect, and there is no event".into()),
+            }
+        } else if !enforce && !r.effect {
+            Some("did not take effect in observe mode (the test would prove nothing)".into())
+        } else {
+            None
+        };
+        // Seen: in every mode the audit stream has it, with the rules' decision (observe:
+        // what enforcement would have done).
+        let problem = problem.or_else(|| match ev {
+            None => Some("no audit event".into()),
+            Some(e) if e["unmapped"]["tether"]["decision"]["action"].is_null() => {
+                Some(format!("the audit event has no decision: {e}"))
+            }
+            Some(e) if !enforce && e["unmapped"]["tether"]["decision"]["would"].is_null() => {
+                Some(format!("observe mode: the event does not say what would have been done: {e}"))
+            }
+            _ => None,
+        });
+        let verdict = match &problem {
+            None => "ok".to_string(),
+            Some(p) => {
+                failed += 1;
+                format!("FAILED: {p}; the attacker: {}", r.ran)
+            }
+        };
+        lines.push(format!("redteam {mode}{}: {}: {verdict}", if permissive { " (permissive)" } else { "" }, r.name));
+    }
+    if enforce {
+        // Every refusal raised an alert.
+        assert!(!alerts(&events, "guardrail-violation").is_empty() || permissive, "{log}");
+    }
+    eprintln!("tier: {tier:?}");
+    for l in &lines {
+        eprintln!("{l}");
+    }
+    if failed > 0 {
+        eprintln!("daemon log:\n{log}");
+    }
+    (lines, failed)
+}
+
+fn report(results: &[(Vec<String>, usize)]) {
+    let total: usize = results.iter().map(|(l, _)| l.len()).sum();
+    let failed: usize = results.iter().map(|(_, f)| f).sum();
+    eprintln!("redteam: {} passed, {failed} failed", total - failed);
+    assert_eq!(failed, 0, "attacks got out (see the lines above)");
+}
+
+#[test]
+fn a_narrow_credential_holds_every_attack_back() {
+    report(&[run("enforce", false)]);
+}
+
+#[test]
+fn guardrails_hold_every_attack_back_under_a_permissive_credential() {
+    report(&[run("enforce", true)]);
+}
+
+#[test]
+fn observe_mode_lets_every_attack_through_and_reports_what_enforcement_would_do() {
+    report(&[run("observe", false)]);
+}
+
+/// Fail closed under a flood: an agent floods the file ring with cheap creating opens, and
+/// meanwhile connects out of scope and execs what its scope does not allow. Neither may get
+/// through (the connect reaches no listener, the exec never runs), and neither's record may
+/// be lost (they are in rings of their own); every lost file record is counted against its
+/// hook and alerted.
+#[test]
+fn a_flood_of_file_records_hides_no_connect_or_exec_and_every_loss_is_counted() {
+    let issuer = Issuer::new();
+    let (_t, work) = test_dir();
+    let policy = "version: 1\nagents: []\nmode: enforce\nactions:\n  scope: {action: deny}\n";
+    let d = Daemon::start_with(Some(policy), &issuer.trust_arg(), &[]);
+    let (listener, port) = super::tcp_listener("127.0.0.1:0");
+    listener.set_nonblocking(true).unwrap();
+    let rt = redteam_bin().canonicalize().unwrap().display().to_string();
+    let token = issuer.token_file(&issuer.request(
+        "flood",
+        &["spiffe://test/agent/flood"],
+        ScopeSpec {
+            exec: vec![super::credentials::bash(), rt.clone()],
+            write: vec![format!("{}/", work.display())],
+            ..Default::default()
+        },
+    ));
+    // The flood runs in the background while the same task connects and execs.
+    let script = format!(
+        "\"$RT\" open-flood \"$DIR\" 400000 & sleep 0.3; \
+         (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && : > \"$DIR/connected\"; \
+         \"$TETHER\" help > /dev/null 2>&1 && : > \"$DIR/exec-ran\"; \
+         wait; true"
+    );
+    let out = super::credentials::token_command(&d, &token, &work, &script)
+        .env("RT", &rt)
+        .output()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let arrived = listener.accept().is_ok();
+    let status = d.status();
+    let (events, log) = d.stop();
+    assert!(!arrived, "the out-of-scope connect reached the listener: {out:?}");
+    assert!(!work.join("connected").exists() && !work.join("exec-ran").exists(), "{out:?}");
+    let connect = events
+        .iter()
+        .find(|e| e["class_uid"] == 4001 && e["dst_endpoint"]["port"] == port)
+        .unwrap_or_else(|| panic!("the refused connect's record was lost in the flood:\n{log}"));
+    assert_eq!(connect["action_id"], 2, "{connect}");
+    let tether = tether_bin().canonicalize().unwrap().display().to_string();
+    assert!(
+        events.iter().any(|e| e["class_uid"] == 1007
+            && (e["process"]["file"]["path"] == tether.as_str()
+                || e["unmapped"]["tether"]["exec"]["exe"]["path"] == tether.as_str())),
+        "the refused exec's record was lost in the flood:\n{log}"
+    );
+    let counters = &status["kernel_counters"];
+    let lost_files = counters["ringbuf_full:tracepoint/syscalls"].as_u64().unwrap_or(0)
+        + counters["ringbuf_full:lsm/file_open"].as_u64().unwrap_or(0);
+    let file_records = events.iter().filter(|e| e["class_uid"] == 1001).count();
+    eprintln!("flood: {file_records} file records written, {lost_files} lost (counted); counters {counters}");
+    for other in ["ringbuf_full:cgroup_sock_addr/connect", "ringbuf_full:tracepoint/sched_process_exec"] {
+        assert_eq!(counters[other].as_u64(), Some(0), "{other}: {counters}");
+    }
+    if lost_files > 0 {
+        let lost = alerts(&events, "events-lost");
+        assert!(
+            lost.iter().any(|a| a["unmapped"]["tether"]["details"]["hook"].as_str().is_some()),
+            "a loss is alerted with its hook: {lost:#?}"
+        );
+    }
+}
+
+/// Fail closed when a map is full: an agent blocks as many threads in write-opens of a FIFO
+/// as the kernel's in-flight map holds, then writes a file outside its scope. The kernel
+/// cannot follow that open to its exit, so it judges it unjudged at its entry: the process
+/// is killed and the file keeps its content. (Where BPF LSM judges opens, they are not
+/// parked in that map at all.)
+#[test]
+fn a_full_in_flight_map_fails_closed() {
+    let issuer = Issuer::new();
+    let (_t, work) = test_dir();
+    let (_o, outside) = test_dir();
+    let policy = "version: 1\nagents: []\nmode: enforce\nactions:\n  scope: {action: deny}\n";
+    let d = Daemon::start_with(Some(policy), &issuer.trust_arg(), &[]);
+    let status = d.status();
+    if Tier::of(&status).paths {
+        eprintln!("BPF LSM judges write-opens here: they are not parked in the in-flight map");
+        return;
+    }
+    let fifo = work.join("fifo");
+    let f = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(f.as_ptr(), 0o600) }, 0);
+    let victim = outside.join("victim");
+    std::fs::write(&victim, "original").unwrap();
+    let rt = redteam_bin().canonicalize().unwrap().display().to_string();
+    let token = issuer.token_file(&issuer.request(
+        "pending",
+        &["spiffe://test/agent/pending"],
+        ScopeSpec {
+            exec: vec![rt],
+            write: vec![format!("{}/", work.display())],
+            ..Default::default()
+        },
+    ));
+    let out = Command::new(tether_bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("--token")
+        .arg(&token)
+        .arg("--")
+        .arg(redteam_bin())
+        .args(["pending-flood", &fifo.display().to_string(), &agent_common::MAX_PENDING.to_string()])
+        .arg(victim.display().to_string())
+        .arg("PWNED")
+        .output()
+        .unwrap();
+    let (events, log) = d.stop();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original", "{out:?}\n{log}");
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+    let e = events
+        .iter()
+        .find(|e| e["class_uid"] == 1001 && e["unmapped"]["tether"]["kernel_verdict"]["unjudged"] == true)
+        .unwrap_or_else(|| panic!("no unjudged write:\n{log}"));
+    assert_eq!(e["unmapped"]["tether"]["decision"]["rule"], "unjudged", "{e}");
+    assert!(!alerts(&events, "unjudged-action").is_empty() || !alerts(&events, "unjudged-actions").is_empty());
+}
