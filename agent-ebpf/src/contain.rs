@@ -356,9 +356,16 @@ fn tail_hit(walked: *const WalkedPath, r: &PathRule, len: usize, leaf: usize) ->
 }
 
 /// Guardrails, then the credential, on the key loaded in `key` (`walked`: the walk it came
-/// from, for wildcard segments; null for keys that are no walk).
-#[inline(always)]
-fn judge_key(t: &Tracked, cls: u8, key: &mut Key<PathKey>, walked: *const WalkedPath, len: usize, leaf: usize) -> u32 {
+/// from, for wildcard segments; null for keys that are no walk). A subprogram of its own: its
+/// lookups' locals stay out of the callers' frames (the BPF stack is 512 bytes for a whole
+/// call chain, and the path hooks walk as well).
+#[inline(never)]
+fn judge_key(t: &Tracked, cls: u8, walked: *const WalkedPath, len: usize, leaf: usize) -> u32 {
+    let Some(key) = PATH_KEY.get_ptr_mut(0) else {
+        return unjudged(t);
+    };
+    // SAFETY: per-CPU scratch owned by this program run (the caller loaded the key).
+    let key = unsafe { &mut (*key).key };
     let guard = path_hit(key, walked, guard_owner(t.guard_set), cls, len, leaf);
     decide(t, guard, |task| path_hit(key, walked, task, cls, len, leaf))
 }
@@ -369,10 +376,10 @@ fn judge_key(t: &Tracked, cls: u8, key: &mut Key<PathKey>, walked: *const Walked
 /// a violation (only for writes of an object's content, see [`judge_object`]).
 #[inline(always)]
 pub fn judge_path(t: &Tracked, cls: u8, walked: *const WalkedPath) -> u32 {
-    let Some((key, len, leaf)) = load_path(walked) else {
+    let Some((_, len, leaf)) = load_path(walked) else {
         return unjudged(t);
     };
-    judge_key(t, cls, key, walked, len, leaf)
+    judge_key(t, cls, walked, len, leaf)
 }
 
 /// Judges a write of the content or attributes of the object `inode` (a kernel `struct
@@ -422,7 +429,7 @@ pub fn judge_object(t: &Tracked, inode: KPtr, walked: *const WalkedPath, obj: &m
 
 /// Judges a write of the device `rdev` (kernel encoding) of type `mode` by `t`, as its udev
 /// name: the exempt devices (null, zero, full, tty, ptmx, terminals) first.
-#[inline(always)]
+#[inline(never)]
 pub fn judge_device(t: &Tracked, mode: u32, rdev: u32) -> u32 {
     let Some(key) = PATH_KEY.get_ptr_mut(0) else {
         return unjudged(t);
@@ -442,7 +449,7 @@ pub fn judge_device(t: &Tracked, mode: u32, rdev: u32) -> u32 {
     if let Hit::Yes(_) = path_hit(key, core::ptr::null(), EXEMPT, class::WRITE, n, leaf) {
         return 0;
     }
-    judge_key(t, class::WRITE, key, core::ptr::null(), n, leaf)
+    judge_key(t, class::WRITE, core::ptr::null(), n, leaf)
 }
 
 /// Judges a connect or send by `t` to the Unix socket named `name[..len]`: an abstract name
@@ -487,5 +494,5 @@ pub fn judge_unix_name(t: &Tracked, name: &[u8; UNIX_NAME_LEN], len: usize, is_a
         }
         i += 1;
     }
-    judge_key(t, class::UNIX, key, core::ptr::null(), n, leaf)
+    judge_key(t, class::UNIX, core::ptr::null(), n, leaf)
 }

@@ -37,6 +37,7 @@ const EPERM: i32 = 1;
 
 /// How one path of a hook is judged.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Judge {
     /// A name being made, removed or renamed: by its path.
     Name,
@@ -48,6 +49,7 @@ enum Judge {
 /// A path argument of a hook: `dentry` in directory `dir` (a `struct path`), or (null
 /// dentry) the object's own `struct path` at `dir`.
 #[derive(Clone, Copy)]
+#[repr(C)]
 struct At {
     dir: KPtr,
     dentry: KPtr,
@@ -72,24 +74,29 @@ impl At {
     }
 }
 
-/// What a hook hands to [`judge`].
+/// What a hook hands to [`judge`]. Plain fields only (no `Option`): the record subprogram
+/// takes it by reference, so its type goes into the object's BTF, which the kernel checks.
+#[repr(C)]
 struct Call {
     hook: u16,
     op: u16,
-    a: At,
-    /// The second path of a rename or link (its destination).
-    b: Option<At>,
-    /// A new symlink's target text, or an extended attribute's name (kernel memory), else
-    /// null.
-    text: KPtr,
     mode: u32,
-    uid: u32,
-    gid: u32,
-    /// A device node about to be made: judged as the device (mode, rdev), not by its name.
-    device: Option<(u32, u32)>,
+    a: At,
+    /// The second path of a rename or link (its destination), when `has_b`.
+    b: At,
+    has_b: bool,
+    /// A device node about to be made: judged as the device (`mode`, `rdev`), not by its
+    /// name.
+    device: bool,
     /// With no syscall in flight, record an allowed operation too (no other record covers
     /// it); a refusal is always recorded.
     record_allowed: bool,
+    rdev: u32,
+    uid: u32,
+    gid: u32,
+    /// A new symlink's target text, or an extended attribute's name (kernel memory), else
+    /// null.
+    text: KPtr,
 }
 
 /// The inode of a `struct path` (or of `dentry` when given).
@@ -152,22 +159,21 @@ fn judge(ret: i32, call: Call) -> i32 {
         return 0;
     };
     let mut obj = Object::default();
-    let mut judged = match call.device {
-        Some((mode, rdev)) => {
-            obj.mode = mode;
-            obj.rdev = rdev;
-            // The node's name is walked for the record; the device decides.
-            if let Some(w) = PATH_WALK.get_ptr_mut(0) {
-                // SAFETY: per-CPU scratch owned by this program run.
-                walk_path_at(call.a.dir, call.a.dentry, unsafe { &mut *w });
-            }
-            judge_device(&t, mode, rdev)
+    let mut judged = if call.device {
+        obj.mode = call.mode;
+        obj.rdev = call.rdev;
+        // The node's name is walked for the record; the device decides.
+        if let Some(w) = PATH_WALK.get_ptr_mut(0) {
+            // SAFETY: per-CPU scratch owned by this program run.
+            walk_path_at(call.a.dir, call.a.dentry, unsafe { &mut *w });
         }
-        None => judge_write(&t, &call.a, 0, &mut obj),
+        judge_device(&t, call.mode, call.rdev)
+    } else {
+        judge_write(&t, &call.a, 0, &mut obj)
     };
-    if let Some(b) = call.b {
+    if call.has_b {
         let mut unused = Object::default();
-        let second = judge_write(&t, &b, 1, &mut unused);
+        let second = judge_write(&t, &call.b, 1, &mut unused);
         let marks = (judged | second) & (verdict::UNDECIDED | verdict::UNJUDGED);
         if !refuses(judged) && (refuses(second) || judged & verdict::ACTION_MASK == 0) {
             judged = second;
@@ -207,7 +213,7 @@ fn no_raw(p: &mut FilePath, source: u8) {
 }
 
 /// The record of an operation with no syscall record to carry it.
-#[inline(always)]
+#[inline(never)]
 fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) {
     let Some(mut slot) = reserve::<FileEvent>(&FILE_EVENTS, hook::LSM_PATH) else {
         return;
@@ -234,7 +240,7 @@ fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) {
     ev.obj = *obj;
     no_raw(&mut ev.a, path_source::OBJECT);
     copy_walk(0, &mut ev.a.walked);
-    if call.b.is_some() {
+    if call.has_b {
         no_raw(&mut ev.b, path_source::OBJECT);
         copy_walk(1, &mut ev.b.walked);
     } else if !call.text.is_null() {
@@ -265,14 +271,16 @@ fn call(hook: u16, op: u16, a: At) -> Call {
     Call {
         hook,
         op,
-        a,
-        b: None,
-        text: core::ptr::null(),
         mode: 0,
+        a,
+        b: a,
+        has_b: false,
+        device: false,
+        record_allowed: true,
+        rdev: 0,
         uid: u32::MAX,
         gid: u32::MAX,
-        device: None,
-        record_allowed: true,
+        text: core::ptr::null(),
     }
 }
 
@@ -304,7 +312,8 @@ pub fn path_mknod(ctx: LsmContext) -> i32 {
     c.mode = mode;
     if fmt == S_IFCHR || fmt == S_IFBLK {
         // The hook gets the encoding mknod(2) was given, decoded here as the kernel does.
-        c.device = Some((mode, kernel_dev(ctx.arg::<u64>(3) as u32)));
+        c.device = true;
+        c.rdev = kernel_dev(ctx.arg::<u64>(3) as u32);
     }
     // A regular file made by an open is recorded by file_open once it exists.
     c.record_allowed = fmt != S_IFREG;
@@ -347,7 +356,8 @@ fn rename(ctx: &LsmContext, ret: i32) -> i32 {
         file_op::RENAME,
         At::entry(ctx.arg(0), ctx.arg(1)),
     );
-    c.b = Some(At::entry(ctx.arg(2), ctx.arg(3)));
+    c.b = At::entry(ctx.arg(2), ctx.arg(3));
+    c.has_b = true;
     judge(ret, c)
 }
 
@@ -376,7 +386,8 @@ pub fn path_link(ctx: LsmContext) -> i32 {
     let mut source = At::entry(new_dir, ctx.arg(0));
     source.judge = Judge::Object;
     let mut c = call(file_hook::PATH_LINK, file_op::LINK, source);
-    c.b = Some(At::entry(new_dir, ctx.arg(2)));
+    c.b = At::entry(new_dir, ctx.arg(2));
+    c.has_b = true;
     judge(ctx.arg(3), c)
 }
 

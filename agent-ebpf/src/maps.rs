@@ -32,8 +32,6 @@ pub fn feature(bit: u32) -> bool {
     FEATURES.get(0).is_some_and(|f| *f & bit != 0)
 }
 
-pub use agent_common::feature as features;
-
 /// tgid -> tracking info, for every process Tether watches.
 #[map]
 pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(MAX_TRACKED, 0);
