@@ -22,7 +22,7 @@ use crate::{
     kernel::{KPtr, masked, off, read_u32},
     maps::{
         GRANTS, GUARD_VERDICTS, NET_RULES, PATH_KEY, PATH_RULES, POSTURE, TAIL_KEY, TAIL_RULES, WALK_SCRATCH, count,
-        degraded,
+        degraded, opaque,
     },
 };
 
@@ -122,6 +122,21 @@ pub fn refuses(v: u32) -> bool {
 #[inline(always)]
 pub fn kills(v: u32) -> bool {
     v & verdict::ENFORCE != 0 && (v & verdict::ACTION_MASK) as u8 >= action::KILL
+}
+
+/// A BPF LSM hook's answer: -EPERM when `refused`, else 0, in a form the verifier can bound
+/// (kernels from 6.10 check that an LSM program returns 0 or an errno, and lose track of a
+/// flag computed across the judgement).
+#[inline(always)]
+pub fn lsm_answer(refused: bool) -> i32 {
+    const EPERM: i32 = 1;
+    let v: i32 = if refused { -EPERM } else { 0 };
+    // SAFETY: a read of a local.
+    if unsafe { core::ptr::read_volatile(&v) } < 0 {
+        -EPERM
+    } else {
+        0
+    }
 }
 
 /// SIGKILLs the current process (it dies before it returns to user mode).
@@ -367,7 +382,7 @@ fn judge_key(t: &Tracked, cls: u8, walked: *const WalkedPath, len: usize, leaf: 
     // SAFETY: per-CPU scratch owned by this program run (the caller loaded the key).
     let key = unsafe { &mut (*key).key };
     let guard = path_hit(key, walked, guard_owner(t.guard_set), cls, len, leaf);
-    decide(t, guard, |task| path_hit(key, walked, task, cls, len, leaf))
+    opaque(decide(t, guard, |task| path_hit(key, walked, task, cls, len, leaf)))
 }
 
 /// Judges an exec (`cls` EXEC), a write (`cls` WRITE) or a Unix socket (`cls` UNIX) of

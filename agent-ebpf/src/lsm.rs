@@ -25,8 +25,8 @@ use aya_ebpf::{
 
 use crate::{
     contain::{
-        judge_grant, judge_listen, judge_net, judge_object, judge_path, kill_current, kills, mapped_v4, refuses,
-        unjudged,
+        judge_grant, judge_listen, judge_net, judge_object, judge_path, kill_current, kills, lsm_answer, mapped_v4,
+        refuses, unjudged,
     },
     kernel::{KPtr, current_task, fill_header, off, parent_tgid, read_ptr, read_u32, walk_empty, walk_path},
     maps::{self, EXEC_CHECKED, EXEC_WALK, FILE_EVENTS, PROC_EVENTS, UNIX_WALK, reserve, wake_flags},
@@ -63,7 +63,7 @@ fn enforce(mut judged: u32) -> (i32, u32) {
     if kills(judged) && kill_current() {
         judged |= verdict::KILLED;
     }
-    (-EPERM, judged)
+    (lsm_answer(true), judged)
 }
 
 /// bprm_check_security(struct linux_binprm *bprm): an exec about to happen, judged on the file

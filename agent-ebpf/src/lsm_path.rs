@@ -24,13 +24,13 @@ use aya_ebpf::{
 };
 
 use crate::{
-    contain::{judge_device, judge_object, judge_path, kill_current, kills, refuses, unjudged},
+    contain::{judge_device, judge_object, judge_path, kill_current, kills, lsm_answer, refuses, unjudged},
     kernel::{
         KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, off, read_ptr, read_u32, walk_empty,
         walk_path_at,
     },
     lsm::tracked,
-    maps::{FILE_EVENTS, PATH_WALK, PENDING, reserve, wake_flags},
+    maps::{FILE_EVENTS, PATH_WALK, PENDING, opaque, reserve, wake_flags},
 };
 
 const EPERM: i32 = 1;
@@ -115,18 +115,38 @@ fn inode_of(path: KPtr, dentry: KPtr) -> KPtr {
 
 /// The write verdict on one path, walked into PATH_WALK[`slot`] (where the record copies it
 /// from: every program has one or two walks, never more); what the object is goes to `obj`.
-#[inline(never)]
+/// Names and objects are judged by subprograms of their own: a rename judges two names, and
+/// the verifier walks each subprogram once per call.
+#[inline(always)]
 fn judge_write(t: &Tracked, at: &At, slot: u32, obj: &mut Object) -> u32 {
+    match at.judge {
+        Judge::Name => judge_name(t, at.dir, at.dentry, slot),
+        Judge::Object => judge_obj(t, at.dir, at.dentry, obj),
+    }
+}
+
+/// A name being made, removed or renamed, walked into PATH_WALK[`slot`].
+#[inline(never)]
+fn judge_name(t: &Tracked, dir: KPtr, dentry: KPtr, slot: u32) -> u32 {
     let Some(w) = PATH_WALK.get_ptr_mut(slot) else {
         return unjudged(t);
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let w = unsafe { &mut *w };
-    walk_path_at(at.dir, at.dentry, w);
-    match at.judge {
-        Judge::Name => judge_path(t, class::WRITE, w),
-        Judge::Object => judge_object(t, inode_of(at.dir, at.dentry), w, obj),
-    }
+    walk_path_at(dir, dentry, w);
+    opaque(judge_path(t, class::WRITE, w))
+}
+
+/// An existing file whose content or attributes change, walked into PATH_WALK[0].
+#[inline(never)]
+fn judge_obj(t: &Tracked, dir: KPtr, dentry: KPtr, obj: &mut Object) -> u32 {
+    let Some(w) = PATH_WALK.get_ptr_mut(0) else {
+        return unjudged(t);
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let w = unsafe { &mut *w };
+    walk_path_at(dir, dentry, w);
+    opaque(judge_object(t, inode_of(dir, dentry), w, obj))
 }
 
 /// Copies the walk in PATH_WALK[`slot`] into `out`.
@@ -201,7 +221,7 @@ fn finish(pid_tgid: u64, t: &Tracked, mut judged: u32, call: &Call, obj: &Object
     } else if refused || call.record_allowed {
         record(pid_tgid, t, judged, call, obj);
     }
-    if refused { -EPERM } else { 0 }
+    lsm_answer(refused)
 }
 
 #[inline(always)]
@@ -350,6 +370,7 @@ pub fn path_unlink(ctx: LsmContext) -> i32 {
     )
 }
 
+#[inline(always)]
 fn rename(ctx: &LsmContext, ret: i32) -> i32 {
     let mut c = call(
         file_hook::PATH_RENAME,

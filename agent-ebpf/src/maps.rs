@@ -174,6 +174,28 @@ pub static EXEC_WALK: PerCpuArray<WalkedPath> = PerCpuArray::with_max_entries(1,
 #[map]
 pub static PATH_WALK: PerCpuArray<WalkedPath> = PerCpuArray::with_max_entries(2, 0);
 
+/// Per-CPU slot a verdict goes through on its way out of a heavy subprogram ([`opaque`]).
+#[map]
+pub static VERDICT_SLOT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// `v`, as a value the verifier cannot tell apart by path: a subprogram whose paths return
+/// different constants makes the verifier go on with one state per constant, and verify all
+/// that follows (a second path walk) once per state. A round trip through a map collapses
+/// them into one.
+#[inline(always)]
+pub fn opaque(v: u32) -> u32 {
+    match VERDICT_SLOT.get_ptr_mut(0) {
+        Some(slot) => {
+            // SAFETY: per-CPU slot owned by this program run.
+            unsafe {
+                *slot = v;
+                core::ptr::read_volatile(slot)
+            }
+        }
+        None => v,
+    }
+}
+
 /// Loss and error counters, summed over CPUs by userspace (agent_common::counter).
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);

@@ -524,8 +524,12 @@ fn attach_lsm(
                 attached.programs.retain(|p| !p.starts_with("lsm/"));
                 return (Probe::no(d), vec![]);
             }
-            // Our program failing the verifier: the full story is in the verbose log.
-            warn!("{}", verbose_log(object, config, hook, |e| load_lsm(e, hook, btf)));
+            // Our program failing the verifier: the full story is in the verbose log (which
+            // can take minutes under emulation; TETHER_VERIFIER_LOG=short keeps the first).
+            warn!("lsm/{hook} refused by the verifier: {e}");
+            if std::env::var("TETHER_VERIFIER_LOG").as_deref() != Ok("short") {
+                warn!("{}", verbose_log(object, config, hook, |e| load_lsm(e, hook, btf)));
+            }
             detail.push_str(&format!("{what}: not used ({d}); "));
             continue;
         }

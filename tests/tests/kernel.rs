@@ -950,13 +950,3 @@ fn wait_unloaded(ids: &BTreeSet<u32>, what: &str) {
         |left| format!("{what}: {left:?}"),
     )
 }
-
-#[test]
-fn zz_debug_start_times() {
-    let d = Daemon::start_with_env(None, &[("RUST_LOG", "tether::loader=debug,info")]);
-    let log = d.log();
-    for l in log.lines().filter(|l| l.contains("program loaded") || l.contains("not used") || l.contains("WARN") || l.contains("ERROR")) {
-        eprintln!("{l}");
-    }
-    let (_e, _l) = d.stop();
-}

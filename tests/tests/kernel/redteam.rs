@@ -61,7 +61,10 @@ impl Tier {
             unix: mech("unix").starts_with("lsm/"),
         };
         if std::env::var_os("TETHER_EXPECT_LSM").is_some() {
-            assert!(t.paths && t.attrs && t.unix, "BPF LSM must judge every channel here: {status:#}");
+            assert!(
+                t.paths && t.attrs && t.unix,
+                "BPF LSM must judge every channel here: {status:#}"
+            );
         }
         t
     }
@@ -440,9 +443,7 @@ fn attacks(s: &Scene) -> Vec<Verdict> {
             effect: ran.out.contains(&format!("socket {kind}: fd")),
             ran,
             after_the_fact: false,
-            event: Box::new(move |e| {
-                e["class_uid"] == 4001 && e["unmapped"]["tether"]["socket"]["kind"] == kind
-            }),
+            event: Box::new(move |e| e["class_uid"] == 4001 && e["unmapped"]["tether"]["socket"]["kind"] == kind),
         });
     }
 
@@ -467,7 +468,9 @@ fn attacks(s: &Scene) -> Vec<Verdict> {
             out: o,
         },
         after_the_fact: false,
-        event: Box::new(|e| e["class_uid"] == 4001 && e["activity_id"] == 7 && e["dst_endpoint"]["port"] == GUARDED_PORT),
+        event: Box::new(|e| {
+            e["class_uid"] == 4001 && e["activity_id"] == 7 && e["dst_endpoint"]["port"] == GUARDED_PORT
+        }),
     });
 
     // -- io_uring: a file written through a ring, no syscall of its own.
@@ -599,9 +602,15 @@ fn run(mode: &str, permissive: bool) -> (Vec<String>, usize) {
         } else if enforce && r.effect && r.after_the_fact {
             // Allowed by the kernel's lack of a hook: the event must say it was killed after.
             match ev {
-                Some(e) if e["unmapped"]["tether"]["outcome"]["after_effect"] == true
-                    && e["unmapped"]["tether"]["outcome"]["killed"] == true => None,
-                Some(e) => Some(format!("took effect, and the event does not say it was killed after it: {e}")),
+                Some(e)
+                    if e["unmapped"]["tether"]["outcome"]["after_effect"] == true
+                        && e["unmapped"]["tether"]["outcome"]["killed"] == true =>
+                {
+                    None
+                }
+                Some(e) => Some(format!(
+                    "took effect, and the event does not say it was killed after it: {e}"
+                )),
                 None => Some("took effect, and there is no event".into()),
             }
         } else if !enforce && !r.effect {
@@ -616,9 +625,9 @@ fn run(mode: &str, permissive: bool) -> (Vec<String>, usize) {
             Some(e) if e["unmapped"]["tether"]["decision"]["action"].is_null() => {
                 Some(format!("the audit event has no decision: {e}"))
             }
-            Some(e) if !enforce && e["unmapped"]["tether"]["decision"]["would"].is_null() => {
-                Some(format!("observe mode: the event does not say what would have been done: {e}"))
-            }
+            Some(e) if !enforce && e["unmapped"]["tether"]["decision"]["would"].is_null() => Some(format!(
+                "observe mode: the event does not say what would have been done: {e}"
+            )),
             _ => None,
         });
         let verdict = match &problem {
@@ -628,11 +637,18 @@ fn run(mode: &str, permissive: bool) -> (Vec<String>, usize) {
                 format!("FAILED: {p}; the attacker: {}", r.ran)
             }
         };
-        lines.push(format!("redteam {mode}{}: {}: {verdict}", if permissive { " (permissive)" } else { "" }, r.name));
+        lines.push(format!(
+            "redteam {mode}{}: {}: {verdict}",
+            if permissive { " (permissive)" } else { "" },
+            r.name
+        ));
     }
     if enforce {
         // Every refusal raised an alert.
-        assert!(!alerts(&events, "guardrail-violation").is_empty() || permissive, "{log}");
+        assert!(
+            !alerts(&events, "guardrail-violation").is_empty() || permissive,
+            "{log}"
+        );
     }
     eprintln!("tier: {tier:?}");
     for l in &lines {
@@ -705,7 +721,10 @@ fn a_flood_of_file_records_hides_no_connect_or_exec_and_every_loss_is_counted() 
     let status = d.status();
     let (events, log) = d.stop();
     assert!(!arrived, "the out-of-scope connect reached the listener: {out:?}");
-    assert!(!work.join("connected").exists() && !work.join("exec-ran").exists(), "{out:?}");
+    assert!(
+        !work.join("connected").exists() && !work.join("exec-ran").exists(),
+        "{out:?}"
+    );
     let connect = events
         .iter()
         .find(|e| e["class_uid"] == 4001 && e["dst_endpoint"]["port"] == port)
@@ -723,13 +742,17 @@ fn a_flood_of_file_records_hides_no_connect_or_exec_and_every_loss_is_counted() 
         + counters["ringbuf_full:lsm/file_open"].as_u64().unwrap_or(0);
     let file_records = events.iter().filter(|e| e["class_uid"] == 1001).count();
     eprintln!("flood: {file_records} file records written, {lost_files} lost (counted); counters {counters}");
-    for other in ["ringbuf_full:cgroup_sock_addr/connect", "ringbuf_full:tracepoint/sched_process_exec"] {
+    for other in [
+        "ringbuf_full:cgroup_sock_addr/connect",
+        "ringbuf_full:tracepoint/sched_process_exec",
+    ] {
         assert_eq!(counters[other].as_u64(), Some(0), "{other}: {counters}");
     }
     if lost_files > 0 {
         let lost = alerts(&events, "events-lost");
         assert!(
-            lost.iter().any(|a| a["unmapped"]["tether"]["details"]["hook"].as_str().is_some()),
+            lost.iter()
+                .any(|a| a["unmapped"]["tether"]["details"]["hook"].as_str().is_some()),
             "a loss is alerted with its hook: {lost:#?}"
         );
     }
@@ -776,7 +799,11 @@ fn a_full_in_flight_map_fails_closed() {
         .arg(&token)
         .arg("--")
         .arg(redteam_bin())
-        .args(["pending-flood", &fifo.display().to_string(), &agent_common::MAX_PENDING.to_string()])
+        .args([
+            "pending-flood",
+            &fifo.display().to_string(),
+            &agent_common::MAX_PENDING.to_string(),
+        ])
         .arg(victim.display().to_string())
         .arg("PWNED")
         .output()
