@@ -356,7 +356,8 @@ pub fn socket_listen(ctx: LsmContext) -> i32 {
 
 /// Judges and records a Unix connect or send to `peer` by the current task.
 #[inline(always)]
-fn unix_judge(ret: i32, op: u8, sock_type: u16, peer: KPtr) -> i32 {
+/// `sk`: the caller's `struct sock` (its type is recorded).
+fn unix_judge(ret: i32, op: u8, sk: KPtr, peer: KPtr) -> i32 {
     if ret != 0 {
         return ret;
     }
@@ -370,7 +371,11 @@ fn unix_judge(ret: i32, op: u8, sock_type: u16, peer: KPtr) -> i32 {
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
     let (answer, judged) = enforce(sock::judge_peer(&t, peer, ev));
-    ev.sock_type = sock_type as u8;
+    ev.sock_type = if sk.is_null() {
+        0
+    } else {
+        sock_u16(sk, off!(sock_type)) as u8
+    };
     sock::unix_record(ev, hook::LSM_UNIX, pid_tgid, &t, judged, op, VIA_LSM);
     answer
 }
@@ -381,7 +386,7 @@ fn unix_judge(ret: i32, op: u8, sock_type: u16, peer: KPtr) -> i32 {
 pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
     let sk: KPtr = ctx.arg::<u64>(0) as KPtr;
     let other: KPtr = ctx.arg::<u64>(1) as KPtr;
-    unix_judge(ctx.arg(3), unix_op::CONNECT, sock_u16(sk, off!(sock_type)), other)
+    unix_judge(ctx.arg(3), unix_op::CONNECT, sk, other)
 }
 
 /// unix_may_send(struct socket *sock, struct socket *other): a datagram connect, and every
@@ -390,14 +395,16 @@ pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
 #[lsm(hook = "unix_may_send")]
 pub fn unix_may_send(ctx: LsmContext) -> i32 {
     let ret: i32 = ctx.arg(2);
+    if tracked(bpf_get_current_pid_tgid()).is_none() {
+        return ret;
+    }
     let sock: KPtr = ctx.arg::<u64>(0) as KPtr;
     let other: KPtr = ctx.arg::<u64>(1) as KPtr;
     let (sk, other_sk) = (sock_of(sock), sock_of(other));
     if ret == 0 && !sk.is_null() && read_ptr(sk, off!(unix_peer)).ok() == Some(other_sk) {
         return 0;
     }
-    let sock_type = read_u32(sock, off!(socket_type)).map(|t| t as u16).unwrap_or(0);
-    unix_judge(ret, unix_op::SEND, sock_type, other_sk)
+    unix_judge(ret, unix_op::SEND, sk, other_sk)
 }
 
 /// Feature probe (loaded, never attached): does this kernel allow fentry programs?

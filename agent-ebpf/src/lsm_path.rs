@@ -626,6 +626,9 @@ const ATTR_MTIME: u32 = 32;
 /// changes have their path hooks.
 #[inline(always)]
 fn setattr(ret: i32, dentry: KPtr, attr: KPtr) -> i32 {
+    if ret != 0 || tracked(bpf_get_current_pid_tgid()).is_none() {
+        return ret;
+    }
     let valid = read_u32(attr, off!(iattr_ia_valid)).unwrap_or(0);
     if valid & (ATTR_ATIME | ATTR_MTIME) == 0 || valid & (ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_SIZE) != 0 {
         return ret;

@@ -19,9 +19,13 @@
 //!   redteam link SRC DST                   a hard link DST to SRC
 //!   redteam utimes PATH                    set PATH's times to the epoch (follows symlinks)
 //!
+//!   redteam bench N DIR                    N rounds of each call a tracked agent's hooks watch,
+//!                                          ns per call, for what an untracked process pays
+//!
 //! After the attack the helper stays REDTEAM_LINGER_MS milliseconds (default 0), as an agent
 //! carries on after a step: a kill that comes after the fact finds it.
-//!   redteam open-flood DIR N               N creating opens of DIR/flood (a flood of records)
+//!   redteam open-flood DIR SECS            creating opens of DIR/flood for SECS seconds, as fast
+//!                                          as it can (a flood of records); prints how many
 //!   redteam pending-flood FIFO N PATH TEXT N threads block opening FIFO for writing, then
 //!                                          write TEXT to PATH
 use std::{
@@ -93,14 +97,21 @@ fn attack() -> anyhow::Result<()> {
             let r = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), zero.as_ptr(), 0) };
             check(r, "utimensat")
         }
-        ["open-flood", dir, n] => {
+        ["open-flood", dir, secs] => {
             let p = Path::new(dir).join("flood");
-            for _ in 0..n.parse::<u64>()? {
-                drop(std::fs::File::create(&p)?);
+            let until = std::time::Instant::now() + Duration::from_secs_f64(secs.parse()?);
+            let mut n = 0u64;
+            while std::time::Instant::now() < until {
+                for _ in 0..256 {
+                    drop(std::fs::File::create(&p)?);
+                }
+                n += 256;
             }
+            println!("{n} opens");
             Ok(())
         }
         ["pending-flood", fifo, n, path, text] => pending_flood(fifo, n.parse()?, path, text),
+        ["bench", n, dir] => bench(n.parse()?, Path::new(dir)),
         _ => bail!("usage: see the module documentation of tests/src/bin/redteam.rs"),
     }
 }
@@ -245,6 +256,102 @@ fn mknod(path: &str, kind: &str, major: u32, minor: u32) -> anyhow::Result<()> {
     // SAFETY: a valid C string.
     let r = unsafe { libc::mknod(p.as_ptr(), fmt | 0o666, libc::makedev(major, minor)) };
     check(r, "mknod")
+}
+
+/// ns per call of each watched call (median of 5 runs of `n`).
+fn bench(n: u32, dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+    let sock = dir.join("bench.sock");
+    let dgram = dir.join("bench.dgram");
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&dgram);
+    let listener = UnixListener::bind(&sock)?;
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let receiver = UnixDatagram::bind(&dgram)?;
+    receiver.set_nonblocking(true)?;
+    let sender = UnixDatagram::unbound()?;
+    let file = dir.join("bench.file");
+    std::fs::write(&file, "x")?;
+    let (f, x) = (cstr(&file.display().to_string())?, CString::new("user.bench")?);
+    let mut ops: Vec<(&str, Box<dyn FnMut()>)> = vec![
+        // SAFETY (all): plain syscalls on valid arguments.
+        (
+            "getppid",
+            Box::new(|| unsafe {
+                libc::getppid();
+            }),
+        ),
+        (
+            "socket+close (udp)",
+            Box::new(|| unsafe {
+                libc::close(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0));
+            }),
+        ),
+        (
+            "bind port 0+close",
+            Box::new(|| {
+                drop(std::net::UdpSocket::bind("127.0.0.1:0"));
+            }),
+        ),
+        (
+            "unix connect+close",
+            Box::new(|| {
+                drop(UnixStream::connect(&sock));
+            }),
+        ),
+        (
+            "unix sendto",
+            Box::new(|| {
+                let _ = sender.send_to(b"x", &dgram);
+                let mut b = [0u8; 4];
+                let _ = receiver.recv(&mut b);
+            }),
+        ),
+        (
+            "open(O_WRONLY)+close",
+            Box::new(|| {
+                drop(std::fs::OpenOptions::new().write(true).open(&file));
+            }),
+        ),
+        (
+            "utimensat",
+            Box::new(|| unsafe {
+                libc::utimensat(libc::AT_FDCWD, f.as_ptr(), std::ptr::null(), 0);
+            }),
+        ),
+        (
+            "setxattr",
+            Box::new(|| unsafe {
+                libc::setxattr(f.as_ptr(), x.as_ptr(), b"1".as_ptr().cast(), 1, 0);
+            }),
+        ),
+        (
+            "listen (port the kernel picks)+close",
+            Box::new(|| unsafe {
+                let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                libc::listen(s, 1);
+                libc::close(s);
+            }),
+        ),
+    ];
+    for (name, op) in ops.iter_mut() {
+        let mut runs: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    op();
+                }
+                t.elapsed().as_nanos() as f64 / n as f64
+            })
+            .collect();
+        runs.sort_by(f64::total_cmp);
+        println!("{name}\t{:.0}", runs[2]);
+    }
+    Ok(())
 }
 
 fn pending_flood(fifo: &str, n: usize, path: &str, text: &str) -> anyhow::Result<()> {
