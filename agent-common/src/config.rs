@@ -101,6 +101,16 @@ pub struct Offsets {
     /// from, or one mounted directly below it.
     pub mount_mnt_mounts: u32,
     pub mount_mnt_child: u32,
+    /// task->signal->live (an atomic count of the group's live threads): where the exit
+    /// tracepoint has no `group_dead` (before 6.16), the process ends when it reaches 0 (do_exit
+    /// decrements it before the tracepoint fires), whichever thread exits last.
+    pub task_signal: u32,
+    pub signal_live: u32,
+    /// mount.mnt_ns: a socket file's walk (which may end at any namespace's root) must end
+    /// at the root of a namespace, not of a detached tree (mnt_ns null after a lazy umount).
+    pub mount_mnt_ns: u32,
+    /// Keeps the offsets a whole number of 8-byte words (no implicit padding in Config).
+    pub _pad: u32,
 }
 
 /// Offsets of tracepoint record fields, from /sys/kernel/tracing/events/*/*/format.
@@ -110,7 +120,7 @@ pub struct TracepointFields {
     /// sched_process_exec: `__data_loc char[] filename`.
     pub exec_filename: u32,
     /// sched_process_exit: `bool group_dead` ([`ABSENT`] on kernels before 6.16; the program
-    /// then treats the exit of the thread-group leader as the end of the process).
+    /// then reads the group's live thread count, [`Offsets::signal_live`]).
     pub exit_group_dead: u32,
     /// sys_enter_*: `int __syscall_nr`.
     pub sys_nr: u32,
@@ -175,8 +185,8 @@ impl Config {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<Offsets>() == 68 * 4);
+    assert!(core::mem::size_of::<Offsets>() == 72 * 4);
     assert!(core::mem::size_of::<TracepointFields>() == 24);
-    assert!(core::mem::size_of::<Config>() == 68 * 4 + 24 + 8 + 8 + 8 * crate::select::KINDS + 8);
+    assert!(core::mem::size_of::<Config>() == 72 * 4 + 24 + 8 + 8 + 8 * crate::select::KINDS + 8);
     assert!(core::mem::align_of::<Config>() == 8);
 };

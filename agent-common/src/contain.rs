@@ -336,7 +336,7 @@ const _: () = {
     assert!(size_of::<Verdict>() == 4);
     assert!(size_of::<Grants>() == 24);
     assert!(crate::sock_kind::COUNT as usize <= 8);
-    assert!(DEVICE_KEY_LEN >= 11 + 9 + 1);
+    assert!(DEVICE_KEY_LEN > 11 + 9);
 };
 
 #[cfg(feature = "user")]

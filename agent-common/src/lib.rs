@@ -39,13 +39,16 @@ pub const WALK_MAX_STEPS: u32 = 48;
 pub const MAX_TRACKED: u32 = 32768;
 /// Capacity of the per-thread map that carries a file syscall from its entry to its exit.
 pub const MAX_PENDING: u32 = 8192;
-/// Records go to one of three rings by what they are about, so that a flood of one kind
+/// Records go to one of four rings by what they are about, so that a flood of one kind
 /// (cheap file writes, say) cannot crowd out the others: `PROC_EVENTS` (exec, fork, exit,
-/// io_uring), `NET_EVENTS` (every socket record) and `FILE_EVENTS` (file records). Sizes in
-/// bytes (powers of two, multiples of the page size).
+/// io_uring), `NET_EVENTS` (every socket record), `FILE_EVENTS` (file records the kernel found
+/// no rule against) and `ALERT_EVENTS` (file records a rule matched or the kernel could not
+/// judge: a flood of allowed writes cannot hide a violation). Sizes in bytes (powers of two,
+/// multiples of the page size).
 pub const RING_PROC_BYTES: u32 = 4 << 20;
 pub const RING_NET_BYTES: u32 = 4 << 20;
 pub const RING_FILE_BYTES: u32 = 8 << 20;
+pub const RING_ALERT_BYTES: u32 = 2 << 20;
 /// When a ring holds more than this many bytes the producer wakes the reader at once; below
 /// it records are submitted without a wakeup and the reader drains on a short timer (one
 /// wakeup per event is what makes tracers expensive, see shared/PERFORMANCE.md).
@@ -147,6 +150,22 @@ pub mod feature {
 pub struct PendingSock {
     pub fd: i32,
     pub nr: u32,
+}
+
+/// An IP connect the BPF LSM socket_connect hook judged and recorded (CONNECT_MARKS, by
+/// thread id): the cgroup connect hook that follows in the same call judges it again but
+/// does not record it twice. A connect with no mark (TCP Fast Open: sendto/sendmsg with
+/// MSG_FASTOPEN, which no LSM connect hook sees) is recorded by the cgroup hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectMark {
+    /// When the LSM hook judged it (bpf_ktime_get_ns): a mark older than a moment is stale.
+    pub ktime_ns: u64,
+    /// The destination, as the cgroup hook sees it (IPv4 in the first four bytes).
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Indices of the per-CPU counter array (`COUNTERS`), summed by userspace.
@@ -760,6 +779,7 @@ const _: () = {
     assert!(size_of::<PendingFile>() == 72 + 2 * RAW_PATH_LEN);
     assert!(size_of::<PendingExec>() == 16);
     assert!(size_of::<PendingSock>() == 8);
+    assert!(size_of::<ConnectMark>() == 32);
     // The walk masks offsets with WALK_MAIN - 1 and name lengths with NAME_MAX_WIRE.
     assert!(WALK_MAIN.is_power_of_two());
     assert!((NAME_MAX_WIRE + 1).is_power_of_two());

@@ -13,6 +13,9 @@ pub enum Shape {
     OpenAt,
     /// openat2(dfd, path, struct open_how *how, size)
     OpenAt2,
+    /// open_by_handle_at(mount_fd, struct file_handle *handle, flags): no name at all; the
+    /// file is known at the exit, by the fd returned
+    OpenByHandle,
     /// creat(path, mode)
     Creat,
     /// truncate(path, length)
@@ -91,12 +94,17 @@ pub struct Syscall {
 
 /// AT_SYMLINK_NOFOLLOW, in the flags of the *at calls.
 pub const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+/// AT_SYMLINK_FOLLOW, in linkat's flags: link the file a final symlink of the old name leads to.
+pub const AT_SYMLINK_FOLLOW: u64 = 0x400;
 
 impl Syscall {
     /// An open with (possible) write intent: where BPF LSM is in effect its file_open hook
     /// reports these instead of the syscall tracepoints.
     pub const fn is_open(&self) -> bool {
-        matches!(self.shape, Shape::Open | Shape::OpenAt | Shape::OpenAt2 | Shape::Creat)
+        matches!(
+            self.shape,
+            Shape::Open | Shape::OpenAt | Shape::OpenAt2 | Shape::OpenByHandle | Shape::Creat
+        )
     }
 
     /// Does the call act on the file a final symlink of its name leads to (rather than on
@@ -109,6 +117,7 @@ impl Syscall {
             Shape::FChmodAt2 | Shape::FChownAt | Shape::UtimensAt | Shape::SetXattrAt | Shape::RemoveXattrAt => {
                 flags & AT_SYMLINK_NOFOLLOW == 0
             }
+            Shape::LinkAt => flags & AT_SYMLINK_FOLLOW != 0,
             _ => false,
         }
     }
@@ -123,6 +132,7 @@ pub const WATCHED: &[Syscall] = &[
     sc("open", 2, Shape::Open),
     sc("openat", 257, Shape::OpenAt),
     sc("openat2", 437, Shape::OpenAt2),
+    sc("open_by_handle_at", 304, Shape::OpenByHandle),
     sc("creat", 85, Shape::Creat),
     sc("truncate", 76, Shape::Truncate),
     sc("ftruncate", 77, Shape::FTruncate),
@@ -166,6 +176,7 @@ pub const WATCHED: &[Syscall] = &[
 pub const WATCHED: &[Syscall] = &[
     sc("openat", 56, Shape::OpenAt),
     sc("openat2", 437, Shape::OpenAt2),
+    sc("open_by_handle_at", 265, Shape::OpenByHandle),
     sc("truncate", 45, Shape::Truncate),
     sc("ftruncate", 46, Shape::FTruncate),
     sc("renameat", 38, Shape::RenameAt),
@@ -269,4 +280,35 @@ pub fn sock_by_nr(nr: u32) -> Option<&'static SockSyscall> {
         i += 1;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str) -> &'static Syscall {
+        WATCHED.iter().find(|s| s.name == name).expect(name)
+    }
+
+    #[test]
+    fn the_calls_that_follow_a_final_symlink_are_told_apart_by_name_and_flags() {
+        assert!(named("chmod").follows_final(0));
+        assert!(named("truncate").follows_final(0));
+        assert!(named("setxattr").follows_final(0));
+        assert!(!named("lsetxattr").follows_final(0));
+        assert!(named("fchownat").follows_final(0));
+        assert!(!named("fchownat").follows_final(AT_SYMLINK_NOFOLLOW));
+        assert!(!named("linkat").follows_final(0));
+        assert!(named("linkat").follows_final(AT_SYMLINK_FOLLOW));
+        assert!(!named("renameat2").follows_final(0));
+    }
+
+    #[test]
+    fn numbers_are_unique_and_opens_include_open_by_handle_at() {
+        for (i, a) in WATCHED.iter().enumerate() {
+            assert!(WATCHED[i + 1..].iter().all(|b| b.nr != a.nr), "{} twice", a.nr);
+            assert_eq!(by_nr(a.nr).map(|s| s.name), Some(a.name));
+        }
+        assert!(named("open_by_handle_at").is_open());
+    }
 }

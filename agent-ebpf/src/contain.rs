@@ -21,8 +21,8 @@ use aya_ebpf::{
 use crate::{
     kernel::{KPtr, masked, off, read_u32},
     maps::{
-        GRANTS, GUARD_VERDICTS, NET_RULES, PATH_KEY, PATH_RULES, POSTURE, TAIL_KEY, TAIL_RULES, WALK_SCRATCH, count,
-        degraded, opaque,
+        GRANTS, GUARD_VERDICTS, NET_RULES, PATH_KEY, PATH_RULES, POSTURE, SCAN, TAIL_KEY, TAIL_RULES, WALK_SCRATCH,
+        count, degraded, opaque,
     },
 };
 
@@ -470,7 +470,7 @@ pub fn judge_device(t: &Tracked, mode: u32, rdev: u32) -> u32 {
 /// Judges a connect or send by `t` to the Unix socket named `name[..len]`: an abstract name
 /// (judged as `@name`; a name with a NUL inside cannot be told from a shorter one: unjudged)
 /// or a path as given (only absolute paths are judged; a relative one is unjudged).
-#[inline(always)]
+#[inline(never)]
 pub fn judge_unix_name(t: &Tracked, name: &[u8; UNIX_NAME_LEN], len: usize, is_abstract: bool) -> u32 {
     let Some(key) = PATH_KEY.get_ptr_mut(0) else {
         return unjudged(t);
@@ -501,13 +501,37 @@ pub fn judge_unix_name(t: &Tracked, name: &[u8; UNIX_NAME_LEN], len: usize, is_a
     }
     let n = masked(n, 0xff);
     key.prefix_len = PATH_KEY_HEAD_BITS + (n as u32 + 1) * 8;
-    let mut leaf = 0;
+    // The last `/` of the name. The scan keeps its state in map memory (the length read back
+    // each round, the offset found written there): kernels before 6.4 mark every scalar
+    // precise in a program with subprograms, so a loop carrying them in registers would
+    // make one verifier state per value they can take, and judge_key verified once per state.
+    let Some(scan) = SCAN.get_ptr_mut(0) else {
+        return unjudged(t);
+    };
+    // SAFETY: per-CPU slot owned by this program run.
+    let scan = unsafe { &mut *scan };
+    scan.len = n as u32;
+    scan.leaf = 0;
     let mut i = 0;
     while i < UNIX_NAME_LEN + 1 {
-        if i < n && key.data.path[i & 0xff] == b'/' {
-            leaf = i;
+        // SAFETY: a read of a map value.
+        if key.data.path[i & 0xff] == b'/' && i < unsafe { core::ptr::read_volatile(&scan.len) } as usize {
+            scan.leaf = i as u32;
         }
         i += 1;
     }
-    judge_key(t, class::UNIX, core::ptr::null(), n, leaf)
+    // SAFETY: reads of a map value.
+    let (n, leaf) = unsafe {
+        (
+            core::ptr::read_volatile(&scan.len),
+            core::ptr::read_volatile(&scan.leaf),
+        )
+    };
+    opaque(judge_key(
+        t,
+        class::UNIX,
+        core::ptr::null(),
+        (n & 0xff) as usize,
+        (leaf & 0xff) as usize,
+    ))
 }

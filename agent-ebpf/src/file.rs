@@ -32,7 +32,7 @@ use crate::{
         KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, off, read_ptr, tp, walk_empty, walk_path,
         walk_unavailable,
     },
-    maps::{FILE_EVENTS, FILE_SCRATCH, PENDING, SCRATCH, count, degraded, reserve, tracked, wake_flags},
+    maps::{FILE_SCRATCH, PENDING, SCRATCH, count, degraded, file_ring, reserve, tracked, wake_flags},
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -40,6 +40,7 @@ const O_RDWR: u64 = 0o2;
 const O_CREAT: u64 = 0o100;
 const O_TRUNC: u64 = 0o1000;
 const WRITE_INTENT: u64 = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC;
+const O_PATH: u64 = 0o10000000;
 const AT_REMOVEDIR: u64 = 0x200;
 
 #[tracepoint]
@@ -102,9 +103,13 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
     let mut name_a: u64 = 0;
     let mut name_b: u64 = 0;
     match sc.shape {
-        Shape::Open | Shape::OpenAt | Shape::OpenAt2 | Shape::Creat => {
+        Shape::Open | Shape::OpenAt | Shape::OpenAt2 | Shape::OpenByHandle | Shape::Creat => {
             p.op = file_op::OPEN_WRITE;
             match sc.shape {
+                Shape::OpenByHandle => {
+                    // No name: path a is the fd returned (the exit walks it as the object).
+                    (p.flags, p.source_a) = (a2, path_source::OBJECT);
+                }
                 Shape::Open => {
                     (name_a, p.flags, p.mode) = (a0, a1, a2 as u32);
                 }
@@ -122,7 +127,8 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
                     (name_a, p.flags, p.mode) = (a0, O_CREAT | O_WRONLY | O_TRUNC, a1 as u32);
                 }
             }
-            if p.flags & WRITE_INTENT == 0 {
+            // O_PATH opens nothing for I/O: the kernel drops every other flag (O_CREAT too).
+            if p.flags & WRITE_INTENT == 0 || p.flags & O_PATH != 0 {
                 return Ok(());
             }
         }
@@ -237,7 +243,8 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
 /// The record of a call the kernel could not follow to its exit: its names as given.
 #[inline(never)]
 fn unfollowed(pid_tgid: u64, t: &Tracked, p: &PendingFile, judged: u32) {
-    let Some(mut slot) = reserve::<FileEvent>(&FILE_EVENTS, hook::FILE_SYSCALL) else {
+    let ring = file_ring(judged);
+    let Some(mut slot) = reserve::<FileEvent>(ring, hook::FILE_SYSCALL) else {
         return;
     };
     // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
@@ -275,7 +282,7 @@ fn unfollowed(pid_tgid: u64, t: &Tracked, p: &PendingFile, judged: u32) {
             )
         };
     }
-    slot.submit(wake_flags(&FILE_EVENTS));
+    slot.submit(wake_flags(ring));
 }
 
 /// Copies a NUL-terminated name from user memory; returns (length, truncated).
@@ -335,6 +342,9 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
 fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
     let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
         count(agent_common::counter::lost(hook::FILE_SYSCALL));
+        if refuses(unjudged(t)) {
+            kill_current();
+        }
         return;
     };
     // SAFETY: per-CPU scratch owned by this program run.
@@ -423,7 +433,16 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
         }
         ev.header.verdict = judged;
     }
-    let Some(mut slot) = reserve::<FileEvent>(&FILE_EVENTS, hook::FILE_SYSCALL) else {
+    let ring = file_ring(ev.header.verdict);
+    let Some(mut slot) = reserve::<FileEvent>(ring, hook::FILE_SYSCALL) else {
+        // Counted by reserve. A record the daemon was to judge (a name-based call) is now
+        // judged by nobody: it gets the unjudged verdict here instead (fail closed).
+        if ev.header.verdict & verdict::UNDECIDED != 0 {
+            let v = unjudged(t);
+            if refuses(v) {
+                kill_current();
+            }
+        }
         return;
     };
     // SAFETY: both are FileEvent-sized.
@@ -434,7 +453,7 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
             ev as *const FileEvent as *const c_void,
         )
     };
-    slot.submit(wake_flags(&FILE_EVENTS));
+    slot.submit(wake_flags(ring));
 }
 
 /// Fills one path of a record; returns the `struct file` walked as the object, if any.

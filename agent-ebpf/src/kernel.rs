@@ -220,6 +220,20 @@ fn is_ns_root(mnt: KPtr) -> bool {
     }
 }
 
+/// Is `mnt` (a `struct mount`) the root mount of some mount namespace (not of a tree a lazy
+/// umount detached)? True where the kernel lacks the fields to tell.
+#[inline(always)]
+fn is_some_ns_root(mnt: KPtr) -> bool {
+    let (ns_off, root_off) = (off!(mount_mnt_ns), off!(mnt_ns_root));
+    if ns_off == ABSENT as usize || root_off == ABSENT as usize {
+        return true;
+    }
+    match read_ptr(mnt, ns_off) {
+        Ok(ns) if !ns.is_null() => read_ptr(ns, root_off).is_ok_and(|root| root == mnt),
+        _ => false,
+    }
+}
+
 /// Phase 1 of a walk: the names met from the leaf up, left in per-CPU scratch memory.
 /// Loop-carried facts (count, flags) live in memory, not registers, so every state at the loop
 /// head looks alike to the verifier and it verifies the loop once per iteration, not once per
@@ -249,8 +263,10 @@ fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch, own_ns
                 return;
             };
             if mparent == mnt {
-                // A mount tree's root: the namespace's own, or a detached tree's.
-                w.flags = if !own_ns || is_ns_root(mnt) { 0 } else { walk::DETACHED };
+                // A mount tree's root: the namespace's own, another namespace's, or a
+                // detached tree's.
+                let attached = if own_ns { is_ns_root(mnt) } else { is_some_ns_root(mnt) };
+                w.flags = if attached { 0 } else { walk::DETACHED };
                 return;
             }
             dentry = mountpoint;

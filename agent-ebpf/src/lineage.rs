@@ -14,7 +14,7 @@ use aya_ebpf::{
 
 use crate::{
     contain::{kill_current, refuses, unjudged},
-    kernel::{KPtr, current_task, fill_header, off, read_u32, read_u64, tp},
+    kernel::{KPtr, current_task, fill_header, off, read_ptr, read_u32, read_u64, tp},
     maps::{PROC_EVENTS, TRACKED, count, degraded, reserve, self_tgid, tracked, wake_flags},
 };
 
@@ -85,7 +85,14 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         // SAFETY: offset from this kernel's tracepoint format.
         (unsafe { ctx.read_at::<u8>(group_dead_off as usize) }).unwrap_or(0) != 0
     } else {
-        pid_tgid as u32 == tgid
+        // do_exit has already counted this thread out of signal->live: 0 means it was the
+        // last one (two threads ending together may both see 0; the second removal is a
+        // no-op). Unreadable: keep tracking (a stale entry over-tracks a later process with
+        // the same tgid; an untracked live thread would be an escape).
+        read_ptr(current_task(), off!(task_signal))
+            .and_then(|signal| read_u32(signal, off!(signal_live)))
+            .map(|live| live == 0)
+            .unwrap_or(false)
     };
     if !group_dead {
         return 0;

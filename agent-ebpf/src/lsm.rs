@@ -29,7 +29,7 @@ use crate::{
         refuses, unjudged,
     },
     kernel::{KPtr, current_task, fill_header, off, parent_tgid, read_ptr, read_u32, walk_empty, walk_path},
-    maps::{self, EXEC_CHECKED, EXEC_WALK, FILE_EVENTS, PROC_EVENTS, UNIX_WALK, reserve, wake_flags},
+    maps::{self, EXEC_CHECKED, EXEC_WALK, PROC_EVENTS, UNIX_WALK, file_ring, reserve, wake_flags},
     net, sock,
 };
 
@@ -155,7 +155,8 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if answer != 0 && mode & FMODE_CREATED != 0 {
         judged |= verdict::AFTER_EFFECT;
     }
-    let Some(mut slot) = reserve::<FileEvent>(&FILE_EVENTS, hook::LSM_FILE) else {
+    let ring = file_ring(judged);
+    let Some(mut slot) = reserve::<FileEvent>(ring, hook::LSM_FILE) else {
         return answer;
     };
     // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
@@ -188,7 +189,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     ev.b.raw_truncated = 0;
     ev.b._pad = 0;
     walk_empty(&mut ev.b.walked);
-    slot.submit(wake_flags(&FILE_EVENTS));
+    slot.submit(wake_flags(ring));
     answer
 }
 
@@ -256,6 +257,9 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
         judge_net(&t, protocol as u8, &raw, port)
     };
     let (answer, judged) = enforce(judged);
+    if answer == 0 {
+        net::mark_connect(pid_tgid as u32, family as u8, &raw, port);
+    }
     net::record(
         hook::LSM_CONNECT,
         VIA_LSM,
@@ -346,7 +350,7 @@ pub fn socket_listen(ctx: LsmContext) -> i32 {
         sock_u16(sk, off!(sock_type)) as u8,
         protocol as u8,
         port,
-        &addr,
+        &sock::wire_addr(&addr, family),
         sock_kind::NONE,
     );
     answer

@@ -30,7 +30,7 @@ use crate::{
         walk_path_at,
     },
     lsm::tracked,
-    maps::{FILE_EVENTS, PATH_WALK, PENDING, opaque, reserve, wake_flags},
+    maps::{PATH_WALK, PENDING, file_ring, opaque, reserve, wake_flags},
 };
 
 const EPERM: i32 = 1;
@@ -235,7 +235,8 @@ fn no_raw(p: &mut FilePath, source: u8) {
 /// The record of an operation with no syscall record to carry it.
 #[inline(never)]
 fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) {
-    let Some(mut slot) = reserve::<FileEvent>(&FILE_EVENTS, hook::LSM_PATH) else {
+    let ring = file_ring(judged);
+    let Some(mut slot) = reserve::<FileEvent>(ring, hook::LSM_PATH) else {
         return;
     };
     // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
@@ -282,7 +283,7 @@ fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) {
         no_raw(&mut ev.b, path_source::NONE);
         walk_empty(&mut ev.b.walked);
     }
-    slot.submit(wake_flags(&FILE_EVENTS));
+    slot.submit(wake_flags(ring));
 }
 
 /// Defaults of a one-path call.

@@ -1,7 +1,8 @@
 //! Maps and the load-time configuration global. Names are the contract with agent-user's loader.
 use agent_common::{
     COMM_LEN, Config, FileEvent, InodeKey, MAX_PENDING, MAX_TRACKED, PendingExec, PendingFile, PendingSock,
-    RING_FILE_BYTES, RING_NET_BYTES, RING_PROC_BYTES, RING_WAKE_BYTES, Tracked, UnixEvent, WALK_MAX_STEPS, WalkedPath,
+    RING_ALERT_BYTES, RING_FILE_BYTES, RING_NET_BYTES, RING_PROC_BYTES, RING_WAKE_BYTES, Tracked, UnixEvent,
+    WALK_MAX_STEPS, WalkedPath,
     contain::{Grants, MAX_GUARDRAILS, MAX_RULES, NetKey, NetRule, PathKey, PathRule, TailKey, Verdict, posture},
     counter,
 };
@@ -69,9 +70,24 @@ pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(RING_PROC_BYTES, 0);
 #[map]
 pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(RING_NET_BYTES, 0);
 
-/// File records.
+/// File records the kernel found no rule against.
 #[map]
 pub static FILE_EVENTS: RingBuf = RingBuf::with_byte_size(RING_FILE_BYTES, 0);
+
+/// File records a rule matched or the kernel could not judge.
+#[map]
+pub static ALERT_EVENTS: RingBuf = RingBuf::with_byte_size(RING_ALERT_BYTES, 0);
+
+/// The ring of a file record with verdict `v` (judged already).
+#[inline(always)]
+pub fn file_ring(v: u32) -> &'static RingBuf {
+    use agent_common::contain::verdict;
+    if v & (verdict::ACTION_MASK | verdict::UNJUDGED) != 0 {
+        &ALERT_EVENTS
+    } else {
+        &FILE_EVENTS
+    }
+}
 
 /// thread id -> a file syscall between its entry and its exit. Preallocated (~5 MiB): a map
 /// that allocates at update time may deadlock when updated from a tracepoint (5.10 warns
@@ -91,6 +107,11 @@ pub static EXEC_CHECKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX
 /// full one fails closed (see agent-ebpf's sock module).
 #[map]
 pub static SOCK_CALLS: HashMap<u32, PendingSock> = HashMap::with_max_entries(MAX_PENDING, 0);
+
+/// thread id -> the IP connect the BPF LSM hook just judged ([`agent_common::ConnectMark`]).
+/// LRU: an evicted mark only makes a record twice.
+#[map]
+pub static CONNECT_MARKS: LruHashMap<u32, agent_common::ConnectMark> = LruHashMap::with_max_entries(4096, 0);
 
 /// thread id -> an execve between its entry and its exit (a refused one is reported at exit).
 #[map]
@@ -177,6 +198,17 @@ pub static PATH_WALK: PerCpuArray<WalkedPath> = PerCpuArray::with_max_entries(2,
 /// Per-CPU slot a verdict goes through on its way out of a heavy subprogram ([`opaque`]).
 #[map]
 pub static VERDICT_SLOT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// A scan's state kept in map memory, out of the verifier's view (`contain::judge_unix_name`).
+#[repr(C)]
+pub struct Scan {
+    pub len: u32,
+    pub leaf: u32,
+}
+
+/// Per-CPU [`Scan`] slot.
+#[map]
+pub static SCAN: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
 
 /// `v`, as a value the verifier cannot tell apart by path: a subprogram whose paths return
 /// different constants makes the verifier go on with one state per constant, and verify all

@@ -4,9 +4,13 @@
 //! (raw and ICMP ones must be granted). A tracked process's attempt is judged from the
 //! compiled rule maps (crate::contain); in enforce mode a refused one gets EPERM. They
 //! cannot send signals: a kill verdict is carried out by the daemon when it reads the record.
-use agent_common::{NetEvent, Tracked, hook, kind, net_op, sock_kind};
+//!
+//! The connect hooks stay attached where the BPF LSM socket_connect hook judges connects: a
+//! TCP Fast Open connect (sendto/sendmsg with MSG_FASTOPEN on an unconnected socket) reaches
+//! no LSM connect hook, only these ([`lsm_judged`] keeps the others from being recorded twice).
+use agent_common::{ConnectMark, NetEvent, Tracked, hook, kind, net_op, sock_kind};
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{cgroup_sock, cgroup_sock_addr},
     programs::{SockAddrContext, SockContext},
 };
@@ -15,7 +19,7 @@ use core::ptr::read_volatile;
 use crate::{
     contain::{judge_grant, judge_listen, judge_net, mapped_v4, refuses},
     kernel::fill_header,
-    maps::{NET_EVENTS, reserve, tracked, wake_flags},
+    maps::{CONNECT_MARKS, NET_EVENTS, reserve, tracked, wake_flags},
 };
 
 const ALLOW: i32 = 1;
@@ -95,6 +99,9 @@ fn addr_hook(ctx: &SockAddrContext, op: u8, v6: bool) -> i32 {
         judge_net(&tracked, protocol, &key, port)
     };
     let refused = refuses(judged);
+    if op == net_op::CONNECT && !refused && lsm_judged(pid_tgid as u32, &addr, port) {
+        return ALLOW; // judged the same again; recorded by the LSM hook
+    }
     let hook_id = match op {
         net_op::CONNECT => hook::CGROUP_CONNECT,
         net_op::SENDMSG => hook::CGROUP_SENDMSG,
@@ -121,6 +128,38 @@ fn addr_hook(ctx: &SockAddrContext, op: u8, v6: bool) -> i32 {
         sock_kind::NONE,
     );
     if refused { REFUSE } else { ALLOW }
+}
+
+/// How long a connect's LSM mark stands for the cgroup hook that follows it in the same call.
+const MARK_NS: u64 = 1_000_000_000;
+
+/// Notes that the BPF LSM socket_connect hook judged and recorded thread `tid`'s connect to
+/// `addr` (IPv4 in the first four bytes) and `port`.
+#[inline(always)]
+pub fn mark_connect(tid: u32, family: u8, addr: &[u8; 16], port: u16) {
+    let mark = ConnectMark {
+        // SAFETY: a helper with no arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        addr: *addr,
+        port,
+        family,
+        _pad: [0; 5],
+    };
+    let _ = CONNECT_MARKS.insert(&tid, &mark, 0);
+}
+
+/// Is this connect one the BPF LSM hook judged and recorded a moment ago in this thread
+/// (consumes the mark)? A connect the LSM hooks never saw (TCP Fast Open) has none.
+#[inline(always)]
+fn lsm_judged(tid: u32, addr: &[u8; 16], port: u16) -> bool {
+    // SAFETY: map lookup, copied out.
+    let Some(mark) = (unsafe { CONNECT_MARKS.get(&tid) }).copied() else {
+        return false;
+    };
+    let _ = CONNECT_MARKS.remove(&tid);
+    // SAFETY: a helper with no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    mark.port == port && mark.addr == *addr && now.wrapping_sub(mark.ktime_ns) < MARK_NS
 }
 
 /// The creation of an IP socket (every kernel; sockets of other families are judged by the

@@ -227,6 +227,29 @@ fn socket_enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) {
     );
 }
 
+/// sendmmsg's messages after the first: does any name a destination (so is not judged by
+/// the first's)? More than [`MMSG_SCAN`] of them, or one unreadable: yes (fail closed).
+#[inline(always)]
+fn any_named(msgs: u64, vlen: u32) -> bool {
+    /// struct mmsghdr: a msghdr (msg_name first) and the length sent, 64 bytes on 64-bit.
+    const MMSG_SIZE: u64 = 64;
+    const MMSG_SCAN: u32 = 16;
+    if vlen > MMSG_SCAN {
+        return true;
+    }
+    for i in 1..MMSG_SCAN {
+        if i >= vlen {
+            break;
+        }
+        // SAFETY: user memory read through the helper.
+        match unsafe { bpf_probe_read_user((msgs + MMSG_SIZE * i as u64) as *const u64) } {
+            Ok(0) => {}
+            _ => return true,
+        }
+    }
+    false
+}
+
 /// A datagram to a named Unix socket: judged on the name given (before the kernel looks it
 /// up, the only moment a tracepoint has), killed if refused.
 #[inline(always)]
@@ -250,10 +273,10 @@ fn send_enter(ctx: &TracePointContext, shape: SockShape, pid_tgid: u64, t: &Trac
             let name = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
             // SAFETY: as above (msg_namelen follows msg_name).
             let len = unsafe { bpf_probe_read_user((msg + 8) as *const u32) }.unwrap_or(0);
-            (name, len, vlen > 1)
+            (name, len, vlen > 1 && any_named(msg, vlen))
         }
     };
-    if addr == 0 {
+    if addr == 0 && !more {
         return; // a send on a connected socket: its connect was judged
     }
     let Some(ev) = UNIX_WALK.get_ptr_mut(0) else {
@@ -271,7 +294,8 @@ fn send_enter(ctx: &TracePointContext, shape: SockShape, pid_tgid: u64, t: &Trac
     // SAFETY: user memory read through the helper.
     let first = unsafe { bpf_probe_read_user((addr + 2) as *const u8) };
     let judged = if more || n == 0 || n > UNIX_NAME_LEN {
-        // Several datagrams to names the kernel has not resolved yet: fail closed.
+        // Several datagrams to names the kernel has not resolved yet (or a name the first
+        // message does not give while a later one does): fail closed.
         ev.name_len = 0;
         unjudged(t)
     } else if first == Ok(0) {
@@ -406,6 +430,18 @@ pub fn local_of(sk: KPtr, family: u16) -> ([u8; 16], u16) {
     (addr, port)
 }
 
+/// An address as judged (IPv4 mapped) in the wire layout of [`NetEvent::addr`] (IPv4 in the
+/// first four bytes).
+#[inline(always)]
+pub fn wire_addr(judged: &[u8; 16], family: u16) -> [u8; 16] {
+    if family != AF_INET {
+        return *judged;
+    }
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&judged[12..]);
+    out
+}
+
 /// A listen that succeeded: judged on the port it listens on (the kernel has bound it).
 #[inline(always)]
 fn listen_exit(pid_tgid: u64, t: &Tracked, fd: i32) {
@@ -429,7 +465,7 @@ fn listen_exit(pid_tgid: u64, t: &Tracked, fd: i32) {
         u16_at(sk, off!(sock_type)) as u8,
         protocol as u8,
         port,
-        &addr,
+        &wire_addr(&addr, family),
         sock_kind::NONE,
     );
 }

@@ -3,12 +3,17 @@
 //! programs are not attached. Elsewhere no hook sees them, so a tracked process may use
 //! io_uring only when its scope grants it: io_uring_setup (a new ring) and io_uring_enter (a
 //! ring it got another way: inherited across exec, passed over a socket) are judged and, if
-//! refused, killed before the call returns.
-use agent_common::{Tracked, UringEvent, contain::verdict, hook, kind, sock_kind, uring_op};
+//! refused, killed before the call returns. A process bound to no credential has no grant:
+//! its io_uring use is unjudged (the unbound posture judges only what is seen).
+use agent_common::{
+    Tracked, UringEvent,
+    contain::{rule_class, verdict},
+    hook, kind, sock_kind, uring_op,
+};
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
 
 use crate::{
-    contain::{judge_grant, kill_current, refuses},
+    contain::{judge_grant, kill_current, refuses, unjudged},
     kernel::{fill_header, tp},
     maps::{PROC_EVENTS, reserve, tracked, wake_flags},
 };
@@ -36,6 +41,11 @@ fn judge(op: u32, fd: i32, always: bool) {
         return;
     };
     let mut judged = judge_grant(&t, sock_kind::IO_URING);
+    if (judged & verdict::CLASS_MASK) >> verdict::CLASS_SHIFT == rule_class::UNBOUND {
+        // No credential, so no grant: and a ring's operations are seen by no hook here, so
+        // the unbound posture (which judges what is seen) cannot judge them.
+        judged = unjudged(&t);
+    }
     if refuses(judged) && kill_current() {
         judged |= verdict::KILLED;
     }

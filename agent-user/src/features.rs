@@ -158,7 +158,7 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<Ho
         hook(
             "connect",
             if on("connect") {
-                "lsm/socket_connect"
+                "lsm/socket_connect, cgroup_sock_addr/connect4,connect6 (TCP Fast Open)"
             } else {
                 "cgroup_sock_addr/connect4,connect6"
             },
@@ -441,7 +441,10 @@ mod tests {
         let (mech, enf) = m(&without_lsm_files(), "file_write");
         assert_eq!(mech, "tracepoint/syscalls");
         assert!(enf.starts_with("kill at the syscall's exit"), "{enf}");
-        assert_eq!(m(&with_lsm, "connect").0, "lsm/socket_connect");
+        assert_eq!(
+            m(&with_lsm, "connect").0,
+            "lsm/socket_connect, cgroup_sock_addr/connect4,connect6 (TCP Fast Open)"
+        );
         let without = hook_mechanisms(&[], true, 0);
         assert_eq!(m(&without, "exec").0, "tracepoint/sched/sched_process_exec");
         assert!(m(&without, "exec").1.starts_with("kill right after exec"));

@@ -286,8 +286,14 @@ pub fn resolve_offsets(
         task_nsproxy: get("task_struct", "nsproxy", NS_ROOT),
         nsproxy_mnt_ns: get("nsproxy", "mnt_ns", NS_ROOT),
         mnt_ns_root: get("mnt_namespace", "root", NS_ROOT),
+        mount_mnt_ns: get("mount", "mnt_ns", NS_ROOT),
+        _pad: 0,
         mount_mnt_mounts: get("mount", "mnt_mounts", LSM_INODE),
         mount_mnt_child: get("mount", "mnt_child", LSM_INODE),
+        // Where the exit is told apart by the group's live count, a process without it would
+        // be untracked when its first thread ends (the rest would run untracked): core.
+        task_signal: get("task_struct", "signal", CORE),
+        signal_live: get("signal_struct", "live", CORE),
     };
     if !core_missing.is_empty() {
         return Err(LayoutError::Core(core_missing.join("; ")));

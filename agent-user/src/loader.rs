@@ -32,8 +32,9 @@ use crate::{
 };
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
-/// The record rings (agent_common::RING_*_BYTES): exec and lineage, sockets, files.
-pub const RINGS: [&str; 3] = ["PROC_EVENTS", "NET_EVENTS", "FILE_EVENTS"];
+/// The record rings (agent_common::RING_*_BYTES): exec and lineage, sockets, allowed files,
+/// files a rule matched.
+pub const RINGS: [&str; 4] = ["PROC_EVENTS", "NET_EVENTS", "FILE_EVENTS", "ALERT_EVENTS"];
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// The BPF object built into this binary (None when built without the BPF toolchain).
@@ -774,20 +775,16 @@ fn load_generation(
     let lsm = |what: &str| lsm_hooks.contains(&what);
 
     // Network: cgroup hooks at the cgroup v2 root (they see every process; the programs
-    // judge tracked ones only). Connects go to LSM where it is in effect; sends with an
-    // explicit destination and binds always come from here; IP socket creation from here
-    // where the LSM socket hooks are not in effect.
+    // judge tracked ones only). Connects, sends with an explicit destination and binds
+    // always come from here (where LSM judges connects too, the connect hooks still see TCP
+    // Fast Open, which no LSM connect hook does, and record only what LSM did not); IP
+    // socket creation from here where the LSM socket hooks are not in effect.
     let root = cgroup2_root()?;
     let cgroup = File::open(&root).map_err(|source| LoadError::Cgroup {
         path: root.display().to_string(),
         source,
     })?;
-    let mut sock_progs: Vec<&str> = if lsm("connect") {
-        vec!["sendmsg4", "sendmsg6"]
-    } else {
-        vec!["connect4", "connect6", "sendmsg4", "sendmsg6"]
-    };
-    sock_progs.extend(["bind4", "bind6"]);
+    let sock_progs = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
     for &name in &sock_progs {
         load_required(&mut ebpf, object, &config, name, |e| load_sock_addr(e, name))?;
         let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
@@ -952,7 +949,7 @@ fn load_generation(
             fentry,
             cgroup_sock_addr: Probe::yes(format!("{} loaded and attached", sock_progs.join(", "))),
             cgroup_sock: sock_create,
-            ring_buffer: Probe::yes("PROC_EVENTS, NET_EVENTS and FILE_EVENTS ring buffers created"),
+            ring_buffer: Probe::yes("PROC_EVENTS, NET_EVENTS, FILE_EVENTS and ALERT_EVENTS ring buffers created"),
             send_signal,
             landlock_abi,
             landlock,

@@ -69,6 +69,7 @@ pub const SHARED_MAPS: &[&str] = &[
     "PROC_EVENTS",
     "NET_EVENTS",
     "FILE_EVENTS",
+    "ALERT_EVENTS",
     "COUNTERS",
     "PENDING",
     "SOCK_CALLS",

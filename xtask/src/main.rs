@@ -263,7 +263,14 @@ fn setup_toolchain() -> anyhow::Result<()> {
     )
     .context("the nightly toolchain does not answer after install")?;
 
-    // 2. bpf-linker, linked against that nightly's own libLLVM.
+    // 2. clippy and rustfmt on the build toolchain (the test command checks with both).
+    let lints_ok = ok(cargo().args(["clippy", "--version"])) && ok(cargo().args(["fmt", "--version"]));
+    if !lints_ok {
+        eprintln!("setup: installing clippy and rustfmt");
+        run_cmd(Command::new("rustup").args(["component", "add", "clippy", "rustfmt"]))?;
+    }
+
+    // 3. bpf-linker, linked against that nightly's own libLLVM.
     let linker_ok =
         stdout_of(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
     if !linker_ok {
@@ -327,6 +334,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
     // One profile (dev) for everything: the BPF object is built once and shared.
     run_cmd(cargo().args(["build", "-p", "agent-user", "-p", "tether-integration", "--bins"]))?;
     if args.host {
+        lint()?;
         run_cmd(cargo().args([
             "test",
             "--workspace",
@@ -354,6 +362,25 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         require_root("the VM tier (it fetches kernels into a system cache)")?;
         test_vm(args)?;
     }
+    Ok(())
+}
+
+/// Formatting and clippy (warnings are errors) over the userspace crates; the BPF crate is
+/// checked by its own build (clippy does not know its target's build-std).
+fn lint() -> anyhow::Result<()> {
+    let t = Instant::now();
+    run_cmd(cargo().args(["fmt", "--all", "--check"])).context("cargo fmt --check: run `cargo fmt --all`")?;
+    run_cmd(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "agent-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    eprintln!("test: fmt and clippy clean in {:.0}s", t.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -446,7 +446,40 @@ pub fn build_initramfs(payload: &Payload, test_args: &[String], work: &Path, out
 
 /// Boots `kernel` with `initramfs`, streams its console to `log` (and, prefixed, to stderr)
 /// and returns the suite's exit status as /init reported it.
+///
+/// A guest that panics before the suite starts (seen under TCG with three guests on two
+/// cores: a fault in the timer code a second into boot, no test has run) is booted once
+/// more, saying so; a panic once tests run is a result like any other.
 pub fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<i32> {
+    match boot_once(kernel, initramfs, log)? {
+        Boot::Result(rc) => Ok(rc),
+        Boot::PanickedBeforeSuite => {
+            let first = log.with_extension("first-boot.log");
+            fs::rename(log, &first)?;
+            eprintln!(
+                "vm: kernel {} panicked while booting, before any test ran (console log: {}); booting it once more",
+                kernel.name,
+                first.display()
+            );
+            match boot_once(kernel, initramfs, log)? {
+                Boot::Result(rc) => Ok(rc),
+                Boot::PanickedBeforeSuite => bail!(
+                    "kernel {}: panicked while booting twice, before any test ran; console logs: {}, {}",
+                    kernel.name,
+                    first.display(),
+                    log.display()
+                ),
+            }
+        }
+    }
+}
+
+enum Boot {
+    Result(i32),
+    PanickedBeforeSuite,
+}
+
+fn boot_once(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<Boot> {
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg,thread=multi", "-smp", "2", "-m", "2048"])
         .args(["-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"])
@@ -481,6 +514,7 @@ pub fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<i32
     }
     let mut logf = fs::File::create(log)?;
     let mut result = None;
+    let (mut suite_started, mut panicked) = (false, false);
     let stdout = child.stdout.take().context("qemu stdout")?;
     for line in BufReader::new(stdout).split(b'\n') {
         let line = line?;
@@ -496,6 +530,8 @@ pub fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<i32
         if let Some(rc) = text.trim().strip_prefix(RESULT_MARK) {
             result = rc.trim().parse::<i32>().ok();
         }
+        suite_started |= text.starts_with("running ") && text.ends_with(" tests");
+        panicked |= text.contains("Kernel panic - not syncing");
     }
     let status = child.wait()?;
     done.store(true, Ordering::Relaxed);
@@ -513,7 +549,8 @@ pub fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<i32
         );
     }
     match result {
-        Some(rc) => Ok(rc),
+        Some(rc) => Ok(Boot::Result(rc)),
+        None if panicked && !suite_started => Ok(Boot::PanickedBeforeSuite),
         None => bail!(
             "kernel {}: the VM ended ({status}) without a result line; console log: {}{}",
             kernel.name,

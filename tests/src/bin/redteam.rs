@@ -18,6 +18,9 @@
 //!   redteam chmod PATH MODE                chmod(2) (follows symlinks)
 //!   redteam link SRC DST                   a hard link DST to SRC
 //!   redteam utimes PATH                    set PATH's times to the epoch (follows symlinks)
+//!   redteam tcp IP:PORT MSG plain|fastopen  a TCP connection sending MSG: connect then write,
+//!                                          or TCP Fast Open (sendto with MSG_FASTOPEN, no
+//!                                          connect call)
 //!
 //!   redteam bench N DIR                    N rounds of each call a tracked agent's hooks watch,
 //!                                          ns per call, for what an untracked process pays
@@ -90,6 +93,7 @@ fn attack() -> anyhow::Result<()> {
             check(r, "chmod")
         }
         ["link", src, dst] => Ok(std::fs::hard_link(src, dst)?),
+        ["tcp", addr, msg, how] => tcp(addr.parse()?, msg, how),
         ["utimes", path] => {
             let p = cstr(path)?;
             let zero = [libc::timespec { tv_sec: 0, tv_nsec: 0 }; 2];
@@ -198,6 +202,34 @@ fn socket(kind: &str) -> anyhow::Result<()> {
     let fd = unsafe { libc::socket(family, ty, proto) };
     check(fd, "socket")?;
     println!("socket {kind}: fd {fd}");
+    Ok(())
+}
+
+fn tcp(addr: std::net::SocketAddrV4, msg: &str, how: &str) -> anyhow::Result<()> {
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = addr.port().to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes(addr.ip().octets());
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain syscalls on an fd we own; `sa` and `msg` outlive them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        check(fd, "socket")?;
+        let sa = (&sa as *const libc::sockaddr_in).cast();
+        match how {
+            "plain" => {
+                check(libc::connect(fd, sa, len), "connect")?;
+                let n = libc::write(fd, msg.as_ptr().cast(), msg.len());
+                check(n as libc::c_int, "write")?;
+            }
+            "fastopen" => {
+                let n = libc::sendto(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_FASTOPEN, sa, len);
+                check(n as libc::c_int, "sendto MSG_FASTOPEN")?;
+            }
+            other => bail!("plain or fastopen, not {other}"),
+        }
+        println!("tcp {how}: sent");
+    }
     Ok(())
 }
 
