@@ -60,6 +60,24 @@ const VM_SKIP: &[(&str, &str)] = &[
         "the sinks are userspace; names from the kernel by tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths",
     ),
 ];
+/// Kernel tests every VM kernel runs: what differs from kernel to kernel is whether each
+/// program loads and verifies, which hooks are in effect, and whether each refuses, records
+/// and degrades as it says; these check exactly that. Every other VM test runs on one kernel
+/// of the matrix, in turn ([`vm_plan`]): a daemon start costs ~30 s of verification per
+/// kernel under TCG, and the matrix must stay inside CI's 30 minutes. All of them run on
+/// the host kernel, and `--kernel K` (one kernel) or a FILTER runs them all there.
+const VM_EVERY_KERNEL: &[&str] = &[
+    "status_reports_probed_features_and_the_mechanism_of_each_hook",
+    "a_kernel_without_path_fields_degrades_openly_to_names_as_passed",
+    "a_sigkilled_daemon_leaves_no_program_attached",
+    "tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths",
+    "containment::enforce_refuses_out_of_scope_actions_and_observe_reports_what_it_would_have_done",
+    "redteam::a_narrow_credential_holds_every_attack_back",
+    "redteam::guardrails_hold_every_attack_back_under_a_permissive_credential",
+    "redteam::a_full_in_flight_map_fails_closed",
+    "restart::a_sigkilled_daemon_keeps_enforcing_and_the_next_one_takes_over_and_reports_the_gap",
+];
+
 /// Debian packages the tests and tools use.
 const APT_PACKAGES: &[&str] = &["bpftool", "qemu-system-x86", "busybox-static"];
 
@@ -384,6 +402,45 @@ fn lint() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The names of the kernel tests, as the test executable lists them.
+fn list_tests(kernel_tests: &Path) -> anyhow::Result<Vec<String>> {
+    let out = Command::new(kernel_tests)
+        .args(["--list", "--format", "terse"])
+        .output()
+        .with_context(|| format!("listing {}", kernel_tests.display()))?;
+    if !out.status.success() {
+        bail!("{} --list failed", kernel_tests.display());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Which tests each kernel in `kernels` runs: those of [`VM_EVERY_KERNEL`], and the others
+/// not in [`VM_SKIP`] dealt out in turn (in name order, so a test stays on its kernel).
+fn vm_plan(all: &[String], kernels: &[String]) -> anyhow::Result<Vec<Vec<String>>> {
+    for name in VM_EVERY_KERNEL.iter().chain(VM_SKIP.iter().map(|(n, _)| n)) {
+        if !all.iter().any(|t| t == name) {
+            bail!("xtask names a kernel test that does not exist: {name}");
+        }
+    }
+    let mut rest: Vec<&String> = all
+        .iter()
+        .filter(|t| !VM_EVERY_KERNEL.contains(&t.as_str()) && !VM_SKIP.iter().any(|(n, _)| n == t))
+        .collect();
+    rest.sort();
+    let n = kernels.len().max(1);
+    Ok((0..kernels.len())
+        .map(|i| {
+            let mut tests: Vec<String> = VM_EVERY_KERNEL.iter().map(|t| t.to_string()).collect();
+            tests.extend(rest.iter().skip(i).step_by(n).map(|t| t.to_string()));
+            tests
+        })
+        .collect())
+}
+
 /// The kernel integration test executable, built (not run) by cargo.
 fn kernel_test_binary() -> anyhow::Result<PathBuf> {
     let out = cargo()
@@ -424,17 +481,58 @@ fn test_vm(args: &TestArgs) -> anyhow::Result<()> {
         ],
         ocsf_dir: root().join("tests/data/ocsf"),
     };
-    let initramfs = work.join("initramfs.cpio");
-    let mut test_args = args.filter.clone();
     for (name, why) in VM_SKIP {
         eprintln!("vm: left to the host tier: {name} ({why})");
-        test_args.extend(["--skip".to_string(), name.to_string()]);
     }
-    vm::build_initramfs(&payload, &test_args, &work.join("stage"), &initramfs)?;
+    let names: Vec<String> = kernels.iter().map(|k| k.name.clone()).collect();
+    let plan = if args.filter.is_empty() {
+        let all = list_tests(&payload.kernel_tests)?;
+        let plan = vm_plan(&all, &names)?;
+        for (k, tests) in names.iter().zip(&plan) {
+            let own: Vec<&str> = tests
+                .iter()
+                .map(String::as_str)
+                .filter(|t| !VM_EVERY_KERNEL.contains(t))
+                .collect();
+            eprintln!(
+                "vm: {k} runs the {} every kernel runs and {}",
+                VM_EVERY_KERNEL.len(),
+                if own.is_empty() {
+                    "no more".to_string()
+                } else {
+                    own.join(", ")
+                }
+            );
+        }
+        plan.into_iter()
+            .map(|tests| {
+                let mut a = vec!["--exact".to_string()];
+                a.extend(tests);
+                a
+            })
+            .collect()
+    } else {
+        // A filter runs what it names on every kernel.
+        let mut a = args.filter.clone();
+        for (name, _) in VM_SKIP {
+            a.extend(["--skip".to_string(), name.to_string()]);
+        }
+        vec![a; kernels.len()]
+    };
+    let mut initramfs = Vec::new();
+    for (k, test_args) in names.iter().zip(&plan) {
+        let out = work.join(format!("initramfs-{k}.cpio"));
+        vm::build_initramfs(&payload, test_args, &work.join("stage"), &out)?;
+        initramfs.push(out);
+    }
     eprintln!(
-        "vm: initramfs {} ({} MiB) in {:.1}s",
-        initramfs.display(),
-        std::fs::metadata(&initramfs)?.len() >> 20,
+        "vm: {} initramfs ({} MiB each) in {:.1}s",
+        initramfs.len(),
+        initramfs
+            .first()
+            .map(|i| std::fs::metadata(i).map(|m| m.len() >> 20))
+            .transpose()?
+            .unwrap_or(0),
         t.elapsed().as_secs_f64()
     );
     // VMs run side by side, `jobs` at a time (TETHER_VM_JOBS, default 3 = the whole matrix):
@@ -447,11 +545,12 @@ fn test_vm(args: &TestArgs) -> anyhow::Result<()> {
         .unwrap_or(3);
     let results: Vec<(String, Option<String>)> = std::thread::scope(|scope| {
         let mut out = Vec::new();
-        for chunk in kernels.chunks(jobs) {
+        let runs: Vec<(&vm::Kernel, &PathBuf)> = kernels.iter().zip(&initramfs).collect();
+        for chunk in runs.chunks(jobs) {
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|k| {
-                    let (initramfs, work) = (&initramfs, &work);
+                .map(|&(k, initramfs)| {
+                    let work = &work;
                     scope.spawn(move || {
                         let kt = Instant::now();
                         let log = work.join(format!("console-{}.log", k.name));
@@ -494,4 +593,33 @@ fn test_vm(args: &TestArgs) -> anyhow::Result<()> {
         bail!("the kernel suite failed in the VM on: {}", failed.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vm_plan_runs_the_core_everywhere_and_every_other_test_once() {
+        let mut all: Vec<String> = VM_EVERY_KERNEL.iter().map(|t| t.to_string()).collect();
+        all.extend(VM_SKIP.iter().map(|(n, _)| n.to_string()));
+        all.extend(["c", "a", "d", "b"].map(String::from));
+        let kernels = ["5.10", "6.1", "6.12"].map(String::from);
+        let plan = vm_plan(&all, &kernels).unwrap();
+        assert_eq!(plan.len(), 3);
+        for tests in &plan {
+            assert!(VM_EVERY_KERNEL.iter().all(|c| tests.iter().any(|t| t == c)));
+            assert!(!VM_SKIP.iter().any(|(n, _)| tests.iter().any(|t| t == n)));
+        }
+        let extra: Vec<Vec<&str>> = plan
+            .iter()
+            .map(|p| p[VM_EVERY_KERNEL.len()..].iter().map(String::as_str).collect())
+            .collect();
+        assert_eq!(extra, [vec!["a", "d"], vec!["b"], vec!["c"]]);
+        // One kernel runs them all.
+        let one = vm_plan(&all, &kernels[..1]).unwrap();
+        assert_eq!(one[0].len(), VM_EVERY_KERNEL.len() + 4);
+        // A name that does not exist is an error, not a test silently never run.
+        assert!(vm_plan(&all[1..], &kernels).is_err());
+    }
 }

@@ -290,6 +290,9 @@ fn mknod(path: &str, kind: &str, major: u32, minor: u32) -> anyhow::Result<()> {
     check(r, "mknod")
 }
 
+/// One timed operation of the bench.
+type Op<'a> = Box<dyn FnMut() + 'a>;
+
 /// ns per call of each watched call (median of 5 runs of `n`).
 fn bench(n: u32, dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
@@ -309,7 +312,7 @@ fn bench(n: u32, dir: &Path) -> anyhow::Result<()> {
     let file = dir.join("bench.file");
     std::fs::write(&file, "x")?;
     let (f, x) = (cstr(&file.display().to_string())?, CString::new("user.bench")?);
-    let mut ops: Vec<(&str, Box<dyn FnMut()>)> = vec![
+    let mut ops: Vec<(&str, Op)> = vec![
         // SAFETY (all): plain syscalls on valid arguments.
         (
             "getppid",
