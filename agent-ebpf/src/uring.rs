@@ -1,6 +1,8 @@
 //! io_uring: a ring performs file and socket operations with no syscall of their own. Where
-//! the BPF LSM hooks are in effect they judge those operations like their syscalls, and these
-//! programs are not attached. Elsewhere no hook sees them, so a tracked process may use
+//! the BPF LSM hooks are in effect and the ring's async workers are threads of the process
+//! (5.12+) they judge those operations like their syscalls, and these programs are not
+//! attached. Elsewhere (before 5.12 the workers are kernel threads no tracked entry names) no
+//! hook sees them, so a tracked process may use
 //! io_uring only when its scope grants it: io_uring_setup (a new ring) and io_uring_enter (a
 //! ring it got another way: inherited across exec, passed over a socket) are judged and, if
 //! refused, killed before the call returns. A process bound to no credential has no grant:

@@ -119,7 +119,9 @@ impl KernelReport {
 }
 
 /// The mechanism per hook, given the hook groups where BPF LSM is in effect (`exec`,
-/// `file_write`, `file_names`, `file_owner`, `file_attrs`, `connect`, `sockets`, `unix`, ...),
+/// `file_write`, `file_names`, `file_owner`, `file_attrs`, `connect`, `sockets`, `unix`, ...;
+/// `io_uring` where those hooks also see what a ring does: its async workers are threads of
+/// the process, 5.12+),
 /// whether bpf_send_signal is allowed and what else was attached (agent_common::feature).
 pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<HookMechanism> {
     let on = |what: &str| lsm.contains(&what);
@@ -245,7 +247,7 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<Ho
                 )
             },
         ),
-        if on("file_names") {
+        if on("file_names") && on("io_uring") {
             hook(
                 "io_uring",
                 "the BPF LSM hooks (each operation a ring performs)",
@@ -478,10 +480,14 @@ mod tests {
                 "connect",
                 "sockets",
                 "unix",
+                "io_uring",
             ],
             true,
             0,
         );
+        // Kernels before 5.12 run a ring's async work in kernel threads no hook attributes.
+        let kthread_workers = hook_mechanisms(&["exec", "file_write", "file_names"], true, 0);
+        assert!(m(&kthread_workers, "io_uring").1.starts_with("kill before"));
         assert_eq!(m(&all, "unix").0, "lsm/unix_stream_connect, lsm/unix_may_send");
         assert!(m(&all, "unix").1.starts_with("deny"));
         assert!(m(&all, "socket_create").1.starts_with("deny"));

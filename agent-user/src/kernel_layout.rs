@@ -156,6 +156,10 @@ pub struct ResolvedOffsets {
     /// Parameter counts of the BPF LSM hooks whose prototype changed across kernels
     /// ([`VARIANT_HOOKS`]); a hook this kernel lacks is absent.
     pub hook_params: std::collections::BTreeMap<&'static str, u32>,
+    /// io_uring's async workers are threads of the submitting process (5.12+, where the
+    /// kernel has `create_io_thread`); before, they are kernel threads, so no hook run in
+    /// one is attributed to the process (see [`Layout::uring_workers_in_task`]).
+    pub uring_workers_in_task: bool,
 }
 
 /// BPF LSM hooks with one program per prototype (the loader picks by parameter count).
@@ -170,6 +174,11 @@ pub struct Layout {
     /// Every [`need`] bit of a missing field (the kernel-visible ones are in the config).
     pub degraded: u32,
     pub hook_params: std::collections::BTreeMap<&'static str, u32>,
+    /// io_uring's async workers run as threads of the process that submitted the work
+    /// (Linux 5.12+). Before, an operation punted to a worker (every openat, for one) runs in
+    /// a kernel thread that no tracked map names: the BPF LSM hooks cannot attribute it, so
+    /// rings are judged as where BPF LSM is absent (granted, or killed before use).
+    pub uring_workers_in_task: bool,
 }
 
 /// Resolves every field the programs read through `lookup(struct, field)`. A missing field
@@ -317,6 +326,7 @@ pub fn resolve_offsets(
         degraded,
         degradations,
         hook_params: params,
+        uring_workers_in_task: false,
     })
 }
 
@@ -344,7 +354,7 @@ pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
     };
     let bytes = std::fs::read(path).map_err(|e| btf_err(e.to_string()))?;
     let ti = TypeInformation::new(&BtfBytes(bytes)).map_err(|e| btf_err(format!("{e:?}")))?;
-    resolve_offsets(
+    let mut r = resolve_offsets(
         |ty, field| {
             if hidden.iter().any(|h| *h == format!("{ty}.{field}")) {
                 return Err(format!("hidden by {HIDE_FIELDS_ENV}"));
@@ -359,7 +369,9 @@ pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
             }
         },
         |hook| lsm_hook_params(&ti, hook),
-    )
+    )?;
+    r.uring_workers_in_task = ti.id_of("create_io_thread").is_some();
+    Ok(r)
 }
 
 /// Parameter count of BPF LSM hook `hook`: the prototype of `bpf_lsm_<hook>` (absent where
@@ -454,6 +466,7 @@ pub fn layout(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<Layout, Layo
         degradations: r.degradations,
         degraded: r.degraded,
         hook_params: r.hook_params,
+        uring_workers_in_task: r.uring_workers_in_task,
     })
 }
 

@@ -772,6 +772,12 @@ fn load_generation(
             }
         }
     }
+    let mut lsm_hooks = lsm_hooks;
+    if lsm_hooks.contains(&"file_names") && layout.uring_workers_in_task {
+        // The path hooks see what a ring does only where its async workers are threads of
+        // the process (5.12+); before, rings are judged as where BPF LSM is absent.
+        lsm_hooks.push("io_uring");
+    }
     let lsm = |what: &str| lsm_hooks.contains(&what);
 
     // Network: cgroup hooks at the cgroup v2 root (they see every process; the programs
@@ -896,9 +902,9 @@ fn load_generation(
         attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
     }
 
-    // io_uring: where the BPF LSM path hooks are not in effect nothing sees what a ring does,
-    // so rings must be granted.
-    if !lsm("file_names") {
+    // io_uring: where the BPF LSM path hooks are not in effect (or cannot attribute a ring's
+    // async work: kernels before 5.12) nothing sees what a ring does, so rings must be granted.
+    if !lsm("io_uring") {
         for prog in ["sys_enter_io_uring_setup", "sys_enter_io_uring_enter"] {
             load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
             if !Path::new(TRACEFS).join("events/syscalls").join(prog).exists() {
