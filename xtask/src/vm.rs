@@ -452,31 +452,38 @@ pub fn build_initramfs(payload: &Payload, test_args: &[String], work: &Path, out
 /// and returns the suite's exit status as /init reported it.
 ///
 /// A guest that panics before the suite starts (seen under TCG with three guests on two
-/// cores: a fault in the timer code a second into boot, no test has run) is booted once
-/// more, saying so; a panic once tests run is a result like any other.
+/// cores, 6.12 most: a fault in the timer or sched_clock code a few seconds into boot, no test
+/// has run) is booted again, up to [`BOOTS`] times in all, saying so; a panic once tests run
+/// is a result like any other.
 pub fn boot(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<i32> {
-    match boot_once(kernel, initramfs, log)? {
-        Boot::Result(rc) => Ok(rc),
-        Boot::PanickedBeforeSuite => {
-            let first = log.with_extension("first-boot.log");
-            fs::rename(log, &first)?;
-            eprintln!(
-                "vm: kernel {} panicked while booting, before any test ran (console log: {}); booting it once more",
-                kernel.name,
-                first.display()
-            );
-            match boot_once(kernel, initramfs, log)? {
-                Boot::Result(rc) => Ok(rc),
-                Boot::PanickedBeforeSuite => bail!(
-                    "kernel {}: panicked while booting twice, before any test ran; console logs: {}, {}",
+    let mut earlier = Vec::new();
+    loop {
+        match boot_once(kernel, initramfs, log)? {
+            Boot::Result(rc) => return Ok(rc),
+            Boot::PanickedBeforeSuite if earlier.len() + 1 < BOOTS => {
+                let kept = log.with_extension(format!("boot{}.log", earlier.len() + 1));
+                fs::rename(log, &kept)?;
+                eprintln!(
+                    "vm: kernel {} panicked while booting, before any test ran (console log: {}); booting it again",
                     kernel.name,
-                    first.display(),
-                    log.display()
-                ),
+                    kept.display()
+                );
+                earlier.push(kept.display().to_string());
+            }
+            Boot::PanickedBeforeSuite => {
+                earlier.push(log.display().to_string());
+                bail!(
+                    "kernel {}: panicked while booting {BOOTS} times, before any test ran; console logs: {}",
+                    kernel.name,
+                    earlier.join(", ")
+                )
             }
         }
     }
 }
+
+/// Boots per kernel when the guest panics before the suite starts.
+const BOOTS: usize = 3;
 
 enum Boot {
     Result(i32),

@@ -468,16 +468,19 @@ fn attacks(s: &Scene) -> Vec<Verdict> {
 
     // -- Listening on a port the rules forbid: nothing may answer there.
     let mut l = s
-        .command(&["listen", &format!("127.0.0.1:{GUARDED_PORT}"), "2"])
+        .command(&["listen", &format!("127.0.0.1:{GUARDED_PORT}"), "3"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    // The attacker prints the port once it listens (or exits without a line where it was
+    // refused or killed): probe then, not after a guess at how long starting takes.
+    let mut stdout = std::io::BufReader::new(l.stdout.take().unwrap());
+    let mut o = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut o).unwrap();
     let answered = port_answers(GUARDED_PORT);
     let st = l.wait().unwrap();
-    let mut o = String::new();
-    l.stdout.take().unwrap().read_to_string(&mut o).unwrap();
+    stdout.read_to_string(&mut o).unwrap();
     out.push(Verdict {
         name: "listen on a guarded port",
         effect: answered,
