@@ -88,6 +88,13 @@ pub fn unjudged(t: &Tracked) -> u32 {
     posture_bits(posture::UNJUDGED, rule_class::UNJUDGED) | verdict::UNJUDGED
 }
 
+/// The unjudged verdict where the tracked entry itself could not be read.
+#[inline(always)]
+pub fn unjudged_untracked() -> u32 {
+    count(counter::UNJUDGED);
+    posture_bits(posture::UNJUDGED, rule_class::UNJUDGED) | verdict::UNJUDGED
+}
+
 /// Guardrail first, then the credential.
 #[inline(always)]
 fn decide(t: &Tracked, guard: Hit, scope: impl FnOnce(u32) -> Hit) -> u32 {

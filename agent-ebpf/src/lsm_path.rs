@@ -30,7 +30,7 @@ use crate::{
         walk_path_at,
     },
     lsm::tracked,
-    maps::{PATH_WALK, PENDING, file_ring, opaque, reserve, wake_flags},
+    maps::{PATH_WALK, PENDING, file_ring, opaque, reserve, scalar, wake_flags},
 };
 
 const EPERM: i32 = 1;
@@ -120,21 +120,30 @@ fn inode_of(path: KPtr, dentry: KPtr) -> KPtr {
 #[inline(always)]
 fn judge_write(t: &Tracked, at: &At, slot: u32, obj: &mut Object) -> u32 {
     match at.judge {
-        Judge::Name => judge_name(t, at.dir, at.dentry, slot),
+        Judge::Name => tether_judge_name(scalar(at.dir.cast()), scalar(at.dentry.cast()), slot),
         Judge::Object => judge_obj(t, at.dir, at.dentry, obj),
     }
 }
 
-/// A name being made, removed or renamed, walked into PATH_WALK[`slot`].
+/// A name being made, removed or renamed, walked into PATH_WALK[`slot`]: `dir` a `struct
+/// path`, `dentry` the entry. A BPF global function (external linkage: the verifier checks it
+/// once per program, on its own, not once per caller state; a rename judges two names), so it
+/// takes scalars only and finds the tracked entry itself; its answer is an unknown scalar to
+/// the caller.
+#[unsafe(no_mangle)]
 #[inline(never)]
-fn judge_name(t: &Tracked, dir: KPtr, dentry: KPtr, slot: u32) -> u32 {
+pub extern "C" fn tether_judge_name(dir: u64, dentry: u64, slot: u32) -> u32 {
+    let Some(t) = tracked(bpf_get_current_pid_tgid()) else {
+        // The caller found it a moment ago: a lookup failing here is unjudged (fail closed).
+        return crate::contain::unjudged_untracked();
+    };
     let Some(w) = PATH_WALK.get_ptr_mut(slot) else {
-        return unjudged(t);
+        return unjudged(&t);
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let w = unsafe { &mut *w };
-    walk_path_at(dir, dentry, w);
-    opaque(judge_path(t, class::WRITE, w))
+    walk_path_at(dir as KPtr, dentry as KPtr, w);
+    judge_path(&t, class::WRITE, w)
 }
 
 /// An existing file whose content or attributes change, walked into PATH_WALK[0].

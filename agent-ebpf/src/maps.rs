@@ -210,6 +210,28 @@ pub struct Scan {
 #[map]
 pub static SCAN: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU slot [`scalar`] passes kernel pointers through.
+#[map]
+pub static POINTER_SLOT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The address `p` as a plain number: a BPF global function takes scalars only, and an LSM
+/// hook's arguments are typed pointers to the verifier. A round trip through a map drops the
+/// type (a privileged loader may store a pointer in a map); a failed lookup gives 0 (null),
+/// which every reader treats as unknown.
+#[inline(always)]
+pub fn scalar(p: *const core::ffi::c_void) -> u64 {
+    match POINTER_SLOT.get_ptr_mut(0) {
+        Some(slot) => {
+            // SAFETY: per-CPU slot owned by this program run.
+            unsafe {
+                *slot = p as u64;
+                core::ptr::read_volatile(slot)
+            }
+        }
+        None => 0,
+    }
+}
+
 /// `v`, as a value the verifier cannot tell apart by path: a subprogram whose paths return
 /// different constants makes the verifier go on with one state per constant, and verify all
 /// that follows (a second path walk) once per state. A round trip through a map collapses
