@@ -120,7 +120,14 @@ fn inode_of(path: KPtr, dentry: KPtr) -> KPtr {
 #[inline(always)]
 fn judge_write(t: &Tracked, at: &At, slot: u32, obj: &mut Object) -> u32 {
     match at.judge {
-        Judge::Name => tether_judge_name(scalar(at.dir.cast()), scalar(at.dentry.cast()), slot),
+        Judge::Name => {
+            let (dir, dentry) = (scalar(at.dir.cast()), scalar(at.dentry.cast()));
+            // A pointer lost on the way (the slot's lookup failed) would walk another name.
+            if dir == 0 || (dentry == 0 && !at.dentry.is_null()) {
+                return unjudged(t);
+            }
+            tether_judge_name(dir, dentry, slot)
+        }
         Judge::Object => judge_obj(t, at.dir, at.dentry, obj),
     }
 }
