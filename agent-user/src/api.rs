@@ -7,7 +7,10 @@
 //!   register itself or bind a credential to itself (both only add monitoring of the caller),
 //!   and read the status;
 //! - the admin socket (default /run/tether/admin.sock, mode 0600, root): everything above, plus
-//!   binding a credential to another pid, revoking a task and listing tasks (orchestrators).
+//!   binding a credential to another pid, revoking a task and listing tasks (orchestrators),
+//!   switching the mode and reloading the rules. It answers no tracked process, whatever its
+//!   uid ([`Request::AdminCaller`], before every route): an agent running as root must not
+//!   switch off what watches it.
 //!
 //! | method and path                | socket | body                         | answer |
 //! |--------------------------------|--------|------------------------------|--------|
@@ -17,6 +20,8 @@
 //! | `POST /v1/tasks`               | admin  | `{"token","pid"}`            | `{"pid","task"}` |
 //! | `GET /v1/tasks`                | admin  | -                            | `{"tasks":[...]}` |
 //! | `POST /v1/tasks/{jti}/revoke`  | admin  | -                            | `{"task"}` |
+//! | `POST /v1/mode`                | admin  | `{"mode"}`                   | `{"mode","rules"}` |
+//! | `POST /v1/reload`              | admin  | -                            | the rules in force |
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status.
 use std::{
@@ -101,6 +106,11 @@ pub enum Request {
     },
     /// Reload the rule files.
     Reload,
+    /// May `pid` call the admin socket? Refused (403, and alerted) when it is tracked: an
+    /// agent, root or not, must not switch off what watches it.
+    AdminCaller {
+        pid: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -294,7 +304,25 @@ async fn not_found() -> ApiError {
     ApiError::new(404, "no such endpoint (see `tether help` or the README's API table)")
 }
 
-/// The routes of the agent socket (`admin` false) or the admin socket.
+/// Every admin-socket request first: a caller whose pid is unknown or tracked is refused.
+async fn admin_gate(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let admitted = match peer_pid(&peer) {
+        Ok(pid) => call(&s, Request::AdminCaller { pid }).await,
+        Err(e) => Err(e),
+    };
+    match admitted {
+        Ok(_) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The routes of the agent socket (`admin` false) or the admin socket (every route behind
+/// [`admin_gate`]).
 pub fn router(state: ApiState, admin: bool) -> Router {
     let mut r = Router::new()
         .route("/v1/register", post(handle_register))
@@ -307,8 +335,11 @@ pub fn router(state: ApiState, admin: bool) -> Router {
             .route("/v1/mode", post(handle_mode))
             .route("/v1/reload", post(handle_reload));
     }
-    r.fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+    let mut r = r.fallback(not_found);
+    if admin {
+        r = r.layer(axum::middleware::from_fn_with_state(state.clone(), admin_gate));
+    }
+    r.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -398,10 +429,17 @@ mod tests {
 
     /// A fake event loop answering every call with the request's pid.
     fn fake_loop() -> ApiState {
+        fake_loop_admitting(true)
+    }
+
+    /// [`fake_loop`], admitting admin callers or (as for a tracked one) refusing them.
+    fn fake_loop_admitting(admit: bool) -> ApiState {
         let (tx, mut rx) = mpsc::channel::<Call>(4);
         tokio::spawn(async move {
             while let Some(c) = rx.recv().await {
                 let v = match c.request {
+                    Request::AdminCaller { .. } if admit => Ok(json!({})),
+                    Request::AdminCaller { pid } => Err(ApiError::new(403, format!("tracked: {pid}"))),
                     Request::Register { pid } => Ok(json!({"pid": pid})),
                     Request::Refused { reason, .. } => Ok(json!({"refused": reason})),
                     other => Err(ApiError::new(418, format!("{other:?}"))),
@@ -449,6 +487,38 @@ mod tests {
         assert!(err.contains("credential refused: malformed token"), "{err}");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o666);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_admin_route_asks_whether_the_caller_may_and_a_refusal_stops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for (admit, name) in [(true, "admitted.sock"), (false, "refused.sock")] {
+            let path = dir.path().join(name);
+            tokio::spawn(serve(
+                bind(&path, 0o600).unwrap(),
+                router(fake_loop_admitting(admit), true),
+            ));
+            for (method, route) in [("POST", "/v1/register"), ("POST", "/v1/mode"), ("GET", "/nope")] {
+                let p = path.clone();
+                let body = (route == "/v1/mode").then(|| json!({"mode": "observe"}));
+                let got = tokio::task::spawn_blocking(move || request(&p, method, route, body.as_ref()))
+                    .await
+                    .unwrap();
+                if admit {
+                    // Past the gate: the fake loop's own answer (or the 404).
+                    assert!(
+                        got.as_ref().map_or_else(|e| !e.contains("tracked"), |_| true),
+                        "{got:?}"
+                    );
+                } else {
+                    let err = got.unwrap_err();
+                    assert!(
+                        err.contains(&format!("tracked: {}", std::process::id())),
+                        "{route}: {err}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

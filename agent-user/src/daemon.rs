@@ -216,6 +216,7 @@ impl Daemon {
             Request::Status => Ok(self.status()),
             Request::Mode { mode } => self.set_mode(mode),
             Request::Reload => self.reload(),
+            Request::AdminCaller { pid } => self.admit_admin(pid),
         };
         let _ = call.reply.send(reply);
     }
@@ -228,6 +229,26 @@ impl Daemon {
             .map_err(|e| ApiError::new(409, e))?;
         info!(pid, "registered");
         Ok(json!({"pid": pid}))
+    }
+
+    /// Admin calls from a tracked process (an agent or anything it started, whatever its uid)
+    /// are refused and alerted; so are calls whose tracking cannot be read (fail closed).
+    fn admit_admin(&mut self, pid: u32) -> Result<serde_json::Value, ApiError> {
+        let refuse = match self.probes.tracked.get(&pid, 0) {
+            Ok(_) => Some("admin calls from a tracked process are refused".to_string()),
+            Err(aya::maps::MapError::KeyNotFound) => None,
+            Err(e) => Some(format!(
+                "the caller's tracking cannot be read ({e}): admin call refused"
+            )),
+        };
+        match refuse {
+            None => Ok(json!({})),
+            Some(reason) => {
+                warn!(pid, "{reason}");
+                self.alert_refused(pid, "admin-refused", &reason);
+                Err(ApiError::new(403, reason))
+            }
+        }
     }
 
     /// The kernel's tracking entry of `pid`.

@@ -22,6 +22,10 @@
 //!                                          or TCP Fast Open (sendto with MSG_FASTOPEN, no
 //!                                          connect call)
 //!
+//!   redteam http SOCKET METHOD PATH [BODY] one raw HTTP/1.1 request over a Unix socket (as an
+//!                                          agent would talk to Tether's API without its CLI);
+//!                                          prints the answer, exits 0 on a 2xx
+//!
 //!   redteam bench N DIR                    N rounds of each call a tracked agent's hooks watch,
 //!                                          ns per call, for what an untracked process pays
 //!
@@ -67,6 +71,8 @@ fn attack() -> anyhow::Result<()> {
             Ok(())
         }
         ["listen-any", secs] => listen_any(secs.parse()?),
+        ["http", socket, method, path] => http(socket, method, path, ""),
+        ["http", socket, method, path, body] => http(socket, method, path, body),
         ["uring-write", path, text] => uring_write(path, text),
         ["mknod", path, kind, major, minor] => mknod(path, kind, major.parse()?, minor.parse()?),
         ["write", path, text] => {
@@ -403,5 +409,25 @@ fn pending_flood(fifo: &str, n: usize, path: &str, text: &str) -> anyhow::Result
     std::thread::sleep(Duration::from_millis(500));
     let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
     f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// One HTTP/1.1 request over the Unix socket `socket`; prints the answer.
+fn http(socket: &str, method: &str, path: &str, body: &str) -> anyhow::Result<()> {
+    use std::{io::Read, os::unix::net::UnixStream};
+    let mut c = UnixStream::connect(socket)?;
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: tether\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    c.read_to_string(&mut answer)?;
+    println!("{answer}");
+    let ok = answer
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.starts_with('2'));
+    anyhow::ensure!(ok, "not a 2xx answer");
     Ok(())
 }

@@ -869,3 +869,33 @@ fn a_full_in_flight_map_fails_closed() {
     assert_eq!(e["unmapped"]["tether"]["decision"]["rule"], "unjudged", "{e}");
     assert!(!alerts(&events, "unjudged-action").is_empty() || !alerts(&events, "unjudged-actions").is_empty());
 }
+
+/// Tamper-proofing, the admin API: a tracked agent, root and with a credential that allows
+/// every Unix socket, asks the admin socket to switch enforcement off. The daemon refuses it
+/// (by the caller's pid: tracked) and alerts; by its effect, the mode is still enforce. The
+/// same request from an untracked process (the test) does switch it: the request itself is
+/// one the API takes.
+#[test]
+fn a_tracked_agent_cannot_switch_enforcement_off_through_the_admin_socket() {
+    let s = Scene::new("enforce", true);
+    let admin = s.d.admin_socket().display().to_string();
+    let body = r#"{"mode":"observe"}"#;
+    let ran = s.attack(&["http", &admin, "POST", "/v1/mode", body]);
+    let mode = |d: &Daemon| d.status()["mode"].as_str().unwrap_or_default().to_string();
+    assert_eq!(mode(&s.d), "enforce", "the agent switched enforcement off: {ran}");
+    assert_ne!(ran.code, Some(0), "the agent's request must be refused: {ran}");
+    assert!(ran.out.contains(" 403 "), "refused as forbidden: {ran}");
+    // The control: the same request, untracked.
+    let out = Command::new(redteam_bin())
+        .args(["http", &admin, "POST", "/v1/mode", body])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(mode(&s.d), "observe", "the untracked request must take effect");
+    let Scene { d, .. } = s;
+    let (events, log) = d.stop();
+    assert!(
+        !alerts(&events, "admin-refused").is_empty(),
+        "the refusal is alerted:\n{log}"
+    );
+}
