@@ -236,6 +236,12 @@ impl Daemon {
     fn admit_admin(&mut self, pid: u32) -> Result<serde_json::Value, ApiError> {
         let refuse = match self.probes.tracked.get(&pid, 0) {
             Ok(_) => Some("admin calls from a tracked process are refused".to_string()),
+            // The pid is the one that connected (SO_PEERCRED, at connect time): one that has
+            // exited since (an agent that connected, handed the socket to a child and
+            // exited, so that its entry is gone) is refused, not taken for an untracked one.
+            Err(aya::maps::MapError::KeyNotFound) if !running(pid) => {
+                Some("the process that connected has exited: admin call refused".to_string())
+            }
             Err(aya::maps::MapError::KeyNotFound) => None,
             Err(e) => Some(format!(
                 "the caller's tracking cannot be read ({e}): admin call refused"
@@ -1536,6 +1542,15 @@ fn rules_fingerprint(paths: &[PathBuf]) -> Vec<u8> {
         out.push(0);
     }
     out
+}
+
+/// Is `pid` a running process (not gone, not a zombie waiting to be reaped)?
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 #[cfg(test)]

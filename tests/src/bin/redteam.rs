@@ -25,6 +25,10 @@
 //!   redteam http SOCKET METHOD PATH [BODY] one raw HTTP/1.1 request over a Unix socket (as an
 //!                                          agent would talk to Tether's API without its CLI);
 //!                                          prints the answer, exits 0 on a 2xx
+//!   redteam http-handoff SOCKET METHOD PATH BODY
+//!                                          connect, then fork: the process that connected
+//!                                          exits, its child sends the request (the peer pid
+//!                                          the daemon sees is gone)
 //!
 //!   redteam bench N DIR                    N rounds of each call a tracked agent's hooks watch,
 //!                                          ns per call, for what an untracked process pays
@@ -73,6 +77,7 @@ fn attack() -> anyhow::Result<()> {
         ["listen-any", secs] => listen_any(secs.parse()?),
         ["http", socket, method, path] => http(socket, method, path, ""),
         ["http", socket, method, path, body] => http(socket, method, path, body),
+        ["http-handoff", socket, method, path, body] => http_handoff(socket, method, path, body),
         ["uring-write", path, text] => uring_write(path, text),
         ["mknod", path, kind, major, minor] => mknod(path, kind, major.parse()?, minor.parse()?),
         ["write", path, text] => {
@@ -414,8 +419,27 @@ fn pending_flood(fifo: &str, n: usize, path: &str, text: &str) -> anyhow::Result
 
 /// One HTTP/1.1 request over the Unix socket `socket`; prints the answer.
 fn http(socket: &str, method: &str, path: &str, body: &str) -> anyhow::Result<()> {
-    use std::{io::Read, os::unix::net::UnixStream};
-    let mut c = UnixStream::connect(socket)?;
+    let c = std::os::unix::net::UnixStream::connect(socket)?;
+    http_on(c, method, path, body)
+}
+
+/// [`http`], sent by a child after the process that connected has exited.
+fn http_handoff(socket: &str, method: &str, path: &str, body: &str) -> anyhow::Result<()> {
+    let c = std::os::unix::net::UnixStream::connect(socket)?;
+    // SAFETY: fork in a single-threaded helper; the child only sleeps and does plain I/O.
+    match unsafe { libc::fork() } {
+        -1 => anyhow::bail!("fork: {}", std::io::Error::last_os_error()),
+        0 => {
+            std::thread::sleep(Duration::from_millis(500));
+            let r = http_on(c, method, path, body);
+            std::process::exit(if r.is_ok() { 0 } else { 1 });
+        }
+        _ => std::process::exit(0),
+    }
+}
+
+fn http_on(mut c: std::os::unix::net::UnixStream, method: &str, path: &str, body: &str) -> anyhow::Result<()> {
+    use std::io::Read;
     write!(
         c,
         "{method} {path} HTTP/1.1\r\nHost: tether\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -885,6 +885,15 @@ fn a_tracked_agent_cannot_switch_enforcement_off_through_the_admin_socket() {
     assert_eq!(mode(&s.d), "enforce", "the agent switched enforcement off: {ran}");
     assert_ne!(ran.code, Some(0), "the agent's request must be refused: {ran}");
     assert!(ran.out.contains(" 403 "), "refused as forbidden: {ran}");
+    // The same, sent by a child after the process that connected (the peer the daemon sees)
+    // has exited: its tracked entry is gone, and it must not pass for an untracked caller.
+    let ran = s.attack(&["http-handoff", &admin, "POST", "/v1/mode", body]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        mode(&s.d),
+        "enforce",
+        "a handed-off connection switched enforcement off: {ran}"
+    );
     // The control: the same request, untracked.
     let out = Command::new(redteam_bin())
         .args(["http", &admin, "POST", "/v1/mode", body])
