@@ -239,7 +239,7 @@ impl Daemon {
             // The pid is the one that connected (SO_PEERCRED, at connect time): one that has
             // exited since (an agent that connected, handed the socket to a child and
             // exited, so that its entry is gone) is refused, not taken for an untracked one.
-            Err(aya::maps::MapError::KeyNotFound) if !running(pid) => {
+            Err(aya::maps::MapError::KeyNotFound) if crate::contain::kill::is_zombie(pid) => {
                 Some("the process that connected has exited: admin call refused".to_string())
             }
             Err(aya::maps::MapError::KeyNotFound) => None,
@@ -1542,15 +1542,6 @@ fn rules_fingerprint(paths: &[PathBuf]) -> Vec<u8> {
         out.push(0);
     }
     out
-}
-
-/// Is `pid` a running process (not gone, not a zombie waiting to be reaped)?
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
 }
 
 #[cfg(test)]

@@ -126,10 +126,11 @@ fn signal_order(members: &mut [(u32, u64)]) {
     members.sort_by_key(|(pid, start)| (*start, *pid));
 }
 
-fn is_zombie(pid: u32) -> bool {
+/// Is `pid` gone, a zombie waiting to be reaped, or being reaped (`X`)?
+pub(crate) fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with(['Z', 'X'])))
         .unwrap_or(true)
 }
 
