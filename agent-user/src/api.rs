@@ -14,8 +14,9 @@
 //!
 //! | method and path                | socket | body                         | answer |
 //! |--------------------------------|--------|------------------------------|--------|
-//! | `POST /v1/register`            | both   | -                            | `{"pid"}` |
-//! | `POST /v1/bind`                | both   | `{"token"}`                  | `{"pid","task"}` |
+//! | `POST /v1/register`            | both   | -                            | `{"pid","sandbox"}` |
+//! | `POST /v1/bind`                | both   | `{"token"}`                  | `{"pid","task","sandbox"}` |
+//! | `POST /v1/sandbox`             | both   | the layers applied           | `{}` (once per process) |
 //! | `GET /v1/status`               | both   | -                            | the status report |
 //! | `POST /v1/tasks`               | admin  | `{"token","pid"}`            | `{"pid","task"}` |
 //! | `GET /v1/tasks`                | admin  | -                            | `{"tasks":[...]}` |
@@ -110,6 +111,11 @@ pub enum Request {
     /// agent, root or not, must not switch off what watches it.
     AdminCaller {
         pid: u32,
+    },
+    /// `tether exec` (`pid`) says which sandbox layers it applied to itself.
+    Sandbox {
+        pid: u32,
+        layers: Box<crate::contain::sandbox::Layers>,
     },
 }
 
@@ -270,6 +276,24 @@ async fn handle_bind_other(
     verify_and_bind(&s, &peer, body.pid, &body.token).await.map(Json)
 }
 
+async fn handle_sandbox(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Result<Json<crate::contain::sandbox::Layers>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(layers) = body.map_err(bad_request)?;
+    let pid = peer_pid(&peer)?;
+    call(
+        &s,
+        Request::Sandbox {
+            pid,
+            layers: Box::new(layers),
+        },
+    )
+    .await
+    .map(Json)
+}
+
 async fn handle_status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     call(&s, Request::Status).await.map(Json)
 }
@@ -327,6 +351,7 @@ pub fn router(state: ApiState, admin: bool) -> Router {
     let mut r = Router::new()
         .route("/v1/register", post(handle_register))
         .route("/v1/bind", post(handle_bind_self))
+        .route("/v1/sandbox", post(handle_sandbox))
         .route("/v1/status", get(handle_status));
     if admin {
         r = r
@@ -350,16 +375,88 @@ pub async fn serve(listener: UnixListener, router: Router) {
     }
 }
 
+/// How `tether exec` makes sure the socket is the daemon's before it hands it a credential
+/// or takes a sandbox plan from it.
+#[derive(Debug, Clone)]
+pub struct DaemonCheck {
+    /// The daemon's executable (the peer must be running this file, as `tether run`).
+    pub exe: std::path::PathBuf,
+    /// Accept a peer whose pid this process cannot see (the daemon in another pid namespace,
+    /// as with a DaemonSet and agents in their own containers): then only the socket's owner
+    /// and the peer's uid are checked.
+    pub other_pid_namespace: bool,
+}
+
+/// Is the peer of `stream` (at `socket`) the daemon? The socket file must be a socket owned by
+/// root, the peer root, and (where its pid is visible) running the daemon's executable as
+/// `tether run`: a socket an agent made, or a server it runs, is refused.
+pub fn check_daemon(socket: &Path, stream: &tokio::net::UnixStream, check: &DaemonCheck) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let refuse = |why: String| Err(format!("{} is not the tether daemon's socket: {why}", socket.display()));
+    let meta = std::fs::symlink_metadata(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    if !meta.file_type().is_socket() {
+        return refuse("not a socket (a symlink or another file)".into());
+    }
+    if meta.uid() != 0 {
+        return refuse(format!("owned by uid {}, not root", meta.uid()));
+    }
+    let cred = stream.peer_cred().map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    if cred.uid() != 0 {
+        return refuse(format!("the process serving it runs as uid {}, not root", cred.uid()));
+    }
+    let pid = match cred.pid() {
+        Some(p) if p > 0 => p,
+        _ if check.other_pid_namespace => return Ok(()),
+        _ => {
+            return refuse(
+                "the serving process is in another pid namespace (give --daemon-in-other-pid-namespace if that is how it runs)"
+                    .into(),
+            );
+        }
+    };
+    let want = std::fs::metadata(&check.exe).map_err(|e| format!("{}: {e}", check.exe.display()))?;
+    let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
+        .map_err(|e| format!("cannot see the serving process {pid}'s executable: {e}"))?;
+    if (exe.dev(), exe.ino()) != (want.dev(), want.ino()) {
+        return refuse(format!(
+            "the serving process {pid} does not run {} (the daemon's executable)",
+            check.exe.display()
+        ));
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if cmdline.split(|&b| b == 0).nth(1) != Some(b"run") {
+        return refuse(format!("the serving process {pid} is not `tether run`"));
+    }
+    Ok(())
+}
+
 /// Blocking client: one HTTP request to the daemon at `socket`.
 pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    request_checked(socket, method, path, body, None)
+}
+
+/// [`request`], refused unless the peer passes `check`.
+pub fn request_checked(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    check: Option<&DaemonCheck>,
+) -> Result<Value, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(request_async(socket, method, path, body))
+    rt.block_on(request_async(socket, method, path, body, check))
 }
 
-async fn request_async(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+async fn request_async(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    check: Option<&DaemonCheck>,
+) -> Result<Value, String> {
     use http_body_util::{BodyExt, Full};
     let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
         format!(
@@ -367,6 +464,9 @@ async fn request_async(socket: &Path, method: &str, path: &str, body: Option<&Va
             socket.display()
         )
     })?;
+    if let Some(c) = check {
+        check_daemon(socket, &stream, c)?;
+    }
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| format!("{}: {e}", socket.display()))?;
@@ -406,16 +506,37 @@ async fn request_async(socket: &Path, method: &str, path: &str, body: Option<&Va
 
 /// Asks the daemon to track the calling process.
 pub fn register_self(socket: &Path) -> Result<u32, String> {
-    let v = request(socket, "POST", "/v1/register", None)?;
+    let v = register_self_checked(socket, None)?;
     v["pid"]
         .as_u64()
         .map(|p| p as u32)
         .ok_or_else(|| format!("bad reply: {v}"))
 }
 
-/// Presents `token` for the calling process; returns the daemon's answer (pid and task).
+/// [`register_self`] after `check`; the whole answer (pid and sandbox plan).
+pub fn register_self_checked(socket: &Path, check: Option<&DaemonCheck>) -> Result<Value, String> {
+    request_checked(socket, "POST", "/v1/register", None, check)
+}
+
+/// Presents `token` for the calling process; returns the daemon's answer (pid, task and
+/// sandbox plan).
 pub fn bind_self(socket: &Path, token: &str) -> Result<Value, String> {
-    request(socket, "POST", "/v1/bind", Some(&json!({"token": token})))
+    bind_self_checked(socket, token, None)
+}
+
+/// [`bind_self`] after `check`.
+pub fn bind_self_checked(socket: &Path, token: &str, check: Option<&DaemonCheck>) -> Result<Value, String> {
+    request_checked(socket, "POST", "/v1/bind", Some(&json!({"token": token})), check)
+}
+
+/// Tells the daemon which sandbox layers the calling process applied.
+pub fn report_sandbox(
+    socket: &Path,
+    layers: &crate::contain::sandbox::Layers,
+    check: Option<&DaemonCheck>,
+) -> Result<Value, String> {
+    let body = serde_json::to_value(layers).map_err(|e| e.to_string())?;
+    request_checked(socket, "POST", "/v1/sandbox", Some(&body), check)
 }
 
 /// The daemon's status report.

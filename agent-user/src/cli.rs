@@ -105,6 +105,16 @@ pub enum Command {
         /// The task credential (a compact JWS) to bind, from FILE.
         #[arg(long, value_name = "FILE")]
         token: Option<PathBuf>,
+        /// The daemon's executable: the process serving --socket must run it, as `tether
+        /// run`, as root, from a socket file root owns (default: this executable). A socket
+        /// or server an agent set up is refused and CMD is not run.
+        #[arg(long, value_name = "PATH")]
+        daemon_exe: Option<PathBuf>,
+        /// The daemon runs in another pid namespace (agents in containers of their own, the
+        /// daemon in the host's): its pid cannot be seen, so only the socket's owner and the
+        /// serving process's uid are checked.
+        #[arg(long)]
+        daemon_in_other_pid_namespace: bool,
         /// The command and its arguments.
         #[arg(
             required = true,
@@ -370,31 +380,45 @@ pub fn main() -> ExitCode {
             }
             code
         }
-        Command::Exec { socket, token, command } => {
+        Command::Exec {
+            socket,
+            token,
+            daemon_exe,
+            daemon_in_other_pid_namespace,
+            command,
+        } => {
+            let refuse = |what: String| {
+                eprintln!("tether exec: {what}; not running {:?}", command[0]);
+                ExitCode::from(126)
+            };
+            let exe = match daemon_exe.map_or_else(std::env::current_exe, Ok) {
+                Ok(p) => p,
+                Err(e) => return refuse(format!("cannot name the daemon's executable: {e}")),
+            };
+            let check = api::DaemonCheck {
+                exe,
+                other_pid_namespace: daemon_in_other_pid_namespace,
+            };
             let verdict = match &token {
-                Some(path) => read_token(path).and_then(|t| api::bind_self(&socket, &t)),
-                None => api::register_self(&socket).map(|pid| serde_json::json!({"pid": pid})),
+                Some(path) => read_token(path).and_then(|t| api::bind_self_checked(&socket, &t, Some(&check))),
+                None => api::register_self_checked(&socket, Some(&check)),
             };
             let reply = match verdict {
                 Ok(v) => v,
-                Err(e) => {
-                    eprintln!("tether exec: {e}; not running {:?}", command[0]);
-                    return ExitCode::from(126);
-                }
+                Err(e) => return refuse(e),
             };
-            // Where the kernel's LSM hooks cannot refuse, the daemon sends a Landlock plan:
-            // applied here, to this process, so CMD and everything it starts run under it.
-            if let Some(plan) = reply.get("landlock").filter(|p| !p.is_null()) {
-                let applied = serde_json::from_value::<crate::contain::landlock::LandlockPlan>(plan.clone())
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| crate::contain::landlock::apply(&p).map_err(|e| e.to_string()));
-                if let Err(e) = applied {
-                    eprintln!(
-                        "tether exec: cannot apply the task's Landlock restrictions: {e}; not running {:?}",
-                        command[0]
-                    );
-                    return ExitCode::from(126);
-                }
+            // The sandbox, from the daemon's plan: applied to this process, so CMD and
+            // everything it starts run under it; then reported back (status, events).
+            let plan = match serde_json::from_value::<crate::contain::sandbox::Plan>(reply["sandbox"].clone()) {
+                Ok(p) => p,
+                Err(e) => return refuse(format!("the daemon sent no usable sandbox plan ({e})")),
+            };
+            let layers = match crate::contain::sandbox::apply(&plan) {
+                Ok(l) => l,
+                Err(e) => return refuse(format!("cannot apply the task's sandbox: {e}")),
+            };
+            if let Err(e) = api::report_sandbox(&socket, &layers, Some(&check)) {
+                return refuse(format!("cannot report the sandbox to the daemon: {e}"));
             }
             let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();
             eprintln!("tether exec: cannot run {:?}: {err}", command[0]);
@@ -537,6 +561,23 @@ pub fn status_text(s: &serde_json::Value) -> String {
                 str_of(&d["effect"]),
                 d["missing"]
             );
+        }
+    }
+    match s["sandboxes"].as_array().filter(|a| !a.is_empty()) {
+        None => {
+            let _ = writeln!(out, "sandboxes (tether exec): none");
+        }
+        Some(list) => {
+            let _ = writeln!(out, "sandboxes (tether exec):");
+            for b in list {
+                let _ = writeln!(
+                    out,
+                    "  pid {} task {}: {}",
+                    b["root_pid"],
+                    b["task"].as_str().unwrap_or("-"),
+                    str_of(&b["summary"])
+                );
+            }
         }
     }
     let _ = writeln!(

@@ -1,6 +1,7 @@
 //! `tether run`: load the probes, adopt running agents, then one event loop that owns the
 //! process table, the kernel maps and the sinks, and serves API calls.
 mod pod_guards;
+mod sandboxes;
 mod takeover;
 
 use std::{
@@ -127,8 +128,13 @@ struct Daemon {
     policies: Vec<PathBuf>,
     /// ... and what they held when last read (see [`rules_fingerprint`]).
     rules_seen: Vec<u8>,
-    /// Tasks whose `tether exec` was sent a Landlock plan (an EACCES there is Landlock's).
+    /// Tasks whose `tether exec` applied Landlock to writes or execs (an EACCES there is
+    /// Landlock's) ...
     landlocked: HashSet<u32>,
+    /// Tether's own files and sockets (the built-in guardrail).
+    tether_files: engine::TetherFiles,
+    /// ... and every tree `tether exec` sandboxed, by the pid that reported it.
+    sandboxes: std::collections::HashMap<u32, sandboxes::Sandboxed>,
     /// Kills the daemon carried out, and kills that failed.
     metrics: crate::metrics::Metrics,
     keys: Arc<RwLock<Keys>>,
@@ -217,18 +223,23 @@ impl Daemon {
             Request::Mode { mode } => self.set_mode(mode),
             Request::Reload => self.reload(),
             Request::AdminCaller { pid } => self.admit_admin(pid),
+            Request::Sandbox { pid, layers } => self.record_sandbox(pid, *layers),
         };
         let _ = call.reply.send(reply);
     }
 
     fn register(&mut self, pid: u32) -> Result<serde_json::Value, ApiError> {
-        if self.kernel_entry(pid).is_some() {
-            return Ok(json!({"pid": pid}));
-        }
-        self.track(pid, Reason::Registered, None)
-            .map_err(|e| ApiError::new(409, e))?;
-        info!(pid, "registered");
-        Ok(json!({"pid": pid}))
+        let task = match self.kernel_entry(pid) {
+            Some(t) => t.task,
+            None => {
+                self.track(pid, Reason::Registered, None)
+                    .map_err(|e| ApiError::new(409, e))?;
+                info!(pid, "registered");
+                NO_TASK
+            }
+        };
+        let plan = self.sandbox_plan((task != NO_TASK).then_some(task));
+        Ok(json!({"pid": pid, "sandbox": plan}))
     }
 
     /// Admin calls from a tracked process (an agent or anything it started, whatever its uid)
@@ -299,6 +310,7 @@ impl Daemon {
             },
             kernel_expired,
             chain: &t.verified.chain,
+            sandbox: self.sandbox_of_task(id),
         })
     }
 
@@ -357,7 +369,9 @@ impl Daemon {
         let hosts = verified.scope.host_names();
         let jti = verified.claims.jti.clone();
         match self.tasks.bind(verified, pid, current, |id| live.contains(&id)) {
-            Ok(Bound::Already(id)) => Ok(json!({"pid": pid, "task": self.task_json(id)})),
+            Ok(Bound::Already(id)) => {
+                Ok(json!({"pid": pid, "task": self.task_json(id), "sandbox": self.sandbox_plan(Some(id))}))
+            }
             Ok(Bound::New(id)) => {
                 let exp = self.tasks.get(id).map(|t| t.verified.claims.exp).unwrap_or(0);
                 let expires_ns = self.exp_boot_ns(exp);
@@ -377,11 +391,7 @@ impl Daemon {
                 if !hosts.is_empty() {
                     self.spawn_resolve(id, hosts);
                 }
-                let landlock = self.landlock_plan(id);
-                if landlock.is_some() {
-                    self.landlocked.insert(id);
-                }
-                Ok(json!({"pid": pid, "task": self.task_json(id), "landlock": landlock}))
+                Ok(json!({"pid": pid, "task": self.task_json(id), "sandbox": self.sandbox_plan(Some(id))}))
             }
             Err(e) => {
                 let reason = format!("binding refused: {e}");
@@ -423,29 +433,16 @@ impl Daemon {
         self.probes.rules.install(id, &c).map_err(|e| e.to_string())
     }
 
-    /// What `tether exec` should restrict with Landlock for task `id`: where the kernel's
-    /// exec/write hooks cannot refuse (no BPF LSM) and scope violations are enforced.
-    fn landlock_plan(&self, id: u32) -> Option<contain::landlock::LandlockPlan> {
-        self.probes.report.features.landlock_abi?;
-        let scope = self.rules.postures()[2]?;
-        if scope.1 != Mode::Enforce || scope.0 == engine::Action::Alert {
-            return None;
-        }
-        let t = self.tasks.get(id)?;
-        let report = &self.probes.report;
-        let plan = contain::landlock::LandlockPlan {
-            write: (!report.lsm_in_effect("file_write")).then(|| t.verified.scope.spec.write.clone()),
-            exec: (!report.lsm_in_effect("exec")).then(|| t.verified.scope.spec.exec.clone()),
-        };
-        (plan.write.is_some() || plan.exec.is_some()).then_some(plan)
-    }
-
     /// Compiles the rule files' containment with the runtime mode and puts it in force; on
     /// any error the previous rules stay.
     fn apply_containment(&mut self, spec: ContainmentSpec, mode: Option<Mode>) -> Result<(), String> {
         let mut effective = spec.clone();
         if let Some(m) = mode {
             effective.mode = Some(m);
+        }
+        effective.tether = self.tether_files.clone();
+        if let Some(p) = &effective.self_protection {
+            warn!(except = ?p.except, mode = ?p.mode, "the rule files narrow the built-in guardrail {:?}", engine::SELF_GUARDRAIL);
         }
         let rules = Rules::compile(&effective).map_err(|e| e.to_string())?;
         if self.kube.is_none()
@@ -702,6 +699,7 @@ impl Daemon {
             }).collect::<Vec<_>>(),
             "max_delegation_depth": self.max_chain,
             "persist": self.persist_status(),
+            "sandboxes": self.sandboxes_json(),
         })
     }
 
@@ -1145,6 +1143,7 @@ impl Daemon {
             self.probes.rules.remove(*gone);
             self.landlocked.remove(gone);
         }
+        self.prune_sandboxes();
         // Scopes a previous daemon installed for tasks this one could not restore: kept while
         // a process still carries the task.
         let orphans: Vec<u32> = self.orphan_owners().into_iter().filter(|o| !live.contains(o)).collect();
@@ -1208,11 +1207,69 @@ impl Daemon {
     }
 }
 
+/// What the built-in guardrail keeps agents off: the rule files, the state, pin and spool
+/// directories, the file sinks (and their rotations), the sockets, the ready file and the
+/// daemon's executable (each also by the path it resolves to); connects: the admin socket.
+fn tether_files(opts: &RunOptions) -> engine::TetherFiles {
+    let mut write: Vec<String> = Vec::new();
+    let mut file = |p: &std::path::Path, tree: bool| {
+        for q in [Some(p.to_path_buf()), std::fs::canonicalize(p).ok()]
+            .into_iter()
+            .flatten()
+        {
+            let mut text = q.display().to_string();
+            if tree && !text.ends_with('/') {
+                text.push('/');
+            }
+            if q.is_absolute() && !write.contains(&text) {
+                write.push(text);
+            }
+        }
+    };
+    for p in &opts.policies {
+        file(p, false);
+    }
+    if let Some(p) = &opts.persist {
+        file(&p.state_dir, true);
+        file(&p.pin_dir, true);
+    }
+    file(&opts.delivery.spool_dir, true);
+    for s in opts.delivery.audit.iter().chain(&opts.delivery.alerts) {
+        if let crate::delivery::SinkSpec::File(p) = s {
+            file(p, false);
+            file(std::path::Path::new(&format!("{}.*", p.display())), false);
+        }
+    }
+    for p in [&opts.socket, &opts.admin_socket] {
+        file(p, false);
+    }
+    if let Some(r) = &opts.ready_file {
+        file(r, false);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        file(&exe, false);
+    }
+    let mut sockets = vec![opts.admin_socket.display().to_string()];
+    if let Ok(c) = std::fs::canonicalize(&opts.admin_socket) {
+        let c = c.display().to_string();
+        if !sockets.contains(&c) {
+            sockets.push(c);
+        }
+    }
+    engine::TetherFiles { write, sockets }
+}
+
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let policy = policy::load_policy(&opts.policies)?;
-    let (selectors, policy_trust, rules, containment) =
-        (policy.selectors, policy.trust, policy.rules, policy.containment);
+    let (selectors, policy_trust, mut containment) = (policy.selectors, policy.trust, policy.containment);
+    // The built-in guardrail over Tether's own files, with the rules.
+    let tether_files = tether_files(&opts);
+    containment.tether = tether_files.clone();
+    if let Some(p) = &containment.self_protection {
+        warn!(except = ?p.except, mode = ?p.mode, "the rule files narrow the built-in guardrail {:?}", engine::SELF_GUARDRAIL);
+    }
+    let rules = Rules::compile(&containment).map_err(|e| anyhow::anyhow!("rules: {e}"))?;
     info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "containment rules");
     for s in &selectors {
         info!(id = %s.id, exe = ?s.exe, comm = ?s.comm, uid = ?s.uid, cgroup = ?s.cgroup, "agent selector");
@@ -1309,6 +1366,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         policies: opts.policies.clone(),
         rules_seen: rules_fingerprint(&opts.policies),
         landlocked: HashSet::new(),
+        sandboxes: Default::default(),
+        tether_files,
         metrics,
         keys: keys.clone(),
         trust: trust.clone(),

@@ -22,6 +22,8 @@ pub struct TaskView<'a> {
     pub kernel_expired: bool,
     /// Principal first, current actor last.
     pub chain: &'a [String],
+    /// The layers `tether exec` applied to the task's tree (None: not started by it).
+    pub sandbox: Option<&'a crate::contain::sandbox::Layers>,
 }
 
 /// `unmapped.tether.task` and `unmapped.tether.delegation` of an action.
@@ -29,7 +31,7 @@ fn task_fields(task: Option<&TaskView>) -> (Value, Value) {
     match task {
         Some(t) => (
             json!({"jti": t.jti, "iss": t.iss, "sub": t.sub, "exp": t.exp, "state": t.state.as_str(),
-                   "kernel_expired": t.kernel_expired}),
+                   "kernel_expired": t.kernel_expired, "sandbox": t.sandbox}),
             json!(t.chain),
         ),
         None => (json!({"state": CredState::None.as_str()}), json!([])),

@@ -1,11 +1,13 @@
 //! Containment in the kernel: rules and credential scopes compiled into the BPF maps
 //! ([`compile`], pure), written to the kernel ([`kernel_maps`]), the kernel's verdict in each
 //! record decoded ([`KernelVerdict`]), the kills the kernel cannot do itself ([`kill`]), and
-//! the Landlock ruleset `tether exec` applies where BPF LSM is refused ([`landlock`]).
+//! the sandbox `tether exec` applies to itself ([`sandbox`]: [`landlock`], [`seccomp`]).
 pub mod compile;
 pub mod kernel_maps;
 pub mod kill;
 pub mod landlock;
+pub mod sandbox;
+pub mod seccomp;
 
 use agent_common::contain::{action, rule_class, verdict};
 use serde::Serialize;

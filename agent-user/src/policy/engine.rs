@@ -248,6 +248,37 @@ pub struct ContainmentSpec {
     /// placeable, or a map was full): never allowed by default.
     #[serde(default)]
     pub unjudged: Option<ActionSpec>,
+    /// `self_protection:` of the rule files: narrows the built-in guardrail.
+    #[serde(default)]
+    pub self_protection: Option<SelfProtection>,
+    /// Tether's own files and sockets, set by the daemon (never by a rule file): the built-in
+    /// guardrail [`SELF_GUARDRAIL`] refuses agents every write to them and every connect to
+    /// the sockets.
+    #[serde(skip)]
+    pub tether: TetherFiles,
+}
+
+/// The id of the built-in guardrail over Tether's own files.
+pub const SELF_GUARDRAIL: &str = "tether-self";
+
+/// What the built-in guardrail covers (write patterns, and Unix socket paths).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TetherFiles {
+    pub write: Vec<String>,
+    pub sockets: Vec<String>,
+}
+
+/// The only way to narrow the built-in guardrail: named paths left out, or its mode, said in a
+/// rule file and logged at every load.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SelfProtection {
+    /// Paths of the guardrail to leave out, each exactly as `tether status` lists it.
+    #[serde(default)]
+    pub except: Vec<String>,
+    /// The guardrail's mode (default: enforce, whatever the global mode says).
+    #[serde(default)]
+    pub mode: Option<Mode>,
 }
 
 #[derive(Debug, Clone)]
@@ -293,6 +324,12 @@ pub enum RuleError {
     Duplicate(String),
     #[error("guardrail ids must be non-empty")]
     NoId,
+    #[error(
+        "guardrail id {0:?} is reserved for the built-in guardrail over Tether's own files (narrow it with `self_protection:`)"
+    )]
+    Reserved(String),
+    #[error("self_protection.except: {0:?} is not one of the built-in guardrail's paths ({1})")]
+    NotSelf(String, String),
     #[error("guardrail {id:?}: pods: {reason}")]
     Pods { id: String, reason: String },
     #[error("guardrail {id:?}: more than {max} different `pods:` matchers in the rules (the kernel tells {max} apart)", max = agent_common::contain::MAX_POD_MATCHERS)]
@@ -321,10 +358,43 @@ impl RuleError {
             | RuleError::Empty(id)
             | RuleError::Duplicate(id)
             | RuleError::Pods { id, .. }
-            | RuleError::TooManyPodMatchers { id } => Some(id),
-            RuleError::NoId => None,
+            | RuleError::TooManyPodMatchers { id }
+            | RuleError::Reserved(id) => Some(id),
+            RuleError::NoId | RuleError::NotSelf(..) => None,
         }
     }
+}
+
+/// The built-in guardrail over Tether's own files (None when the daemon gave none: the
+/// rule files alone, as `tether policy check` sees them).
+fn self_guardrail(spec: &ContainmentSpec) -> Result<Option<GuardrailSpec>, RuleError> {
+    let t = &spec.tether;
+    if t.write.is_empty() && t.sockets.is_empty() {
+        return Ok(None);
+    }
+    let narrow = spec.self_protection.clone().unwrap_or_default();
+    let all: Vec<&String> = t.write.iter().chain(&t.sockets).collect();
+    for e in &narrow.except {
+        if !all.contains(&e) {
+            let list = all.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(RuleError::NotSelf(e.clone(), list));
+        }
+    }
+    let keep = |p: &&String| !narrow.except.contains(p);
+    Ok(Some(GuardrailSpec {
+        id: SELF_GUARDRAIL.into(),
+        description: "Tether's own rule files, state, spool, pins, sockets, outputs and binary (built in)".into(),
+        severity: Severity::Critical,
+        action: Action::Deny,
+        mode: Some(narrow.mode.unwrap_or(Mode::Enforce)),
+        exec: vec![],
+        write: t.write.iter().filter(keep).cloned().collect(),
+        connect: t.sockets.iter().filter(keep).map(|s| format!("unix:{s}")).collect(),
+        listen: vec![],
+        sockets: vec![],
+        pods: None,
+    })
+    .filter(|g| !g.write.is_empty() || !g.connect.is_empty()))
 }
 
 impl Rules {
@@ -334,9 +404,14 @@ impl Rules {
         let mut ids = std::collections::BTreeSet::new();
         let mut guardrails = Vec::new();
         let mut pod_matchers: Vec<PodMatch> = Vec::new();
-        for g in &spec.guardrails {
+        let builtin = self_guardrail(spec)?;
+        let from_files = builtin.is_some() as usize;
+        for (i, g) in builtin.iter().chain(&spec.guardrails).enumerate() {
             if g.id.trim().is_empty() {
                 return Err(RuleError::NoId);
+            }
+            if g.id == SELF_GUARDRAIL && i >= from_files {
+                return Err(RuleError::Reserved(g.id.clone()));
             }
             if !ids.insert(g.id.clone()) {
                 return Err(RuleError::Duplicate(g.id.clone()));
@@ -416,8 +491,11 @@ impl Rules {
         // Fail closed: what the kernel cannot judge is refused wherever any rule is enforced
         // (a rule-by-rule rollout enforces a guardrail before the global mode), unless the
         // rules give the class a mode of their own.
+        // (The built-in guardrail does not count: it is enforced in observe mode too.)
         let any_enforced = mode == Mode::Enforce
-            || guardrails.iter().any(|g| g.mode == Mode::Enforce)
+            || guardrails
+                .iter()
+                .any(|g| g.mode == Mode::Enforce && g.id != SELF_GUARDRAIL)
             || [Some(scope), Some(expired), unbound]
                 .into_iter()
                 .flatten()
@@ -483,6 +561,16 @@ impl Rules {
             .enumerate()
             .filter(|(_, m)| m.matches(ns, labels))
             .fold(0, |set, (i, _)| set | (1 << i))
+    }
+
+    /// The write patterns of the guardrails that refuse for every agent (enforced, not
+    /// alert-only, without `pods:`): what `tether exec`'s Landlock keeps writes away from.
+    pub fn enforced_write_guards(&self) -> Vec<String> {
+        self.guardrails
+            .iter()
+            .filter(|g| g.pods.is_none() && g.mode == Mode::Enforce && g.action != Action::Alert)
+            .flat_map(|g| g.matcher.spec.write.iter().cloned())
+            .collect()
     }
 
     /// Action and mode of the violation classes: (unbound, expired, scope, unjudged), in

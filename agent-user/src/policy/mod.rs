@@ -51,6 +51,9 @@ struct PolicyFile {
     /// The action per violation class.
     #[serde(default)]
     actions: Option<ActionsSpec>,
+    /// Narrows the built-in guardrail over Tether's own files (logged at every load).
+    #[serde(default)]
+    self_protection: Option<engine::SelfProtection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +178,8 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         scope: actions.scope,
         expired: actions.expired,
         unjudged: actions.unjudged,
+        self_protection: parsed.self_protection,
+        tether: Default::default(),
     };
     let rules = Rules::compile(&containment).map_err(|e| match e.rule_id().and_then(|id| line_of_id(text, id)) {
         // file:line of the rule the error is about.
@@ -233,6 +238,12 @@ fn merge_containment(a: &mut ContainmentSpec, b: ContainmentSpec, file: &str) ->
             }
             *dst = Some(s);
         }
+    }
+    if let Some(p) = b.self_protection {
+        if a.self_protection.as_ref().is_some_and(|x| *x != p) {
+            return Err(conflict("self_protection"));
+        }
+        a.self_protection = Some(p);
     }
     a.guardrails.extend(b.guardrails);
     Ok(())

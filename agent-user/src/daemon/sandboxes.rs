@@ -1,0 +1,142 @@
+//! The sandboxes of `tether exec`: the plan sent with every registration or binding (from the
+//! task's scope, the enforced guardrails and Tether's own files), and the layers each
+//! sandboxed tree reported back, for `tether status` and the task's events.
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::Daemon;
+use crate::{
+    api::ApiError,
+    contain::{
+        landlock::{LandlockPlan, guard_tree},
+        sandbox::{Layers, Plan},
+        seccomp::SeccompPlan,
+    },
+    credentials::scope::{Grant, Proto},
+    policy::engine::{self, Mode},
+};
+
+/// A sandboxed tree: the task it runs under (NO_TASK: registered without a credential) and
+/// what its `tether exec` applied.
+#[derive(Debug, Clone)]
+pub struct Sandboxed {
+    pub task: u32,
+    pub layers: Layers,
+}
+
+impl Daemon {
+    /// What `tether exec` applies to itself for `task` (None: a registration without a
+    /// credential). Scope restrictions only where scope violations are enforced; the guarded
+    /// trees, signal and abstract-socket scoping and the seccomp filter always.
+    pub(super) fn sandbox_plan(&self, task: Option<u32>) -> Plan {
+        let report = &self.probes.report;
+        let scope_enforced = self.rules.postures()[2]
+            .is_some_and(|(action, mode)| mode == Mode::Enforce && action != engine::Action::Alert);
+        let scope = task.and_then(|id| self.tasks.get(id)).map(|t| &t.verified.scope);
+        let mut landlock = LandlockPlan {
+            guarded: self
+                .rules
+                .enforced_write_guards()
+                .iter()
+                .filter_map(|p| guard_tree(p))
+                .map(|p| p.display().to_string())
+                .collect(),
+            scope_signal: true,
+            scope_abstract_unix: !scope.is_some_and(|s| s.unix.iter().any(|u| u.text().starts_with('@'))),
+            ..Default::default()
+        };
+        landlock.guarded.sort();
+        landlock.guarded.dedup();
+        if let Some(s) = scope.filter(|_| scope_enforced) {
+            landlock.write = (!report.lsm_in_effect("file_write")).then(|| s.spec.write.clone());
+            landlock.exec = (!report.lsm_in_effect("exec")).then(|| s.spec.exec.clone());
+            let tcp = |rules: &[crate::credentials::scope::ConnectRule]| {
+                rules
+                    .iter()
+                    .filter(|r| r.proto == Proto::Tcp)
+                    .map(|r| r.ports)
+                    .collect::<Vec<_>>()
+            };
+            landlock.connect = Some(tcp(&s.connect));
+            landlock.bind = Some(tcp(&s.listen));
+        }
+        let grants = |g: Grant| scope.is_some_and(|s| s.grants.contains(&g));
+        let files = report.hooks.iter().find(|h| h.hook == "file_write");
+        Plan {
+            landlock,
+            seccomp: SeccompPlan {
+                io_uring: grants(Grant::IoUring),
+                raw: grants(Grant::Raw),
+                packet: grants(Grant::Packet),
+                // chown and xattr writes judged before the effect only by the LSM hooks.
+                metadata: !files.is_some_and(|h| h.mechanism.contains("path_chown")),
+            },
+        }
+    }
+
+    /// `tether exec` (pid `pid`, before it execs the agent) says what it applied. Once per
+    /// process: the agent it becomes cannot overwrite it.
+    pub(super) fn record_sandbox(&mut self, pid: u32, layers: Layers) -> Result<serde_json::Value, ApiError> {
+        let entry = self
+            .kernel_entry(pid)
+            .ok_or_else(|| ApiError::new(409, format!("process {pid} is not tracked: register first")))?;
+        if self.sandboxes.contains_key(&pid) {
+            return Err(ApiError::new(409, "this tree's sandbox is already reported"));
+        }
+        info!(pid, task = entry.task, layers = %layers.summary(), "sandbox applied by tether exec");
+        for m in &layers.missing {
+            warn!(pid, task = entry.task, "sandbox layer missing on this kernel: {m}");
+        }
+        if layers.landlock.as_ref().is_some_and(|l| l.write || l.exec) && entry.task != agent_common::NO_TASK {
+            self.landlocked.insert(entry.task);
+        }
+        self.sandboxes.insert(
+            pid,
+            Sandboxed {
+                task: entry.task,
+                layers,
+            },
+        );
+        Ok(json!({}))
+    }
+
+    /// The layers task `id` runs under (its first sandboxed tree).
+    pub(super) fn sandbox_of_task(&self, id: u32) -> Option<&Layers> {
+        self.sandboxes.values().find(|s| s.task == id).map(|s| &s.layers)
+    }
+
+    /// Forgets sandboxes whose task has ended, or (without a task) whose process and tree
+    /// are gone.
+    pub(super) fn prune_sandboxes(&mut self) {
+        if self.sandboxes.is_empty() {
+            return;
+        }
+        let entries = self.kernel_entries();
+        let live: std::collections::HashSet<u32> = entries.iter().flat_map(|(pid, t)| [*pid, t.root_tgid]).collect();
+        let tasks: std::collections::HashSet<u32> = self.tasks.all().map(|t| t.id).collect();
+        self.sandboxes.retain(|pid, s| {
+            if s.task != agent_common::NO_TASK {
+                tasks.contains(&s.task)
+            } else {
+                live.contains(pid)
+            }
+        });
+    }
+
+    pub(super) fn sandboxes_json(&self) -> serde_json::Value {
+        let mut v: Vec<serde_json::Value> = self
+            .sandboxes
+            .iter()
+            .map(|(root, s)| {
+                json!({
+                    "root_pid": root,
+                    "task": self.tasks.get(s.task).map(|t| t.jti().to_string()),
+                    "layers": s.layers,
+                    "summary": s.layers.summary(),
+                })
+            })
+            .collect();
+        v.sort_by_key(|s| s["root_pid"].as_u64());
+        json!(v)
+    }
+}
