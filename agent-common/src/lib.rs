@@ -180,9 +180,12 @@ pub mod counter {
     /// An action the kernel could not judge (its target unreadable, truncated or not
     /// placeable): its verdict is the `unjudged` posture, never an allow by default.
     pub const UNJUDGED: u32 = 3;
+    /// A tracked process reached for Tether itself and was refused by an LSM hook: bpf(2),
+    /// a signal to the daemon, ptrace-family access to the daemon or to an untracked process.
+    pub const TAMPER: u32 = 4;
     /// First of the per-hook counters of records that did not fit in their ring: the
     /// verdict still applied, the record is lost ([`lost`]).
-    pub const LOST: u32 = 4;
+    pub const LOST: u32 = 5;
     pub const COUNT: u32 = LOST + crate::hook::COUNT;
 
     /// The lost-records counter of hook `hook` ([`crate::hook`]).
@@ -193,7 +196,13 @@ pub mod counter {
 
     /// Names of the counters before [`LOST`] (metrics, logs, alerts); the per-hook ones are
     /// named after their hook (`crate::hook::NAMES`).
-    pub const NAMES: [&str; LOST as usize] = ["tracked_full", "pending_full", "read_error", "unjudged"];
+    pub const NAMES: [&str; LOST as usize] = [
+        "tracked_full",
+        "pending_full",
+        "read_error",
+        "unjudged",
+        "tamper_refused",
+    ];
 }
 
 /// Value of the tracked-process map, keyed by tgid.

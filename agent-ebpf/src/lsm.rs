@@ -424,3 +424,58 @@ pub fn probe_send_signal(_ctx: TracePointContext) -> u32 {
     unsafe { generated::bpf_send_signal(9) };
     0
 }
+
+/// Refuses a tracked process's reach for Tether itself (counted; the daemon alerts). Not a
+/// rule of the files: no agent needs bpf(2), nor to signal or trace the daemon.
+#[inline(always)]
+fn tamper(ret: i32, refuse: impl FnOnce() -> bool) -> i32 {
+    if ret != 0 {
+        return ret;
+    }
+    if tracked(bpf_get_current_pid_tgid()).is_none() || !refuse() {
+        return 0;
+    }
+    maps::count(agent_common::counter::TAMPER);
+    lsm_answer(true)
+}
+
+/// bpf(int cmd, union bpf_attr *attr, unsigned int size, bool kernel) (6.9+; [`bpf_old`]
+/// before): every bpf(2) call of a tracked process. Its maps (the tracked entries, the
+/// posture, the rules) and programs are reached only through it.
+#[lsm(hook = "bpf")]
+pub fn bpf(ctx: LsmContext) -> i32 {
+    let kernel: u8 = ctx.arg(3);
+    tamper(ctx.arg(4), || kernel == 0)
+}
+
+/// bpf(int cmd, union bpf_attr *attr, unsigned int size) (before 6.9).
+#[lsm(hook = "bpf")]
+pub fn bpf_old(ctx: LsmContext) -> i32 {
+    tamper(ctx.arg(3), || true)
+}
+
+/// task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig, const struct cred
+/// *cred): a signal (kill, tgkill, pidfd_send_signal, sigqueue, a fcntl F_SETOWN one) to the
+/// daemon.
+#[lsm(hook = "task_kill")]
+pub fn task_kill(ctx: LsmContext) -> i32 {
+    let target: KPtr = ctx.arg(0);
+    tamper(ctx.arg(4), || {
+        read_u32(target, off!(task_tgid)).map_or(true, |tgid| tgid == maps::self_tgid())
+    })
+}
+
+/// ptrace_access_check(struct task_struct *child, unsigned int mode): every ptrace-mode check
+/// on the daemon (even reading its /proc files), and the attach-mode ones (ptrace attach,
+/// process_vm_readv/writev, /proc/PID/mem, pidfd_getfd) on any untracked process: code run
+/// there would run untracked.
+#[lsm(hook = "ptrace_access_check")]
+pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
+    const PTRACE_MODE_ATTACH: u32 = 0x02;
+    let target: KPtr = ctx.arg(0);
+    let mode: u32 = ctx.arg(1);
+    tamper(ctx.arg(2), || match read_u32(target, off!(task_tgid)) {
+        Ok(tgid) => tgid == maps::self_tgid() || (mode & PTRACE_MODE_ATTACH != 0 && maps::tracked(tgid).is_none()),
+        Err(_) => true,
+    })
+}

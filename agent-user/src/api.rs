@@ -415,13 +415,18 @@ pub fn check_daemon(socket: &Path, stream: &tokio::net::UnixStream, check: &Daem
         }
     };
     let want = std::fs::metadata(&check.exe).map_err(|e| format!("{}: {e}", check.exe.display()))?;
-    let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
-        .map_err(|e| format!("cannot see the serving process {pid}'s executable: {e}"))?;
-    if (exe.dev(), exe.ino()) != (want.dev(), want.ino()) {
-        return refuse(format!(
-            "the serving process {pid} does not run {} (the daemon's executable)",
-            check.exe.display()
-        ));
+    match std::fs::metadata(format!("/proc/{pid}/exe")) {
+        Ok(exe) if (exe.dev(), exe.ino()) == (want.dev(), want.ino()) => {}
+        Ok(_) => {
+            return refuse(format!(
+                "the serving process {pid} does not run {} (the daemon's executable)",
+                check.exe.display()
+            ));
+        }
+        // Not root: another user's executable link is not ours to read; the command line
+        // below still has to be the daemon's.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !nix::unistd::geteuid().is_root() => {}
+        Err(e) => return Err(format!("cannot see the serving process {pid}'s executable: {e}")),
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     if cmdline.split(|&b| b == 0).nth(1) != Some(b"run") {
@@ -432,111 +437,116 @@ pub fn check_daemon(socket: &Path, stream: &tokio::net::UnixStream, check: &Daem
 
 /// Blocking client: one HTTP request to the daemon at `socket`.
 pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-    request_checked(socket, method, path, body, None)
+    Session::open(socket, None)?.request(method, path, body)
 }
 
-/// [`request`], refused unless the peer passes `check`.
-pub fn request_checked(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    check: Option<&DaemonCheck>,
-) -> Result<Value, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(request_async(socket, method, path, body, check))
+/// One connection to the daemon, kept for several requests (HTTP/1.1 keep-alive): `tether
+/// exec` connects, and is checked, once, before it is tracked and sandboxed, and reports its
+/// sandbox over the same connection (a new connect from inside the task would be judged by
+/// the task's scope, and Landlock hides the daemon's /proc entries from it).
+pub struct Session {
+    rt: tokio::runtime::Runtime,
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    socket: std::path::PathBuf,
 }
 
-async fn request_async(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    check: Option<&DaemonCheck>,
-) -> Result<Value, String> {
-    use http_body_util::{BodyExt, Full};
-    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
-        format!(
-            "cannot reach the tether daemon at {}: {e} (is `tether run` running?)",
-            socket.display()
-        )
-    })?;
-    if let Some(c) = check {
-        check_daemon(socket, &stream, c)?;
+impl Session {
+    /// Connects to `socket`; with `check`, refuses a peer that is not the daemon.
+    pub fn open(socket: &Path, check: Option<&DaemonCheck>) -> Result<Session, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let sender = rt.block_on(async {
+            let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+                format!(
+                    "cannot reach the tether daemon at {}: {e} (is `tether run` running?)",
+                    socket.display()
+                )
+            })?;
+            if let Some(c) = check {
+                check_daemon(socket, &stream, c)?;
+            }
+            let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("{}: {e}", socket.display()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok::<_, String>(sender)
+        })?;
+        Ok(Session {
+            rt,
+            sender,
+            socket: socket.to_path_buf(),
+        })
     }
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "tether")
-        .header("content-type", "application/json")
-        .body(Full::new(hyper::body::Bytes::from(bytes)))
-        .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{}: {e}", socket.display()))?
-        .to_bytes();
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("bad reply from the daemon ({e}): {}", String::from_utf8_lossy(&body)))?;
-    if status.is_success() {
-        Ok(value)
-    } else {
-        Err(value["error"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("HTTP {status}")))
+
+    /// One request on the connection.
+    pub fn request(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+        use http_body_util::{BodyExt, Full};
+        let socket = self.socket.display().to_string();
+        let sender = &mut self.sender;
+        self.rt.block_on(async {
+            sender.ready().await.map_err(|e| format!("{socket}: {e}"))?;
+            let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "tether")
+                .header("content-type", "application/json")
+                .body(Full::new(hyper::body::Bytes::from(bytes)))
+                .map_err(|e| e.to_string())?;
+            let resp = sender.send_request(req).await.map_err(|e| format!("{socket}: {e}"))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{socket}: {e}"))?
+                .to_bytes();
+            let value: Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("bad reply from the daemon ({e}): {}", String::from_utf8_lossy(&body)))?;
+            if status.is_success() {
+                Ok(value)
+            } else {
+                Err(value["error"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("HTTP {status}")))
+            }
+        })
+    }
+
+    /// Asks the daemon to track the calling process: the whole answer (pid, sandbox plan).
+    pub fn register_self(&mut self) -> Result<Value, String> {
+        self.request("POST", "/v1/register", None)
+    }
+
+    /// Presents `token` for the calling process: pid, task and sandbox plan.
+    pub fn bind_self(&mut self, token: &str) -> Result<Value, String> {
+        self.request("POST", "/v1/bind", Some(&json!({"token": token})))
+    }
+
+    /// Tells the daemon which sandbox layers the calling process applied.
+    pub fn report_sandbox(&mut self, layers: &crate::contain::sandbox::Layers) -> Result<Value, String> {
+        let body = serde_json::to_value(layers).map_err(|e| e.to_string())?;
+        self.request("POST", "/v1/sandbox", Some(&body))
     }
 }
 
 /// Asks the daemon to track the calling process.
 pub fn register_self(socket: &Path) -> Result<u32, String> {
-    let v = register_self_checked(socket, None)?;
+    let v = Session::open(socket, None)?.register_self()?;
     v["pid"]
         .as_u64()
         .map(|p| p as u32)
         .ok_or_else(|| format!("bad reply: {v}"))
 }
 
-/// [`register_self`] after `check`; the whole answer (pid and sandbox plan).
-pub fn register_self_checked(socket: &Path, check: Option<&DaemonCheck>) -> Result<Value, String> {
-    request_checked(socket, "POST", "/v1/register", None, check)
-}
-
-/// Presents `token` for the calling process; returns the daemon's answer (pid, task and
-/// sandbox plan).
+/// Presents `token` for the calling process; returns the daemon's answer (pid and task).
 pub fn bind_self(socket: &Path, token: &str) -> Result<Value, String> {
-    bind_self_checked(socket, token, None)
-}
-
-/// [`bind_self`] after `check`.
-pub fn bind_self_checked(socket: &Path, token: &str, check: Option<&DaemonCheck>) -> Result<Value, String> {
-    request_checked(socket, "POST", "/v1/bind", Some(&json!({"token": token})), check)
-}
-
-/// Tells the daemon which sandbox layers the calling process applied.
-pub fn report_sandbox(
-    socket: &Path,
-    layers: &crate::contain::sandbox::Layers,
-    check: Option<&DaemonCheck>,
-) -> Result<Value, String> {
-    let body = serde_json::to_value(layers).map_err(|e| e.to_string())?;
-    request_checked(socket, "POST", "/v1/sandbox", Some(&body), check)
+    Session::open(socket, None)?.bind_self(token)
 }
 
 /// The daemon's status report.

@@ -399,9 +399,13 @@ pub fn main() -> ExitCode {
                 exe,
                 other_pid_namespace: daemon_in_other_pid_namespace,
             };
+            let mut session = match api::Session::open(&socket, Some(&check)) {
+                Ok(s) => s,
+                Err(e) => return refuse(e),
+            };
             let verdict = match &token {
-                Some(path) => read_token(path).and_then(|t| api::bind_self_checked(&socket, &t, Some(&check))),
-                None => api::register_self_checked(&socket, Some(&check)),
+                Some(path) => read_token(path).and_then(|t| session.bind_self(&t)),
+                None => session.register_self(),
             };
             let reply = match verdict {
                 Ok(v) => v,
@@ -417,9 +421,10 @@ pub fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return refuse(format!("cannot apply the task's sandbox: {e}")),
             };
-            if let Err(e) = api::report_sandbox(&socket, &layers, Some(&check)) {
+            if let Err(e) = session.report_sandbox(&layers) {
                 return refuse(format!("cannot report the sandbox to the daemon: {e}"));
             }
+            drop(session);
             let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();
             eprintln!("tether exec: cannot run {:?}: {err}", command[0]);
             ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {

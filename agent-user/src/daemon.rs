@@ -1,5 +1,6 @@
 //! `tether run`: load the probes, adopt running agents, then one event loop that owns the
 //! process table, the kernel maps and the sinks, and serves API calls.
+mod integrity;
 mod pod_guards;
 mod sandboxes;
 mod takeover;
@@ -131,6 +132,10 @@ struct Daemon {
     /// Tasks whose `tether exec` applied Landlock to writes or execs (an EACCES there is
     /// Landlock's) ...
     landlocked: HashSet<u32>,
+    /// This daemon's generation (the ACTIVE map's value while it acts).
+    generation: u64,
+    /// The kernel state at the last integrity check.
+    integrity: integrity::Integrity,
     /// Tether's own files and sockets (the built-in guardrail).
     tether_files: engine::TetherFiles,
     /// ... and every tree `tether exec` sandboxed, by the pid that reported it.
@@ -700,6 +705,13 @@ impl Daemon {
             "max_delegation_depth": self.max_chain,
             "persist": self.persist_status(),
             "sandboxes": self.sandboxes_json(),
+            "tamper_repaired": self.integrity.repaired,
+            "self_protection": {
+                "guardrail": engine::SELF_GUARDRAIL,
+                "write": self.tether_files.write,
+                "connect": self.tether_files.sockets,
+                "narrowed": self.containment.self_protection.as_ref().map(|p| json!({"except": p.except, "mode": p.mode})),
+            },
         })
     }
 
@@ -1175,6 +1187,10 @@ impl Daemon {
                 // delivered: metric and log only.
                 let (kind, what) = match i as u32 {
                     counter::READ_ERROR => continue,
+                    counter::TAMPER => (
+                        "tamper",
+                        "tracked processes reached for Tether itself (bpf(2), a signal or ptrace-family access to the daemon, ptrace of an untracked process) and were refused",
+                    ),
                     counter::UNJUDGED => (
                         "unjudged-actions",
                         "the kernel could not judge these actions; their verdict was the unjudged posture",
@@ -1367,6 +1383,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         rules_seen: rules_fingerprint(&opts.policies),
         landlocked: HashSet::new(),
         sandboxes: Default::default(),
+        generation,
+        integrity: Default::default(),
         tether_files,
         metrics,
         keys: keys.clone(),
@@ -1484,12 +1502,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut fold = tokio::time::interval(Duration::from_secs(1));
     let mut rules_poll = tokio::time::interval(RULES_POLL_EVERY);
     let mut pod_retry = tokio::time::interval(Duration::from_millis(250));
+    let mut integrity = tokio::time::interval(integrity::CHECK_EVERY);
     loop {
         tokio::select! {
             _ = drain.tick() => d.drain()?,
             _ = wake.any() => d.drain()?,
             _ = fold.tick() => d.fold_tick(false),
             _ = counters.tick() => d.check_counters(),
+            _ = integrity.tick() => d.check_integrity(),
             _ = refresh.tick() => d.refresh_tasks(),
             Some(call) = calls.recv() => d.call(call),
             Some((task, hosts)) = resolved_rx.recv() => d.resolved(task, hosts),

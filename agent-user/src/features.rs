@@ -247,6 +247,19 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<Ho
                 )
             },
         ),
+        if on("self") {
+            hook(
+                "tamper",
+                "lsm/bpf, lsm/task_kill, lsm/ptrace_access_check",
+                "refuse (-EPERM) a tracked process's bpf(2), signals to the daemon, and ptrace-family access to the daemon or to untracked processes".into(),
+            )
+        } else {
+            hook(
+                "tamper",
+                "tether exec's sandbox (seccomp: bpf, ptrace, process_vm_*; Landlock: signal scoping, ptrace of processes outside it); the daemon's check of its kernel state",
+                "refused only under tether exec; for other agents after the fact: kernel state repaired and alerted within 2 s".into(),
+            )
+        },
         if on("file_names") && on("io_uring") {
             hook(
                 "io_uring",
@@ -466,9 +479,13 @@ mod tests {
                 "unix",
                 "socket_create",
                 "listen",
+                "tamper",
                 "io_uring"
             ]
         );
+        assert!(m(&without, "tamper").1.contains("after the fact"));
+        let guarded = hook_mechanisms(&["self"], true, 0);
+        assert!(m(&guarded, "tamper").0.contains("lsm/bpf"));
         // The channels beyond connect and write: refused before where BPF LSM hooks are,
         // killed (and said to be after the fact where they are) otherwise.
         let all = hook_mechanisms(

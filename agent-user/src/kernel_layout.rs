@@ -163,7 +163,13 @@ pub struct ResolvedOffsets {
 }
 
 /// BPF LSM hooks with one program per prototype (the loader picks by parameter count).
-pub const VARIANT_HOOKS: [&str; 4] = ["path_rename", "inode_setxattr", "inode_removexattr", "inode_setattr"];
+pub const VARIANT_HOOKS: [&str; 5] = [
+    "path_rename",
+    "inode_setxattr",
+    "inode_removexattr",
+    "inode_setattr",
+    "bpf",
+];
 
 /// The kernel's view of the running kernel: `CONFIG`, what is degraded, and the hook
 /// prototypes the loader needs.

@@ -383,6 +383,8 @@ fn lsm_variant(hook: &'static str, params: &BTreeMap<&'static str, u32>) -> &'st
         ("inode_setxattr", Some(5)) => "inode_setxattr_old",
         ("inode_removexattr", Some(2)) => "inode_removexattr_old",
         ("inode_setattr", Some(2)) => "inode_setattr_old",
+        // bpf gained `kernel` in 6.9.
+        ("bpf", Some(3)) => "bpf_old",
         (h, _) => h,
     }
 }
@@ -407,7 +409,7 @@ fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
 /// path: without path resolution they could not say which file. path_chown is a group of its
 /// own: kernels before 6.0 cannot attach BPF to a hook that takes a struct (kuid_t) by value,
 /// and the other path hooks stay without it. file_truncate and the ACL hooks exist from 6.2.
-const LSM_GROUPS: [(&str, &[&str], u32); 10] = [
+const LSM_GROUPS: [(&str, &[&str], u32); 11] = [
     ("exec", &["bprm_check_security"], need::LSM_EXEC | need::PATHS),
     ("file_write", &["file_open"], need::LSM_FILE | need::PATHS),
     (
@@ -438,6 +440,8 @@ const LSM_GROUPS: [(&str, &[&str], u32); 10] = [
         need::LSM_INODE | need::PATHS,
     ),
     ("connect", &["socket_connect"], need::LSM_CONNECT),
+    // Tether itself: bpf(2), signals to the daemon, ptrace-family access.
+    ("self", &["bpf", "task_kill", "ptrace_access_check"], need::CORE),
     ("sockets", &["socket_create", "socket_listen"], need::SOCKETS),
     (
         "unix",

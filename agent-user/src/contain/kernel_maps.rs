@@ -228,6 +228,19 @@ impl KernelRules {
         }
     }
 
+    /// Do the kernel's posture and guardrail verdicts read as given? (A map entry that
+    /// cannot be read counts as different.)
+    pub fn verdicts_hold(&self, posture: &[Verdict; posture::COUNT as usize], guards: &[Verdict]) -> bool {
+        posture
+            .iter()
+            .enumerate()
+            .all(|(i, v)| self.posture.get(&(i as u32), 0).is_ok_and(|k| k == *v))
+            && guards
+                .iter()
+                .enumerate()
+                .all(|(i, v)| self.guard_verdicts.get(&(i as u32), 0).is_ok_and(|k| k == *v))
+    }
+
     /// Writes the posture and guardrail verdicts.
     pub fn set_verdicts(
         &mut self,

@@ -12,7 +12,7 @@ use crate::{
         sandbox::{Layers, Plan},
         seccomp::SeccompPlan,
     },
-    credentials::scope::{Grant, Proto},
+    credentials::scope::Grant,
     policy::engine::{self, Mode},
 };
 
@@ -50,15 +50,10 @@ impl Daemon {
         if let Some(s) = scope.filter(|_| scope_enforced) {
             landlock.write = (!report.lsm_in_effect("file_write")).then(|| s.spec.write.clone());
             landlock.exec = (!report.lsm_in_effect("exec")).then(|| s.spec.exec.clone());
-            let tcp = |rules: &[crate::credentials::scope::ConnectRule]| {
-                rules
-                    .iter()
-                    .filter(|r| r.proto == Proto::Tcp)
-                    .map(|r| r.ports)
-                    .collect::<Vec<_>>()
-            };
-            landlock.connect = Some(tcp(&s.connect));
-            landlock.bind = Some(tcp(&s.listen));
+            // TCP connect and bind stay with the cgroup hooks, which refuse before the effect
+            // on every kernel and record it: Landlock's network rights (ABI 4+) would refuse
+            // first, in an LSM hook that runs before them, and leave no record of the attempt.
+            // `connect`/`bind` are set here only once Landlock's refusals are recorded.
         }
         let grants = |g: Grant| scope.is_some_and(|s| s.grants.contains(&g));
         let files = report.hooks.iter().find(|h| h.hook == "file_write");

@@ -1104,4 +1104,37 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn the_built_in_guardrail_holds_in_observe_mode_and_is_narrowed_only_explicitly() {
+        let tether = TetherFiles {
+            write: vec!["/var/lib/tether/".into(), "/etc/tether/policy.yaml".into()],
+            sockets: vec!["/run/tether/admin.sock".into()],
+        };
+        let mut spec: ContainmentSpec = serde_yaml_ng::from_str("mode: observe\n").unwrap();
+        spec.tether = tether.clone();
+        let rules = Rules::compile(&spec).unwrap();
+        let (id, action, mode, scope) = rules.guardrails().next().unwrap();
+        assert_eq!((id, action, mode), (SELF_GUARDRAIL, Action::Deny, Mode::Enforce));
+        assert_eq!(scope.spec.connect, vec!["unix:/run/tether/admin.sock".to_string()]);
+        // It does not make unjudged actions enforced in an observe-only rollout.
+        assert_eq!(rules.postures()[3].unwrap().1, Mode::Observe);
+        assert_eq!(rules.enforced_write_guards(), tether.write);
+        // A rule file cannot take its id ...
+        let mut taken: ContainmentSpec =
+            serde_yaml_ng::from_str("guardrails: [{id: tether-self, action: alert, exec: [/x]}]\n").unwrap();
+        taken.tether = tether.clone();
+        assert!(matches!(Rules::compile(&taken), Err(RuleError::Reserved(_))));
+        // ... and narrows it only by naming its paths.
+        let mut narrowed: ContainmentSpec =
+            serde_yaml_ng::from_str("self_protection: {except: [/var/lib/tether/], mode: observe}\n").unwrap();
+        narrowed.tether = tether.clone();
+        let rules = Rules::compile(&narrowed).unwrap();
+        let (_, _, mode, scope) = rules.guardrails().next().unwrap();
+        assert_eq!(mode, Mode::Observe);
+        assert_eq!(scope.spec.write, vec!["/etc/tether/policy.yaml".to_string()]);
+        let mut wrong: ContainmentSpec = serde_yaml_ng::from_str("self_protection: {except: [/tmp/]}\n").unwrap();
+        wrong.tether = tether;
+        assert!(matches!(Rules::compile(&wrong), Err(RuleError::NotSelf(..))));
+    }
 }

@@ -30,6 +30,14 @@
 //!                                          exits, its child sends the request (the peer pid
 //!                                          the daemon sees is gone)
 //!
+//!   redteam signal PID SIG                 kill(2) PID with signal number SIG
+//!   redteam ptrace PID                     PTRACE_ATTACH to PID (detaches if it worked)
+//!   redteam vm-read PID                    process_vm_readv one byte of PID's stack page
+//!   redteam untrack-self                   through bpf(2): find the map named TRACKED and
+//!                                          delete this process's entry; prints what it did
+//!   redteam untrack-then-tcp IP:PORT MSG MS  untrack-self, wait MS ms, then a TCP connect
+//!                                          sending MSG
+//!
 //!   redteam bench N DIR                    N rounds of each call a tracked agent's hooks watch,
 //!                                          ns per call, for what an untracked process pays
 //!
@@ -78,6 +86,31 @@ fn attack() -> anyhow::Result<()> {
         ["http", socket, method, path] => http(socket, method, path, ""),
         ["http", socket, method, path, body] => http(socket, method, path, body),
         ["http-handoff", socket, method, path, body] => http_handoff(socket, method, path, body),
+        ["signal", pid, sig] => {
+            // SAFETY: plain syscall.
+            if unsafe { libc::kill(pid.parse()?, sig.parse()?) } != 0 {
+                bail!("kill: {}", std::io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        ["ptrace", pid] => {
+            let pid: libc::pid_t = pid.parse()?;
+            // SAFETY: plain syscalls.
+            if unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) } != 0 {
+                bail!("ptrace attach: {}", std::io::Error::last_os_error());
+            }
+            unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+            Ok(())
+        }
+        ["vm-read", pid] => vm_read(pid.parse()?),
+        ["untrack-self"] => untrack_self(),
+        ["untrack-then-tcp", addr, msg, wait_ms] => {
+            if let Err(e) = untrack_self() {
+                println!("untrack: {e:#}");
+            }
+            std::thread::sleep(Duration::from_millis(wait_ms.parse()?));
+            tcp(addr.parse()?, msg, "plain")
+        }
         ["uring-write", path, text] => uring_write(path, text),
         ["mknod", path, kind, major, minor] => mknod(path, kind, major.parse()?, minor.parse()?),
         ["write", path, text] => {
@@ -454,4 +487,86 @@ fn http_on(mut c: std::os::unix::net::UnixStream, method: &str, path: &str, body
         .is_some_and(|code| code.starts_with('2'));
     anyhow::ensure!(ok, "not a 2xx answer");
     Ok(())
+}
+
+/// process_vm_readv of one byte at the start of PID's stack (from /proc/PID/maps... which a
+/// refused reader cannot open either: then the address of our own stack, which the call
+/// still has to refuse before looking).
+fn vm_read(pid: libc::pid_t) -> anyhow::Result<()> {
+    let mut byte = 0u8;
+    let local = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    let remote = libc::iovec {
+        iov_base: (&local as *const libc::iovec).cast_mut().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: valid iovecs for one byte each.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        bail!("process_vm_readv: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// bpf(2) with an attribute block of `attr`'s bytes.
+fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<i64> {
+    // SAFETY: attr is 128 bytes, more than every command used here reads.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of_val(attr)) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// What a root agent with bpf(2) would do: walk the kernel's maps by id, open the one named
+/// TRACKED, delete its own entry.
+fn untrack_self() -> anyhow::Result<()> {
+    const MAP_DELETE_ELEM: libc::c_long = 3;
+    const MAP_GET_NEXT_ID: libc::c_long = 12;
+    const MAP_GET_FD_BY_ID: libc::c_long = 14;
+    const OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let mut id = 0u32;
+    let mut deleted = 0;
+    loop {
+        let mut a = [0u64; 16];
+        a[0] = id as u64;
+        bpf(MAP_GET_NEXT_ID, &mut a).context("bpf(BPF_MAP_GET_NEXT_ID)")?;
+        id = (a[0] >> 32) as u32;
+        let mut a = [0u64; 16];
+        a[0] = id as u64;
+        let Ok(fd) = bpf(MAP_GET_FD_BY_ID, &mut a) else {
+            continue;
+        };
+        // struct bpf_map_info: type, id, key_size, value_size, max_entries, map_flags, name[16].
+        let mut info = [0u8; 80];
+        let mut a = [0u64; 16];
+        a[0] = fd as u64 | ((info.len() as u64) << 32);
+        a[1] = info.as_mut_ptr() as u64;
+        if bpf(OBJ_GET_INFO_BY_FD, &mut a).is_ok() {
+            let name = &info[24..40];
+            let end = name.iter().position(|&b| b == 0).unwrap_or(16);
+            if &name[..end] == b"TRACKED" {
+                let key = std::process::id();
+                let mut a = [0u64; 16];
+                a[0] = fd as u64;
+                a[1] = &key as *const u32 as u64;
+                match bpf(MAP_DELETE_ELEM, &mut a) {
+                    Ok(_) => {
+                        deleted += 1;
+                        println!("deleted pid {key} from TRACKED map {id}");
+                    }
+                    Err(e) => println!("TRACKED map {id}: delete: {e}"),
+                }
+            }
+        }
+        // SAFETY: our fd.
+        unsafe { libc::close(fd as i32) };
+        let _ = std::io::stdout().flush();
+        if deleted > 0 {
+            return Ok(());
+        }
+    }
 }

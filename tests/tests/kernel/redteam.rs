@@ -908,3 +908,230 @@ fn a_tracked_agent_cannot_switch_enforcement_off_through_the_admin_socket() {
         "the refusal is alerted:\n{log}"
     );
 }
+
+/// A root agent under `tether exec` reaches for the daemon itself: signals it, traces it,
+/// reads its memory, and walks the kernel's BPF maps to delete its own tracked entry. Each is
+/// refused before the effect on every kernel (the sandbox: Landlock signal scoping and its
+/// ptrace rule, seccomp for bpf/ptrace/process_vm_*; where BPF LSM is in effect, also the
+/// `self` LSM hooks). Checked by effect: the daemon still runs and answers, and the agent is
+/// still judged (a connect to a guarded port arrives nowhere).
+#[test]
+fn a_sandboxed_agent_cannot_signal_trace_or_untrack_itself() {
+    let s = Scene::new("enforce", true);
+    let pid = s.d.pid().to_string();
+    for attack in [
+        vec!["signal", pid.as_str(), "15"],
+        vec!["signal", pid.as_str(), "19"],
+        vec!["ptrace", pid.as_str()],
+        vec!["vm-read", pid.as_str()],
+        vec!["untrack-self"],
+    ] {
+        let ran = s.attack(&attack);
+        assert_ne!(ran.code, Some(0), "{attack:?} must be refused: {ran}");
+        assert!(
+            ran.out.contains("Operation not permitted") || ran.out.contains("Permission denied"),
+            "{attack:?} refused by the kernel (EPERM/EACCES): {ran}"
+        );
+        // The effect: the daemon is alive, not stopped, and answers.
+        assert!(
+            s.d.status()["pid"].as_u64().is_some(),
+            "after {attack:?} the daemon answers"
+        );
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let state = state
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(
+            state == "S" || state == "R",
+            "after {attack:?} the daemon runs (state {state})"
+        );
+    }
+    // Still judged: the guarded egress port gets nothing.
+    let l = TcpListener::bind(("127.0.0.1", EGRESS_PORT)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let ran = s.attack(&["tcp", &format!("127.0.0.1:{EGRESS_PORT}"), "EXFIL", "plain"]);
+    assert!(
+        !connection_arrived(&l),
+        "the agent got past the egress guardrail: {ran}"
+    );
+    let status = s.d.status();
+    let Scene { d, .. } = s;
+    let (events, log) = d.stop();
+    // Every event of the task says which layers its tree runs under.
+    let abi = tether::features::landlock_abi().ok();
+    let layered = events
+        .iter()
+        .find(|e| !e["unmapped"]["tether"]["task"]["sandbox"].is_null())
+        .unwrap_or_else(|| panic!("no event names the task's sandbox layers:\n{log}"));
+    let layers = &layered["unmapped"]["tether"]["task"]["sandbox"];
+    assert!(
+        layers["seccomp"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c == "bpf")),
+        "{layers:#}"
+    );
+    if let Some(abi) = abi {
+        assert_eq!(layers["landlock"]["abi"], abi, "{layers:#}");
+        if abi >= 6 {
+            assert!(
+                layers["landlock"]["scopes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == "signal"),
+                "{layers:#}"
+            );
+        }
+    }
+    let tamper = status["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hook"] == "tamper")
+        .cloned()
+        .unwrap_or_default();
+    assert!(!tamper.is_null(), "status reports how tampering is met: {status:#}");
+}
+
+/// A root agent tracked by a selector (no `tether exec`, so no seccomp filter) deletes its
+/// own entry from the kernel's tracked map through bpf(2), waits, then connects to a guarded
+/// port. Where BPF LSM is in effect the `bpf` hook refuses the call; elsewhere it succeeds,
+/// and the daemon's integrity check puts the entry back within seconds and raises a `tamper`
+/// alert. Either way the connect that follows is refused: nothing arrives.
+#[test]
+fn an_agent_that_deletes_its_tracked_entry_is_tracked_again() {
+    let rt = redteam_bin().canonicalize().unwrap();
+    let policy = format!(
+        r#"version: 1
+agents:
+  - id: redteam
+    exe: ["{rt}"]
+mode: enforce
+guardrails:
+  - id: egress
+    action: deny
+    connect: ["tcp:127.0.0.1/32:{EGRESS_PORT}"]
+"#,
+        rt = rt.display()
+    );
+    let d = Daemon::start(Some(&policy));
+    let tier = Tier::of(&d.status());
+    let l = TcpListener::bind(("127.0.0.1", EGRESS_PORT)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let out = Command::new(&rt)
+        .args(["untrack-then-tcp", &format!("127.0.0.1:{EGRESS_PORT}"), "EXFIL", "5000"])
+        .output()
+        .unwrap();
+    let ran = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !connection_arrived(&l),
+        "the untracked agent reached the guarded port: {ran}"
+    );
+    let deleted = ran.contains("deleted pid");
+    if tier.paths {
+        assert!(!deleted, "BPF LSM must refuse bpf(2) to a tracked process: {ran}");
+        assert!(ran.contains("Operation not permitted"), "{ran}");
+    }
+    let (events, log) = d.stop();
+    if deleted {
+        assert!(
+            !alerts(&events, "tamper").is_empty(),
+            "the deletion is found, repaired and alerted:\n{ran}\n{log}"
+        );
+    } else {
+        assert!(
+            !alerts(&events, "tamper").is_empty() || !tier.paths,
+            "the refused bpf(2) is counted and alerted:\n{ran}\n{log}"
+        );
+    }
+}
+
+/// `tether exec` pointed at a socket an agent made (root-owned: the agent is root) refuses to
+/// run the command: the serving process is not the daemon. Checked by effect: the command's
+/// marker file does not exist.
+#[test]
+fn tether_exec_refuses_a_socket_that_is_not_the_daemons() {
+    let (_t, dir) = test_dir();
+    let sock = dir.join("fake.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    // The fake daemon: answers every request as the real one would, with an empty sandbox.
+    let server = std::thread::spawn(move || {
+        use std::io::Write as _;
+        for c in listener.incoming().take(4) {
+            let Ok(mut c) = c else { break };
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut c, &mut buf);
+            let body = r#"{"pid":1,"sandbox":{"landlock":{"write":null,"exec":null},"seccomp":{"io_uring":true,"raw":true,"packet":true}}}"#;
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let marker = dir.join("ran");
+    for chown in [false, true] {
+        if chown {
+            std::os::unix::fs::chown(&sock, Some(65534), Some(65534)).unwrap();
+        }
+        let out = Command::new(tether_bin())
+            .args(["exec", "--socket"])
+            .arg(&sock)
+            .args(["--", "/usr/bin/touch"])
+            .arg(&marker)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(126), "{err}");
+        assert!(err.contains("is not the tether daemon's socket"), "{err}");
+        assert!(!marker.exists(), "the command ran against a fake daemon: {err}");
+    }
+    let _ = std::os::unix::net::UnixStream::connect(&sock);
+    drop(server);
+}
+
+/// The built-in guardrail over Tether's own files holds whatever the rule files say (this
+/// daemon's rules name none of them) and in observe mode: a root agent with a credential that
+/// allows every write cannot rewrite the rule file, the ready file or the audit stream.
+#[test]
+fn tethers_own_files_are_out_of_reach_of_a_permissive_agent() {
+    let s = Scene::new("observe", true);
+    for file in [s.d.policy_path(), s.d.dir.path().join("ready")] {
+        let before = std::fs::read(&file).unwrap();
+        let ran = s.attack(&["write", &file.display().to_string(), "PWNED"]);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            before,
+            "{} changed: {ran}",
+            file.display()
+        );
+    }
+    let status = s.d.status();
+    assert!(
+        status["self_protection"]["write"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str() == Some(&s.d.policy_path().display().to_string())),
+        "{:#}",
+        status["self_protection"]
+    );
+    let Scene { d, .. } = s;
+    let (events, log) = d.stop();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["unmapped"]["tether"]["decision"]["rule"] == "tether-self"),
+        "the attempt is judged by the built-in guardrail:\n{log}"
+    );
+}

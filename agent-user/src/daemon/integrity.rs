@@ -1,0 +1,101 @@
+//! The kernel state the daemon owns, checked on a timer (every [`CHECK_EVERY`]) against what
+//! it wrote: the generation that acts, the posture and guardrail verdicts, and the tracked
+//! entries of agent processes that still run. A root process that reaches the maps through
+//! bpf(2) where no LSM hook refuses it (kernels without BPF LSM, an agent not under `tether
+//! exec`'s seccomp filter) can delete its entry or rewrite a verdict; the daemon puts back
+//! what it finds changed and raises a `tamper` alert for each. Between the change and the check
+//! the change holds: after the fact, and said so.
+use std::{collections::HashMap, time::Duration};
+
+use agent_common::Tracked;
+use serde_json::json;
+use tracing::{error, warn};
+
+use super::Daemon;
+use crate::{
+    contain::compile,
+    lineage::{ProcSource, ticks_to_ns},
+    procscan::Procfs,
+};
+
+pub(super) const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// What the daemon saw of its kernel state at the last check.
+#[derive(Debug, Default)]
+pub(super) struct Integrity {
+    /// The tracked entries at the last check.
+    entries: HashMap<u32, Tracked>,
+    /// Mismatches found and repaired, in all.
+    pub repaired: u64,
+}
+
+impl Daemon {
+    /// Compares the kernel state with what the daemon wrote; repairs and alerts.
+    pub(super) fn check_integrity(&mut self) {
+        let mut found: Vec<(String, serde_json::Value)> = Vec::new();
+        match self.probes.active_generation() {
+            Some(g) if g == self.generation => {}
+            other => {
+                found.push((
+                    format!(
+                        "the acting generation was {other:?}, not this daemon's {}",
+                        self.generation
+                    ),
+                    json!({"map": "ACTIVE", "found": other, "want": self.generation}),
+                ));
+                if let Err(e) = self.probes.activate(self.generation) {
+                    error!("restoring the acting generation: {e}");
+                }
+            }
+        }
+        let (posture, guards) = compile::verdicts(&self.rules);
+        if !self.probes.rules.verdicts_hold(&posture, &guards) {
+            found.push((
+                "the posture or guardrail verdicts differ from the rules in force".into(),
+                json!({"map": "POSTURE/GUARD_VERDICTS"}),
+            ));
+            if let Err(e) = self.probes.rules.set_verdicts(&posture, &guards) {
+                error!("restoring the verdicts: {e}");
+            }
+        }
+        let now: HashMap<u32, Tracked> = self.kernel_entries().into_iter().collect();
+        let mut restored = Vec::new();
+        for (pid, t) in &self.integrity.entries {
+            if now.contains_key(pid) || !still_running(*pid, t, self.ticks_per_sec) {
+                continue;
+            }
+            match self.probes.tracked.insert(*pid, *t, 0) {
+                Ok(()) => restored.push((*pid, *t)),
+                Err(e) => error!(pid, "restoring a tracked entry: {e}"),
+            }
+            found.push((
+                format!(
+                    "the tracked entry of process {pid} (task {}) was removed while it runs",
+                    t.task
+                ),
+                json!({"map": "TRACKED", "pid": pid, "task": t.task, "root_pid": t.root_tgid}),
+            ));
+        }
+        self.integrity.entries = now;
+        self.integrity.entries.extend(restored);
+        for (reason, details) in found {
+            self.integrity.repaired += 1;
+            warn!("tamper: {reason}; repaired");
+            self.alert_system(
+                "tamper",
+                &format!("Tether's kernel state was changed: {reason}; repaired"),
+                details,
+            );
+        }
+    }
+}
+
+/// Is `pid` still the process `t` was made for (same start time), and not exiting?
+fn still_running(pid: u32, t: &Tracked, ticks_per_sec: u64) -> bool {
+    if crate::contain::kill::is_zombie(pid) {
+        return false;
+    }
+    Procfs.snapshot(pid).is_some_and(|s| {
+        ticks_to_ns(s.start, ticks_per_sec).abs_diff(t.start_ns) < 2 * 1_000_000_000 / ticks_per_sec.max(1)
+    })
+}
