@@ -122,7 +122,7 @@ pub fn grants(roots: &[PathBuf], guarded: &[PathBuf]) -> Result<Vec<PathBuf>, La
             return Ok(());
         }
         let below = guarded.iter().any(|g| g.starts_with(dir) && g != dir);
-        let whole = !below || dir.starts_with("/proc") || dir.starts_with("/sys");
+        let whole = !below || kernel_tree(dir);
         if whole {
             out.push(dir.to_path_buf());
             return Ok(());
@@ -206,8 +206,28 @@ fn ports(ranges: &[(u16, u16)]) -> Option<BTreeSet<u16>> {
     Some(out)
 }
 
+/// `p` with its longest existing prefix resolved (a guarded path that does not exist yet,
+/// behind a symlinked directory such as /var/run, is guarded where it would be made).
 fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+    let mut head = p.to_path_buf();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(&head) {
+            return tail.iter().rev().fold(c, |acc, part| acc.join(part));
+        }
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+/// Under /proc or /sys (granted whole: see the module's text).
+fn kernel_tree(p: &Path) -> bool {
+    p.starts_with("/proc") || p.starts_with("/sys")
 }
 
 /// Restricts the calling process (and everything it execs or forks from now on), at ABI
@@ -293,7 +313,15 @@ pub fn apply(plan: &LandlockPlan, kernel_abi: u32) -> Result<LandlockLayers, Lan
         }
         rs = add(rs, Path::new("/dev/pts"), write, abi)?;
         layers.write = true;
-        layers.guarded = plan.guarded.clone();
+        for (g, c) in plan.guarded.iter().zip(&guarded) {
+            if kernel_tree(c) {
+                layers.missing.push(format!(
+                    "write guard {g}: under /proc or /sys, left to the kernel probes"
+                ));
+            } else {
+                layers.guarded.push(g.clone());
+            }
+        }
     }
     if let Some(patterns) = &plan.exec {
         for p in patterns {

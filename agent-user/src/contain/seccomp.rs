@@ -49,6 +49,7 @@ pub fn refused(plan: &SeccompPlan) -> Vec<&'static str> {
         "process_vm_writev",
         "mknod/mknodat (devices)",
         "open_by_handle_at",
+        "pidfd_getfd",
         "init_module",
         "finit_module",
         "delete_module",
@@ -91,6 +92,7 @@ pub fn program(plan: &SeccompPlan) -> Result<BpfProgram, SeccompError> {
         libc::SYS_process_vm_readv,
         libc::SYS_process_vm_writev,
         libc::SYS_open_by_handle_at,
+        libc::SYS_pidfd_getfd,
         libc::SYS_init_module,
         libc::SYS_finit_module,
         libc::SYS_delete_module,
@@ -128,6 +130,12 @@ pub fn program(plan: &SeccompPlan) -> Result<BpfProgram, SeccompError> {
             SeccompCmpOp::Eq,
             libc::AF_PACKET as u64,
         )?])?);
+        // The old SOCK_PACKET type of AF_INET is a packet socket too.
+        const SOCK_PACKET: u64 = 10;
+        socket.push(SeccompRule::new(vec![
+            cond(0, SeccompCmpOp::Eq, libc::AF_INET as u64)?,
+            cond(1, SeccompCmpOp::MaskedEq(0xf), SOCK_PACKET)?,
+        ])?);
     }
     if !plan.raw {
         for family in [libc::AF_INET, libc::AF_INET6] {

@@ -14,6 +14,7 @@ use tracing::{error, warn};
 use super::Daemon;
 use crate::{
     contain::compile,
+    credentials::tasks::CredState,
     lineage::{ProcSource, ticks_to_ns},
     procscan::Procfs,
 };
@@ -64,8 +65,20 @@ impl Daemon {
             if now.contains_key(pid) || !still_running(*pid, t, self.ticks_per_sec) {
                 continue;
             }
-            match self.probes.tracked.insert(*pid, *t, 0) {
-                Ok(()) => restored.push((*pid, *t)),
+            // As the task stands now: a credential revoked or ended since stays so.
+            let mut entry = *t;
+            let valid = |id: u32| {
+                self.tasks
+                    .get(id)
+                    .is_some_and(|task| task.state(crate::credentials::now_epoch(), false) == CredState::Valid)
+            };
+            if entry.task != agent_common::NO_TASK && !valid(entry.task) {
+                entry.expires_ns = 1;
+            }
+            // BPF_NOEXIST: an entry the kernel or the daemon made meanwhile is not overwritten.
+            match self.probes.tracked.insert(*pid, entry, 1) {
+                Ok(()) => restored.push((*pid, entry)),
+                Err(_) if self.kernel_entry(*pid).is_some() => continue,
                 Err(e) => error!(pid, "restoring a tracked entry: {e}"),
             }
             found.push((
@@ -92,7 +105,21 @@ impl Daemon {
 
 /// Is `pid` still the process `t` was made for (same start time), and not exiting?
 fn still_running(pid: u32, t: &Tracked, ticks_per_sec: u64) -> bool {
-    if crate::contain::kill::is_zombie(pid) {
+    const PF_EXITING: u64 = 0x4;
+    // Exiting (its entry goes at the exit tracepoint, before it is a zombie) or reaped.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let flags = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(6))
+        .and_then(|f| f.parse::<u64>().ok());
+    if flags.is_none_or(|f| f & PF_EXITING != 0) {
+        return false;
+    }
+    // A zombie leader whose other threads still run is still running.
+    if crate::contain::kill::is_zombie(pid)
+        && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count()) <= 1
+    {
         return false;
     }
     Procfs.snapshot(pid).is_some_and(|s| {

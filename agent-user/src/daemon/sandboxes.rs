@@ -75,8 +75,13 @@ impl Daemon {
         let entry = self
             .kernel_entry(pid)
             .ok_or_else(|| ApiError::new(409, format!("process {pid} is not tracked: register first")))?;
-        if self.sandboxes.contains_key(&pid) {
-            return Err(ApiError::new(409, "this tree's sandbox is already reported"));
+        if self.sandboxes.contains_key(&pid)
+            || (entry.task != agent_common::NO_TASK && self.sandboxes.values().any(|s| s.task == entry.task))
+        {
+            return Err(ApiError::new(
+                409,
+                "this process's (or its task's) sandbox is already reported",
+            ));
         }
         info!(pid, task = entry.task, layers = %layers.summary(), "sandbox applied by tether exec");
         for m in &layers.missing {
