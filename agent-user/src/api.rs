@@ -32,11 +32,10 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, Path as UrlPath, State, connect_info::Connected},
+    extract::{ConnectInfo, Path as UrlPath, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
-    serve::IncomingStream,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -61,21 +60,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct Peer {
     pub pid: Option<u32>,
     pub uid: u32,
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
-            Ok(c) => Peer {
-                pid: c.pid().map(|p| p as u32),
-                uid: c.uid(),
-            },
-            Err(_) => Peer {
-                pid: None,
-                uid: u32::MAX,
-            },
-        }
-    }
+    pub gid: u32,
 }
 
 /// A request for the daemon's event loop, which owns the process table and the kernel maps.
@@ -154,6 +139,41 @@ pub struct ApiState {
     pub calls: mpsc::Sender<Call>,
     pub keys: Arc<RwLock<Keys>>,
     pub max_chain: usize,
+    /// Who may call the admin socket beyond its file mode (empty: any untracked caller that
+    /// can open it).
+    pub admins: Admins,
+}
+
+/// `--admin-uid` and `--admin-group`: the admin socket answers only callers with one of these
+/// uids, or one of these groups as primary or supplementary group.
+#[derive(Debug, Clone, Default)]
+pub struct Admins {
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+}
+
+impl Admins {
+    /// May the caller (uid `uid`, gid `gid`, process `pid`) call the admin socket?
+    pub fn admit(&self, uid: u32, gid: u32, pid: Option<u32>) -> bool {
+        if self.uids.is_empty() && self.gids.is_empty() {
+            return true;
+        }
+        if self.uids.contains(&uid) || self.gids.contains(&gid) {
+            return true;
+        }
+        // Supplementary groups, from /proc (the pid is the one that connected).
+        let groups = pid
+            .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .and_then(|st| {
+                st.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|n| n.parse::<u32>().ok())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .unwrap_or_default();
+        groups.iter().any(|g| self.gids.contains(g))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -336,6 +356,13 @@ async fn admin_gate(
     next: axum::middleware::Next,
 ) -> Response {
     let admitted = match peer_pid(&peer) {
+        Ok(_) if !s.admins.admit(peer.uid, peer.gid, peer.pid) => Err(ApiError::new(
+            403,
+            format!(
+                "uid {} is not an admin of this daemon (--admin-uid, --admin-group)",
+                peer.uid
+            ),
+        )),
         Ok(pid) => call(&s, Request::AdminCaller { pid }).await,
         Err(e) => Err(e),
     };
@@ -368,10 +395,104 @@ pub fn router(state: ApiState, admin: bool) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until the process ends.
+/// Connections one uid may hold open at once on one socket (an agent opening thousands of
+/// connections exhausts its own share, not the daemon's descriptors).
+pub const MAX_PER_UID: usize = 16;
+/// Connections one socket holds open at once.
+pub const MAX_CONNECTIONS: usize = 128;
+/// A request's header must arrive within this.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A connection is closed after this, busy or idle (`tether exec` needs a few seconds).
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Open connections per uid on one socket.
+#[derive(Clone, Default)]
+struct Conns(Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>);
+
+/// A connection slot of one uid, given back when the connection ends.
+struct Slot(Conns, u32);
+
+impl Conns {
+    fn take(&self, uid: u32) -> Option<Slot> {
+        let mut m = self.0.lock().ok()?;
+        let total: usize = m.values().sum();
+        let n = m.entry(uid).or_default();
+        if *n >= MAX_PER_UID || total >= MAX_CONNECTIONS {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(self.clone(), uid))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.0.lock()
+            && let Some(n) = m.get_mut(&self.1)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Serves `router` on `listener` until the process ends. What a local process can hold is
+/// bounded: [`MAX_PER_UID`] connections per uid and [`MAX_CONNECTIONS`] in all (more are
+/// closed at once, counted in the log), a header within [`HEADER_TIMEOUT`], a connection for
+/// at most [`CONNECTION_LIFETIME`]. An accept that fails (no descriptor left) backs off
+/// instead of spinning.
 pub async fn serve(listener: UnixListener, router: Router) {
-    if let Err(e) = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>()).await {
-        warn!("API server stopped: {e}");
+    let conns = Conns::default();
+    let mut refused: u64 = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!("API accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                pid: c.pid().map(|p| p as u32),
+                uid: c.uid(),
+                gid: c.gid(),
+            },
+            Err(_) => Peer {
+                pid: None,
+                uid: u32::MAX,
+                gid: u32::MAX,
+            },
+        };
+        let Some(slot) = conns.take(peer.uid) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                warn!(
+                    uid = peer.uid,
+                    refused, "API connection refused: too many open (per uid {MAX_PER_UID}, in all {MAX_CONNECTIONS})"
+                );
+            }
+            continue;
+        };
+        let svc = router.clone().layer(axum::Extension(ConnectInfo(peer)));
+        tokio::spawn(async move {
+            let _slot = slot;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(svc),
+                );
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Err(e)) => debug!("API connection: {e}"),
+                Err(_) => debug!("API connection closed after {CONNECTION_LIFETIME:?}"),
+                Ok(Ok(())) => {}
+            }
+        });
     }
 }
 
@@ -423,9 +544,9 @@ pub fn check_daemon(socket: &Path, stream: &tokio::net::UnixStream, check: &Daem
                 check.exe.display()
             ));
         }
-        // Not root: another user's executable link is not ours to read; the command line
-        // below still has to be the daemon's.
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !nix::unistd::geteuid().is_root() => {}
+        // Not ours to read (another user's process, or hidden by the Landlock domain of an
+        // enclosing `tether exec`): the command line below still has to be the daemon's.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
         Err(e) => return Err(format!("cannot see the serving process {pid}'s executable: {e}")),
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -582,6 +703,7 @@ mod tests {
             calls: tx,
             keys: Arc::new(RwLock::new(Keys::default())),
             max_chain: 8,
+            admins: Admins::default(),
         }
     }
 
@@ -649,6 +771,64 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// One uid holding its share of connections gets the next one closed at once; the
+    /// connections it holds still answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_uid_cannot_hold_more_than_its_share_of_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        tokio::spawn(serve(bind(&path, 0o666).unwrap(), router(fake_loop(), false)));
+        let mut held = Vec::new();
+        for _ in 0..MAX_PER_UID {
+            held.push(tokio::net::UnixStream::connect(&path).await.unwrap());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut extra = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let _ = extra.write_all(b"GET /v1/status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read_to_end(&mut buf))
+            .await
+            .expect("the extra connection is closed, not left hanging");
+        assert_eq!(n.unwrap_or(0), 0, "{}", String::from_utf8_lossy(&buf));
+        // A held one still works.
+        let c = &mut held[0];
+        c.write_all(b"POST /v1/register HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = [0u8; 64];
+        let n = c.read(&mut got).await.unwrap();
+        assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 200"));
+        drop(held);
+        // Their slots are given back.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let p = path.clone();
+        let got = tokio::task::spawn_blocking(move || register_self(&p)).await.unwrap();
+        assert_eq!(got, Ok(std::process::id()));
+    }
+
+    #[test]
+    fn admins_are_every_caller_unless_limited_by_uid_or_group() {
+        let any = Admins::default();
+        assert!(any.admit(1000, 1000, None));
+        let limited = Admins {
+            uids: vec![0],
+            gids: vec![4242],
+        };
+        assert!(limited.admit(0, 0, None));
+        assert!(limited.admit(1000, 4242, None));
+        assert!(!limited.admit(1000, 1000, None));
+        // Supplementary groups of a live process: this one's own.
+        let mine: Vec<u32> = nix::unistd::getgroups().unwrap().iter().map(|g| g.as_raw()).collect();
+        if let Some(&g) = mine.iter().find(|&&g| g != nix::unistd::getgid().as_raw()) {
+            let by_group = Admins {
+                uids: vec![],
+                gids: vec![g],
+            };
+            assert!(by_group.admit(12345, 12345, Some(std::process::id())));
         }
     }
 

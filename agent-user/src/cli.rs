@@ -54,6 +54,8 @@ pub enum Command {
         /// revoke and list tasks; used by `tether tasks`).
         #[arg(long, value_name = "PATH", default_value = api::DEFAULT_ADMIN_SOCKET, env = "TETHER_ADMIN_SOCKET")]
         admin_socket: PathBuf,
+        #[command(flatten)]
+        admins: Box<AdminArgs>,
         /// Trust task credentials from ISSUER, verified with the keys of JWKS (a file, or an
         /// https:// URL refreshed every 5 minutes; the last good keys stay when a refresh fails).
         /// Repeatable; rule files may add more under `trust:`.
@@ -287,6 +289,7 @@ pub fn main() -> ExitCode {
             no_lsm_path_hooks,
             socket,
             admin_socket,
+            admins,
             trust,
             ca_bundle,
             max_delegation_depth,
@@ -302,6 +305,10 @@ pub fn main() -> ExitCode {
                 lsm_path_hooks: !no_lsm_path_hooks,
                 socket,
                 admin_socket,
+                admins: api::Admins {
+                    uids: admins.admin_uids,
+                    gids: admins.admin_groups,
+                },
                 ready_file,
                 trust,
                 ca_bundle,
@@ -591,6 +598,43 @@ pub fn status_text(s: &serde_json::Value) -> String {
         s["tracked_processes"], s["events_written"], s["decode_errors"], s["kernel_counters"]
     );
     out
+}
+
+/// Who may call the admin socket, beyond its file mode.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Only this user (a name or a uid) may call the admin socket; repeatable, together with
+    /// --admin-group. Tracked processes are refused whatever these say.
+    #[arg(long = "admin-uid", value_name = "USER", value_parser = parse_user)]
+    admin_uids: Vec<u32>,
+    /// Members of this group (a name or a gid; primary or supplementary) may call the admin
+    /// socket; repeatable. The socket is then owned by the first group, mode 0660.
+    #[arg(long = "admin-group", value_name = "GROUP", value_parser = parse_group)]
+    admin_groups: Vec<u32>,
+}
+
+/// A user name or uid, resolved now.
+fn parse_user(s: &str) -> Result<u32, String> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::User::from_name(s) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("no user named {s:?}")),
+        Err(e) => Err(format!("looking up user {s:?}: {e}")),
+    }
+}
+
+/// A group name or gid, resolved now.
+fn parse_group(s: &str) -> Result<u32, String> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(s) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("no group named {s:?}")),
+        Err(e) => Err(format!("looking up group {s:?}: {e}")),
+    }
 }
 
 /// Percent-encodes a URL path segment.

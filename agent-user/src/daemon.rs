@@ -56,6 +56,8 @@ pub const TOKEN_ENV: &str = "TETHER_TASK_TOKEN";
 const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// How often the kernel loss counters are checked.
 const COUNTERS_EVERY: Duration = Duration::from_secs(5);
+/// A failing sink is alerted at most this often.
+const SINK_ALERT_EVERY: Duration = Duration::from_secs(60);
 /// How often the rule files are read for changes (a ConfigMap update, an edit): a change
 /// reloads them as SIGHUP does.
 const RULES_POLL_EVERY: Duration = Duration::from_secs(10);
@@ -69,6 +71,8 @@ pub struct RunOptions {
     pub lsm_path_hooks: bool,
     pub socket: PathBuf,
     pub admin_socket: PathBuf,
+    /// Who may call the admin socket (empty: every untracked caller that can open it).
+    pub admins: api::Admins,
     pub ready_file: Option<PathBuf>,
     /// Trusted issuers from the command line (added to the policy files' `trust`).
     pub trust: Vec<Trust>,
@@ -136,6 +140,8 @@ struct Daemon {
     generation: u64,
     /// The kernel state at the last integrity check.
     integrity: integrity::Integrity,
+    /// When a failing sink was last alerted.
+    sink_alerted: Option<Instant>,
     /// Tether's own files and sockets (the built-in guardrail).
     tether_files: engine::TetherFiles,
     /// ... and every tree `tether exec` sandboxed, by the pid that reported it.
@@ -205,9 +211,7 @@ impl Daemon {
             guard_set: self.guard_set_of_pid(pid),
             expires_ns: 0,
         };
-        self.probes
-            .tracked
-            .insert(pid, entry, 0)
+        self.write_tracked(pid, entry, 0)
             .map_err(|e| format!("tracked map: {e}"))?;
         self.table.insert_snapshot(&snap, reason, root_key);
         Ok(())
@@ -387,9 +391,7 @@ impl Daemon {
                     .map_err(|e| ApiError::new(500, format!("kernel rule maps: {e}")))?;
                 entry.task = id;
                 entry.expires_ns = expires_ns;
-                self.probes
-                    .tracked
-                    .insert(pid, entry, 0)
+                self.write_tracked(pid, entry, 0)
                     .map_err(|e| ApiError::new(500, format!("tracked map: {e}")))?;
                 info!(pid, jti = %jti, task = id, "credential bound");
                 self.save_state();
@@ -526,7 +528,7 @@ impl Daemon {
         for (pid, mut e) in self.kernel_entries() {
             if e.task == id {
                 e.expires_ns = 1;
-                if let Err(err) = self.probes.tracked.insert(pid, e, 0) {
+                if let Err(err) = self.write_tracked(pid, e, 0) {
                     warn!(pid, "revoking in the tracked map: {err}");
                 }
             }
@@ -606,8 +608,27 @@ impl Daemon {
                 );
             }
             Ok(_) => {}
-            Err(e) => error!("writing the {} stream: {e}", stream.as_str()),
+            Err(e) => self.sink_failed(&format!("writing the {} stream: {e}", stream.as_str())),
         }
+    }
+
+    /// A sink write failed (a full disk, a closed pipe): counted, logged and alerted (at
+    /// most every [`SINK_ALERT_EVERY`], to the sinks that still work); never fatal, since
+    /// enforcement does not depend on delivery.
+    fn sink_failed(&mut self, what: &str) {
+        self.metrics.sink_errors.inc();
+        let now = Instant::now();
+        if self
+            .sink_alerted
+            .is_some_and(|t| now.duration_since(t) < SINK_ALERT_EVERY)
+        {
+            return;
+        }
+        self.sink_alerted = Some(now);
+        error!(errors = self.metrics.sink_errors.get(), "{what} (enforcement goes on)");
+        let reason = format!("a sink failed: {what}; events written there are lost until it recovers");
+        let errors = self.metrics.sink_errors.get();
+        self.alert_system("delivery-failed", &reason, json!({"sink_errors": errors}));
     }
 
     /// An alert about Tether itself (loss of events or coverage): no process, no task.
@@ -872,7 +893,9 @@ impl Daemon {
             self.decoded += 1;
             self.handle(ev)?;
         }
-        self.out.flush()?;
+        if let Err(e) = self.out.flush() {
+            self.sink_failed(&format!("flushing the sinks: {e}"));
+        }
         Ok(())
     }
 
@@ -1385,6 +1408,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         sandboxes: Default::default(),
         generation,
         integrity: Default::default(),
+        sink_alerted: None,
         tether_files,
         metrics,
         keys: keys.clone(),
@@ -1446,15 +1470,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         calls: calls_tx,
         keys: keys.clone(),
         max_chain: opts.max_chain,
+        admins: opts.admins.clone(),
     };
     tokio::spawn(api::serve(
         api::bind(&opts.socket, 0o666)?,
         api::router(state.clone(), false),
     ));
-    tokio::spawn(api::serve(
-        api::bind(&opts.admin_socket, 0o600)?,
-        api::router(state, true),
-    ));
+    let admin = api::bind(&opts.admin_socket, 0o600)?;
+    if let Some(&gid) = opts.admins.gids.first() {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&opts.admin_socket, Some(0), Some(gid))
+            .and_then(|()| std::fs::set_permissions(&opts.admin_socket, std::fs::Permissions::from_mode(0o660)))
+            .with_context(|| format!("giving {} to group {gid}", opts.admin_socket.display()))?;
+    }
+    tokio::spawn(api::serve(admin, api::router(state, true)));
     // JWKS URLs are refreshed on a timer; the last good keys stay when a refresh fails.
     if trust
         .iter()
@@ -1527,7 +1556,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     d.drain()?;
     d.check_counters();
     d.fold_tick(true);
-    d.out.flush()?;
+    if let Err(e) = d.out.flush() {
+        error!("flushing the sinks at exit: {e}");
+    }
     d.save_state();
     let _ = std::fs::remove_file(&opts.socket);
     let _ = std::fs::remove_file(&opts.admin_socket);

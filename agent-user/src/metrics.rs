@@ -70,6 +70,8 @@ pub struct Metrics {
     pub syslog_failures: Counter,
     pub alerts_folded: Counter,
     pub state_write_errors: Counter,
+    /// Writes to a stdout or file sink that failed (a full disk, a closed pipe).
+    pub sink_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -100,6 +102,7 @@ impl Metrics {
             syslog_failures: Counter::default(),
             alerts_folded: Counter::default(),
             state_write_errors: Counter::default(),
+            sink_errors: Counter::default(),
         };
         let mut r = Registry::with_prefix("tether");
         r.register(
@@ -186,6 +189,11 @@ impl Metrics {
             "state_write_errors",
             "Failed writes of the --persist state file (a restart then would not know the tasks bound since)",
             m.state_write_errors.clone(),
+        );
+        r.register(
+            "sink_errors",
+            "Failed writes to a stdout or file sink (full disk, closed pipe): enforcement goes on, the events are lost there",
+            m.sink_errors.clone(),
         );
         Metrics {
             registry: Arc::new(r),

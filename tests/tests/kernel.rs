@@ -195,6 +195,17 @@ impl Daemon {
     }
 }
 
+/// A test that fails before [`Daemon::stop`] must not leave its daemon running: its programs
+/// would go on judging (and its selectors selecting) the processes of the tests after it.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A temporary test directory with its canonical path.
 fn test_dir() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::Builder::new()

@@ -24,6 +24,9 @@ pub struct SeccompPlan {
     /// Packet sockets are granted.
     #[serde(default)]
     pub packet: bool,
+    /// Device nodes may be made (mknod of a character or block device).
+    #[serde(default)]
+    pub devices: bool,
     /// Refuse chown and extended-attribute writes (set where the kernel cannot refuse them in
     /// advance; chmod and utimes stay, judged after the fact: builds need them).
     #[serde(default)]
@@ -47,7 +50,6 @@ pub fn refused(plan: &SeccompPlan) -> Vec<&'static str> {
         "ptrace",
         "process_vm_readv",
         "process_vm_writev",
-        "mknod/mknodat (devices)",
         "open_by_handle_at",
         "pidfd_getfd",
         "init_module",
@@ -56,6 +58,9 @@ pub fn refused(plan: &SeccompPlan) -> Vec<&'static str> {
         "kexec_load",
         "kexec_file_load",
     ];
+    if !plan.devices {
+        v.push("mknod/mknodat (devices)");
+    }
     if !plan.io_uring {
         v.extend(["io_uring_setup", "io_uring_enter", "io_uring_register"]);
     }
@@ -119,9 +124,11 @@ pub fn program(plan: &SeccompPlan) -> Result<BpfProgram, SeccompError> {
             SeccompRule::new(vec![cond(arg, SeccompCmpOp::MaskedEq(fmt), libc::S_IFBLK as u64)?])?,
         ])
     };
-    #[cfg(target_arch = "x86_64")]
-    rules.insert(libc::SYS_mknod, device(1)?);
-    rules.insert(libc::SYS_mknodat, device(2)?);
+    if !plan.devices {
+        #[cfg(target_arch = "x86_64")]
+        rules.insert(libc::SYS_mknod, device(1)?);
+        rules.insert(libc::SYS_mknodat, device(2)?);
+    }
     // socket(domain, type, protocol).
     let mut socket = Vec::new();
     if !plan.packet {

@@ -31,6 +31,14 @@ pub(super) struct Integrity {
 }
 
 impl Daemon {
+    /// Writes a tracked entry (`flags`: BPF_ANY, NOEXIST or EXIST), and remembers it as the
+    /// state the next check compares against. Every write of the daemon goes through here.
+    pub(super) fn write_tracked(&mut self, pid: u32, entry: Tracked, flags: u64) -> Result<(), aya::maps::MapError> {
+        self.probes.tracked.insert(pid, entry, flags)?;
+        self.integrity.entries.insert(pid, entry);
+        Ok(())
+    }
+
     /// Compares the kernel state with what the daemon wrote; repairs and alerts.
     pub(super) fn check_integrity(&mut self) {
         let mut found: Vec<(String, serde_json::Value)> = Vec::new();
@@ -87,6 +95,31 @@ impl Daemon {
                     t.task
                 ),
                 json!({"map": "TRACKED", "pid": pid, "task": t.task, "root_pid": t.root_tgid}),
+            ));
+        }
+        // Entries rewritten behind the daemon's back (the kernel only adds entries at fork and
+        // exec and removes them at exit; every change of the daemon's is remembered).
+        let fields = |t: &Tracked| (t.root_tgid, t.task, t.guard_set, t.expires_ns);
+        let mut now = now;
+        for (pid, want) in &self.integrity.entries {
+            // Another process under a reused pid is another entry, not a rewrite.
+            let Some(got) = now.get(pid).copied().filter(|g| g.start_ns == want.start_ns) else {
+                continue;
+            };
+            if fields(&got) == fields(want) {
+                continue;
+            }
+            if let Err(e) = self.probes.tracked.insert(*pid, *want, 2) {
+                error!(pid, "restoring a rewritten tracked entry: {e}");
+                continue;
+            }
+            now.insert(*pid, *want);
+            found.push((
+                format!(
+                    "the tracked entry of process {pid} was rewritten (task {} -> {}, guard set {} -> {}, expiry {} -> {})",
+                    want.task, got.task, want.guard_set, got.guard_set, want.expires_ns, got.expires_ns
+                ),
+                json!({"map": "TRACKED", "pid": pid, "task": want.task, "found_task": got.task}),
             ));
         }
         self.integrity.entries = now;

@@ -137,7 +137,7 @@ impl Daemon {
             let want = self.guard_set_under(rules, pid);
             if entry.guard_set != want {
                 entry.guard_set = want;
-                if self.probes.tracked.insert(pid, entry, UPDATE_EXISTING).is_ok() {
+                if self.write_tracked(pid, entry, UPDATE_EXISTING).is_ok() {
                     changed += 1;
                 }
             }

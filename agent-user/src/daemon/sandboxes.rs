@@ -55,16 +55,19 @@ impl Daemon {
             // first, in an LSM hook that runs before them, and leave no record of the attempt.
             // `connect`/`bind` are set here only once Landlock's refusals are recorded.
         }
-        let grants = |g: Grant| scope.is_some_and(|s| s.grants.contains(&g));
-        let files = report.hooks.iter().find(|h| h.hook == "file_write");
+        // Only the tamper class goes to seccomp for now: its refusals leave no record, and the
+        // channels the kernel probes judge (io_uring, raw and packet sockets, device nodes,
+        // chown and xattrs, abstract sockets) stay with them, where each attempt is recorded.
+        let _ = scope.map(|s| s.grants.contains(&Grant::IoUring));
+        landlock.scope_abstract_unix = false;
         Plan {
             landlock,
             seccomp: SeccompPlan {
-                io_uring: grants(Grant::IoUring),
-                raw: grants(Grant::Raw),
-                packet: grants(Grant::Packet),
-                // chown and xattr writes judged before the effect only by the LSM hooks.
-                metadata: !files.is_some_and(|h| h.mechanism.contains("path_chown")),
+                io_uring: true,
+                raw: true,
+                packet: true,
+                metadata: false,
+                devices: true,
             },
         }
     }

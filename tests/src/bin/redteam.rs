@@ -37,6 +37,9 @@
 //!                                          delete this process's entry; prints what it did
 //!   redteam untrack-then-tcp IP:PORT MSG MS  untrack-self, wait MS ms, then a TCP connect
 //!                                          sending MSG
+//!   redteam register-untrack-then-tcp SOCKET IP:PORT MSG MS
+//!                                          register itself over the agent socket (tracked,
+//!                                          outside any sandbox), then untrack-then-tcp
 //!
 //!   redteam bench N DIR                    N rounds of each call a tracked agent's hooks watch,
 //!                                          ns per call, for what an untracked process pays
@@ -104,6 +107,14 @@ fn attack() -> anyhow::Result<()> {
         }
         ["vm-read", pid] => vm_read(pid.parse()?),
         ["untrack-self"] => untrack_self(),
+        ["register-untrack-then-tcp", socket, addr, msg, wait_ms] => {
+            http(socket, "POST", "/v1/register", "")?;
+            if let Err(e) = untrack_self() {
+                println!("untrack: {e:#}");
+            }
+            std::thread::sleep(Duration::from_millis(wait_ms.parse()?));
+            tcp(addr.parse()?, msg, "plain")
+        }
         ["untrack-then-tcp", addr, msg, wait_ms] => {
             if let Err(e) = untrack_self() {
                 println!("untrack: {e:#}");

@@ -245,7 +245,13 @@ fn a_namespace_guardrail_holds_in_the_kernel_for_the_pods_processes_only() {
     let s = wait_status(&d, "the pod's cgroup with its guard set", |s| {
         s["kubernetes"]["pod_cgroups_guarded"] == 1 && s["kubernetes"]["pod_cgroups_selected"] == 1
     });
-    assert_eq!(s["rules"]["guardrails"][0]["pods"]["namespace"][0], "agents", "{s:#}");
+    let g = s["rules"]["guardrails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == "agents-no-port")
+        .unwrap_or_else(|| panic!("{s:#}"));
+    assert_eq!(g["pods"]["namespace"][0], "agents", "{s:#}");
     std::fs::write(dir.join("go"), "").unwrap();
     // Exec'd in the container: selected at exec, with the pod's guard set from the kernel.
     let st = cgroups
