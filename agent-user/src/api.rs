@@ -400,10 +400,11 @@ pub fn router(state: ApiState, admin: bool) -> Router {
 pub const MAX_PER_UID: usize = 16;
 /// Connections one socket holds open at once.
 pub const MAX_CONNECTIONS: usize = 128;
-/// A request's header must arrive within this.
-pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A request's header must arrive within this (generous: a daemon under a flood of records
+/// on a slow machine still reads it in time).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// A connection is closed after this, busy or idle (`tether exec` needs a few seconds).
-pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Open connections per uid on one socket.
 #[derive(Clone, Default)]

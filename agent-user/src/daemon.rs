@@ -1298,8 +1298,24 @@ fn tether_files(opts: &RunOptions) -> engine::TetherFiles {
     engine::TetherFiles { write, sockets }
 }
 
+/// Raises the soft limit of open descriptors to the hard one: kills and pidfds must never
+/// fail for want of a descriptor, whatever the API connections and rings hold (the API caps
+/// its connections, so the rest stays free).
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "open-descriptor limit raised"),
+            Err(e) => warn!("raising the open-descriptor limit from {soft} to {hard}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => warn!("reading the open-descriptor limit: {e}"),
+    }
+}
+
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
+    raise_fd_limit();
     let policy = policy::load_policy(&opts.policies)?;
     let (selectors, policy_trust, mut containment) = (policy.selectors, policy.trust, policy.containment);
     // The built-in guardrail over Tether's own files, with the rules.

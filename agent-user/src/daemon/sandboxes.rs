@@ -33,10 +33,16 @@ impl Daemon {
         let scope_enforced = self.rules.postures()[2]
             .is_some_and(|(action, mode)| mode == Mode::Enforce && action != engine::Action::Alert);
         let scope = task.and_then(|id| self.tasks.get(id)).map(|t| &t.verified.scope);
+        // Guarded trees go to Landlock only where the LSM hooks cannot refuse writes: where
+        // they can, they refuse first *and* record, and a Landlock refusal (an LSM that runs
+        // before them) would leave no record.
+        let guarded = if report.lsm_in_effect("file_write") {
+            Vec::new()
+        } else {
+            self.rules.enforced_write_guards()
+        };
         let mut landlock = LandlockPlan {
-            guarded: self
-                .rules
-                .enforced_write_guards()
+            guarded: guarded
                 .iter()
                 .filter_map(|p| guard_tree(p))
                 .map(|p| p.display().to_string())
