@@ -395,8 +395,10 @@ pub fn router(state: ApiState, admin: bool) -> Router {
         .with_state(state)
 }
 
-/// Connections one uid may hold open at once on one socket (an agent opening thousands of
-/// connections exhausts its own share, not the daemon's descriptors).
+/// Connections the processes of one tracked tree may hold open at once on one socket (an
+/// agent, root or not, opening many exhausts its own share only) ...
+pub const MAX_PER_TREE: usize = 8;
+/// ... and the untracked processes of one uid.
 pub const MAX_PER_UID: usize = 16;
 /// Connections one socket holds open at once.
 pub const MAX_CONNECTIONS: usize = 128;
@@ -406,23 +408,42 @@ pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 /// A connection is closed after this, busy or idle (`tether exec` needs a few seconds).
 pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Open connections per uid on one socket.
-#[derive(Clone, Default)]
-struct Conns(Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>);
+/// Whose share a connection counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Owner {
+    /// A tracked tree, by its root's pid.
+    Tree(u32),
+    /// Untracked processes of a uid.
+    Uid(u32),
+    /// Every connection (the total).
+    All,
+}
 
-/// A connection slot of one uid, given back when the connection ends.
-struct Slot(Conns, u32);
+/// Open connections per owner on one socket.
+#[derive(Clone, Default)]
+struct Conns(
+    Arc<std::sync::Mutex<std::collections::HashMap<Owner, usize>>>,
+    /// Connections refused for their owner's share, in all.
+    Arc<std::sync::atomic::AtomicU64>,
+);
+
+/// A connection slot, given back when the connection ends.
+struct Slot(Conns, Owner);
 
 impl Conns {
-    fn take(&self, uid: u32) -> Option<Slot> {
+    fn take(&self, owner: Owner) -> Option<Slot> {
+        let cap = match owner {
+            Owner::Tree(_) => MAX_PER_TREE,
+            Owner::Uid(_) => MAX_PER_UID,
+            Owner::All => MAX_CONNECTIONS,
+        };
         let mut m = self.0.lock().ok()?;
-        let total: usize = m.values().sum();
-        let n = m.entry(uid).or_default();
-        if *n >= MAX_PER_UID || total >= MAX_CONNECTIONS {
+        let n = m.entry(owner).or_default();
+        if *n >= cap {
             return None;
         }
         *n += 1;
-        Some(Slot(self.clone(), uid))
+        Some(Slot(self.clone(), owner))
     }
 }
 
@@ -439,12 +460,25 @@ impl Drop for Slot {
     }
 }
 
+/// The tracked tree of a pid (its root's pid), None when untracked: a lookup in the kernel's
+/// tracked map, made by the API's own tasks.
+pub type TreeOf = Arc<dyn Fn(u32) -> Option<u32> + Send + Sync>;
+
+/// Whose share the connection of `peer` counts against (an unknown pid counts as its uid's).
+fn owner_of(tree_of: &TreeOf, peer: &Peer) -> Owner {
+    match peer.pid.and_then(|p| tree_of(p)) {
+        Some(root) => Owner::Tree(root),
+        None => Owner::Uid(peer.uid),
+    }
+}
+
 /// Serves `router` on `listener` until the process ends. What a local process can hold is
-/// bounded: [`MAX_PER_UID`] connections per uid and [`MAX_CONNECTIONS`] in all (more are
-/// closed at once, counted in the log), a header within [`HEADER_TIMEOUT`], a connection for
-/// at most [`CONNECTION_LIFETIME`]. An accept that fails (no descriptor left) backs off
-/// instead of spinning.
-pub async fn serve(listener: UnixListener, router: Router) {
+/// bounded: [`MAX_PER_TREE`] connections per tracked tree, [`MAX_PER_UID`] per uid for
+/// untracked callers and [`MAX_CONNECTIONS`] in all (more are closed at once, counted in the
+/// log), a header within [`HEADER_TIMEOUT`], a connection for at most
+/// [`CONNECTION_LIFETIME`]. An accept that fails (no descriptor left) backs off instead of
+/// spinning.
+pub async fn serve(listener: UnixListener, router: Router, tree_of: TreeOf) {
     let conns = Conns::default();
     let mut refused: u64 = 0;
     loop {
@@ -468,19 +502,30 @@ pub async fn serve(listener: UnixListener, router: Router) {
                 gid: u32::MAX,
             },
         };
-        let Some(slot) = conns.take(peer.uid) else {
+        // Classified at once (a map lookup): a burst from one tree is refused here, before it
+        // can hold a slot of the total.
+        let owner = owner_of(&tree_of, &peer);
+        let Some(slot) = conns.take(owner) else {
+            let n = conns.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                warn!(
+                    ?owner,
+                    refused = n,
+                    "API connection refused: its share is open (tree {MAX_PER_TREE}, uid {MAX_PER_UID})"
+                );
+            }
+            continue;
+        };
+        let Some(all) = conns.take(Owner::All) else {
             refused += 1;
             if refused.is_power_of_two() {
-                warn!(
-                    uid = peer.uid,
-                    refused, "API connection refused: too many open (per uid {MAX_PER_UID}, in all {MAX_CONNECTIONS})"
-                );
+                warn!(refused, "API connection refused: {MAX_CONNECTIONS} open");
             }
             continue;
         };
         let svc = router.clone().layer(axum::Extension(ConnectInfo(peer)));
         tokio::spawn(async move {
-            let _slot = slot;
+            let (_slot, _all) = (slot, all);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -713,7 +758,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let state = fake_loop();
-        tokio::spawn(serve(bind(&path, 0o666).unwrap(), router(state, false)));
+        tokio::spawn(serve(
+            bind(&path, 0o666).unwrap(),
+            router(state, false),
+            Arc::new(|_| None),
+        ));
         let p = path.clone();
         let got = tokio::task::spawn_blocking(move || register_self(&p)).await.unwrap();
         assert_eq!(got, Ok(std::process::id()));
@@ -748,9 +797,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (admit, name) in [(true, "admitted.sock"), (false, "refused.sock")] {
             let path = dir.path().join(name);
+            let state = fake_loop_admitting(admit);
             tokio::spawn(serve(
                 bind(&path, 0o600).unwrap(),
-                router(fake_loop_admitting(admit), true),
+                router(state, true),
+                Arc::new(|_| None),
             ));
             for (method, route) in [("POST", "/v1/register"), ("POST", "/v1/mode"), ("GET", "/nope")] {
                 let p = path.clone();
@@ -782,7 +833,12 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
-        tokio::spawn(serve(bind(&path, 0o666).unwrap(), router(fake_loop(), false)));
+        let state = fake_loop();
+        tokio::spawn(serve(
+            bind(&path, 0o666).unwrap(),
+            router(state, false),
+            Arc::new(|_| None),
+        ));
         let mut held = Vec::new();
         for _ in 0..MAX_PER_UID {
             held.push(tokio::net::UnixStream::connect(&path).await.unwrap());

@@ -1488,9 +1488,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         max_chain: opts.max_chain,
         admins: opts.admins.clone(),
     };
+    let view = d.probes.tracked_view.clone();
+    let tree_of: api::TreeOf = Arc::new(move |pid| {
+        let view = view.lock().ok()?;
+        view.as_ref()?.get(&pid, 0).ok().map(|t| t.root_tgid)
+    });
     tokio::spawn(api::serve(
         api::bind(&opts.socket, 0o666)?,
         api::router(state.clone(), false),
+        tree_of.clone(),
     ));
     let admin = api::bind(&opts.admin_socket, 0o600)?;
     if let Some(&gid) = opts.admins.gids.first() {
@@ -1499,7 +1505,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .and_then(|()| std::fs::set_permissions(&opts.admin_socket, std::fs::Permissions::from_mode(0o660)))
             .with_context(|| format!("giving {} to group {gid}", opts.admin_socket.display()))?;
     }
-    tokio::spawn(api::serve(admin, api::router(state, true)));
+    tokio::spawn(api::serve(admin, api::router(state, true), tree_of));
     // JWKS URLs are refreshed on a timer; the last good keys stay when a refresh fails.
     if trust
         .iter()

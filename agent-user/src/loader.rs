@@ -179,6 +179,8 @@ pub struct Probes {
     /// The record rings, in [`RINGS`] order.
     pub rings: Vec<RingBuf<MapData>>,
     pub tracked: HashMap<MapData, u32, Tracked>,
+    /// A read-only view of the same map for the API (None: the kernel refused a second fd).
+    pub tracked_view: TrackedView,
     pub counters: PerCpuArray<MapData, u64>,
     /// cgroup id -> selector mask: the rule files' cgroups, and the cgroups of the pods that
     /// pod selectors match (kept by the daemon as pods come and go).
@@ -217,6 +219,9 @@ impl Probes {
         out
     }
 }
+
+/// A second handle on the tracked map, shared with the API's tasks.
+pub type TrackedView = std::sync::Arc<std::sync::Mutex<Option<HashMap<MapData, u32, Tracked>>>>;
 
 /// The name of kernel counter `index` in status, metrics and alerts: `tracked_full`,
 /// `pending_full`, `read_error`, `unjudged`, or `ringbuf_full:<hook>` for the per-hook losses.
@@ -974,12 +979,26 @@ fn load_generation(
         .iter()
         .map(|name| RingBuf::try_from(take_map(&mut ebpf, name)?).map_err(map_err(name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let tracked = HashMap::try_from(take_map(&mut ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?;
+    let tracked_map = take_map(&mut ebpf, "TRACKED")?;
+    // A second handle on the same map, for the API's connection caps (a lookup per
+    // connection, without a round trip through the daemon's loop).
+    let tracked_view = match &tracked_map {
+        aya::maps::Map::HashMap(data) => data
+            .info()
+            .and_then(|i| i.fd())
+            .ok()
+            .and_then(|fd| std::os::fd::AsFd::as_fd(&fd).try_clone_to_owned().ok())
+            .and_then(|fd| aya::maps::MapData::from_fd(fd).ok())
+            .and_then(|d| HashMap::try_from(aya::maps::Map::HashMap(d)).ok()),
+        _ => None,
+    };
+    let tracked = HashMap::try_from(tracked_map).map_err(map_err("TRACKED"))?;
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(map_err("COUNTERS"))?;
     let select_cgroup = HashMap::try_from(take_map(&mut ebpf, "SELECT_CGROUP")?).map_err(map_err("SELECT_CGROUP"))?;
     let pod_guards = HashMap::try_from(take_map(&mut ebpf, "POD_GUARDS")?).map_err(map_err("POD_GUARDS"))?;
     Ok(Probes {
         _ebpf: ebpf,
+        tracked_view: std::sync::Arc::new(std::sync::Mutex::new(tracked_view)),
         active,
         _pinned: pins.links,
         kept: persist.is_some().then_some(pins.kept),

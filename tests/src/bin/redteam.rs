@@ -31,6 +31,7 @@
 //!                                          the daemon sees is gone)
 //!
 //!   redteam signal PID SIG                 kill(2) PID with signal number SIG
+//!   redteam hold SOCKET N SECS             open N connections to SOCKET, keep them idle SECS s
 //!   redteam ptrace PID                     PTRACE_ATTACH to PID (detaches if it worked)
 //!   redteam vm-read PID                    process_vm_readv one byte of PID's stack page
 //!   redteam untrack-self                   through bpf(2): find the map named TRACKED and
@@ -106,6 +107,24 @@ fn attack() -> anyhow::Result<()> {
             Ok(())
         }
         ["vm-read", pid] => vm_read(pid.parse()?),
+        ["hold", socket, n, secs] => {
+            // Connections opened and kept idle, as a process that wants the daemon to run out
+            // of them (or out of descriptors) would.
+            let mut held = Vec::new();
+            for _ in 0..n.parse::<usize>()? {
+                match std::os::unix::net::UnixStream::connect(socket) {
+                    Ok(c) => held.push(c),
+                    Err(e) => {
+                        println!("connect {}: {e}", held.len());
+                        break;
+                    }
+                }
+            }
+            println!("held {}", held.len());
+            std::io::stdout().flush()?;
+            std::thread::sleep(Duration::from_secs(secs.parse()?));
+            Ok(())
+        }
         ["untrack-self"] => untrack_self(),
         ["register-untrack-then-tcp", socket, addr, msg, wait_ms] => {
             http(socket, "POST", "/v1/register", "")?;

@@ -1143,3 +1143,38 @@ fn tethers_own_files_are_out_of_reach_of_a_permissive_agent() {
         "the attempt is judged by the built-in guardrail:\n{log}"
     );
 }
+
+/// A root agent opens hundreds of idle connections to the agent socket: its tree's share (8) is
+/// all it gets, so the operator's calls (root, like the agent) are still answered while it
+/// holds them. Checked by effect: `tether status` from an untracked shell answers.
+#[test]
+fn an_agent_cannot_exhaust_the_api_with_idle_connections() {
+    let s = Scene::new("enforce", true);
+    let sock = s.d.socket().display().to_string();
+    let mut hold = s.command(&["hold", &sock, "300", "8"]);
+    let mut child = hold.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.starts_with("held "), "{line}");
+    for _ in 0..3 {
+        let out = Command::new(tether_bin())
+            .args(["status", "--json", "--socket"])
+            .arg(s.d.socket())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the operator is answered while the agent holds {line}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            s.d.log()
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let Scene { d, .. } = s;
+    let (_, log) = d.stop();
+    assert!(
+        log.contains("its share is open"),
+        "the refused connections are logged:\n{log}"
+    );
+}
