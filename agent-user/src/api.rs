@@ -725,6 +725,16 @@ pub fn status_of(socket: &Path) -> Result<Value, String> {
 mod tests {
     use super::*;
 
+    /// Serves `state` at `path` (the admin routes when `admin`), every caller untracked.
+    fn serve_fake(path: &Path, state: ApiState, admin: bool) {
+        let mode = if admin { 0o600 } else { 0o666 };
+        tokio::spawn(serve(
+            bind(path, mode).unwrap(),
+            router(state, admin),
+            Arc::new(|_| None),
+        ));
+    }
+
     /// A fake event loop answering every call with the request's pid.
     fn fake_loop() -> ApiState {
         fake_loop_admitting(true)
@@ -758,11 +768,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let state = fake_loop();
-        tokio::spawn(serve(
-            bind(&path, 0o666).unwrap(),
-            router(state, false),
-            Arc::new(|_| None),
-        ));
+        serve_fake(&path, state, false);
         let p = path.clone();
         let got = tokio::task::spawn_blocking(move || register_self(&p)).await.unwrap();
         assert_eq!(got, Ok(std::process::id()));
@@ -798,11 +804,7 @@ mod tests {
         for (admit, name) in [(true, "admitted.sock"), (false, "refused.sock")] {
             let path = dir.path().join(name);
             let state = fake_loop_admitting(admit);
-            tokio::spawn(serve(
-                bind(&path, 0o600).unwrap(),
-                router(state, true),
-                Arc::new(|_| None),
-            ));
+            serve_fake(&path, state, true);
             for (method, route) in [("POST", "/v1/register"), ("POST", "/v1/mode"), ("GET", "/nope")] {
                 let p = path.clone();
                 let body = (route == "/v1/mode").then(|| json!({"mode": "observe"}));
@@ -834,11 +836,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let state = fake_loop();
-        tokio::spawn(serve(
-            bind(&path, 0o666).unwrap(),
-            router(state, false),
-            Arc::new(|_| None),
-        ));
+        serve_fake(&path, state, false);
         let mut held = Vec::new();
         for _ in 0..MAX_PER_UID {
             held.push(tokio::net::UnixStream::connect(&path).await.unwrap());

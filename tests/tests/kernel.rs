@@ -157,6 +157,12 @@ impl Daemon {
 
     /// `tether status --json` against this daemon.
     fn status(&self) -> Value {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("tether status failed: {e}"))
+    }
+
+    /// [`Daemon::status`], its failure (stderr) returned.
+    fn try_status(&self) -> Result<Value, String> {
         let out = Command::new(tether_bin())
             .arg("status")
             .arg("--json")
@@ -164,12 +170,10 @@ impl Daemon {
             .arg(self.socket())
             .output()
             .expect("tether status");
-        assert!(
-            out.status.success(),
-            "tether status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status is JSON")
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(serde_json::from_slice(&out.stdout).expect("status is JSON"))
     }
 
     fn log(&self) -> String {

@@ -12,12 +12,7 @@ use serde_json::json;
 use tracing::{error, warn};
 
 use super::Daemon;
-use crate::{
-    contain::compile,
-    credentials::tasks::CredState,
-    lineage::{ProcSource, ticks_to_ns},
-    procscan::Procfs,
-};
+use crate::{contain::compile, credentials::tasks::CredState, lineage::ticks_to_ns};
 
 pub(super) const CHECK_EVERY: Duration = Duration::from_secs(2);
 
@@ -136,26 +131,20 @@ impl Daemon {
     }
 }
 
-/// Is `pid` still the process `t` was made for (same start time), and not exiting?
+/// Is `pid` still the process `t` was made for (same start time), and not exiting? One read
+/// of /proc/PID/stat.
 fn still_running(pid: u32, t: &Tracked, ticks_per_sec: u64) -> bool {
-    const PF_EXITING: u64 = 0x4;
-    // Exiting (its entry goes at the exit tracepoint, before it is a zombie) or reaped.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let flags = stat
-        .rsplit(')')
-        .next()
-        .and_then(|rest| rest.split_whitespace().nth(6))
-        .and_then(|f| f.parse::<u64>().ok());
-    if flags.is_none_or(|f| f & PF_EXITING != 0) {
+    const PF_EXITING: u32 = 0x4;
+    let Ok(stat) = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) else {
+        return false;
+    };
+    // Exiting (its entry goes at the exit tracepoint, before it is a zombie) ...
+    if stat.flags & PF_EXITING != 0 {
         return false;
     }
-    // A zombie leader whose other threads still run is still running.
-    if crate::contain::kill::is_zombie(pid)
-        && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count()) <= 1
-    {
+    // ... or reaped; a zombie leader whose other threads still run is still running.
+    if matches!(stat.state, 'Z' | 'X') && stat.num_threads <= 1 {
         return false;
     }
-    Procfs.snapshot(pid).is_some_and(|s| {
-        ticks_to_ns(s.start, ticks_per_sec).abs_diff(t.start_ns) < 2 * 1_000_000_000 / ticks_per_sec.max(1)
-    })
+    ticks_to_ns(stat.starttime, ticks_per_sec).abs_diff(t.start_ns) < 2 * 1_000_000_000 / ticks_per_sec.max(1)
 }

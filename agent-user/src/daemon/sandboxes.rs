@@ -12,7 +12,6 @@ use crate::{
         sandbox::{Layers, Plan},
         seccomp::SeccompPlan,
     },
-    credentials::scope::Grant,
     policy::engine::{self, Mode},
 };
 
@@ -27,7 +26,8 @@ pub struct Sandboxed {
 impl Daemon {
     /// What `tether exec` applies to itself for `task` (None: a registration without a
     /// credential). Scope restrictions only where scope violations are enforced; the guarded
-    /// trees, signal and abstract-socket scoping and the seccomp filter always.
+    /// trees where no BPF LSM hook refuses writes; signal scoping and the seccomp filter
+    /// always.
     pub(super) fn sandbox_plan(&self, task: Option<u32>) -> Plan {
         let report = &self.probes.report;
         let scope_enforced = self.rules.postures()[2]
@@ -48,7 +48,8 @@ impl Daemon {
                 .map(|p| p.display().to_string())
                 .collect(),
             scope_signal: true,
-            scope_abstract_unix: !scope.is_some_and(|s| s.unix.iter().any(|u| u.text().starts_with('@'))),
+            // Abstract sockets stay with the kernel probes (see the seccomp plan below).
+            scope_abstract_unix: false,
             ..Default::default()
         };
         landlock.guarded.sort();
@@ -64,8 +65,6 @@ impl Daemon {
         // Only the tamper class goes to seccomp for now: its refusals leave no record, and the
         // channels the kernel probes judge (io_uring, raw and packet sockets, device nodes,
         // chown and xattrs, abstract sockets) stay with them, where each attempt is recorded.
-        let _ = scope.map(|s| s.grants.contains(&Grant::IoUring));
-        landlock.scope_abstract_unix = false;
         Plan {
             landlock,
             seccomp: SeccompPlan {

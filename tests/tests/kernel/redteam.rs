@@ -1175,17 +1175,12 @@ fn an_agent_cannot_exhaust_the_api_with_idle_connections() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     assert!(line.starts_with("held "), "{line}");
     for _ in 0..3 {
-        let out = Command::new(tether_bin())
-            .args(["status", "--json", "--socket"])
-            .arg(s.d.socket())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "the operator is answered while the agent holds {line}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            s.d.log()
-        );
+        if let Err(e) = s.d.try_status() {
+            panic!(
+                "the operator is answered while the agent holds {line}: {e}\n{}",
+                s.d.log()
+            );
+        }
     }
     let _ = child.kill();
     let _ = child.wait();
