@@ -63,6 +63,7 @@ pub mod kind {
     pub const FILE: u32 = 5;
     pub const UNIX: u32 = 6;
     pub const URING: u32 = 7;
+    pub const SANDBOX: u32 = 8;
 }
 
 /// Stable ids of the kernel hooks that judge actions and make records ([`Header::hook`]):
@@ -106,7 +107,11 @@ pub mod hook {
     pub const LSM_UNIX: u32 = 16;
     /// sys_enter_io_uring_setup / sys_enter_io_uring_enter.
     pub const URING_SYSCALL: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// sys_enter_* / sys_exit_* of the calls `tether exec`'s seccomp filter refuses
+    /// (agent_common::syscalls::SANDBOXED): a call refused by a seccomp filter never reaches
+    /// its entry tracepoint, only its exit.
+    pub const SECCOMP: u32 = 18;
+    pub const COUNT: u32 = 19;
     /// The mechanism name of each hook, by id (as reported in every event).
     pub const NAMES: [&str; COUNT as usize] = [
         "tracepoint/sched_process_exec",
@@ -127,6 +132,7 @@ pub mod hook {
         "tracepoint/syscalls/socket",
         "lsm/unix",
         "tracepoint/syscalls/io_uring",
+        "seccomp",
     ];
 
     /// The mechanism name of hook `id` (None for an unknown id).
@@ -573,6 +579,20 @@ pub struct UringEvent {
     pub fd: i32,
 }
 
+/// A tracked process made a call that a seccomp filter refused before it ran (its exit
+/// tracepoint saw EPERM, its entry tracepoint never ran): the refusal of `tether exec`'s
+/// sandbox, or of another filter the process runs under.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SandboxEvent {
+    pub header: Header,
+    /// The syscall refused (this architecture's number).
+    pub syscall_nr: u32,
+    pub _pad: u32,
+    /// What it returned (-EPERM).
+    pub ret: i64,
+}
+
 /// File operations with write intent.
 pub mod file_op {
     /// open/openat/openat2/creat with O_WRONLY, O_RDWR, O_CREAT or O_TRUNC.
@@ -783,6 +803,7 @@ const _: () = {
     assert!(size_of::<NetEvent>() == 112);
     assert!(size_of::<UnixEvent>() == 80 + 8 + UNIX_NAME_LEN + 4 + size_of::<WalkedPath>());
     assert!(size_of::<UringEvent>() == 88);
+    assert!(size_of::<SandboxEvent>() == 96);
     assert!(size_of::<FilePath>() == size_of::<WalkedPath>() + RAW_PATH_LEN + 8);
     assert!(size_of::<FileEvent>() == 80 + 48 + 2 * size_of::<FilePath>());
     assert!(size_of::<PendingFile>() == 72 + 2 * RAW_PATH_LEN);

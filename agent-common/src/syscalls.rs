@@ -282,6 +282,86 @@ pub fn sock_by_nr(nr: u32) -> Option<&'static SockSyscall> {
     None
 }
 
+/// A call `tether exec`'s seccomp filter may refuse: the daemon attaches the sandbox probes to
+/// its `sys_enter_NAME` / `sys_exit_NAME` tracepoints, so each refusal is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sandboxed {
+    pub name: &'static str,
+    pub nr: u32,
+}
+
+const fn sb(name: &'static str, nr: u32) -> Sandboxed {
+    Sandboxed { name, nr }
+}
+
+#[cfg(not(any(target_arch = "aarch64", bpf_target_arch = "aarch64")))]
+pub const SANDBOXED: &[Sandboxed] = &[
+    sb("socket", 41),
+    sb("ptrace", 101),
+    sb("chown", 92),
+    sb("fchown", 93),
+    sb("lchown", 94),
+    sb("mknod", 133),
+    sb("init_module", 175),
+    sb("delete_module", 176),
+    sb("setxattr", 188),
+    sb("lsetxattr", 189),
+    sb("fsetxattr", 190),
+    sb("removexattr", 197),
+    sb("lremovexattr", 198),
+    sb("fremovexattr", 199),
+    sb("kexec_load", 246),
+    sb("mknodat", 259),
+    sb("fchownat", 260),
+    sb("open_by_handle_at", 304),
+    sb("process_vm_readv", 310),
+    sb("process_vm_writev", 311),
+    sb("finit_module", 313),
+    sb("kexec_file_load", 320),
+    sb("bpf", 321),
+    sb("io_uring_setup", 425),
+    sb("io_uring_enter", 426),
+    sb("io_uring_register", 427),
+    sb("pidfd_getfd", 438),
+    sb("setxattrat", 463),
+    sb("removexattrat", 466),
+];
+
+#[cfg(any(target_arch = "aarch64", bpf_target_arch = "aarch64"))]
+pub const SANDBOXED: &[Sandboxed] = &[
+    sb("setxattr", 5),
+    sb("lsetxattr", 6),
+    sb("fsetxattr", 7),
+    sb("removexattr", 14),
+    sb("lremovexattr", 15),
+    sb("fremovexattr", 16),
+    sb("mknodat", 33),
+    sb("fchownat", 54),
+    sb("fchown", 55),
+    sb("kexec_load", 104),
+    sb("init_module", 105),
+    sb("delete_module", 106),
+    sb("ptrace", 117),
+    sb("socket", 198),
+    sb("open_by_handle_at", 265),
+    sb("process_vm_readv", 270),
+    sb("process_vm_writev", 271),
+    sb("finit_module", 273),
+    sb("bpf", 280),
+    sb("kexec_file_load", 294),
+    sb("io_uring_setup", 425),
+    sb("io_uring_enter", 426),
+    sb("io_uring_register", 427),
+    sb("pidfd_getfd", 438),
+    sb("setxattrat", 463),
+    sb("removexattrat", 466),
+];
+
+/// The sandboxed call with this number.
+pub fn sandboxed_by_nr(nr: u32) -> Option<&'static Sandboxed> {
+    SANDBOXED.iter().find(|s| s.nr == nr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

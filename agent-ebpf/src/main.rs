@@ -12,6 +12,7 @@ mod lsm;
 mod lsm_path;
 mod maps;
 mod net;
+mod sandbox;
 mod sock;
 mod uring;
 

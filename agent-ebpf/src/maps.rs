@@ -117,6 +117,13 @@ pub static CONNECT_MARKS: LruHashMap<u32, agent_common::ConnectMark> = LruHashMa
 #[map]
 pub static EXEC_PENDING: LruHashMap<u32, PendingExec> = LruHashMap::with_max_entries(MAX_PENDING, 0);
 
+/// thread id -> a sandboxed call that reached its entry tracepoint (its number): a call that
+/// exits with EPERM and has no entry here was refused by a seccomp filter before it ran. LRU:
+/// an evicted entry (more threads inside these calls at once than it holds) makes a kernel
+/// EPERM read as a seccomp refusal, never the reverse.
+#[map]
+pub static SANDBOX_ENTERED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+
 /// Per-CPU staging slot for a PendingFile (too large for the stack).
 #[map]
 pub static SCRATCH: PerCpuArray<PendingFile> = PerCpuArray::with_max_entries(1, 0);

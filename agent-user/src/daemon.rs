@@ -972,7 +972,11 @@ impl Daemon {
                 ),
             }
         }
-        let decision = if newly_selected {
+        let decision = if let Event::Sandbox { call, .. } = &ev {
+            // Another seccomp filter than the sandbox's (a container runtime's) decides
+            // without a rule of Tether's: reported as refused, with no decision.
+            self.sandboxed(&a).then(|| engine::Decision::sandbox(call))
+        } else if newly_selected {
             unjudged.map(|why| self.rules.unjudged(None, Credential::None, why))
         } else {
             let task = self.task_view(a.task, Some(a.task_expired));
@@ -995,6 +999,7 @@ impl Daemon {
         let errno = match &ev {
             Event::File { ret, .. } if *ret < 0 => Some(*ret),
             Event::Exec { failed: Some(e), .. } => Some(*e),
+            Event::Sandbox { .. } => Some(-(libc::EPERM as i64)),
             Event::Net { .. } | Event::Exec { .. } | Event::Unix { .. } | Event::Socket { .. } if kv.denied => {
                 Some(-(libc::EPERM as i64))
             }

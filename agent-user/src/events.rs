@@ -3,9 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
-    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, UnixEvent, UringEvent,
+    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, SandboxEvent, UnixEvent,
+    UringEvent,
     contain::{S_IFBLK, S_IFCHR, S_IFMT, S_IFREG},
-    file_hook, file_op, flags, hook, kind, net_op, path_source, unix_name, unix_op, uring_op, walk,
+    file_hook, file_op, flags, hook, kind, net_op, path_source, syscalls, unix_name, unix_op, uring_op, walk,
 };
 
 use crate::credentials::scope::Grant;
@@ -380,6 +381,13 @@ pub enum Event {
     /// An io_uring ring created (setup) or driven (enter), where no BPF LSM hook judges its
     /// operations.
     Uring { actor: Actor, op: UringOp, fd: i32 },
+    /// A call a seccomp filter refused before it ran (`tether exec`'s sandbox, or another
+    /// filter the process runs under): `call` is its name.
+    Sandbox {
+        actor: Actor,
+        syscall_nr: u32,
+        call: &'static str,
+    },
     File {
         actor: Actor,
         op: FileOp,
@@ -434,6 +442,7 @@ impl Event {
             Event::Net { op: NetOp::Accept, .. } => "tracepoint/syscalls/sys_exit_accept",
             Event::Uring { op: UringOp::Setup, .. } => "tracepoint/syscalls/sys_enter_io_uring_setup",
             Event::Uring { op: UringOp::Enter, .. } => "tracepoint/syscalls/sys_enter_io_uring_enter",
+            Event::Sandbox { .. } => "seccomp (refused before the call ran)",
             _ => hook::name(h).unwrap_or("unknown"),
         }
     }
@@ -477,6 +486,7 @@ impl Event {
             | Event::Socket { actor, .. }
             | Event::Unix { actor, .. }
             | Event::Uring { actor, .. }
+            | Event::Sandbox { actor, .. }
             | Event::File { actor, .. } => actor,
             Event::Fork { parent, .. } => parent,
         }
@@ -714,6 +724,20 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 actor: actor(&e.header),
                 op,
                 fd: e.fd,
+            })
+        }
+        kind::SANDBOX => {
+            let e: SandboxEvent = read(buf, h.kind)?;
+            let call = syscalls::sandboxed_by_nr(e.syscall_nr)
+                .ok_or(DecodeError::BadValue {
+                    what: "sandboxed syscall",
+                    value: e.syscall_nr as u64,
+                })?
+                .name;
+            Ok(Event::Sandbox {
+                actor: actor(&e.header),
+                syscall_nr: e.syscall_nr,
+                call,
             })
         }
         kind::FILE => {

@@ -67,12 +67,20 @@ pub struct KernelReport {
     pub kernel: String,
     pub features: Features,
     pub hooks: Vec<HookMechanism>,
+    /// The BPF LSM hook groups attached (the loader's groups: exec, file_write, file_names,
+    /// file_owner, file_attrs, io_uring, ...).
+    pub lsm_groups: Vec<String>,
     pub degraded: Vec<Degradation>,
     /// Tracepoints this kernel does not have (coverage lost, reported).
     pub missing_tracepoints: Vec<String>,
 }
 
 impl KernelReport {
+    /// Is BPF LSM hook group `group` attached?
+    pub fn lsm_group(&self, group: &str) -> bool {
+        self.lsm_groups.iter().any(|g| g == group)
+    }
+
     /// Is the BPF LSM mechanism in effect for `hook`?
     pub fn lsm_in_effect(&self, hook: &str) -> bool {
         self.hooks
@@ -543,6 +551,7 @@ mod tests {
                 mechanism: "cgroup_sock_addr/connect4,connect6".into(),
                 enforcement: "deny (-EPERM)".into(),
             }],
+            lsm_groups: Vec::new(),
             degraded: vec![Degradation {
                 feature: "argv",
                 effect: "exec events carry no command line",

@@ -282,7 +282,8 @@ impl ProcessTable {
             | Event::File { actor, .. }
             | Event::Socket { actor, .. }
             | Event::Unix { actor, .. }
-            | Event::Uring { actor, .. } => self.ensure(actor, source),
+            | Event::Uring { actor, .. }
+            | Event::Sandbox { actor, .. } => self.ensure(actor, source),
         }
     }
 

@@ -911,6 +911,21 @@ fn load_generation(
         attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
     }
 
+    // Refusals of `tether exec`'s seccomp filter: a refused call reaches only its exit
+    // tracepoint (see agent-ebpf's sandbox module).
+    for (prog, dir) in [("sys_enter_sandboxed", "sys_enter"), ("sys_exit_sandboxed", "sys_exit")] {
+        load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
+        for sc in syscalls::SANDBOXED {
+            let event = format!("{dir}_{}", sc.name);
+            if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
+                missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
+                continue;
+            }
+            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
+        }
+        attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
+    }
+
     // io_uring: where the BPF LSM path hooks are not in effect (or cannot attribute a ring's
     // async work: kernels before 5.12) nothing sees what a ring does, so rings must be granted.
     if !lsm("io_uring") {
@@ -971,6 +986,7 @@ fn load_generation(
             active_lsms: lsms.ok(),
         },
         hooks,
+        lsm_groups: lsm_hooks.iter().map(|g| g.to_string()).collect(),
         degraded: layout.degradations.clone(),
         missing_tracepoints,
     };

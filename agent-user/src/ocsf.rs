@@ -158,6 +158,7 @@ pub fn audit(
     let a = event.actor();
     let (class_uid, category_uid, class_name, category_name, activity_id, activity_name) = match event {
         Event::Exec { .. } => (1007, 1, "Process Activity", "System Activity", 1, "Launch"),
+        Event::Sandbox { .. } => (1007, 1, "Process Activity", "System Activity", 99, "Syscall Refused"),
         Event::Uring { op, .. } => (
             1007,
             1,
@@ -331,6 +332,10 @@ pub fn audit(
             v["connection_info"] = json!({"protocol_num": protocol, "direction_id": 0, "direction": "Unknown"});
             tether["socket"] =
                 json!({"kind": kind.as_str(), "family": family, "type": sock_type, "protocol": protocol});
+        }
+        Event::Sandbox { syscall_nr, call, .. } => {
+            v["process"] = process_obj(ctx, after, Some(a.tid));
+            tether["sandbox"] = json!({"layer": "seccomp", "call": call, "syscall_nr": syscall_nr});
         }
         Event::Uring { op, fd, .. } => {
             v["process"] = process_obj(ctx, after, Some(a.tid));

@@ -90,6 +90,21 @@ pub fn program(plan: &SeccompPlan) -> Result<BpfProgram, SeccompError> {
     } else {
         return Err(SeccompError::Arch);
     };
+    let filter = SeccompFilter::new(
+        rules(plan)?,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )?;
+    let mut prog: BpfProgram = filter.try_into()?;
+    splice_abi_check(&mut prog);
+    Ok(prog)
+}
+
+/// The calls refused (by number), each with the argument conditions under which it is (none:
+/// always). Every number is one of agent_common::syscalls::SANDBOXED, whose tracepoints
+/// record the refusals.
+fn rules(plan: &SeccompPlan) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let always = [
         libc::SYS_bpf,
@@ -176,13 +191,10 @@ pub fn program(plan: &SeccompPlan) -> Result<BpfProgram, SeccompError> {
             rules.insert(nr, vec![]);
         }
     }
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )?;
-    let mut prog: BpfProgram = filter.try_into()?;
+    Ok(rules)
+}
+
+fn splice_abi_check(#[allow(unused_variables)] prog: &mut BpfProgram) {
     // After the architecture check (three instructions): x32 calls carry the x86_64 audit arch
     // with bit 30 set in the number; they would pass every rule above.
     #[cfg(target_arch = "x86_64")]
@@ -212,7 +224,6 @@ pub fn program(plan: &SeccompPlan) -> Result<BpfProgram, SeccompError> {
         ];
         prog.splice(3..3, check);
     }
-    Ok(prog)
 }
 
 /// Applies the filter to the calling thread (before exec: the agent inherits it).
@@ -241,6 +252,26 @@ mod tests {
                 assert_eq!(prog[4].k, 0x4000_0000);
             }
         }
+    }
+
+    /// Each call the filter can refuse has its refusals recorded: it is one of the calls the
+    /// sandbox probes are attached to.
+    #[test]
+    fn every_refused_call_is_one_the_sandbox_probes_watch() {
+        let all = SeccompPlan {
+            metadata: true,
+            ..Default::default()
+        };
+        for nr in rules(&all).unwrap().keys() {
+            assert!(
+                agent_common::syscalls::sandboxed_by_nr(*nr as u32).is_some(),
+                "syscall {nr} is refused but its refusals would not be recorded"
+            );
+        }
+        assert_eq!(
+            agent_common::syscalls::sandboxed_by_nr(libc::SYS_io_uring_setup as u32).map(|s| s.name),
+            Some("io_uring_setup")
+        );
     }
 
     /// Applied in a child: the refused calls fail with EPERM, the others work.

@@ -12,6 +12,7 @@ use crate::{
         sandbox::{Layers, Plan},
         seccomp::SeccompPlan,
     },
+    credentials::scope::Grant,
     policy::engine::{self, Mode},
 };
 
@@ -62,17 +63,28 @@ impl Daemon {
             // first, in an LSM hook that runs before them, and leave no record of the attempt.
             // `connect`/`bind` are set here only once Landlock's refusals are recorded.
         }
-        // Only the tamper class goes to seccomp for now: its refusals leave no record, and the
-        // channels the kernel probes judge (io_uring, raw and packet sockets, device nodes,
-        // chown and xattrs, abstract sockets) stay with them, where each attempt is recorded.
+        // The channels the seccomp filter refuses where the class that judges the process
+        // refuses (scope for a bound task, the unbound posture otherwise): io_uring, raw and
+        // packet sockets unless the scope grants them (io_uring also where the BPF LSM hooks
+        // judge what a ring does), device nodes and chown/xattr writes where no BPF LSM hook
+        // refuses them before they happen. Each refusal is recorded by the sandbox probes
+        // (agent-ebpf sandbox). The tamper class is refused always.
+        let unbound_enforced = self.rules.postures()[0]
+            .is_some_and(|(action, mode)| mode == Mode::Enforce && action != engine::Action::Alert);
+        let refusing = if scope.is_some() {
+            scope_enforced
+        } else {
+            unbound_enforced
+        };
+        let open = |grant: Grant| !refusing || scope.is_some_and(|s| s.grants(grant));
         Plan {
             landlock,
             seccomp: SeccompPlan {
-                io_uring: true,
-                raw: true,
-                packet: true,
-                metadata: false,
-                devices: true,
+                io_uring: open(Grant::IoUring) || report.lsm_group("io_uring"),
+                raw: open(Grant::Raw),
+                packet: open(Grant::Packet),
+                devices: !refusing || report.lsm_group("file_names"),
+                metadata: refusing && !(report.lsm_group("file_owner") && report.lsm_group("file_attrs")),
             },
         }
     }
@@ -106,6 +118,15 @@ impl Daemon {
             },
         );
         Ok(json!({}))
+    }
+
+    /// Does `a` run under a sandbox of `tether exec` that has a seccomp filter?
+    pub(super) fn sandboxed(&self, a: &crate::events::Actor) -> bool {
+        let root = self.kernel_entry(a.tgid).map(|t| t.root_tgid);
+        self.sandboxes.iter().any(|(pid, s)| {
+            !s.layers.seccomp.is_empty()
+                && ((a.task != agent_common::NO_TASK && s.task == a.task) || Some(*pid) == root || *pid == a.tgid)
+        })
     }
 
     /// The layers task `id` runs under (its first sandboxed tree).

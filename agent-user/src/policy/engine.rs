@@ -158,6 +158,19 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A call the seccomp filter of `tether exec`'s sandbox refused before it ran: decided by
+    /// the sandbox the daemon sent with the registration (see daemon::sandboxes), not by a
+    /// rule evaluated here.
+    pub fn sandbox(call: &str) -> Decision {
+        Decision {
+            action: Some(Action::Deny),
+            rule: format!("sandbox:{call}"),
+            reason: format!("{call} refused by the seccomp filter of tether exec's sandbox"),
+            severity: Severity::Medium,
+            mode: Mode::Enforce,
+        }
+    }
+
     fn allow() -> Decision {
         Decision {
             action: None,
@@ -746,7 +759,8 @@ pub fn attempt_of(event: &crate::events::Event) -> Option<Attempt> {
             name: peer.judged_name(),
         }),
         Event::Uring { .. } => Some(Attempt::Grant { grant: Grant::IoUring }),
-        Event::Fork { .. } | Event::Exit { .. } => None,
+        // Refused before it ran, by a filter the rules do not compile to.
+        Event::Fork { .. } | Event::Exit { .. } | Event::Sandbox { .. } => None,
     }
 }
 
@@ -760,6 +774,7 @@ impl Decision {
             "credential-revoked" => "credential-revoked",
             "unbound" => "unbound-agent",
             "unjudged" => "unjudged-action",
+            "sandbox" => "sandbox-refused",
             _ => "policy-violation",
         }
     }

@@ -107,6 +107,15 @@ fn attack() -> anyhow::Result<()> {
             Ok(())
         }
         ["vm-read", pid] => vm_read(pid.parse()?),
+        ["chown", path, uid, gid] => {
+            let p = std::ffi::CString::new(*path)?;
+            // SAFETY: a valid C string.
+            if unsafe { libc::chown(p.as_ptr(), uid.parse()?, gid.parse()?) } != 0 {
+                bail!("chown: {}", std::io::Error::last_os_error());
+            }
+            println!("chown {path}: done");
+            Ok(())
+        }
         ["hold", socket, n, secs] => {
             // Connections opened and kept idle, as a process that wants the daemon to run out
             // of them (or out of descriptors) would.

@@ -429,6 +429,10 @@ fn attacks(s: &Scene) -> Vec<Verdict> {
     let file_event = |path: String| -> Box<dyn Fn(&Value) -> bool> {
         Box::new(move |e: &Value| e["class_uid"] == 1001 && e["file"]["path"] == path.as_str())
     };
+    // A call the sandbox's seccomp filter refused before it ran (no arguments are known then).
+    let refused_call = |e: &Value, calls: &[&str]| {
+        e["class_uid"] == 1007 && calls.iter().any(|c| e["unmapped"]["tether"]["sandbox"]["call"] == *c)
+    };
     let unix_event = |name: String| -> Box<dyn Fn(&Value) -> bool> {
         Box::new(move |e: &Value| e["class_uid"] == 4001 && e["dst_endpoint"]["name"] == name.as_str())
     };
@@ -480,7 +484,10 @@ fn attacks(s: &Scene) -> Vec<Verdict> {
             effect: ran.out.contains(&format!("socket {kind}: fd")),
             ran,
             after_the_fact: false,
-            event: Box::new(move |e| e["class_uid"] == 4001 && e["unmapped"]["tether"]["socket"]["kind"] == kind),
+            event: Box::new(move |e| {
+                (e["class_uid"] == 4001 && e["unmapped"]["tether"]["socket"]["kind"] == kind)
+                    || refused_call(e, &["socket"])
+            }),
         });
     }
 
@@ -540,8 +547,9 @@ fn attacks(s: &Scene) -> Vec<Verdict> {
         effect: std::fs::read_to_string(&uring).is_ok_and(|c| c.contains("PWNED")),
         ran,
         after_the_fact: false,
-        event: Box::new(|e| {
+        event: Box::new(move |e| {
             (e["class_uid"] == 1007 && e["unmapped"]["tether"]["io_uring"]["op"] == "setup")
+                || refused_call(e, &["io_uring_setup"])
                 || (e["class_uid"] == 1001 && e["file"]["path"].as_str().is_some_and(|p| p.ends_with("/uring")))
         }),
     });
@@ -570,7 +578,10 @@ fn attacks(s: &Scene) -> Vec<Verdict> {
         effect: Path::new(&s.path("disk")).symlink_metadata().is_ok(),
         ran,
         after_the_fact: !t.paths,
-        event: file_event(s.path("disk")),
+        event: {
+            let f = file_event(s.path("disk"));
+            Box::new(move |e| f(e) || refused_call(e, &["mknod", "mknodat"]))
+        },
     });
 
     // -- The real target: metadata changes through a symlink, an fd, a hard link.
@@ -600,7 +611,25 @@ fn attacks(s: &Scene) -> Vec<Verdict> {
         effect: xattr(&victim, "trusted.tether").is_some(),
         ran,
         after_the_fact: !t.attrs,
-        event: file_event(victim.display().to_string()),
+        event: {
+            let f = file_event(victim.display().to_string());
+            Box::new(move |e| f(e) || refused_call(e, &["setxattr", "lsetxattr"]))
+        },
+    });
+    let ran = s.attack(&["chown", &s.path("link"), "4242", "4242"]);
+    let owner = std::fs::metadata(&victim).unwrap().uid();
+    std::os::unix::fs::chown(&victim, Some(0), Some(0)).unwrap();
+    out.push(Verdict {
+        name: "chown through a symlink",
+        effect: owner == 4242,
+        ran,
+        // Refused before the change on every tier: by lsm/path_chown, or where that is not
+        // in effect by the sandbox's seccomp filter.
+        after_the_fact: false,
+        event: {
+            let f = file_event(victim.display().to_string());
+            Box::new(move |e| f(e) || refused_call(e, &["chown"]))
+        },
     });
     let mtime = std::fs::metadata(&victim).unwrap().mtime();
     let ran = s.attack(&["utimes", &s.path("link")]);
@@ -978,6 +1007,14 @@ fn a_sandboxed_agent_cannot_signal_trace_or_untrack_itself() {
             "after {attack:?} the daemon runs (state {state})"
         );
     }
+    // Channels this credential does not grant (io_uring) or that no BPF LSM hook refuses in
+    // advance on this tier (device nodes), inside the directory the scope lets it write.
+    let ring = s.work.join("ring-written");
+    let ring_ran = s.attack_refused(&["uring-write", &ring.display().to_string(), "RING"]);
+    let ring_written = std::fs::read_to_string(&ring).is_ok_and(|c| c.contains("RING"));
+    let node = s.work.join("null-node");
+    let node_ran = s.attack_refused(&["mknod", &node.display().to_string(), "c", "1", "3"]);
+    let node_made = node.symlink_metadata().is_ok();
     // Still judged: the guarded egress port gets nothing.
     let l = TcpListener::bind(("127.0.0.1", EGRESS_PORT)).unwrap();
     l.set_nonblocking(true).unwrap();
@@ -987,6 +1024,7 @@ fn a_sandboxed_agent_cannot_signal_trace_or_untrack_itself() {
         "the agent got past the egress guardrail: {ran}"
     );
     let status = s.d.status();
+    let s_tier = s.tier;
     let Scene { d, .. } = s;
     let (events, log) = d.stop();
     // Every event of the task says which layers its tree runs under.
@@ -1002,6 +1040,38 @@ fn a_sandboxed_agent_cannot_signal_trace_or_untrack_itself() {
             .is_some_and(|l| l.iter().any(|c| c == "bpf")),
         "{layers:#}"
     );
+    // Each call the filter refused is recorded (the kernel probes never saw it enter) with
+    // the sandbox as its decision, and alerted.
+    let refused: Vec<&str> = layers["seccomp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    let recorded = |call: &str| {
+        events.iter().any(|e| {
+            e["class_uid"] == 1007
+                && e["unmapped"]["tether"]["sandbox"]["call"] == call
+                && e["unmapped"]["tether"]["decision"]["rule"] == format!("sandbox:{call}")
+                && e["disposition_id"] == 2
+        })
+    };
+    assert!(recorded("bpf"), "the refused bpf(2) is recorded:\n{log}");
+    assert!(!alerts(&events, "sandbox-refused").is_empty(), "{log}");
+    if !s_tier.paths {
+        // No BPF LSM here: these are the sandbox's to refuse before the effect.
+        for call in ["io_uring_setup", "mknod/mknodat (devices)", "chown family"] {
+            assert!(refused.contains(&call), "{call} in {refused:?}");
+        }
+    }
+    if refused.contains(&"io_uring_setup") {
+        assert!(!ring_written, "the ring wrote the file: {ring_ran}");
+        assert!(recorded("io_uring_setup"), "{ring_ran}\n{log}");
+    }
+    if refused.contains(&"mknod/mknodat (devices)") {
+        assert!(!node_made, "the device node was made: {node_ran}");
+        assert!(recorded("mknod") || recorded("mknodat"), "{node_ran}\n{log}");
+    }
     if let Some(abi) = abi {
         assert_eq!(layers["landlock"]["abi"], abi, "{layers:#}");
         if abi >= 6 {
