@@ -94,13 +94,14 @@ fn now_ns(clock: ClockId) -> i128 {
         .unwrap_or(0)
 }
 
-fn context(ticks_per_sec: u64, hostname: String) -> ocsf::Context {
+fn context(ticks_per_sec: u64, hostname: String, fmod_ret: bool) -> ocsf::Context {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let realtime = now_ns(ClockId::CLOCK_REALTIME);
     ocsf::Context {
         hostname,
         boot_epoch_ns: realtime - now_ns(ClockId::CLOCK_BOOTTIME),
         ticks_per_sec,
+        fmod_ret,
         uid_prefix: format!(
             "{}-{}",
             boot_id.trim().split('-').next().unwrap_or("host"),
@@ -1024,7 +1025,7 @@ impl Daemon {
         let outcome = contain::outcome(
             decision.as_ref(),
             &kv,
-            ev.mechanism(),
+            &self.ctx.mechanism(&ev),
             errno,
             self.landlocked.contains(&a.task),
             act,
@@ -1091,7 +1092,7 @@ impl Daemon {
                     &Finding {
                         kind: d.alert_kind(),
                         title: format!("{} ({})", d.reason, d.rule),
-                        desc: format!("{} by pid {} ({})", ev.mechanism(), a.tgid, after.exe),
+                        desc: format!("{} by pid {} ({})", self.ctx.mechanism(&ev), a.tgid, after.exe),
                         process: Some(&after),
                         task: task.as_ref(),
                         related: Some(&audit),
@@ -1408,12 +1409,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let ticks_per_sec = procfs::ticks_per_second();
     let cgroup_root = loader::cgroup2_root()?;
     let pod_guards = crate::pods::selection::PodSelection::guards(&rules);
+    let fmod_ret = probes.report.features.fmod_ret.available;
     let mut d = Daemon {
         probes,
         table: ProcessTable::new(ticks_per_sec),
         out,
         folder: Folder::new(opts.delivery.fold_window),
-        ctx: context(ticks_per_sec, node),
+        ctx: context(ticks_per_sec, node, fmod_ret),
         decoded: 0,
         seq: 0,
         last_counters: [0; counter::COUNT as usize],

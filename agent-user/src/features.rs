@@ -38,6 +38,10 @@ pub struct Features {
     /// BPF LSM programs load, and `bpf` is in the active LSM list (without it they load and
     /// attach but are never called).
     pub bpf_lsm: Probe,
+    /// Where BPF LSM is not in effect: the LSM programs attached as fmod_ret programs on the
+    /// kernel's `security_*` functions (BPF trampolines), refusing before the effect just the
+    /// same.
+    pub fmod_ret: Probe,
     pub fentry: Probe,
     pub cgroup_sock_addr: Probe,
     /// The cgroup sock_create hook (IP socket creation), where no BPF LSM socket hook is.
@@ -59,6 +63,14 @@ pub struct HookMechanism {
     pub mechanism: String,
     /// What enforcement on this hook can do on this kernel (used by the policy engine later).
     pub enforcement: String,
+}
+
+/// A mechanism as named where the LSM programs run as fmod_ret programs on the `security_*`
+/// functions: `lsm/file_open` is `fmod_ret/security_file_open`.
+pub fn via_fmod_ret(mechanism: &str) -> String {
+    mechanism
+        .replace("lsm/bprm_check_security", "fmod_ret/security_bprm_check")
+        .replace("lsm/", "fmod_ret/security_")
 }
 
 /// The whole report: kernel, features, the hook mechanisms in effect, and what is degraded.
@@ -85,7 +97,7 @@ impl KernelReport {
     pub fn lsm_in_effect(&self, hook: &str) -> bool {
         self.hooks
             .iter()
-            .any(|h| h.hook == hook && h.mechanism.starts_with("lsm/"))
+            .any(|h| h.hook == hook && (h.mechanism.starts_with("lsm/") || h.mechanism.starts_with("fmod_ret/")))
     }
 
     /// One-line-per-fact summary for the start-up log.
@@ -93,9 +105,10 @@ impl KernelReport {
         let f = &self.features;
         let yn = |p: &Probe| if p.available { "yes" } else { "no" };
         let mut out = vec![format!(
-            "kernel {}: bpf_lsm={} fentry={} cgroup_sock_addr={} ring_buffer={} send_signal={} landlock_abi={}",
+            "kernel {}: bpf_lsm={} fmod_ret={} fentry={} cgroup_sock_addr={} ring_buffer={} send_signal={} landlock_abi={}",
             self.kernel,
             yn(&f.bpf_lsm),
+            yn(&f.fmod_ret),
             yn(&f.fentry),
             yn(&f.cgroup_sock_addr),
             yn(&f.ring_buffer),
@@ -104,6 +117,15 @@ impl KernelReport {
         )];
         if !f.bpf_lsm.available {
             out.push(format!("bpf_lsm unavailable: {}", f.bpf_lsm.detail));
+            out.push(format!(
+                "fmod_ret {}: {}",
+                if f.fmod_ret.available {
+                    "in effect"
+                } else {
+                    "unavailable"
+                },
+                f.fmod_ret.detail
+            ));
         }
         for h in &self.hooks {
             out.push(format!(
@@ -538,6 +560,7 @@ mod tests {
             features: Features {
                 cgroup_sock: Probe::yes("test"),
                 bpf_lsm: Probe::no("load: EPERM"),
+                fmod_ret: Probe::no("load: EPERM"),
                 fentry: Probe::no("load: EPERM"),
                 cgroup_sock_addr: Probe::yes("loaded"),
                 ring_buffer: Probe::yes("created"),

@@ -160,6 +160,9 @@ pub struct ResolvedOffsets {
     /// kernel has `create_io_thread`); before, they are kernel threads, so no hook run in
     /// one is attributed to the process (see [`Layout::uring_workers_in_task`]).
     pub uring_workers_in_task: bool,
+    /// Parameter counts of the functions asked for ([`offsets_from_btf`]'s `functions`);
+    /// one the kernel lacks is absent.
+    pub func_params: std::collections::BTreeMap<String, u32>,
 }
 
 /// BPF LSM hooks with one program per prototype (the loader picks by parameter count).
@@ -180,6 +183,9 @@ pub struct Layout {
     /// Every [`need`] bit of a missing field (the kernel-visible ones are in the config).
     pub degraded: u32,
     pub hook_params: std::collections::BTreeMap<&'static str, u32>,
+    /// Parameter counts of the functions the loader asked for (the `bpf_lsm_*` hooks and the
+    /// `security_*` functions of its fmod_ret fallback).
+    pub func_params: std::collections::BTreeMap<String, u32>,
     /// io_uring's async workers run as threads of the process that submitted the work
     /// (Linux 5.12+). Before, an operation punted to a worker (every openat, for one) runs in
     /// a kernel thread that no tracked map names: the BPF LSM hooks cannot attribute it, so
@@ -332,6 +338,7 @@ pub fn resolve_offsets(
         degraded,
         degradations,
         hook_params: params,
+        func_params: Default::default(),
         uring_workers_in_task: false,
     })
 }
@@ -341,7 +348,7 @@ pub fn resolve_offsets(
 pub const HIDE_FIELDS_ENV: &str = "TETHER_HIDE_BTF_FIELDS";
 
 /// Offsets of every struct field the programs read, from a BTF file (see [`resolve_offsets`]).
-pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
+pub fn offsets_from_btf(path: &Path, functions: &[String]) -> Result<ResolvedOffsets, LayoutError> {
     let hidden: Vec<String> = std::env::var(HIDE_FIELDS_ENV)
         .unwrap_or_default()
         .split(',')
@@ -377,16 +384,24 @@ pub fn offsets_from_btf(path: &Path) -> Result<ResolvedOffsets, LayoutError> {
         |hook| lsm_hook_params(&ti, hook),
     )?;
     r.uring_workers_in_task = ti.id_of("create_io_thread").is_some();
+    r.func_params = functions
+        .iter()
+        .filter_map(|f| func_params(&ti, f).ok().map(|n| (f.clone(), n)))
+        .collect();
     Ok(r)
 }
 
 /// Parameter count of BPF LSM hook `hook`: the prototype of `bpf_lsm_<hook>` (absent where
 /// the kernel lacks the hook, e.g. path hooks without CONFIG_SECURITY_PATH).
 fn lsm_hook_params(ti: &TypeInformation, hook: &str) -> Result<u32, String> {
+    func_params(ti, &format!("bpf_lsm_{hook}"))
+}
+
+/// Parameter count of kernel function `name`, from its BTF prototype.
+fn func_params(ti: &TypeInformation, name: &str) -> Result<u32, String> {
     use btfparse::TypeVariant;
-    let name = format!("bpf_lsm_{hook}");
     let id = ti
-        .id_of(&name)
+        .id_of(name)
         .ok_or_else(|| format!("no function {name} in the kernel's BTF"))?;
     let Some(TypeVariant::Func(func)) = ti.from_id(id) else {
         return Err(format!("{name} is not a function in the kernel's BTF"));
@@ -456,8 +471,8 @@ pub fn tracepoint_offsets(tracefs: &Path) -> Result<TracepointFields, LayoutErro
 }
 
 /// The complete CONFIG for the running kernel, and what it lacks.
-pub fn layout(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<Layout, LayoutError> {
-    let r = offsets_from_btf(btf)?;
+pub fn layout(btf: &Path, tracefs: &Path, self_tgid: u32, functions: &[String]) -> Result<Layout, LayoutError> {
+    let r = offsets_from_btf(btf, functions)?;
     let config = Config {
         off: r.offsets,
         tp: tracepoint_offsets(tracefs)?,
@@ -472,6 +487,7 @@ pub fn layout(btf: &Path, tracefs: &Path, self_tgid: u32) -> Result<Layout, Layo
         degradations: r.degradations,
         degraded: r.degraded,
         hook_params: r.hook_params,
+        func_params: r.func_params,
         uring_workers_in_task: r.uring_workers_in_task,
     })
 }
@@ -508,7 +524,7 @@ format:
 
     #[test]
     fn a_missing_btf_file_is_a_clear_error() {
-        let err = offsets_from_btf(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        let err = offsets_from_btf(Path::new("/nonexistent/vmlinux"), &[]).unwrap_err();
         assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 
@@ -522,7 +538,7 @@ format:
             header.extend(v.to_le_bytes());
         }
         std::fs::write(&path, &header).unwrap();
-        let err = offsets_from_btf(&path).unwrap_err();
+        let err = offsets_from_btf(&path, &[]).unwrap_err();
         assert!(matches!(err, LayoutError::Btf { .. }), "{err}");
         assert!(err.to_string().contains("past its end"), "{err}");
     }
@@ -583,7 +599,7 @@ format:
             eprintln!("skipped: this machine has no {}", path.display());
             return;
         }
-        let r = offsets_from_btf(path).expect("this kernel's BTF has the lineage fields");
+        let r = offsets_from_btf(path, &[]).expect("this kernel's BTF has the lineage fields");
         assert_eq!(r.degradations, vec![], "this kernel has every field we read");
         let o = r.offsets;
         // path_rename(old_dir, old_dentry, new_dir, new_dentry[, flags since 5.19]).

@@ -11,6 +11,7 @@ pub mod kernel_layout;
 pub mod lineage;
 pub mod loader;
 pub mod metrics;
+pub mod modret;
 pub mod ocsf;
 pub mod paths;
 pub mod persist;

@@ -26,6 +26,7 @@ use crate::{
     contain::{self, kernel_maps::KernelRules},
     features::{self, Features, KernelReport, Probe},
     kernel_layout::{self, need},
+    modret,
     persist::{self, Persist},
     policy::{Selectors, engine::Rules},
     selectors::{self, CompiledSelectors},
@@ -175,6 +176,8 @@ pub struct Probes {
     /// ACTIVE: the generation whose programs act.
     active: Array<MapData, u64>,
     _pinned: Vec<PinnedLink>,
+    /// The fmod_ret links, where they stand in for BPF LSM (detached when dropped).
+    _modret: Vec<modret::Link>,
     pub kept: Option<Kept>,
     /// The record rings, in [`RINGS`] order.
     pub rings: Vec<RingBuf<MapData>>,
@@ -467,6 +470,109 @@ fn unload_lsm(ebpf: &mut Ebpf, hooks: &[&str]) {
     }
 }
 
+/// The `security_*` function that calls LSM hook `hook` (where an fmod_ret program stands in
+/// for the hook).
+fn security_function(hook: &str) -> String {
+    match hook {
+        "bprm_check_security" => "security_bprm_check".into(),
+        h => format!("security_{h}"),
+    }
+}
+
+/// The kernel functions whose prototypes the loader compares: each LSM hook's `bpf_lsm_*`
+/// and its `security_*` function.
+fn prototypes() -> Vec<String> {
+    LSM_GROUPS
+        .iter()
+        .flat_map(|(_, hooks, _)| hooks.iter())
+        .flat_map(|h| [format!("bpf_lsm_{h}"), security_function(h)])
+        .collect()
+}
+
+/// Where BPF LSM cannot run (not in `lsm=`, or its program type refused): the same programs as
+/// BPF_MODIFY_RETURN on the `security_*` functions (see [`crate::modret`]), group by group as
+/// for LSM. A hook whose `security_*` function has another prototype than the hook leaves its
+/// group out; a kernel that refuses the program type (EPERM: no trampolines allowed) gets none.
+/// Returns the probe, the groups in effect, and the links.
+fn attach_modret(
+    maps: &modret::Maps,
+    object: &[u8],
+    btf: &Btf,
+    layout: &kernel_layout::Layout,
+    path_hooks: bool,
+    attached: &mut Attached,
+) -> (Probe, Vec<&'static str>, Vec<modret::Link>) {
+    let obj = match modret::Object::new(object, maps) {
+        Ok(o) => o,
+        Err(e) => return (Probe::no(e.to_string()), vec![], vec![]),
+    };
+    let mut links = Vec::new();
+    let mut in_effect = Vec::new();
+    let mut detail = String::new();
+    for (what, hooks, needs) in LSM_GROUPS {
+        if PATH_GROUPS.contains(&what) && !path_hooks {
+            detail.push_str(&format!("{what}: not used (--no-lsm-path-hooks); "));
+            continue;
+        }
+        if layout.degraded & needs != 0 {
+            detail.push_str(&format!("{what}: not used (kernel lacks fields they read); "));
+            continue;
+        }
+        let mut group = Vec::new();
+        let mut failed = None;
+        for hook in hooks.iter() {
+            let program = lsm_variant(hook, &layout.hook_params);
+            let function = security_function(hook);
+            let (lsm_params, params) = (
+                layout.func_params.get(&format!("bpf_lsm_{hook}")),
+                layout.func_params.get(&function),
+            );
+            if lsm_params.is_none() || lsm_params != params {
+                failed = Some(format!(
+                    "{function} ({params:?} parameters) does not match bpf_lsm_{hook} ({lsm_params:?})"
+                ));
+                break;
+            }
+            let id = match btf.id_by_type_name_kind(&function, aya_obj::btf::BtfKind::Func) {
+                Ok(id) => id,
+                Err(e) => {
+                    failed = Some(format!("{function}: {e}"));
+                    break;
+                }
+            };
+            match obj.attach(program, &function, id) {
+                Ok(link) => group.push(link),
+                Err(e) => {
+                    let refused = matches!(&e, modret::ModRetError::Load { error, .. }
+                        if error.raw_os_error() == Some(libc::EPERM));
+                    if refused {
+                        // The kernel refuses tracing programs (lockdown, or no trampolines).
+                        attached.programs.retain(|p| !p.starts_with("fmod_ret/"));
+                        return (Probe::no(e.to_string()), vec![], vec![]);
+                    }
+                    warn!("fmod_ret {program} on {function} refused: {e}");
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failed {
+            detail.push_str(&format!("{what}: not used ({why}); "));
+            continue;
+        }
+        attached
+            .programs
+            .extend(group.iter().map(|l| format!("fmod_ret/{}", l.function)));
+        links.extend(group);
+        in_effect.push(what);
+    }
+    if in_effect.is_empty() {
+        return (Probe::no(detail.trim_end_matches("; ")), vec![], vec![]);
+    }
+    detail.insert_str(0, "fmod_ret programs on the security_* functions loaded and attached; ");
+    (Probe::yes(detail.trim_end_matches("; ")), in_effect, links)
+}
+
 /// Probes BPF LSM by loading and attaching Tether's LSM programs (a real load is the only
 /// reliable probe). A kernel that refuses the program type (EPERM) or does not run BPF LSM
 /// gets none; a group the verifier rejects, or whose fields this kernel lacks, is left out
@@ -646,7 +752,7 @@ fn load_generation(
     }
     ensure_tracefs()?;
     let self_tgid = std::process::id();
-    let layout = kernel_layout::layout(Path::new(BTF_PATH), Path::new(TRACEFS), self_tgid)?;
+    let layout = kernel_layout::layout(Path::new(BTF_PATH), Path::new(TRACEFS), self_tgid, &prototypes())?;
     let (mut config, degraded) = (layout.config, layout.degraded);
     let missing = |feature: &str| {
         layout
@@ -697,6 +803,8 @@ fn load_generation(
         }
     })?;
     let btf = Btf::from_sys_fs().ok();
+    // The maps' fds, for the fmod_ret fallback's own relocation (before any map is moved out).
+    let map_fds = modret::Maps::of(&ebpf);
     let mut attached = Attached::default();
     let mut missing_tracepoints = Vec::new();
 
@@ -782,6 +890,32 @@ fn load_generation(
         }
     }
     let mut lsm_hooks = lsm_hooks;
+    // No BPF LSM: the same programs as fmod_ret on the security_* functions, where the kernel
+    // allows BPF trampolines.
+    let (fmod_ret, modret_links) = match (&btf, &map_fds) {
+        _ if !lsm_hooks.is_empty() => (Probe::no("not needed: BPF LSM is in effect"), Vec::new()),
+        (Some(btf), Ok(maps)) => {
+            let (probe, groups, links) = attach_modret(maps, object, btf, &layout, path_hooks, &mut attached);
+            lsm_hooks = groups;
+            (probe, links)
+        }
+        (None, _) => (
+            Probe::no("the kernel's BTF could not be parsed by the loader"),
+            Vec::new(),
+        ),
+        (_, Err(e)) => (Probe::no(e.to_string()), Vec::new()),
+    };
+    drop(map_fds);
+    if let Some(dir) = &pins.dir {
+        for link in &modret_links {
+            let name = format!("fmodret_{}", link.function);
+            link.pin(&dir.join(&name)).map_err(|e| LoadError::Pin {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+            pins.kept.pinned.push(name);
+        }
+    }
     if lsm_hooks.contains(&"file_names") && layout.uring_workers_in_task {
         // The path hooks see what a ring does only where its async workers are threads of
         // the process (5.12+); before, rings are judged as where BPF LSM is absent.
@@ -971,11 +1105,17 @@ fn load_generation(
         Ok(v) => (Some(v), Probe::yes(format!("landlock_create_ruleset: ABI {v}"))),
         Err(e) => (None, Probe::no(e)),
     };
-    let hooks = features::hook_mechanisms(&lsm_hooks, send_signal.available, features_bits);
+    let mut hooks = features::hook_mechanisms(&lsm_hooks, send_signal.available, features_bits);
+    if fmod_ret.available {
+        for h in &mut hooks {
+            h.mechanism = features::via_fmod_ret(&h.mechanism);
+        }
+    }
     let report = KernelReport {
         kernel: features::kernel_release(),
         features: Features {
             bpf_lsm,
+            fmod_ret,
             fentry,
             cgroup_sock_addr: Probe::yes(format!("{} loaded and attached", sock_progs.join(", "))),
             cgroup_sock: sock_create,
@@ -1017,6 +1157,7 @@ fn load_generation(
         tracked_view: std::sync::Arc::new(std::sync::Mutex::new(tracked_view)),
         active,
         _pinned: pins.links,
+        _modret: modret_links,
         kept: persist.is_some().then_some(pins.kept),
         rings,
         tracked,

@@ -48,11 +48,23 @@ pub struct Context {
     /// Wall-clock ns at boot (CLOCK_REALTIME - CLOCK_BOOTTIME), to turn kernel times into time.
     pub boot_epoch_ns: i128,
     pub ticks_per_sec: u64,
+    /// The BPF LSM programs run as fmod_ret programs on the `security_*` functions: records
+    /// name those (see [`crate::modret`]).
+    pub fmod_ret: bool,
     /// Prefix of metadata.uid, unique per daemon run (boot id + daemon start).
     pub uid_prefix: String,
 }
 
 impl Context {
+    /// The kernel mechanism that saw `event`, as in effect on this kernel.
+    pub fn mechanism(&self, event: &Event) -> String {
+        if self.fmod_ret {
+            crate::features::via_fmod_ret(event.mechanism())
+        } else {
+            event.mechanism().to_string()
+        }
+    }
+
     fn epoch_ms(&self, boot_ns: u64) -> i64 {
         ((self.boot_epoch_ns + boot_ns as i128) / 1_000_000) as i64
     }
@@ -244,7 +256,7 @@ pub fn audit(
         "tracked_by": after.reason.as_str(),
         "cgroup_id": a.cgroup_id,
         // The kernel mechanism that saw this action (see `tether status` for all hooks).
-        "mechanism": event.mechanism(),
+        "mechanism": ctx.mechanism(event),
     });
     match event {
         Event::Exec {
@@ -525,6 +537,7 @@ mod tests {
             hostname: "node-1".into(),
             boot_epoch_ns: 1_700_000_000_000_000_000,
             ticks_per_sec: 100,
+            fmod_ret: false,
             uid_prefix: "b00t-1".into(),
         }
     }

@@ -430,15 +430,43 @@ fn capability_mask(proc_status: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in {proc_status}"))
 }
 
-/// Is BPF LSM in effect for this daemon? In the VM tier (TETHER_EXPECT_LSM=1) it must be.
+/// Is BPF LSM in effect for this daemon, or its programs as fmod_ret programs on the
+/// `security_*` functions (where `bpf` is not in `lsm=`)? In the VM tier it must be: BPF LSM
+/// (TETHER_EXPECT_LSM=1), or fmod_ret (TETHER_EXPECT_FMOD_RET=1, a kernel booted without `bpf`).
 fn lsm_in_effect(status: &Value) -> bool {
     let lsm = status["features"]["bpf_lsm"]["available"]
         .as_bool()
         .expect("features.bpf_lsm.available");
+    let fmod_ret = status["features"]["fmod_ret"]["available"]
+        .as_bool()
+        .expect("features.fmod_ret.available");
     if std::env::var_os("TETHER_EXPECT_LSM").is_some() {
         assert!(lsm, "this kernel should allow BPF LSM (VM tier): {status:#}");
     }
-    lsm
+    if expect_fmod_ret() {
+        assert!(
+            fmod_ret && !lsm,
+            "this kernel, booted without `bpf` in lsm=, should run the LSM programs as fmod_ret: {status:#}"
+        );
+    }
+    lsm || fmod_ret
+}
+
+/// The VM variant booted without `bpf` in `lsm=`: the verdicts before the effect come from
+/// fmod_ret programs.
+pub fn expect_fmod_ret() -> bool {
+    std::env::var_os("TETHER_EXPECT_FMOD_RET").is_some()
+}
+
+/// An LSM mechanism as this tier names it: `lsm/file_open`, or in the fmod_ret variant the
+/// `security_*` function the program is attached to (`fmod_ret/security_file_open`).
+pub fn lsm_name(name: &str) -> String {
+    if expect_fmod_ret() {
+        name.replace("lsm/bprm_check_security", "fmod_ret/security_bprm_check")
+            .replace("lsm/", "fmod_ret/security_")
+    } else {
+        name.to_string()
+    }
 }
 
 #[test]
@@ -530,20 +558,28 @@ fn status_reports_probed_features_and_the_mechanism_of_each_hook() {
     };
     let programs = s["programs"].to_string();
     if lsm_in_effect(&s) {
-        assert!(hook("exec").starts_with("lsm/bprm_check_security"), "{s:#}");
-        assert!(hook("file_write").starts_with("lsm/file_open"), "{s:#}");
+        assert!(hook("exec").starts_with(&lsm_name("lsm/bprm_check_security")), "{s:#}");
+        assert!(hook("file_write").starts_with(&lsm_name("lsm/file_open")), "{s:#}");
         // The path hooks are on by default where BPF LSM is (path_chown from 6.0).
-        assert!(hook("file_write").contains("lsm/path_* (create,"), "{s:#}");
+        assert!(hook("file_write").contains(&lsm_name("lsm/path_* (create,")), "{s:#}");
         assert!(
-            programs.contains("lsm/path_unlink") && programs.contains("lsm/path_rename"),
+            programs.contains(&lsm_name("lsm/path_unlink")) && programs.contains(&lsm_name("lsm/path_rename")),
             "path hooks not attached: {programs}"
         );
         assert_eq!(
             hook("connect"),
-            "lsm/socket_connect, cgroup_sock_addr/connect4,connect6 (TCP Fast Open)"
+            lsm_name("lsm/socket_connect, cgroup_sock_addr/connect4,connect6 (TCP Fast Open)")
         );
         for p in ["lsm/bprm_check_security", "lsm/file_open", "lsm/socket_connect"] {
-            assert!(programs.contains(p), "{p} not attached: {programs}");
+            assert!(programs.contains(&lsm_name(p)), "{p} not attached: {programs}");
+        }
+        if expect_fmod_ret() {
+            assert!(!programs.contains("\"lsm/"), "no BPF LSM program here: {programs}");
+            let why = s["features"]["bpf_lsm"]["detail"].as_str().unwrap();
+            assert!(
+                why.contains("active LSMs"),
+                "BPF LSM is off for want of `bpf` in lsm=: {why}"
+            );
         }
         assert!(
             programs.contains("connect4"),
@@ -690,12 +726,16 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
     assert_eq!(child_lineage.len(), 2, "child -> script");
     let mechanism = |e: &Value| e["unmapped"]["tether"]["mechanism"].as_str().unwrap().to_string();
     let (exec_by, open_by, connect_by) = if lsm {
-        ("lsm/bprm_check_security", "lsm/file_open", "lsm/socket_connect")
+        (
+            lsm_name("lsm/bprm_check_security"),
+            lsm_name("lsm/file_open"),
+            lsm_name("lsm/socket_connect"),
+        )
     } else {
         (
-            "tracepoint/sched_process_exec",
-            "tracepoint/syscalls",
-            "cgroup_sock_addr/connect",
+            "tracepoint/sched_process_exec".to_string(),
+            "tracepoint/syscalls".to_string(),
+            "cgroup_sock_addr/connect".to_string(),
         )
     };
     assert_eq!(mechanism(exec), exec_by, "exec seen by");
@@ -708,7 +748,7 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
     );
     let c6 = exactly_one(&mine, "tcp connect ::1", |e| is_net(e, "::1", p6, "tcp", 1));
     let send = exactly_one(&mine, "udp sendto 127.0.0.1", |e| is_net(e, "127.0.0.1", pu, "udp", 6));
-    assert_eq!((mechanism(c4), mechanism(c6)), (connect_by.into(), connect_by.into()));
+    assert_eq!((mechanism(c4), mechanism(c6)), (connect_by.clone(), connect_by.clone()));
     assert_eq!(mechanism(send), "cgroup_sock_addr/sendmsg");
 
     let rel = exactly_one(&mine, "write via a relative path", |e| {
@@ -726,7 +766,11 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
     );
     assert_eq!(rename["status_id"], 1);
     // Judged by the BPF LSM path hook where BPF LSM is (on by default), recorded at the exit.
-    let rename_by = if lsm { "lsm/path_rename" } else { "tracepoint/syscalls" };
+    let rename_by = if lsm {
+        lsm_name("lsm/path_rename")
+    } else {
+        "tracepoint/syscalls".into()
+    };
     assert_eq!(mechanism(rename), rename_by);
     exactly_one(&mine, "unlink", |e| is_file(e, 4, &dir.join("renamed.txt")));
 

@@ -543,7 +543,11 @@ fn test_vm(args: &TestArgs) -> anyhow::Result<()> {
     let mut initramfs = Vec::new();
     for (k, test_args) in names.iter().zip(&plan) {
         let out = work.join(format!("initramfs-{k}.cpio"));
-        vm::build_initramfs(&payload, test_args, &work.join("stage"), &out)?;
+        let expect = kernels
+            .iter()
+            .find(|x| &x.name == k)
+            .map_or("TETHER_EXPECT_LSM", |x| x.expect);
+        vm::build_initramfs(&payload, test_args, expect, &work.join("stage"), &out)?;
         initramfs.push(out);
     }
     eprintln!(

@@ -22,28 +22,65 @@ use std::{
 use anyhow::{Context, bail};
 
 /// One kernel of the matrix: the newest Debian package whose name starts with `prefix` and ends
-/// with `-amd64-unsigned` (the generic flavour; not cloud, not rt).
+/// with `-amd64-unsigned` (the generic flavour; not cloud, not rt), booted with `lsm`.
 pub struct KernelSpec {
     pub name: &'static str,
+    /// The kernel's cache entry (entries booted differently share one).
+    kernel: &'static str,
     prefix: &'static str,
     what: &'static str,
+    /// `lsm=` of the command line.
+    lsm: &'static str,
+    /// What the suite must find on this entry (an environment variable set in the guest).
+    expect: &'static str,
+    /// Run by `cargo xtask test --vm` without `--kernel` (the others on request).
+    default: bool,
 }
+
+/// With `bpf`: BPF LSM in effect (Debian does not list `bpf` in its default `lsm=` on every
+/// release).
+const LSM_WITH_BPF: &str = "lockdown,capability,landlock,bpf";
+/// Without `bpf`, as Ubuntu and others ship: the LSM programs run as fmod_ret programs.
+const LSM_WITHOUT_BPF: &str = "lockdown,capability,landlock";
 
 pub const MATRIX: &[KernelSpec] = &[
     KernelSpec {
         name: "5.10",
+        kernel: "5.10",
         prefix: "linux-image-5.10.0-",
         what: "Debian 11 bullseye",
+        lsm: LSM_WITH_BPF,
+        expect: "TETHER_EXPECT_LSM",
+        default: true,
+    },
+    // 6.1 in the default run boots without `bpf` in lsm=: its share of the suite shows the
+    // verdicts before the effect come from fmod_ret there (5.10 and 6.12 show BPF LSM's).
+    KernelSpec {
+        name: "6.1-fmodret",
+        kernel: "6.1",
+        prefix: "linux-image-6.1.0-",
+        what: "Debian 12 bookworm",
+        lsm: LSM_WITHOUT_BPF,
+        expect: "TETHER_EXPECT_FMOD_RET",
+        default: true,
     },
     KernelSpec {
         name: "6.1",
+        kernel: "6.1",
         prefix: "linux-image-6.1.0-",
         what: "Debian 12 bookworm",
+        lsm: LSM_WITH_BPF,
+        expect: "TETHER_EXPECT_LSM",
+        default: false,
     },
     KernelSpec {
         name: "6.12",
+        kernel: "6.12",
         prefix: "linux-image-6.12.",
         what: "Debian 12 bookworm-backports/security",
+        lsm: LSM_WITH_BPF,
+        expect: "TETHER_EXPECT_LSM",
+        default: true,
     },
 ];
 
@@ -56,12 +93,14 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main
 ";
 
-/// Kernel command line: serial console, BPF LSM enabled (Debian does not list `bpf` in its
-/// default `lsm=` on every release), no reboot on panic; `mitigations=off`: under TCG the CPU
-/// mitigations (KPTI's page-table switch on every syscall flushes the emulator's software
-/// TLB) cost many times what they cost on hardware, and nothing Tether does depends on them
-/// (its loader is privileged: the verifier's Spectre checks are for unprivileged loaders).
-const CMDLINE: &str = "console=ttyS0 quiet lsm=lockdown,capability,landlock,bpf panic=-1 oops=panic mitigations=off";
+/// Kernel command line (with `lsm=` of the entry): serial console, no reboot on panic;
+/// `mitigations=off`: under TCG the CPU mitigations (KPTI's page-table switch on every syscall
+/// flushes the emulator's software TLB) cost many times what they cost on hardware, and
+/// nothing Tether does depends on them (its loader is privileged: the verifier's Spectre
+/// checks are for unprivileged loaders).
+fn cmdline(lsm: &str) -> String {
+    format!("console=ttyS0 quiet lsm={lsm} panic=-1 oops=panic mitigations=off")
+}
 
 /// The line /init prints with the suite's exit status.
 const RESULT_MARK: &str = "TETHER_VM_RESULT=";
@@ -83,6 +122,10 @@ pub struct Kernel {
     pub name: String,
     pub package: String,
     pub vmlinuz: PathBuf,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// The environment variable the suite checks for what this entry must show.
+    pub expect: &'static str,
 }
 
 fn apt_options(cache: &Path) -> Vec<String> {
@@ -158,7 +201,13 @@ pub fn kernels(only: &[String], refresh: bool) -> anyhow::Result<Vec<Kernel>> {
     let cache = cache_dir();
     let specs: Vec<&KernelSpec> = MATRIX
         .iter()
-        .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
+        .filter(|s| {
+            if only.is_empty() {
+                s.default
+            } else {
+                only.iter().any(|o| o == s.name)
+            }
+        })
         .collect();
     if let Some(bad) = only.iter().find(|o| !MATRIX.iter().any(|s| s.name == o.as_str())) {
         let names: Vec<&str> = MATRIX.iter().map(|s| s.name).collect();
@@ -167,7 +216,7 @@ pub fn kernels(only: &[String], refresh: bool) -> anyhow::Result<Vec<Kernel>> {
     let mut updated = false;
     let mut out = Vec::new();
     for spec in specs {
-        let dir = cache.join("kernels").join(spec.name);
+        let dir = cache.join("kernels").join(spec.kernel);
         let vmlinuz = dir.join("vmlinuz");
         let package_file = dir.join("package");
         if !refresh && vmlinuz.exists() && package_file.exists() {
@@ -175,6 +224,8 @@ pub fn kernels(only: &[String], refresh: bool) -> anyhow::Result<Vec<Kernel>> {
                 name: spec.name.into(),
                 package: fs::read_to_string(&package_file)?.trim().to_string(),
                 vmlinuz,
+                cmdline: cmdline(spec.lsm),
+                expect: spec.expect,
             });
             continue;
         }
@@ -233,6 +284,8 @@ pub fn kernels(only: &[String], refresh: bool) -> anyhow::Result<Vec<Kernel>> {
         out.push(Kernel {
             name: spec.name.into(),
             package: deb_name,
+            cmdline: cmdline(spec.lsm),
+            expect: spec.expect,
             vmlinuz,
         });
     }
@@ -292,7 +345,7 @@ fn stripped(src: &Path, work: &Path) -> anyhow::Result<PathBuf> {
     Ok(dst)
 }
 
-fn init_script(test_args: &[String]) -> String {
+fn init_script(test_args: &[String], expect: &str) -> String {
     let args: Vec<String> = test_args
         .iter()
         .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
@@ -316,7 +369,7 @@ echo 1 > /proc/sys/kernel/softlockup_all_cpu_backtrace
 echo 5 > /proc/sys/kernel/printk
 echo "vm: kernel $(uname -r), LSMs $(cat /sys/kernel/security/lsm), $(nproc) CPUs"
 export PATH=/bin TETHER_BIN=/tether/tether TETHER_NETPROBE=/tether/netprobe TETHER_REDTEAM=/tether/redteam TETHER_OCSF_DIR=/tether/ocsf
-export TETHER_EXPECT_LSM=1 RUST_BACKTRACE=1 TETHER_TEST_READY_SECS=240
+export {expect}=1 RUST_BACKTRACE=1 TETHER_TEST_READY_SECS=240
 cd /tmp
 /tether/kernel-tests --test-threads=1 {args}
 echo "{RESULT_MARK}$?"
@@ -327,7 +380,13 @@ poweroff -f
 }
 
 /// Builds the initramfs (uncompressed newc cpio) at `out`.
-pub fn build_initramfs(payload: &Payload, test_args: &[String], work: &Path, out: &Path) -> anyhow::Result<()> {
+pub fn build_initramfs(
+    payload: &Payload,
+    test_args: &[String],
+    expect: &str,
+    work: &Path,
+    out: &Path,
+) -> anyhow::Result<()> {
     fs::create_dir_all(work)?;
     let mut entries: std::collections::BTreeMap<String, Entry> = Default::default();
     let add_dirs = |entries: &mut std::collections::BTreeMap<String, Entry>, path: &str| {
@@ -405,7 +464,7 @@ pub fn build_initramfs(payload: &Payload, test_args: &[String], work: &Path, out
     entries.insert(
         "init".into(),
         Entry::Data {
-            data: init_script(test_args).into_bytes(),
+            data: init_script(test_args, expect).into_bytes(),
             mode: 0o755,
         },
     );
@@ -498,7 +557,7 @@ fn boot_once(kernel: &Kernel, initramfs: &Path, log: &Path) -> anyhow::Result<Bo
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", CMDLINE])
+        .args(["-append", &kernel.cmdline])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -608,7 +667,7 @@ mod tests {
 
     #[test]
     fn init_quotes_test_arguments() {
-        let s = init_script(&["a b".into(), "it's".into()]);
+        let s = init_script(&["a b".into(), "it's".into()], "TETHER_EXPECT_LSM");
         assert!(s.contains("'a b' 'it'\\''s'"), "{s}");
         assert!(s.contains(RESULT_MARK));
     }

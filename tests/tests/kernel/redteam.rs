@@ -31,7 +31,7 @@ use tether::credentials::scope::ScopeSpec;
 use super::{
     Daemon, check_ocsf,
     credentials::{Issuer, alerts},
-    redteam_bin, test_dir, tether_bin,
+    expect_fmod_ret, lsm_name, redteam_bin, test_dir, tether_bin,
 };
 
 /// What this kernel judges before the effect (from `tether status`).
@@ -57,11 +57,11 @@ impl Tier {
                 .unwrap_or_default()
         };
         let t = Tier {
-            paths: mech("file_write").contains("lsm/path_"),
-            attrs: mech("file_attrs").starts_with("lsm/"),
-            unix: mech("unix").starts_with("lsm/"),
+            paths: mech("file_write").contains(&lsm_name("lsm/path_")),
+            attrs: mech("file_attrs").starts_with(&lsm_name("lsm/")),
+            unix: mech("unix").starts_with(&lsm_name("lsm/")),
         };
-        if std::env::var_os("TETHER_EXPECT_LSM").is_some() {
+        if std::env::var_os("TETHER_EXPECT_LSM").is_some() || expect_fmod_ret() {
             assert!(
                 t.paths && t.attrs && t.unix,
                 "BPF LSM must judge every channel here: {status:#}"
