@@ -397,6 +397,24 @@ fn lsm_variant(hook: &'static str, params: &BTreeMap<&'static str, u32>) -> &'st
     }
 }
 
+/// The parameter count program `name` was written for, for the hooks with one program per
+/// prototype ([`lsm_variant`]); None for the others (they follow the running kernel's hook).
+fn variant_params(name: &str) -> Option<u32> {
+    Some(match name {
+        "path_rename4" => 4,
+        "path_rename" => 5,
+        "inode_setxattr_old" => 5,
+        "inode_setxattr" => 6,
+        "inode_removexattr_old" => 2,
+        "inode_removexattr" => 3,
+        "inode_setattr_old" => 2,
+        "inode_setattr" => 3,
+        "bpf_old" => 3,
+        "bpf" => 4,
+        _ => return None,
+    })
+}
+
 /// Loads LSM program `name` for its hook.
 fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
     let hook = lsm_hook_of(name);
@@ -521,15 +539,20 @@ fn attach_modret(
         let mut group = Vec::new();
         let mut failed = None;
         for hook in hooks.iter() {
-            let program = lsm_variant(hook, &layout.hook_params);
             let function = security_function(hook);
-            let (lsm_params, params) = (
-                layout.func_params.get(&format!("bpf_lsm_{hook}")),
-                layout.func_params.get(&function),
-            );
-            if lsm_params.is_none() || lsm_params != params {
+            let Some(&params) = layout.func_params.get(&function) else {
+                failed = Some(format!("no {function} in the kernel's BTF"));
+                break;
+            };
+            // The program reads the arguments as the security_* function passes them: a
+            // hook with one program per prototype gets the one for the function's (6.1's
+            // security_inode_setattr takes the user namespace its hook does not).
+            let program = lsm_variant(hook, &BTreeMap::from([(*hook, params)]));
+            let expected =
+                variant_params(program).or_else(|| layout.func_params.get(&format!("bpf_lsm_{hook}")).copied());
+            if expected != Some(params) {
                 failed = Some(format!(
-                    "{function} ({params:?} parameters) does not match bpf_lsm_{hook} ({lsm_params:?})"
+                    "{function} takes {params} parameters, program {program} reads {expected:?}"
                 ));
                 break;
             }
@@ -1208,6 +1231,42 @@ mod tests {
         let k = comm_key("a-very-long-process-name");
         assert_eq!(&k[..15], b"a-very-long-pro");
         assert_eq!(k[15], 0);
+    }
+
+    /// Every LSM hook has its security_* function among the prototypes compared, and the
+    /// mechanism names in reports follow them.
+    #[test]
+    fn each_lsm_hook_maps_to_the_security_function_that_calls_it() {
+        assert_eq!(security_function("bprm_check_security"), "security_bprm_check");
+        assert_eq!(security_function("file_open"), "security_file_open");
+        let protos = prototypes();
+        for (_, hooks, _) in LSM_GROUPS {
+            for h in hooks {
+                assert!(protos.contains(&format!("bpf_lsm_{h}")), "{h}");
+                assert!(protos.contains(&security_function(h)), "{h}");
+            }
+        }
+        // Each variant is the one picked for the parameter count it says it reads.
+        for hook in kernel_layout::VARIANT_HOOKS {
+            for n in 2..=6 {
+                let program = lsm_variant(hook, &BTreeMap::from([(hook, n)]));
+                if let Some(p) = variant_params(program) {
+                    assert!(
+                        p == n || lsm_variant(hook, &BTreeMap::from([(hook, p)])) == program,
+                        "{hook}/{n}"
+                    );
+                }
+            }
+            assert!(variant_params(hook).is_some(), "{hook}");
+        }
+        assert_eq!(
+            features::via_fmod_ret("lsm/bprm_check_security, tracepoint/sched/sched_process_exec"),
+            "fmod_ret/security_bprm_check, tracepoint/sched/sched_process_exec"
+        );
+        assert_eq!(
+            features::via_fmod_ret("lsm/unix_stream_connect, lsm/unix_may_send"),
+            "fmod_ret/security_unix_stream_connect, fmod_ret/security_unix_may_send"
+        );
     }
 
     #[test]

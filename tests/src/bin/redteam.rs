@@ -184,6 +184,25 @@ fn attack() -> anyhow::Result<()> {
             let r = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), zero.as_ptr(), 0) };
             check(r, "utimensat")
         }
+        ["fill", path] => {
+            // Writes until the filesystem is full (or 64 MiB), as an agent filling the disk
+            // under Tether's sinks would.
+            let mut f = std::fs::File::create(path)?;
+            let chunk = vec![0u8; 64 << 10];
+            let mut n = 0usize;
+            let end = loop {
+                if n >= 64 << 20 {
+                    break "64 MiB written".to_string();
+                }
+                match f.write(&chunk) {
+                    Ok(0) => break "wrote nothing".to_string(),
+                    Ok(k) => n += k,
+                    Err(e) => break e.to_string(),
+                }
+            };
+            println!("fill {path}: {n} bytes ({end})");
+            Ok(())
+        }
         ["open-flood", dir, secs] => {
             let p = Path::new(dir).join("flood");
             let until = std::time::Instant::now() + Duration::from_secs_f64(secs.parse()?);

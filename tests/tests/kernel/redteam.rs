@@ -770,6 +770,98 @@ fn observe_mode_lets_every_attack_through_and_reports_what_enforcement_would_do(
     report(&[run("observe", false)]);
 }
 
+/// An agent fills the filesystem under one of Tether's sinks (a file sink on a small tmpfs it
+/// may write), keeps acting so every record for that sink fails, then connects to a guarded
+/// port. Checked by effect: nothing arrives, the filesystem is full, the daemon answers and
+/// keeps delivering to its other sink, where the refusal, the actions and a `delivery-failed`
+/// alert all are (the daemon never exits on a sink error).
+#[test]
+fn an_agent_that_fills_the_disk_under_a_sink_leaves_enforcement_and_the_other_sinks_intact() {
+    let issuer = Issuer::new();
+    let (_t, work) = test_dir();
+    let disk = work.join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &disk,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=256k,mode=0777"),
+    )
+    .expect("mounting a small tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let policy = format!(
+        "version: 1\nagents: []\nmode: enforce\nguardrails:\n  - id: egress\n    action: deny\n    connect: [\"tcp:127.0.0.1/32:{EGRESS_PORT}\"]\nactions:\n  scope: {{action: deny}}\n"
+    );
+    let mut args = issuer.trust_arg();
+    for (stream, file) in [("--audit", "audit.jsonl"), ("--alerts", "alerts.jsonl")] {
+        args.extend([stream.to_string(), format!("file:{}", disk.join(file).display())]);
+    }
+    let d = Daemon::start_with(Some(&policy), &args, &[]);
+    let rt = redteam_bin().canonicalize().unwrap().display().to_string();
+    let token = issuer.token_file(&issuer.request(
+        "fill",
+        &["spiffe://test/agent/fill"],
+        ScopeSpec {
+            exec: vec![super::credentials::bash(), rt.clone()],
+            write: vec![format!("{}/", work.display())],
+            ..Default::default()
+        },
+    ));
+    let l = TcpListener::bind(("127.0.0.1", EGRESS_PORT)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let script = format!(
+        "\"$RT\" fill \"$DIR/disk/fill\"; for i in {{1..40}}; do : > \"$DIR/made-$i\"; done; \
+         \"$RT\" tcp 127.0.0.1:{EGRESS_PORT} EXFIL plain; true"
+    );
+    let out = super::credentials::token_command(&d, &token, &work, &script)
+        .env("RT", &rt)
+        .output()
+        .unwrap();
+    let ran = Ran::of(out);
+    assert!(
+        !connection_arrived(&l),
+        "the agent got past the egress guardrail: {ran}"
+    );
+    assert!(ran.out.contains("No space left"), "the agent filled the disk: {ran}");
+    let vfs = nix::sys::statvfs::statvfs(&disk).unwrap();
+    assert_eq!(vfs.blocks_available(), 0, "the filesystem under the sink is full");
+    // Give the daemon the agent's records (each a failed write to the full sink).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(d.status()["pid"].as_u64().is_some(), "the daemon answers");
+    let (events, log) = d.stop();
+    assert!(
+        !alerts(&events, "delivery-failed").is_empty(),
+        "the failing sink is alerted on the others:\n{log}"
+    );
+    assert!(
+        alerts(&events, "guardrail-violation")
+            .iter()
+            .any(|a| a["unmapped"]["tether"]["details"]["rule"] == "guardrail:egress"),
+        "the refusal is alerted:\n{log}"
+    );
+    let made = events
+        .iter()
+        .filter(|e| {
+            e["class_uid"] == 1001
+                && e["file"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with(&work.join("made-").display().to_string()))
+        })
+        .count();
+    assert_eq!(
+        made, 40,
+        "every action after the disk filled is delivered to the working sink"
+    );
+    assert!(log.contains("enforcement goes on"), "{log}");
+}
+
 /// Fail closed under a flood: an agent floods the file ring with cheap creating opens, and
 /// meanwhile connects out of scope, execs what its scope does not allow and writes a file
 /// outside it. None may get through (the connect reaches no listener, the exec never runs, the
