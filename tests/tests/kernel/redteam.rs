@@ -796,12 +796,19 @@ fn an_agent_that_fills_the_disk_under_a_sink_leaves_enforcement_and_the_other_si
         }
     }
     let _unmount = Unmount(disk.clone());
+    // The sinks in a directory of their own (Tether's files: no agent may write there), the
+    // agent's filler beside it on the same filesystem.
+    std::fs::create_dir(disk.join("tether")).unwrap();
+    std::fs::create_dir(disk.join("agent")).unwrap();
     let policy = format!(
         "version: 1\nagents: []\nmode: enforce\nguardrails:\n  - id: egress\n    action: deny\n    connect: [\"tcp:127.0.0.1/32:{EGRESS_PORT}\"]\nactions:\n  scope: {{action: deny}}\n"
     );
     let mut args = issuer.trust_arg();
     for (stream, file) in [("--audit", "audit.jsonl"), ("--alerts", "alerts.jsonl")] {
-        args.extend([stream.to_string(), format!("file:{}", disk.join(file).display())]);
+        args.extend([
+            stream.to_string(),
+            format!("file:{}", disk.join("tether").join(file).display()),
+        ]);
     }
     let d = Daemon::start_with(Some(&policy), &args, &[]);
     let rt = redteam_bin().canonicalize().unwrap().display().to_string();
@@ -817,7 +824,7 @@ fn an_agent_that_fills_the_disk_under_a_sink_leaves_enforcement_and_the_other_si
     let l = TcpListener::bind(("127.0.0.1", EGRESS_PORT)).unwrap();
     l.set_nonblocking(true).unwrap();
     let script = format!(
-        "\"$RT\" fill \"$DIR/disk/fill\"; for i in {{1..40}}; do : > \"$DIR/made-$i\"; done; \
+        "\"$RT\" fill \"$DIR/disk/agent/fill\"; for i in {{1..40}}; do : > \"$DIR/made-$i\"; done; \
          \"$RT\" tcp 127.0.0.1:{EGRESS_PORT} EXFIL plain; true"
     );
     let out = super::credentials::token_command(&d, &token, &work, &script)
