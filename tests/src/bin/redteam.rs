@@ -184,6 +184,7 @@ fn attack() -> anyhow::Result<()> {
             let r = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), zero.as_ptr(), 0) };
             check(r, "utimensat")
         }
+        ["noop", ..] => Ok(()),
         ["fill", path] => {
             // Writes until the filesystem is full (or 64 MiB), as an agent filling the disk
             // under Tether's sinks would.

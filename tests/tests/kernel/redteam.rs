@@ -869,6 +869,98 @@ fn an_agent_that_fills_the_disk_under_a_sink_leaves_enforcement_and_the_other_si
     assert!(log.contains("enforcement goes on"), "{log}");
 }
 
+/// A burst of processes with huge argv and environments: 300 children at once, each with a
+/// 100 KiB argument and a 100 KiB environment variable, then a connect to a guarded port.
+/// Checked by effect: nothing arrives, the daemon answers, every exec is either recorded
+/// (with its argv cut to what the kernel copies, and said to be cut) or counted as lost, and
+/// the daemon's process table is back to the live tree afterwards (bounded by what runs, not
+/// by what ran).
+#[test]
+fn a_burst_of_processes_with_huge_argv_is_bounded_counted_and_hides_no_violation() {
+    let issuer = Issuer::new();
+    let (_t, work) = test_dir();
+    let policy = format!(
+        "version: 1\nagents: []\nmode: enforce\nguardrails:\n  - id: egress\n    action: deny\n    connect: [\"tcp:127.0.0.1/32:{EGRESS_PORT}\"]\nactions:\n  scope: {{action: deny}}\n"
+    );
+    let d = Daemon::start_with(Some(&policy), &issuer.trust_arg(), &[]);
+    let rt = redteam_bin().canonicalize().unwrap().display().to_string();
+    let token = issuer.token_file(&issuer.request(
+        "burst",
+        &["spiffe://test/agent/burst"],
+        ScopeSpec {
+            exec: vec![super::credentials::bash(), rt.clone()],
+            write: vec![format!("{}/", work.display())],
+            ..Default::default()
+        },
+    ));
+    let l = TcpListener::bind(("127.0.0.1", EGRESS_PORT)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let script = format!(
+        "printf -v big '%*s' 102400 ''; big=${{big// /A}}; export BIG=$big; \
+         for i in {{1..300}}; do \"$RT\" noop burst-marker \"$big\" & done; wait; \
+         \"$RT\" tcp 127.0.0.1:{EGRESS_PORT} EXFIL plain; true"
+    );
+    let out = super::credentials::token_command(&d, &token, &work, &script)
+        .env("RT", &rt)
+        .output()
+        .unwrap();
+    let ran = Ran::of(out);
+    assert!(
+        !connection_arrived(&l),
+        "the agent got past the egress guardrail: {ran}"
+    );
+    // The records of the burst drain; then only the daemon's own view is left to check.
+    std::thread::sleep(Duration::from_millis(2000));
+    let status = d.status();
+    assert!(status["pid"].as_u64().is_some(), "the daemon answers");
+    let table = status["tracked_processes"].as_u64().unwrap();
+    assert!(table < 50, "the process table holds what ran, not what runs: {table}");
+    let lost: u64 = status["kernel_counters"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("ringbuf_full:") || *k == "tracked_full")
+        .map(|(_, v)| v.as_u64().unwrap_or(0))
+        .sum();
+    let (events, log) = d.stop();
+    let execs: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["class_uid"] == 1007
+                && e["activity_id"] == 1
+                && e["unmapped"]["tether"]["exec"]["argv"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "burst-marker"))
+        })
+        .collect();
+    assert!(
+        execs.len() as u64 + lost >= 300,
+        "{} execs recorded and {lost} counted lost of 300:\n{log}",
+        execs.len()
+    );
+    assert!(!execs.is_empty(), "no exec of the burst recorded:\n{log}");
+    for e in &execs {
+        let t = &e["unmapped"]["tether"]["exec"];
+        let copied: usize = t["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().len() + 1)
+            .sum();
+        assert!(
+            copied <= agent_common::ARGV_LEN + 1,
+            "argv copied whole: {copied} bytes"
+        );
+        assert_eq!(t["argv_truncated"], true, "the cut is said: {e}");
+    }
+    assert!(
+        alerts(&events, "guardrail-violation")
+            .iter()
+            .any(|a| a["unmapped"]["tether"]["details"]["rule"] == "guardrail:egress"),
+        "the refusal is alerted:\n{log}"
+    );
+}
+
 /// Fail closed under a flood: an agent floods the file ring with cheap creating opens, and
 /// meanwhile connects out of scope, execs what its scope does not allow and writes a file
 /// outside it. None may get through (the connect reaches no listener, the exec never runs, the
