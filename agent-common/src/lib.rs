@@ -111,7 +111,11 @@ pub mod hook {
     /// (agent_common::syscalls::SANDBOXED): a call refused by a seccomp filter never reaches
     /// its entry tracepoint, only its exit.
     pub const SECCOMP: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// sys_enter_connect/bind and sys_exit_connect/bind, for the TCP connects and binds that
+    /// the Landlock layer of `tether exec`'s sandbox refused (EACCES, in an LSM hook that runs
+    /// before the cgroup hooks and before BPF LSM).
+    pub const LANDLOCK_NET: u32 = 19;
+    pub const COUNT: u32 = 20;
     /// The mechanism name of each hook, by id (as reported in every event).
     pub const NAMES: [&str; COUNT as usize] = [
         "tracepoint/sched_process_exec",
@@ -133,6 +137,7 @@ pub mod hook {
         "lsm/unix",
         "tracepoint/syscalls/io_uring",
         "seccomp",
+        "landlock/net",
     ];
 
     /// The mechanism name of hook `id` (None for an unknown id).
@@ -172,6 +177,22 @@ pub struct ConnectMark {
     pub port: u16,
     pub family: u8,
     pub _pad: [u8; 5],
+}
+
+/// A TCP connect or bind between its entry and its exit (LANDLOCK_CALLS, by thread id): its
+/// destination (connect) or local address (bind) as the caller passed it, for the record of
+/// a Landlock refusal.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingNet {
+    /// Network byte order; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub family: u8,
+    /// [`net_op`] CONNECT or BIND.
+    pub op: u8,
+    pub nr: u32,
 }
 
 /// Indices of the per-CPU counter array (`COUNTERS`), summed by userspace.
@@ -810,6 +831,7 @@ const _: () = {
     assert!(size_of::<PendingExec>() == 16);
     assert!(size_of::<PendingSock>() == 8);
     assert!(size_of::<ConnectMark>() == 32);
+    assert!(size_of::<PendingNet>() == 24);
     // The walk masks offsets with WALK_MAIN - 1 and name lengths with NAME_MAX_WIRE.
     assert!(WALK_MAIN.is_power_of_two());
     assert!((NAME_MAX_WIRE + 1).is_power_of_two());

@@ -357,6 +357,19 @@ pub const SANDBOXED: &[Sandboxed] = &[
     sb("removexattrat", 466),
 ];
 
+/// connect and bind: the calls whose TCP refusals by the Landlock layer of `tether exec`'s
+/// sandbox the Landlock probes record (agent-ebpf landlock).
+pub const LANDLOCKED: &[Sandboxed] = &[sb("connect", NR_CONNECT), sb("bind", NR_BIND)];
+
+#[cfg(not(any(target_arch = "aarch64", bpf_target_arch = "aarch64")))]
+pub const NR_CONNECT: u32 = 42;
+#[cfg(not(any(target_arch = "aarch64", bpf_target_arch = "aarch64")))]
+pub const NR_BIND: u32 = 49;
+#[cfg(any(target_arch = "aarch64", bpf_target_arch = "aarch64"))]
+pub const NR_CONNECT: u32 = 203;
+#[cfg(any(target_arch = "aarch64", bpf_target_arch = "aarch64"))]
+pub const NR_BIND: u32 = 200;
+
 /// The sandboxed call with this number.
 pub fn sandboxed_by_nr(nr: u32) -> Option<&'static Sandboxed> {
     SANDBOXED.iter().find(|s| s.nr == nr)

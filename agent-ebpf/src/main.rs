@@ -7,6 +7,7 @@ mod contain;
 mod exec;
 mod file;
 mod kernel;
+mod landlock;
 mod lineage;
 mod lsm;
 mod lsm_path;

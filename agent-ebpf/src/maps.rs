@@ -124,6 +124,12 @@ pub static EXEC_PENDING: LruHashMap<u32, PendingExec> = LruHashMap::with_max_ent
 #[map]
 pub static SANDBOX_ENTERED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PENDING, 0);
 
+/// thread id -> a tracked process's TCP connect or bind between its entry and its exit (what
+/// it asked for), for the record of a Landlock refusal. LRU: an evicted entry loses that
+/// record (the refusal still holds), never a verdict.
+#[map]
+pub static LANDLOCK_CALLS: LruHashMap<u32, agent_common::PendingNet> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+
 /// Per-CPU staging slot for a PendingFile (too large for the stack).
 #[map]
 pub static SCRATCH: PerCpuArray<PendingFile> = PerCpuArray::with_max_entries(1, 0);

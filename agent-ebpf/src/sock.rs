@@ -41,14 +41,14 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
 #[inline(always)]
-fn u16_at(p: KPtr, offset: usize) -> u16 {
+pub(crate) fn u16_at(p: KPtr, offset: usize) -> u16 {
     read_u32(p, offset).map(|v| v as u16).unwrap_or(0)
 }
 
 /// The `struct sock` behind descriptor `fd` of the current task (null when it is no socket
 /// the kernel lets us read).
 #[inline(always)]
-fn sock_of_fd(fd: i32) -> KPtr {
+pub(crate) fn sock_of_fd(fd: i32) -> KPtr {
     let Ok(file) = file_of_fd(current_task(), fd) else {
         return core::ptr::null();
     };
@@ -64,7 +64,7 @@ fn sock_of_fd(fd: i32) -> KPtr {
 
 /// The family of `sk` (sock_common.skc_family), 0 if unknown.
 #[inline(always)]
-fn family_of(sk: KPtr) -> u16 {
+pub(crate) fn family_of(sk: KPtr) -> u16 {
     if sk.is_null() { 0 } else { u16_at(sk, off!(sock_family)) }
 }
 

@@ -1083,6 +1083,28 @@ fn load_generation(
         attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
     }
 
+    // Refusals of the sandbox's Landlock TCP rights (ABI 4+): refused in an LSM hook before
+    // any of ours, recorded at the call's exit (see agent-ebpf's landlock module).
+    if features::landlock_abi().is_ok_and(|abi| abi >= 4) {
+        for (prog, dir) in [
+            ("sys_enter_landlocked", "sys_enter"),
+            ("sys_exit_landlocked", "sys_exit"),
+        ] {
+            load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
+            for sc in syscalls::LANDLOCKED {
+                let event = format!("{dir}_{}", sc.name);
+                if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
+                    missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
+                    continue;
+                }
+                pins.attach_tracepoint(&mut ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
+            }
+            attached
+                .programs
+                .push(format!("tracepoint/syscalls/{dir}_connect,bind ({prog})"));
+        }
+    }
+
     // io_uring: where the BPF LSM path hooks are not in effect (or cannot attribute a ring's
     // async work: kernels before 5.12) nothing sees what a ring does, so rings must be granted.
     if !lsm("io_uring") {

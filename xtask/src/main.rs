@@ -56,6 +56,10 @@ const VM_SKIP: &[(&str, &str)] = &[
         "delivery and spooling are userspace",
     ),
     (
+        "redteam::an_agent_that_fills_the_disk_under_a_sink_leaves_enforcement_and_the_other_sinks_intact",
+        "the sinks are userspace; the refused connect on every kernel by redteam::a_narrow_credential_holds_every_attack_back",
+    ),
+    (
         "soc::hostile_file_names_stay_data_in_the_file_syslog_and_webhook_sinks",
         "the sinks are userspace; names from the kernel by tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths",
     ),

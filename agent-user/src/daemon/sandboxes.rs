@@ -58,10 +58,21 @@ impl Daemon {
         if let Some(s) = scope.filter(|_| scope_enforced) {
             landlock.write = (!report.lsm_in_effect("file_write")).then(|| s.spec.write.clone());
             landlock.exec = (!report.lsm_in_effect("exec")).then(|| s.spec.exec.clone());
-            // TCP connect and bind stay with the cgroup hooks, which refuse before the effect
-            // on every kernel and record it: Landlock's network rights (ABI 4+) would refuse
-            // first, in an LSM hook that runs before them, and leave no record of the attempt.
-            // `connect`/`bind` are set here only once Landlock's refusals are recorded.
+            // TCP by port (Landlock's rights name no address): the ports of the scope's TCP
+            // `connect` and `listen` rules, whatever their addresses; the cgroup hooks judge
+            // the addresses. Binds to port 0 (the kernel picks) stay open, as in the rules.
+            // A refusal comes from an LSM hook before ours; the Landlock probes record it.
+            let tcp = |rules: &[crate::credentials::scope::ConnectRule]| -> Vec<(u16, u16)> {
+                rules
+                    .iter()
+                    .filter(|r| r.proto == crate::credentials::scope::Proto::Tcp)
+                    .map(|r| r.ports)
+                    .collect()
+            };
+            landlock.connect = Some(tcp(&s.connect));
+            let mut bind = tcp(&s.listen);
+            bind.push((0, 0));
+            landlock.bind = Some(bind);
         }
         // The channels the seccomp filter refuses where the class that judges the process
         // refuses (scope for a bound task, the unbound posture otherwise): io_uring, raw and

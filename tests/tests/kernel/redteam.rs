@@ -1286,6 +1286,105 @@ fn a_sandboxed_agent_cannot_signal_trace_or_untrack_itself() {
     assert!(!tamper.is_null(), "status reports how tampering is met: {status:#}");
 }
 
+/// The sandbox's Landlock TCP rights (ABI 4+): a credential that may connect to one port and
+/// listen on none. A connect to another port and a bind to a port are refused by Landlock
+/// before any of Tether's hooks run, and still recorded (`landlock/net`) with the rules'
+/// decision; the connect the scope allows arrives. Where Landlock has no network rights the
+/// cgroup hooks refuse the same, and the task's layers say Landlock TCP is missing.
+#[test]
+fn the_sandbox_refuses_tcp_by_port_in_landlock_and_every_refusal_is_recorded() {
+    let issuer = Issuer::new();
+    let (_t, work) = test_dir();
+    let (allowed, a_port) = super::tcp_listener("127.0.0.1:0");
+    let (other, o_port) = super::tcp_listener("127.0.0.1:0");
+    allowed.set_nonblocking(true).unwrap();
+    other.set_nonblocking(true).unwrap();
+    let policy = "version: 1\nagents: []\nmode: enforce\nactions:\n  scope: {action: deny}\n";
+    let d = Daemon::start_with(Some(policy), &issuer.trust_arg(), &[]);
+    let rt = redteam_bin().canonicalize().unwrap().display().to_string();
+    let token = issuer.token_file(&issuer.request(
+        "landlock-tcp",
+        &["spiffe://test/agent/landlock-tcp"],
+        ScopeSpec {
+            exec: vec![rt],
+            write: vec![format!("{}/", work.display())],
+            connect: vec![format!("tcp:127.0.0.1/32:{a_port}")],
+            ..Default::default()
+        },
+    ));
+    let attack = |args: &[&str]| {
+        Ran::of(
+            Command::new(tether_bin())
+                .arg("exec")
+                .arg("--socket")
+                .arg(d.socket())
+                .arg("--token")
+                .arg(&token)
+                .arg("--")
+                .arg(redteam_bin())
+                .args(args)
+                .current_dir(&work)
+                .output()
+                .unwrap(),
+        )
+    };
+    let to_other = attack(&["tcp", &format!("127.0.0.1:{o_port}"), "EXFIL", "plain"]);
+    let to_allowed = attack(&["tcp", &format!("127.0.0.1:{a_port}"), "HELLO", "plain"]);
+    let listen = attack(&["listen", &format!("127.0.0.1:{GUARDED_PORT}"), "0"]);
+    assert!(
+        !connection_arrived(&other),
+        "the out-of-scope port got a connection: {to_other}"
+    );
+    assert!(
+        connection_arrived(&allowed),
+        "the port the scope allows got nothing: {to_allowed}"
+    );
+    assert_ne!(
+        listen.code,
+        Some(0),
+        "the bind outside `listen` must be refused: {listen}"
+    );
+    let (events, log) = d.stop();
+    let layers = events
+        .iter()
+        .find(|e| !e["unmapped"]["tether"]["task"]["sandbox"].is_null())
+        .map(|e| e["unmapped"]["tether"]["task"]["sandbox"].clone())
+        .unwrap_or_else(|| panic!("no event names the sandbox layers:\n{log}"));
+    let landlock_tcp = layers["landlock"]["connect"] == true;
+    let abi = tether::features::landlock_abi().unwrap_or(0);
+    assert_eq!(
+        landlock_tcp,
+        abi >= 4,
+        "Landlock TCP is applied where the ABI has it: {layers:#}"
+    );
+    let refused = |port: u16, activity: u64| {
+        events
+            .iter()
+            .find(|e| e["class_uid"] == 4001 && e["activity_id"] == activity && e["dst_endpoint"]["port"] == port)
+            .unwrap_or_else(|| panic!("no record of the refused call to port {port}:\n{log}"))
+    };
+    let c = refused(o_port, 1);
+    assert_eq!(c["action_id"], 2, "{c}");
+    assert_eq!(c["unmapped"]["tether"]["decision"]["rule"], "scope:connect", "{c}");
+    let b = refused(GUARDED_PORT, 7);
+    assert_eq!(b["action_id"], 2, "{b}");
+    if landlock_tcp {
+        assert!(
+            to_other.out.contains("Permission denied"),
+            "EACCES from Landlock: {to_other}"
+        );
+        for e in [c, b] {
+            assert_eq!(e["unmapped"]["tether"]["mechanism"], "landlock/net", "{e}");
+        }
+        assert_eq!(layers["landlock"]["bind"], true, "{layers:#}");
+    } else {
+        assert!(
+            layers["missing"].to_string().contains("tcp") || layers["landlock"].is_null(),
+            "{layers:#}"
+        );
+    }
+}
+
 /// A root agent that registered itself (no `tether exec`, so no seccomp filter) deletes its
 /// own entry from the kernel's tracked map through bpf(2), waits, then connects to a guarded
 /// port 4 s later. Where BPF LSM is in effect the `bpf` hook refuses the call; elsewhere it
