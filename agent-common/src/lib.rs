@@ -115,7 +115,11 @@ pub mod hook {
     /// the Landlock layer of `tether exec`'s sandbox refused (EACCES, in an LSM hook that runs
     /// before the cgroup hooks and before BPF LSM).
     pub const LANDLOCK_NET: u32 = 19;
-    pub const COUNT: u32 = 20;
+    /// sys_exit_connect of a Unix connect to an abstract socket that failed with EPERM: the
+    /// abstract-socket scoping of the sandbox's Landlock layer refused it (in an LSM hook
+    /// before the connection, where no BPF LSM Unix hook is in effect).
+    pub const LANDLOCK_SCOPE: u32 = 20;
+    pub const COUNT: u32 = 21;
     /// The mechanism name of each hook, by id (as reported in every event).
     pub const NAMES: [&str; COUNT as usize] = [
         "tracepoint/sched_process_exec",
@@ -138,6 +142,7 @@ pub mod hook {
         "tracepoint/syscalls/io_uring",
         "seccomp",
         "landlock/net",
+        "landlock/scope",
     ];
 
     /// The mechanism name of hook `id` (None for an unknown id).
@@ -161,6 +166,11 @@ pub mod feature {
 pub struct PendingSock {
     pub fd: i32,
     pub nr: u32,
+    /// connect: the caller's sockaddr (a user pointer) and its length, for the record of a
+    /// connect an LSM refused (Landlock's abstract-socket scoping) before any peer existed.
+    pub addr: u64,
+    pub addrlen: u32,
+    pub _pad: u32,
 }
 
 /// An IP connect the BPF LSM socket_connect hook judged and recorded (CONNECT_MARKS, by
@@ -829,7 +839,7 @@ const _: () = {
     assert!(size_of::<FileEvent>() == 80 + 48 + 2 * size_of::<FilePath>());
     assert!(size_of::<PendingFile>() == 72 + 2 * RAW_PATH_LEN);
     assert!(size_of::<PendingExec>() == 16);
-    assert!(size_of::<PendingSock>() == 8);
+    assert!(size_of::<PendingSock>() == 24);
     assert!(size_of::<ConnectMark>() == 32);
     assert!(size_of::<PendingNet>() == 24);
     // The walk masks offsets with WALK_MAIN - 1 and name lengths with NAME_MAX_WIRE.

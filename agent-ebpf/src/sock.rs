@@ -37,6 +37,7 @@ use crate::{
 };
 
 const AF_UNIX: u16 = 1;
+const EPERM: i64 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
@@ -185,11 +186,14 @@ pub fn sys_enter_sock(ctx: TracePointContext) -> u32 {
                 SockShape::Connect => family == AF_UNIX,
                 _ => family == AF_INET || family == AF_INET6,
             };
-            if wanted
-                && SOCK_CALLS
-                    .insert(&(pid_tgid as u32), &PendingSock { fd, nr: nr as u32 }, 0)
-                    .is_err()
-            {
+            let pending = PendingSock {
+                fd,
+                nr: nr as u32,
+                addr: arg(&ctx, 1),
+                addrlen: arg(&ctx, 2) as u32,
+                _pad: 0,
+            };
+            if wanted && SOCK_CALLS.insert(&(pid_tgid as u32), &pending, 0).is_err() {
                 count(counter::PENDING_FULL);
                 kill_after(unjudged(&t), true);
             }
@@ -371,6 +375,10 @@ pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
                 return 0;
             };
             let _ = SOCK_CALLS.remove(&tid);
+            if ret == -EPERM && sc.shape == SockShape::Connect {
+                refused_abstract(pid_tgid, &t, &p);
+                return 0;
+            }
             if ret != 0 {
                 return 0; // it did not happen
             }
@@ -383,6 +391,50 @@ pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
         _ => {}
     }
     0
+}
+
+/// A Unix connect to an abstract name that an LSM refused before any connection (EPERM: the
+/// abstract-socket scoping of the sandbox's Landlock layer, which runs where no BPF LSM Unix
+/// hook does): recorded with the name read again from the caller's sockaddr (what it asked
+/// for; a name it changed meanwhile is its own doing, and the refusal held either way).
+#[inline(always)]
+fn refused_abstract(pid_tgid: u64, t: &Tracked, p: &PendingSock) {
+    let n = (p.addrlen as usize).wrapping_sub(3);
+    // SAFETY: user memory read through the helper.
+    let first = unsafe { bpf_probe_read_user((p.addr + 2) as *const u8) };
+    if first != Ok(0) || n == 0 || n >= UNIX_NAME_LEN {
+        return;
+    }
+    let Some(ev) = UNIX_WALK.get_ptr_mut(0) else {
+        count(counter::lost(hook::LANDLOCK_SCOPE));
+        return;
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
+    ev.sock_type = 0;
+    ev.naming = unix_name::ABSTRACT;
+    ev._pad = 0;
+    ev._pad2 = 0;
+    walk_empty(&mut ev.peer);
+    let m = masked(n, 0x7f);
+    // SAFETY: m < UNIX_NAME_LEN bytes into the name buffer.
+    let r = unsafe {
+        generated::bpf_probe_read_user(
+            ev.name.as_mut_ptr() as *mut c_void,
+            m as u32,
+            (p.addr + 3) as *const c_void,
+        )
+    };
+    ev.name_len = if r == 0 { m as u32 } else { 0 };
+    unix_record(
+        ev,
+        hook::LANDLOCK_SCOPE,
+        pid_tgid,
+        t,
+        verdict::DENIED,
+        unix_op::CONNECT,
+        0,
+    );
 }
 
 /// A Unix connect that succeeded: judged on the peer the kernel connected it to.

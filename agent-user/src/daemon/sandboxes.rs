@@ -49,8 +49,6 @@ impl Daemon {
                 .map(|p| p.display().to_string())
                 .collect(),
             scope_signal: true,
-            // Abstract sockets stay with the kernel probes (see the seccomp plan below).
-            scope_abstract_unix: false,
             ..Default::default()
         };
         landlock.guarded.sort();
@@ -70,6 +68,13 @@ impl Daemon {
                     .collect()
             };
             landlock.connect = Some(tcp(&s.connect));
+            // Abstract Unix sockets made outside the sandbox (ABI 6+), where the scope allows
+            // none and no BPF LSM Unix hook judges the resolved peer before the connection
+            // (Landlock, an LSM before it, would refuse first; here the kernel probes judge
+            // at the connect's exit, after it was made). A refused connect is recorded at its
+            // exit (landlock/scope).
+            landlock.scope_abstract_unix =
+                !report.lsm_in_effect("unix") && !s.spec.connect.iter().any(|c| c.starts_with("unix:@"));
             let mut bind = tcp(&s.listen);
             bind.push((0, 0));
             landlock.bind = Some(bind);
