@@ -714,6 +714,31 @@ fn attach_lsm(
     (Probe::yes(detail.trim_end_matches("; ")), in_effect)
 }
 
+/// Loads tracepoint program `prog` and attaches it to `{dir}_{name}` of each syscall named,
+/// where this kernel has that tracepoint (the others are listed in `missing`).
+#[allow(clippy::too_many_arguments)]
+fn attach_syscalls<'a>(
+    ebpf: &mut Ebpf,
+    object: &[u8],
+    config: &Config,
+    pins: &mut Pins,
+    missing: &mut Vec<String>,
+    prog: &str,
+    dir: &str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), LoadError> {
+    load_required(ebpf, object, config, prog, |e| load_tracepoint(e, prog))?;
+    for name in names {
+        let event = format!("{dir}_{name}");
+        if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
+            missing.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
+            continue;
+        }
+        pins.attach_tracepoint(ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
+    }
+    Ok(())
+}
+
 /// Loads a probe-only program and unloads it again.
 fn probe_load(
     ebpf: &mut Ebpf,
@@ -1071,15 +1096,17 @@ fn load_generation(
     // Refusals of `tether exec`'s seccomp filter: a refused call reaches only its exit
     // tracepoint (see agent-ebpf's sandbox module).
     for (prog, dir) in [("sys_enter_sandboxed", "sys_enter"), ("sys_exit_sandboxed", "sys_exit")] {
-        load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
-        for sc in syscalls::SANDBOXED {
-            let event = format!("{dir}_{}", sc.name);
-            if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
-                missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
-                continue;
-            }
-            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
-        }
+        let names = syscalls::SANDBOXED.iter().map(|sc| sc.name);
+        attach_syscalls(
+            &mut ebpf,
+            object,
+            &config,
+            &mut pins,
+            &mut missing_tracepoints,
+            prog,
+            dir,
+            names,
+        )?;
         attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
     }
 
@@ -1090,15 +1117,17 @@ fn load_generation(
             ("sys_enter_landlocked", "sys_enter"),
             ("sys_exit_landlocked", "sys_exit"),
         ] {
-            load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
-            for sc in syscalls::LANDLOCKED {
-                let event = format!("{dir}_{}", sc.name);
-                if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
-                    missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
-                    continue;
-                }
-                pins.attach_tracepoint(&mut ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
-            }
+            let names = syscalls::LANDLOCKED.iter().map(|sc| sc.name);
+            attach_syscalls(
+                &mut ebpf,
+                object,
+                &config,
+                &mut pins,
+                &mut missing_tracepoints,
+                prog,
+                dir,
+                names,
+            )?;
             attached
                 .programs
                 .push(format!("tracepoint/syscalls/{dir}_connect,bind ({prog})"));
