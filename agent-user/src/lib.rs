@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod events;
 pub mod features;
+pub mod fuzzing;
 pub mod kernel_layout;
 pub mod lineage;
 pub mod loader;

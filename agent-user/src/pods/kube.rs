@@ -196,11 +196,6 @@ pub struct KubeStats {
 
 // The API's JSON, as far as Tether reads it.
 #[derive(serde::Deserialize)]
-struct List {
-    metadata: ListMeta,
-    items: Vec<Pod>,
-}
-#[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListMeta {
     resource_version: String,
@@ -244,6 +239,140 @@ impl Pod {
             uid: m.uid,
             labels: m.labels,
         })
+    }
+}
+
+/// A page of the pod list is read up to this size (a few KiB per pod, 500 pods a page).
+pub const MAX_LIST_BYTES: usize = 64 << 20;
+/// A watch line (one Pod object) is read up to this size; the API server stores objects of
+/// at most ~1.5 MiB, so a longer line is a broken stream, not a pod.
+pub const MAX_WATCH_LINE: usize = 8 << 20;
+
+/// One page of the pod list, decoded: the pods (each decoded on its own, so one bad object
+/// costs only itself), the list's resourceVersion and the `continue` token of the next page.
+#[derive(Debug)]
+pub struct ListPage {
+    pub pods: Vec<Result<PodMeta, String>>,
+    pub resource_version: String,
+    pub cont: Option<String>,
+}
+
+/// Decodes one page of `GET /api/v1/pods`. Pure: the list/watch decoder fuzz target's entry.
+pub fn decode_list(body: &[u8]) -> Result<ListPage, String> {
+    #[derive(serde::Deserialize)]
+    struct RawList {
+        metadata: ListMeta,
+        items: Vec<serde_json::Value>,
+    }
+    let list: RawList = serde_json::from_slice(body).map_err(|e| format!("not a PodList: {e}"))?;
+    Ok(ListPage {
+        pods: list
+            .items
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value::<Pod>(v)
+                    .map_err(|e| format!("not a Pod: {e}"))
+                    .and_then(Pod::meta)
+            })
+            .collect(),
+        resource_version: list.metadata.resource_version,
+        cont: list.metadata.cont.filter(|c| !c.is_empty()),
+    })
+}
+
+/// What one watch line says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Watched {
+    /// The object's resourceVersion (where the watch resumes), when it has one.
+    pub resource_version: Option<String>,
+    pub change: WatchChange,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchChange {
+    /// A BOOKMARK: only the resourceVersion moves.
+    Bookmark,
+    /// ADDED or MODIFIED.
+    Upsert(PodMeta),
+    Deleted(PodMeta),
+}
+
+/// Why a watch line ends the watch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchError {
+    /// An ERROR event with status 410: the version is gone, list again.
+    Gone,
+    /// Another ERROR event.
+    Status { code: u64, message: String },
+    /// Not a watch event of a pod.
+    Decode(String),
+}
+
+/// Decodes one line of a pod watch. Pure: the list/watch decoder fuzz target's entry.
+pub fn decode_watch(line: &[u8]) -> Result<Watched, WatchError> {
+    let ev: WatchEvent =
+        serde_json::from_slice(line).map_err(|e| WatchError::Decode(format!("not a watch event: {e}")))?;
+    if ev.kind == "ERROR" {
+        let code = ev.object["code"].as_u64().unwrap_or(0);
+        if code == 410 {
+            return Err(WatchError::Gone);
+        }
+        return Err(WatchError::Status {
+            code,
+            message: ev.object["message"].as_str().unwrap_or("").chars().take(300).collect(),
+        });
+    }
+    let pod: Pod = serde_json::from_value(ev.object).map_err(|e| WatchError::Decode(format!("not a Pod: {e}")))?;
+    let resource_version = Some(pod.metadata.resource_version.clone()).filter(|v| !v.is_empty());
+    let change = match ev.kind.as_str() {
+        "BOOKMARK" => WatchChange::Bookmark,
+        "ADDED" | "MODIFIED" => WatchChange::Upsert(pod.meta().map_err(WatchError::Decode)?),
+        "DELETED" => WatchChange::Deleted(pod.meta().map_err(WatchError::Decode)?),
+        other => {
+            return Err(WatchError::Decode(format!(
+                "unknown watch event type {:?}",
+                other.chars().take(64).collect::<String>()
+            )));
+        }
+    };
+    Ok(Watched {
+        resource_version,
+        change,
+    })
+}
+
+/// The lines of a watch stream, from its chunks as they arrive (a line may span chunks, a
+/// chunk hold many lines). Blank lines are skipped; a line longer than [`MAX_WATCH_LINE`] is
+/// an error, so a broken stream cannot grow the buffer without bound.
+#[derive(Debug, Default)]
+pub struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    /// The lines `chunk` completes, without their newline.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            self.take(&rest[..nl])?;
+            let line = std::mem::take(&mut self.partial);
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                out.push(line);
+            }
+            rest = &rest[nl + 1..];
+        }
+        self.take(rest)?;
+        Ok(out)
+    }
+
+    fn take(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if self.partial.len() + bytes.len() > MAX_WATCH_LINE {
+            self.partial.clear();
+            return Err(format!("a watch line is over {MAX_WATCH_LINE} bytes"));
+        }
+        self.partial.extend_from_slice(bytes);
+        Ok(())
     }
 }
 
@@ -342,24 +471,27 @@ impl Watcher {
                 Some(c) => format!("{base}&limit=500&continue={}", encode(c)),
                 None => format!("{base}&limit=500"),
             };
-            let body = self
-                .get("list pods", &url)
-                .await?
-                .bytes()
-                .await
-                .map_err(|e| KubeError::Request {
-                    what: "list pods",
-                    why: crate::tls::error_chain(&e),
-                })?;
-            let list: List = serde_json::from_slice(&body).map_err(|e| {
-                self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                KubeError::Request {
-                    what: "list pods",
-                    why: format!("not a PodList: {e}"),
+            let mut resp = self.get("list pods", &url).await?;
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| KubeError::Request {
+                what: "list pods",
+                why: crate::tls::error_chain(&e),
+            })? {
+                if body.len() + chunk.len() > MAX_LIST_BYTES {
+                    self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(KubeError::Request {
+                        what: "list pods",
+                        why: format!("a page of the pod list is over {MAX_LIST_BYTES} bytes"),
+                    });
                 }
+                body.extend_from_slice(&chunk);
+            }
+            let page = decode_list(&body).map_err(|why| {
+                self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                KubeError::Request { what: "list pods", why }
             })?;
-            for pod in list.items {
-                match pod.meta() {
+            for pod in page.pods {
+                match pod {
                     Ok(m) => {
                         pods.insert(m.uid.clone(), Arc::new(m));
                     }
@@ -369,9 +501,9 @@ impl Watcher {
                     }
                 }
             }
-            match list.metadata.cont.filter(|c| !c.is_empty()) {
+            match page.cont {
                 Some(c) => cont = Some(c),
-                None => break list.metadata.resource_version,
+                None => break page.resource_version,
             }
         };
         self.stats.lists.fetch_add(1, Ordering::Relaxed);
@@ -425,7 +557,7 @@ impl Watcher {
                 Ok(r) => r,
                 Err(e) => return e,
             };
-            let mut buf = Vec::new();
+            let mut lines = Lines::default();
             loop {
                 let chunk = match resp.chunk().await {
                     Ok(Some(c)) => c,
@@ -438,12 +570,17 @@ impl Watcher {
                         };
                     }
                 };
-                buf.extend_from_slice(&chunk);
-                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
+                let complete = match lines.push(&chunk) {
+                    Ok(l) => l,
+                    Err(why) => {
+                        self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        return KubeError::Request {
+                            what: "watch pods",
+                            why,
+                        };
                     }
+                };
+                for line in complete {
                     if let Err(e) = self.apply(&line, &mut rv).await {
                         return e;
                     }
@@ -462,35 +599,31 @@ impl Watcher {
                 why,
             }
         };
-        let ev: WatchEvent = serde_json::from_slice(line).map_err(|e| decode(format!("not a watch event: {e}")))?;
-        if ev.kind == "ERROR" {
-            let code = ev.object["code"].as_u64().unwrap_or(0);
-            if code == 410 {
-                return Err(KubeError::Gone);
+        let watched = match decode_watch(line) {
+            Ok(w) => w,
+            Err(WatchError::Gone) => return Err(KubeError::Gone),
+            Err(WatchError::Status { code, message }) => {
+                return Err(KubeError::Request {
+                    what: "watch pods",
+                    why: format!("status {code}: {message}"),
+                });
             }
-            return Err(KubeError::Request {
-                what: "watch pods",
-                why: format!("status {code}: {}", ev.object["message"].as_str().unwrap_or("")),
-            });
+            Err(WatchError::Decode(why)) => return Err(decode(why)),
+        };
+        if let Some(v) = watched.resource_version {
+            *rv = v;
         }
-        let pod: Pod = serde_json::from_value(ev.object).map_err(|e| decode(format!("not a Pod: {e}")))?;
-        if !pod.metadata.resource_version.is_empty() {
-            rv.clone_from(&pod.metadata.resource_version);
-        }
-        if ev.kind == "BOOKMARK" {
-            return Ok(());
-        }
-        let meta = Arc::new(pod.meta().map_err(decode)?);
         let change = {
             let mut cache = self.cache.write().expect("pod cache lock");
-            match ev.kind.as_str() {
-                "ADDED" | "MODIFIED" => {
+            match watched.change {
+                WatchChange::Bookmark => None,
+                WatchChange::Upsert(meta) => {
+                    let meta = Arc::new(meta);
                     cache.deleted.remove(&meta.uid);
                     let old = cache.by_uid.insert(meta.uid.clone(), meta.clone());
                     (old.as_ref() != Some(&meta)).then_some(PodChange::Upsert(meta))
                 }
-                "DELETED" => cache.remove(&meta.uid).map(PodChange::Removed),
-                other => return Err(decode(format!("unknown watch event type {other:?}"))),
+                WatchChange::Deleted(meta) => cache.remove(&meta.uid).map(PodChange::Removed),
             }
         };
         if let Some(c) = change {
