@@ -239,9 +239,9 @@ pub fn scope(data: &[u8]) {
     } else {
         let mut s = ScopeSpec::default();
         for line in String::from_utf8_lossy(rest).lines() {
-            let (class, pattern) = line.split_at(line.len().min(2));
+            let (class, pattern) = line.split_once(' ').unwrap_or((line, ""));
             let pattern = pattern.to_string();
-            match class.trim() {
+            match class {
                 "e" => s.exec.push(pattern),
                 "w" => s.write.push(pattern),
                 "c" => s.connect.push(pattern),
@@ -542,7 +542,7 @@ pub fn api(data: &[u8]) {
     }
     if !response.is_empty() {
         assert!(
-            response.starts_with(b"HTTP/1.1 "),
+            response.starts_with(b"HTTP/1.1 ") || response.starts_with(b"HTTP/1.0 "),
             "not an HTTP answer: {:?}",
             String::from_utf8_lossy(&response[..response.len().min(64)])
         );

@@ -11,10 +11,14 @@
 //!   cargo xtask check-deploy     the deploy/ checks: manifests rendered, schema-validated and
 //!                                linted, the Dockerfile linted, the systemd unit verified
 //!   cargo xtask test --vm [--kernel K]...   the kernel suite in the VM matrix only (or kernel K)
+//!   cargo xtask fuzz [--seconds N] [TARGET]...  build the fuzz targets (tests/fuzz) and run each
+//!                                for N seconds (default 30) from its corpus; a crash fails and its
+//!                                input is copied into the corpus (commit it once fixed)
 //!   cargo xtask vm-kernels [--refresh]      fetch (or re-fetch the newest) matrix kernels into the cache
 //!
 //! Arguments after `--` in `test` go to the kernel test binary (a test name filter, say).
 mod deploy;
+mod fuzz;
 mod vm;
 
 use std::{
@@ -28,7 +32,7 @@ use anyhow::{Context, bail};
 
 /// The dated nightly whose LLVM bpf-linker links against. Never "nightly": bpf-linker is
 /// rpath-linked to this toolchain's libLLVM file, which a moving nightly would remove.
-const NIGHTLY: &str = "nightly-2026-05-20";
+pub(crate) const NIGHTLY: &str = "nightly-2026-05-20";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Kernel tests the VM tier leaves to the host tier, with why: what they check is done in
 /// userspace the same way on every kernel, their kernel side is checked per kernel by the tests
@@ -148,6 +152,11 @@ fn run() -> anyhow::Result<()> {
             setup()?;
             test(&TestArgs::parse(&args[1..])?)
         }
+        "fuzz" => {
+            setup_toolchain()?;
+            fuzz::setup()?;
+            fuzz::run(&fuzz::FuzzArgs::parse(&rest)?)
+        }
         "vm-kernels" => {
             let refresh = rest.iter().any(|a| a == "--refresh");
             require_root("fetching kernels into the VM cache")?;
@@ -158,14 +167,14 @@ fn run() -> anyhow::Result<()> {
         }
         _ => {
             println!(
-                "usage: cargo xtask <setup | build [--release] | check-deploy | run [-- ARGS] | test [--host | --vm [--kernel K]...] [-- FILTER] | vm-kernels [--refresh]>"
+                "usage: cargo xtask <setup | build [--release] | check-deploy | run [-- ARGS] | test [--host | --vm [--kernel K]...] [-- FILTER] | fuzz [--seconds N] [TARGET]... | vm-kernels [--refresh]>"
             );
             Ok(())
         }
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
@@ -265,6 +274,8 @@ fn setup() -> anyhow::Result<()> {
     }
     // 4. The deploy/ checkers (Python, pinned, in a virtualenv).
     deploy::setup()?;
+    // 5. cargo-fuzz, for the fuzz stage.
+    fuzz::setup()?;
     eprintln!("setup: ready ({:.1}s)", t.elapsed().as_secs_f64());
     Ok(())
 }
@@ -389,12 +400,25 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         deploy::check_all(&root().join("target/debug/tether"))?;
         require_root("the kernel integration tests")?;
         let t = Instant::now();
-        run_cmd(
+        // The fuzz stage runs beside the kernel suite (niced: the suite mostly waits on
+        // daemons and processes), each target for FUZZ_CI_SECONDS; a filter skips it.
+        let fuzzing = args
+            .filter
+            .is_empty()
+            .then(|| std::thread::spawn(|| fuzz::run_in_ci(fuzz::CI_SECONDS)));
+        let suite = run_cmd(
             cargo()
                 .args(["test", "-p", "tether-integration", "--", "--test-threads=1"])
                 .args(&args.filter)
                 .env("TETHER_BIN", root().join("target/debug/tether")),
-        )?;
+        );
+        if let Some(f) = fuzzing {
+            let fuzzed = f.join().map_err(|_| anyhow::anyhow!("the fuzz stage panicked"))?;
+            suite?;
+            fuzzed?;
+        } else {
+            suite?;
+        }
         eprintln!(
             "test: kernel suite passed on this machine's kernel ({}) in {:.0}s",
             stdout_of(Command::new("uname").arg("-r")).unwrap_or_default(),

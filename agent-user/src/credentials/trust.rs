@@ -70,7 +70,39 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<JwkSet, String> {
     if set.keys.iter().any(|k| k.common.key_id.is_none()) {
         return Err("every key in the JWKS needs a kid".into());
     }
+    for k in &set.keys {
+        check_key(k).map_err(|e| format!("key {:?}: {e}", k.common.key_id.as_deref().unwrap_or("")))?;
+    }
     Ok(set)
+}
+
+/// The key shapes the verifier relies on. An Ed25519 `x` must be 32 bytes: jsonwebtoken 11.1
+/// slices it to 32 without checking (a shorter one panicked the verifier, found by the `jwks`
+/// fuzz target; a longer one was silently cut).
+fn check_key(k: &jsonwebtoken::jwk::Jwk) -> Result<(), String> {
+    use base64::Engine as _;
+    use jsonwebtoken::jwk::AlgorithmParameters;
+    let len = |field: &str, v: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v.trim_end_matches('='))
+            .map(|b| b.len())
+            .map_err(|e| format!("{field} is not base64url: {e}"))
+    };
+    match &k.algorithm {
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == jsonwebtoken::jwk::EllipticCurve::Ed25519 => {
+            match len("x", &p.x)? {
+                32 => Ok(()),
+                n => Err(format!("an Ed25519 public key (x) is 32 bytes, this one {n}")),
+            }
+        }
+        AlgorithmParameters::EllipticCurve(p) if p.curve == jsonwebtoken::jwk::EllipticCurve::P256 => {
+            match (len("x", &p.x)?, len("y", &p.y)?) {
+                (32, 32) => Ok(()),
+                (x, y) => Err(format!("a P-256 public key has 32-byte x and y, this one {x} and {y}")),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Reads a JWKS file.
@@ -168,6 +200,18 @@ pub async fn refresh(trust: &[Trust], client: &reqwest::Client, keys: &std::sync
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `jwks` fuzz target: a short Ed25519 key panicked the verifier.
+    #[test]
+    fn malformed_ed25519_and_p256_keys_are_refused_with_the_reason() {
+        let short = br#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"AAAA"}]}"#;
+        let e = parse_jwks(short).unwrap_err();
+        assert!(e.contains("\"k1\"") && e.contains("32 bytes, this one 3"), "{e}");
+        let ec = br#"{"keys":[{"kty":"EC","crv":"P-256","kid":"e","x":"AAAA","y":"AAAA"}]}"#;
+        assert!(parse_jwks(ec).unwrap_err().contains("32-byte x and y"));
+        let p384 = br#"{"keys":[{"kty":"EC","crv":"P-384","kid":"e","x":"AAAA","y":"AAAA"}]}"#;
+        assert!(parse_jwks(p384).is_ok(), "keys Tether does not use are not checked");
+    }
 
     #[test]
     fn trust_arguments() {
