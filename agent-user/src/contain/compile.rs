@@ -872,4 +872,168 @@ guardrails:
         assert_eq!(kernel_match(&c, o, class::WRITE, "/dev/pts/3"), Sim::Yes);
         assert_eq!(kernel_match(&c, o, class::WRITE, "/dev/sda"), Sim::No);
     }
+
+    /// Properties over random scopes, guardrails and actions: where the kernel decides, it
+    /// decides as the engine does.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::policy::engine::{Attempt, Credential, WritePath};
+
+        const SEGMENTS: &[&str] = &["a", "b", "ab", "x.y", "a*", "abc"];
+
+        /// A path pattern: literal segments, one of them maybe a wildcard form, and an end
+        /// that is a name, a subtree `/`, or `/**`.
+        fn pattern() -> impl Strategy<Value = String> {
+            let seg = prop::sample::select(&SEGMENTS[..4]);
+            let wild = prop::sample::select(&["*", "a*", "?", "*b", "{a,b}", "[ab]", "**"][..]);
+            (
+                prop::collection::vec(seg, 1..4),
+                prop::option::of((0usize..4, wild)),
+                0u8..3,
+            )
+                .prop_map(|(mut segs, w, end)| {
+                    if let Some((i, w)) = w {
+                        let i = i % segs.len();
+                        segs[i] = w;
+                    }
+                    let mut p = format!("/{}", segs.join("/"));
+                    match end {
+                        1 if !p.contains(['*', '?', '[', '{']) => p.push('/'),
+                        2 => p.push_str("/**"),
+                        _ => {}
+                    }
+                    p
+                })
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(SEGMENTS), 1..5).prop_map(|s| format!("/{}", s.join("/")))
+        }
+
+        fn agree(kernel: Sim, engine: bool, what: &str) -> Result<(), TestCaseError> {
+            match kernel {
+                Sim::Undecided => Ok(()),
+                Sim::Yes => {
+                    prop_assert!(engine, "{what}: the kernel matches, the engine does not");
+                    Ok(())
+                }
+                Sim::No => {
+                    prop_assert!(!engine, "{what}: the kernel misses, the engine matches");
+                    Ok(())
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// A scope's write patterns, compiled to path entries: the kernel's lookup
+            /// agrees with the engine's glob matching on every path it decides.
+            #[test]
+            fn scope_paths_decide_as_the_engine(patterns in prop::collection::vec(pattern(), 1..5), paths in prop::collection::vec(path(), 1..8)) {
+                let scope = write_scope(&patterns.iter().map(String::as_str).collect::<Vec<_>>());
+                let c = match super::super::scope(5, &scope) {
+                    Ok(c) => c,
+                    Err(CompileError::TooDeep { .. }) => return Ok(()),
+                    Err(e) => panic!("{e}"),
+                };
+                for p in &paths {
+                    agree(kernel_match(&c, 5, class::WRITE, p), scope.matches_write(p), &format!("{patterns:?} {p}"))?;
+                }
+            }
+
+            /// Guardrails of random write patterns: where the kernel decides, a guardrail
+            /// holds for a path exactly when the engine's evaluation names one.
+            #[test]
+            fn guardrail_paths_decide_as_the_engine(patterns in prop::collection::vec(pattern(), 1..5), paths in prop::collection::vec(path(), 1..8)) {
+                let yaml = patterns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| format!("  - {{id: g{i}, action: deny, write: [\"{p}\"]}}\n"))
+                    .collect::<String>();
+                let spec: crate::policy::engine::ContainmentSpec =
+                    serde_yaml_ng::from_str(&format!("mode: enforce\nguardrails:\n{yaml}")).unwrap();
+                let rules = Rules::compile(&spec).unwrap();
+                let c = match guardrails(&rules, 0) {
+                    Ok(c) => c,
+                    Err(CompileError::TooDeep { .. }) => return Ok(()),
+                    Err(e) => panic!("{e}"),
+                };
+                let scope = write_scope(&["/"]);
+                for p in &paths {
+                    let a = Attempt::Write { paths: vec![WritePath::object(p.clone())] };
+                    let d = rules.evaluate(&a, Credential::Bound { state: crate::credentials::tasks::CredState::Valid, scope: &scope }, 0);
+                    let engine = d.rule.starts_with("guardrail:");
+                    agree(kernel_match(&c, agent_common::contain::GUARDRAILS, class::WRITE, p), engine, &format!("{patterns:?} {p}"))?;
+                }
+            }
+
+            /// Connect rules over IPv4, IPv6 and IPv4-mapped networks: the kernel's net
+            /// lookup (addresses as the kernel sees them, IPv4 mapped) says what the engine
+            /// says for the same address raw or canonical, and names the first rule that
+            /// allows it.
+            #[test]
+            fn networks_decide_as_the_engine_raw_or_canonical(
+                rules in prop::collection::vec((any::<bool>(), prop::sample::select(NETS), 0u16..4, 0u16..4), 1..5),
+                probes in prop::collection::vec((any::<bool>(), prop::sample::select(IPS), 0u16..6), 1..8),
+            ) {
+                let connect: Vec<String> = rules
+                    .iter()
+                    .map(|(tcp, net, lo, span)| {
+                        let (lo, hi) = (lo * 100, lo * 100 + span * 100);
+                        format!("{}:{net}:{lo}-{hi}", if *tcp { "tcp" } else { "udp" })
+                    })
+                    .collect();
+                let scope = CompiledScope::compile(&ScopeSpec { connect: connect.clone(), ..Default::default() }).unwrap();
+                let c = match super::super::scope(9, &scope) {
+                    Ok(c) => c,
+                    Err(CompileError::TooManyPorts { .. }) => return Ok(()),
+                    Err(e) => panic!("{e}"),
+                };
+                for &(tcp, ip, port) in &probes {
+                    let raw: IpAddr = ip.parse().unwrap();
+                    let port = port * 100;
+                    let (proto, p) = if tcp { (6, Proto::Tcp) } else { (17, Proto::Udp) };
+                    let canon = match raw {
+                        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(raw),
+                        v4 => v4,
+                    };
+                    let cred = Credential::Bound { state: crate::credentials::tasks::CredState::Valid, scope: &scope };
+                    let rules_none = Rules::compile(&Default::default()).unwrap();
+                    let by_raw = rules_none.evaluate(&Attempt::Connect { proto: p, ip: raw, port }, cred, 0);
+                    let by_canon = rules_none.evaluate(&Attempt::Connect { proto: p, ip: canon, port }, cred, 0);
+                    prop_assert_eq!(&by_raw, &by_canon, "{} raw and canonical", raw);
+                    let engine = scope.matches_connect(p, canon, port);
+                    prop_assert_eq!(by_raw.action.is_none(), engine);
+                    let kernel = net_lookup(&c, 9, proto, raw, port);
+                    prop_assert_eq!(kernel, net_lookup(&c, 9, proto, canon, port), "the kernel sees {} and {} alike", raw, canon);
+                    prop_assert_eq!(kernel.is_some(), engine, "{:?} {} {}/{}", connect, raw, proto, port);
+                }
+            }
+        }
+
+        const NETS: &[&str] = &[
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "10.1.2.3",
+            "0.0.0.0/0",
+            "[::/0]",
+            "[::ffff:0:0/96]",
+            "[::ffff:10.0.0.0/104]",
+            "[2001:db8::/32]",
+            "[::1]",
+        ];
+        const IPS: &[&str] = &[
+            "10.1.2.3",
+            "10.2.0.1",
+            "8.8.8.8",
+            "::ffff:10.1.2.3",
+            "::ffff:8.8.8.8",
+            "::1",
+            "2001:db8::5",
+            "::ffff:0:0",
+        ];
+    }
 }

@@ -311,7 +311,7 @@ fn connect_rule(class: &'static str, index: usize, text: &str) -> Result<Connect
     };
     let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     let host = if let Ok(ip) = bare.parse::<IpAddr>() {
-        Host::Net(IpNet::from(ip))
+        Host::Net(unmapped(IpNet::from(ip)))
     } else if let Ok(net) = bare.parse::<IpNet>() {
         if net.trunc() != net {
             return Err(err(&format!(
@@ -319,7 +319,7 @@ fn connect_rule(class: &'static str, index: usize, text: &str) -> Result<Connect
                 net.trunc()
             )));
         }
-        Host::Net(net)
+        Host::Net(unmapped(net))
     } else if is_host_name(bare) {
         Host::Name(bare.to_ascii_lowercase())
     } else {
@@ -333,6 +333,22 @@ fn connect_rule(class: &'static str, index: usize, text: &str) -> Result<Connect
         host,
         ports,
     })
+}
+
+/// A network inside the IPv4-mapped range (`::ffff:a.b.c.d/n`, n >= 96) is the IPv4 network
+/// it maps: the engine matches an action's address in its IPv4 form, and the kernel's key of
+/// an IPv4 address is its mapped form, so only the IPv4 network means the same to both (the
+/// `networks_decide_as_the_engine_raw_or_canonical` property found the mapped form allowed by
+/// the kernel and refused by the engine).
+fn unmapped(net: IpNet) -> IpNet {
+    if let IpNet::V6(n) = net
+        && n.prefix_len() >= 96
+        && let Some(v4) = n.network().to_ipv4_mapped()
+        && let Ok(v4net) = ipnet::Ipv4Net::new(v4, n.prefix_len() - 96)
+    {
+        return IpNet::V4(v4net);
+    }
+    net
 }
 
 fn is_host_name(s: &str) -> bool {
