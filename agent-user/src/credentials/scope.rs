@@ -898,4 +898,77 @@ mod tests {
             "unlinking /dev/null is no write to it"
         );
     }
+
+    /// Path matching against a compiled scope agrees with a plain reference matcher of the
+    /// documented pattern language, for random patterns and paths.
+    mod reference {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One segment: `*` any run of characters, `?` one character, others themselves.
+        fn segment(p: &[char], s: &[char]) -> bool {
+            match p {
+                [] => s.is_empty(),
+                ['*', rest @ ..] => (0..=s.len()).any(|i| segment(rest, &s[i..])),
+                ['?', rest @ ..] => !s.is_empty() && segment(rest, &s[1..]),
+                [c, rest @ ..] => s.first() == Some(c) && segment(rest, &s[1..]),
+            }
+        }
+
+        /// Components: `**` in the middle is any number of components, a trailing `**` one
+        /// or more (what is under the directory), any other a segment pattern.
+        fn components(p: &[&str], s: &[&str]) -> bool {
+            match p {
+                [] => s.is_empty(),
+                ["**"] => !s.is_empty(),
+                ["**", rest @ ..] => (0..=s.len()).any(|i| components(rest, &s[i..])),
+                [c, rest @ ..] => {
+                    !s.is_empty()
+                        && segment(&c.chars().collect::<Vec<_>>(), &s[0].chars().collect::<Vec<_>>())
+                        && components(rest, &s[1..])
+                }
+            }
+        }
+
+        fn reference(pattern: &str, path: &str) -> bool {
+            if pattern.ends_with('/') {
+                return path == pattern.trim_end_matches('/') || path.starts_with(pattern);
+            }
+            let p: Vec<&str> = pattern.split('/').collect();
+            let s: Vec<&str> = path.split('/').collect();
+            components(&p, &s)
+        }
+
+        fn pattern() -> impl Strategy<Value = String> {
+            let comp = prop::sample::select(&["a", "b", "ab", "*", "a*", "*b", "?", "a?b", "**", "x.y"][..]);
+            (prop::collection::vec(comp, 1..5), any::<bool>()).prop_map(|(c, subtree)| {
+                let mut p = format!("/{}", c.join("/"));
+                if subtree && !p.contains(['*', '?']) {
+                    p.push('/');
+                }
+                p
+            })
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop::sample::select(&["a", "b", "ab", "abb", "x.y", "a*", ""][..]),
+                1..6,
+            )
+            .prop_map(|c| format!("/{}", c.join("/")))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn compiled_patterns_match_as_the_reference(pattern in pattern(), paths in prop::collection::vec(path(), 1..10)) {
+                let c = CompiledScope::compile(&ScopeSpec { write: vec![pattern.clone()], ..Default::default() }).unwrap();
+                for p in &paths {
+                    prop_assert_eq!(c.matches_write(p), reference(&pattern, p), "{} against {}", pattern, p);
+                }
+            }
+        }
+    }
 }

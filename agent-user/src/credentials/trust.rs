@@ -89,12 +89,15 @@ fn check_key(k: &jsonwebtoken::jwk::Jwk) -> Result<(), String> {
             .map_err(|e| format!("{field} is not base64url: {e}"))
     };
     match &k.algorithm {
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == jsonwebtoken::jwk::EllipticCurve::Ed25519 => {
-            match len("x", &p.x)? {
-                32 => Ok(()),
-                n => Err(format!("an Ed25519 public key (x) is 32 bytes, this one {n}")),
-            }
-        }
+        // jsonwebtoken takes every OKP key for Ed25519, whatever its crv.
+        AlgorithmParameters::OctetKeyPair(p) if p.curve != jsonwebtoken::jwk::EllipticCurve::Ed25519 => Err(format!(
+            "an OKP key of curve {:?}: only Ed25519 is supported (EdDSA)",
+            p.curve
+        )),
+        AlgorithmParameters::OctetKeyPair(p) => match len("x", &p.x)? {
+            32 => Ok(()),
+            n => Err(format!("an Ed25519 public key (x) is 32 bytes, this one {n}")),
+        },
         AlgorithmParameters::EllipticCurve(p) if p.curve == jsonwebtoken::jwk::EllipticCurve::P256 => {
             match (len("x", &p.x)?, len("y", &p.y)?) {
                 (32, 32) => Ok(()),
