@@ -369,9 +369,10 @@ fn tail_hit(walked: *const WalkedPath, r: &PathRule, len: usize, leaf: usize) ->
     let Some(t) = TAIL_RULES.get(&*tail) else {
         return Hit::No;
     };
+    // The tail's own rule: patterns of several rules share one segment entry.
     match t.kind {
-        path_kind::PREFIX => Hit::Yes(r.rule),
-        path_kind::LAST_SEGMENT if leaf >= i && leaf - i < t.prefix_bytes as usize => Hit::Yes(r.rule),
+        path_kind::PREFIX => Hit::Yes(t.rule),
+        path_kind::LAST_SEGMENT if leaf >= i && leaf - i < t.prefix_bytes as usize => Hit::Yes(t.rule),
         path_kind::UNDECIDED => Hit::Undecided,
         _ => Hit::No,
     }

@@ -231,14 +231,25 @@ fn rule(kind: u8, bytes: &[u8], index: u16) -> PathRule {
 }
 
 /// Two patterns at the same key: a prefix covers everything; otherwise different conditions
-/// cannot share one entry, and the kernel leaves the key to the daemon.
+/// cannot share one entry, and the kernel leaves the key to the daemon. The first rule in
+/// file order decides: a conditional earlier rule over a later prefix holds only where its
+/// condition does, which one entry cannot say (undecided, unless both are the same rule).
 fn merge(old: &mut PathRule, new: PathRule) {
-    old.rule = old.rule.min(new.rule);
-    if old.kind == path_kind::PREFIX || new.kind == path_kind::PREFIX {
-        old.kind = path_kind::PREFIX;
-    } else if old.kind != new.kind {
-        old.kind = path_kind::UNDECIDED;
-    }
+    let (first, second) = if new.rule < old.rule { (new, *old) } else { (*old, new) };
+    old.rule = first.rule;
+    old.kind = if first.kind == path_kind::PREFIX {
+        path_kind::PREFIX
+    } else if second.kind == path_kind::PREFIX {
+        if first.rule == second.rule {
+            path_kind::PREFIX
+        } else {
+            path_kind::UNDECIDED
+        }
+    } else if first.kind != second.kind {
+        path_kind::UNDECIDED
+    } else {
+        first.kind
+    };
 }
 
 /// Path entries of one owner: `(class, pattern, rule index)`.
@@ -288,6 +299,37 @@ fn paths(owner: u32, what: &str, patterns: &[(u8, &PathPattern, u16)], out: &mut
                 PATH_KEY_HEAD_BITS + pb.len() as u32 * 8;
         }
     }
+    // The first rule in file order decides, as in the engine; the kernel stops at the longest
+    // entry. An enclosing prefix entry holds for every path a longer entry matches, and an
+    // enclosing last-segment entry for those with no further `/`: an earlier rule of theirs is
+    // the longer entry's rule. An earlier enclosing entry that holds only on a condition the
+    // longer entry does not see (a segment, or undecided) leaves it to the daemon.
+    for (cls, bytes) in &keys {
+        let mut r = top[&(*cls, bytes.clone())];
+        for (pc, pb) in &keys {
+            if pc != cls || pb.len() >= bytes.len() || !bytes.starts_with(pb) {
+                continue;
+            }
+            let p = top[&(*pc, pb.clone())];
+            if p.rule >= r.rule {
+                continue;
+            }
+            match p.kind {
+                path_kind::PREFIX => r.rule = p.rule,
+                path_kind::LAST_SEGMENT if !bytes[pb.len()..].contains(&b'/') => r.rule = p.rule,
+                path_kind::LAST_SEGMENT => {}
+                _ if r.kind != path_kind::UNDECIDED => {
+                    r.kind = path_kind::UNDECIDED;
+                    out.undecided.push(format!(
+                        "{what}: {:?} lies under an earlier rule's pattern the kernel judges only on a condition",
+                        String::from_utf8_lossy(bytes)
+                    ));
+                }
+                _ => {}
+            }
+        }
+        top.insert((*cls, bytes.clone()), r);
+    }
     // The kernel judges a segment entry by its tail alone, with no fallback: one that has a
     // shorter entry to fall back to is left to the daemon.
     for (cls, bytes) in &keys {
@@ -329,8 +371,14 @@ fn paths(owner: u32, what: &str, patterns: &[(u8, &PathPattern, u16)], out: &mut
             continue;
         }
         let r = tails.get_mut(&(*id, b.clone())).expect("listed");
-        if enclosing.iter().any(|e| e.kind == path_kind::PREFIX) {
+        if let Some(first) = enclosing
+            .iter()
+            .filter(|e| e.kind == path_kind::PREFIX)
+            .map(|e| e.rule)
+            .min()
+        {
             r.kind = path_kind::PREFIX;
+            r.rule = r.rule.min(first);
         } else if r.kind != path_kind::PREFIX {
             r.kind = path_kind::UNDECIDED;
         }
@@ -624,6 +672,11 @@ mod tests {
     }
 
     fn kernel_match(c: &Compiled, owner: u32, cls: u8, path: &str) -> Sim {
+        kernel_hit(c, owner, cls, path).0
+    }
+
+    /// The kernel's answer and, when it matches, the rule of the entry that matched.
+    fn kernel_hit(c: &Compiled, owner: u32, cls: u8, path: &str) -> (Sim, Option<u16>) {
         let mut key = path.as_bytes().to_vec();
         key.push(0);
         let leaf = path.rfind('/').unwrap();
@@ -637,7 +690,7 @@ mod tests {
                 &key,
                 bits,
             );
-            let Some(r) = found else { return Sim::No };
+            let Some(r) = found else { return (Sim::No, None) };
             let ok = match r.kind {
                 path_kind::PREFIX => true,
                 path_kind::LAST_SEGMENT => leaf < r.prefix_bytes as usize,
@@ -660,26 +713,26 @@ mod tests {
                         tkey.len() * 8,
                     );
                     return match t.map(|t| t.kind) {
-                        Some(path_kind::PREFIX) => Sim::Yes,
+                        Some(path_kind::PREFIX) => (Sim::Yes, t.map(|t| t.rule)),
                         Some(path_kind::LAST_SEGMENT) if leaf >= i && leaf - i < t.unwrap().prefix_bytes as usize => {
-                            Sim::Yes
+                            (Sim::Yes, t.map(|t| t.rule))
                         }
-                        Some(path_kind::UNDECIDED) => Sim::Undecided,
-                        _ => Sim::No,
+                        Some(path_kind::UNDECIDED) => (Sim::Undecided, None),
+                        _ => (Sim::No, None),
                     };
                 }
-                path_kind::UNDECIDED => return Sim::Undecided,
+                path_kind::UNDECIDED => return (Sim::Undecided, None),
                 _ => false,
             };
             if ok {
-                return Sim::Yes;
+                return (Sim::Yes, Some(r.rule));
             }
             if r.fallback_bits == 0 {
-                return Sim::No;
+                return (Sim::No, None);
             }
             bits = (r.fallback_bits - PATH_KEY_HEAD_BITS) as usize;
         }
-        Sim::No
+        (Sim::No, None)
     }
 
     fn write_scope(patterns: &[&str]) -> CompiledScope {
@@ -853,6 +906,31 @@ guardrails:
         assert_eq!(postures[0], Verdict::default(), "no unbound posture: nothing to do");
     }
 
+    /// Found by `guardrail_paths_decide_as_the_engine`: a longer entry named its own, later
+    /// guardrail where an earlier one holds for every path under it.
+    #[test]
+    fn the_first_guardrail_in_file_order_decides_in_the_kernel_too() {
+        let spec: crate::policy::engine::ContainmentSpec = serde_yaml_ng::from_str(
+            "mode: enforce\nguardrails:\n  - {id: a, action: kill, write: [\"/etc/\", \"/var/x*\"]}\n  - {id: b, action: alert, mode: observe, write: [\"/etc/passwd\", \"/var/xy\", \"/var/x/y\"]}\n",
+        )
+        .unwrap();
+        let rules = Rules::compile(&spec).unwrap();
+        let c = guardrails(&rules, 0).unwrap();
+        let g = agent_common::contain::GUARDRAILS;
+        assert_eq!(kernel_hit(&c, g, class::WRITE, "/etc/passwd"), (Sim::Yes, Some(0)));
+        assert_eq!(kernel_hit(&c, g, class::WRITE, "/var/xy"), (Sim::Yes, Some(0)));
+        assert_eq!(kernel_hit(&c, g, class::WRITE, "/var/x/y"), (Sim::Yes, Some(1)));
+        // Two guardrails under one wildcard segment: each tail names its own (the kernel read
+        // the segment entry's rule, the first of them, for both).
+        let spec: crate::policy::engine::ContainmentSpec = serde_yaml_ng::from_str(
+            "mode: enforce\nguardrails:\n  - {id: a, action: kill, write: [\"/home/*/.ssh/**\"]}\n  - {id: b, action: alert, write: [\"/home/*/notes\"]}\n",
+        )
+        .unwrap();
+        let c = guardrails(&Rules::compile(&spec).unwrap(), 0).unwrap();
+        assert_eq!(kernel_hit(&c, g, class::WRITE, "/home/bob/notes"), (Sim::Yes, Some(1)));
+        assert_eq!(kernel_hit(&c, g, class::WRITE, "/home/bob/.ssh/k"), (Sim::Yes, Some(0)));
+    }
+
     #[test]
     fn too_many_port_ranges_is_a_clear_error() {
         let scope = CompiledScope::compile(&ScopeSpec {
@@ -965,8 +1043,12 @@ guardrails:
                 for p in &paths {
                     let a = Attempt::Write { paths: vec![WritePath::object(p.clone())] };
                     let d = rules.evaluate(&a, Credential::Bound { state: crate::credentials::tasks::CredState::Valid, scope: &scope }, 0);
-                    let engine = d.rule.starts_with("guardrail:");
-                    agree(kernel_match(&c, agent_common::contain::GUARDRAILS, class::WRITE, p), engine, &format!("{patterns:?} {p}"))?;
+                    let engine = d.rule.strip_prefix("guardrail:g").map(|i| i.parse::<u16>().unwrap());
+                    let (kernel, rule) = kernel_hit(&c, agent_common::contain::GUARDRAILS, class::WRITE, p);
+                    agree(kernel, engine.is_some(), &format!("{patterns:?} {p}"))?;
+                    if rule.is_some() {
+                        prop_assert_eq!(rule, engine, "{:?} {}: the kernel names another guardrail than the engine (file order)", patterns, p);
+                    }
                 }
             }
 
