@@ -32,7 +32,7 @@ use crate::{
     },
     delivery::{Stream, syslog},
     events,
-    lineage::{ProcSnapshot, ProcessTable, Reason},
+    lineage::{NoProc, ProcSnapshot, ProcessTable, Reason},
     ocsf,
     pods::kube,
     policy::{
@@ -336,14 +336,6 @@ pub fn record(data: &[u8]) {
         let d = rules.evaluate(&a, bound, ev.actor().guard_set);
         let _ = (d.alert_kind(), d.would(), d.to_json());
         let _ = rules.unjudged(Some(&a), Credential::None, "fuzz");
-    }
-}
-
-/// No process is known beyond the record's own.
-struct NoProc;
-impl crate::lineage::ProcSource for NoProc {
-    fn snapshot(&self, _pid: u32) -> Option<ProcSnapshot> {
-        None
     }
 }
 

@@ -92,6 +92,15 @@ pub trait ProcSource {
     fn snapshot(&self, pid: u32) -> Option<ProcSnapshot>;
 }
 
+/// A source that knows no process: the table learns only what records say (tests, fuzzing).
+pub struct NoProc;
+
+impl ProcSource for NoProc {
+    fn snapshot(&self, _pid: u32) -> Option<ProcSnapshot> {
+        None
+    }
+}
+
 #[derive(Debug)]
 pub struct ProcessTable {
     procs: HashMap<ProcKey, ProcInfo>,
@@ -339,13 +348,6 @@ mod tests {
     use crate::events::{PathOrigin, ReportedPath};
 
     const HZ: u64 = 100;
-
-    struct NoProc;
-    impl ProcSource for NoProc {
-        fn snapshot(&self, _pid: u32) -> Option<ProcSnapshot> {
-            None
-        }
-    }
 
     struct FakeProc(Vec<ProcSnapshot>);
     impl ProcSource for FakeProc {

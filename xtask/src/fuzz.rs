@@ -95,6 +95,17 @@ fn targets() -> anyhow::Result<Vec<String>> {
     Ok(t)
 }
 
+/// `program`, at the lowest priority when `nice` (beside the kernel suite).
+fn command(program: impl AsRef<std::ffi::OsStr>, nice: bool) -> Command {
+    if nice {
+        let mut c = Command::new("nice");
+        c.args(["-n", "19"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
 /// Builds every target; returns the directory of the binaries. `log`: where cargo's output
 /// goes (None: the terminal). `nice`: at the lowest priority (beside the kernel suite).
 fn build(log: Option<&Path>, nice: bool) -> anyhow::Result<PathBuf> {
@@ -103,13 +114,7 @@ fn build(log: Option<&Path>, nice: bool) -> anyhow::Result<PathBuf> {
     // The fuzzed code never loads programs: an empty object spares the BPF build.
     let no_programs = out.join("no-programs.o");
     std::fs::write(&no_programs, b"")?;
-    let mut c = if nice {
-        let mut c = Command::new("nice");
-        c.args(["-n", "19", "cargo"]);
-        c
-    } else {
-        Command::new("cargo")
-    };
+    let mut c = command("cargo", nice);
     c.current_dir(root())
         .arg(format!("+{NIGHTLY}"))
         .args(["fuzz", "build", "--fuzz-dir"])
@@ -147,13 +152,7 @@ fn run_one(bin: &Path, target: &str, seconds: u64, log: &Path, nice: bool) -> an
     for d in [&work, &artifacts] {
         std::fs::create_dir_all(d)?;
     }
-    let mut c = if nice {
-        let mut c = Command::new("nice");
-        c.args(["-n", "19"]).arg(bin.join(target));
-        c
-    } else {
-        Command::new(bin.join(target))
-    };
+    let mut c = command(bin.join(target), nice);
     let f = std::fs::File::create(log)?;
     c.arg(format!("-max_total_time={seconds}"))
         .arg(format!("-max_len={MAX_LEN}"))
