@@ -227,6 +227,10 @@ guardrails:
   - id: outside
     action: deny
     write: ["{outside}/"]
+  - id: noted
+    action: alert
+    mode: observe
+    write: ["{outside}/noted"]
   - id: deep
     action: deny
     write: ["{work}/guarded/"]
@@ -291,6 +295,7 @@ actions:
         std::os::unix::fs::symlink(outside.join("victim"), work.join("link")).unwrap();
         std::os::unix::fs::symlink(&service.stream, work.join("svc")).unwrap();
         std::fs::write(outside.join("linked"), "original").unwrap();
+        std::fs::write(outside.join("noted"), "original").unwrap();
         std::fs::hard_link(outside.join("linked"), work.join("door")).unwrap();
         let mut deep = work.join("guarded");
         for _ in 0..52 {
@@ -655,6 +660,25 @@ fn attacks(s: &Scene) -> Vec<Verdict> {
         ran,
         after_the_fact: false,
         event: file_event(s.path("door")),
+    });
+    // -- Overlapping guardrails: a narrow observe-only one (`noted`) under a broad enforced
+    //    one (`outside`) earlier in the file. The earlier decides, in the kernel as in the
+    //    engine: the narrow rule opens no door through the broad one.
+    let noted = s.victim("noted");
+    let ran = s.attack(&["write", &noted.display().to_string(), "PWNED"]);
+    out.push(Verdict {
+        name: "write under a narrow observe-only guardrail inside an enforced one",
+        effect: std::fs::read_to_string(&noted).unwrap() != "original",
+        ran,
+        after_the_fact: false,
+        event: {
+            let path = noted.display().to_string();
+            Box::new(move |e| {
+                e["class_uid"] == 1001
+                    && e["file"]["path"] == path.as_str()
+                    && e["unmapped"]["tether"]["decision"]["rule"] == "guardrail:outside"
+            })
+        },
     });
     let deep = deep_file(&s.work);
     let ran = s.attack(&["write", &deep.display().to_string(), "PWNED"]);
