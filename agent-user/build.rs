@@ -14,8 +14,26 @@ use std::{
 
 use anyhow::{Context, bail};
 
-/// The dated nightly whose LLVM bpf-linker is linked against (see xtask's setup).
-const DEFAULT_TOOLCHAIN: &str = "nightly-2026-05-20";
+/// The BPF toolchain's pin, the one place it is written (xtask reads it too).
+const PIN: &str = "agent-ebpf/rust-toolchain.toml";
+
+#[derive(serde::Deserialize)]
+struct PinFile {
+    toolchain: Pin,
+}
+
+#[derive(serde::Deserialize)]
+struct Pin {
+    channel: String,
+}
+
+/// The dated nightly of [`PIN`].
+fn pinned_toolchain(ws: &Path) -> anyhow::Result<String> {
+    let path = ws.join(PIN);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let pin: PinFile = toml::from_str(&text).with_context(|| format!("{}: no [toolchain] channel", path.display()))?;
+    Ok(pin.toolchain.channel)
+}
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
@@ -25,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     for dir in [
         "agent-ebpf/src",
         "agent-ebpf/Cargo.toml",
+        PIN,
         "agent-common/src",
         "agent-common/Cargo.toml",
     ] {
@@ -39,7 +58,10 @@ fn main() -> anyhow::Result<()> {
         std::fs::copy(&prebuilt, &object).with_context(|| format!("copying TETHER_BPF_OBJECT={prebuilt}"))?;
         return Ok(());
     }
-    let toolchain = env::var("TETHER_BPF_TOOLCHAIN").unwrap_or_else(|_| DEFAULT_TOOLCHAIN.to_string());
+    let toolchain = match env::var("TETHER_BPF_TOOLCHAIN") {
+        Ok(t) => t,
+        Err(_) => pinned_toolchain(&ws)?,
+    };
     let required = env::var("TETHER_REQUIRE_BPF").is_ok_and(|v| v == "1");
     if let Err(missing) = toolchain_present(&toolchain) {
         if required {

@@ -39,11 +39,11 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // Plain pointers (null = unknown), not Result/Option: a Result kept live across branches
     // is spilled as tag + payload, and older verifiers (5.10) reject the later read of a
     // payload slot that the error path never wrote.
-    let mm: KPtr = read_ptr(task, off!(task_mm)).unwrap_or(core::ptr::null());
+    let mm: KPtr = read_ptr(task, off!(task_mm)).unwrap_or_default();
     let exe_file: KPtr = if mm.is_null() {
         core::ptr::null()
     } else {
-        read_ptr(mm, off!(mm_exe_file)).unwrap_or(core::ptr::null())
+        read_ptr(mm, off!(mm_exe_file)).unwrap_or_default()
     };
     // Did the BPF LSM hook check this exec (in the thread that called execve)?
     // SAFETY: offset from this kernel's tracepoint format.
@@ -290,7 +290,7 @@ fn cgroup_walk(task: KPtr, mut f: impl FnMut(u64) -> bool) {
         if f(id) {
             break;
         }
-        kn = read_ptr(kn, parent_off).unwrap_or(core::ptr::null());
+        kn = read_ptr(kn, parent_off).unwrap_or_default();
     }
 }
 

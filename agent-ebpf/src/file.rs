@@ -419,7 +419,7 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
             let inode = if object.is_null() {
                 core::ptr::null()
             } else {
-                read_ptr(object, off!(file_f_inode)).unwrap_or(core::ptr::null())
+                read_ptr(object, off!(file_f_inode)).unwrap_or_default()
             };
             judge_object(t, inode, &ev.a.walked, &mut ev.obj)
         } else {

@@ -38,7 +38,6 @@ const FMODE_WRITE: u32 = 0x2;
 const FMODE_CREATED: u32 = 0x10_0000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-const EPERM: i32 = 1;
 /// Marks an EXEC_CHECKED value (a verdict may be 0).
 pub const CHECKED: u32 = 1 << 31;
 /// EXEC_CHECKED value of an exec this hook refused and reported itself (the failed execve's
@@ -84,7 +83,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
         return enforce(unjudged(&t)).0;
     };
     let bprm: KPtr = ctx.arg::<u64>(0) as KPtr;
-    let file = read_ptr(bprm, off!(binprm_file)).unwrap_or(core::ptr::null());
+    let file = read_ptr(bprm, off!(binprm_file)).unwrap_or_default();
     // SAFETY: per-CPU scratch owned by this program run.
     let walked = unsafe { &mut *walked };
     if file.is_null() {
@@ -149,7 +148,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let walked = unsafe { &mut *walked };
     walk_path(file.wrapping_add(off!(file_f_path)), walked);
     let mut obj = Object::default();
-    let inode = read_ptr(file, off!(file_f_inode)).unwrap_or(core::ptr::null());
+    let inode = read_ptr(file, off!(file_f_inode)).unwrap_or_default();
     let (answer, mut judged) = enforce(judge_object(&t, inode, walked, &mut obj));
     // The open is refused, but an O_CREAT that made the file made it before this hook.
     if answer != 0 && mode & FMODE_CREATED != 0 {
@@ -196,7 +195,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
 /// The (family, type, protocol) of a `struct socket`'s sock.
 #[inline(always)]
 fn sock_of(sock: KPtr) -> KPtr {
-    read_ptr(sock, off!(socket_sk)).unwrap_or(core::ptr::null())
+    read_ptr(sock, off!(socket_sk)).unwrap_or_default()
 }
 
 #[inline(always)]

@@ -103,14 +103,14 @@ struct Call {
 #[inline(always)]
 fn inode_of(path: KPtr, dentry: KPtr) -> KPtr {
     let d = if dentry.is_null() {
-        read_ptr(path, off!(path_dentry)).unwrap_or(core::ptr::null())
+        read_ptr(path, off!(path_dentry)).unwrap_or_default()
     } else {
         dentry
     };
     if d.is_null() {
         return core::ptr::null();
     }
-    read_ptr(d, off!(dentry_d_inode)).unwrap_or(core::ptr::null())
+    read_ptr(d, off!(dentry_d_inode)).unwrap_or_default()
 }
 
 /// The write verdict on one path, walked into PATH_WALK[`slot`] (where the record copies it
@@ -538,7 +538,7 @@ fn judge_inode(ret: i32, hook: u16, op: u16, dentry: KPtr, text: KPtr) -> i32 {
         Some(p) => unsafe { base_path(task, &*p) },
         None => core::ptr::null(),
     };
-    let sb = read_ptr(dentry, off!(dentry_d_sb)).unwrap_or(core::ptr::null());
+    let sb = read_ptr(dentry, off!(dentry_d_sb)).unwrap_or_default();
     let vfsmnt = if base.is_null() || sb.is_null() {
         core::ptr::null()
     } else {

@@ -60,7 +60,7 @@ pub(crate) fn sock_of_fd(fd: i32) -> KPtr {
     if socket.is_null() {
         return core::ptr::null();
     }
-    read_ptr(socket, off!(socket_sk)).unwrap_or(core::ptr::null())
+    read_ptr(socket, off!(socket_sk)).unwrap_or_default()
 }
 
 /// The family of `sk` (sock_common.skc_family), 0 if unknown.
@@ -83,7 +83,7 @@ pub fn judge_peer(t: &Tracked, peer: KPtr, ev: &mut UnixEvent) -> u32 {
         return unjudged(t);
     }
     let path = peer.wrapping_add(off!(unix_path));
-    let dentry = read_ptr(path, off!(path_dentry)).unwrap_or(core::ptr::null());
+    let dentry = read_ptr(path, off!(path_dentry)).unwrap_or_default();
     if !dentry.is_null() {
         ev.naming = unix_name::RESOLVED;
         walk_socket_file(path, &mut ev.peer);
@@ -450,7 +450,7 @@ fn connect_exit(pid_tgid: u64, t: &Tracked, fd: i32) {
     let peer = if sk.is_null() {
         core::ptr::null()
     } else {
-        read_ptr(sk, off!(unix_peer)).unwrap_or(core::ptr::null())
+        read_ptr(sk, off!(unix_peer)).unwrap_or_default()
     };
     ev.sock_type = if sk.is_null() {
         0

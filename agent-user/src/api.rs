@@ -373,7 +373,7 @@ async fn admin_gate(
 }
 
 /// The routes of the agent socket (`admin` false) or the admin socket (every route behind
-/// [`admin_gate`]).
+/// `admin_gate`).
 pub fn router(state: ApiState, admin: bool) -> Router {
     let mut r = Router::new()
         .route("/v1/register", post(handle_register))

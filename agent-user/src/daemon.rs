@@ -578,6 +578,7 @@ impl Daemon {
                 details: json!({"pid": pid, "reason": reason}),
                 time_ns: None,
                 severity_id: if kind == "delegation-escalation" { 4 } else { 3 },
+                outcome: None,
             };
             ocsf::finding(&self.ctx, self.seq + 1, &f)
         };
@@ -644,6 +645,7 @@ impl Daemon {
             details,
             time_ns: None,
             severity_id: 4,
+            outcome: None,
         };
         let mut v = ocsf::finding(&self.ctx, self.seq + 1, &f);
         self.enrich(&mut v, None);
@@ -1099,6 +1101,7 @@ impl Daemon {
                         details,
                         time_ns: Some(a.ktime_ns),
                         severity_id: d.severity.ocsf_id(),
+                        outcome: Some(&outcome),
                     },
                 )
             });

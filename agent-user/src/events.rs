@@ -42,7 +42,7 @@ pub struct Actor {
     /// The kernel saw the task's credential expired (or revoked) at the time.
     pub task_expired: bool,
     /// What the kernel decided and did about this action.
-    pub kernel: crate::contain::KernelVerdict,
+    pub kernel: crate::model::KernelVerdict,
     /// The pod guardrail set the kernel judged by (agent_common::Tracked::guard_set).
     pub guard_set: u32,
     /// The program that made the record (agent_common::hook).
@@ -523,7 +523,7 @@ fn actor(h: &Header) -> Actor {
         ktime_ns: h.ktime_ns,
         task: h.task,
         task_expired: h.flags & flags::TASK_EXPIRED != 0,
-        kernel: crate::contain::KernelVerdict::from_bits(h.verdict),
+        kernel: crate::model::KernelVerdict::from_bits(h.verdict),
         guard_set: h.guard_set,
         hook: h.hook,
     }

@@ -131,7 +131,7 @@ fn assert_sound(v: &token::Verified, keys: &Keys) {
 /// Token verification: byte 0 picks the shape. 0: the rest is a token as presented. 1: the
 /// rest is a claims payload, signed with the test key under the usual header. 2: the rest is
 /// a header and a payload (split at the first 0xff), both signed. A token that verifies must
-/// be sound ([`assert_sound`]); the same token with one signature byte changed never verifies.
+/// be sound (`assert_sound`); the same token with one signature byte changed never verifies.
 pub fn token(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -418,6 +418,7 @@ pub fn ocsf(data: &[u8]) {
         details: json!({"decision": decision.map(|d| d.to_json()), "argv": p.argv}),
         time_ns: Some(a.ktime_ns),
         severity_id: (data.len() % 7) as u8,
+        outcome: None,
     };
     assert_framed(&ocsf::finding(&ctx, 2, &f), &hostname);
 }

@@ -44,7 +44,7 @@ impl Readable for BtfBytes {
     }
 }
 
-/// What needs a struct field, as bits: the [`degraded`] bits the BPF programs honour, plus
+/// What needs a struct field, as bits: the `degraded` bits the BPF programs honour, plus
 /// hooks the loader only uses when their fields exist.
 pub mod need {
     use agent_common::config::degraded;

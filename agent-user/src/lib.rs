@@ -12,6 +12,7 @@ pub mod kernel_layout;
 pub mod lineage;
 pub mod loader;
 pub mod metrics;
+pub mod model;
 pub mod modret;
 pub mod ocsf;
 pub mod paths;

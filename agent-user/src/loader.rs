@@ -759,7 +759,7 @@ fn probe_load(
 
 /// Loads and attaches everything. `selectors` become the in-kernel agent selector maps.
 /// `path_hooks`: also use the BPF LSM path hooks where BPF LSM is in effect (see
-/// [`LSM_GROUPS`]).
+/// `LSM_GROUPS`).
 ///
 /// `persist`: pin the links and share the state maps (see [`crate::persist`]); the programs
 /// act only once [`Probes::activate`] hands over to `generation`, unless there was nothing to

@@ -21,7 +21,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::features::HookMechanism;
+use crate::{features::HookMechanism, model::Stream};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabels {
@@ -201,25 +201,26 @@ impl Metrics {
         }
     }
 
-    pub fn spool_depth(&self, spool: &crate::delivery::spool::Spool) {
-        use crate::delivery::Stream;
+    /// The spool's depth per stream (`depth`) and its size in bytes.
+    pub fn spool_depth(&self, depth: impl Fn(Stream) -> u64, bytes: u64) {
         for st in [Stream::Audit, Stream::Alerts] {
             self.spool_depth
                 .get_or_create(&StreamLabels {
                     stream: st.as_str().into(),
                 })
-                .set(spool.depth(st) as i64);
+                .set(depth(st) as i64);
         }
-        self.spool_bytes.set(spool.bytes() as i64);
+        self.spool_bytes.set(bytes as i64);
     }
 
-    pub fn spool_dropped(&self, d: &crate::delivery::spool::Dropped) {
-        for (st, n) in [("audit", d.audit), ("alerts", d.alerts)] {
-            if n > 0 {
-                self.spool_dropped
-                    .get_or_create(&StreamLabels { stream: st.into() })
-                    .inc_by(n);
-            }
+    /// Events the full spool dropped, per stream.
+    pub fn spool_dropped(&self, stream: Stream, n: u64) {
+        if n > 0 {
+            self.spool_dropped
+                .get_or_create(&StreamLabels {
+                    stream: stream.as_str().into(),
+                })
+                .inc_by(n);
         }
     }
 

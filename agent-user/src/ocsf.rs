@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::{
+    contain::Outcome,
     credentials::tasks::CredState,
     events::{Event, FileOp, NetOp, ObjectKind, ReportedPath, UnixOp, UnixPeer, UringOp},
     lineage::{ProcInfo, ProcessTable, ticks_to_ns},
@@ -455,6 +456,9 @@ pub struct Finding<'a> {
     /// Event time, ns since boot (None: now).
     pub time_ns: Option<u64>,
     pub severity_id: u8,
+    /// What became of the action the finding is about (the audit event's outcome); None for
+    /// a finding about no action (a refused credential, Tether's own losses).
+    pub outcome: Option<&'a Outcome>,
 }
 
 /// Serialises an alert as an OCSF Detection Finding (2004, activity Create).
@@ -512,11 +516,11 @@ pub fn finding(ctx: &Context, seq: u64, f: &Finding) -> Value {
         "severity_id": f.severity_id,
         "severity": severity,
         "is_alert": true,
-        // Observe only: the action was not stopped.
-        "action_id": 1,
-        "action": "Allowed",
-        "disposition_id": 1,
-        "disposition": "Allowed",
+        // The action's outcome, as in its audit event (refused, killed, or let through).
+        "action_id": f.outcome.map_or(1, |o| o.action_id),
+        "action": f.outcome.map_or("Allowed", |o| o.action),
+        "disposition_id": f.outcome.map_or(1, |o| o.disposition_id),
+        "disposition": f.outcome.map_or("Allowed", |o| o.disposition),
         "metadata": metadata(&uid, "alert"),
         "device": device(ctx),
         "finding_info": info,
@@ -654,5 +658,40 @@ mod tests {
         assert_eq!(v["file"]["parent_folder"], "/etc");
         assert_eq!(v["status_code"], "EACCES");
         assert_eq!(v["unmapped"]["tether"]["file"]["path"]["origin"], "kernel-dir+name");
+    }
+
+    #[test]
+    fn a_finding_says_what_became_of_its_action() {
+        let refused = Outcome {
+            action_id: 2,
+            action: "Denied",
+            disposition_id: 2,
+            disposition: "Blocked",
+            by: Some("lsm/file_open".into()),
+            denied: true,
+            killed: false,
+            after_effect: false,
+        };
+        let (_, p) = table_with_root();
+        let f = |outcome| Finding {
+            kind: "guardrail-violation",
+            title: "t".into(),
+            desc: "d".into(),
+            process: Some(&p),
+            task: None,
+            related: None,
+            details: json!({}),
+            time_ns: None,
+            severity_id: 4,
+            outcome,
+        };
+        let v = finding(&ctx(), 1, &f(Some(&refused)));
+        assert_eq!(
+            (&v["action_id"], &v["action"], &v["disposition_id"], &v["disposition"]),
+            (&json!(2), &json!("Denied"), &json!(2), &json!("Blocked"))
+        );
+        // A finding about no action (Tether's own losses) keeps the neutral values.
+        let v = finding(&ctx(), 2, &f(None));
+        assert_eq!((&v["action_id"], &v["disposition_id"]), (&json!(1), &json!(1)));
     }
 }

@@ -226,7 +226,7 @@ pub struct Candidate {
     /// Its cgroup v2 path (/proc/PID/cgroup, the `0::` line).
     pub cgroup: Option<String>,
     /// Its pod, when it runs in one the daemon knows.
-    pub pod: Option<std::sync::Arc<crate::pods::kube::PodMeta>>,
+    pub pod: Option<std::sync::Arc<crate::model::PodMeta>>,
 }
 
 impl Compiled {
@@ -247,7 +247,7 @@ impl Compiled {
     }
 
     /// Does the pod meet this selector's pod criteria (namespace AND every label)?
-    pub fn pod_matches(&self, pod: &crate::pods::kube::PodMeta) -> bool {
+    pub fn pod_matches(&self, pod: &crate::model::PodMeta) -> bool {
         pod_meets(&self.namespace, &self.pod_labels, &pod.namespace, &pod.labels)
     }
 }
@@ -575,7 +575,7 @@ mod tests {
 
     #[test]
     fn pod_selectors_match_namespace_and_every_label_and_constrain_the_cgroup() {
-        use crate::pods::kube::PodMeta;
+        use crate::model::PodMeta;
         let s = Compiled {
             id: "agents".into(),
             comm: ["python3".to_string()].into(),

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::{NIGHTLY, root, run_cmd, stdout_of};
+use crate::{nightly, root, run_cmd, stdout_of};
 
 const CARGO_FUZZ_VERSION: &str = "0.13.1";
 /// Seconds per target in `cargo xtask test` (8 targets, beside the kernel suite).
@@ -38,40 +38,31 @@ pub fn setup() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug)]
+#[derive(Debug, clap::Args)]
 pub struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = DEFAULT_SECONDS, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
+    /// Targets to run (tests/fuzz/fuzz_targets); every one when none is named.
+    #[arg(value_name = "TARGET")]
     targets: Vec<String>,
 }
 
 impl FuzzArgs {
-    pub fn parse(args: &[String]) -> anyhow::Result<FuzzArgs> {
-        let mut a = FuzzArgs {
-            seconds: DEFAULT_SECONDS,
-            targets: Vec::new(),
-        };
+    /// The targets to run: those named (each checked to exist), or every one.
+    fn targets(&self) -> anyhow::Result<Vec<String>> {
         let known = targets()?;
-        let mut it = args.iter();
-        while let Some(x) = it.next() {
-            match x.as_str() {
-                "--seconds" => {
-                    a.seconds = it
-                        .next()
-                        .and_then(|s| s.parse().ok())
-                        .filter(|&s| s > 0)
-                        .context("--seconds needs a number of seconds above 0")?
-                }
-                t if known.iter().any(|k| k == t) => a.targets.push(t.to_string()),
-                other => bail!(
-                    "cargo xtask fuzz: {other:?} is not a target (targets: {})",
-                    known.join(", ")
-                ),
-            }
+        if let Some(t) = self.targets.iter().find(|t| !known.contains(t)) {
+            bail!(
+                "cargo xtask fuzz: {t:?} is not a target (targets: {})",
+                known.join(", ")
+            );
         }
-        if a.targets.is_empty() {
-            a.targets = known;
-        }
-        Ok(a)
+        Ok(if self.targets.is_empty() {
+            known
+        } else {
+            self.targets.clone()
+        })
     }
 }
 
@@ -116,7 +107,7 @@ fn build(log: Option<&Path>, nice: bool) -> anyhow::Result<PathBuf> {
     std::fs::write(&no_programs, b"")?;
     let mut c = command("cargo", nice);
     c.current_dir(root())
-        .arg(format!("+{NIGHTLY}"))
+        .arg(format!("+{}", nightly()?))
         .args(["fuzz", "build", "--fuzz-dir"])
         .arg(fuzz_dir())
         .args(["--sanitizer", "none", "--debug-assertions", "--target-dir"])
@@ -199,8 +190,9 @@ fn run_one(bin: &Path, target: &str, seconds: u64, log: &Path, nice: bool) -> an
 
 /// `cargo xtask fuzz`: build, then each target in turn, output on the terminal.
 pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
+    let targets = args.targets()?;
     let bin = build(None, false)?;
-    for t in &args.targets {
+    for t in &targets {
         let log = out_dir().join(format!("{t}.log"));
         let o = run_one(&bin, t, args.seconds, &log, false)?;
         eprintln!(

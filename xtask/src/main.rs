@@ -1,22 +1,5 @@
-//! `cargo xtask`: machine setup, build, run and tests for Tether.
-//!
-//!   cargo xtask setup            install what is missing (idempotent; seconds when done)
-//!   cargo xtask build [--release]  the toolchain part of setup + build the daemon with its BPF
-//!                                programs (target/debug or target/release/tether)
-//!   cargo xtask run [-- ARGS]    setup + build + `tether run ARGS` (root)
-//!   cargo xtask test             setup + every test (root): pure tests, the kernel suite on this
-//!                                machine's kernel, then the kernel suite in qemu on each kernel of
-//!                                the VM matrix
-//!   cargo xtask test --host      pure tests, the deploy/ checks and the kernel suite on this kernel only
-//!   cargo xtask check-deploy     the deploy/ checks: manifests rendered, schema-validated and
-//!                                linted, the Dockerfile linted, the systemd unit verified
-//!   cargo xtask test --vm [--kernel K]...   the kernel suite in the VM matrix only (or kernel K)
-//!   cargo xtask fuzz [--seconds N] [TARGET]...  build the fuzz targets (tests/fuzz) and run each
-//!                                for N seconds (default 30) from its corpus; a crash fails and its
-//!                                input is copied into the corpus (commit it once fixed)
-//!   cargo xtask vm-kernels [--refresh]      fetch (or re-fetch the newest) matrix kernels into the cache
-//!
-//! Arguments after `--` in `test` go to the kernel test binary (a test name filter, say).
+//! `cargo xtask`: machine setup, build, run and tests for Tether (`cargo xtask help` lists the
+//! commands; each has `--help`).
 mod deploy;
 mod fuzz;
 mod vm;
@@ -29,10 +12,35 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
 
-/// The dated nightly whose LLVM bpf-linker links against. Never "nightly": bpf-linker is
-/// rpath-linked to this toolchain's libLLVM file, which a moving nightly would remove.
-pub(crate) const NIGHTLY: &str = "nightly-2026-05-20";
+/// Where the BPF toolchain is pinned (the dated nightly whose libLLVM bpf-linker links
+/// against); agent-user's build script reads the same file.
+const PIN: &str = "agent-ebpf/rust-toolchain.toml";
+
+#[derive(serde::Deserialize)]
+struct PinFile {
+    toolchain: Pin,
+}
+
+#[derive(serde::Deserialize)]
+struct Pin {
+    channel: String,
+    #[serde(default)]
+    components: Vec<String>,
+}
+
+fn pin() -> anyhow::Result<Pin> {
+    let path = root().join(PIN);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let f: PinFile = toml::from_str(&text).with_context(|| format!("{}: no [toolchain] channel", path.display()))?;
+    Ok(f.toolchain)
+}
+
+/// The pinned nightly's name.
+pub(crate) fn nightly() -> anyhow::Result<String> {
+    Ok(pin()?.channel)
+}
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Kernel tests the VM tier leaves to the host tier, with why: what they check is done in
 /// userspace the same way on every kernel, their kernel side is checked per kernel by the tests
@@ -110,8 +118,55 @@ const VM_EVERY_KERNEL: &[&str] = &[
 /// Debian packages the tests and tools use.
 const APT_PACKAGES: &[&str] = &["bpftool", "qemu-system-x86", "busybox-static"];
 
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Machine setup, build, run and tests for Tether",
+    after_help = "Every command installs what it needs first (idempotent; seconds when done)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: the pinned nightly, bpf-linker, Debian packages, the deploy
+    /// checkers and cargo-fuzz.
+    Setup,
+    /// Build the daemon with its BPF programs (target/debug or target/release/tether).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// The deploy/ checks: manifests rendered, schema-validated and linted, the Dockerfile
+    /// linted, the systemd unit verified.
+    CheckDeploy,
+    /// Setup, build, then `tether run ARGS` (root): observe-only on the embedded default
+    /// policy, alerts on stdout, unless ARGS say otherwise.
+    Run {
+        /// Passed to `tether run`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Setup, then every test (root): lints, pure tests, the deploy checks, the kernel suite
+    /// on this machine's kernel with the fuzz stage beside it, then the kernel suite in qemu on
+    /// each kernel of the VM matrix.
+    Test(TestArgs),
+    /// Build the fuzz targets (tests/fuzz) and run each from its corpus; a crash fails and
+    /// its input is copied into the corpus (commit it once fixed).
+    Fuzz(fuzz::FuzzArgs),
+    /// Fetch (or re-fetch the newest) matrix kernels into the VM cache.
+    VmKernels {
+        #[arg(long)]
+        refresh: bool,
+    },
+}
+
 fn main() -> ExitCode {
-    match run() {
+    let cli = Cli::parse();
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xtask: {e:#}");
@@ -120,55 +175,45 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let args: Vec<String> = env::args().skip(1).collect();
-    let (cmd, rest) = args
-        .split_first()
-        .map(|(c, r)| (c.as_str(), r))
-        .unwrap_or(("help", &[]));
-    let rest: Vec<String> = rest.iter().skip_while(|a| *a == "--").cloned().collect();
+fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        "setup" => setup(),
-        "build" => {
+        Cmd::Setup => setup(),
+        Cmd::Build { release } => {
             setup_toolchain()?;
-            build(rest.iter().any(|a| a == "--release"))
+            build(release)
         }
-        "check-deploy" => {
+        Cmd::CheckDeploy => {
             setup_toolchain()?;
             build(false)?;
             deploy::check_all(&root().join("target/debug/tether"))
         }
-        "run" => {
+        Cmd::Run { args } => {
             setup()?;
             build(false)?;
             require_root("tether run")?;
             let bin = root().join("target/debug/tether");
             let mut c = Command::new(bin);
-            c.arg("run").args(&rest);
+            c.arg("run").args(&args);
             use std::os::unix::process::CommandExt;
             Err(c.exec()).context("starting tether")
         }
-        "test" => {
+        Cmd::Test(mut args) => {
+            if !args.host && !args.vm {
+                (args.host, args.vm) = (true, true);
+            }
             setup()?;
-            test(&TestArgs::parse(&args[1..])?)
+            test(&args)
         }
-        "fuzz" => {
+        Cmd::Fuzz(args) => {
             setup_toolchain()?;
             fuzz::setup()?;
-            fuzz::run(&fuzz::FuzzArgs::parse(&rest)?)
+            fuzz::run(&args)
         }
-        "vm-kernels" => {
-            let refresh = rest.iter().any(|a| a == "--refresh");
+        Cmd::VmKernels { refresh } => {
             require_root("fetching kernels into the VM cache")?;
             for k in vm::kernels(&[], refresh)? {
                 println!("{:<6} {}  ({})", k.name, k.package, k.vmlinuz.display());
             }
-            Ok(())
-        }
-        _ => {
-            println!(
-                "usage: cargo xtask <setup | build [--release] | check-deploy | run [-- ARGS] | test [--host | --vm [--kernel K]...] [-- FILTER] | fuzz [--seconds N] [TARGET]... | vm-kernels [--refresh]>"
-            );
             Ok(())
         }
     }
@@ -194,42 +239,21 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-/// Which tiers `cargo xtask test` runs.
-#[derive(Debug, Default)]
+/// Which tiers `cargo xtask test` runs (both when neither is named).
+#[derive(Debug, Default, Args)]
 struct TestArgs {
+    /// Pure tests, the deploy checks and the kernel suite on this kernel only.
+    #[arg(long)]
     host: bool,
+    /// The kernel suite in the VM matrix only.
+    #[arg(long)]
     vm: bool,
+    /// A kernel of the VM matrix (repeatable); every one when none is named.
+    #[arg(long = "kernel", value_name = "K", requires = "vm")]
     kernels: Vec<String>,
-    /// Passed to the kernel test binary.
+    /// Passed to the kernel test binary (a test name filter, say); skips the fuzz stage.
+    #[arg(last = true, value_name = "FILTER")]
     filter: Vec<String>,
-}
-
-impl TestArgs {
-    fn parse(args: &[String]) -> anyhow::Result<TestArgs> {
-        let mut t = TestArgs::default();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--host" => t.host = true,
-                "--vm" => t.vm = true,
-                "--kernel" => t
-                    .kernels
-                    .push(it.next().context("--kernel needs a kernel name")?.clone()),
-                "--" => {
-                    t.filter = it.cloned().collect();
-                    break;
-                }
-                other => bail!("cargo xtask test: unknown argument {other:?} (see `cargo xtask help`)"),
-            }
-        }
-        if !t.kernels.is_empty() && !t.vm {
-            bail!("--kernel selects VM kernels: use it with --vm");
-        }
-        if !t.host && !t.vm {
-            (t.host, t.vm) = (true, true);
-        }
-        Ok(t)
-    }
 }
 
 fn ok(cmd: &mut Command) -> bool {
@@ -282,36 +306,44 @@ fn setup() -> anyhow::Result<()> {
 
 /// What building needs: the dated nightly and bpf-linker (a container build needs no more).
 fn setup_toolchain() -> anyhow::Result<()> {
-    // 1. The dated nightly with rust-src (for -Z build-std=core on the BPF target).
+    let Pin {
+        channel: nightly,
+        components,
+    } = pin()?;
+    // 1. The dated nightly with rust-src (for -Z build-std=core on the BPF target) and
+    //    clippy (the lint stage checks the BPF crate with it).
     let sysroot = stdout_of(
         Command::new("rustc")
-            .arg(format!("+{NIGHTLY}"))
+            .arg(format!("+{nightly}"))
             .args(["--print", "sysroot"])
             .env_remove("RUSTUP_TOOLCHAIN"),
     );
     let has_src = sysroot
         .as_ref()
         .is_some_and(|s| Path::new(s).join("lib/rustlib/src/rust/library/core").exists());
-    if !has_src {
-        eprintln!("setup: installing toolchain {NIGHTLY} with rust-src");
+    let has_clippy = ok(Command::new("cargo")
+        .arg(format!("+{nightly}"))
+        .args(["clippy", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN"));
+    if !has_src || !has_clippy {
+        eprintln!("setup: installing toolchain {nightly} with {}", components.join(", "));
         run_cmd(
             Command::new("rustup")
                 .args([
                     "toolchain",
                     "install",
-                    NIGHTLY,
+                    &nightly,
                     "--profile",
                     "minimal",
-                    "--component",
-                    "rust-src",
                     "--no-self-update",
                 ])
+                .args(components.iter().flat_map(|c| ["--component", c.as_str()]))
                 .env_remove("RUSTUP_TOOLCHAIN"),
         )?;
     }
     let sysroot = stdout_of(
         Command::new("rustc")
-            .arg(format!("+{NIGHTLY}"))
+            .arg(format!("+{nightly}"))
             .args(["--print", "sysroot"])
             .env_remove("RUSTUP_TOOLCHAIN"),
     )
@@ -336,7 +368,7 @@ fn setup_toolchain() -> anyhow::Result<()> {
             .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
         let vv = stdout_of(
             Command::new("rustc")
-                .arg(format!("+{NIGHTLY}"))
+                .arg(format!("+{nightly}"))
                 .arg("-vV")
                 .env_remove("RUSTUP_TOOLCHAIN"),
         )
@@ -385,10 +417,12 @@ fn build(release: bool) -> anyhow::Result<()> {
 }
 
 fn test(args: &TestArgs) -> anyhow::Result<()> {
+    if args.host {
+        lint()?;
+    }
     // One profile (dev) for everything: the BPF object is built once and shared.
     run_cmd(cargo().args(["build", "-p", "agent-user", "-p", "tether-integration", "--bins"]))?;
     if args.host {
-        lint()?;
         run_cmd(cargo().args([
             "test",
             "--workspace",
@@ -432,8 +466,8 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Formatting and clippy (warnings are errors) over the userspace crates; the BPF crate is
-/// checked by its own build (clippy does not know its target's build-std).
+/// The habits, first: formatting, clippy with warnings as errors over the host crates and
+/// over the BPF crate (for its target, with the pinned nightly), and rustdoc without warnings.
 fn lint() -> anyhow::Result<()> {
     let t = Instant::now();
     run_cmd(cargo().args(["fmt", "--all", "--check"])).context("cargo fmt --check: run `cargo fmt --all`")?;
@@ -447,7 +481,38 @@ fn lint() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    eprintln!("test: fmt and clippy clean in {:.0}s", t.elapsed().as_secs_f64());
+    let arch = std::env::consts::ARCH;
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root())
+            .arg(format!("+{}", nightly()?))
+            .args(["clippy", "-p", "agent-ebpf", "--bins", "--target", "bpfel-unknown-none"])
+            .args(["-Z", "build-std=core", "--target-dir"])
+            .arg(root().join("target/bpf-clippy"))
+            .args(["--", "-D", "warnings"])
+            .env("CARGO_ENCODED_RUSTFLAGS", format!("--cfg=bpf_target_arch=\"{arch}\""))
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO"),
+    )
+    .context("clippy on the BPF crate")?;
+    run_cmd(
+        cargo()
+            .args([
+                "doc",
+                "--workspace",
+                "--exclude",
+                "agent-ebpf",
+                "--no-deps",
+                "--document-private-items",
+            ])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )
+    .context("cargo doc: fix the warnings above")?;
+    eprintln!(
+        "test: fmt, clippy (host and BPF crates) and rustdoc clean in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

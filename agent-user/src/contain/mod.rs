@@ -9,85 +9,10 @@ pub mod landlock;
 pub mod sandbox;
 pub mod seccomp;
 
-use agent_common::contain::{action, rule_class, verdict};
 use serde::Serialize;
 
+pub use crate::model::{KernelVerdict, RuleClass};
 use crate::policy::engine::{Action, Decision, Mode};
-
-/// What the kernel decided and did about one record (Header::verdict).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct KernelVerdict {
-    /// The deciding rule's action; None: allowed (or not judged).
-    pub action: Option<Action>,
-    pub enforce: bool,
-    /// The kernel refused the action (EPERM).
-    pub denied: bool,
-    /// The kernel SIGKILLed the process.
-    pub killed: bool,
-    /// The kernel met a pattern it cannot judge exactly: the daemon decides.
-    pub undecided: bool,
-    /// The kernel could not judge the action at all (its target unreadable, truncated or not
-    /// placeable, a map full): the unjudged posture decided.
-    pub unjudged: bool,
-    /// The kill came after the operation's side effect.
-    pub after_effect: bool,
-    pub class: RuleClass,
-    /// Guardrail index (for [`RuleClass::Guardrail`]).
-    pub rule: u16,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleClass {
-    #[default]
-    None,
-    Guardrail,
-    Unbound,
-    Expired,
-    Scope,
-    Unjudged,
-}
-
-impl KernelVerdict {
-    pub fn from_bits(bits: u32) -> KernelVerdict {
-        let action = match (bits & verdict::ACTION_MASK) as u8 {
-            action::ALERT => Some(Action::Alert),
-            action::DENY => Some(Action::Deny),
-            action::KILL => Some(Action::Kill),
-            action::KILL_TREE => Some(Action::KillTree),
-            _ => None,
-        };
-        let class = match (bits & verdict::CLASS_MASK) >> verdict::CLASS_SHIFT {
-            rule_class::GUARDRAIL => RuleClass::Guardrail,
-            rule_class::UNBOUND => RuleClass::Unbound,
-            rule_class::EXPIRED => RuleClass::Expired,
-            rule_class::SCOPE => RuleClass::Scope,
-            rule_class::UNJUDGED => RuleClass::Unjudged,
-            _ => RuleClass::None,
-        };
-        KernelVerdict {
-            action,
-            enforce: bits & verdict::ENFORCE != 0,
-            denied: bits & verdict::DENIED != 0,
-            killed: bits & verdict::KILLED != 0,
-            undecided: bits & verdict::UNDECIDED != 0,
-            unjudged: bits & verdict::UNJUDGED != 0,
-            after_effect: bits & verdict::AFTER_EFFECT != 0,
-            class,
-            rule: (bits >> verdict::RULE_SHIFT) as u16,
-        }
-    }
-
-    /// Did the kernel act (refuse or kill)?
-    pub fn acted(&self) -> bool {
-        self.denied || self.killed
-    }
-
-    /// Does the verdict refuse (enforce mode, deny or stronger)?
-    pub fn refuses(&self) -> bool {
-        self.enforce && self.action.is_some_and(|a| a >= Action::Deny)
-    }
-}
 
 /// What the daemon still has to do about a decided action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +202,8 @@ pub fn install_rules(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_common::contain::{action, rule_class, verdict};
+
     use crate::policy::engine::Severity;
 
     fn decision(action: Action, mode: Mode) -> Decision {

@@ -1,7 +1,7 @@
 //! Delivery of the two streams to the SOC: **audit** (every action of an agent process, with
 //! its decision) and **alerts** (violations, credential problems, loss of coverage), each OCSF
 //! JSON, one object per line, each routed to its own sinks: stdout, a size-rotated file
-//! ([`file`]), the HTTPS webhook behind a bounded on-disk spool ([`spool`], [`webhook`]), syslog
+//! ([`file`](mod@file)), the HTTPS webhook behind a bounded on-disk spool ([`spool`], [`webhook`]), syslog
 //! ([`syslog`]). Repeated alerts are folded ([`fold`]).
 //!
 //! Lines are JSON from serde_json, so every string in them (paths, argv, host names) is
@@ -25,20 +25,7 @@ use tracing::warn;
 
 use crate::metrics::Metrics;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stream {
-    Audit,
-    Alerts,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Audit => "audit",
-            Stream::Alerts => "alerts",
-        }
-    }
-}
+pub use crate::model::Stream;
 
 /// A sink named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,7 +254,7 @@ impl Delivery {
                 let client = webhook::client(&cfg)?;
                 let spool = Arc::new(Mutex::new(spool::Spool::open(&args.spool_dir, args.spool_max_size)?));
                 if let Ok(s) = spool.lock() {
-                    metrics.spool_depth(&s);
+                    metrics.spool_depth(|st| s.depth(st), s.bytes());
                 }
                 let task: WebhookTask =
                     Box::pin(webhook::run(client, cfg, spool.clone(), wake.clone(), metrics.clone()));
@@ -326,8 +313,9 @@ impl Delivery {
                             .lock()
                             .map_err(|_| DeliveryError::Config("spool lock poisoned".into()))?;
                         dropped = s.append(stream, line)?;
-                        metrics.spool_dropped(&dropped);
-                        metrics.spool_depth(&s);
+                        metrics.spool_dropped(Stream::Audit, dropped.audit);
+                        metrics.spool_dropped(Stream::Alerts, dropped.alerts);
+                        metrics.spool_depth(|st| s.depth(st), s.bytes());
                         wake.notify_one();
                     }
                 }

@@ -154,7 +154,7 @@ pub async fn run(
                     if let Err(e) = s.ack(&batch) {
                         warn!("webhook: acknowledging in the spool: {e}");
                     }
-                    metrics.spool_depth(&s);
+                    metrics.spool_depth(|st| s.depth(st), s.bytes());
                 }
                 debug!(lines = batch.lines.len(), "webhook: batch delivered");
             }

@@ -109,14 +109,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// What Tether keeps of a pod.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PodMeta {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub labels: BTreeMap<String, String>,
-}
+pub use crate::model::PodMeta;
 
 /// The pods of this node by UID, shared with event enrichment. A deleted pod stays findable
 /// for [`DELETED_GRACE`]: events of its last moments are still in the ring buffer when the

@@ -14,69 +14,7 @@ use crate::credentials::{
     scope::{CompiledScope, Grant, Proto, ScopeError, ScopeSpec, Violation},
     tasks::CredState,
 };
-
-/// What to do about a violation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    Alert,
-    Deny,
-    Kill,
-    KillTree,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Alert => "alert",
-            Action::Deny => "deny",
-            Action::Kill => "kill",
-            Action::KillTree => "kill-tree",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Decide, report what would have happened, never deny or kill.
-    #[default]
-    Observe,
-    Enforce,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Observe => "observe",
-            Mode::Enforce => "enforce",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Informational,
-    Low,
-    #[default]
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    /// OCSF severity_id.
-    pub fn ocsf_id(self) -> u8 {
-        match self {
-            Severity::Informational => 1,
-            Severity::Low => 2,
-            Severity::Medium => 3,
-            Severity::High => 4,
-            Severity::Critical => 5,
-        }
-    }
-}
+pub use crate::model::{Action, Mode, Severity};
 
 /// An action an agent process attempts, as the engine sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@
 //!                                          or TCP Fast Open (sendto with MSG_FASTOPEN, no
 //!                                          connect call)
 //!
-//!   redteam http SOCKET METHOD PATH [BODY] one raw HTTP/1.1 request over a Unix socket (as an
+//!   redteam http SOCKET METHOD PATH \[BODY\] one raw HTTP/1.1 request over a Unix socket (as an
 //!                                          agent would talk to Tether's API without its CLI);
 //!                                          prints the answer, exits 0 on a 2xx
 //!   redteam http-handoff SOCKET METHOD PATH BODY

@@ -258,6 +258,16 @@ fn enforce_refuses_out_of_scope_actions_and_observe_reports_what_it_would_have_d
     assert_eq!(r["action_id"], 2);
     assert_eq!(r["disposition_id"], 2);
     assert_eq!(r["unmapped"]["tether"]["outcome"]["denied"], true);
+    // Its finding says the same (it used to say Allowed for every action).
+    let finding = events
+        .iter()
+        .find(|e| e["class_uid"] == 2004 && e["finding_info"]["related_events"][0]["uid"] == r["metadata"]["uid"])
+        .unwrap_or_else(|| panic!("no finding for the refused connect: {r}"));
+    assert_eq!(
+        (&finding["action_id"], &finding["disposition_id"]),
+        (&r["action_id"], &r["disposition_id"]),
+        "{finding}"
+    );
     // Refused by the connect hooks, or before them by the sandbox's Landlock TCP rights (ABI
     // 4+), whose refusal is recorded the same.
     let by = r["unmapped"]["tether"]["outcome"]["by"].as_str().unwrap();
