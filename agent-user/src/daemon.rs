@@ -1045,7 +1045,6 @@ impl Daemon {
             let Some(mut audit) = ocsf::audit(&self.ctx, seq, &ev, &actor, &after, &self.table, task.as_ref()) else {
                 return Ok(());
             };
-            let bound = self.tasks.get(a.task);
             audit["action_id"] = json!(outcome.action_id);
             audit["action"] = json!(outcome.action);
             audit["disposition_id"] = json!(outcome.disposition_id);
@@ -1078,9 +1077,7 @@ impl Daemon {
                     "mode": d.mode.as_str(), "would": d.would().map(engine::Action::as_str),
                     "reason": d.reason, "outcome": outcome,
                 });
-                if let (Some(b), "scope-violation", Some(attempt)) = (bound, d.alert_kind(), engine::attempt_of(&ev))
-                    && let Some(v) = engine::scope_violation(&b.verified.scope, &attempt)
-                {
+                if let Some(v) = &d.violation {
                     details["clause"] = json!(v.clause);
                     details["attempted"] = json!(v.attempted);
                     details["allowed"] = json!(v.allowed);

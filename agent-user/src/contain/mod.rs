@@ -213,6 +213,7 @@ mod tests {
             reason: "r".into(),
             severity: Severity::High,
             mode,
+            violation: None,
         }
     }
 

@@ -93,6 +93,10 @@ pub struct Decision {
     /// The mode the deciding rule runs in: observe means report `action` as what *would*
     /// have happened.
     pub mode: Mode,
+    /// For a `scope:<clause>` decision: the clause, what was attempted and what the clause
+    /// allows (the alert's details), from the one judgement that decided.
+    #[serde(skip)]
+    pub violation: Option<Violation>,
 }
 
 impl Decision {
@@ -106,6 +110,7 @@ impl Decision {
             reason: format!("{call} refused by the seccomp filter of tether exec's sandbox"),
             severity: Severity::Medium,
             mode: Mode::Enforce,
+            violation: None,
         }
     }
 
@@ -116,6 +121,7 @@ impl Decision {
             reason: String::new(),
             severity: Severity::Informational,
             mode: Mode::Observe,
+            violation: None,
         }
     }
 }
@@ -553,6 +559,7 @@ impl Rules {
                 reason: format!("{what} under a {} credential", state.as_str()),
                 severity: self.expired.severity,
                 mode: self.expired.mode,
+                violation: None,
             };
         }
         Decision {
@@ -561,6 +568,7 @@ impl Rules {
             reason: format!("{what} could not be judged by the kernel ({why})"),
             severity: self.unjudged.severity,
             mode: self.unjudged.mode,
+            violation: None,
         }
     }
 
@@ -582,6 +590,7 @@ impl Rules {
                     },
                     severity: g.severity,
                     mode: g.mode,
+                    violation: None,
                 };
             }
         }
@@ -591,6 +600,7 @@ impl Rules {
             reason,
             severity: c.severity,
             mode: c.mode,
+            violation: None,
         };
         match cred {
             Credential::None => match self.unbound {
@@ -611,12 +621,13 @@ impl Rules {
                     Some(c) => decide(c, "unbound".into(), format!("{} with no credential", describe(attempt))),
                     None => Decision::allow(),
                 },
-                CredState::Valid => match scope_miss(scope, attempt) {
-                    Some((clause, what)) => decide(
-                        self.scope,
-                        format!("scope:{clause}"),
-                        format!("{what} is outside the credential's scope.{clause}"),
-                    ),
+                CredState::Valid => match scope_violation(scope, attempt) {
+                    Some(v) => Decision {
+                        rule: format!("scope:{}", v.clause),
+                        reason: format!("{} is outside the credential's scope.{}", v.attempted, v.clause),
+                        violation: Some(v),
+                        ..decide(self.scope, String::new(), String::new())
+                    },
                     None => Decision::allow(),
                 },
             },
@@ -796,11 +807,6 @@ pub fn scope_violation(scope: &CompiledScope, attempt: &Attempt) -> Option<Viola
     }
 }
 
-fn scope_miss(scope: &CompiledScope, attempt: &Attempt) -> Option<(&'static str, String)> {
-    let v = scope_violation(scope, attempt)?;
-    Some((v.clause, v.attempted))
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -951,6 +957,40 @@ mod tests {
             }
         }
         assert!(ran >= 10, "fixtures ran: {ran}");
+    }
+
+    #[test]
+    fn a_scope_decision_carries_the_clause_it_broke() {
+        let spec: ContainmentSpec = serde_yaml_ng::from_str("mode: enforce\nscope: {action: deny}\n").unwrap();
+        let rules = Rules::compile(&spec).unwrap();
+        let scope = CompiledScope::compile(&ScopeSpec {
+            connect: vec!["tcp:10.0.0.0/8:443".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let cred = || Credential::Bound {
+            state: CredState::Valid,
+            scope: &scope,
+        };
+        let attempt = Attempt::Connect {
+            proto: Proto::Tcp,
+            ip: "192.0.2.1".parse().unwrap(),
+            port: 22,
+        };
+        let d = rules.evaluate(&attempt, cred(), 0);
+        assert_eq!(d.rule, "scope:connect");
+        let v = d.violation.expect("the violation rides with the decision");
+        assert_eq!(
+            (v.clause, v.allowed),
+            ("connect", vec!["tcp:10.0.0.0/8:443".to_string()])
+        );
+        assert_eq!(v.attempted, "tcp:192.0.2.1:22");
+        let inside = Attempt::Connect {
+            proto: Proto::Tcp,
+            ip: "10.1.2.3".parse().unwrap(),
+            port: 443,
+        };
+        assert_eq!(rules.evaluate(&inside, cred(), 0).violation, None);
     }
 
     #[test]
