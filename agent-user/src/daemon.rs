@@ -1,5 +1,6 @@
 //! `tether run`: load the probes, adopt running agents, then one event loop that owns the
 //! process table, the kernel maps and the sinks, and serves API calls.
+mod emitter;
 mod integrity;
 mod pod_guards;
 mod sandboxes;
@@ -31,10 +32,7 @@ use crate::{
         token::{self, Keys, Verified},
         trust::Trust,
     },
-    delivery::{
-        Delivery, DeliveryArgs, Stream,
-        fold::{Fold, Folder},
-    },
+    delivery::{Delivery, DeliveryArgs, Stream, fold::Folder},
     events::{self, Event},
     lineage::{ProcessTable, Reason, ticks_to_ns},
     loader::{self, Probes},
@@ -56,8 +54,6 @@ pub const TOKEN_ENV: &str = "TETHER_TASK_TOKEN";
 const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// How often the kernel loss counters are checked.
 const COUNTERS_EVERY: Duration = Duration::from_secs(5);
-/// A failing sink is alerted at most this often.
-const SINK_ALERT_EVERY: Duration = Duration::from_secs(60);
 /// How often the rule files are read for changes (a ConfigMap update, an edit): a change
 /// reloads them as SIGHUP does.
 const RULES_POLL_EVERY: Duration = Duration::from_secs(10);
@@ -113,13 +109,11 @@ fn context(ticks_per_sec: u64, hostname: String, fmod_ret: bool) -> ocsf::Contex
 struct Daemon {
     probes: Probes,
     table: ProcessTable,
-    out: Delivery,
-    /// Repeated alerts held for folding.
-    folder: Folder,
+    /// Sequence numbers, folding and the sinks.
+    emitter: emitter::Emitter,
     ctx: ocsf::Context,
     /// Records decoded, and records that could not be (never dropped silently: logged).
     decoded: u64,
-    seq: u64,
     last_counters: [u64; counter::COUNT as usize],
     ticks_per_sec: u64,
     started: Instant,
@@ -141,8 +135,6 @@ struct Daemon {
     generation: u64,
     /// The kernel state at the last integrity check.
     integrity: integrity::Integrity,
-    /// When a failing sink was last alerted.
-    sink_alerted: Option<Instant>,
     /// Tether's own files and sockets (the built-in guardrail).
     tether_files: engine::TetherFiles,
     /// ... and every tree `tether exec` sandboxed, by the pid that reported it.
@@ -580,111 +572,11 @@ impl Daemon {
                 severity_id: if kind == "delegation-escalation" { 4 } else { 3 },
                 outcome: None,
             };
-            ocsf::finding(&self.ctx, self.seq + 1, &f)
+            ocsf::finding(&self.ctx, self.emitter.next(), &f)
         };
         self.enrich(&mut v, proc_info.as_ref().map(|p| p.cgroup_id));
-        self.seq += 1;
-        self.emit(Stream::Alerts, &v.to_string(), None);
-    }
-
-    /// Sends one line of `stream`; an alert with a fold key may be held as a repeat. A spool
-    /// that had to drop events to make room raises an alert about the loss.
-    fn emit(&mut self, stream: Stream, line: &str, fold: Option<&str>) {
-        if let Some(key) = fold
-            && self.folder.offer(key, line, Instant::now()) == Fold::Held
-        {
-            self.metrics.alerts_folded.inc();
-            return;
-        }
-        match self.out.send(stream, line) {
-            Ok(d) if d.audit + d.alerts > 0 => {
-                let reason = format!(
-                    "the webhook spool is full: {} audit event(s) and {} alert(s) dropped unacknowledged to make room (receiver down or too slow)",
-                    d.audit, d.alerts
-                );
-                warn!("{reason}");
-                self.alert_system(
-                    "events-lost",
-                    &reason,
-                    json!({"spool_dropped": {"audit": d.audit, "alerts": d.alerts}}),
-                );
-            }
-            Ok(_) => {}
-            Err(e) => self.sink_failed(&format!("writing the {} stream: {e}", stream.as_str())),
-        }
-    }
-
-    /// A sink write failed (a full disk, a closed pipe): counted, logged and alerted (at
-    /// most every [`SINK_ALERT_EVERY`], to the sinks that still work); never fatal, since
-    /// enforcement does not depend on delivery.
-    fn sink_failed(&mut self, what: &str) {
-        self.metrics.sink_errors.inc();
-        let now = Instant::now();
-        if self
-            .sink_alerted
-            .is_some_and(|t| now.duration_since(t) < SINK_ALERT_EVERY)
-        {
-            return;
-        }
-        self.sink_alerted = Some(now);
-        error!(errors = self.metrics.sink_errors.get(), "{what} (enforcement goes on)");
-        let reason = format!("a sink failed: {what}; events written there are lost until it recovers");
-        let errors = self.metrics.sink_errors.get();
-        self.alert_system("delivery-failed", &reason, json!({"sink_errors": errors}));
-    }
-
-    /// An alert about Tether itself (loss of events or coverage): no process, no task.
-    fn alert_system(&mut self, kind: &'static str, reason: &str, details: serde_json::Value) {
-        let f = Finding {
-            kind,
-            title: kind.to_string(),
-            desc: reason.to_string(),
-            process: None,
-            task: None,
-            related: None,
-            details,
-            time_ns: None,
-            severity_id: 4,
-            outcome: None,
-        };
-        let mut v = ocsf::finding(&self.ctx, self.seq + 1, &f);
-        self.enrich(&mut v, None);
-        self.seq += 1;
-        // Sent as is: a loss alert that cost more room is counted in the metrics only.
-        if let Err(e) = self.out.send(Stream::Alerts, &v.to_string()) {
-            error!("writing an alert: {e}");
-        }
-    }
-
-    /// Folding windows that ended: one alert per held series, with its count.
-    fn fold_tick(&mut self, all: bool) {
-        let due = if all {
-            self.folder.flush_all()
-        } else {
-            self.folder.due(Instant::now())
-        };
-        for f in due {
-            let mut v = match serde_json::from_str::<serde_json::Value>(&f.line) {
-                Ok(v) => v,
-                Err(e) => {
-                    // Our own line: cannot happen short of a bug, and never silently.
-                    error!("a held alert is not JSON ({e}); {} repeats not sent", f.repeats);
-                    continue;
-                }
-            };
-            // A new event (its own uid) standing for the held repeats.
-            self.seq += 1;
-            v["metadata"]["uid"] = json!(format!("{}-{}", self.ctx.uid_prefix, self.seq));
-            v["count"] = json!(f.repeats);
-            v["unmapped"]["tether"]["folded"] = json!({
-                "repeats": f.repeats,
-                "window_s": self.folder.window().as_secs(),
-                "note": "identical alerts (same task, rule and target) after the first, folded into this one",
-            });
-            if let Err(e) = self.out.send(Stream::Alerts, &v.to_string()) {
-                error!("writing a folded alert: {e}");
-            }
-        }
+        self.emitter.taken(1);
+        self.emitter.emit(Stream::Alerts, &v.to_string(), None);
     }
 
     /// The status report: what the kernel allows and what is in effect, and the loss counters.
@@ -710,7 +602,7 @@ impl Daemon {
             "missing_tracepoints": self.probes.report.missing_tracepoints,
             "programs": self.probes.attached.programs,
             "tracked_processes": self.table.len(),
-            "events_written": self.out.written,
+            "events_written": self.emitter.written(),
             "decode_errors": self.metrics.decode_errors.get(),
             "kernel_counters": counters,
             "tasks": self.tasks.all().count(),
@@ -896,9 +788,7 @@ impl Daemon {
             self.decoded += 1;
             self.handle(ev)?;
         }
-        if let Err(e) = self.out.flush() {
-            self.sink_failed(&format!("flushing the sinks: {e}"));
-        }
+        self.emitter.flush();
         Ok(())
     }
 
@@ -944,8 +834,8 @@ impl Daemon {
         };
         let actor = before.unwrap_or_else(|| after.clone());
         let a = ev.actor().clone();
-        self.seq += 1;
-        let seq = self.seq;
+        let seq = self.emitter.next();
+        self.emitter.taken(1);
         // The rules' decision on the action: the same rules the kernel judged it by (the
         // engine gives the reason; the kernel's verdict says what was done). The exec that
         // selects an agent is its start, not one of its actions.
@@ -1111,9 +1001,9 @@ impl Daemon {
             lines.extend(finding.map(|f| (Stream::Alerts, f.to_string(), fold_key)));
             lines
         };
-        self.seq += lines.len() as u64 - 1;
+        self.emitter.taken(lines.len() as u64 - 1);
         for (stream, l, key) in &lines {
-            self.emit(*stream, l, key.as_deref());
+            self.emitter.emit(*stream, l, key.as_deref());
         }
         if let Event::Exec {
             newly_selected: true, ..
@@ -1235,7 +1125,7 @@ impl Daemon {
                 };
                 let reason = format!("kernel-side: {name} +{} (total {n}); {what}", n - before);
                 let hook = (i as u32).checked_sub(counter::LOST).and_then(agent_common::hook::name);
-                self.alert_system(
+                self.emitter.system(
                     kind,
                     &reason,
                     json!({"kernel_counter": name, "hook": hook, "new": n - before, "total": n}),
@@ -1410,14 +1300,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let cgroup_root = loader::cgroup2_root()?;
     let pod_guards = crate::pods::selection::PodSelection::guards(&rules);
     let fmod_ret = probes.report.features.fmod_ret.available;
+    let ctx = context(ticks_per_sec, node, fmod_ret);
     let mut d = Daemon {
         probes,
         table: ProcessTable::new(ticks_per_sec),
-        out,
-        folder: Folder::new(opts.delivery.fold_window),
-        ctx: context(ticks_per_sec, node, fmod_ret),
+        emitter: emitter::Emitter::new(
+            out,
+            Folder::new(opts.delivery.fold_window),
+            ctx.clone(),
+            metrics.clone(),
+        ),
+        ctx,
         decoded: 0,
-        seq: 0,
         last_counters: [0; counter::COUNT as usize],
         ticks_per_sec,
         started,
@@ -1431,7 +1325,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         sandboxes: Default::default(),
         generation,
         integrity: Default::default(),
-        sink_alerted: None,
         tether_files,
         metrics,
         keys: keys.clone(),
@@ -1565,7 +1458,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = drain.tick() => d.drain()?,
             _ = wake.any() => d.drain()?,
-            _ = fold.tick() => d.fold_tick(false),
+            _ = fold.tick() => d.emitter.fold_tick(false),
             _ = counters.tick() => d.check_counters(),
             _ = integrity.tick() => d.check_integrity(),
             _ = refresh.tick() => d.refresh_tasks(),
@@ -1584,8 +1477,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     d.drain()?;
     d.check_counters();
-    d.fold_tick(true);
-    if let Err(e) = d.out.flush() {
+    d.emitter.fold_tick(true);
+    if let Err(e) = d.emitter.close() {
         error!("flushing the sinks at exit: {e}");
     }
     d.save_state();
@@ -1599,7 +1492,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         None => "stopping; all probes detached".into(),
     };
     info!(
-        events = d.out.written,
+        events = d.emitter.written(),
         decoded = d.decoded,
         decode_errors = d.metrics.decode_errors.get(),
         kernel_counters = ?d.probes.counters(),

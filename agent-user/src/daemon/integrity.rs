@@ -122,7 +122,7 @@ impl Daemon {
         for (reason, details) in found {
             self.integrity.repaired += 1;
             warn!("tamper: {reason}; repaired");
-            self.alert_system(
+            self.emitter.system(
                 "tamper",
                 &format!("Tether's kernel state was changed: {reason}; repaired"),
                 details,

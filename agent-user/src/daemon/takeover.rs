@@ -86,7 +86,7 @@ impl Daemon {
             );
             warn!("{reason}");
             if !s.tasks.is_empty() {
-                self.alert_system(
+                self.emitter.system(
                     "restart-state-lost",
                     &reason,
                     json!({"tasks": s.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), "layout": s.layout}),
@@ -97,7 +97,7 @@ impl Daemon {
             // The previous generation goes on acting; this one's programs stay idle. Said,
             // not hidden: nothing is unpinned, so the kernel side keeps working.
             error!("handing over to generation {generation}: {e}; the previous programs stay in charge");
-            self.alert_system(
+            self.emitter.system(
                 "restart-hand-over-failed",
                 &format!("handing over to generation {generation} failed: {e}"),
                 json!({}),
@@ -131,7 +131,8 @@ impl Daemon {
                 persist::layout()
             );
             warn!("{reason}");
-            self.alert_system("events-lost", &reason, json!({"layouts": foreign_layouts}));
+            self.emitter
+                .system("events-lost", &reason, json!({"layouts": foreign_layouts}));
         }
         report["unpinned"] = json!(unpinned);
         report["generation"] = json!(generation);
@@ -190,7 +191,7 @@ impl Daemon {
                         t.id
                     );
                     warn!("{reason}");
-                    self.alert_system("task-not-restored", &reason, json!({"task": t.id}));
+                    self.emitter.system("task-not-restored", &reason, json!({"task": t.id}));
                     failed.push(json!({"task": t.id, "error": e.to_string()}));
                 }
             }
