@@ -3,6 +3,7 @@
 mod emitter;
 mod integrity;
 mod pod_guards;
+mod rulebook;
 mod sandboxes;
 mod takeover;
 
@@ -118,16 +119,8 @@ struct Daemon {
     ticks_per_sec: u64,
     started: Instant,
     tasks: Tasks,
-    /// The containment rules, compiled at load (and at each reload or mode switch) ...
-    rules: Rules,
-    /// ... from these, as written in the rule files ...
-    containment: ContainmentSpec,
-    /// ... with the global mode switched at runtime (None: the files' mode).
-    mode_override: Option<Mode>,
-    /// The rule files, for reloads (empty: the built-in default) ...
-    policies: Vec<PathBuf>,
-    /// ... and what they held when last read (see [`rules_fingerprint`]).
-    rules_seen: Vec<u8>,
+    /// The rule files and the rules compiled from them (reloads, the runtime mode).
+    rulebook: rulebook::Rulebook,
     /// Tasks whose `tether exec` applied Landlock to writes or execs (an EACCES there is
     /// Landlock's) ...
     landlocked: HashSet<u32>,
@@ -135,8 +128,6 @@ struct Daemon {
     generation: u64,
     /// The kernel state at the last integrity check.
     integrity: integrity::Integrity,
-    /// Tether's own files and sockets (the built-in guardrail).
-    tether_files: engine::TetherFiles,
     /// ... and every tree `tether exec` sandboxed, by the pid that reported it.
     sandboxes: std::collections::HashMap<u32, sandboxes::Sandboxed>,
     /// Kills the daemon carried out, and kills that failed.
@@ -436,15 +427,7 @@ impl Daemon {
     /// Compiles the rule files' containment with the runtime mode and puts it in force; on
     /// any error the previous rules stay.
     fn apply_containment(&mut self, spec: ContainmentSpec, mode: Option<Mode>) -> Result<(), String> {
-        let mut effective = spec.clone();
-        if let Some(m) = mode {
-            effective.mode = Some(m);
-        }
-        effective.tether = self.tether_files.clone();
-        if let Some(p) = &effective.self_protection {
-            warn!(except = ?p.except, mode = ?p.mode, "the rule files narrow the built-in guardrail {:?}", engine::SELF_GUARDRAIL);
-        }
-        let rules = Rules::compile(&effective).map_err(|e| e.to_string())?;
+        let rules = self.rulebook.compile(&spec, mode).map_err(|e| e.to_string())?;
         if self.kube.is_none()
             && let Some(id) = pod_guardrail(&rules)
         {
@@ -453,24 +436,22 @@ impl Daemon {
             ));
         }
         self.reload_pod_guards(&rules)?;
-        self.rules = rules;
-        self.containment = spec;
-        self.mode_override = mode;
+        self.rulebook.put(rules, spec, mode);
         Ok(())
     }
 
     /// Switches the global mode (rules with a mode of their own keep it).
     fn set_mode(&mut self, mode: Mode) -> Result<serde_json::Value, ApiError> {
-        let spec = self.containment.clone();
+        let spec = self.rulebook.spec().clone();
         self.apply_containment(spec, Some(mode))
             .map_err(|e| ApiError::new(500, e))?;
         warn!(mode = mode.as_str(), "containment mode switched");
-        Ok(json!({"mode": mode.as_str(), "rules": self.rules_json()}))
+        Ok(json!({"mode": mode.as_str(), "rules": self.rulebook.json()}))
     }
 
     /// Reloads the rule files; a file that fails is refused and the previous rules stay.
     fn reload(&mut self) -> Result<serde_json::Value, ApiError> {
-        let policy = match policy::load_policy(&self.policies) {
+        let spec = match self.rulebook.read() {
             Ok(p) => p,
             Err(e) => {
                 let reason = format!("reload refused, the previous rules stay in force: {e}");
@@ -478,38 +459,23 @@ impl Daemon {
                 return Err(ApiError::new(400, reason));
             }
         };
-        if let Err(e) = self.apply_containment(policy.containment, None) {
+        if let Err(e) = self.apply_containment(spec, None) {
             let reason = format!("reload refused, the previous rules stay in force: {e}");
             error!("{reason}");
             return Err(ApiError::new(400, reason));
         }
-        info!(mode = self.rules.mode.as_str(), guardrails = ?self.rules.guardrail_ids(), "rules reloaded (agent selectors and trust take effect at restart)");
-        Ok(json!({"reloaded": true, "rules": self.rules_json()}))
+        let rules = self.rulebook.rules();
+        info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "rules reloaded (agent selectors and trust take effect at restart)");
+        Ok(json!({"reloaded": true, "rules": self.rulebook.json()}))
     }
 
     /// Reloads the rule files if what they hold changed since they were last read. A file
     /// refused at reload is not retried until it changes again.
     fn reload_if_changed(&mut self) {
-        let now = rules_fingerprint(&self.policies);
-        if now != self.rules_seen {
-            self.rules_seen = now;
+        if self.rulebook.changed() {
             info!("rule files changed; reloading");
             let _ = self.reload();
         }
-    }
-
-    fn rules_json(&self) -> serde_json::Value {
-        let p = self.rules.postures();
-        let class =
-            |c: Option<(engine::Action, Mode)>| c.map(|(a, m)| json!({"action": a.as_str(), "mode": m.as_str()}));
-        json!({
-            "mode": self.rules.mode.as_str(),
-            "mode_switched_at_runtime": self.mode_override.is_some(),
-            "guardrails": self.rules.guardrails().enumerate().map(|(i, (id, a, m, _))| json!({"id": id, "action": a.as_str(), "mode": m.as_str(), "pods": self.rules.guardrail_pods(i)})).collect::<Vec<_>>(),
-            "unbound": class(p[0]),
-            "expired": class(p[1]),
-            "scope": class(p[2]),
-        })
     }
 
     fn revoke(&mut self, jti: &str) -> Result<serde_json::Value, ApiError> {
@@ -589,8 +555,8 @@ impl Daemon {
             .map(|(i, v)| (loader::counter_name(i as u32), (*v).into()))
             .collect();
         serde_json::json!({
-            "mode": self.rules.mode.as_str(),
-            "rules": self.rules_json(),
+            "mode": self.rulebook.rules().mode.as_str(),
+            "rules": self.rulebook.json(),
             "daemon_kills": self.metrics.daemon_kills.get(),
             "daemon_kill_errors": self.metrics.daemon_kill_errors.get(),
             "pid": std::process::id(),
@@ -624,9 +590,9 @@ impl Daemon {
             "tamper_repaired": self.integrity.repaired,
             "self_protection": {
                 "guardrail": engine::SELF_GUARDRAIL,
-                "write": self.tether_files.write,
-                "connect": self.tether_files.sockets,
-                "narrowed": self.containment.self_protection.as_ref().map(|p| json!({"except": p.except, "mode": p.mode})),
+                "write": self.rulebook.tether().write,
+                "connect": self.rulebook.tether().sockets,
+                "narrowed": self.rulebook.spec().self_protection.as_ref().map(|p| json!({"except": p.except, "mode": p.mode})),
             },
         })
     }
@@ -870,7 +836,7 @@ impl Daemon {
             // without a rule of Tether's: reported as refused, with no decision.
             self.sandboxed(&a).then(|| engine::Decision::sandbox(call))
         } else if newly_selected {
-            unjudged.map(|why| self.rules.unjudged(None, Credential::None, why))
+            unjudged.map(|why| self.rulebook.rules().unjudged(None, Credential::None, why))
         } else {
             let task = self.task_view(a.task, Some(a.task_expired));
             let bound = self.tasks.get(a.task);
@@ -883,8 +849,8 @@ impl Daemon {
                     _ => Credential::None,
                 };
                 match unjudged {
-                    Some(why) => self.rules.unjudged(Some(&attempt), cred, why),
-                    None => self.rules.evaluate(&attempt, cred, a.guard_set),
+                    Some(why) => self.rulebook.rules().unjudged(Some(&attempt), cred, why),
+                    None => self.rulebook.rules().evaluate(&attempt, cred, a.guard_set),
                 }
             })
         };
@@ -1213,14 +1179,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     raise_fd_limit();
     let policy = policy::load_policy(&opts.policies)?;
-    let (selectors, policy_trust, mut containment) = (policy.selectors, policy.trust, policy.containment);
-    // The built-in guardrail over Tether's own files, with the rules.
-    let tether_files = tether_files(&opts);
-    containment.tether = tether_files.clone();
-    if let Some(p) = &containment.self_protection {
-        warn!(except = ?p.except, mode = ?p.mode, "the rule files narrow the built-in guardrail {:?}", engine::SELF_GUARDRAIL);
-    }
-    let rules = Rules::compile(&containment).map_err(|e| anyhow::anyhow!("rules: {e}"))?;
+    let (selectors, policy_trust, containment) = (policy.selectors, policy.trust, policy.containment);
+    // The rules, with the built-in guardrail over Tether's own files.
+    let rulebook = rulebook::Rulebook::new(containment, opts.policies.clone(), tether_files(&opts))
+        .map_err(|e| anyhow::anyhow!("rules: {e}"))?;
+    let rules = rulebook.rules().clone();
     info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "containment rules");
     for s in &selectors {
         info!(id = %s.id, exe = ?s.exe, comm = ?s.comm, uid = ?s.uid, cgroup = ?s.cgroup, "agent selector");
@@ -1316,16 +1279,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ticks_per_sec,
         started,
         tasks: Tasks::default(),
-        rules,
-        containment,
-        mode_override: None,
-        policies: opts.policies.clone(),
-        rules_seen: rules_fingerprint(&opts.policies),
+        rulebook,
         landlocked: HashSet::new(),
         sandboxes: Default::default(),
         generation,
         integrity: Default::default(),
-        tether_files,
         metrics,
         keys: keys.clone(),
         trust: trust.clone(),
@@ -1436,7 +1394,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         std::fs::write(ready, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", ready.display()))?;
     }
-    info!(socket = %opts.socket.display(), admin_socket = %opts.admin_socket.display(), startup_ms = started.elapsed().as_millis() as u64, mode = d.rules.mode.as_str(), "tether ready");
+    info!(socket = %opts.socket.display(), admin_socket = %opts.admin_socket.display(), startup_ms = started.elapsed().as_millis() as u64, mode = d.rulebook.rules().mode.as_str(), "tether ready");
     for h in &d.probes.report.hooks {
         info!(hook = h.hook, mechanism = %h.mechanism, enforcement = %h.enforcement, "enforcement mechanism");
     }
@@ -1469,7 +1427,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
-                d.rules_seen = rules_fingerprint(&d.policies);
                 let _ = d.reload();
             }
             _ = rules_poll.tick() => d.reload_if_changed(),

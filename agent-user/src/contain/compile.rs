@@ -644,7 +644,7 @@ pub fn verdict(a: Option<(Action, Mode)>) -> Verdict {
 /// POSTURE (unbound, expired, scope, unjudged) and GUARD_VERDICTS, in index order.
 pub fn verdicts(rules: &Rules) -> ([Verdict; 4], Vec<Verdict>) {
     (
-        rules.postures().map(verdict),
+        rules.postures().kernel_order().map(verdict),
         rules.guardrails().map(|(_, a, m, _)| verdict(Some((a, m)))).collect(),
     )
 }

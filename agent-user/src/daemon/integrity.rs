@@ -52,7 +52,7 @@ impl Daemon {
                 }
             }
         }
-        let (posture, guards) = compile::verdicts(&self.rules);
+        let (posture, guards) = compile::verdicts(self.rulebook.rules());
         if !self.probes.rules.verdicts_hold(&posture, &guards) {
             found.push((
                 "the posture or guardrail verdicts differ from the rules in force".into(),

@@ -28,7 +28,7 @@ impl Daemon {
     /// The guard set process `pid` gets from its pod under the rules in force (0: in no pod,
     /// or in one no `pods:` names, or one the daemon does not know yet).
     pub(super) fn guard_set_of_pid(&self, pid: u32) -> u32 {
-        self.guard_set_under(&self.rules, pid)
+        self.guard_set_under(self.rulebook.rules(), pid)
     }
 
     /// The guard set process `pid` gets from its pod under `rules`.
@@ -62,7 +62,7 @@ impl Daemon {
             None => self.pod_guards.retry(find),
         };
         if !updates.is_empty() {
-            let rules = self.rules.clone();
+            let rules = self.rulebook.rules().clone();
             if let Err(e) = self.put_guard_sets(&rules, updates, None) {
                 error!("pod guardrails: {e}");
             }

@@ -13,7 +13,7 @@ use crate::{
         seccomp::SeccompPlan,
     },
     credentials::scope::Grant,
-    policy::engine::{self, Mode},
+    policy::engine,
 };
 
 /// A sandboxed tree: the task it runs under (NO_TASK: registered without a credential) and
@@ -31,8 +31,7 @@ impl Daemon {
     /// always.
     pub(super) fn sandbox_plan(&self, task: Option<u32>) -> Plan {
         let report = &self.probes.report;
-        let scope_enforced = self.rules.postures()[2]
-            .is_some_and(|(action, mode)| mode == Mode::Enforce && action != engine::Action::Alert);
+        let scope_enforced = engine::refuses(self.rulebook.rules().postures().scope);
         let scope = task.and_then(|id| self.tasks.get(id)).map(|t| &t.verified.scope);
         // Guarded trees go to Landlock only where the LSM hooks cannot refuse writes: where
         // they can, they refuse first *and* record, and a Landlock refusal (an LSM that runs
@@ -40,7 +39,7 @@ impl Daemon {
         let guarded = if report.lsm_in_effect("file_write") {
             Vec::new()
         } else {
-            self.rules.enforced_write_guards()
+            self.rulebook.rules().enforced_write_guards()
         };
         let mut landlock = LandlockPlan {
             guarded: guarded
@@ -85,8 +84,7 @@ impl Daemon {
         // judge what a ring does), device nodes and chown/xattr writes where no BPF LSM hook
         // refuses them before they happen. Each refusal is recorded by the sandbox probes
         // (agent-ebpf sandbox). The tamper class is refused always.
-        let unbound_enforced = self.rules.postures()[0]
-            .is_some_and(|(action, mode)| mode == Mode::Enforce && action != engine::Action::Alert);
+        let unbound_enforced = self.rulebook.rules().postures().unbound.is_some_and(engine::refuses);
         let refusing = if scope.is_some() {
             scope_enforced
         } else {

@@ -80,6 +80,28 @@ pub enum Credential<'a> {
     Bound { state: CredState, scope: &'a CompiledScope },
 }
 
+/// What each violation class does: its action and mode (`unbound`: None when agents without
+/// a credential are let be).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Postures {
+    pub unbound: Option<(Action, Mode)>,
+    pub expired: (Action, Mode),
+    pub scope: (Action, Mode),
+    pub unjudged: (Action, Mode),
+}
+
+impl Postures {
+    /// In the kernel's POSTURE order: unbound, expired, scope, unjudged.
+    pub fn kernel_order(&self) -> [Option<(Action, Mode)>; 4] {
+        [self.unbound, Some(self.expired), Some(self.scope), Some(self.unjudged)]
+    }
+}
+
+/// Does a class with this action and mode refuse (enforce mode, deny or stronger)?
+pub fn refuses((action, mode): (Action, Mode)) -> bool {
+    mode == Mode::Enforce && action != Action::Alert
+}
+
 /// The engine's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
@@ -530,16 +552,15 @@ impl Rules {
             .collect()
     }
 
-    /// Action and mode of the violation classes: (unbound, expired, scope, unjudged), in
-    /// the kernel's POSTURE order.
-    pub fn postures(&self) -> [Option<(Action, Mode)>; 4] {
+    /// Action and mode of each violation class.
+    pub fn postures(&self) -> Postures {
         let am = |c: ClassAction| (c.action, c.mode);
-        [
-            self.unbound.map(am),
-            Some(am(self.expired)),
-            Some(am(self.scope)),
-            Some(am(self.unjudged)),
-        ]
+        Postures {
+            unbound: self.unbound.map(am),
+            expired: am(self.expired),
+            scope: am(self.scope),
+            unjudged: am(self.unjudged),
+        }
     }
 
     /// The decision on an action the kernel could not judge (`why`: what it lacked). An
@@ -1111,7 +1132,7 @@ mod tests {
         assert_eq!((id, action, mode), (SELF_GUARDRAIL, Action::Deny, Mode::Enforce));
         assert_eq!(scope.spec.connect, vec!["unix:/run/tether/admin.sock".to_string()]);
         // It does not make unjudged actions enforced in an observe-only rollout.
-        assert_eq!(rules.postures()[3].unwrap().1, Mode::Observe);
+        assert_eq!(rules.postures().unjudged.1, Mode::Observe);
         assert_eq!(rules.enforced_write_guards(), tether.write);
         // A rule file cannot take its id ...
         let mut taken: ContainmentSpec =
