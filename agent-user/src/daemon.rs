@@ -577,7 +577,7 @@ impl Daemon {
             "trusted_issuers": self.trust.iter().map(|t| {
                 let keys = self.keys.read().ok().and_then(|k| k.by_issuer.get(&t.issuer).map(|r| match r {
                     Ok(set) => json!({"keys": set.keys.len()}),
-                    Err(e) => json!({"error": e}),
+                    Err(e) => json!({"error": e.to_string()}),
                 }));
                 json!({"issuer": t.issuer, "jwks": match &t.source {
                     credentials::trust::JwksSource::File(p) => p.display().to_string(),

@@ -189,8 +189,10 @@ mod tests {
         ));
         // Issuer keys that could not be fetched.
         let mut down = Keys::default();
-        down.by_issuer
-            .insert("https://issuer.test".into(), Err("connection refused".into()));
+        down.by_issuer.insert(
+            "https://issuer.test".into(),
+            Err(super::trust::JwksError::Unavailable("connection refused".into())),
+        );
         let e = token::verify(&good, &down, NOW + 1, 8).unwrap_err();
         assert!(e.to_string().contains("connection refused"), "{e}");
     }

@@ -129,7 +129,7 @@ pub struct Verified {
 /// The issuers Tether trusts: issuer -> its keys.
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
-    pub by_issuer: HashMap<String, Result<JwkSet, String>>,
+    pub by_issuer: HashMap<String, Result<JwkSet, super::trust::JwksError>>,
 }
 
 /// Verifies `token` at time `now` (seconds since the epoch).
@@ -151,7 +151,7 @@ pub fn verify(token: &str, keys: &Keys, now: i64, max_chain: usize) -> Result<Ve
         Some(Err(reason)) => {
             return Err(TokenError::NoKeys {
                 iss,
-                reason: reason.clone(),
+                reason: reason.to_string(),
             });
         }
         Some(Ok(jwks)) => jwks,

@@ -58,20 +58,59 @@ impl Trust {
     }
 }
 
+/// Why an issuer's key set could not be had: the issuer's state until a good set arrives
+/// (tokens from it are refused with this reason).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum JwksError {
+    #[error("JWKS is {0} bytes; at most {MAX_JWKS_BYTES}")]
+    TooLarge(usize),
+    #[error("not a JWKS: {0}")]
+    NotJwks(String),
+    #[error("the JWKS has no keys")]
+    NoKeys,
+    #[error("every key in the JWKS needs a kid")]
+    NoKid,
+    #[error("key {kid:?}: {why}")]
+    BadKey { kid: String, why: String },
+    /// Reading a JWKS file, or its contents (`why`).
+    #[error("{path}: {why}")]
+    File { path: String, why: String },
+    /// Fetching a JWKS URL: the connection, the status, or the document (`why`).
+    #[error("{url}: {why}")]
+    Fetch { url: String, why: String },
+    /// Keys handed to the daemon without a source (tests, the dev issuer).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Why no HTTPS client for JWKS URLs could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("CA bundle {0}")]
+    Ca(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("HTTPS client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
 /// Parses a JWKS document, keeping only the keys Tether can use.
-pub fn parse_jwks(bytes: &[u8]) -> Result<JwkSet, String> {
+pub fn parse_jwks(bytes: &[u8]) -> Result<JwkSet, JwksError> {
     if bytes.len() > MAX_JWKS_BYTES {
-        return Err(format!("JWKS is {} bytes; at most {MAX_JWKS_BYTES}", bytes.len()));
+        return Err(JwksError::TooLarge(bytes.len()));
     }
-    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| JwksError::NotJwks(e.to_string()))?;
     if set.keys.is_empty() {
-        return Err("the JWKS has no keys".into());
+        return Err(JwksError::NoKeys);
     }
     if set.keys.iter().any(|k| k.common.key_id.is_none()) {
-        return Err("every key in the JWKS needs a kid".into());
+        return Err(JwksError::NoKid);
     }
     for k in &set.keys {
-        check_key(k).map_err(|e| format!("key {:?}: {e}", k.common.key_id.as_deref().unwrap_or("")))?;
+        check_key(k).map_err(|why| JwksError::BadKey {
+            kid: k.common.key_id.clone().unwrap_or_default(),
+            why,
+        })?;
     }
     Ok(set)
 }
@@ -109,45 +148,45 @@ fn check_key(k: &jsonwebtoken::jwk::Jwk) -> Result<(), String> {
 }
 
 /// Reads a JWKS file.
-pub fn read_file(path: &std::path::Path) -> Result<JwkSet, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_jwks(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read_file(path: &std::path::Path) -> Result<JwkSet, JwksError> {
+    let file = |why: String| JwksError::File {
+        path: path.display().to_string(),
+        why,
+    };
+    let bytes = std::fs::read(path).map_err(|e| file(e.to_string()))?;
+    parse_jwks(&bytes).map_err(|e| file(e.to_string()))
 }
 
 /// An HTTPS client for JWKS URLs: rustls with the web PKI roots, or only the roots of
 /// `ca_bundle` when one is given.
-pub fn https_client(ca_bundle: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
-    let roots = crate::tls::root_store(ca_bundle).map_err(|e| format!("CA bundle {e}"))?;
+pub fn https_client(ca_bundle: Option<&std::path::Path>) -> Result<reqwest::Client, ClientError> {
+    let roots = crate::tls::root_store(ca_bundle).map_err(ClientError::Ca)?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .timeout(FETCH_TIMEOUT)
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())
+        .build()?)
 }
 
 /// Fetches a JWKS URL.
-pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<JwkSet, String> {
+pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<JwkSet, JwksError> {
+    let fetch = |why: String| JwksError::Fetch { url: url.into(), why };
     let resp = client
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", crate::tls::error_chain(&e)))?;
+        .map_err(|e| fetch(crate::tls::error_chain(&e)))?;
     if !resp.status().is_success() {
-        return Err(format!("{url}: HTTP {}", resp.status()));
+        return Err(fetch(format!("HTTP {}", resp.status())));
     }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("{url}: {}", crate::tls::error_chain(&e)))?;
-    parse_jwks(&bytes).map_err(|e| format!("{url}: {e}"))
+    let bytes = resp.bytes().await.map_err(|e| fetch(crate::tls::error_chain(&e)))?;
+    parse_jwks(&bytes).map_err(|e| fetch(e.to_string()))
 }
 
 /// Loads every issuer's keys once: files are read, URLs fetched. A failure is kept as the
@@ -166,7 +205,7 @@ pub async fn load_all(trust: &[Trust], client: &reqwest::Client) -> Keys {
 
 /// Applies one fetch result to `keys`: a good set replaces the old one; a failure keeps the
 /// last good set, or is recorded when there is none. Returns the failure, if any.
-pub fn merge(keys: &mut Keys, issuer: &str, fetched: Result<JwkSet, String>) -> Option<String> {
+pub fn merge(keys: &mut Keys, issuer: &str, fetched: Result<JwkSet, JwksError>) -> Option<JwksError> {
     match fetched {
         Ok(set) => {
             keys.by_issuer.insert(issuer.into(), Ok(set));
@@ -209,9 +248,10 @@ mod tests {
     fn malformed_ed25519_and_p256_keys_are_refused_with_the_reason() {
         let short = br#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"AAAA"}]}"#;
         let e = parse_jwks(short).unwrap_err();
+        let e = e.to_string();
         assert!(e.contains("\"k1\"") && e.contains("32 bytes, this one 3"), "{e}");
         let ec = br#"{"keys":[{"kty":"EC","crv":"P-256","kid":"e","x":"AAAA","y":"AAAA"}]}"#;
-        assert!(parse_jwks(ec).unwrap_err().contains("32-byte x and y"));
+        assert!(parse_jwks(ec).unwrap_err().to_string().contains("32-byte x and y"));
         let p384 = br#"{"keys":[{"kty":"EC","crv":"P-384","kid":"e","x":"AAAA","y":"AAAA"}]}"#;
         assert!(parse_jwks(p384).is_ok(), "keys Tether does not use are not checked");
     }
@@ -244,14 +284,16 @@ mod tests {
         )
         .unwrap();
         let mut keys = Keys::default();
-        assert_eq!(merge(&mut keys, "i", Err("down".into())), Some("down".into()));
+        let down = || JwksError::Unavailable("down".into());
+        assert_eq!(merge(&mut keys, "i", Err(down())), Some(down()));
         assert_eq!(
-            keys.by_issuer["i"].as_ref().unwrap_err(),
+            keys.by_issuer["i"].as_ref().unwrap_err().to_string(),
             "down",
             "no good keys yet: the failure is the state"
         );
         assert_eq!(merge(&mut keys, "i", Ok(good.clone())), None);
-        assert_eq!(merge(&mut keys, "i", Err("garbage".into())), Some("garbage".into()));
+        let garbage = || JwksError::Unavailable("garbage".into());
+        assert_eq!(merge(&mut keys, "i", Err(garbage())), Some(garbage()));
         assert_eq!(
             keys.by_issuer["i"].as_ref().unwrap().keys.len(),
             1,
@@ -261,10 +303,15 @@ mod tests {
 
     #[test]
     fn jwks_documents_are_checked() {
-        assert!(parse_jwks(b"garbage").unwrap_err().contains("not a JWKS"));
-        assert!(parse_jwks(br#"{"keys":[]}"#).unwrap_err().contains("no keys"));
+        assert!(parse_jwks(b"garbage").unwrap_err().to_string().contains("not a JWKS"));
+        assert!(
+            parse_jwks(br#"{"keys":[]}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("no keys")
+        );
         let no_kid = br#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
-        assert!(parse_jwks(no_kid).unwrap_err().contains("kid"));
+        assert!(parse_jwks(no_kid).unwrap_err().to_string().contains("kid"));
         let ok =
             br#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
         assert_eq!(parse_jwks(ok).unwrap().keys.len(), 1);
