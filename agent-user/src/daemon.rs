@@ -435,7 +435,7 @@ impl Daemon {
                 "guardrail {id:?} holds only in some pods (`pods:`), but this daemon runs without pod identity"
             ));
         }
-        self.reload_pod_guards(&rules)?;
+        self.reload_pod_guards(&rules).map_err(|e| e.to_string())?;
         self.rulebook.put(rules, spec, mode);
         Ok(())
     }

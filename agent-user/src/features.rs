@@ -378,8 +378,23 @@ pub fn kernel_release() -> String {
 
 pub const SECURITYFS: &str = "/sys/kernel/security";
 
+/// Why a kernel feature could not be probed or is not there (reported as the probe's detail).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("securityfs is not mounted and mounting it at {SECURITYFS} failed: {0}")]
+    Securityfs(nix::Error),
+    #[error("cannot read {path}: {why}")]
+    Read { path: String, why: String },
+    #[error("the kernel has no Landlock (ENOSYS)")]
+    NoLandlock,
+    #[error("Landlock is built in but not enabled (EOPNOTSUPP; add it to lsm=)")]
+    LandlockOff,
+    #[error("landlock_create_ruleset: {0}")]
+    Landlock(String),
+}
+
 /// The active LSM list, mounting securityfs first when it is not mounted.
-pub fn active_lsms() -> Result<String, String> {
+pub fn active_lsms() -> Result<String, ProbeError> {
     let file = Path::new(SECURITYFS).join("lsm");
     if !file.exists() {
         nix::mount::mount(
@@ -389,11 +404,14 @@ pub fn active_lsms() -> Result<String, String> {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .map_err(|e| format!("securityfs is not mounted and mounting it at {SECURITYFS} failed: {e}"))?;
+        .map_err(ProbeError::Securityfs)?;
     }
     std::fs::read_to_string(&file)
         .map(|s| s.trim().to_string())
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))
+        .map_err(|e| ProbeError::Read {
+            path: file.display().to_string(),
+            why: e.to_string(),
+        })
 }
 
 /// Is `bpf` in a comma-separated active LSM list?
@@ -402,7 +420,7 @@ pub fn bpf_lsm_active(list: &str) -> bool {
 }
 
 /// The Landlock ABI version (landlock_create_ruleset with LANDLOCK_CREATE_RULESET_VERSION).
-pub fn landlock_abi() -> Result<u32, String> {
+pub fn landlock_abi() -> Result<u32, ProbeError> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: with a NULL attr, size 0 and the VERSION flag the syscall only returns a number.
     let r = unsafe {
@@ -416,9 +434,9 @@ pub fn landlock_abi() -> Result<u32, String> {
     if r < 0 {
         let e = std::io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::ENOSYS) => "the kernel has no Landlock (ENOSYS)".into(),
-            Some(libc::EOPNOTSUPP) => "Landlock is built in but not enabled (EOPNOTSUPP; add it to lsm=)".into(),
-            _ => format!("landlock_create_ruleset: {e}"),
+            Some(libc::ENOSYS) => ProbeError::NoLandlock,
+            Some(libc::EOPNOTSUPP) => ProbeError::LandlockOff,
+            _ => ProbeError::Landlock(e.to_string()),
         });
     }
     Ok(r as u32)
@@ -441,7 +459,7 @@ mod tests {
     fn landlock_probe_answers() {
         match landlock_abi() {
             Ok(v) => assert!(v >= 1),
-            Err(e) => assert!(e.contains("Landlock") || e.contains("landlock"), "{e}"),
+            Err(e) => assert!(e.to_string().to_lowercase().contains("landlock"), "{e}"),
         }
     }
 

@@ -607,7 +607,7 @@ fn attach_lsm(
     object: &[u8],
     config: &Config,
     btf: Option<&Btf>,
-    lsms: &Result<String, String>,
+    lsms: &Result<String, features::ProbeError>,
     layout: &kernel_layout::Layout,
     path_hooks: bool,
     attached: &mut Attached,
@@ -892,7 +892,7 @@ fn load_generation(
         .iter()
         .filter_map(|o| agent_common::contain::guard_set_of_owner(*o))
         .collect();
-    contain::install_rules(&mut kernel_rules, rules, &sets).map_err(LoadError::Rules)?;
+    contain::install_rules(&mut kernel_rules, rules, &sets).map_err(|e| LoadError::Rules(e.to_string()))?;
 
     // Lineage first: a fork must never be missed between other attachments.
     load_required(&mut ebpf, object, &config, "sched_process_fork", |e| {
@@ -1177,7 +1177,7 @@ fn load_generation(
     );
     let (landlock_abi, landlock) = match features::landlock_abi() {
         Ok(v) => (Some(v), Probe::yes(format!("landlock_create_ruleset: ABI {v}"))),
-        Err(e) => (None, Probe::no(e)),
+        Err(e) => (None, Probe::no(e.to_string())),
     };
     let mut hooks = features::hook_mechanisms(&lsm_hooks, send_signal.available, features_bits);
     if fmod_ret.available {

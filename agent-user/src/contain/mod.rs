@@ -163,6 +163,15 @@ pub fn outcome(
     }
 }
 
+/// Why rules could not be put in the kernel (nothing of them is in force then).
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Compile(#[from] compile::CompileError),
+    #[error(transparent)]
+    Maps(#[from] kernel_maps::MapsError),
+}
+
 /// Writes the guardrails (for every agent, and for each guard set in `sets`: the pods'),
 /// the exempt writes and the verdicts of `rules` into the kernel maps (each owner's new
 /// entries before its stale ones go, so there is no moment without rules), and removes the
@@ -171,21 +180,21 @@ pub fn install_rules(
     maps: &mut kernel_maps::KernelRules,
     rules: &crate::policy::engine::Rules,
     sets: &std::collections::BTreeSet<u32>,
-) -> Result<(), String> {
+) -> Result<(), InstallError> {
     use agent_common::contain::{EXEMPT, guard_owner, guard_set_of_owner};
-    let mut compiled = vec![(0, compile::guardrails(rules, 0).map_err(|e| e.to_string())?)];
+    let mut compiled = vec![(0, compile::guardrails(rules, 0)?)];
     for &set in sets.iter().filter(|s| **s != 0) {
-        compiled.push((set, compile::guardrails(rules, set).map_err(|e| e.to_string())?));
+        compiled.push((set, compile::guardrails(rules, set)?));
     }
     let (posture, verdicts) = compile::verdicts(rules);
     if verdicts.len() > agent_common::contain::MAX_GUARDRAILS as usize {
-        return Err(kernel_maps::MapsError::TooManyGuardrails(verdicts.len()).to_string());
+        return Err(kernel_maps::MapsError::TooManyGuardrails(verdicts.len()).into());
     }
-    maps.install(EXEMPT, &compile::exempt()).map_err(|e| e.to_string())?;
+    maps.install(EXEMPT, &compile::exempt())?;
     for (set, guards) in &compiled {
-        maps.install(guard_owner(*set), guards).map_err(|e| e.to_string())?;
+        maps.install(guard_owner(*set), guards)?;
     }
-    maps.set_verdicts(&posture, &verdicts).map_err(|e| e.to_string())?;
+    maps.set_verdicts(&posture, &verdicts)?;
     let unused: Vec<u32> = maps
         .owners()
         .filter(|o| guard_set_of_owner(*o).is_some_and(|s| !sets.contains(&s)))

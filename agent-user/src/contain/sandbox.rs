@@ -36,7 +36,7 @@ pub enum SandboxError {
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
     #[error("the task's scope restricts {0}, which needs Landlock, and this kernel has none ({1})")]
-    NoLandlock(&'static str, String),
+    NoLandlock(&'static str, crate::features::ProbeError),
 }
 
 /// Applies `plan` to the calling process. Fails (and the agent is not run) when a restriction

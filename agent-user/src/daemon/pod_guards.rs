@@ -111,7 +111,7 @@ impl Daemon {
         rules: &Rules,
         updates: Updates,
         previous: Option<Vec<u64>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), contain::InstallError> {
         let mut sets = self.guard_sets_in_use();
         sets.extend(updates.values().map(|s| *s as u32).filter(|s| *s != 0));
         contain::install_rules(&mut self.probes.rules, rules, &sets)?;
@@ -151,7 +151,7 @@ impl Daemon {
 
     /// A new set of rules: every pod's guard set is worked out again, and put in force with
     /// the rules (see [`Daemon::put_guard_sets`]).
-    pub(super) fn reload_pod_guards(&mut self, rules: &Rules) -> Result<(), String> {
+    pub(super) fn reload_pod_guards(&mut self, rules: &Rules) -> Result<(), contain::InstallError> {
         let mut guards = PodSelection::guards(rules);
         let previous: Vec<u64> = self.pod_guards.placed().map(|(cg, _)| cg).collect();
         let mut updates = Updates::new();

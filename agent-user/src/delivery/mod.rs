@@ -37,7 +37,20 @@ pub enum SinkSpec {
     None,
 }
 
-pub fn parse_sink(s: &str) -> Result<SinkSpec, String> {
+/// A sink or size option that does not parse (clap prints it with the option's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("unknown sink {0:?}: expected stdout, file:PATH, webhook, syslog or none")]
+    Sink(String),
+    #[error("{0:?} is not a size (e.g. 4096, 64MiB, 1G)")]
+    NotSize(String),
+    #[error("{0:?}: unknown unit {1:?} (use K, M or G, powers of 1024)")]
+    Unit(String, String),
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+}
+
+pub fn parse_sink(s: &str) -> Result<SinkSpec, OptionError> {
     Ok(match s {
         "stdout" => SinkSpec::Stdout,
         "webhook" => SinkSpec::Webhook,
@@ -45,31 +58,25 @@ pub fn parse_sink(s: &str) -> Result<SinkSpec, String> {
         "none" => SinkSpec::None,
         _ => match s.strip_prefix("file:") {
             Some(p) if !p.is_empty() => SinkSpec::File(PathBuf::from(p)),
-            _ => {
-                return Err(format!(
-                    "unknown sink {s:?}: expected stdout, file:PATH, webhook, syslog or none"
-                ));
-            }
+            _ => return Err(OptionError::Sink(s.into())),
         },
     })
 }
 
 /// A size: bytes, or with a K/M/G (KiB/MiB/GiB, powers of 1024) suffix.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, OptionError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 64MiB, 1G)"))?;
+    let n: u64 = num.parse().map_err(|_| OptionError::NotSize(s.into()))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" | "k" => 1 << 10,
         "M" | "MiB" => 1 << 20,
         "G" | "GiB" => 1 << 30,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use K, M or G, powers of 1024)")),
+        other => return Err(OptionError::Unit(s.into(), other.into())),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| OptionError::TooLarge(s.into()))
 }
 
 /// Where the streams go, and how (the `tether run` options).
@@ -372,13 +379,18 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert!(parse_size("12XB").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert!(parse_size("12XB").unwrap_err().to_string().contains("unknown unit"));
+        assert!(parse_size("lots").unwrap_err().to_string().contains("not a size"));
         assert_eq!(
             parse_sink("file:/var/log/a.jsonl"),
             Ok(SinkSpec::File("/var/log/a.jsonl".into()))
         );
-        assert!(parse_sink("file:").unwrap_err().contains("expected stdout, file:PATH"));
+        assert!(
+            parse_sink("file:")
+                .unwrap_err()
+                .to_string()
+                .contains("expected stdout, file:PATH")
+        );
         assert!(parse_sink("kafka").is_err());
     }
 
