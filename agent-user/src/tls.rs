@@ -3,26 +3,43 @@ use std::path::Path;
 
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 
+/// A PEM file or CA bundle that cannot be used; it names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemError {
+    /// The file cannot be read, or a certificate in it cannot be parsed or added (`why`).
+    #[error("{path}: {why}")]
+    File { path: String, why: String },
+    #[error("{0} has no certificates")]
+    NoCertificates(String),
+}
+
 /// The certificates of a PEM file; errors name the file.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let file = |why: String| PemError::File {
+        path: path.display().to_string(),
+        why,
+    };
+    let pem = std::fs::read(path).map_err(|e| file(e.to_string()))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| file(e.to_string()))?;
     if certs.is_empty() {
-        return Err(format!("{} has no certificates", path.display()));
+        return Err(PemError::NoCertificates(path.display().to_string()));
     }
     Ok(certs)
 }
 
 /// The roots to trust: only the certificates of `ca_bundle` when one is given, else the web
 /// PKI roots. Errors name the bundle.
-pub fn root_store(ca_bundle: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+pub fn root_store(ca_bundle: Option<&Path>) -> Result<rustls::RootCertStore, PemError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_bundle {
         Some(path) => {
             for c in read_certs(path)? {
-                roots.add(c).map_err(|e| format!("{}: {e}", path.display()))?;
+                roots.add(c).map_err(|e| PemError::File {
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

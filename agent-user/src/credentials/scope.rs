@@ -626,58 +626,52 @@ impl CompiledScope {
 
     /// Is this scope a subset of `parent` (for delegation)? Returns the first entry that is
     /// not covered.
-    pub fn within(&self, parent: &CompiledScope) -> Result<(), String> {
+    pub fn within(&self, parent: &CompiledScope) -> Result<(), Wider> {
+        let entry = |clause, entry: String| Err(Wider::Entry { clause, entry });
         for c in &self.exec {
             if !parent.exec.iter().any(|p| c.within(p)) {
-                return Err(format!(
-                    "scope.exec {:?} is not within the parent's exec scope",
-                    c.text()
-                ));
+                return entry("exec", c.text().to_string());
             }
         }
         for c in &self.write {
             if !parent.write.iter().any(|p| c.within(p)) {
-                return Err(format!(
-                    "scope.write {:?} is not within the parent's write scope",
-                    c.text()
-                ));
+                return entry("write", c.text().to_string());
             }
         }
         for c in &self.connect {
             if !parent.connect.iter().any(|p| c.within(p)) {
-                return Err(format!(
-                    "scope.connect {:?} is not within the parent's connect scope",
-                    c.text
-                ));
+                return entry("connect", c.text.clone());
             }
         }
         for c in &self.unix {
             if !parent.unix.iter().any(|p| c.within(p)) {
-                return Err(format!(
-                    "scope.connect \"unix:{}\" is not within the parent's connect scope",
-                    c.text()
-                ));
+                return entry("connect", format!("unix:{}", c.text()));
             }
         }
         for c in &self.listen {
             if !parent.listen.iter().any(|p| c.within(p)) {
-                return Err(format!(
-                    "scope.listen {:?} is not within the parent's listen scope",
-                    c.text
-                ));
+                return entry("listen", c.text.clone());
             }
         }
         for g in &self.grants {
             if !parent.grants(*g) {
-                return Err(format!(
-                    "scope.{} {:?} is not granted to the parent",
-                    g.clause(),
-                    g.as_str()
-                ));
+                return Err(Wider::Grant {
+                    clause: g.clause(),
+                    grant: g.as_str(),
+                });
             }
         }
         Ok(())
     }
+}
+
+/// What makes a delegated scope wider than its parent's: the first entry not covered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Wider {
+    #[error("scope.{clause} {entry:?} is not within the parent's {clause} scope")]
+    Entry { clause: &'static str, entry: String },
+    #[error("scope.{clause} {grant:?} is not granted to the parent")]
+    Grant { clause: &'static str, grant: &'static str },
 }
 
 /// `proto:ip:port`, an IPv6 address in brackets.
@@ -826,7 +820,7 @@ mod tests {
             (scope(&[], &["tcp:evil.example.com:443"], &[]), "connect"),
             (scope(&[], &[], &["/srv/"]), "write"),
         ] {
-            let e = child.within(&parent).unwrap_err();
+            let e = child.within(&parent).unwrap_err().to_string();
             assert!(e.contains(&format!("scope.{what}")), "{e}");
         }
     }

@@ -206,7 +206,7 @@ pub fn check_delegation(parent: &Verified, child: &Verified) -> Result<(), BindE
         ));
     }
     if let Err(e) = child.scope.within(&parent.scope) {
-        return esc(e);
+        return esc(e.to_string());
     }
     Ok(())
 }

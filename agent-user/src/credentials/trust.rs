@@ -87,7 +87,7 @@ pub enum JwksError {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("CA bundle {0}")]
-    Ca(String),
+    Ca(crate::tls::PemError),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
     #[error("HTTPS client: {0}")]

@@ -49,7 +49,7 @@ pub fn client(cfg: &WebhookConfig) -> Result<reqwest::Client, WebhookError> {
     if !cfg.url.starts_with("https://") {
         return Err(WebhookError::NotHttps(cfg.url.clone()));
     }
-    let roots = crate::tls::root_store(cfg.ca.as_deref()).map_err(WebhookError::Ca)?;
+    let roots = crate::tls::root_store(cfg.ca.as_deref()).map_err(|e| WebhookError::Ca(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -57,7 +57,7 @@ pub fn client(cfg: &WebhookConfig) -> Result<reqwest::Client, WebhookError> {
         .with_root_certificates(roots);
     let config = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => {
-            let certs = crate::tls::read_certs(cert).map_err(WebhookError::ClientCert)?;
+            let certs = crate::tls::read_certs(cert).map_err(|e| WebhookError::ClientCert(e.to_string()))?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| WebhookError::ClientCert(format!("{}: {e}", key.display())))?;
             builder
