@@ -524,6 +524,7 @@ impl Daemon {
     fn alert_refused(&mut self, pid: u32, kind: &'static str, reason: &str) {
         let proc_info = self.table.live_key(pid).and_then(|k| self.table.get(&k).cloned());
         let task_id = self.kernel_entry(pid).map(|t| t.task).unwrap_or(NO_TASK);
+        let seq = self.emitter.take();
         let mut v = {
             let task = self.task_view(task_id, None);
             let f = Finding {
@@ -538,10 +539,9 @@ impl Daemon {
                 severity_id: if kind == "delegation-escalation" { 4 } else { 3 },
                 outcome: None,
             };
-            ocsf::finding(&self.ctx, self.emitter.next(), &f)
+            ocsf::finding(&self.ctx, seq, &f)
         };
         self.enrich(&mut v, proc_info.as_ref().map(|p| p.cgroup_id));
-        self.emitter.taken(1);
         self.emitter.emit(Stream::Alerts, &v.to_string(), None);
     }
 
@@ -800,8 +800,7 @@ impl Daemon {
         };
         let actor = before.unwrap_or_else(|| after.clone());
         let a = ev.actor().clone();
-        let seq = self.emitter.next();
-        self.emitter.taken(1);
+        let seq = self.emitter.take();
         // The rules' decision on the action: the same rules the kernel judged it by (the
         // engine gives the reason; the kernel's verdict says what was done). The exec that
         // selects an agent is its start, not one of its actions.
@@ -1183,7 +1182,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // The rules, with the built-in guardrail over Tether's own files.
     let rulebook = rulebook::Rulebook::new(containment, opts.policies.clone(), tether_files(&opts))
         .map_err(|e| anyhow::anyhow!("rules: {e}"))?;
-    let rules = rulebook.rules().clone();
+    let rules = rulebook.rules();
     info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "containment rules");
     for s in &selectors {
         info!(id = %s.id, exe = ?s.exe, comm = ?s.comm, uid = ?s.uid, cgroup = ?s.cgroup, "agent selector");
@@ -1198,7 +1197,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     if kube.is_none()
-        && let Some(id) = pod_guardrail(&rules)
+        && let Some(id) = pod_guardrail(rules)
     {
         anyhow::bail!(
             "guardrail {id:?} holds only in some pods (`pods:`), but pod identity is off (not in a cluster: give --kube-api, --kube-ca and --kube-token-file)"
@@ -1220,7 +1219,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let generation = now_ns(ClockId::CLOCK_REALTIME).max(1) as u64;
     let probes = loader::load(
         &selectors,
-        &rules,
+        rules,
         opts.lsm_path_hooks,
         opts.persist.as_ref(),
         generation,
@@ -1261,7 +1260,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
     let ticks_per_sec = procfs::ticks_per_second();
     let cgroup_root = loader::cgroup2_root()?;
-    let pod_guards = crate::pods::selection::PodSelection::guards(&rules);
+    let pod_guards = crate::pods::selection::PodSelection::guards(rules);
     let fmod_ret = probes.report.features.fmod_ret.available;
     let ctx = context(ticks_per_sec, node, fmod_ret);
     let mut d = Daemon {

@@ -43,13 +43,14 @@ impl Emitter {
         }
     }
 
-    /// The sequence number the next event will carry (events are numbered as they are
-    /// built; [`Emitter::taken`] moves past them).
-    pub(super) fn next(&self) -> u64 {
-        self.seq + 1
+    /// The sequence number of the next event, given out.
+    pub(super) fn take(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
     }
 
-    /// `n` sequence numbers from [`Emitter::next`] on were used.
+    /// `n` more sequence numbers, after the last given out, were used (the events that
+    /// follow one taken with [`Emitter::take`] in the same batch).
     pub(super) fn taken(&mut self, n: u64) {
         self.seq += n;
     }
@@ -131,9 +132,9 @@ impl Emitter {
             severity_id: 4,
             outcome: None,
         };
-        let mut v = ocsf::finding(&self.ctx, self.next(), &f);
+        let seq = self.take();
+        let mut v = ocsf::finding(&self.ctx, seq, &f);
         v["unmapped"]["tether"]["node"] = json!(self.ctx.hostname);
-        self.taken(1);
         // Sent as is: a loss alert that cost more room is counted in the metrics only.
         if let Err(e) = self.out.send(Stream::Alerts, &v.to_string()) {
             error!("writing an alert: {e}");
@@ -158,8 +159,8 @@ impl Emitter {
                 }
             };
             // A new event (its own uid) standing for the held repeats.
-            self.taken(1);
-            v["metadata"]["uid"] = json!(format!("{}-{}", self.ctx.uid_prefix, self.seq));
+            let seq = self.take();
+            v["metadata"]["uid"] = json!(format!("{}-{seq}", self.ctx.uid_prefix));
             v["count"] = json!(f.repeats);
             v["unmapped"]["tether"]["folded"] = json!({
                 "repeats": f.repeats,
