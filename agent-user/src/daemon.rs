@@ -5,6 +5,7 @@ mod integrity;
 mod pod_guards;
 mod rulebook;
 mod sandboxes;
+mod stages;
 mod takeover;
 
 use std::{
@@ -33,15 +34,14 @@ use crate::{
         token::{self, Keys, Verified},
         trust::Trust,
     },
-    delivery::{Delivery, DeliveryArgs, Stream, fold::Folder},
-    events::{self, Event},
+    delivery::{Delivery, DeliveryArgs, fold::Folder},
+    events,
     lineage::{ProcessTable, Reason, ticks_to_ns},
     loader::{self, Probes},
-    ocsf::{self, Finding, TaskView},
-    paths,
+    ocsf::{self, Finding, TaskView, objects::Details},
     policy::{
         self,
-        engine::{self, ContainmentSpec, Credential, Mode, Rules},
+        engine::{self, ContainmentSpec, Mode, Rules},
     },
     procscan::{self, Procfs},
     selectors::CompiledSelectors,
@@ -524,8 +524,9 @@ impl Daemon {
     fn alert_refused(&mut self, pid: u32, kind: &'static str, reason: &str) {
         let proc_info = self.table.live_key(pid).and_then(|k| self.table.get(&k).cloned());
         let task_id = self.kernel_entry(pid).map(|t| t.task).unwrap_or(NO_TASK);
+        let identity = self.identify(proc_info.as_ref().map(|p| p.cgroup_id));
         let seq = self.emitter.take();
-        let mut v = {
+        let finding = {
             let task = self.task_view(task_id, None);
             let f = Finding {
                 kind,
@@ -534,15 +535,17 @@ impl Daemon {
                 process: proc_info.as_ref(),
                 task: task.as_ref(),
                 related: None,
-                details: json!({"pid": pid, "reason": reason}),
+                details: Details::Refused {
+                    pid,
+                    reason: reason.to_string(),
+                },
                 time_ns: None,
                 severity_id: if kind == "delegation-escalation" { 4 } else { 3 },
                 outcome: None,
             };
-            ocsf::finding(&self.ctx, seq, &f)
+            ocsf::finding(&self.ctx, seq, f, identity)
         };
-        self.enrich(&mut v, proc_info.as_ref().map(|p| p.cgroup_id));
-        self.emitter.emit(Stream::Alerts, &v.to_string(), None);
+        self.emitter.alert(finding, None);
     }
 
     /// The status report: what the kernel allows and what is in effect, and the loss counters.
@@ -627,25 +630,6 @@ impl Daemon {
                 "cgroup_lookups_failed": lookups_failed,
             }),
         }
-    }
-
-    /// The node, container and pod of a process in cgroup `cgroup_id`, into an event's
-    /// `unmapped.tether` (every event names the node; container and pod when it has them).
-    fn enrich(&mut self, v: &mut serde_json::Value, cgroup_id: Option<u64>) {
-        let fields = self.identity_of(cgroup_id);
-        put_identity(v, &fields);
-    }
-
-    fn identity_of(&mut self, cgroup_id: Option<u64>) -> std::collections::BTreeMap<&'static str, serde_json::Value> {
-        let mut out = match cgroup_id.filter(|id| *id != 0) {
-            Some(id) => {
-                let ident = self.resolver.identity(id);
-                crate::pods::identity_json(&ident, self.kube.as_ref().map(|k| &k.pods))
-            }
-            None => Default::default(),
-        };
-        out.insert("node", json!(self.ctx.hostname));
-        out
     }
 
     /// A process `c` as the selectors see it: with its pod, when the node's pods are known.
@@ -752,230 +736,9 @@ impl Daemon {
         events.sort_by_key(|e| e.actor().ktime_ns);
         for ev in events {
             self.decoded += 1;
-            self.handle(ev)?;
+            self.handle(ev);
         }
         self.emitter.flush();
-        Ok(())
-    }
-
-    fn handle(&mut self, mut ev: Event) -> anyhow::Result<()> {
-        if ev.actor().tgid == std::process::id() {
-            return Ok(()); // never watch or judge ourselves
-        }
-        let before = self.table.get(&self.table.key_of(ev.actor())).cloned();
-        // An exec the kernel refused changed nothing: the process keeps its image.
-        let refused_exec = matches!(&ev, Event::Exec { actor, failed, .. } if actor.kernel.denied || failed.is_some());
-        let key = if refused_exec {
-            self.table.ensure(ev.actor(), &Procfs)
-        } else {
-            self.table.apply(&ev, &Procfs)
-        };
-        if let Event::File {
-            path,
-            path2,
-            syscall_nr,
-            flags,
-            op,
-            ..
-        } = &mut ev
-        {
-            // The file the call changes: where it follows a final symlink, its target.
-            let follows = syscall_nr
-                .and_then(agent_common::syscalls::by_nr)
-                .is_some_and(|sc| sc.follows_final(*flags));
-            if follows {
-                paths::resolve_following(path);
-            } else {
-                paths::resolve(path);
-            }
-            // An extended attribute's name is no path.
-            if let Some(p2) = path2
-                && !matches!(op, events::FileOp::SetXattr | events::FileOp::RemoveXattr)
-            {
-                paths::resolve(p2);
-            }
-        }
-        let Some(after) = self.table.get(&key).cloned() else {
-            return Ok(());
-        };
-        let actor = before.unwrap_or_else(|| after.clone());
-        let a = ev.actor().clone();
-        let seq = self.emitter.take();
-        // The rules' decision on the action: the same rules the kernel judged it by (the
-        // engine gives the reason; the kernel's verdict says what was done). The exec that
-        // selects an agent is its start, not one of its actions.
-        let newly_selected = matches!(
-            ev,
-            Event::Exec {
-                newly_selected: true,
-                ..
-            }
-        );
-        let unjudged = ev.unjudged_reason();
-        // A child the tracked map had no room for: the kernel killed its parent; the child,
-        // which the kernel could not signal, is killed here.
-        if let Event::Fork {
-            child_tgid,
-            child_start_ns,
-            ..
-        } = &ev
-            && unjudged.is_some()
-            && a.kernel.refuses()
-        {
-            match contain::kill::kill(*child_tgid, *child_start_ns, self.ticks_per_sec) {
-                Ok(_) => warn!(pid = child_tgid, "killed a child the tracked map had no room for"),
-                Err(e) => error!(
-                    pid = child_tgid,
-                    "a child the tracked map had no room for could not be killed: {e}"
-                ),
-            }
-        }
-        let decision = if let Event::Sandbox { call, .. } = &ev {
-            // Another seccomp filter than the sandbox's (a container runtime's) decides
-            // without a rule of Tether's: reported as refused, with no decision.
-            self.sandboxed(&a).then(|| engine::Decision::sandbox(call))
-        } else if newly_selected {
-            unjudged.map(|why| self.rulebook.rules().unjudged(None, Credential::None, why))
-        } else {
-            let task = self.task_view(a.task, Some(a.task_expired));
-            let bound = self.tasks.get(a.task);
-            engine::attempt_of(&ev).map(|attempt| {
-                let cred = match (&task, bound) {
-                    (Some(t), Some(b)) => Credential::Bound {
-                        state: t.state,
-                        scope: &b.verified.scope,
-                    },
-                    _ => Credential::None,
-                };
-                match unjudged {
-                    Some(why) => self.rulebook.rules().unjudged(Some(&attempt), cred, why),
-                    None => self.rulebook.rules().evaluate(&attempt, cred, a.guard_set),
-                }
-            })
-        };
-        let kv = a.kernel;
-        let errno = match &ev {
-            Event::File { ret, .. } if *ret < 0 => Some(*ret),
-            Event::Exec { failed: Some(e), .. } => Some(*e),
-            Event::Sandbox { .. } => Some(-(libc::EPERM as i64)),
-            Event::Net { .. } | Event::Exec { .. } | Event::Unix { .. } | Event::Socket { .. } if kv.denied => {
-                Some(-(libc::EPERM as i64))
-            }
-            _ => None,
-        };
-        let act = decision
-            .as_ref()
-            .map(|d| contain::daemon_act(d, &kv, errno.is_none()))
-            .unwrap_or(DaemonAct::None);
-        let daemon_killed = self.carry_out(act, &a);
-        if let Some(d) = &decision
-            && d.action.is_some()
-            && d.mode == Mode::Enforce
-            && !kv.acted()
-            && !kv.undecided
-            && act == DaemonAct::None
-            && errno.is_none()
-            && d.action != Some(engine::Action::Alert)
-        {
-            warn!(rule = %d.rule, pid = a.tgid, "the kernel allowed what the rules refuse (see the event)");
-        }
-        let outcome = contain::outcome(
-            decision.as_ref(),
-            &kv,
-            &self.ctx.mechanism(&ev),
-            errno,
-            self.landlocked.contains(&a.task),
-            act,
-            daemon_killed,
-        );
-        // Fork and exit are not written (see `ocsf::audit`): no identity to look up for them.
-        let identity = if ev.is_action() {
-            self.identity_of(Some(a.cgroup_id))
-        } else {
-            Default::default()
-        };
-        // The audit event and the finding: built while the task is borrowed, written after.
-        let lines = {
-            let task = self.task_view(a.task, Some(a.task_expired));
-            let Some(mut audit) = ocsf::audit(&self.ctx, seq, &ev, &actor, &after, &self.table, task.as_ref()) else {
-                return Ok(());
-            };
-            audit["action_id"] = json!(outcome.action_id);
-            audit["action"] = json!(outcome.action);
-            audit["disposition_id"] = json!(outcome.disposition_id);
-            audit["disposition"] = json!(outcome.disposition);
-            let class = audit["class_name"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_lowercase()
-                .replace(' ', "_");
-            let result = if outcome.killed {
-                "killed"
-            } else if outcome.denied {
-                "denied"
-            } else if decision.as_ref().is_some_and(|d| d.action.is_some()) {
-                "detected"
-            } else {
-                "allowed"
-            };
-            self.metrics.event(&class, result);
-            audit["unmapped"]["tether"]["outcome"] = json!(outcome);
-            put_identity(&mut audit, &identity);
-            audit["unmapped"]["tether"]["kernel_verdict"] = json!(kv);
-            let fold_key = decision
-                .as_ref()
-                .map(|d| format!("{}|{}|{:?}", a.task, d.rule, engine::attempt_of(&ev)));
-            let finding = decision.filter(|d| d.action.is_some()).map(|d| {
-                audit["unmapped"]["tether"]["decision"] = d.to_json();
-                let mut details = json!({
-                    "rule": d.rule, "action": d.action.map(engine::Action::as_str),
-                    "mode": d.mode.as_str(), "would": d.would().map(engine::Action::as_str),
-                    "reason": d.reason, "outcome": outcome,
-                });
-                if let Some(v) = &d.violation {
-                    details["clause"] = json!(v.clause);
-                    details["attempted"] = json!(v.attempted);
-                    details["allowed"] = json!(v.allowed);
-                }
-                if let Some(t) = &task {
-                    details["state"] = json!(t.state.as_str());
-                }
-                ocsf::finding(
-                    &self.ctx,
-                    seq + 1,
-                    &Finding {
-                        kind: d.alert_kind(),
-                        title: format!("{} ({})", d.reason, d.rule),
-                        desc: format!("{} by pid {} ({})", self.ctx.mechanism(&ev), a.tgid, after.exe),
-                        process: Some(&after),
-                        task: task.as_ref(),
-                        related: Some(&audit),
-                        details,
-                        time_ns: Some(a.ktime_ns),
-                        severity_id: d.severity.ocsf_id(),
-                        outcome: Some(&outcome),
-                    },
-                )
-            });
-            let finding = finding.map(|mut f| {
-                put_identity(&mut f, &identity);
-                f
-            });
-            let mut lines = vec![(Stream::Audit, audit.to_string(), None)];
-            // Repeats of one violation (same task, rule and target) fold into one alert.
-            lines.extend(finding.map(|f| (Stream::Alerts, f.to_string(), fold_key)));
-            lines
-        };
-        self.emitter.taken(lines.len() as u64 - 1);
-        for (stream, l, key) in &lines {
-            self.emitter.emit(*stream, l, key.as_deref());
-        }
-        if let Event::Exec {
-            newly_selected: true, ..
-        } = ev
-        {
-            self.bind_from_environment(a.tgid);
-        }
         Ok(())
     }
 
@@ -1093,7 +856,12 @@ impl Daemon {
                 self.emitter.system(
                     kind,
                     &reason,
-                    json!({"kernel_counter": name, "hook": hook, "new": n - before, "total": n}),
+                    Details::KernelCounter {
+                        kernel_counter: name,
+                        hook,
+                        new: n - before,
+                        total: n,
+                    },
                 );
             }
         }
@@ -1503,13 +1271,6 @@ fn pod_guardrail(rules: &Rules) -> Option<String> {
         .enumerate()
         .find(|(i, _)| rules.guardrail_pods(*i).is_some())
         .map(|(_, id)| id.to_string())
-}
-
-/// Puts node, container and pod fields into an event's `unmapped.tether`.
-fn put_identity(v: &mut serde_json::Value, fields: &std::collections::BTreeMap<&'static str, serde_json::Value>) {
-    for (k, val) in fields {
-        v["unmapped"]["tether"][*k] = val.clone();
-    }
 }
 
 /// What the rule files hold, each with its path and its length (a file that cannot be read

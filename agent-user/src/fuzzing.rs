@@ -334,7 +334,7 @@ pub fn record(data: &[u8]) {
             scope: fuzz_scope(),
         };
         let d = rules.evaluate(&a, bound, ev.actor().guard_set);
-        let _ = (d.alert_kind(), d.would(), d.to_json());
+        let _ = (d.alert_kind(), d.would());
         let _ = rules.unjudged(Some(&a), Credential::None, "fuzz");
     }
 }
@@ -403,24 +403,61 @@ pub fn ocsf(data: &[u8]) {
         chain: &chain,
         sandbox: None,
     };
-    let Some(v) = ocsf::audit(&ctx, 1, &ev, &p, &p, &table, Some(&view)) else {
+    let decision = policy::engine::attempt_of(&ev).map(|a| default_rules().evaluate(&a, Credential::None, 0));
+    let outcome = crate::contain::outcome(
+        decision.as_ref(),
+        &a.kernel,
+        &ctx.mechanism(&ev),
+        None,
+        false,
+        crate::contain::DaemonAct::None,
+        false,
+    );
+    let verdict = ocsf::Verdict {
+        outcome: &outcome,
+        kernel: a.kernel,
+        decision: decision.as_ref(),
+    };
+    let identity = crate::model::Identity {
+        node: hostname.clone(),
+        container: Some(crate::model::Container {
+            id: next(),
+            runtime: crate::model::Runtime::Unknown,
+        }),
+        pod: Some(crate::model::PodRef::Unresolved {
+            uid: next(),
+            resolved: false,
+        }),
+    };
+    let Some(audit) = ocsf::audit(&ctx, 1, &ev, &p, &p, &table, Some(&view), verdict, identity.clone()) else {
         return;
     };
+    let v = serde_json::to_value(&audit).expect("a record serialises");
     assert_framed(&v, &hostname);
-    let decision = policy::engine::attempt_of(&ev).map(|a| default_rules().evaluate(&a, Credential::None, 0));
+    let details = match &decision {
+        Some(d) => ocsf::decision_details(d, &outcome, Some(view.state)),
+        None => ocsf::objects::Details::Refused {
+            pid: a.tgid,
+            reason: p.argv.join(" "),
+        },
+    };
     let f = ocsf::Finding {
         kind: "scope-violation",
         title: format!("{} {}", next(), p.exe),
         desc: next(),
         process: Some(&p),
         task: Some(&view),
-        related: Some(&v),
-        details: json!({"decision": decision.map(|d| d.to_json()), "argv": p.argv}),
+        related: Some(&audit),
+        details,
         time_ns: Some(a.ktime_ns),
         severity_id: (data.len() % 7) as u8,
         outcome: None,
     };
-    assert_framed(&ocsf::finding(&ctx, 2, &f), &hostname);
+    let finding = ocsf::finding(&ctx, 2, f, identity);
+    assert_framed(
+        &serde_json::to_value(&finding).expect("a finding serialises"),
+        &hostname,
+    );
 }
 
 /// What reached the daemon's loop from one connection.

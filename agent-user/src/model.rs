@@ -1,6 +1,6 @@
 //! The leaf layer: domain types every other module shares (the actions and modes of rules,
 //! severities, the kernel's verdict on one record, the two output streams, what Tether keeps
-//! of a pod). It imports nothing of the crate; `tests/layers.rs` holds every module to the
+//! of a pod, where an actor runs). It imports nothing of the crate; `tests/layers.rs` holds every module to the
 //! layer order of ARCHITECTURE.md.
 use std::collections::BTreeMap;
 
@@ -168,4 +168,45 @@ pub struct PodMeta {
     pub name: String,
     pub uid: String,
     pub labels: BTreeMap<String, String>,
+}
+
+/// The runtime that made a container cgroup, as far as its name tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Containerd,
+    Crio,
+    Docker,
+    /// A bare id (cgroupfs driver): containerd or Docker; the name does not say which.
+    Unknown,
+}
+
+/// Where an actor runs: the node, and its container and pod when it has them (written into
+/// every event's `unmapped.tether`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+}
+
+/// A container, by id and runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Container {
+    pub id: String,
+    pub runtime: Runtime,
+}
+
+/// An actor's pod: known to the pod cache, or only its UID (from the cgroup path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PodRef {
+    Known(PodMeta),
+    /// In a pod the API has not told about (yet), or pod identity is off.
+    Unresolved {
+        uid: String,
+        resolved: bool,
+    },
 }

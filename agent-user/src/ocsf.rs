@@ -1,15 +1,20 @@
-//! OCSF 1.8 serialisation of audit events: Process Activity (1007) for exec, Network Activity
-//! (4001) for connects and sends, File System Activity (1001) for writes. Standard fields
-//! wherever OCSF has one; Tether's own data (lineage, tracking reason, path provenance) under
-//! `unmapped.tether`, since every OCSF class forbids unknown top-level fields. Pure.
-use serde_json::{Value, json};
+//! OCSF 1.8 records of what Tether saw: Process Activity (1007) for exec, Network Activity
+//! (4001) for connects and sends, File System Activity (1001) for writes, Detection Finding
+//! (2004) for alerts. Standard fields wherever OCSF has one; Tether's own data (lineage,
+//! tracking reason, path provenance) under `unmapped.tether`, since every OCSF class forbids
+//! unknown top-level fields. The records are the typed structs of [`objects`], built once
+//! with their outcome; they become JSON only at the sink. Pure.
+pub mod objects;
 
 use crate::{
     contain::Outcome,
     credentials::tasks::CredState,
     events::{Event, FileOp, NetOp, ObjectKind, ReportedPath, UnixOp, UnixPeer, UringOp},
     lineage::{ProcInfo, ProcessTable, ticks_to_ns},
+    model::{Identity, KernelVerdict},
+    policy::engine::Decision,
 };
+use objects::*;
 
 /// The task an action was attributed to (None: the process acts under no credential).
 #[derive(Clone, Debug)]
@@ -27,15 +32,27 @@ pub struct TaskView<'a> {
     pub sandbox: Option<&'a crate::contain::sandbox::Layers>,
 }
 
-/// `unmapped.tether.task` and `unmapped.tether.delegation` of an action.
-fn task_fields(task: Option<&TaskView>) -> (Value, Value) {
+/// `unmapped.tether.task` and `unmapped.tether.delegation` of a record.
+fn task_data(task: Option<&TaskView>) -> (TaskData, Vec<String>) {
     match task {
         Some(t) => (
-            json!({"jti": t.jti, "iss": t.iss, "sub": t.sub, "exp": t.exp, "state": t.state.as_str(),
-                   "kernel_expired": t.kernel_expired, "sandbox": t.sandbox}),
-            json!(t.chain),
+            TaskData::Bound {
+                jti: t.jti.to_string(),
+                iss: t.iss.to_string(),
+                sub: t.sub.to_string(),
+                exp: t.exp,
+                state: t.state.as_str(),
+                kernel_expired: t.kernel_expired,
+                sandbox: t.sandbox.cloned().map(Box::new),
+            },
+            t.chain.to_vec(),
         ),
-        None => (json!({"state": CredState::None.as_str()}), json!([])),
+        None => (
+            TaskData::None {
+                state: CredState::None.as_str(),
+            },
+            Vec::new(),
+        ),
     }
 }
 
@@ -74,19 +91,26 @@ impl Context {
     }
 }
 
-/// OCSF `metadata` of every object Tether writes.
-fn metadata(uid: &str, log_name: &str) -> Value {
-    json!({
-        "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": env!("CARGO_PKG_VERSION")},
-        "version": OCSF_VERSION,
-        "uid": uid,
-        "log_name": log_name,
-    })
+fn metadata(uid: String, log_name: &'static str) -> Metadata {
+    Metadata {
+        product: Product {
+            name: PRODUCT,
+            vendor_name: PRODUCT,
+            version: Some(env!("CARGO_PKG_VERSION")),
+        },
+        version: OCSF_VERSION,
+        uid,
+        log_name,
+    }
 }
 
 /// OCSF `device`: this host.
-fn device(ctx: &Context) -> Value {
-    json!({"hostname": ctx.hostname, "type_id": 1, "type": "Server"})
+fn device(ctx: &Context) -> Device {
+    Device {
+        hostname: ctx.hostname.clone(),
+        type_id: 1,
+        kind: "Server",
+    }
 }
 
 fn basename(path: &str) -> &str {
@@ -104,61 +128,108 @@ fn parent_folder(path: &str) -> &str {
     }
 }
 
-fn process_obj(ctx: &Context, p: &ProcInfo, tid: Option<u32>) -> Value {
-    let mut v = json!({
-        "pid": p.key.pid,
-        "name": p.comm,
-        "cmd_line": p.cmd_line(),
-        "created_time": ctx.start_ms(p.key.start),
-        "user": {"uid": p.uid.to_string()},
-        "parent_process": {"pid": p.ppid},
-    });
-    if !p.exe.is_empty() {
-        v["file"] = json!({"path": p.exe, "name": basename(&p.exe), "type_id": 1, "type": "Regular File"});
-        v["path"] = json!(p.exe);
+fn process_obj(ctx: &Context, p: &ProcInfo, tid: Option<u32>) -> Process {
+    let exe = (!p.exe.is_empty()).then_some(&p.exe);
+    Process {
+        pid: p.key.pid,
+        name: p.comm.clone(),
+        cmd_line: p.cmd_line(),
+        created_time: ctx.start_ms(p.key.start),
+        user: User {
+            name: None,
+            uid: p.uid.to_string(),
+        },
+        parent_process: ParentProcess { pid: p.ppid },
+        file: exe.map(|exe| File {
+            path: exe.clone(),
+            name: basename(exe).to_string(),
+            parent_folder: None,
+            type_id: 1,
+            kind: "Regular File",
+        }),
+        path: exe.cloned(),
+        tid,
     }
-    if let Some(tid) = tid {
-        v["tid"] = json!(tid);
-    }
-    v
 }
 
 /// An OCSF `file` object for a path, with its type (`type_id`, `type`).
-fn file_obj(path: &str, (type_id, type_name): (u8, &str)) -> Value {
-    json!({
-        "path": path,
-        "name": basename(path),
-        "parent_folder": parent_folder(path),
-        "type_id": type_id,
-        "type": type_name,
-    })
+fn file_obj(path: &str, (type_id, kind): (u8, &'static str)) -> File {
+    File {
+        path: path.to_string(),
+        name: basename(path).to_string(),
+        parent_folder: Some(parent_folder(path).to_string()),
+        type_id,
+        kind,
+    }
 }
 
-fn lineage(ctx: &Context, table: &ProcessTable, p: &ProcInfo) -> Value {
-    let chain: Vec<Value> = table
+fn lineage(ctx: &Context, table: &ProcessTable, p: &ProcInfo) -> Vec<Ancestor> {
+    table
         .lineage(&p.key)
         .into_iter()
-        .map(|q| {
-            json!({
-                "pid": q.key.pid,
-                "start_time": ctx.start_ms(q.key.start),
-                "exe": q.exe,
-                "cmd_line": q.cmd_line(),
-                "tracked_by": q.reason.as_str(),
-                "exited": q.exited,
-            })
+        .map(|q| Ancestor {
+            pid: q.key.pid,
+            start_time: ctx.start_ms(q.key.start),
+            exe: q.exe.clone(),
+            cmd_line: q.cmd_line(),
+            tracked_by: q.reason.as_str(),
+            exited: q.exited,
         })
-        .collect();
-    Value::Array(chain)
+        .collect()
 }
 
-fn path_note(p: &ReportedPath) -> Value {
-    json!({"origin": p.origin.as_str(), "truncated": p.truncated})
+fn path_data(p: &ReportedPath, with_path: bool) -> PathData {
+    PathData {
+        path: with_path.then(|| p.path.clone()),
+        origin: p.origin.as_str(),
+        truncated: p.truncated,
+    }
 }
 
-/// Serialises one audit event. `actor` is the acting process as it was when it acted (for an
-/// exec: before the exec); `after` is the process after the event (the new image for an exec).
-/// Returns None for events that are not actions (fork, exit).
+/// What became of an action: the outcome reported, the kernel's verdict, and the rules'
+/// decision (for an audit event; a violation's decision is written with it).
+#[derive(Clone, Copy, Debug)]
+pub struct Verdict<'a> {
+    pub outcome: &'a Outcome,
+    pub kernel: KernelVerdict,
+    pub decision: Option<&'a Decision>,
+}
+
+/// The decision as written in an audit event.
+fn decision_data(d: &Decision) -> DecisionData {
+    DecisionData {
+        rule: d.rule.clone(),
+        action: d.action.map(|a| a.as_str()),
+        mode: d.mode.as_str(),
+        would: d.would().map(|a| a.as_str()),
+        reason: d.reason.clone(),
+    }
+}
+
+/// Activity of a file operation (`activity_id`, `activity_name`).
+fn file_activity(op: FileOp, path2: Option<&ReportedPath>) -> (u32, &'static str) {
+    match op {
+        FileOp::OpenWrite => (14, "Open"),
+        FileOp::Truncate => (3, "Update"),
+        FileOp::Rename => (5, "Rename"),
+        FileOp::Unlink | FileOp::Rmdir => (4, "Delete"),
+        FileOp::Mkdir | FileOp::Link | FileOp::Symlink | FileOp::Create | FileOp::Mknod => (1, "Create"),
+        FileOp::Chmod | FileOp::Chown => (7, "Set Security"),
+        // Capabilities, security labels and ACLs are security; other attributes not.
+        FileOp::SetXattr | FileOp::RemoveXattr
+            if path2.is_some_and(|n| n.path.starts_with("security.") || n.path.starts_with("system.")) =>
+        {
+            (7, "Set Security")
+        }
+        FileOp::SetXattr | FileOp::RemoveXattr | FileOp::Utimes => (6, "Set Attributes"),
+    }
+}
+
+/// The audit event of one action, built once with what became of it. `actor` is the acting
+/// process as it was when it acted (for an exec: before the exec); `after` is the process
+/// after the event (the new image for an exec). None for events that are not actions (fork,
+/// exit).
+#[allow(clippy::too_many_arguments)]
 pub fn audit(
     ctx: &Context,
     seq: u64,
@@ -167,99 +238,82 @@ pub fn audit(
     after: &ProcInfo,
     table: &ProcessTable,
     task: Option<&TaskView>,
-) -> Option<Value> {
+    verdict: Verdict,
+    identity: Identity,
+) -> Option<Audit> {
+    if !event.is_action() {
+        return None;
+    }
     let a = event.actor();
-    let (class_uid, category_uid, class_name, category_name, activity_id, activity_name) = match event {
-        Event::Exec { .. } => (1007, 1, "Process Activity", "System Activity", 1, "Launch"),
-        Event::Sandbox { .. } => (1007, 1, "Process Activity", "System Activity", 99, "Syscall Refused"),
-        Event::Uring { op, .. } => (
-            1007,
-            1,
-            "Process Activity",
-            "System Activity",
-            99,
-            match op {
-                UringOp::Setup => "io_uring Setup",
-                UringOp::Enter => "io_uring Enter",
-            },
-        ),
-        Event::Net { op, .. } => {
-            let (id, name) = match op {
-                NetOp::Connect | NetOp::Accept => (1, "Open"),
-                NetOp::Send => (6, "Traffic"),
-                NetOp::Bind | NetOp::Listen => (7, "Listen"),
-            };
-            (4001, 4, "Network Activity", "Network Activity", id, name)
-        }
-        Event::Unix { op, .. } => {
-            let (id, name) = match op {
-                UnixOp::Connect => (1, "Open"),
-                UnixOp::Send => (6, "Traffic"),
-            };
-            (4001, 4, "Network Activity", "Network Activity", id, name)
-        }
-        Event::Socket { .. } => (4001, 4, "Network Activity", "Network Activity", 99, "Socket Create"),
-        Event::File { op, path2, .. } => {
-            let (id, name) = match op {
-                FileOp::OpenWrite => (14, "Open"),
-                FileOp::Truncate => (3, "Update"),
-                FileOp::Rename => (5, "Rename"),
-                FileOp::Unlink | FileOp::Rmdir => (4, "Delete"),
-                FileOp::Mkdir | FileOp::Link | FileOp::Symlink | FileOp::Create | FileOp::Mknod => (1, "Create"),
-                FileOp::Chmod | FileOp::Chown => (7, "Set Security"),
-                // Capabilities, security labels and ACLs are security; other attributes not.
-                FileOp::SetXattr | FileOp::RemoveXattr
-                    if path2
-                        .as_ref()
-                        .is_some_and(|n| n.path.starts_with("security.") || n.path.starts_with("system.")) =>
-                {
-                    (7, "Set Security")
-                }
-                FileOp::SetXattr | FileOp::RemoveXattr | FileOp::Utimes => (6, "Set Attributes"),
-            };
-            (1001, 1, "File System Activity", "System Activity", id, name)
-        }
-        Event::Fork { .. } | Event::Exit { .. } => return None,
-    };
-    let mut v = json!({
-        "class_uid": class_uid,
-        "class_name": class_name,
-        "category_uid": category_uid,
-        "category_name": category_name,
-        "activity_id": activity_id,
-        "activity_name": activity_name,
-        "type_uid": class_uid * 100 + activity_id,
-        "time": ctx.epoch_ms(a.ktime_ns),
-        "severity_id": 1,
-        "severity": "Informational",
-        // Observation only so far: nothing is denied yet.
-        "action_id": 1,
-        "action": "Allowed",
-        "disposition_id": 1,
-        "disposition": "Allowed",
-        "metadata": metadata(&format!("{}-{seq}", ctx.uid_prefix), "audit"),
-        "device": device(ctx),
-        "actor": {
-            "process": process_obj(ctx, actor, Some(a.tid)),
-            // The principal the task acts for, when there is one; else the OS user.
-            "user": match task {
-                Some(t) => json!({"name": t.sub, "uid": a.uid.to_string()}),
-                None => json!({"uid": a.uid.to_string()}),
-            },
+    let (task_obj, delegation) = task_data(task);
+    let mut data = AuditData {
+        task: task_obj,
+        delegation,
+        lineage: lineage(ctx, table, after),
+        agent_root: AgentRoot {
+            pid: after.root.pid,
+            start_time: ctx.start_ms(after.root.start),
         },
-    });
-    let (task_obj, delegation) = task_fields(task);
-    let mut tether = json!({
-        "task": task_obj,
-        "delegation": delegation,
-        "lineage": lineage(ctx, table, after),
-        "agent_root": {"pid": after.root.pid, "start_time": ctx.start_ms(after.root.start)},
-        "tracked_by": after.reason.as_str(),
-        "cgroup_id": a.cgroup_id,
-        // The kernel mechanism that saw this action (see `tether status` for all hooks).
-        "mechanism": ctx.mechanism(event),
-    });
-    match event {
+        tracked_by: after.reason.as_str(),
+        cgroup_id: a.cgroup_id,
+        mechanism: ctx.mechanism(event),
+        actor: None,
+        exec: None,
+        net: None,
+        unix: None,
+        socket: None,
+        sandbox: None,
+        io_uring: None,
+        file: None,
+        outcome: verdict.outcome.clone(),
+        identity,
+        kernel_verdict: verdict.kernel,
+        decision: verdict.decision.filter(|d| d.action.is_some()).map(decision_data),
+    };
+    let base = |class: Class, activity: (u32, &'static str)| {
+        Base::new(
+            class,
+            activity,
+            ctx.epoch_ms(a.ktime_ns),
+            1,
+            Some(verdict.outcome),
+            metadata(format!("{}-{seq}", ctx.uid_prefix), "audit"),
+        )
+    };
+    let actor_obj = || Actor {
+        process: process_obj(ctx, actor, Some(a.tid)),
+        // The principal the task acts for, when there is one; else the OS user.
+        user: User {
+            name: task.map(|t| t.sub.to_string()),
+            uid: a.uid.to_string(),
+        },
+    };
+    // The table already holds the new image (exe, argv) for `after`; for a refused exec,
+    // the process as it still is.
+    let process = |activity, data: AuditData| {
+        Audit::Process(ProcessActivity {
+            base: base(Class::Process, activity),
+            device: device(ctx),
+            actor: actor_obj(),
+            process: process_obj(ctx, after, Some(a.tid)),
+            unmapped: Unmapped { tether: data },
+        })
+    };
+    let network = |activity, src: Option<Endpoint>, dst, info, mut data: AuditData| {
+        data.actor = Some(actor_obj());
+        Audit::Network(NetworkActivity {
+            base: base(Class::Network, activity),
+            // The host is the source, unless an accepted connection's peer is.
+            src_endpoint: src.unwrap_or_else(|| Endpoint {
+                hostname: Some(ctx.hostname.clone()),
+                ..Default::default()
+            }),
+            dst_endpoint: dst,
+            connection_info: info,
+            unmapped: Unmapped { tether: data },
+        })
+    };
+    Some(match event {
         Event::Exec {
             exe,
             filename,
@@ -268,18 +322,39 @@ pub fn audit(
             failed,
             ..
         } => {
-            // The table already holds the new image (exe, argv) for `after`; for a refused
-            // exec, the process as it still is.
-            v["process"] = process_obj(ctx, after, Some(a.tid));
-            tether["exec"] =
-                json!({"filename": filename, "argv": argv, "argv_truncated": argv_truncated, "exe": path_note(exe)});
-            tether["exec"]["exe"]["path"] = json!(exe.path);
-            if let Some(errno) = failed {
-                tether["exec"]["refused"] = json!({
-                    "errno": -errno,
-                    "error": std::io::Error::from_raw_os_error((-errno) as i32).to_string(),
-                });
-            }
+            data.exec = Some(ExecData {
+                filename: filename.clone(),
+                argv: argv.clone(),
+                argv_truncated: *argv_truncated,
+                exe: path_data(exe, true),
+                refused: failed.map(|errno| Refusal {
+                    errno: -errno,
+                    error: std::io::Error::from_raw_os_error((-errno) as i32).to_string(),
+                }),
+            });
+            process((1, "Launch"), data)
+        }
+        Event::Sandbox { syscall_nr, call, .. } => {
+            data.sandbox = Some(SandboxData {
+                layer: "seccomp",
+                call,
+                syscall_nr: *syscall_nr,
+            });
+            process((99, "Syscall Refused"), data)
+        }
+        Event::Uring { op, fd, .. } => {
+            data.io_uring = Some(UringData {
+                op: match op {
+                    UringOp::Setup => "setup",
+                    UringOp::Enter => "enter",
+                },
+                fd: (*op == UringOp::Enter).then_some(*fd),
+            });
+            let activity = match op {
+                UringOp::Setup => (99, "io_uring Setup"),
+                UringOp::Enter => (99, "io_uring Enter"),
+            };
+            process(activity, data)
         }
         Event::Net {
             transport,
@@ -289,51 +364,74 @@ pub fn audit(
             op,
             ..
         } => {
-            let endpoint = json!({"ip": addr.to_string(), "port": port});
-            let (direction_id, direction) = if *op == NetOp::Connect || *op == NetOp::Send {
-                (2, "Outbound")
-            } else {
-                (1, "Inbound")
+            let endpoint = Endpoint {
+                ip: Some(addr.to_string()),
+                port: Some(*port),
+                ..Default::default()
             };
-            match op {
-                NetOp::Connect | NetOp::Send => v["dst_endpoint"] = endpoint,
-                // A listen: the endpoint is the local one; an accept: from the peer to us.
-                NetOp::Bind | NetOp::Listen => v["dst_endpoint"] = endpoint,
-                NetOp::Accept => {
-                    v["src_endpoint"] = endpoint;
-                    v["dst_endpoint"] = json!({"hostname": ctx.hostname, "port": local_port});
-                }
-            }
-            v["connection_info"] = json!({
-                "protocol_name": transport.name(),
-                "protocol_num": transport.number(),
-                "protocol_ver_id": if addr.is_ipv4() { 4 } else { 6 },
-                "direction_id": direction_id,
-                "direction": direction,
-            });
-            tether["net"] = json!({"op": op.as_str()});
+            let (activity, direction) = match op {
+                NetOp::Connect => ((1, "Open"), (2, "Outbound")),
+                NetOp::Accept => ((1, "Open"), (1, "Inbound")),
+                NetOp::Send => ((6, "Traffic"), (2, "Outbound")),
+                NetOp::Bind | NetOp::Listen => ((7, "Listen"), (1, "Inbound")),
+            };
+            // A listen: the endpoint is the local one; an accept: from the peer to us.
+            let (src, dst) = match op {
+                NetOp::Accept => (
+                    Some(endpoint),
+                    Endpoint {
+                        hostname: Some(ctx.hostname.clone()),
+                        port: Some(*local_port),
+                        ..Default::default()
+                    },
+                ),
+                _ => (None, endpoint),
+            };
+            let info = ConnectionInfo {
+                protocol_name: Some(transport.name()),
+                protocol_num: Some(transport.number()),
+                protocol_ver_id: Some(if addr.is_ipv4() { 4 } else { 6 }),
+                direction_id: direction.0,
+                direction: direction.1,
+            };
+            data.net = Some(NetData { op: op.as_str() });
+            network(activity, src, Some(dst), info, data)
         }
         Event::Unix {
             op, sock_type, peer, ..
         } => {
-            v["dst_endpoint"] = json!({"name": peer.judged_name()});
-            v["connection_info"] = json!({
-                "protocol_name": "unix",
-                "direction_id": 2,
-                "direction": "Outbound",
-            });
-            let (naming, note) = match peer {
-                UnixPeer::File(p) => ("resolved", Some(path_note(p))),
+            let activity = match op {
+                UnixOp::Connect => (1, "Open"),
+                UnixOp::Send => (6, "Traffic"),
+            };
+            let (naming, path) = match peer {
+                UnixPeer::File(p) => ("resolved", Some(path_data(p, false))),
                 UnixPeer::Abstract(_) => ("abstract", None),
                 UnixPeer::AsGiven(_) => ("as-given", None),
             };
-            tether["unix"] = json!({
-                "op": match op { UnixOp::Connect => "connect", UnixOp::Send => "send" },
-                "sock_type": sock_type,
-                "peer": peer.judged_name(),
-                "naming": naming,
-                "path": note,
+            let name = peer.judged_name();
+            data.unix = Some(UnixData {
+                op: match op {
+                    UnixOp::Connect => "connect",
+                    UnixOp::Send => "send",
+                },
+                sock_type: *sock_type,
+                peer: name.clone(),
+                naming,
+                path,
             });
+            let dst = Endpoint {
+                name: Some(name),
+                ..Default::default()
+            };
+            let info = ConnectionInfo {
+                protocol_name: Some("unix"),
+                protocol_num: None,
+                protocol_ver_id: None,
+                direction_id: 2,
+                direction: "Outbound",
+            };
+            network(activity, None, Some(dst), info, data)
         }
         Event::Socket {
             kind,
@@ -342,20 +440,20 @@ pub fn audit(
             protocol,
             ..
         } => {
-            v["connection_info"] = json!({"protocol_num": protocol, "direction_id": 0, "direction": "Unknown"});
-            tether["socket"] =
-                json!({"kind": kind.as_str(), "family": family, "type": sock_type, "protocol": protocol});
-        }
-        Event::Sandbox { syscall_nr, call, .. } => {
-            v["process"] = process_obj(ctx, after, Some(a.tid));
-            tether["sandbox"] = json!({"layer": "seccomp", "call": call, "syscall_nr": syscall_nr});
-        }
-        Event::Uring { op, fd, .. } => {
-            v["process"] = process_obj(ctx, after, Some(a.tid));
-            tether["io_uring"] = json!({
-                "op": match op { UringOp::Setup => "setup", UringOp::Enter => "enter" },
-                "fd": if *op == UringOp::Enter { Some(*fd) } else { None },
+            data.socket = Some(SocketData {
+                kind: kind.as_str(),
+                family: *family,
+                sock_type: *sock_type,
+                protocol: *protocol,
             });
+            let info = ConnectionInfo {
+                protocol_name: None,
+                protocol_num: Some(*protocol),
+                protocol_ver_id: None,
+                direction_id: 0,
+                direction: "Unknown",
+            };
+            network((99, "Socket Create"), None, None, info, data)
         }
         Event::File {
             op,
@@ -379,64 +477,53 @@ pub fn audit(
                 (_, Some(ObjectKind::Fifo)) => (6, "Named Pipe"),
                 _ => (0, "Unknown"),
             };
-            v["file"] = file_obj(&path.path, type_id);
-            if let (FileOp::Rename | FileOp::Link, Some(dst)) = (op, path2) {
-                v["file_result"] = file_obj(&dst.path, (0, "Unknown"));
-            }
-            if *ret >= 0 {
-                v["status_id"] = json!(1);
-                v["status"] = json!("Success");
+            let file_result = match (op, path2) {
+                (FileOp::Rename | FileOp::Link, Some(dst)) => Some(file_obj(&dst.path, (0, "Unknown"))),
+                _ => None,
+            };
+            let (status_id, status, status_code) = if *ret >= 0 {
+                (1, "Success", None)
             } else {
-                v["status_id"] = json!(2);
-                v["status"] = json!("Failure");
-                v["status_code"] = json!(format!("{:?}", nix::errno::Errno::from_raw((-*ret) as i32)));
+                let errno = nix::errno::Errno::from_raw((-*ret) as i32);
+                (2, "Failure", Some(format!("{errno:?}")))
+            };
+            let mut f = FileData {
+                op: op.as_str(),
+                syscall_nr: *syscall_nr,
+                ret: *ret,
+                flags: *flags,
+                mode: format!("{mode:o}"),
+                path: path_data(path, false),
+                xattr: None,
+                target: None,
+                destination: None,
+                object: object.map(|o| ObjectData {
+                    nlink: o.nlink,
+                    device: o.device_path(),
+                }),
+                owner: owner.map(|(uid, gid)| Owner { uid, gid }),
+            };
+            match (op, path2) {
+                (_, None) => {}
+                (FileOp::SetXattr | FileOp::RemoveXattr, Some(p2)) => f.xattr = Some(p2.path.clone()),
+                (FileOp::Symlink, Some(p2)) => f.target = Some(path_data(p2, true)),
+                (_, Some(p2)) => f.destination = Some(path_data(p2, true)),
             }
-            let mut f = json!({
-                "op": op.as_str(),
-                "syscall_nr": syscall_nr,
-                "ret": ret,
-                "flags": flags,
-                "mode": format!("{mode:o}"),
-                "path": path_note(path),
-            });
-            if let Some(p2) = path2 {
-                match op {
-                    FileOp::SetXattr | FileOp::RemoveXattr => f["xattr"] = json!(p2.path),
-                    _ => {
-                        f[if *op == FileOp::Symlink {
-                            "target"
-                        } else {
-                            "destination"
-                        }] = json!({"path": p2.path, "origin": p2.origin.as_str(), "truncated": p2.truncated})
-                    }
-                }
-            }
-            if let Some(o) = object {
-                f["object"] = json!({"nlink": o.nlink, "device": o.device_path()});
-            }
-            if let Some((uid, gid)) = owner {
-                f["owner"] = json!({"uid": uid, "gid": gid});
-            }
-            tether["file"] = f;
+            data.file = Some(f);
+            Audit::File(FileActivity {
+                base: base(Class::FileSystem, file_activity(*op, path2.as_ref())),
+                device: device(ctx),
+                actor: actor_obj(),
+                file: file_obj(&path.path, type_id),
+                file_result,
+                status_id,
+                status,
+                status_code,
+                unmapped: Unmapped { tether: data },
+            })
         }
-        Event::Fork { .. } | Event::Exit { .. } => unreachable!("returned above"),
-    }
-    if class_uid == 4001 {
-        // Network Activity has no `actor` or `device` without OCSF's host profile: the host is
-        // the source endpoint, and the acting process goes with Tether's own data.
-        if let Some(obj) = v.as_object_mut() {
-            obj.remove("device");
-            if let Some(actor) = obj.remove("actor") {
-                tether["actor"] = actor;
-            }
-        }
-        // The host is the source, unless an accepted connection's peer is.
-        if v.get("src_endpoint").is_none() {
-            v["src_endpoint"] = json!({"hostname": ctx.hostname});
-        }
-    }
-    v["unmapped"] = json!({"tether": tether});
-    Some(v)
+        Event::Fork { .. } | Event::Exit { .. } => return None,
+    })
 }
 
 /// What an alert is about.
@@ -449,10 +536,10 @@ pub struct Finding<'a> {
     /// The acting process, when known.
     pub process: Option<&'a ProcInfo>,
     pub task: Option<&'a TaskView<'a>>,
-    /// The audit event the alert is about (its metadata.uid becomes a related event).
-    pub related: Option<&'a Value>,
+    /// The audit event the alert is about (it becomes a related event).
+    pub related: Option<&'a Audit>,
     /// Kind-specific details (the scope clause that failed, the refusal reason, ...).
-    pub details: Value,
+    pub details: Details,
     /// Event time, ns since boot (None: now).
     pub time_ns: Option<u64>,
     pub severity_id: u8,
@@ -461,8 +548,9 @@ pub struct Finding<'a> {
     pub outcome: Option<&'a Outcome>,
 }
 
-/// Serialises an alert as an OCSF Detection Finding (2004, activity Create).
-pub fn finding(ctx: &Context, seq: u64, f: &Finding) -> Value {
+/// An alert as an OCSF Detection Finding (2004, activity Create), for an actor where
+/// `identity` says.
+pub fn finding(ctx: &Context, seq: u64, f: Finding, identity: Identity) -> DetectionFinding {
     let time = match f.time_ns {
         Some(ns) => ctx.epoch_ms(ns),
         None => {
@@ -472,69 +560,107 @@ pub fn finding(ctx: &Context, seq: u64, f: &Finding) -> Value {
                 .unwrap_or(0)) as i64
         }
     };
-    let severity = match f.severity_id {
-        1 => "Informational",
-        2 => "Low",
-        3 => "Medium",
-        4 => "High",
-        5 => "Critical",
-        _ => "Unknown",
-    };
     let uid = format!("{}-{seq}", ctx.uid_prefix);
-    let mut info = json!({
-        "uid": uid,
-        "title": f.title,
-        "desc": f.desc,
-        "types": [f.kind],
-        "product": {"name": PRODUCT, "vendor_name": PRODUCT},
-    });
-    if let Some(r) = f.related {
-        info["related_events"] = json!([{
-            "uid": r["metadata"]["uid"],
-            "type_uid": r["type_uid"],
-        }]);
-    }
-    let (task_obj, delegation) = task_fields(f.task);
-    let mut tether = json!({
-        "alert": f.kind,
-        "task": task_obj,
-        "delegation": delegation,
-        "details": f.details,
-    });
-    if let Some(p) = f.process {
-        tether["actor"] = json!({"process": process_obj(ctx, p, None)});
-    }
-    json!({
-        "class_uid": 2004,
-        "class_name": "Detection Finding",
-        "category_uid": 2,
-        "category_name": "Findings",
-        "activity_id": 1,
-        "activity_name": "Create",
-        "type_uid": 200401,
-        "time": time,
-        "severity_id": f.severity_id,
-        "severity": severity,
-        "is_alert": true,
+    let (task, delegation) = task_data(f.task);
+    DetectionFinding {
         // The action's outcome, as in its audit event (refused, killed, or let through).
-        "action_id": f.outcome.map_or(1, |o| o.action_id),
-        "action": f.outcome.map_or("Allowed", |o| o.action),
-        "disposition_id": f.outcome.map_or(1, |o| o.disposition_id),
-        "disposition": f.outcome.map_or("Allowed", |o| o.disposition),
-        "metadata": metadata(&uid, "alert"),
-        "device": device(ctx),
-        "finding_info": info,
-        "unmapped": {"tether": tether},
+        base: Base::new(
+            Class::Finding,
+            (1, "Create"),
+            time,
+            f.severity_id,
+            f.outcome,
+            metadata(uid.clone(), "alert"),
+        ),
+        is_alert: true,
+        device: device(ctx),
+        finding_info: FindingInfo {
+            uid,
+            title: f.title,
+            desc: f.desc,
+            types: [f.kind],
+            product: Product {
+                name: PRODUCT,
+                vendor_name: PRODUCT,
+                version: None,
+            },
+            related_events: f.related.map(|r| {
+                [Related {
+                    uid: r.base().metadata.uid.clone(),
+                    type_uid: r.base().type_uid,
+                }]
+            }),
+        },
+        count: None,
+        unmapped: Unmapped {
+            tether: FindingData {
+                alert: f.kind,
+                task,
+                delegation,
+                details: f.details,
+                actor: f.process.map(|p| ActorProcess {
+                    process: process_obj(ctx, p, None),
+                }),
+                identity,
+                folded: None,
+            },
+        },
+    }
+}
+
+/// The details of a finding about a rule's decision on an action.
+pub fn decision_details(d: &Decision, outcome: &Outcome, state: Option<CredState>) -> Details {
+    let v = d.violation.as_ref();
+    Details::Decision(DecisionDetails {
+        rule: d.rule.clone(),
+        action: d.action.map(|a| a.as_str()),
+        mode: d.mode.as_str(),
+        would: d.would().map(|a| a.as_str()),
+        reason: d.reason.clone(),
+        outcome: outcome.clone(),
+        clause: v.map(|v| v.clause),
+        attempted: v.map(|v| v.attempted.clone()),
+        allowed: v.map(|v| v.allowed.clone()),
+        state: state.map(CredState::as_str),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
     use crate::{
         events::{Actor, PathOrigin, Transport},
         lineage::{ProcSnapshot, Reason},
     };
+
+    fn allowed() -> Outcome {
+        crate::contain::outcome(
+            None,
+            &KernelVerdict::default(),
+            "m",
+            None,
+            false,
+            crate::contain::DaemonAct::None,
+            false,
+        )
+    }
+
+    /// An audit event with no decision, as JSON.
+    fn audit_json(ev: &Event, p: &ProcInfo, t: &ProcessTable, seq: u64) -> Option<Value> {
+        let outcome = allowed();
+        let verdict = Verdict {
+            outcome: &outcome,
+            kernel: KernelVerdict::default(),
+            decision: None,
+        };
+        let identity = Identity {
+            node: "node-1".into(),
+            ..Default::default()
+        };
+        audit(&ctx(), seq, ev, p, p, t, None, verdict, identity).map(|a| serde_json::to_value(a).unwrap())
+    }
 
     fn ctx() -> Context {
         Context {
@@ -595,7 +721,7 @@ mod tests {
             local_port: 0,
             via_lsm: false,
         };
-        let v = audit(&ctx(), 7, &ev, &p, &p, &t, None).expect("an action");
+        let v = audit_json(&ev, &p, &t, 7).expect("an action");
         assert_eq!(v["class_uid"], 4001);
         assert_eq!(v["type_uid"], 400101);
         assert_eq!(v["time"], 1_700_000_006_000i64);
@@ -626,7 +752,7 @@ mod tests {
             actor: actor(),
             exit_code: Some(0),
         };
-        assert!(audit(&ctx(), 1, &ev, &p, &p, &t, None).is_none());
+        assert!(audit_json(&ev, &p, &t, 1).is_none());
     }
 
     #[test]
@@ -651,7 +777,7 @@ mod tests {
             lsm: None,
             object: None,
         };
-        let v = audit(&ctx(), 2, &ev, &p, &p, &t, None).unwrap();
+        let v = audit_json(&ev, &p, &t, 2).unwrap();
         assert_eq!(v["class_uid"], 1001);
         assert_eq!(v["type_uid"], 100114);
         assert_eq!(v["file"]["name"], "shadow");
@@ -680,18 +806,320 @@ mod tests {
             process: Some(&p),
             task: None,
             related: None,
-            details: json!({}),
+            details: Details::Empty {},
             time_ns: None,
             severity_id: 4,
             outcome,
         };
-        let v = finding(&ctx(), 1, &f(Some(&refused)));
+        let v = |f| serde_json::to_value(finding(&ctx(), 1, f, Identity::default())).unwrap();
+        let v = v(f(Some(&refused)));
         assert_eq!(
             (&v["action_id"], &v["action"], &v["disposition_id"], &v["disposition"]),
             (&json!(2), &json!("Denied"), &json!(2), &json!("Blocked"))
         );
         // A finding about no action (Tether's own losses) keeps the neutral values.
-        let v = finding(&ctx(), 2, &f(None));
+        let v = serde_json::to_value(finding(&ctx(), 2, f(None), Identity::default())).unwrap();
         assert_eq!((&v["action_id"], &v["disposition_id"]), (&json!(1), &json!(1)));
+    }
+    fn rp(path: &str, origin: PathOrigin) -> ReportedPath {
+        ReportedPath {
+            path: path.into(),
+            raw: path.as_bytes().to_vec(),
+            origin,
+            truncated: false,
+        }
+    }
+
+    /// One event of every kind and shape the daemon writes.
+    fn samples() -> Vec<Event> {
+        use crate::{
+            credentials::scope::Grant,
+            events::{Object, UnixPeer},
+        };
+        let file = |op, ret, path2: Option<ReportedPath>, object, owner| Event::File {
+            actor: actor(),
+            op,
+            syscall_nr: if op == FileOp::Create { None } else { Some(257) },
+            ret,
+            flags: 0o1101,
+            mode: 0o644,
+            owner,
+            path: rp("/work/out/a.txt", PathOrigin::KernelDirAndName),
+            path2,
+            lsm: None,
+            object,
+        };
+        let net = |op, addr: &str| Event::Net {
+            actor: actor(),
+            op,
+            transport: Transport::Tcp,
+            addr: addr.parse().unwrap(),
+            port: 8443,
+            local_port: 40000,
+            via_lsm: false,
+        };
+        let exec = |failed| Event::Exec {
+            actor: actor(),
+            ppid: 1,
+            exe: rp("/usr/bin/curl", PathOrigin::KernelObject),
+            filename: "curl".into(),
+            argv: vec!["curl".into(), "-s".into()],
+            argv_truncated: false,
+            newly_selected: false,
+            via_lsm: false,
+            failed,
+        };
+        let object = |kind| Some(Object { kind, nlink: 2 });
+        vec![
+            exec(None),
+            exec(Some(-13)),
+            Event::Sandbox {
+                actor: actor(),
+                syscall_nr: 425,
+                call: "io_uring_setup",
+            },
+            Event::Uring {
+                actor: actor(),
+                op: UringOp::Setup,
+                fd: -1,
+            },
+            Event::Uring {
+                actor: actor(),
+                op: UringOp::Enter,
+                fd: 5,
+            },
+            net(NetOp::Connect, "10.1.2.3"),
+            net(NetOp::Send, "::1"),
+            net(NetOp::Accept, "127.0.0.1"),
+            net(NetOp::Listen, "0.0.0.0"),
+            net(NetOp::Bind, "::"),
+            Event::Unix {
+                actor: actor(),
+                op: UnixOp::Connect,
+                sock_type: 1,
+                peer: UnixPeer::File(rp("/run/docker.sock", PathOrigin::KernelObject)),
+            },
+            Event::Unix {
+                actor: actor(),
+                op: UnixOp::Send,
+                sock_type: 2,
+                peer: UnixPeer::Abstract("x".into()),
+            },
+            Event::Unix {
+                actor: actor(),
+                op: UnixOp::Send,
+                sock_type: 2,
+                peer: UnixPeer::AsGiven("rel/sock".into()),
+            },
+            Event::Socket {
+                actor: actor(),
+                kind: Grant::Raw,
+                family: 2,
+                sock_type: 3,
+                protocol: 1,
+            },
+            file(FileOp::OpenWrite, 3, None, object(ObjectKind::Regular), None),
+            file(FileOp::OpenWrite, -13, None, None, None),
+            file(
+                FileOp::Rename,
+                0,
+                Some(rp("/work/out/b.txt", PathOrigin::KernelDirAndName)),
+                None,
+                None,
+            ),
+            file(
+                FileOp::Link,
+                0,
+                Some(rp("/work/out/l", PathOrigin::KernelDirAndName)),
+                None,
+                None,
+            ),
+            file(FileOp::Symlink, 0, Some(rp("../etc", PathOrigin::NameOnly)), None, None),
+            file(
+                FileOp::SetXattr,
+                0,
+                Some(rp("security.capability", PathOrigin::NameOnly)),
+                None,
+                None,
+            ),
+            file(
+                FileOp::RemoveXattr,
+                0,
+                Some(rp("user.note", PathOrigin::NameOnly)),
+                None,
+                None,
+            ),
+            file(
+                FileOp::Chown,
+                0,
+                None,
+                object(ObjectKind::Directory),
+                Some((Some(0), None)),
+            ),
+            file(FileOp::Chmod, 0, None, object(ObjectKind::Symlink), None),
+            file(
+                FileOp::Mknod,
+                0,
+                None,
+                object(ObjectKind::Device {
+                    block: false,
+                    major: 1,
+                    minor: 3,
+                }),
+                None,
+            ),
+            file(FileOp::Mkdir, 0, None, None, None),
+            file(FileOp::Rmdir, 0, None, object(ObjectKind::Fifo), None),
+            file(FileOp::Unlink, 0, None, object(ObjectKind::Socket), None),
+            file(FileOp::Truncate, 0, None, None, None),
+            file(FileOp::Utimes, 0, None, None, None),
+            file(FileOp::Create, -1, None, None, None),
+        ]
+    }
+
+    fn dump(name: &str, v: &Value) {
+        let dir = std::env::var("DUMP_DIR").unwrap();
+        std::fs::write(format!("{dir}/{name}.json"), serde_json::to_string_pretty(v).unwrap()).unwrap();
+    }
+
+    #[test]
+    #[ignore]
+    fn dump_samples() {
+        let (t, p) = table_with_root();
+        let layers = crate::contain::sandbox::Layers::default();
+        let chain = vec!["alice".to_string(), "agent".to_string()];
+        for (i, ev) in samples().iter().enumerate() {
+            for (j, sb) in [None, Some(&layers)].into_iter().enumerate() {
+                let view = TaskView {
+                    jti: "j1",
+                    iss: "iss",
+                    sub: "alice",
+                    exp: 5,
+                    state: CredState::Valid,
+                    kernel_expired: false,
+                    chain: &chain,
+                    sandbox: sb,
+                };
+                let task = if j == 0 && i % 2 == 0 { None } else { Some(&view) };
+                let outcome = allowed();
+                let verdict = Verdict {
+                    outcome: &outcome,
+                    kernel: KernelVerdict::default(),
+                    decision: None,
+                };
+                let identity = Identity {
+                    node: "node-1".into(),
+                    ..Default::default()
+                };
+                let v = serde_json::to_value(audit(&ctx(), i as u64, ev, &p, &p, &t, task, verdict, identity).unwrap())
+                    .unwrap();
+                dump(&format!("{i}-{j}"), &v);
+            }
+        }
+    }
+
+    /// Every record Tether writes, of every class and shape, is valid against its OCSF class
+    /// schema (tests/data/ocsf: required fields, types, no field outside the class).
+    #[test]
+    fn every_record_is_valid_against_its_ocsf_class_schema() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/ocsf");
+        let validators: std::collections::HashMap<u32, jsonschema::Validator> =
+            [Class::FileSystem, Class::Process, Class::Finding, Class::Network]
+                .into_iter()
+                .map(|class| {
+                    let path = dir.join(format!("{}.schema.json", class.schema()));
+                    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                    (
+                        class.uid(),
+                        jsonschema::validator_for(&schema).expect("a valid JSON Schema"),
+                    )
+                })
+                .collect();
+        let errors = |class: Class, v: &Value| -> Vec<String> {
+            validators[&class.uid()]
+                .iter_errors(v)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect()
+        };
+        let check = |class: Class, v: &Value| {
+            let errors = errors(class, v);
+            assert!(errors.is_empty(), "{}: {errors:#?}\n{v:#}", class.name());
+            assert_eq!(v["class_uid"], class.uid());
+        };
+        let (t, p) = table_with_root();
+        let chain = vec!["alice".to_string(), "agent".to_string()];
+        let layers = crate::contain::sandbox::Layers::default();
+        let view = TaskView {
+            jti: "j1",
+            iss: "https://issuer.example",
+            sub: "alice",
+            exp: 5,
+            state: CredState::Valid,
+            kernel_expired: false,
+            chain: &chain,
+            sandbox: Some(&layers),
+        };
+        let decision = Decision {
+            action: Some(crate::model::Action::Deny),
+            rule: "scope:connect".into(),
+            reason: "outside the scope".into(),
+            severity: crate::model::Severity::High,
+            mode: crate::model::Mode::Enforce,
+            violation: None,
+        };
+        let denied = crate::contain::outcome(
+            Some(&decision),
+            &KernelVerdict {
+                denied: true,
+                ..Default::default()
+            },
+            "lsm/file_open",
+            Some(-1),
+            false,
+            crate::contain::DaemonAct::None,
+            false,
+        );
+        let identity = Identity {
+            node: "node-1".into(),
+            container: Some(crate::model::Container {
+                id: "ab".repeat(32),
+                runtime: crate::model::Runtime::Containerd,
+            }),
+            pod: Some(crate::model::PodRef::Unresolved {
+                uid: "u".into(),
+                resolved: false,
+            }),
+        };
+        for (i, ev) in samples().iter().enumerate() {
+            for task in [None, Some(&view)] {
+                let verdict = Verdict {
+                    outcome: &denied,
+                    kernel: ev.actor().kernel,
+                    decision: Some(&decision),
+                };
+                let record = audit(&ctx(), i as u64, ev, &p, &p, &t, task, verdict, identity.clone()).unwrap();
+                check(record.class(), &serde_json::to_value(&record).unwrap());
+                let f = Finding {
+                    kind: decision.alert_kind(),
+                    title: "t".into(),
+                    desc: "d".into(),
+                    process: Some(&p),
+                    task,
+                    related: Some(&record),
+                    details: decision_details(&decision, &denied, task.map(|t| t.state)),
+                    time_ns: Some(1),
+                    severity_id: decision.severity.ocsf_id(),
+                    outcome: Some(&denied),
+                };
+                let mut finding = finding(&ctx(), 99, f, identity.clone());
+                let mut v = serde_json::to_value(&finding).unwrap();
+                check(Class::Finding, &v);
+                // The check can fail: a field outside the class is refused.
+                v["tether"] = json!({});
+                assert!(!errors(Class::Finding, &v).is_empty());
+                finding.count = Some(3);
+                check(Class::Finding, &serde_json::to_value(&finding).unwrap());
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! depend on delivery).
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde::Serialize;
 use tracing::{error, warn};
 
 use crate::{
@@ -13,7 +13,11 @@ use crate::{
         fold::{Fold, Folder},
     },
     metrics::Metrics,
-    ocsf::{self, Finding},
+    model::Identity,
+    ocsf::{
+        self, Finding,
+        objects::{Audit, Details, DetectionFinding, Dropped, FoldedData},
+    },
 };
 
 /// A failing sink is alerted at most this often (every failure is counted).
@@ -22,7 +26,7 @@ const SINK_ALERT_EVERY: Duration = Duration::from_secs(60);
 pub(super) struct Emitter {
     out: Delivery,
     /// Repeated alerts held for folding.
-    folder: Folder,
+    folder: Folder<DetectionFinding>,
     /// The last sequence number given out.
     seq: u64,
     /// When a failing sink was last alerted.
@@ -32,7 +36,12 @@ pub(super) struct Emitter {
 }
 
 impl Emitter {
-    pub(super) fn new(out: Delivery, folder: Folder, ctx: ocsf::Context, metrics: Metrics) -> Emitter {
+    pub(super) fn new(
+        out: Delivery,
+        folder: Folder<DetectionFinding>,
+        ctx: ocsf::Context,
+        metrics: Metrics,
+    ) -> Emitter {
         Emitter {
             out,
             folder,
@@ -49,27 +58,43 @@ impl Emitter {
         self.seq
     }
 
-    /// `n` more sequence numbers, after the last given out, were used (the events that
-    /// follow one taken with [`Emitter::take`] in the same batch).
-    pub(super) fn taken(&mut self, n: u64) {
-        self.seq += n;
-    }
-
     /// Events written to the sinks so far.
     pub(super) fn written(&self) -> u64 {
         self.out.written
     }
 
-    /// Sends one line of `stream`; an alert with a fold key may be held as a repeat. A spool
-    /// that had to drop events to make room raises an alert about the loss.
-    pub(super) fn emit(&mut self, stream: Stream, line: &str, fold: Option<&str>) {
-        if let Some(key) = fold
-            && self.folder.offer(key, line, Instant::now()) == Fold::Held
-        {
-            self.metrics.alerts_folded.inc();
-            return;
-        }
-        match self.out.send(stream, line) {
+    /// Writes an audit event.
+    pub(super) fn audit(&mut self, record: &Audit) {
+        self.send(Stream::Audit, record);
+    }
+
+    /// Writes an alert; one with a fold key may be held as a repeat.
+    pub(super) fn alert(&mut self, finding: DetectionFinding, fold: Option<String>) {
+        let finding = match fold {
+            Some(key) => match self.folder.offer(&key, finding, Instant::now()) {
+                Fold::Held => {
+                    self.metrics.alerts_folded.inc();
+                    return;
+                }
+                Fold::Send(f) => f,
+            },
+            None => finding,
+        };
+        self.send(Stream::Alerts, &finding);
+    }
+
+    /// Serialises a record (the only place records become JSON) and sends it to the sinks
+    /// of `stream`. A spool that had to drop events to make room raises an alert about the
+    /// loss.
+    fn send(&mut self, stream: Stream, record: &impl Serialize) {
+        let line = match serde_json::to_string(record) {
+            Ok(l) => l,
+            Err(e) => {
+                // Our own types: cannot happen short of a bug, and never silently.
+                return self.sink_failed(&format!("serialising a record of the {} stream: {e}", stream.as_str()));
+            }
+        };
+        match self.out.send(stream, &line) {
             Ok(d) if d.audit + d.alerts > 0 => {
                 let reason = format!(
                     "the webhook spool is full: {} audit event(s) and {} alert(s) dropped unacknowledged to make room (receiver down or too slow)",
@@ -79,7 +104,12 @@ impl Emitter {
                 self.system(
                     "events-lost",
                     &reason,
-                    json!({"spool_dropped": {"audit": d.audit, "alerts": d.alerts}}),
+                    Details::SpoolDropped {
+                        spool_dropped: Dropped {
+                            audit: d.audit,
+                            alerts: d.alerts,
+                        },
+                    },
                 );
             }
             Ok(_) => {}
@@ -114,12 +144,12 @@ impl Emitter {
         error!(errors = self.metrics.sink_errors.get(), "{what} (enforcement goes on)");
         let reason = format!("a sink failed: {what}; events written there are lost until it recovers");
         let errors = self.metrics.sink_errors.get();
-        self.system("delivery-failed", &reason, json!({"sink_errors": errors}));
+        self.system("delivery-failed", &reason, Details::SinkErrors { sink_errors: errors });
     }
 
     /// An alert about Tether itself (loss of events or coverage): no process, no task; it
     /// names the node.
-    pub(super) fn system(&mut self, kind: &'static str, reason: &str, details: serde_json::Value) {
+    pub(super) fn system(&mut self, kind: &'static str, reason: &str, details: Details) {
         let f = Finding {
             kind,
             title: kind.to_string(),
@@ -133,11 +163,19 @@ impl Emitter {
             outcome: None,
         };
         let seq = self.take();
-        let mut v = ocsf::finding(&self.ctx, seq, &f);
-        v["unmapped"]["tether"]["node"] = json!(self.ctx.hostname);
+        let node = Identity {
+            node: self.ctx.hostname.clone(),
+            ..Default::default()
+        };
+        let finding = ocsf::finding(&self.ctx, seq, f, node);
         // Sent as is: a loss alert that cost more room is counted in the metrics only.
-        if let Err(e) = self.out.send(Stream::Alerts, &v.to_string()) {
-            error!("writing an alert: {e}");
+        match serde_json::to_string(&finding) {
+            Ok(line) => {
+                if let Err(e) = self.out.send(Stream::Alerts, &line) {
+                    error!("writing an alert: {e}");
+                }
+            }
+            Err(e) => error!("serialising an alert: {e}"),
         }
     }
 
@@ -150,25 +188,23 @@ impl Emitter {
             self.folder.due(Instant::now())
         };
         for f in due {
-            let mut v = match serde_json::from_str::<serde_json::Value>(&f.line) {
-                Ok(v) => v,
-                Err(e) => {
-                    // Our own line: cannot happen short of a bug, and never silently.
-                    error!("a held alert is not JSON ({e}); {} repeats not sent", f.repeats);
-                    continue;
-                }
-            };
             // A new event (its own uid) standing for the held repeats.
+            let mut finding = f.last;
             let seq = self.take();
-            v["metadata"]["uid"] = json!(format!("{}-{seq}", self.ctx.uid_prefix));
-            v["count"] = json!(f.repeats);
-            v["unmapped"]["tether"]["folded"] = json!({
-                "repeats": f.repeats,
-                "window_s": self.folder.window().as_secs(),
-                "note": "identical alerts (same task, rule and target) after the first, folded into this one",
+            finding.base.metadata.uid = format!("{}-{seq}", self.ctx.uid_prefix);
+            finding.count = Some(f.repeats);
+            finding.unmapped.tether.folded = Some(FoldedData {
+                repeats: f.repeats,
+                window_s: self.folder.window().as_secs(),
+                note: "identical alerts (same task, rule and target) after the first, folded into this one",
             });
-            if let Err(e) = self.out.send(Stream::Alerts, &v.to_string()) {
-                error!("writing a folded alert: {e}");
+            match serde_json::to_string(&finding) {
+                Ok(line) => {
+                    if let Err(e) = self.out.send(Stream::Alerts, &line) {
+                        error!("writing a folded alert: {e}");
+                    }
+                }
+                Err(e) => error!("serialising a folded alert: {e}"),
             }
         }
     }

@@ -8,11 +8,15 @@
 use std::{collections::HashMap, time::Duration};
 
 use agent_common::Tracked;
-use serde_json::json;
 use tracing::{error, warn};
 
 use super::Daemon;
-use crate::{contain::compile, credentials::tasks::CredState, lineage::ticks_to_ns};
+use crate::{
+    contain::compile,
+    credentials::tasks::CredState,
+    lineage::ticks_to_ns,
+    ocsf::objects::{Details, Tamper},
+};
 
 pub(super) const CHECK_EVERY: Duration = Duration::from_secs(2);
 
@@ -36,7 +40,7 @@ impl Daemon {
 
     /// Compares the kernel state with what the daemon wrote; repairs and alerts.
     pub(super) fn check_integrity(&mut self) {
-        let mut found: Vec<(String, serde_json::Value)> = Vec::new();
+        let mut found: Vec<(String, Tamper)> = Vec::new();
         match self.probes.active_generation() {
             Some(g) if g == self.generation => {}
             other => {
@@ -45,7 +49,11 @@ impl Daemon {
                         "the acting generation was {other:?}, not this daemon's {}",
                         self.generation
                     ),
-                    json!({"map": "ACTIVE", "found": other, "want": self.generation}),
+                    Tamper {
+                        found: Some(other),
+                        want: Some(self.generation),
+                        ..Tamper::map("ACTIVE")
+                    },
                 ));
                 if let Err(e) = self.probes.activate(self.generation) {
                     error!("restoring the acting generation: {e}");
@@ -56,7 +64,7 @@ impl Daemon {
         if !self.probes.rules.verdicts_hold(&posture, &guards) {
             found.push((
                 "the posture or guardrail verdicts differ from the rules in force".into(),
-                json!({"map": "POSTURE/GUARD_VERDICTS"}),
+                Tamper::map("POSTURE/GUARD_VERDICTS"),
             ));
             if let Err(e) = self.probes.rules.set_verdicts(&posture, &guards) {
                 error!("restoring the verdicts: {e}");
@@ -89,7 +97,12 @@ impl Daemon {
                     "the tracked entry of process {pid} (task {}) was removed while it runs",
                     t.task
                 ),
-                json!({"map": "TRACKED", "pid": pid, "task": t.task, "root_pid": t.root_tgid}),
+                Tamper {
+                    pid: Some(*pid),
+                    task: Some(t.task),
+                    root_pid: Some(t.root_tgid),
+                    ..Tamper::map("TRACKED")
+                },
             ));
         }
         // Entries rewritten behind the daemon's back (the kernel only adds entries at fork and
@@ -114,7 +127,12 @@ impl Daemon {
                     "the tracked entry of process {pid} was rewritten (task {} -> {}, guard set {} -> {}, expiry {} -> {})",
                     want.task, got.task, want.guard_set, got.guard_set, want.expires_ns, got.expires_ns
                 ),
-                json!({"map": "TRACKED", "pid": pid, "task": want.task, "found_task": got.task}),
+                Tamper {
+                    pid: Some(*pid),
+                    task: Some(want.task),
+                    found_task: Some(got.task),
+                    ..Tamper::map("TRACKED")
+                },
             ));
         }
         self.integrity.entries = now;
@@ -125,7 +143,7 @@ impl Daemon {
             self.emitter.system(
                 "tamper",
                 &format!("Tether's kernel state was changed: {reason}; repaired"),
-                details,
+                Details::Tamper(details),
             );
         }
     }

@@ -8,6 +8,7 @@ use super::Daemon;
 use crate::{
     credentials::{tasks::Task, token},
     lineage::{ProcSource, Reason, ns_to_ticks},
+    ocsf::objects::Details,
     persist::{self, Persist, SavedState, SavedTask, StateLock},
     procscan::Procfs,
 };
@@ -89,7 +90,10 @@ impl Daemon {
                 self.emitter.system(
                     "restart-state-lost",
                     &reason,
-                    json!({"tasks": s.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), "layout": s.layout}),
+                    Details::StateLost {
+                        tasks: s.tasks.iter().map(|t| t.id).collect(),
+                        layout: s.layout.to_string(),
+                    },
                 );
             }
         }
@@ -100,7 +104,7 @@ impl Daemon {
             self.emitter.system(
                 "restart-hand-over-failed",
                 &format!("handing over to generation {generation} failed: {e}"),
-                json!({}),
+                Details::Empty {},
             );
             return;
         }
@@ -131,8 +135,13 @@ impl Daemon {
                 persist::layout()
             );
             warn!("{reason}");
-            self.emitter
-                .system("events-lost", &reason, json!({"layouts": foreign_layouts}));
+            self.emitter.system(
+                "events-lost",
+                &reason,
+                Details::Layouts {
+                    layouts: foreign_layouts,
+                },
+            );
         }
         report["unpinned"] = json!(unpinned);
         report["generation"] = json!(generation);
@@ -191,7 +200,8 @@ impl Daemon {
                         t.id
                     );
                     warn!("{reason}");
-                    self.emitter.system("task-not-restored", &reason, json!({"task": t.id}));
+                    self.emitter
+                        .system("task-not-restored", &reason, Details::Task { task: t.id });
                     failed.push(json!({"task": t.id, "error": e.to_string()}));
                 }
             }

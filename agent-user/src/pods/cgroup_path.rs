@@ -16,16 +16,7 @@
 //! Docker outside Kubernetes: `/system.slice/docker-<id>.scope` or `/docker/<id>`. Seen from
 //! inside a cgroup namespace the path may start with `/../..`: only the components matter.
 
-/// The runtime that made a container cgroup, as far as its name tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    Containerd,
-    Crio,
-    Docker,
-    /// A bare id (cgroupfs driver): containerd or Docker; the name does not say which.
-    Unknown,
-}
+pub use crate::model::Runtime;
 
 /// What a cgroup path says about the process in it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -7,7 +7,7 @@ pub mod kube;
 pub mod selection;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
@@ -17,7 +17,8 @@ use std::{
 };
 
 pub use cgroup_path::{CgroupIdentity, Runtime};
-use serde_json::{Value, json};
+
+use crate::model::{Container, Identity, PodRef};
 
 /// The kernfs file-handle type of cgroup directories (include/linux/exportfs.h FILEID_KERNFS).
 const FILEID_KERNFS: i32 = 0xfe;
@@ -204,25 +205,26 @@ pub fn find_pod_cgroup(root: &std::path::Path, uid: &str) -> Option<u64> {
     None
 }
 
-/// The `container` and `pod` members of an event's `tether` object for a process in cgroup
-/// `ident`; `pods` None when pod identity is off (not in a cluster).
-pub fn identity_json(ident: &CgroupIdentity, pods: Option<&kube::SharedPods>) -> BTreeMap<&'static str, Value> {
-    let mut out = BTreeMap::new();
-    if let Some((id, runtime)) = &ident.container {
-        out.insert("container", json!({"id": id, "runtime": runtime}));
-    }
-    if let Some(uid) = &ident.pod_uid {
-        let meta = pods.and_then(|p| p.read().expect("pod cache lock").get(uid));
-        out.insert(
-            "pod",
-            match meta {
-                Some(m) => json!({"uid": m.uid, "namespace": m.namespace, "name": m.name, "labels": m.labels}),
-                // In a pod the API has not told about (yet), or pod identity is off.
-                None => json!({"uid": uid, "resolved": false}),
+/// The `container` and `pod` of a process in cgroup `ident`, on `node`; `pods` None when pod
+/// identity is off (not in a cluster).
+pub fn identity(node: &str, ident: &CgroupIdentity, pods: Option<&kube::SharedPods>) -> Identity {
+    let pod = ident.pod_uid.as_ref().map(
+        |uid| match pods.and_then(|p| p.read().expect("pod cache lock").get(uid)) {
+            Some(m) => PodRef::Known((*m).clone()),
+            None => PodRef::Unresolved {
+                uid: uid.clone(),
+                resolved: false,
             },
-        );
+        },
+    );
+    Identity {
+        node: node.to_string(),
+        container: ident.container.as_ref().map(|(id, runtime)| Container {
+            id: id.clone(),
+            runtime: *runtime,
+        }),
+        pod,
     }
-    out
 }
 
 #[cfg(test)]
@@ -230,15 +232,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identity_json_names_the_pod_when_the_cache_knows_it() {
+    fn identity_names_the_pod_when_the_cache_knows_it() {
         let uid = "d0544205-72df-11e8-b691-080027c5d95e";
         let ident = CgroupIdentity {
             pod_uid: Some(uid.into()),
             container: Some(("ab".repeat(32), Runtime::Containerd)),
         };
-        let unknown = identity_json(&ident, None);
+        let unknown = serde_json::to_value(identity("n1", &ident, None)).unwrap();
         assert_eq!(unknown["container"]["runtime"], "containerd");
-        assert_eq!(unknown["pod"], json!({"uid": uid, "resolved": false}));
-        assert!(identity_json(&CgroupIdentity::default(), None).is_empty());
+        assert_eq!(unknown["pod"], serde_json::json!({"uid": uid, "resolved": false}));
+        assert_eq!(unknown["node"], "n1");
+        let bare = serde_json::to_value(identity("n1", &CgroupIdentity::default(), None)).unwrap();
+        assert_eq!(bare, serde_json::json!({"node": "n1"}));
     }
 }

@@ -754,17 +754,6 @@ impl Decision {
         self.action
             .filter(|a| *a != Action::Alert && self.mode == Mode::Observe)
     }
-
-    /// The decision as reported in events.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "rule": self.rule,
-            "action": self.action.map(Action::as_str),
-            "mode": self.mode.as_str(),
-            "would": self.would().map(Action::as_str),
-            "reason": self.reason,
-        })
-    }
 }
 
 fn describe(a: &Attempt) -> String {
