@@ -977,47 +977,6 @@ mod tests {
         ]
     }
 
-    fn dump(name: &str, v: &Value) {
-        let dir = std::env::var("DUMP_DIR").unwrap();
-        std::fs::write(format!("{dir}/{name}.json"), serde_json::to_string_pretty(v).unwrap()).unwrap();
-    }
-
-    #[test]
-    #[ignore]
-    fn dump_samples() {
-        let (t, p) = table_with_root();
-        let layers = crate::contain::sandbox::Layers::default();
-        let chain = vec!["alice".to_string(), "agent".to_string()];
-        for (i, ev) in samples().iter().enumerate() {
-            for (j, sb) in [None, Some(&layers)].into_iter().enumerate() {
-                let view = TaskView {
-                    jti: "j1",
-                    iss: "iss",
-                    sub: "alice",
-                    exp: 5,
-                    state: CredState::Valid,
-                    kernel_expired: false,
-                    chain: &chain,
-                    sandbox: sb,
-                };
-                let task = if j == 0 && i % 2 == 0 { None } else { Some(&view) };
-                let outcome = allowed();
-                let verdict = Verdict {
-                    outcome: &outcome,
-                    kernel: KernelVerdict::default(),
-                    decision: None,
-                };
-                let identity = Identity {
-                    node: "node-1".into(),
-                    ..Default::default()
-                };
-                let v = serde_json::to_value(audit(&ctx(), i as u64, ev, &p, &p, &t, task, verdict, identity).unwrap())
-                    .unwrap();
-                dump(&format!("{i}-{j}"), &v);
-            }
-        }
-    }
-
     /// Every record Tether writes, of every class and shape, is valid against its OCSF class
     /// schema (tests/data/ocsf: required fields, types, no field outside the class).
     #[test]

@@ -7,29 +7,21 @@
 //!
 //! Everything runs on the one event loop, in the kernel's order: a fork is applied before the
 //! child's actions are judged.
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
-use super::Daemon;
+use super::{Daemon, tracking::Seen};
 use crate::{
     contain::{self, DaemonAct, Outcome},
     events::{self, Event},
-    lineage::ProcInfo,
     model::{Action, Identity, Mode},
     ocsf::{
-        self, Finding, Verdict,
-        objects::{Audit, DetectionFinding},
+        self, Finding, TaskView, Verdict,
+        objects::{Audit, Details, DetectionFinding},
     },
     paths,
     policy::engine::{self, Credential, Decision},
-    procscan::Procfs,
+    procscan,
 };
-
-/// What the process table made of an event: the actor as it was when it acted (for an exec,
-/// before it) and as it is after the event.
-pub(super) struct Seen {
-    pub actor: ProcInfo,
-    pub after: ProcInfo,
-}
 
 /// What enforcement found and did: the daemon's share of the verdict, whether its kill
 /// reached the process, and how the call ended (Some(-errno): it failed or was refused).
@@ -65,7 +57,7 @@ impl Daemon {
         if ev.actor().tgid == std::process::id() {
             return; // never watch or judge ourselves
         }
-        let Some(seen) = self.track_event(&ev) else {
+        let Some(seen) = self.tracking.apply(&ev) else {
             return;
         };
         resolve(&mut ev);
@@ -74,7 +66,7 @@ impl Daemon {
         let outcome = self.outcome(&ev, decision.as_ref(), &enforced);
         // Fork and exit are not written (see `ocsf::audit`): no identity, no record.
         if ev.is_action() {
-            let identity = self.identify(Some(ev.actor().cgroup_id));
+            let identity = self.pods.identify(Some(ev.actor().cgroup_id));
             let result = result_label(&outcome, decision.as_ref());
             if let Some(rendered) = self.render(&ev, &seen, decision, &outcome, identity) {
                 self.metrics.event(rendered.audit.class().label(), result);
@@ -89,22 +81,33 @@ impl Daemon {
         }
     }
 
-    /// **track**: the process table applies the event (fork, exec, exit); the actor before and
-    /// after. None: the process is not in the table (nothing to attribute the event to).
-    fn track_event(&mut self, ev: &Event) -> Option<Seen> {
-        let before = self.table.get(&self.table.key_of(ev.actor())).cloned();
-        // An exec the kernel refused changed nothing: the process keeps its image.
-        let refused_exec = matches!(ev, Event::Exec { actor, failed, .. } if actor.kernel.denied || failed.is_some());
-        let key = if refused_exec {
-            self.table.ensure(ev.actor(), &Procfs)
-        } else {
-            self.table.apply(ev, &Procfs)
-        };
-        let after = self.table.get(&key).cloned()?;
-        Some(Seen {
-            actor: before.unwrap_or_else(|| after.clone()),
-            after,
-        })
+    /// Reads every ring and handles the records in the order the kernel made them (each
+    /// ring is in order; records of one process can be in several: a fork, then the child's
+    /// writes). **decode**: an undecodable record is counted and logged, never dropped
+    /// silently.
+    pub(super) fn drain(&mut self) {
+        let mut records = Vec::new();
+        for ring in self.kernel.rings() {
+            while let Some(item) = ring.next() {
+                records.push(events::decode(&item));
+            }
+        }
+        let mut decoded = Vec::with_capacity(records.len());
+        for r in records {
+            match r {
+                Ok(ev) => decoded.push(ev),
+                Err(e) => {
+                    let n = self.metrics.decode_errors.inc() + 1;
+                    error!(decode_errors = n, "undecodable ring buffer record: {e}");
+                }
+            }
+        }
+        decoded.sort_by_key(|e| e.actor().ktime_ns);
+        for ev in decoded {
+            self.decoded += 1;
+            self.handle(ev);
+        }
+        self.emitter.flush();
     }
 
     /// **judge**: the rules' decision on the action, by the same rules the kernel judged it by
@@ -117,7 +120,10 @@ impl Daemon {
         match ev {
             // Another seccomp filter than the sandbox's (a container runtime's) decides
             // without a rule of Tether's: reported as refused, with no decision.
-            Event::Sandbox { call, .. } => self.sandboxed(a).then(|| Decision::sandbox(call)),
+            Event::Sandbox { call, .. } => {
+                let root = self.kernel.entry(a.tgid).map(|t| t.root_tgid);
+                self.sandboxes.filtered(a, root).then(|| Decision::sandbox(call))
+            }
             Event::Exec {
                 newly_selected: true, ..
             } => unjudged.map(|why| rules.unjudged(None, Credential::None, why)),
@@ -154,7 +160,7 @@ impl Daemon {
             && ev.unjudged_reason().is_some()
             && kv.refuses()
         {
-            match contain::kill::kill(*child_tgid, *child_start_ns, self.ticks_per_sec) {
+            match contain::kill::kill(*child_tgid, *child_start_ns, self.tracking.ticks_per_sec()) {
                 Ok(_) => warn!(pid = child_tgid, "killed a child the tracked map had no room for"),
                 Err(e) => error!(
                     pid = child_tgid,
@@ -195,24 +201,10 @@ impl Daemon {
             &a.kernel,
             &self.ctx.mechanism(ev),
             e.errno,
-            self.landlocked.contains(&a.task),
+            self.sandboxes.landlocked(a.task),
             e.act,
             e.killed,
         )
-    }
-
-    /// **identify**: the node, and the container and pod of a process in cgroup `cgroup_id`.
-    pub(super) fn identify(&mut self, cgroup_id: Option<u64>) -> Identity {
-        match cgroup_id.filter(|id| *id != 0) {
-            Some(id) => {
-                let ident = self.resolver.identity(id);
-                crate::pods::identity(&self.ctx.hostname, &ident, self.kube.as_ref().map(|k| &k.pods))
-            }
-            None => Identity {
-                node: self.ctx.hostname.clone(),
-                ..Default::default()
-            },
-        }
     }
 
     /// **render**: the audit event and, for a violation, the Detection Finding, built once
@@ -241,7 +233,7 @@ impl Daemon {
             ev,
             &seen.actor,
             &seen.after,
-            &self.table,
+            self.tracking.table(),
             task.as_ref(),
             verdict,
             identity.clone(),
@@ -272,6 +264,98 @@ impl Daemon {
         if let Some((finding, fold)) = r.finding {
             self.emitter.alert(finding, Some(fold));
         }
+    }
+
+    /// Carries out the daemon's share of enforcement; true when the process (or tree) was
+    /// signalled.
+    fn carry_out(&mut self, act: DaemonAct, a: &events::Actor) -> bool {
+        let ticks = self.tracking.ticks_per_sec();
+        let result = match act {
+            DaemonAct::None => return false,
+            DaemonAct::Kill => {
+                contain::kill::kill(a.tgid, a.start_ns, ticks).map(|k| k == contain::kill::Killed::Signalled)
+            }
+            DaemonAct::KillTree => {
+                let root = self.kernel.entry(a.tgid).map(|t| t.root_tgid).unwrap_or(a.tgid);
+                let (task, kernel) = (a.task, &self.kernel);
+                let r = contain::kill::kill_tree(|| kernel.members(task, root), ticks);
+                if let Ok(pids) = &r {
+                    warn!(
+                        task,
+                        root,
+                        killed = pids.len(),
+                        pids = ?pids,
+                        "kill-tree: every process of the task was killed"
+                    );
+                }
+                r.map(|_| true)
+            }
+        };
+        match result {
+            Ok(done) => {
+                self.metrics.daemon_kills.inc_by(u64::from(done));
+                done
+            }
+            Err(e) => {
+                self.metrics.daemon_kill_errors.inc();
+                error!(pid = a.tgid, "enforcement kill failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Binds the credential in TETHER_TASK_TOKEN of a process a selector just made an agent.
+    fn bind_from_environment(&mut self, pid: u32) {
+        let Some(token) = procscan::environ_var(pid, super::TOKEN_ENV) else {
+            return;
+        };
+        match self.tasks.verify(&token) {
+            None => {}
+            Some(Ok(v)) => {
+                if let Err(e) = self.bind(pid, v) {
+                    debug!(pid, "{}: {}", super::TOKEN_ENV, e.message);
+                }
+            }
+            Some(Err(e)) => {
+                let reason = format!("{} of pid {pid} refused: {e}", super::TOKEN_ENV);
+                warn!("{reason}");
+                self.alert_refused(pid, "credential-refused", &reason);
+            }
+        }
+    }
+
+    /// The task `id` as events show it: `action` is Some(the kernel's expired flag) for an
+    /// action (its state as it was then), None for the state now.
+    pub(super) fn task_view(&self, id: u32, action: Option<bool>) -> Option<TaskView<'_>> {
+        self.tasks.view(id, action, self.sandboxes.of_task(id))
+    }
+
+    /// An alert about a refused credential, binding or admin call of process `pid`.
+    pub(super) fn alert_refused(&mut self, pid: u32, kind: &'static str, reason: &str) {
+        let process = self.tracking.process(pid).cloned();
+        let task_id = self.kernel.entry(pid).map(|t| t.task).unwrap_or(agent_common::NO_TASK);
+        let identity = self.pods.identify(process.as_ref().map(|p| p.cgroup_id));
+        let seq = self.emitter.take();
+        let finding = {
+            let task = self.task_view(task_id, None);
+            let f = Finding {
+                kind,
+                title: format!("{kind} (pid {pid})"),
+                desc: reason.to_string(),
+                process: process.as_ref(),
+                task: task.as_ref(),
+                related: None,
+                details: Details::Refused {
+                    pid,
+                    reason: reason.to_string(),
+                },
+                time_ns: None,
+                severity_id: if kind == "delegation-escalation" { 4 } else { 3 },
+                outcome: None,
+            };
+            ocsf::finding(&self.ctx, seq, f, identity)
+        };
+        self.emitter.alert(finding, None);
     }
 }
 

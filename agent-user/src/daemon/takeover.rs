@@ -6,10 +6,9 @@ use tracing::{error, info, warn};
 
 use super::Daemon;
 use crate::{
-    credentials::{tasks::Task, token},
     lineage::{ProcSource, Reason, ns_to_ticks},
     ocsf::objects::Details,
-    persist::{self, Persist, SavedState, SavedTask, StateLock},
+    persist::{self, Persist, SavedState, StateLock},
     procscan::Procfs,
 };
 
@@ -40,10 +39,10 @@ impl Daemon {
     pub(super) fn take_over(&mut self, saved: Option<SavedState>) {
         let Some(view) = &self.persist else { return };
         let dirs = view.dirs.clone();
-        let Some((generation, adopted_maps)) = self.probes.kept.as_ref().map(|k| (k.generation, k.adopted_maps)) else {
+        let Some((generation, adopted_maps)) = self.kernel.kept().map(|k| (k.generation, k.adopted_maps)) else {
             return;
         };
-        let previous = self.probes.active_generation().filter(|g| *g != generation);
+        let previous = self.kernel.active_generation().filter(|g| *g != generation);
         let mut report = json!({
             "previous_generation": previous,
             "adopted_maps": adopted_maps,
@@ -54,10 +53,8 @@ impl Daemon {
             // Owners in the rule maps that no restored task claims keep their entries (the
             // kernel goes on enforcing that scope) until no tracked process carries them.
             let orphans = self.orphan_owners();
-            if let Some(s) = saved.as_ref().filter(|s| s.layout == persist::layout())
-                && s.counters.len() == self.last_counters.len()
-            {
-                self.last_counters.copy_from_slice(&s.counters);
+            if let Some(s) = saved.as_ref().filter(|s| s.layout == persist::layout()) {
+                self.kernel.restore_reported(&s.counters);
             }
             info!(
                 restored,
@@ -97,7 +94,7 @@ impl Daemon {
                 );
             }
         }
-        if let Err(e) = self.probes.activate(generation) {
+        if let Err(e) = self.kernel.activate() {
             // The previous generation goes on acting; this one's programs stay idle. Said,
             // not hidden: nothing is unpinned, so the kernel side keeps working.
             error!("handing over to generation {generation}: {e}; the previous programs stay in charge");
@@ -151,20 +148,6 @@ impl Daemon {
         self.save_state();
     }
 
-    /// Task owners in the rule maps that no task of this daemon claims (scopes a previous
-    /// daemon installed for tasks that could not be restored).
-    pub(super) fn orphan_owners(&self) -> Vec<u32> {
-        self.probes
-            .rules
-            .owners()
-            .filter(|o| {
-                *o < agent_common::contain::EXEMPT
-                    && agent_common::contain::guard_set_of_owner(*o).is_none()
-                    && self.tasks.get(*o).is_none()
-            })
-            .collect()
-    }
-
     /// Verifies the state file's tasks again, as of when they were first verified, and puts
     /// them back under their ids. Returns how many came back and why the others did not.
     fn restore_tasks(&mut self, saved: Option<&SavedState>) -> (usize, Vec<serde_json::Value>) {
@@ -172,26 +155,15 @@ impl Daemon {
         if saved.layout != persist::layout() {
             return (0, vec![]);
         }
-        let keys = self.keys.read().map(|k| k.clone()).unwrap_or_default();
         let mut failed = Vec::new();
         let mut restored = 0;
         for t in &saved.tasks {
-            match token::verify(&t.token, &keys, t.verified_at, self.max_chain) {
-                Ok(verified) => {
-                    let hosts = verified.scope.host_names();
-                    self.tasks.restore(Task {
-                        id: t.id,
-                        verified,
-                        root_pid: t.root_pid,
-                        parent: t.parent,
-                        revoked: t.revoked,
-                    });
+            match self.tasks.restore(t) {
+                Ok(()) => {
                     if let Err(e) = self.install_scope(t.id) {
                         error!(task = t.id, "restoring the task's scope in the kernel: {e}");
                     }
-                    if !hosts.is_empty() {
-                        self.spawn_resolve(t.id, hosts);
-                    }
+                    self.tasks.resolve(t.id);
                     restored += 1;
                 }
                 Err(e) => {
@@ -206,13 +178,9 @@ impl Daemon {
                 }
             }
         }
-        self.landlocked.extend(
-            saved
-                .landlocked
-                .iter()
-                .copied()
-                .filter(|id| self.tasks.get(*id).is_some()),
-        );
+        let tasks = &self.tasks;
+        self.sandboxes
+            .restore_landlocked(saved.landlocked.iter().copied().filter(|id| tasks.get(*id).is_some()));
         (restored, failed)
     }
 
@@ -220,21 +188,21 @@ impl Daemon {
     /// first; an entry whose process is gone, or whose pid now names another process, is
     /// removed. Returns (adopted, removed).
     fn adopt_tracked(&mut self) -> (usize, usize) {
-        let mut entries: Vec<(u32, Tracked)> = self.kernel_entries();
+        let mut entries: Vec<(u32, Tracked)> = self.kernel.entries();
         entries.sort_by_key(|(pid, t)| (*pid != t.root_tgid, *pid));
         let (mut adopted, mut stale) = (0, 0);
         for (pid, t) in entries {
             let snap = Procfs
                 .snapshot(pid)
-                .filter(|s| t.start_ns == 0 || s.start == ns_to_ticks(t.start_ns, self.ticks_per_sec));
+                .filter(|s| t.start_ns == 0 || s.start == ns_to_ticks(t.start_ns, self.tracking.ticks_per_sec()));
             match snap {
                 Some(snap) if pid != std::process::id() => {
-                    let root = (t.root_tgid != pid).then(|| self.table.live_key(t.root_tgid)).flatten();
-                    self.table.insert_snapshot(&snap, reason_of(t.reason), root);
+                    self.tracking
+                        .insert(&snap, reason_of(t.reason), (t.root_tgid != pid).then_some(t.root_tgid));
                     adopted += 1;
                 }
                 _ => {
-                    let _ = self.probes.tracked.remove(&pid);
+                    self.kernel.forget(pid);
                     stale += 1;
                 }
             }
@@ -245,25 +213,13 @@ impl Daemon {
     /// Writes the state file when what it would hold changed (tasks, reported counters).
     pub(super) fn save_state(&mut self) {
         let Some(view) = &self.persist else { return };
-        let mut state = SavedState {
+        let state = SavedState {
             layout: persist::layout().into(),
-            generation: self.probes.kept.as_ref().map(|k| k.generation).unwrap_or(0),
-            counters: self.last_counters.to_vec(),
-            tasks: self
-                .tasks
-                .all()
-                .map(|t| SavedTask {
-                    id: t.id,
-                    token: t.verified.token.clone(),
-                    verified_at: t.verified.verified_at,
-                    root_pid: t.root_pid,
-                    parent: t.parent,
-                    revoked: t.revoked,
-                })
-                .collect(),
-            landlocked: self.landlocked.iter().copied().collect(),
+            generation: self.kernel.kept().map(|k| k.generation).unwrap_or(0),
+            counters: self.kernel.reported().to_vec(),
+            tasks: self.tasks.saved(),
+            landlocked: self.sandboxes.landlocked_tasks(),
         };
-        state.landlocked.sort_unstable();
         if view.saved.as_ref() == Some(&state) {
             return;
         }
@@ -282,7 +238,7 @@ impl Daemon {
 
     /// `tether status`'s `persist` section.
     pub(super) fn persist_status(&self) -> serde_json::Value {
-        match (&self.persist, &self.probes.kept) {
+        match (&self.persist, self.kernel.kept()) {
             (Some(v), Some(k)) => json!({
                 "pin_dir": v.dirs.pin_dir,
                 "state_file": v.dirs.state_file(),

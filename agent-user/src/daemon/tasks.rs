@@ -1,0 +1,228 @@
+//! The tasks component: the task table (credentials bound to process trees, their lifecycle
+//! and revocation), the trusted issuers' keys that verify credentials, and the host names of
+//! the tasks' scopes, resolved by workers off the event loop.
+use std::sync::{Arc, RwLock};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::{
+    contain::sandbox::Layers,
+    credentials::{
+        self, Resolved,
+        tasks::{BindError, Bound, CredState, Task, Tasks},
+        token::{self, Keys, TokenError, Verified},
+        trust::{JwksSource, Trust},
+    },
+    ocsf::TaskView,
+    persist::SavedTask,
+};
+
+pub(super) struct TaskBook {
+    tasks: Tasks,
+    /// The trusted issuers and their keys (shared with the API's workers, which verify).
+    keys: Arc<RwLock<Keys>>,
+    trust: Vec<Trust>,
+    /// Longest delegation chain (principal excluded).
+    max_chain: usize,
+    /// Host-name resolutions for a task's scope, from the resolver workers.
+    resolved_tx: mpsc::UnboundedSender<(u32, Resolved)>,
+}
+
+impl TaskBook {
+    pub(super) fn new(
+        keys: Arc<RwLock<Keys>>,
+        trust: Vec<Trust>,
+        max_chain: usize,
+        resolved_tx: mpsc::UnboundedSender<(u32, Resolved)>,
+    ) -> TaskBook {
+        TaskBook {
+            tasks: Tasks::default(),
+            keys,
+            trust,
+            max_chain,
+            resolved_tx,
+        }
+    }
+
+    pub(super) fn get(&self, id: u32) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    pub(super) fn all(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.all()
+    }
+
+    pub(super) fn count(&self) -> usize {
+        self.tasks.all().count()
+    }
+
+    /// The task `id` as events show it: `action` is Some(the kernel's expired flag) for an
+    /// action (its state as it was then), None for the state now; `sandbox`: the layers its
+    /// tree runs under.
+    pub(super) fn view<'a>(
+        &'a self,
+        id: u32,
+        action: Option<bool>,
+        sandbox: Option<&'a Layers>,
+    ) -> Option<TaskView<'a>> {
+        let t = self.tasks.get(id)?;
+        let c = &t.verified.claims;
+        Some(TaskView {
+            jti: &c.jti,
+            iss: &c.iss,
+            sub: &c.sub,
+            exp: c.exp,
+            state: match action {
+                Some(k) => t.state_at_action(k),
+                None => t.state(credentials::now_epoch(), false),
+            },
+            kernel_expired: action.unwrap_or(false),
+            chain: &t.verified.chain,
+            sandbox,
+        })
+    }
+
+    /// Is task `id`'s credential valid now?
+    pub(super) fn valid(&self, id: u32) -> bool {
+        self.tasks
+            .get(id)
+            .is_some_and(|t| t.state(credentials::now_epoch(), false) == CredState::Valid)
+    }
+
+    /// Task `id` as the API shows it.
+    pub(super) fn json(&self, id: u32) -> serde_json::Value {
+        let Some(t) = self.tasks.get(id) else {
+            return json!(null);
+        };
+        let c = &t.verified.claims;
+        json!({
+            "jti": c.jti,
+            "iss": c.iss,
+            "sub": c.sub,
+            "exp": c.exp,
+            "state": t.state(credentials::now_epoch(), false).as_str(),
+            "delegation": t.verified.chain,
+            "parent": t.parent.and_then(|p| self.tasks.get(p)).map(|p| p.jti().to_string()),
+            "root_pid": t.root_pid,
+            "scope": c.scope,
+        })
+    }
+
+    /// Binds a verified credential to `pid`, which acts under task `current` now; `live`: does
+    /// a task still have a live process.
+    pub(super) fn bind(
+        &mut self,
+        verified: Verified,
+        pid: u32,
+        current: u32,
+        live: impl Fn(u32) -> bool,
+    ) -> Result<Bound, BindError> {
+        self.tasks.bind(verified, pid, current, live)
+    }
+
+    /// Revokes the task of `jti`; its id.
+    pub(super) fn revoke(&mut self, jti: &str) -> Option<u32> {
+        self.tasks.revoke(jti)
+    }
+
+    /// Forgets ended tasks without processes; the ids forgotten.
+    pub(super) fn collect(&mut self, live: impl Fn(u32) -> bool) -> Vec<u32> {
+        let before: Vec<u32> = self.tasks.all().map(|t| t.id).collect();
+        self.tasks.collect(credentials::now_epoch(), live);
+        before.into_iter().filter(|id| self.tasks.get(*id).is_none()).collect()
+    }
+
+    /// Verifies a credential now (one a process carries in its environment).
+    pub(super) fn verify(&self, token: &str) -> Option<Result<Verified, TokenError>> {
+        let keys = self.keys.read().ok()?;
+        Some(token::verify(token, &keys, credentials::now_epoch(), self.max_chain))
+    }
+
+    /// Resolves the host names of task `id`'s scope again, off the event loop.
+    pub(super) fn resolve(&self, id: u32) {
+        let Some(hosts) = self.tasks.get(id).map(|t| t.verified.scope.host_names()) else {
+            return;
+        };
+        if hosts.is_empty() {
+            return;
+        }
+        let tx = self.resolved_tx.clone();
+        tokio::spawn(async move {
+            let r = credentials::resolve_hosts(&hosts).await;
+            let _ = tx.send((id, r));
+        });
+    }
+
+    /// Resolves the host names of every task's scope again.
+    pub(super) fn resolve_all(&self) {
+        for t in self.tasks.all() {
+            self.resolve(t.id);
+        }
+    }
+
+    /// A resolution came back: the task's scope takes it. True when the task is still there
+    /// (its scope in the kernel must follow).
+    pub(super) fn resolved(&mut self, id: u32, hosts: Resolved) -> bool {
+        match self.tasks.get_mut(id) {
+            Some(t) => {
+                t.verified.scope.resolved = hosts;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The tasks as the state file keeps them.
+    pub(super) fn saved(&self) -> Vec<SavedTask> {
+        self.tasks
+            .all()
+            .map(|t| SavedTask {
+                id: t.id,
+                token: t.verified.token.clone(),
+                verified_at: t.verified.verified_at,
+                root_pid: t.root_pid,
+                parent: t.parent,
+                revoked: t.revoked,
+            })
+            .collect()
+    }
+
+    /// Verifies a task of the state file again, as of when it was first verified, and puts
+    /// it back under its id.
+    pub(super) fn restore(&mut self, t: &SavedTask) -> Result<(), TokenError> {
+        let keys = self.keys.read().map(|k| k.clone()).unwrap_or_default();
+        let verified = token::verify(&t.token, &keys, t.verified_at, self.max_chain)?;
+        self.tasks.restore(Task {
+            id: t.id,
+            verified,
+            root_pid: t.root_pid,
+            parent: t.parent,
+            revoked: t.revoked,
+        });
+        Ok(())
+    }
+
+    /// `tether status`'s trusted issuers, with the state of their keys.
+    pub(super) fn issuers_status(&self) -> Vec<serde_json::Value> {
+        self.trust
+            .iter()
+            .map(|t| {
+                let keys = self.keys.read().ok().and_then(|k| {
+                    k.by_issuer.get(&t.issuer).map(|r| match r {
+                        Ok(set) => json!({"keys": set.keys.len()}),
+                        Err(e) => json!({"error": e.to_string()}),
+                    })
+                });
+                json!({"issuer": t.issuer, "jwks": match &t.source {
+                    JwksSource::File(p) => p.display().to_string(),
+                    JwksSource::Url(u) => u.clone(),
+                }, "state": keys})
+            })
+            .collect()
+    }
+
+    pub(super) fn max_chain(&self) -> usize {
+        self.max_chain
+    }
+}
