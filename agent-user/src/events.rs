@@ -6,10 +6,13 @@ use agent_common::{
     ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, SandboxEvent, UnixEvent,
     UringEvent,
     contain::{S_IFBLK, S_IFCHR, S_IFMT, S_IFREG},
-    file_hook, file_op, flags, hook, kind, net_op, path_source, syscalls, unix_name, unix_op, uring_op, walk,
+    file_op, flags, hook, kind, net_op, path_source, syscalls, unix_name, unix_op, uring_op, walk,
 };
 
-use crate::credentials::scope::Grant;
+use crate::{
+    credentials::scope::Grant,
+    programs::{self, Mechanism},
+};
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -405,7 +408,7 @@ pub enum Event {
         path2: Option<ReportedPath>,
         /// The BPF LSM hook that judged the operation before it happened (`lsm/file_open`,
         /// `lsm/path_unlink`, ...); None: judged at the syscall's exit and by the daemon.
-        lsm: Option<&'static str>,
+        lsm: Option<Mechanism>,
         /// The file the operation acted on, as the kernel judged it (None: not looked at).
         object: Option<Object>,
     },
@@ -419,31 +422,33 @@ impl Event {
         !matches!(self, Event::Fork { .. } | Event::Exit { .. })
     }
 
-    pub fn mechanism(&self) -> &'static str {
+    pub fn mechanism(&self) -> Mechanism {
         let h = self.actor().hook;
+        let lsm = Mechanism::lsm;
+        let at = Mechanism::at;
         match self {
-            Event::Exec { via_lsm: true, .. } => "lsm/bprm_check_security",
-            Event::File { lsm: Some(hook), .. } => hook,
+            Event::Exec { via_lsm: true, .. } => lsm("bprm_check_security"),
+            Event::File { lsm: Some(hook), .. } => *hook,
             Event::Net { op, .. } if h == hook::LSM_SOCKET => match op {
-                NetOp::Listen => "lsm/socket_listen",
-                _ => "lsm/socket_create",
+                NetOp::Listen => lsm("socket_listen"),
+                _ => lsm("socket_create"),
             },
-            Event::Socket { .. } if h == hook::LSM_SOCKET => "lsm/socket_create",
-            Event::Socket { .. } if h == hook::SOCKET_SYSCALL => "tracepoint/syscalls/sys_enter_socket",
+            Event::Socket { .. } if h == hook::LSM_SOCKET => lsm("socket_create"),
+            Event::Socket { .. } if h == hook::SOCKET_SYSCALL => at("sys_enter_sock", "sys_enter_socket"),
             Event::Unix {
                 op: UnixOp::Connect, ..
-            } if h == hook::LSM_UNIX => "lsm/unix_stream_connect",
-            Event::Unix { op: UnixOp::Send, .. } if h == hook::LSM_UNIX => "lsm/unix_may_send",
+            } if h == hook::LSM_UNIX => lsm("unix_stream_connect"),
+            Event::Unix { op: UnixOp::Send, .. } if h == hook::LSM_UNIX => lsm("unix_may_send"),
             Event::Unix {
                 op: UnixOp::Connect, ..
-            } => "tracepoint/syscalls/sys_exit_connect",
-            Event::Unix { op: UnixOp::Send, .. } => "tracepoint/syscalls/sys_enter_sendmsg",
-            Event::Net { op: NetOp::Listen, .. } if h == hook::SOCKET_SYSCALL => "tracepoint/syscalls/sys_exit_listen",
-            Event::Net { op: NetOp::Accept, .. } => "tracepoint/syscalls/sys_exit_accept",
-            Event::Uring { op: UringOp::Setup, .. } => "tracepoint/syscalls/sys_enter_io_uring_setup",
-            Event::Uring { op: UringOp::Enter, .. } => "tracepoint/syscalls/sys_enter_io_uring_enter",
-            Event::Sandbox { .. } => "seccomp (refused before the call ran)",
-            _ => hook::name(h).unwrap_or("unknown"),
+            } => at("sys_exit_sock", "sys_exit_connect"),
+            Event::Unix { op: UnixOp::Send, .. } => at("sys_enter_sock", "sys_enter_sendmsg"),
+            Event::Net { op: NetOp::Listen, .. } if h == hook::SOCKET_SYSCALL => at("sys_exit_sock", "sys_exit_listen"),
+            Event::Net { op: NetOp::Accept, .. } => at("sys_exit_sock", "sys_exit_accept"),
+            Event::Uring { op: UringOp::Setup, .. } => at("sys_enter_io_uring_setup", "sys_enter_io_uring_setup"),
+            Event::Uring { op: UringOp::Enter, .. } => at("sys_enter_io_uring_enter", "sys_enter_io_uring_enter"),
+            Event::Sandbox { .. } => Mechanism::Seccomp,
+            _ => programs::record(h),
         }
     }
 
@@ -762,7 +767,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 path,
                 path2: file_path(&e.b)?,
                 lsm: if e.header.flags & flags::VIA_LSM != 0 {
-                    Some(file_hook::mechanism(e.hook).ok_or(DecodeError::BadValue {
+                    Some(programs::file_hook(e.hook).ok_or(DecodeError::BadValue {
                         what: "file hook",
                         value: e.hook as u64,
                     })?)
@@ -846,7 +851,7 @@ pub fn join_dir_and_name(dir: &[u8], name: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_common::{WALK_BUF, WALK_MAIN, WalkedPath};
+    use agent_common::{WALK_BUF, WALK_MAIN, WalkedPath, file_hook};
 
     fn header(kind: u32) -> Header {
         let hook = match kind {
@@ -1026,9 +1031,9 @@ mod tests {
             ev,
             Event::File {
                 syscall_nr: None,
-                lsm: Some("lsm/file_open"),
+                lsm: Some(m),
                 ..
-            }
+            } if m == "lsm/file_open"
         ));
         // A syscall record a path hook judged names the hook; a hook id it does not know is
         // a decode error, not a guess.

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::kernel_layout::Degradation;
+use crate::{
+    kernel_layout::Degradation,
+    programs::{self, Hook, Kind, LsmGroup, Mechanism, Via},
+};
 
 /// The result of one probe.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -65,14 +68,6 @@ pub struct HookMechanism {
     pub enforcement: String,
 }
 
-/// A mechanism as named where the LSM programs run as fmod_ret programs on the `security_*`
-/// functions: `lsm/file_open` is `fmod_ret/security_file_open`.
-pub fn via_fmod_ret(mechanism: &str) -> String {
-    mechanism
-        .replace("lsm/bprm_check_security", "fmod_ret/security_bprm_check")
-        .replace("lsm/", "fmod_ret/security_")
-}
-
 /// The whole report: kernel, features, the hook mechanisms in effect, and what is degraded.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelReport {
@@ -93,11 +88,12 @@ impl KernelReport {
         self.lsm_groups.iter().any(|g| g == group)
     }
 
-    /// Is the BPF LSM mechanism in effect for `hook`?
+    /// Is the BPF LSM mechanism (or fmod_ret in its place) what first judges `hook`?
     pub fn lsm_in_effect(&self, hook: &str) -> bool {
-        self.hooks
+        let groups: Vec<&str> = self.lsm_groups.iter().map(String::as_str).collect();
+        rows(&groups, true, 0)
             .iter()
-            .any(|h| h.hook == hook && (h.mechanism.starts_with("lsm/") || h.mechanism.starts_with("fmod_ret/")))
+            .any(|r| r.hook.as_str() == hook && r.parts.first().is_some_and(Part::is_lsm))
     }
 
     /// One-line-per-fact summary for the start-up log.
@@ -148,13 +144,101 @@ impl KernelReport {
     }
 }
 
+/// One part of a hook's mechanism: a program of the table, or words around them.
+#[derive(Debug, Clone)]
+enum Part {
+    M(Mechanism),
+    T(String),
+}
+
+impl Part {
+    fn is_lsm(&self) -> bool {
+        matches!(self, Part::M(m) if m.is_lsm())
+    }
+}
+
+/// A hook's mechanism, built part by part.
+#[derive(Debug, Clone, Default)]
+struct Parts(Vec<Part>);
+
+impl Parts {
+    /// An LSM program (by program name).
+    fn lsm(mut self, program: &str) -> Parts {
+        self.0.push(Part::M(Mechanism::lsm(program)));
+        self
+    }
+    /// A family of LSM hooks (`path_*`).
+    fn lsm_family(mut self, hooks: &'static str) -> Parts {
+        self.0.push(Part::M(Mechanism::Lsm(hooks)));
+        self
+    }
+    /// A program at tracepoint `event` (or its own attach point).
+    fn at(mut self, program: &'static str, event: &'static str) -> Parts {
+        self.0.push(Part::M(Mechanism::at(program, event)));
+        self
+    }
+    /// Words; a program of the table by name where they name one.
+    fn t(mut self, text: impl Into<String>) -> Parts {
+        self.0.push(Part::T(text.into()));
+        self
+    }
+    fn name(&self, via: Via) -> String {
+        self.0
+            .iter()
+            .map(|p| match p {
+                Part::M(m) => m.name(via),
+                Part::T(t) => t.clone(),
+            })
+            .collect()
+    }
+}
+
+/// One hook of the report, before its mechanism is named.
+struct Row {
+    hook: Hook,
+    parts: Vec<Part>,
+    enforcement: String,
+}
+
 /// The mechanism per hook, given the hook groups where BPF LSM is in effect (`exec`,
 /// `file_write`, `file_names`, `file_owner`, `file_attrs`, `connect`, `sockets`, `unix`, ...;
 /// `io_uring` where those hooks also see what a ring does: its async workers are threads of
 /// the process, 5.12+),
 /// whether bpf_send_signal is allowed and what else was attached (agent_common::feature).
+/// The LSM programs are named as BPF LSM (see [`hook_mechanisms_via`]).
 pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<HookMechanism> {
-    let on = |what: &str| lsm.contains(&what);
+    hook_mechanisms_via(lsm, send_signal, attached, Via::Lsm)
+}
+
+/// [`hook_mechanisms`], with the LSM programs named as they run here (`via`): as BPF LSM
+/// (`lsm/file_open`) or as fmod_ret on the `security_*` functions
+/// (`fmod_ret/security_file_open`).
+pub fn hook_mechanisms_via(lsm: &[&str], send_signal: bool, attached: u32, via: Via) -> Vec<HookMechanism> {
+    rows(lsm, send_signal, attached)
+        .into_iter()
+        .map(|r| HookMechanism {
+            hook: r.hook.as_str(),
+            mechanism: Parts(r.parts).name(via),
+            enforcement: r.enforcement,
+        })
+        .collect()
+}
+
+/// `tracepoint/<category>` of program `program`.
+fn tracepoints(program: &str) -> String {
+    match programs::get(program).kind {
+        Kind::Tracepoint { category, .. } => format!("tracepoint/{category}"),
+        _ => unreachable!("{program} is a tracepoint program"),
+    }
+}
+
+/// `cgroup_sock_addr/connect4,connect6`: the IPv4 and IPv6 programs of one call.
+fn cgroup_pair(v4: &str, v6: &str) -> String {
+    format!("{},{}", programs::get(v4).at(""), programs::get(v6).name)
+}
+
+fn rows(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<Row> {
+    let on = |g: LsmGroup| lsm.contains(&g.as_str());
     let kill_or_none = |kill: &str| {
         if send_signal {
             kill.to_string()
@@ -162,93 +246,113 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<Ho
             "none (observe only: bpf_send_signal is refused)".to_string()
         }
     };
-    let hook = |hook, mechanism: &str, enforcement: String| HookMechanism {
+    let hook = |hook, parts: Parts, enforcement: String| Row {
         hook,
-        mechanism: mechanism.into(),
+        parts: parts.0,
         enforcement,
     };
+    let p = Parts::default;
+    let cgroup_sock = attached & agent_common::feature::CGROUP_SOCK != 0;
     vec![
         hook(
-            "lineage",
-            "raw_tp/sched_process_fork, tracepoint/sched/sched_process_exit",
+            Hook::Lineage,
+            p().at("sched_process_fork", "sched_process_fork")
+                .t(", ")
+                .at("sched_process_exit", "sched_process_exit"),
             "none (observes)".into(),
         ),
-        if on("exec") {
+        if on(LsmGroup::Exec) {
             hook(
-                "exec",
-                "lsm/bprm_check_security, tracepoint/sched/sched_process_exec",
+                Hook::Exec,
+                p().lsm("bprm_check_security")
+                    .t(", ")
+                    .at("sched_process_exec", "sched_process_exec"),
                 "deny before exec (-EPERM from the LSM hook)".into(),
             )
         } else {
             hook(
-                "exec",
-                "tracepoint/sched/sched_process_exec",
+                Hook::Exec,
+                p().at("sched_process_exec", "sched_process_exec"),
                 kill_or_none("kill right after exec (bpf_send_signal)"),
             )
         },
-        file_write_mechanism(on("file_write"), on("file_names"), on("file_owner"), &kill_or_none),
+        file_write_mechanism(
+            on(LsmGroup::FileWrite),
+            on(LsmGroup::FileNames),
+            on(LsmGroup::FileOwner),
+            &kill_or_none,
+        ),
         hook(
-            "connect",
-            if on("connect") {
-                "lsm/socket_connect, cgroup_sock_addr/connect4,connect6 (TCP Fast Open)"
+            Hook::Connect,
+            if on(LsmGroup::Connect) {
+                p().lsm("socket_connect")
+                    .t(format!(", {} (TCP Fast Open)", cgroup_pair("connect4", "connect6")))
             } else {
-                "cgroup_sock_addr/connect4,connect6"
+                p().t(cgroup_pair("connect4", "connect6"))
             },
             "deny (-EPERM before the connection is made)".into(),
         ),
         hook(
-            "send",
-            "cgroup_sock_addr/sendmsg4,sendmsg6",
+            Hook::Send,
+            p().t(cgroup_pair("sendmsg4", "sendmsg6")),
             "deny (-EPERM before the datagram is sent)".into(),
         ),
-        if on("file_attrs") {
+        if on(LsmGroup::FileAttrs) {
             hook(
-                "file_attrs",
-                if on("file_acls") {
-                    "lsm/inode_setxattr, inode_removexattr, inode_set_acl, inode_remove_acl, inode_setattr (times)"
+                Hook::FileAttrs,
+                if on(LsmGroup::FileAcls) {
+                    p().lsm("inode_setxattr")
+                        .t(", inode_removexattr, inode_set_acl, inode_remove_acl, inode_setattr (times)")
                 } else {
-                    "lsm/inode_setxattr, inode_removexattr, inode_setattr (times)"
+                    p().lsm("inode_setxattr")
+                        .t(", inode_removexattr, inode_setattr (times)")
                 },
                 "deny before the change (-EPERM); a target the hook cannot place in a mount is refused (fail closed)"
                     .into(),
             )
         } else {
             hook(
-                "file_attrs",
-                "tracepoint/syscalls",
+                Hook::FileAttrs,
+                p().t(tracepoints("sys_exit_file")),
                 kill_or_none("judged at the syscall's exit (fd calls) or by the daemon (names), killed after the fact"),
             )
         },
-        if on("unix") {
+        if on(LsmGroup::Unix) {
             hook(
-                "unix",
-                "lsm/unix_stream_connect, lsm/unix_may_send",
+                Hook::Unix,
+                p().lsm("unix_stream_connect").t(", ").lsm("unix_may_send"),
                 "deny (-EPERM) on the peer the kernel resolved, before the connection or datagram".into(),
             )
         } else {
             hook(
-                "unix",
-                "tracepoint/syscalls/connect (resolved peer), sendto/sendmsg (name given)",
+                Hook::Unix,
+                p().t(format!(
+                    "{}/connect (resolved peer), sendto/sendmsg (name given)",
+                    tracepoints("sys_exit_sock")
+                )),
                 kill_or_none(
                     "kill: a connect once made, before any byte is sent; a datagram to a named socket after it is sent",
                 ),
             )
         },
-        if on("sockets") {
+        if on(LsmGroup::Sockets) {
             hook(
-                "socket_create",
-                "lsm/socket_create",
+                Hook::SocketCreate,
+                p().lsm("socket_create"),
                 "deny (-EPERM) raw, packet, ICMP and vsock sockets not granted".into(),
             )
         } else {
             hook(
-                "socket_create",
-                if attached & agent_common::feature::CGROUP_SOCK != 0 {
-                    "cgroup_sock/sock_create (IP), tracepoint/syscalls/sys_enter_socket (packet, vsock)"
+                Hook::SocketCreate,
+                if cgroup_sock {
+                    p().at("sock_create", "")
+                        .t(" (IP), ")
+                        .at("sys_enter_sock", "sys_enter_socket")
+                        .t(" (packet, vsock)")
                 } else {
-                    "tracepoint/syscalls/sys_enter_socket"
+                    p().at("sys_enter_sock", "sys_enter_socket")
                 },
-                if attached & agent_common::feature::CGROUP_SOCK != 0 {
+                if cgroup_sock {
                     format!(
                         "deny (-EPERM) raw and ICMP sockets not granted; packet and vsock: {}",
                         kill_or_none("kill before the socket reaches the caller")
@@ -259,13 +363,18 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<Ho
             )
         },
         hook(
-            "listen",
-            if on("sockets") {
-                "cgroup_sock_addr/bind4,bind6, lsm/socket_listen, tracepoint/syscalls/sys_exit_accept"
+            Hook::Listen,
+            if on(LsmGroup::Sockets) {
+                p().t(format!("{}, ", cgroup_pair("bind4", "bind6")))
+                    .lsm("socket_listen")
+                    .t(", ")
+                    .at("sys_exit_sock", "sys_exit_accept")
             } else {
-                "cgroup_sock_addr/bind4,bind6, tracepoint/syscalls/sys_exit_listen, sys_exit_accept"
+                p().t(format!("{}, ", cgroup_pair("bind4", "bind6")))
+                    .at("sys_exit_sock", "sys_exit_listen")
+                    .t(", sys_exit_accept")
             },
-            if on("sockets") {
+            if on(LsmGroup::Sockets) {
                 format!(
                     "deny binds and listens (-EPERM); accepted connections: {}",
                     kill_or_none("kill after the accept")
@@ -277,29 +386,34 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<Ho
                 )
             },
         ),
-        if on("self") {
+        if on(LsmGroup::SelfGuard) {
             hook(
-                "tamper",
-                "lsm/bpf, lsm/task_kill, lsm/ptrace_access_check",
+                Hook::Tamper,
+                p().lsm("bpf")
+                    .t(", ")
+                    .lsm("task_kill")
+                    .t(", ")
+                    .lsm("ptrace_access_check"),
                 "refuse (-EPERM) a tracked process's bpf(2), signals to the daemon, and ptrace-family access to the daemon or to untracked processes".into(),
             )
         } else {
             hook(
-                "tamper",
-                "tether exec's sandbox (seccomp: bpf, ptrace, process_vm_*; Landlock: signal scoping, ptrace of processes outside it); the daemon's check of its kernel state",
+                Hook::Tamper,
+                p().t("tether exec's sandbox (seccomp: bpf, ptrace, process_vm_*; Landlock: signal scoping, ptrace of processes outside it); the daemon's check of its kernel state"),
                 "refused only under tether exec; for other agents after the fact: kernel state repaired and alerted within 2 s".into(),
             )
         },
-        if on("file_names") && on("io_uring") {
+        if on(LsmGroup::FileNames) && on(LsmGroup::IoUring) {
             hook(
-                "io_uring",
-                "the BPF LSM hooks (each operation a ring performs)",
+                Hook::IoUring,
+                p().t("the BPF LSM hooks (each operation a ring performs)"),
                 "as the operations' own hooks".into(),
             )
         } else {
             hook(
-                "io_uring",
-                "tracepoint/syscalls/sys_enter_io_uring_setup, sys_enter_io_uring_enter",
+                Hook::IoUring,
+                p().at("sys_enter_io_uring_setup", "sys_enter_io_uring_setup")
+                    .t(", sys_enter_io_uring_enter"),
                 kill_or_none("kill before a ring not granted is used"),
             )
         },
@@ -308,7 +422,7 @@ pub fn hook_mechanisms(lsm: &[&str], send_signal: bool, attached: u32) -> Vec<Ho
 
 /// The file_write row: file_open for opens, the path hooks for name-based operations
 /// (`names`: all but chown; `owner`: chown), the syscall's exit for what no hook covers.
-fn file_write_mechanism(opens: bool, names: bool, owner: bool, kill_or_none: &dyn Fn(&str) -> String) -> HookMechanism {
+fn file_write_mechanism(opens: bool, names: bool, owner: bool, kill_or_none: &dyn Fn(&str) -> String) -> Row {
     let mut path_ops = Vec::new();
     if names {
         path_ops.push("create, mkdir, rmdir, unlink, rename, link, symlink, truncate, chmod");
@@ -332,19 +446,25 @@ fn file_write_mechanism(opens: bool, names: bool, owner: bool, kill_or_none: &dy
     if names && !owner {
         after.push("chown");
     }
-    let mut mechanism = Vec::new();
+    let mut mechanism = Parts::default();
+    let mut first = true;
+    let mut sep = |m: Parts| {
+        if std::mem::take(&mut first) { m } else { m.t(", ") }
+    };
     if opens {
-        mechanism.push("lsm/file_open (opens)".to_string());
+        mechanism = sep(mechanism).lsm("file_open").t(" (opens)");
     }
     if !path_ops.is_empty() {
-        mechanism.push(format!("lsm/path_* ({path_ops})"));
+        mechanism = sep(mechanism).lsm_family("path_*").t(format!(" ({path_ops})"));
     }
-    mechanism.push(if after.is_empty() {
-        "tracepoint/syscalls (records)".to_string()
-    } else if mechanism.is_empty() {
-        "tracepoint/syscalls".to_string()
+    let syscalls = tracepoints("sys_exit_file");
+    let any_lsm = !mechanism.0.is_empty();
+    mechanism = sep(mechanism).t(if after.is_empty() {
+        format!("{syscalls} (records)")
+    } else if !any_lsm {
+        syscalls
     } else {
-        format!("tracepoint/syscalls ({}; records)", after.join(", "))
+        format!("{syscalls} ({}; records)", after.join(", "))
     });
     let enforcement = match (opens || names, after.is_empty()) {
         (true, true) => "deny before the operation (-EPERM from the LSM hooks)".to_string(),
@@ -362,9 +482,9 @@ fn file_write_mechanism(opens: bool, names: bool, owner: bool, kill_or_none: &dy
             kill_or_none("kill at the syscall's exit (the call has completed: O_CREAT created, O_TRUNC truncated)")
         }
     };
-    HookMechanism {
-        hook: "file_write",
-        mechanism: mechanism.join(", "),
+    Row {
+        hook: Hook::FileWrite,
+        parts: mechanism.0,
         enforcement,
     }
 }
@@ -569,6 +689,79 @@ mod tests {
                 .1
                 .starts_with("deny (-EPERM) raw and ICMP")
         );
+    }
+
+    /// Where fmod_ret stands in, every `lsm/<hook>` of a mechanism is the hook's `security_*`
+    /// function and nothing else changes; a hook is judged by BPF LSM (or fmod_ret) first
+    /// exactly where its mechanism starts with an LSM hook.
+    #[test]
+    fn fmod_ret_names_and_lsm_in_effect_follow_the_lsm_names() {
+        let groups = [
+            "exec",
+            "file_write",
+            "file_names",
+            "file_owner",
+            "file_truncate",
+            "file_attrs",
+            "file_acls",
+            "connect",
+            "self",
+            "sockets",
+            "unix",
+            "io_uring",
+        ];
+        for mask in 0..(1u32 << groups.len()) {
+            let on: Vec<&str> = groups
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, g)| *g)
+                .collect();
+            for attached in [0, agent_common::feature::CGROUP_SOCK] {
+                let lsm = hook_mechanisms(&on, true, attached);
+                let fmod = hook_mechanisms_via(&on, true, attached, Via::FmodRet);
+                for (l, f) in lsm.iter().zip(&fmod) {
+                    let renamed = l
+                        .mechanism
+                        .replace("lsm/bprm_check_security", "fmod_ret/security_bprm_check")
+                        .replace("lsm/", "fmod_ret/security_");
+                    assert_eq!(f.mechanism, renamed, "{on:?}");
+                    assert_eq!((f.hook, &f.enforcement), (l.hook, &l.enforcement));
+                }
+            }
+            let mut report = test_report();
+            report.lsm_groups = on.iter().map(|g| g.to_string()).collect();
+            for h in hook_mechanisms(&on, true, 0) {
+                assert_eq!(
+                    report.lsm_in_effect(h.hook),
+                    h.mechanism.starts_with("lsm/"),
+                    "{on:?}: {}",
+                    h.hook
+                );
+            }
+        }
+    }
+
+    fn test_report() -> KernelReport {
+        KernelReport {
+            kernel: "6.1.0".into(),
+            features: Features {
+                cgroup_sock: Probe::yes("test"),
+                bpf_lsm: Probe::no("load: EPERM"),
+                fmod_ret: Probe::no("load: EPERM"),
+                fentry: Probe::no("load: EPERM"),
+                cgroup_sock_addr: Probe::yes("loaded"),
+                ring_buffer: Probe::yes("created"),
+                send_signal: Probe::yes("loaded"),
+                landlock_abi: Some(3),
+                landlock: Probe::yes("ABI 3"),
+                active_lsms: None,
+            },
+            hooks: Vec::new(),
+            lsm_groups: Vec::new(),
+            degraded: Vec::new(),
+            missing_tracepoints: vec![],
+        }
     }
 
     #[test]

@@ -20,5 +20,6 @@ pub mod persist;
 pub mod pods;
 pub mod policy;
 pub mod procscan;
+pub mod programs;
 pub mod selectors;
 pub mod tls;

@@ -29,6 +29,7 @@ use crate::{
     modret,
     persist::{self, Persist},
     policy::{Selectors, engine::Rules},
+    programs::{self, Dir, Events, Kind, LsmGroup, PROGRAMS, Program, Syscalls, Via, When, security_function},
     selectors::{self, CompiledSelectors},
 };
 
@@ -369,55 +370,23 @@ fn load_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), LoadError> {
     p.load().map_err(prog_err(name))
 }
 
-fn load_sock_addr(ebpf: &mut Ebpf, name: &str) -> Result<(), LoadError> {
-    let p: &mut CgroupSockAddr = program(ebpf, name)?;
-    p.load().map_err(prog_err(name))
-}
-
-/// The hook LSM program `name` attaches to: its name, but for the variants of a hook whose
-/// prototype changed (`path_rename4`, `inode_setxattr_old`, ...).
-fn lsm_hook_of(name: &str) -> &str {
-    name.strip_suffix("_old")
-        .or_else(|| name.strip_suffix("4"))
-        .unwrap_or(name)
-}
-
 /// The program for `hook` on a kernel whose prototypes are `params` (parameter counts).
 fn lsm_variant(hook: &'static str, params: &BTreeMap<&'static str, u32>) -> &'static str {
-    match (hook, params.get(hook).copied()) {
-        // path_rename gained `flags` in 5.19.
-        ("path_rename", Some(4)) => "path_rename4",
-        // The inode hooks gained an idmap (or user namespace) first.
-        ("inode_setxattr", Some(5)) => "inode_setxattr_old",
-        ("inode_removexattr", Some(2)) => "inode_removexattr_old",
-        ("inode_setattr", Some(2)) => "inode_setattr_old",
-        // bpf gained `kernel` in 6.9.
-        ("bpf", Some(3)) => "bpf_old",
-        (h, _) => h,
-    }
+    programs::lsm_variant(hook, params.get(hook).copied())
 }
 
 /// The parameter count program `name` was written for, for the hooks with one program per
 /// prototype ([`lsm_variant`]); None for the others (they follow the running kernel's hook).
 fn variant_params(name: &str) -> Option<u32> {
-    Some(match name {
-        "path_rename4" => 4,
-        "path_rename" => 5,
-        "inode_setxattr_old" => 5,
-        "inode_setxattr" => 6,
-        "inode_removexattr_old" => 2,
-        "inode_removexattr" => 3,
-        "inode_setattr_old" => 2,
-        "inode_setattr" => 3,
-        "bpf_old" => 3,
-        "bpf" => 4,
-        _ => return None,
-    })
+    match programs::get(name).kind {
+        Kind::Lsm { params, .. } => params,
+        _ => None,
+    }
 }
 
 /// Loads LSM program `name` for its hook.
 fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
-    let hook = lsm_hook_of(name);
+    let hook = programs::get(name).lsm_hook().unwrap_or(name);
     let p: &mut Lsm = program(ebpf, name)?;
     let t = std::time::Instant::now();
     let r = p.load(hook, btf).map_err(prog_err(name));
@@ -430,55 +399,6 @@ fn load_lsm(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), LoadError> {
     r
 }
 
-/// The BPF LSM hooks Tether uses, in groups used whole or not at all: (what the group
-/// observes, its hooks, the need bits of the fields they read). Every file hook judges a
-/// path: without path resolution they could not say which file. path_chown is a group of its
-/// own: kernels before 6.0 cannot attach BPF to a hook that takes a struct (kuid_t) by value,
-/// and the other path hooks stay without it. file_truncate and the ACL hooks exist from 6.2.
-const LSM_GROUPS: [(&str, &[&str], u32); 11] = [
-    ("exec", &["bprm_check_security"], need::LSM_EXEC | need::PATHS),
-    ("file_write", &["file_open"], need::LSM_FILE | need::PATHS),
-    (
-        "file_names",
-        &[
-            "path_mknod",
-            "path_mkdir",
-            "path_rmdir",
-            "path_unlink",
-            "path_rename",
-            "path_link",
-            "path_symlink",
-            "path_truncate",
-            "path_chmod",
-        ],
-        need::LSM_PATH | need::PATHS,
-    ),
-    ("file_owner", &["path_chown"], need::LSM_PATH | need::PATHS),
-    ("file_truncate", &["file_truncate"], need::LSM_PATH | need::PATHS),
-    (
-        "file_attrs",
-        &["inode_setxattr", "inode_removexattr", "inode_setattr"],
-        need::LSM_INODE | need::PATHS,
-    ),
-    (
-        "file_acls",
-        &["inode_set_acl", "inode_remove_acl"],
-        need::LSM_INODE | need::PATHS,
-    ),
-    ("connect", &["socket_connect"], need::LSM_CONNECT),
-    // Tether itself: bpf(2), signals to the daemon, ptrace-family access.
-    ("self", &["bpf", "task_kill", "ptrace_access_check"], need::CORE),
-    ("sockets", &["socket_create", "socket_listen"], need::SOCKETS),
-    (
-        "unix",
-        &["unix_stream_connect", "unix_may_send"],
-        need::SOCKETS | need::PATHS,
-    ),
-];
-
-/// The LSM groups that are the path hooks (`--no-lsm-path-hooks` leaves them out).
-const PATH_GROUPS: [&str; 5] = ["file_names", "file_owner", "file_truncate", "file_attrs", "file_acls"];
-
 /// Unloads (and so detaches) LSM programs loaded so far.
 fn unload_lsm(ebpf: &mut Ebpf, hooks: &[&str]) {
     for hook in hooks {
@@ -488,21 +408,12 @@ fn unload_lsm(ebpf: &mut Ebpf, hooks: &[&str]) {
     }
 }
 
-/// The `security_*` function that calls LSM hook `hook` (where an fmod_ret program stands in
-/// for the hook).
-fn security_function(hook: &str) -> String {
-    match hook {
-        "bprm_check_security" => "security_bprm_check".into(),
-        h => format!("security_{h}"),
-    }
-}
-
 /// The kernel functions whose prototypes the loader compares: each LSM hook's `bpf_lsm_*`
 /// and its `security_*` function.
 fn prototypes() -> Vec<String> {
-    LSM_GROUPS
-        .iter()
-        .flat_map(|(_, hooks, _)| hooks.iter())
+    programs::lsm_groups()
+        .into_iter()
+        .flat_map(|(_, hooks)| hooks)
         .flat_map(|h| [format!("bpf_lsm_{h}"), security_function(h)])
         .collect()
 }
@@ -527,12 +438,14 @@ fn attach_modret(
     let mut links = Vec::new();
     let mut in_effect = Vec::new();
     let mut detail = String::new();
-    for (what, hooks, needs) in LSM_GROUPS {
-        if PATH_GROUPS.contains(&what) && !path_hooks {
+    let before = attached.programs.len();
+    for (group_id, hooks) in programs::lsm_groups() {
+        let what = group_id.as_str();
+        if group_id.is_path() && !path_hooks {
             detail.push_str(&format!("{what}: not used (--no-lsm-path-hooks); "));
             continue;
         }
-        if layout.degraded & needs != 0 {
+        if layout.degraded & group_id.needs() != 0 {
             detail.push_str(&format!("{what}: not used (kernel lacks fields they read); "));
             continue;
         }
@@ -547,7 +460,7 @@ fn attach_modret(
             // The program reads the arguments as the security_* function passes them: a
             // hook with one program per prototype gets the one for the function's (6.1's
             // security_inode_setattr takes the user namespace its hook does not).
-            let program = lsm_variant(hook, &BTreeMap::from([(*hook, params)]));
+            let program = programs::lsm_variant(hook, Some(params));
             let expected =
                 variant_params(program).or_else(|| layout.func_params.get(&format!("bpf_lsm_{hook}")).copied());
             if expected != Some(params) {
@@ -570,7 +483,7 @@ fn attach_modret(
                         if error.raw_os_error() == Some(libc::EPERM));
                     if refused {
                         // The kernel refuses tracing programs (lockdown, or no trampolines).
-                        attached.programs.retain(|p| !p.starts_with("fmod_ret/"));
+                        attached.programs.truncate(before);
                         return (Probe::no(e.to_string()), vec![], vec![]);
                     }
                     warn!("fmod_ret {program} on {function} refused: {e}");
@@ -621,12 +534,14 @@ fn attach_lsm(
     let mut used: Vec<&str> = Vec::new();
     let mut detail = String::new();
     let mut active_checked = false;
-    for (what, hooks, needs) in LSM_GROUPS {
-        if PATH_GROUPS.contains(&what) && !path_hooks {
+    let before = attached.programs.len();
+    for (group, hooks) in programs::lsm_groups() {
+        let what = group.as_str();
+        if group.is_path() && !path_hooks {
             detail.push_str(&format!("{what}: not used (--no-lsm-path-hooks); "));
             continue;
         }
-        if degraded & needs != 0 {
+        if degraded & group.needs() != 0 {
             detail.push_str(&format!(
                 "{what} ({}): not used (kernel lacks fields they read); ",
                 hooks.join(", ")
@@ -660,7 +575,8 @@ fn attach_lsm(
                     Err(why) => d.push_str(&format!("; active LSMs unknown: {why}")),
                     _ => {}
                 }
-                attached.programs.retain(|p| !p.starts_with("lsm/"));
+                attached.programs.truncate(before);
+                links.clear();
                 return (Probe::no(d), vec![]);
             }
             // Our program failing the verifier: the full story is in the verbose log (which
@@ -682,6 +598,7 @@ fn attach_lsm(
             };
             if let Some(why) = why {
                 unload_lsm(ebpf, &loaded);
+                links.clear();
                 return (Probe::no(why), vec![]);
             }
             active_checked = true;
@@ -700,6 +617,10 @@ fn attach_lsm(
         }
         if let Some(e) = attach_err {
             unload_lsm(ebpf, &loaded);
+            // Only the links of groups in effect are pinned.
+            for hook in &hooks {
+                links.remove(hook);
+            }
             detail.push_str(&format!("{what}: not used ({e}); "));
             continue;
         }
@@ -714,29 +635,277 @@ fn attach_lsm(
     (Probe::yes(detail.trim_end_matches("; ")), in_effect)
 }
 
-/// Loads tracepoint program `prog` and attaches it to `{dir}_{name}` of each syscall named,
-/// where this kernel has that tracepoint (the others are listed in `missing`).
+/// What the LSM groups gave: BPF LSM, or fmod_ret in its place, or neither.
+struct LsmPhase {
+    bpf_lsm: Probe,
+    fmod_ret: Probe,
+    /// The groups in effect (`io_uring` too where the path hooks see what a ring does).
+    groups: Vec<&'static str>,
+    modret_links: Vec<modret::Link>,
+}
+
+/// The LSM programs of the table, group by group: BPF LSM where the kernel allows it (the
+/// hooks that can refuse an action before it happens), else the same programs as fmod_ret on
+/// the security_* functions where the kernel allows BPF trampolines. Pinned with --persist.
 #[allow(clippy::too_many_arguments)]
-fn attach_syscalls<'a>(
+fn attach_lsm_groups(
     ebpf: &mut Ebpf,
     object: &[u8],
     config: &Config,
+    btf: Option<&Btf>,
+    lsms: &Result<String, features::ProbeError>,
+    layout: &kernel_layout::Layout,
+    path_hooks: bool,
     pins: &mut Pins,
-    missing: &mut Vec<String>,
-    prog: &str,
-    dir: &str,
-    names: impl IntoIterator<Item = &'a str>,
-) -> Result<(), LoadError> {
-    load_required(ebpf, object, config, prog, |e| load_tracepoint(e, prog))?;
-    for name in names {
-        let event = format!("{dir}_{name}");
-        if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
-            missing.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
-            continue;
+    attached: &mut Attached,
+    map_fds: Result<modret::Maps, modret::ModRetError>,
+) -> Result<LsmPhase, LoadError> {
+    let mut lsm_links = BTreeMap::new();
+    let (bpf_lsm, mut groups) = attach_lsm(
+        ebpf,
+        object,
+        config,
+        btf,
+        lsms,
+        layout,
+        path_hooks,
+        attached,
+        &mut lsm_links,
+    );
+    if pins.dir.is_some() {
+        // The links of the groups in effect (attach_lsm keeps no other).
+        for (hook, id) in lsm_links {
+            let p: &mut Lsm = program(ebpf, hook)?;
+            let link = p.take_link(id).map_err(prog_err(hook))?;
+            pins.pin(&format!("lsm_{hook}"), link.into())?;
         }
-        pins.attach_tracepoint(ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
     }
-    Ok(())
+    let (fmod_ret, modret_links) = match (btf, &map_fds) {
+        _ if !groups.is_empty() => (Probe::no("not needed: BPF LSM is in effect"), Vec::new()),
+        (Some(btf), Ok(maps)) => {
+            let (probe, in_effect, links) = attach_modret(maps, object, btf, layout, path_hooks, attached);
+            groups = in_effect;
+            (probe, links)
+        }
+        (None, _) => (
+            Probe::no("the kernel's BTF could not be parsed by the loader"),
+            Vec::new(),
+        ),
+        (_, Err(e)) => (Probe::no(e.to_string()), Vec::new()),
+    };
+    drop(map_fds);
+    if let Some(dir) = &pins.dir {
+        for link in &modret_links {
+            let name = format!("fmodret_{}", link.function);
+            link.pin(&dir.join(&name)).map_err(|e| LoadError::Pin {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
+            pins.kept.pinned.push(name);
+        }
+    }
+    if groups.contains(&LsmGroup::FileNames.as_str()) && layout.uring_workers_in_task {
+        // The path hooks see what a ring does only where its async workers are threads of
+        // the process (5.12+); before, rings are judged as where BPF LSM is absent.
+        groups.push(LsmGroup::IoUring.as_str());
+    }
+    Ok(LsmPhase {
+        bpf_lsm,
+        fmod_ret,
+        groups,
+        modret_links,
+    })
+}
+
+/// The tracepoints program `p` is attached to on this kernel, given the LSM groups in effect
+/// and what is degraded.
+fn events_of(p: &Program, lsm: &dyn Fn(LsmGroup) -> bool, degraded: u32) -> Vec<String> {
+    let Kind::Tracepoint { events, .. } = p.kind else {
+        return Vec::new();
+    };
+    let (dir, set) = match events {
+        Events::Own => return vec![p.name.to_string()],
+        Events::Named(names) => return names.iter().map(|n| n.to_string()).collect(),
+        Events::Syscalls(dir, set) => (dir, set),
+    };
+    let names: Vec<&str> = match set {
+        // Opens go to LSM file_open where it is in effect.
+        Syscalls::File => syscalls::WATCHED
+            .iter()
+            .filter(|sc| !(lsm(LsmGroup::FileWrite) && sc.is_open()))
+            .map(|sc| sc.name)
+            .collect(),
+        Syscalls::Socket => {
+            // Sockets the cgroup hooks do not see, where no BPF LSM hook judges them (see
+            // the sock module of agent-ebpf): socket() of other families, Unix connects and
+            // datagrams, listens; accepted connections everywhere.
+            let mut calls: Vec<&str> = vec!["accept", "accept4"];
+            if !lsm(LsmGroup::Sockets) {
+                calls.extend(["socket", "listen"]);
+            }
+            if !lsm(LsmGroup::Unix) {
+                calls.extend(["connect", "sendto", "sendmsg", "sendmmsg"]);
+            }
+            if degraded & need::SOCKETS != 0 {
+                calls.retain(|c| *c == "socket");
+            }
+            // Which calls need their entry (the fd of a connect or listen is read there)
+            // and exit.
+            let wanted = |c: &str| match dir {
+                Dir::Enter => c != "accept" && c != "accept4",
+                Dir::Exit => matches!(c, "connect" | "listen" | "accept" | "accept4"),
+            };
+            syscalls::SOCKET_WATCHED
+                .iter()
+                .filter(|sc| calls.contains(&sc.name) && wanted(sc.name))
+                .map(|sc| sc.name)
+                .collect()
+        }
+        Syscalls::Sandboxed => syscalls::SANDBOXED.iter().map(|sc| sc.name).collect(),
+        Syscalls::Landlocked => syscalls::LANDLOCKED.iter().map(|sc| sc.name).collect(),
+    };
+    names.iter().map(|n| format!("{}_{n}", dir.as_str())).collect()
+}
+
+/// One generic attach per kind of program, pinned with --persist.
+struct Attach<'a> {
+    ebpf: &'a mut Ebpf,
+    object: &'a [u8],
+    config: &'a Config,
+    pins: &'a mut Pins,
+    attached: &'a mut Attached,
+    missing: &'a mut Vec<String>,
+}
+
+impl Attach<'_> {
+    fn raw_tracepoint(&mut self, p: &Program, tp: &str) -> Result<(), LoadError> {
+        let name = p.name;
+        load_required(self.ebpf, self.object, self.config, name, |e| {
+            let prog: &mut RawTracePoint = program(e, name)?;
+            prog.load().map_err(prog_err(name))
+        })?;
+        let prog: &mut RawTracePoint = program(self.ebpf, name)?;
+        let id = prog.attach(tp).map_err(prog_err(name))?;
+        if self.pins.dir.is_some() {
+            let link = prog.take_link(id).map_err(prog_err(name))?;
+            self.pins.pin(name, link.into())?;
+        }
+        self.attached.programs.push(p.at(tp));
+        Ok(())
+    }
+
+    /// Loads tracepoint program `p` and attaches it to each of `events` this kernel has (a
+    /// syscall tracepoint it lacks is listed as missing). A program with no event to watch is
+    /// not loaded.
+    fn tracepoints(&mut self, p: &Program, category: &str, events: &[String]) -> Result<(), LoadError> {
+        let Kind::Tracepoint { events: kind, .. } = p.kind else {
+            return Ok(());
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        let name = p.name;
+        load_required(self.ebpf, self.object, self.config, name, |e| load_tracepoint(e, name))?;
+        for event in events {
+            // Which syscall tracepoints exist depends on the kernel's configuration.
+            if category == "syscalls" && !Path::new(TRACEFS).join("events/syscalls").join(event).exists() {
+                self.missing
+                    .push(format!("tracepoint/syscalls/{event}: not on this kernel"));
+                continue;
+            }
+            let pin = match kind {
+                Events::Own => name.to_string(),
+                _ => format!("{name}@{event}"),
+            };
+            self.pins.attach_tracepoint(self.ebpf, name, category, event, &pin)?;
+            if !matches!(kind, Events::Syscalls(..)) {
+                self.attached.programs.push(p.at(event));
+            }
+        }
+        if let Events::Syscalls(dir, set) = kind {
+            self.attached.programs.push(format!(
+                "tracepoint/{category}/{}_{} ({name})",
+                dir.as_str(),
+                set.shown()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Loads cgroup program `p` (`required`: with the verbose verifier log on failure) and
+    /// attaches it to `cgroup`.
+    fn cgroup(&mut self, p: &Program, cgroup: &File, required: bool) -> Result<(), LoadError> {
+        macro_rules! attach {
+            ($ty:ty) => {{
+                let name = p.name;
+                let load = |e: &mut Ebpf| {
+                    let prog: &mut $ty = program(e, name)?;
+                    prog.load().map_err(prog_err(name))
+                };
+                if required {
+                    load_required(self.ebpf, self.object, self.config, name, load)?;
+                } else {
+                    load(self.ebpf)?;
+                }
+                let prog: &mut $ty = program(self.ebpf, name)?;
+                let id = prog
+                    .attach(cgroup, CgroupAttachMode::default())
+                    .map_err(prog_err(name))?;
+                if self.pins.dir.is_some() {
+                    let link = prog.take_link(id).map_err(prog_err(name))?;
+                    match FdLink::try_from(link) {
+                        Ok(fd) => self.pins.pin(name, fd)?,
+                        Err(_) => {
+                            prog.attach(cgroup, CgroupAttachMode::default())
+                                .map_err(prog_err(name))?;
+                            self.pins.kept.not_pinned.push(format!(
+                                "{name}: cgroup attachments are not BPF links before Linux 5.7"
+                            ));
+                        }
+                    }
+                }
+            }};
+        }
+        match p.kind {
+            Kind::CgroupSockAddr(_) => attach!(CgroupSockAddr),
+            Kind::CgroupSock(_) => attach!(CgroupSock),
+            _ => return Ok(()),
+        }
+        self.attached.programs.push(p.at(""));
+        Ok(())
+    }
+}
+
+/// Loads probe program `p` and unloads it again: the load is the probe.
+fn probe(ebpf: &mut Ebpf, p: &Program, btf: Option<&Btf>) -> Probe {
+    let name = p.name;
+    match p.kind {
+        Kind::FEntry(function) => match btf {
+            Some(btf) => probe_load(
+                ebpf,
+                name,
+                |e| {
+                    let prog: &mut FEntry = program(e, name)?;
+                    prog.load(function, btf).map_err(prog_err(name))
+                },
+                |e| {
+                    let prog: &mut FEntry = program(e, name)?;
+                    prog.unload().map_err(prog_err(name))
+                },
+            ),
+            None => Probe::no("the kernel's BTF could not be parsed by the loader"),
+        },
+        Kind::Tracepoint { .. } => probe_load(
+            ebpf,
+            name,
+            |e| load_tracepoint(e, name),
+            |e| {
+                let prog: &mut TracePoint = program(e, name)?;
+                prog.unload().map_err(prog_err(name))
+            },
+        ),
+        _ => Probe::no(format!("{name}: no probe of this kind")),
+    }
 }
 
 /// Loads a probe-only program and unloads it again.
@@ -894,304 +1063,135 @@ fn load_generation(
         .collect();
     contain::install_rules(&mut kernel_rules, rules, &sets).map_err(|e| LoadError::Rules(e.to_string()))?;
 
-    // Lineage first: a fork must never be missed between other attachments.
-    load_required(&mut ebpf, object, &config, "sched_process_fork", |e| {
-        let p: &mut RawTracePoint = program(e, "sched_process_fork")?;
-        p.load().map_err(prog_err("sched_process_fork"))
-    })?;
-    let fork: &mut RawTracePoint = program(&mut ebpf, "sched_process_fork")?;
-    let id = fork
-        .attach("sched_process_fork")
-        .map_err(prog_err("sched_process_fork"))?;
-    if pins.dir.is_some() {
-        let link = fork.take_link(id).map_err(prog_err("sched_process_fork"))?;
-        pins.pin("sched_process_fork", link.into())?;
-    }
-    attached.programs.push("raw_tp/sched_process_fork".into());
-    for name in ["sched_process_exit", "sched_process_exec"] {
-        load_required(&mut ebpf, object, &config, name, |e| load_tracepoint(e, name))?;
-        pins.attach_tracepoint(&mut ebpf, name, "sched", name, name)?;
-        attached.programs.push(format!("tracepoint/sched/{name}"));
-    }
-
-    // BPF LSM where the kernel allows it: the hooks that can refuse an action before it happens.
+    // Every program of the table, in its order (lineage first: a fork must never be missed
+    // between other attachments), by its kind; the LSM groups where the first LSM program is.
     let lsms = features::active_lsms();
-    let mut lsm_links = BTreeMap::new();
-    let (bpf_lsm, lsm_hooks) = attach_lsm(
-        &mut ebpf,
-        object,
-        &config,
-        btf.as_ref(),
-        &lsms,
-        &layout,
-        path_hooks,
-        &mut attached,
-        &mut lsm_links,
-    );
-    if pins.dir.is_some() {
-        for (hook, id) in lsm_links {
-            if attached.programs.iter().any(|p| p.strip_prefix("lsm/") == Some(hook)) {
-                let p: &mut Lsm = program(&mut ebpf, hook)?;
-                let link = p.take_link(id).map_err(prog_err(hook))?;
-                pins.pin(&format!("lsm_{hook}"), link.into())?;
-            }
-        }
-    }
-    let mut lsm_hooks = lsm_hooks;
-    // No BPF LSM: the same programs as fmod_ret on the security_* functions, where the kernel
-    // allows BPF trampolines.
-    let (fmod_ret, modret_links) = match (&btf, &map_fds) {
-        _ if !lsm_hooks.is_empty() => (Probe::no("not needed: BPF LSM is in effect"), Vec::new()),
-        (Some(btf), Ok(maps)) => {
-            let (probe, groups, links) = attach_modret(maps, object, btf, &layout, path_hooks, &mut attached);
-            lsm_hooks = groups;
-            (probe, links)
-        }
-        (None, _) => (
-            Probe::no("the kernel's BTF could not be parsed by the loader"),
-            Vec::new(),
-        ),
-        (_, Err(e)) => (Probe::no(e.to_string()), Vec::new()),
-    };
-    drop(map_fds);
-    if let Some(dir) = &pins.dir {
-        for link in &modret_links {
-            let name = format!("fmodret_{}", link.function);
-            link.pin(&dir.join(&name)).map_err(|e| LoadError::Pin {
-                name: name.clone(),
-                reason: e.to_string(),
-            })?;
-            pins.kept.pinned.push(name);
-        }
-    }
-    if lsm_hooks.contains(&"file_names") && layout.uring_workers_in_task {
-        // The path hooks see what a ring does only where its async workers are threads of
-        // the process (5.12+); before, rings are judged as where BPF LSM is absent.
-        lsm_hooks.push("io_uring");
-    }
-    let lsm = |what: &str| lsm_hooks.contains(&what);
-
-    // Network: cgroup hooks at the cgroup v2 root (they see every process; the programs
-    // judge tracked ones only). Connects, sends with an explicit destination and binds
-    // always come from here (where LSM judges connects too, the connect hooks still see TCP
-    // Fast Open, which no LSM connect hook does, and record only what LSM did not); IP
-    // socket creation from here where the LSM socket hooks are not in effect.
-    let root = cgroup2_root()?;
-    let cgroup = File::open(&root).map_err(|source| LoadError::Cgroup {
-        path: root.display().to_string(),
-        source,
-    })?;
-    let sock_progs = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
-    for &name in &sock_progs {
-        load_required(&mut ebpf, object, &config, name, |e| load_sock_addr(e, name))?;
-        let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-        let id = p.attach(&cgroup, CgroupAttachMode::default()).map_err(prog_err(name))?;
-        if pins.dir.is_some() {
-            let link = p.take_link(id).map_err(prog_err(name))?;
-            match FdLink::try_from(link) {
-                Ok(fd) => pins.pin(name, fd)?,
-                Err(_) => {
-                    p.attach(&cgroup, CgroupAttachMode::default()).map_err(prog_err(name))?;
-                    pins.kept
-                        .not_pinned
-                        .push(format!("{name}: cgroup attachments are not BPF links before Linux 5.7"));
-                }
-            }
-        }
-        attached.programs.push(format!("cgroup_sock_addr/{name}"));
-    }
+    let landlock_net = features::landlock_abi().is_ok_and(|abi| abi >= 4);
+    let mut lsm_phase: Option<LsmPhase> = None;
+    let mut lsm_hooks: Vec<&'static str> = Vec::new();
+    let mut cgroup: Option<(PathBuf, File)> = None;
     let mut features_bits = 0u32;
-    let sock_create = if lsm("sockets") {
-        Probe::no("not used: the BPF LSM socket_create hook judges every family")
-    } else {
-        match attach_sock_create(&mut ebpf, &cgroup, &mut pins) {
-            Ok(()) => {
-                features_bits |= feature::CGROUP_SOCK;
-                attached.programs.push("cgroup_sock/sock_create".into());
-                Probe::yes("sock_create loaded and attached")
-            }
-            Err(e) => {
-                warn!("cgroup sock_create is not used ({e}): IP socket creation is judged at the socket syscall");
-                Probe::no(e.to_string())
-            }
-        }
-    };
-    attached.cgroup_root = root;
-
-    // File writes: one entry and one exit program, attached to each watched syscall (opens go
-    // to LSM file_open where it is in effect).
-    for (prog, dir) in [("sys_enter_file", "sys_enter"), ("sys_exit_file", "sys_exit")] {
-        load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
-        for sc in syscalls::WATCHED {
-            if lsm("file_write") && sc.is_open() {
+    let mut sock_create = None;
+    let mut map_fds = Some(map_fds);
+    for p in PROGRAMS {
+        let in_effect = |g: LsmGroup, hooks: &[&str]| hooks.contains(&g.as_str());
+        let wanted = match p.when {
+            When::Always => true,
+            When::Without(g) => !in_effect(g, &lsm_hooks),
+            When::LandlockNet => landlock_net,
+            When::Probe => false,
+            When::InGroup => {
+                if lsm_phase.is_none() {
+                    let phase = attach_lsm_groups(
+                        &mut ebpf,
+                        object,
+                        &config,
+                        btf.as_ref(),
+                        &lsms,
+                        &layout,
+                        path_hooks,
+                        &mut pins,
+                        &mut attached,
+                        map_fds.take().expect("once"),
+                    )?;
+                    lsm_hooks = phase.groups.clone();
+                    lsm_phase = Some(phase);
+                }
                 continue;
             }
-            let event = format!("{dir}_{}", sc.name);
-            if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
-                missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
-                continue;
+        };
+        if !wanted {
+            if let Kind::CgroupSock(_) = p.kind {
+                sock_create = Some(Probe::no(
+                    "not used: the BPF LSM socket_create hook judges every family",
+                ));
             }
-            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
-        }
-        attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
-    }
-
-    // Refused execs (Landlock, LSMs, permissions): sched_process_exec never sees them, the
-    // execve/execveat syscall tracepoints do (they cost nothing to other syscalls).
-    for (prog, events) in [
-        ("sys_enter_execve", &["sys_enter_execve"][..]),
-        ("sys_enter_execveat", &["sys_enter_execveat"][..]),
-        ("sys_exit_execve", &["sys_exit_execve", "sys_exit_execveat"][..]),
-    ] {
-        load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
-        for event in events {
-            if !Path::new(TRACEFS).join("events/syscalls").join(event).exists() {
-                missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
-                continue;
-            }
-            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", event, &format!("{prog}@{event}"))?;
-            attached.programs.push(format!("tracepoint/syscalls/{event}"));
-        }
-    }
-
-    // Sockets the cgroup hooks do not see, where no BPF LSM hook judges them (see the sock
-    // module of agent-ebpf): socket() of other families, Unix connects and datagrams, listens;
-    // accepted connections everywhere.
-    let mut sock_calls: Vec<&str> = vec!["accept", "accept4"];
-    if !lsm("sockets") {
-        sock_calls.extend(["socket", "listen"]);
-    }
-    if !lsm("unix") {
-        sock_calls.extend(["connect", "sendto", "sendmsg", "sendmmsg"]);
-    }
-    if degraded & need::SOCKETS != 0 {
-        sock_calls.retain(|c| *c == "socket");
-    }
-    // Which calls need their entry (the fd of a connect or listen is read there) and exit.
-    let at_entry = |c: &str| c != "accept" && c != "accept4";
-    let at_exit = |c: &str| matches!(c, "connect" | "listen" | "accept" | "accept4");
-    for (prog, dir, wanted) in [
-        ("sys_enter_sock", "sys_enter", &at_entry as &dyn Fn(&str) -> bool),
-        ("sys_exit_sock", "sys_exit", &at_exit),
-    ] {
-        let calls: Vec<_> = syscalls::SOCKET_WATCHED
-            .iter()
-            .filter(|sc| sock_calls.contains(&sc.name) && wanted(sc.name))
-            .collect();
-        if calls.is_empty() {
             continue;
         }
-        load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
-        for sc in calls {
-            let event = format!("{dir}_{}", sc.name);
-            if !Path::new(TRACEFS).join("events/syscalls").join(&event).exists() {
-                missing_tracepoints.push(format!("tracepoint/syscalls/{event}: not on this kernel"));
-                continue;
-            }
-            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", &event, &format!("{prog}@{event}"))?;
-        }
-        attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
-    }
-
-    // Refusals of `tether exec`'s seccomp filter: a refused call reaches only its exit
-    // tracepoint (see agent-ebpf's sandbox module).
-    for (prog, dir) in [("sys_enter_sandboxed", "sys_enter"), ("sys_exit_sandboxed", "sys_exit")] {
-        let names = syscalls::SANDBOXED.iter().map(|sc| sc.name);
-        attach_syscalls(
-            &mut ebpf,
+        let mut att = Attach {
+            ebpf: &mut ebpf,
             object,
-            &config,
-            &mut pins,
-            &mut missing_tracepoints,
-            prog,
-            dir,
-            names,
-        )?;
-        attached.programs.push(format!("tracepoint/syscalls/{dir}_* ({prog})"));
-    }
-
-    // Refusals of the sandbox's Landlock TCP rights (ABI 4+): refused in an LSM hook before
-    // any of ours, recorded at the call's exit (see agent-ebpf's landlock module).
-    if features::landlock_abi().is_ok_and(|abi| abi >= 4) {
-        for (prog, dir) in [
-            ("sys_enter_landlocked", "sys_enter"),
-            ("sys_exit_landlocked", "sys_exit"),
-        ] {
-            let names = syscalls::LANDLOCKED.iter().map(|sc| sc.name);
-            attach_syscalls(
-                &mut ebpf,
-                object,
-                &config,
-                &mut pins,
-                &mut missing_tracepoints,
-                prog,
-                dir,
-                names,
-            )?;
-            attached
-                .programs
-                .push(format!("tracepoint/syscalls/{dir}_connect,bind ({prog})"));
-        }
-    }
-
-    // io_uring: where the BPF LSM path hooks are not in effect (or cannot attribute a ring's
-    // async work: kernels before 5.12) nothing sees what a ring does, so rings must be granted.
-    if !lsm("io_uring") {
-        for prog in ["sys_enter_io_uring_setup", "sys_enter_io_uring_enter"] {
-            load_required(&mut ebpf, object, &config, prog, |e| load_tracepoint(e, prog))?;
-            if !Path::new(TRACEFS).join("events/syscalls").join(prog).exists() {
-                missing_tracepoints.push(format!("tracepoint/syscalls/{prog}: not on this kernel"));
-                continue;
+            config: &config,
+            pins: &mut pins,
+            attached: &mut attached,
+            missing: &mut missing_tracepoints,
+        };
+        match p.kind {
+            Kind::RawTracepoint(tp) => att.raw_tracepoint(p, tp)?,
+            Kind::Tracepoint { category, .. } => {
+                let lsm = |g: LsmGroup| in_effect(g, &lsm_hooks);
+                let events = events_of(p, &lsm, degraded);
+                att.tracepoints(p, category, &events)?;
             }
-            pins.attach_tracepoint(&mut ebpf, prog, "syscalls", prog, prog)?;
-            attached.programs.push(format!("tracepoint/syscalls/{prog}"));
+            Kind::CgroupSockAddr(_) | Kind::CgroupSock(_) => {
+                if cgroup.is_none() {
+                    // Network: cgroup hooks at the cgroup v2 root (they see every process;
+                    // the programs judge tracked ones only).
+                    let root = cgroup2_root()?;
+                    let file = File::open(&root).map_err(|source| LoadError::Cgroup {
+                        path: root.display().to_string(),
+                        source,
+                    })?;
+                    cgroup = Some((root, file));
+                }
+                let (_, file) = cgroup.as_ref().expect("opened above");
+                if !p.optional() {
+                    att.cgroup(p, file, true)?;
+                    continue;
+                }
+                // A program with a fallback: the fallback stands in when it fails.
+                sock_create = Some(match att.cgroup(p, file, false) {
+                    Ok(()) => {
+                        features_bits |= feature::CGROUP_SOCK;
+                        Probe::yes(format!("{} loaded and attached", p.name))
+                    }
+                    Err(e) => {
+                        warn!(
+                            "{} is not used ({e}): IP socket creation is judged at the socket syscall",
+                            p.at("")
+                        );
+                        Probe::no(e.to_string())
+                    }
+                });
+            }
+            Kind::Lsm { .. } | Kind::FEntry(_) => {}
         }
     }
+    let LsmPhase {
+        bpf_lsm,
+        fmod_ret,
+        modret_links,
+        ..
+    } = lsm_phase.expect("the table has LSM programs");
+    attached.cgroup_root = match cgroup {
+        Some((root, _)) => root,
+        None => cgroup2_root()?,
+    };
+    let sock_create = sock_create.expect("the table has a cgroup sock program");
     let mut features_map: Array<MapData, u32> =
         Array::try_from(take_map(&mut ebpf, "FEATURES")?).map_err(map_err("FEATURES"))?;
     features_map.set(0, features_bits, 0).map_err(map_err("FEATURES"))?;
 
-    let fentry = match btf.as_ref() {
-        Some(btf) => probe_load(
-            &mut ebpf,
-            "probe_fentry",
-            |e| {
-                let p: &mut FEntry = program(e, "probe_fentry")?;
-                p.load("security_file_open", btf).map_err(prog_err("probe_fentry"))
-            },
-            |e| {
-                let p: &mut FEntry = program(e, "probe_fentry")?;
-                p.unload().map_err(prog_err("probe_fentry"))
-            },
-        ),
-        None => Probe::no("the kernel's BTF could not be parsed by the loader"),
-    };
-    let send_signal = probe_load(
-        &mut ebpf,
-        "probe_send_signal",
-        |e| load_tracepoint(e, "probe_send_signal"),
-        |e| {
-            let p: &mut TracePoint = program(e, "probe_send_signal")?;
-            p.unload().map_err(prog_err("probe_send_signal"))
-        },
-    );
+    let fentry = probe(&mut ebpf, programs::get("probe_fentry"), btf.as_ref());
+    let send_signal = probe(&mut ebpf, programs::get("probe_send_signal"), btf.as_ref());
     let (landlock_abi, landlock) = match features::landlock_abi() {
         Ok(v) => (Some(v), Probe::yes(format!("landlock_create_ruleset: ABI {v}"))),
         Err(e) => (None, Probe::no(e.to_string())),
     };
-    let mut hooks = features::hook_mechanisms(&lsm_hooks, send_signal.available, features_bits);
-    if fmod_ret.available {
-        for h in &mut hooks {
-            h.mechanism = features::via_fmod_ret(&h.mechanism);
-        }
-    }
+    let via = if fmod_ret.available { Via::FmodRet } else { Via::Lsm };
+    let hooks = features::hook_mechanisms_via(&lsm_hooks, send_signal.available, features_bits, via);
+    let sock_addr: Vec<&str> = PROGRAMS
+        .iter()
+        .filter(|p| matches!(p.kind, Kind::CgroupSockAddr(_)))
+        .map(|p| p.name)
+        .collect();
     let report = KernelReport {
         kernel: features::kernel_release(),
         features: Features {
             bpf_lsm,
             fmod_ret,
             fentry,
-            cgroup_sock_addr: Probe::yes(format!("{} loaded and attached", sock_progs.join(", "))),
+            cgroup_sock_addr: Probe::yes(format!("{} loaded and attached", sock_addr.join(", "))),
             cgroup_sock: sock_create,
             ring_buffer: Probe::yes("PROC_EVENTS, NET_EVENTS, FILE_EVENTS and ALERT_EVENTS ring buffers created"),
             send_signal,
@@ -1245,30 +1245,6 @@ fn load_generation(
     })
 }
 
-/// Loads and attaches the cgroup sock_create program (IP socket creation), pinned with
-/// --persist.
-fn attach_sock_create(ebpf: &mut Ebpf, cgroup: &File, pins: &mut Pins) -> Result<(), LoadError> {
-    let p: &mut CgroupSock = program(ebpf, "sock_create")?;
-    p.load().map_err(prog_err("sock_create"))?;
-    let id = p
-        .attach(cgroup, CgroupAttachMode::default())
-        .map_err(prog_err("sock_create"))?;
-    if pins.dir.is_some() {
-        let link = p.take_link(id).map_err(prog_err("sock_create"))?;
-        match FdLink::try_from(link) {
-            Ok(fd) => pins.pin("sock_create", fd)?,
-            Err(_) => {
-                p.attach(cgroup, CgroupAttachMode::default())
-                    .map_err(prog_err("sock_create"))?;
-                pins.kept
-                    .not_pinned
-                    .push("sock_create: cgroup attachments are not BPF links before Linux 5.7".into());
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use agent_common::InodeKey;
@@ -1291,7 +1267,7 @@ mod tests {
         assert_eq!(security_function("bprm_check_security"), "security_bprm_check");
         assert_eq!(security_function("file_open"), "security_file_open");
         let protos = prototypes();
-        for (_, hooks, _) in LSM_GROUPS {
+        for (_, hooks) in programs::lsm_groups() {
             for h in hooks {
                 assert!(protos.contains(&format!("bpf_lsm_{h}")), "{h}");
                 assert!(protos.contains(&security_function(h)), "{h}");
@@ -1310,14 +1286,54 @@ mod tests {
             }
             assert!(variant_params(hook).is_some(), "{hook}");
         }
+        let via = |groups: &[&str], hook: &str| {
+            features::hook_mechanisms_via(groups, true, 0, Via::FmodRet)
+                .into_iter()
+                .find(|h| h.hook == hook)
+                .expect(hook)
+                .mechanism
+        };
         assert_eq!(
-            features::via_fmod_ret("lsm/bprm_check_security, tracepoint/sched/sched_process_exec"),
+            via(&["exec"], "exec"),
             "fmod_ret/security_bprm_check, tracepoint/sched/sched_process_exec"
         );
         assert_eq!(
-            features::via_fmod_ret("lsm/unix_stream_connect, lsm/unix_may_send"),
+            via(&["unix"], "unix"),
             "fmod_ret/security_unix_stream_connect, fmod_ret/security_unix_may_send"
         );
+    }
+
+    /// The program table and the built object name the same programs, each of the kind the
+    /// table says.
+    #[test]
+    fn the_object_has_exactly_the_programs_of_the_table() {
+        use aya_obj::ProgramSection as S;
+        let Some(object) = BPF_OBJECT else {
+            eprintln!("built without the BPF programs: no object to compare the table with");
+            return;
+        };
+        let obj = aya_obj::Object::parse(object).expect("the built object parses");
+        let mut in_object: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        in_object.sort_unstable();
+        let mut in_table: Vec<&str> = PROGRAMS.iter().map(|p| p.name).collect();
+        in_table.sort_unstable();
+        assert_eq!(in_object, in_table, "programs of the object / of the table");
+        for p in PROGRAMS {
+            let section = &obj.programs[p.name].section;
+            let agrees = match p.kind {
+                Kind::RawTracepoint(_) => matches!(section, S::RawTracePoint),
+                Kind::Tracepoint { .. } => matches!(section, S::TracePoint),
+                Kind::Lsm { .. } => matches!(section, S::Lsm { .. }),
+                Kind::CgroupSockAddr(_) => matches!(section, S::CgroupSockAddr { .. }),
+                Kind::CgroupSock(_) => matches!(section, S::CgroupSock { .. }),
+                Kind::FEntry(_) => matches!(section, S::FEntry { .. }),
+            };
+            assert!(
+                agrees,
+                "{}: {section:?} in the object, {:?} in the table",
+                p.name, p.kind
+            );
+        }
     }
 
     #[test]

@@ -76,11 +76,9 @@ pub struct Context {
 impl Context {
     /// The kernel mechanism that saw `event`, as in effect on this kernel.
     pub fn mechanism(&self, event: &Event) -> String {
-        if self.fmod_ret {
-            crate::features::via_fmod_ret(event.mechanism())
-        } else {
-            event.mechanism().to_string()
-        }
+        use crate::programs::Via;
+        let via = if self.fmod_ret { Via::FmodRet } else { Via::Lsm };
+        event.mechanism().name(via)
     }
 
     fn epoch_ms(&self, boot_ns: u64) -> i64 {
