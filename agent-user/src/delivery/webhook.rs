@@ -28,6 +28,19 @@ pub enum WebhookError {
     Client(String),
 }
 
+/// Why one POST of a batch failed (the batch stays in the spool).
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("bearer token {}: {source}", path.display())]
+    Token { path: PathBuf, source: std::io::Error },
+    /// The request failed: the whole chain of causes (reqwest's Display hides the cause:
+    /// connection refused, certificate...).
+    #[error("{}", crate::tls::error_chain(.0))]
+    Send(#[from] reqwest::Error),
+    #[error("the receiver answered {0}")]
+    Status(reqwest::StatusCode),
+}
+
 /// Webhook settings.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -89,7 +102,7 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, unit: f64) -> Duratio
 }
 
 /// One POST of `batch`; Ok once the receiver acknowledged it (2xx).
-async fn post(client: &reqwest::Client, cfg: &WebhookConfig, batch: &Batch) -> Result<(), String> {
+async fn post(client: &reqwest::Client, cfg: &WebhookConfig, batch: &Batch) -> Result<(), PostError> {
     let mut body = String::with_capacity(batch.lines.iter().map(|l| l.len() + 1).sum());
     for l in &batch.lines {
         body.push_str(l);
@@ -101,24 +114,18 @@ async fn post(client: &reqwest::Client, cfg: &WebhookConfig, batch: &Batch) -> R
         .header("x-tether-stream", batch.stream.as_str())
         .body(body);
     if let Some(path) = &cfg.token_file {
-        let token = std::fs::read_to_string(path).map_err(|e| format!("bearer token {}: {e}", path.display()))?;
+        let token = std::fs::read_to_string(path).map_err(|source| PostError::Token {
+            path: path.clone(),
+            source,
+        })?;
         req = req.bearer_auth(token.trim());
     }
-    let resp = req.send().await.map_err(|e| {
-        // reqwest's Display hides the cause (connection refused, certificate...).
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-        msg
-    })?;
+    let resp = req.send().await?;
     let status = resp.status();
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("the receiver answered {status}"))
+        Err(PostError::Status(status))
     }
 }
 
