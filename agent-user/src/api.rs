@@ -490,7 +490,7 @@ impl Drop for Slot {
 }
 
 /// The tracked tree of a pid (its root's pid), None when untracked: a lookup in the kernel's
-/// tracked map, made by the API's own tasks.
+/// tracked map, made by the API's own workers.
 pub type TreeOf = Arc<dyn Fn(u32) -> Option<u32> + Send + Sync>;
 
 /// Whose share the connection of `peer` counts against (an unknown pid counts as its uid's).

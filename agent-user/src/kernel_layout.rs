@@ -198,8 +198,8 @@ pub struct ResolvedOffsets {
     pub hook_params: std::collections::BTreeMap<&'static str, u32>,
     /// io_uring's async workers are threads of the submitting process (5.12+, where the
     /// kernel has `create_io_thread`); before, they are kernel threads, so no hook run in
-    /// one is attributed to the process (see [`Layout::uring_workers_in_task`]).
-    pub uring_workers_in_task: bool,
+    /// one is attributed to the process (see [`Layout::uring_workers_in_process`]).
+    pub uring_workers_in_process: bool,
     /// Parameter counts of the functions asked for ([`offsets_from_btf`]'s `functions`);
     /// one the kernel lacks is absent.
     pub func_params: std::collections::BTreeMap<String, u32>,
@@ -230,7 +230,7 @@ pub struct Layout {
     /// (Linux 5.12+). Before, an operation punted to a worker (every openat, for one) runs in
     /// a kernel thread that no tracked map names: the BPF LSM hooks cannot attribute it, so
     /// rings are judged as where BPF LSM is absent (granted, or killed before use).
-    pub uring_workers_in_task: bool,
+    pub uring_workers_in_process: bool,
 }
 
 /// Resolves every field the programs read through `lookup(struct, field)`. A missing field
@@ -383,7 +383,7 @@ pub fn resolve_offsets(
         degradations,
         hook_params: params,
         func_params: Default::default(),
-        uring_workers_in_task: false,
+        uring_workers_in_process: false,
     })
 }
 
@@ -425,7 +425,7 @@ pub fn offsets_from_btf(path: &Path, functions: &[String]) -> Result<ResolvedOff
         },
         |hook| lsm_hook_params(&ti, hook),
     )?;
-    r.uring_workers_in_task = ti.id_of("create_io_thread").is_some();
+    r.uring_workers_in_process = ti.id_of("create_io_thread").is_some();
     r.func_params = functions
         .iter()
         .filter_map(|f| func_params(&ti, f).ok().map(|n| (f.clone(), n)))
@@ -528,7 +528,7 @@ pub fn layout(btf: &Path, tracefs: &Path, self_tgid: u32, functions: &[String]) 
         degraded: r.degraded,
         hook_params: r.hook_params,
         func_params: r.func_params,
-        uring_workers_in_task: r.uring_workers_in_task,
+        uring_workers_in_process: r.uring_workers_in_process,
     })
 }
 

@@ -964,7 +964,7 @@ fn load_generation(
             pins.kept.pinned.push(name);
         }
     }
-    if lsm_hooks.contains(&"file_names") && layout.uring_workers_in_task {
+    if lsm_hooks.contains(&"file_names") && layout.uring_workers_in_process {
         // The path hooks see what a ring does only where its async workers are threads of
         // the process (5.12+); before, rings are judged as where BPF LSM is absent.
         lsm_hooks.push("io_uring");

@@ -83,7 +83,7 @@ pub enum JwksError {
     Unavailable(String),
 }
 
-/// A key of a shape the verifier cannot rely on ([`check_key`]).
+/// A key of a shape the verifier cannot rely on.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error("{field} is not base64url: {source}")]
