@@ -126,6 +126,47 @@ impl ApiError {
     }
 }
 
+/// Why the API itself refused or failed a call (before, or instead of, the event loop's
+/// answer); [`ApiError`] carries it to the caller with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("the daemon dropped the request")]
+    Dropped,
+    #[error("the caller's pid is unknown (SO_PEERCRED)")]
+    UnknownPid,
+    #[error("key store poisoned")]
+    KeysPoisoned,
+    #[error("credential refused: {0}")]
+    Credential(#[from] token::TokenError),
+    #[error("bad request: {}", .0.body_text())]
+    BadRequest(#[from] axum::extract::rejection::JsonRejection),
+    #[error("no such endpoint (see `tether help` or the README's API table)")]
+    NoRoute,
+    #[error("uid {0} is not an admin of this daemon (--admin-uid, --admin-group)")]
+    NotAdmin(u32),
+}
+
+impl CallError {
+    /// The HTTP status the caller gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            CallError::ShuttingDown => 503,
+            CallError::Dropped | CallError::KeysPoisoned => 500,
+            CallError::UnknownPid | CallError::BadRequest(_) => 400,
+            CallError::Credential(_) | CallError::NotAdmin(_) => 403,
+            CallError::NoRoute => 404,
+        }
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> ApiError {
+        ApiError::new(e.status(), e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -208,14 +249,12 @@ async fn call(state: &ApiState, request: Request) -> Result<Value, ApiError> {
         .calls
         .send(Call { request, reply: tx })
         .await
-        .map_err(|_| ApiError::new(503, "the daemon is shutting down"))?;
-    rx.await
-        .map_err(|_| ApiError::new(500, "the daemon dropped the request"))?
+        .map_err(|_| CallError::ShuttingDown)?;
+    rx.await.map_err(|_| CallError::Dropped)?
 }
 
-fn peer_pid(peer: &Peer) -> Result<u32, ApiError> {
-    peer.pid
-        .ok_or_else(|| ApiError::new(400, "the caller's pid is unknown (SO_PEERCRED)"))
+fn peer_pid(peer: &Peer) -> Result<u32, CallError> {
+    peer.pid.ok_or(CallError::UnknownPid)
 }
 
 async fn handle_register(
@@ -243,23 +282,23 @@ pub struct BindOtherBody {
 /// (async, bounded); a refusal is reported to the loop for the alert.
 async fn verify_and_bind(s: &ApiState, peer: &Peer, pid: u32, token: &str) -> Result<Value, ApiError> {
     let verified = {
-        let keys = s.keys.read().map_err(|_| ApiError::new(500, "key store poisoned"))?;
+        let keys = s.keys.read().map_err(|_| CallError::KeysPoisoned)?;
         token::verify(token, &keys, credentials::now_epoch(), s.max_chain)
     };
     let mut verified = match verified {
         Ok(v) => v,
         Err(e) => {
-            let reason = format!("credential refused: {e}");
+            let refused = CallError::Credential(e);
             let _ = call(
                 s,
                 Request::Refused {
                     pid,
                     uid: peer.uid,
-                    reason: reason.clone(),
+                    reason: refused.to_string(),
                 },
             )
             .await;
-            return Err(ApiError::new(403, reason));
+            return Err(refused.into());
         }
     };
     verified.scope.resolved = credentials::resolve_hosts(&verified.scope.host_names()).await;
@@ -273,16 +312,12 @@ async fn verify_and_bind(s: &ApiState, peer: &Peer, pid: u32, token: &str) -> Re
     .await
 }
 
-fn bad_request(e: axum::extract::rejection::JsonRejection) -> ApiError {
-    ApiError::new(400, format!("bad request: {}", e.body_text()))
-}
-
 async fn handle_bind_self(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Result<Json<BindBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(bad_request)?;
+    let Json(body) = body.map_err(CallError::from)?;
     let pid = peer_pid(&peer)?;
     verify_and_bind(&s, &peer, pid, &body.token).await.map(Json)
 }
@@ -292,7 +327,7 @@ async fn handle_bind_other(
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Result<Json<BindOtherBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(bad_request)?;
+    let Json(body) = body.map_err(CallError::from)?;
     verify_and_bind(&s, &peer, body.pid, &body.token).await.map(Json)
 }
 
@@ -301,7 +336,7 @@ async fn handle_sandbox(
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Result<Json<crate::contain::sandbox::Layers>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(layers) = body.map_err(bad_request)?;
+    let Json(layers) = body.map_err(CallError::from)?;
     let pid = peer_pid(&peer)?;
     call(
         &s,
@@ -336,7 +371,7 @@ async fn handle_mode(
     State(s): State<ApiState>,
     body: Result<Json<ModeBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body.map_err(bad_request)?;
+    let Json(body) = body.map_err(CallError::from)?;
     call(&s, Request::Mode { mode: body.mode }).await.map(Json)
 }
 
@@ -345,7 +380,7 @@ async fn handle_reload(State(s): State<ApiState>) -> Result<Json<Value>, ApiErro
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(404, "no such endpoint (see `tether help` or the README's API table)")
+    CallError::NoRoute.into()
 }
 
 /// Every admin-socket request first: a caller whose pid is unknown or tracked is refused.
@@ -356,15 +391,9 @@ async fn admin_gate(
     next: axum::middleware::Next,
 ) -> Response {
     let admitted = match peer_pid(&peer) {
-        Ok(_) if !s.admins.admit(peer.uid, peer.gid, peer.pid) => Err(ApiError::new(
-            403,
-            format!(
-                "uid {} is not an admin of this daemon (--admin-uid, --admin-group)",
-                peer.uid
-            ),
-        )),
+        Ok(_) if !s.admins.admit(peer.uid, peer.gid, peer.pid) => Err(CallError::NotAdmin(peer.uid).into()),
         Ok(pid) => call(&s, Request::AdminCaller { pid }).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     match admitted {
         Ok(_) => next.run(request).await,
@@ -461,7 +490,7 @@ impl Drop for Slot {
 }
 
 /// The tracked tree of a pid (its root's pid), None when untracked: a lookup in the kernel's
-/// tracked map, made by the API's own tasks.
+/// tracked map, made by the API's own workers.
 pub type TreeOf = Arc<dyn Fn(u32) -> Option<u32> + Send + Sync>;
 
 /// Whose share the connection of `peer` counts against (an unknown pid counts as its uid's).
@@ -554,56 +583,126 @@ pub struct DaemonCheck {
     pub other_pid_namespace: bool,
 }
 
+/// Why the peer of a socket is not the daemon ([`check_daemon`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NotDaemon {
+    #[error("not a socket (a symlink or another file)")]
+    NotASocket,
+    #[error("owned by uid {0}, not root")]
+    SocketOwner(u32),
+    #[error("the process serving it runs as uid {0}, not root")]
+    ServerUid(u32),
+    #[error(
+        "the serving process is in another pid namespace (give --daemon-in-other-pid-namespace if that is how it runs)"
+    )]
+    OtherPidNamespace,
+    #[error("the serving process {pid} does not run {} (the daemon's executable)", exe.display())]
+    OtherExe { pid: i32, exe: std::path::PathBuf },
+    #[error("the serving process {0} is not `tether run`")]
+    NotRun(i32),
+}
+
+/// Why a call to the daemon failed, on the client's side (`tether exec`, `tasks`, `status`,
+/// `mode`, `reload`).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{} is not the tether daemon's socket: {why}", socket.display())]
+    NotDaemon { socket: std::path::PathBuf, why: NotDaemon },
+    /// A file the check reads (the socket, the daemon's executable).
+    #[error("{}: {source}", path.display())]
+    Stat {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("SO_PEERCRED: {0}")]
+    PeerCred(std::io::Error),
+    #[error("cannot see the serving process {pid}'s executable: {source}")]
+    ServerExe { pid: i32, source: std::io::Error },
+    #[error("{0}")]
+    Runtime(std::io::Error),
+    #[error("cannot reach the tether daemon at {}: {source} (is `tether run` running?)", socket.display())]
+    Unreachable {
+        socket: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The HTTP exchange on the socket failed.
+    #[error("{}: {source}", socket.display())]
+    Http {
+        socket: std::path::PathBuf,
+        source: hyper::Error,
+    },
+    #[error("{0}")]
+    BadRequest(#[from] hyper::http::Error),
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("bad reply from the daemon ({source}): {}", String::from_utf8_lossy(body))]
+    BadReply { source: serde_json::Error, body: Vec<u8> },
+    /// The daemon refused the call, saying why.
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+    /// The daemon refused the call without saying why.
+    #[error("HTTP {0}")]
+    Status(hyper::StatusCode),
+    #[error("bad reply: {0}")]
+    NoPid(Value),
+}
+
 /// Is the peer of `stream` (at `socket`) the daemon? The socket file must be a socket owned by
 /// root, the peer root, and (where its pid is visible) running the daemon's executable as
 /// `tether run`: a socket an agent made, or a server it runs, is refused.
-pub fn check_daemon(socket: &Path, stream: &tokio::net::UnixStream, check: &DaemonCheck) -> Result<(), String> {
+pub fn check_daemon(socket: &Path, stream: &tokio::net::UnixStream, check: &DaemonCheck) -> Result<(), ClientError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let refuse = |why: String| Err(format!("{} is not the tether daemon's socket: {why}", socket.display()));
-    let meta = std::fs::symlink_metadata(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let refuse = |why| {
+        Err(ClientError::NotDaemon {
+            socket: socket.to_path_buf(),
+            why,
+        })
+    };
+    fn stat(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+        move |source| ClientError::Stat {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    let meta = std::fs::symlink_metadata(socket).map_err(stat(socket))?;
     if !meta.file_type().is_socket() {
-        return refuse("not a socket (a symlink or another file)".into());
+        return refuse(NotDaemon::NotASocket);
     }
     if meta.uid() != 0 {
-        return refuse(format!("owned by uid {}, not root", meta.uid()));
+        return refuse(NotDaemon::SocketOwner(meta.uid()));
     }
-    let cred = stream.peer_cred().map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    let cred = stream.peer_cred().map_err(ClientError::PeerCred)?;
     if cred.uid() != 0 {
-        return refuse(format!("the process serving it runs as uid {}, not root", cred.uid()));
+        return refuse(NotDaemon::ServerUid(cred.uid()));
     }
     let pid = match cred.pid() {
         Some(p) if p > 0 => p,
         _ if check.other_pid_namespace => return Ok(()),
-        _ => {
-            return refuse(
-                "the serving process is in another pid namespace (give --daemon-in-other-pid-namespace if that is how it runs)"
-                    .into(),
-            );
-        }
+        _ => return refuse(NotDaemon::OtherPidNamespace),
     };
-    let want = std::fs::metadata(&check.exe).map_err(|e| format!("{}: {e}", check.exe.display()))?;
+    let want = std::fs::metadata(&check.exe).map_err(stat(&check.exe))?;
     match std::fs::metadata(format!("/proc/{pid}/exe")) {
         Ok(exe) if (exe.dev(), exe.ino()) == (want.dev(), want.ino()) => {}
         Ok(_) => {
-            return refuse(format!(
-                "the serving process {pid} does not run {} (the daemon's executable)",
-                check.exe.display()
-            ));
+            return refuse(NotDaemon::OtherExe {
+                pid,
+                exe: check.exe.clone(),
+            });
         }
         // Not ours to read (another user's process, or hidden by the Landlock domain of an
         // enclosing `tether exec`): the command line below still has to be the daemon's.
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
-        Err(e) => return Err(format!("cannot see the serving process {pid}'s executable: {e}")),
+        Err(source) => return Err(ClientError::ServerExe { pid, source }),
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     if cmdline.split(|&b| b == 0).nth(1) != Some(b"run") {
-        return refuse(format!("the serving process {pid} is not `tether run`"));
+        return refuse(NotDaemon::NotRun(pid));
     }
     Ok(())
 }
 
 /// Blocking client: one HTTP request to the daemon at `socket`.
-pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+pub fn request(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
     Session::open(socket, None)?.request(method, path, body)
 }
 
@@ -619,28 +718,33 @@ pub struct Session {
 
 impl Session {
     /// Connects to `socket`; with `check`, refuses a peer that is not the daemon.
-    pub fn open(socket: &Path, check: Option<&DaemonCheck>) -> Result<Session, String> {
+    pub fn open(socket: &Path, check: Option<&DaemonCheck>) -> Result<Session, ClientError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(ClientError::Runtime)?;
+        let http = |source| ClientError::Http {
+            socket: socket.to_path_buf(),
+            source,
+        };
         let sender = rt.block_on(async {
-            let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
-                format!(
-                    "cannot reach the tether daemon at {}: {e} (is `tether run` running?)",
-                    socket.display()
-                )
-            })?;
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    socket: socket.to_path_buf(),
+                    source,
+                })?;
             if let Some(c) = check {
                 check_daemon(socket, &stream, c)?;
             }
             let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
-                .map_err(|e| format!("{}: {e}", socket.display()))?;
+                .map_err(http)?;
+            // The connection is driven by a worker of its own.
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            Ok::<_, String>(sender)
+            Ok::<_, ClientError>(sender)
         })?;
         Ok(Session {
             rt,
@@ -650,74 +754,82 @@ impl Session {
     }
 
     /// One request on the connection.
-    pub fn request(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    pub fn request(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
         use http_body_util::{BodyExt, Full};
-        let socket = self.socket.display().to_string();
+        let socket = &self.socket;
+        let http = |source| ClientError::Http {
+            socket: socket.clone(),
+            source,
+        };
         let sender = &mut self.sender;
         self.rt.block_on(async {
-            sender.ready().await.map_err(|e| format!("{socket}: {e}"))?;
+            sender.ready().await.map_err(http)?;
             let bytes = body.map(|b| b.to_string()).unwrap_or_default();
             let req = hyper::Request::builder()
                 .method(method)
                 .uri(path)
                 .header("host", "tether")
                 .header("content-type", "application/json")
-                .body(Full::new(hyper::body::Bytes::from(bytes)))
-                .map_err(|e| e.to_string())?;
-            let resp = sender.send_request(req).await.map_err(|e| format!("{socket}: {e}"))?;
+                .body(Full::new(hyper::body::Bytes::from(bytes)))?;
+            let resp = sender.send_request(req).await.map_err(http)?;
             let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("{socket}: {e}"))?
-                .to_bytes();
-            let value: Value = serde_json::from_slice(&body)
-                .map_err(|e| format!("bad reply from the daemon ({e}): {}", String::from_utf8_lossy(&body)))?;
+            let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
+            let value: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(source) => {
+                    return Err(ClientError::BadReply {
+                        source,
+                        body: body.to_vec(),
+                    });
+                }
+            };
             if status.is_success() {
                 Ok(value)
             } else {
-                Err(value["error"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("HTTP {status}")))
+                Err(match value["error"].as_str() {
+                    Some(message) => ClientError::Refused {
+                        status: status.as_u16(),
+                        message: message.to_string(),
+                    },
+                    None => ClientError::Status(status),
+                })
             }
         })
     }
 
     /// Asks the daemon to track the calling process: the whole answer (pid, sandbox plan).
-    pub fn register_self(&mut self) -> Result<Value, String> {
+    pub fn register_self(&mut self) -> Result<Value, ClientError> {
         self.request("POST", "/v1/register", None)
     }
 
     /// Presents `token` for the calling process: pid, task and sandbox plan.
-    pub fn bind_self(&mut self, token: &str) -> Result<Value, String> {
+    pub fn bind_self(&mut self, token: &str) -> Result<Value, ClientError> {
         self.request("POST", "/v1/bind", Some(&json!({"token": token})))
     }
 
     /// Tells the daemon which sandbox layers the calling process applied.
-    pub fn report_sandbox(&mut self, layers: &crate::contain::sandbox::Layers) -> Result<Value, String> {
-        let body = serde_json::to_value(layers).map_err(|e| e.to_string())?;
+    pub fn report_sandbox(&mut self, layers: &crate::contain::sandbox::Layers) -> Result<Value, ClientError> {
+        let body = serde_json::to_value(layers)?;
         self.request("POST", "/v1/sandbox", Some(&body))
     }
 }
 
 /// Asks the daemon to track the calling process.
-pub fn register_self(socket: &Path) -> Result<u32, String> {
+pub fn register_self(socket: &Path) -> Result<u32, ClientError> {
     let v = Session::open(socket, None)?.register_self()?;
-    v["pid"]
-        .as_u64()
-        .map(|p| p as u32)
-        .ok_or_else(|| format!("bad reply: {v}"))
+    match v["pid"].as_u64() {
+        Some(p) => Ok(p as u32),
+        None => Err(ClientError::NoPid(v)),
+    }
 }
 
 /// Presents `token` for the calling process; returns the daemon's answer (pid and task).
-pub fn bind_self(socket: &Path, token: &str) -> Result<Value, String> {
+pub fn bind_self(socket: &Path, token: &str) -> Result<Value, ClientError> {
     Session::open(socket, None)?.bind_self(token)
 }
 
 /// The daemon's status report.
-pub fn status_of(socket: &Path) -> Result<Value, String> {
+pub fn status_of(socket: &Path) -> Result<Value, ClientError> {
     request(socket, "GET", "/v1/status", None)
 }
 
@@ -771,12 +883,13 @@ mod tests {
         serve_fake(&path, state, false);
         let p = path.clone();
         let got = tokio::task::spawn_blocking(move || register_self(&p)).await.unwrap();
-        assert_eq!(got, Ok(std::process::id()));
+        assert_eq!(got.unwrap(), std::process::id());
         let p = path.clone();
         let err = tokio::task::spawn_blocking(move || request(&p, "GET", "/v1/tasks", None))
             .await
             .unwrap()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no such endpoint"), "{err}");
         // A pid in the body of the self-bind is refused outright.
         let p = path.clone();
@@ -785,14 +898,16 @@ mod tests {
         })
         .await
         .unwrap()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bad request"), "{err}");
         // A token that does not verify: refused with the reason.
         let p = path.clone();
         let err = tokio::task::spawn_blocking(move || bind_self(&p, "garbage"))
             .await
             .unwrap()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("credential refused: malformed token"), "{err}");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o666);
@@ -814,11 +929,12 @@ mod tests {
                 if admit {
                     // Past the gate: the fake loop's own answer (or the 404).
                     assert!(
-                        got.as_ref().map_or_else(|e| !e.contains("tracked"), |_| true),
+                        got.as_ref()
+                            .map_or_else(|e| !e.to_string().contains("tracked"), |_| true),
                         "{got:?}"
                     );
                 } else {
-                    let err = got.unwrap_err();
+                    let err = got.unwrap_err().to_string();
                     assert!(
                         err.contains(&format!("tracked: {}", std::process::id())),
                         "{route}: {err}"
@@ -862,7 +978,7 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let p = path.clone();
         let got = tokio::task::spawn_blocking(move || register_self(&p)).await.unwrap();
-        assert_eq!(got, Ok(std::process::id()));
+        assert_eq!(got.unwrap(), std::process::id());
     }
 
     #[test]
@@ -889,7 +1005,9 @@ mod tests {
 
     #[test]
     fn unreachable_daemon_is_a_clear_error() {
-        let err = register_self(Path::new("/nonexistent/tether.sock")).unwrap_err();
+        let err = register_self(Path::new("/nonexistent/tether.sock"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is `tether run` running?"), "{err}");
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::{
     api,
     credentials::{devissuer, token::DEFAULT_MAX_CHAIN, trust::Trust},
-    daemon, policy,
+    daemon,
+    model::Mode,
+    policy,
 };
 
 #[derive(Debug, Parser)]
@@ -59,7 +61,7 @@ pub enum Command {
         /// Trust task credentials from ISSUER, verified with the keys of JWKS (a file, or an
         /// https:// URL refreshed every 5 minutes; the last good keys stay when a refresh fails).
         /// Repeatable; rule files may add more under `trust:`.
-        #[arg(long = "trust", value_name = "ISSUER=JWKS", value_parser = parse_trust)]
+        #[arg(long = "trust", value_name = "ISSUER=JWKS", value_parser = Trust::parse)]
         trust: Vec<Trust>,
         /// PEM bundle of the CAs to trust for JWKS URLs (default: the web PKI roots).
         #[arg(long, value_name = "FILE")]
@@ -180,6 +182,15 @@ pub enum ModeArg {
     Enforce,
 }
 
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Observe => Mode::Observe,
+            ModeArg::Enforce => Mode::Enforce,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Make a signing key (DIR/issuer.key, mode 0600) and the JWKS that verifies it
@@ -240,14 +251,21 @@ pub enum TasksCommand {
     Revoke { jti: String },
 }
 
-fn parse_trust(s: &str) -> Result<Trust, String> {
-    Trust::parse(s).map_err(|e| e.to_string())
+/// A token file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the token {}: {source}", path.display())]
+pub struct TokenFileError {
+    path: PathBuf,
+    source: std::io::Error,
 }
 
-fn read_token(path: &std::path::Path) -> Result<String, String> {
+fn read_token(path: &std::path::Path) -> Result<String, TokenFileError> {
     std::fs::read_to_string(path)
         .map(|t| t.trim().to_string())
-        .map_err(|e| format!("cannot read the token {}: {e}", path.display()))
+        .map_err(|source| TokenFileError {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[derive(Debug, Subcommand)]
@@ -394,13 +412,13 @@ pub fn main() -> ExitCode {
             daemon_in_other_pid_namespace,
             command,
         } => {
-            let refuse = |what: String| {
+            let refuse = |what: &dyn std::fmt::Display| {
                 eprintln!("tether exec: {what}; not running {:?}", command[0]);
                 ExitCode::from(126)
             };
             let exe = match daemon_exe.map_or_else(std::env::current_exe, Ok) {
                 Ok(p) => p,
-                Err(e) => return refuse(format!("cannot name the daemon's executable: {e}")),
+                Err(e) => return refuse(&format_args!("cannot name the daemon's executable: {e}")),
             };
             let check = api::DaemonCheck {
                 exe,
@@ -408,28 +426,31 @@ pub fn main() -> ExitCode {
             };
             let mut session = match api::Session::open(&socket, Some(&check)) {
                 Ok(s) => s,
-                Err(e) => return refuse(e),
+                Err(e) => return refuse(&e),
             };
             let verdict = match &token {
-                Some(path) => read_token(path).and_then(|t| session.bind_self(&t)),
+                Some(path) => match read_token(path) {
+                    Ok(t) => session.bind_self(&t),
+                    Err(e) => return refuse(&e),
+                },
                 None => session.register_self(),
             };
             let reply = match verdict {
                 Ok(v) => v,
-                Err(e) => return refuse(e),
+                Err(e) => return refuse(&e),
             };
             // The sandbox, from the daemon's plan: applied to this process, so CMD and
             // everything it starts run under it; then reported back (status, events).
             let plan = match serde_json::from_value::<crate::contain::sandbox::Plan>(reply["sandbox"].clone()) {
                 Ok(p) => p,
-                Err(e) => return refuse(format!("the daemon sent no usable sandbox plan ({e})")),
+                Err(e) => return refuse(&format_args!("the daemon sent no usable sandbox plan ({e})")),
             };
             let layers = match crate::contain::sandbox::apply(&plan) {
                 Ok(l) => l,
-                Err(e) => return refuse(format!("cannot apply the task's sandbox: {e}")),
+                Err(e) => return refuse(&format_args!("cannot apply the task's sandbox: {e}")),
             };
             if let Err(e) = session.report_sandbox(&layers) {
-                return refuse(format!("cannot report the sandbox to the daemon: {e}"));
+                return refuse(&format_args!("cannot report the sandbox to the daemon: {e}"));
             }
             drop(session);
             let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();
@@ -443,40 +464,28 @@ pub fn main() -> ExitCode {
         Command::Token { command } => token_command(command),
         Command::Tasks { admin_socket, command } => {
             let result = match command {
-                TasksCommand::List => api::request(&admin_socket, "GET", "/v1/tasks", None),
-                TasksCommand::Bind { pid, token } => read_token(&token).and_then(|t| {
-                    api::request(
-                        &admin_socket,
-                        "POST",
-                        "/v1/tasks",
-                        Some(&serde_json::json!({"token": t, "pid": pid})),
-                    )
+                TasksCommand::List => api::request(&admin_socket, "GET", "/v1/tasks", None).map_err(Into::into),
+                TasksCommand::Bind { pid, token } => read_token(&token).map_err(Into::into).and_then(|token| {
+                    let body = serde_json::to_value(api::BindOtherBody { token, pid })?;
+                    Ok(api::request(&admin_socket, "POST", "/v1/tasks", Some(&body))?)
                 }),
                 TasksCommand::Revoke { jti } => {
                     let path = format!("/v1/tasks/{}/revoke", url_segment(&jti));
-                    api::request(&admin_socket, "POST", &path, None)
+                    api::request(&admin_socket, "POST", &path, None).map_err(Into::into)
                 }
             };
             print_reply("tasks", result)
         }
         Command::Mode { admin_socket, mode } => {
-            let mode = match mode {
-                ModeArg::Observe => "observe",
-                ModeArg::Enforce => "enforce",
-            };
-            print_reply(
-                "mode",
-                api::request(
-                    &admin_socket,
-                    "POST",
-                    "/v1/mode",
-                    Some(&serde_json::json!({"mode": mode})),
-                ),
-            )
+            let result = serde_json::to_value(api::ModeBody { mode: mode.into() })
+                .map_err(api::ClientError::from)
+                .and_then(|body| api::request(&admin_socket, "POST", "/v1/mode", Some(&body)));
+            print_reply("mode", result.map_err(Into::into))
         }
-        Command::Reload { admin_socket } => {
-            print_reply("reload", api::request(&admin_socket, "POST", "/v1/reload", None))
-        }
+        Command::Reload { admin_socket } => print_reply(
+            "reload",
+            api::request(&admin_socket, "POST", "/v1/reload", None).map_err(Into::into),
+        ),
         Command::Status { socket, json } => match api::status_of(&socket) {
             Ok(s) if json => {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
@@ -613,27 +622,46 @@ pub struct AdminArgs {
     admin_groups: Vec<u32>,
 }
 
+/// A user or group of `--admin-uid`/`--admin-group` that does not resolve on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("no user named {0:?}")]
+    NoUser(String),
+    #[error("looking up user {name:?}: {source}")]
+    UserLookup { name: String, source: nix::Error },
+    #[error("no group named {0:?}")]
+    NoGroup(String),
+    #[error("looking up group {name:?}: {source}")]
+    GroupLookup { name: String, source: nix::Error },
+}
+
 /// A user name or uid, resolved now.
-fn parse_user(s: &str) -> Result<u32, String> {
+fn parse_user(s: &str) -> Result<u32, AccountError> {
     if let Ok(n) = s.parse::<u32>() {
         return Ok(n);
     }
     match nix::unistd::User::from_name(s) {
         Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(format!("no user named {s:?}")),
-        Err(e) => Err(format!("looking up user {s:?}: {e}")),
+        Ok(None) => Err(AccountError::NoUser(s.to_string())),
+        Err(source) => Err(AccountError::UserLookup {
+            name: s.to_string(),
+            source,
+        }),
     }
 }
 
 /// A group name or gid, resolved now.
-fn parse_group(s: &str) -> Result<u32, String> {
+fn parse_group(s: &str) -> Result<u32, AccountError> {
     if let Ok(n) = s.parse::<u32>() {
         return Ok(n);
     }
     match nix::unistd::Group::from_name(s) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("no group named {s:?}")),
-        Err(e) => Err(format!("looking up group {s:?}: {e}")),
+        Ok(None) => Err(AccountError::NoGroup(s.to_string())),
+        Err(source) => Err(AccountError::GroupLookup {
+            name: s.to_string(),
+            source,
+        }),
     }
 }
 
@@ -697,7 +725,7 @@ fn token_command(command: TokenCommand) -> ExitCode {
 }
 
 /// Prints an admin API reply (pretty JSON) or the error.
-fn print_reply(what: &str, result: Result<serde_json::Value, String>) -> ExitCode {
+fn print_reply(what: &str, result: anyhow::Result<serde_json::Value>) -> ExitCode {
     match result {
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

@@ -11,13 +11,53 @@ use btfparse::{Readable, TypeInformation};
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error("cannot read kernel BTF at {path}: {reason} (Tether needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)")]
-    Btf { path: String, reason: String },
-    #[error("this kernel's BTF lacks fields Tether cannot work without (process lineage): {0}")]
-    Core(String),
+    Btf { path: String, reason: BtfUnreadable },
+    #[error(
+        "this kernel's BTF lacks fields Tether cannot work without (process lineage): {}",
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Core(Vec<Missing>),
     #[error("cannot read tracepoint format {path}: {source}")]
     Format { path: String, source: std::io::Error },
     #[error("tracepoint {tracepoint} has no field {field}")]
     NoTracepointField { tracepoint: String, field: String },
+}
+
+/// Why the BTF file gives no types.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfUnreadable {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// btfparse's error has no Display; its Debug form names the kind and the message.
+    #[error("{0:?}")]
+    Parse(btfparse::Error),
+}
+
+/// Why a struct field or kernel function the programs need is not in the kernel's BTF.
+#[derive(Debug, thiserror::Error)]
+pub enum Absent {
+    #[error("hidden by {HIDE_FIELDS_ENV}")]
+    Hidden,
+    #[error("no struct {0} in the kernel's BTF")]
+    NoStruct(String),
+    #[error("not byte-aligned ({0:?})")]
+    NotByteAligned(btfparse::Offset),
+    #[error("not found ({0:?})")]
+    NoField(btfparse::Error),
+    #[error("no function {0} in the kernel's BTF")]
+    NoFunction(String),
+    #[error("{0} is not a function in the kernel's BTF")]
+    NotAFunction(String),
+    #[error("{0} has no prototype in the kernel's BTF")]
+    NoPrototype(String),
+}
+
+/// A field (`struct.field`) or function this kernel lacks, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {why}")]
+pub struct Missing {
+    pub name: String,
+    pub why: Absent,
 }
 
 /// The BTF file, read whole: btfparse reads it a few bytes at a time, and a syscall per read
@@ -158,8 +198,8 @@ pub struct ResolvedOffsets {
     pub hook_params: std::collections::BTreeMap<&'static str, u32>,
     /// io_uring's async workers are threads of the submitting process (5.12+, where the
     /// kernel has `create_io_thread`); before, they are kernel threads, so no hook run in
-    /// one is attributed to the process (see [`Layout::uring_workers_in_task`]).
-    pub uring_workers_in_task: bool,
+    /// one is attributed to the process (see [`Layout::uring_workers_in_process`]).
+    pub uring_workers_in_process: bool,
     /// Parameter counts of the functions asked for ([`offsets_from_btf`]'s `functions`);
     /// one the kernel lacks is absent.
     pub func_params: std::collections::BTreeMap<String, u32>,
@@ -190,7 +230,7 @@ pub struct Layout {
     /// (Linux 5.12+). Before, an operation punted to a worker (every openat, for one) runs in
     /// a kernel thread that no tracked map names: the BPF LSM hooks cannot attribute it, so
     /// rings are judged as where BPF LSM is absent (granted, or killed before use).
-    pub uring_workers_in_task: bool,
+    pub uring_workers_in_process: bool,
 }
 
 /// Resolves every field the programs read through `lookup(struct, field)`. A missing field
@@ -198,14 +238,14 @@ pub struct Layout {
 /// that read it and leaves its offset [`ABSENT`].
 /// `hook_params(hook)` is the parameter count of BPF LSM hook `hook`.
 pub fn resolve_offsets(
-    mut lookup: impl FnMut(&str, &str) -> Result<u32, String>,
-    mut hook_params: impl FnMut(&str) -> Result<u32, String>,
+    mut lookup: impl FnMut(&str, &str) -> Result<u32, Absent>,
+    mut hook_params: impl FnMut(&str) -> Result<u32, Absent>,
 ) -> Result<ResolvedOffsets, LayoutError> {
     // kernfs_node.parent was renamed `__parent` in 6.15 (RCU-protected since); same meaning.
     let kernfs_parent = lookup("kernfs_node", "__parent").ok();
     // inode.i_nlink is a const view of `__i_nlink` (one union); either gives the offset.
     let i_nlink = lookup("inode", "__i_nlink").ok();
-    let mut missing: Vec<(u32, String)> = Vec::new();
+    let mut missing: Vec<(u32, Missing)> = Vec::new();
     let params: std::collections::BTreeMap<&'static str, u32> = VARIANT_HOOKS
         .iter()
         .filter_map(|h| hook_params(h).ok().map(|n| (*h, n)))
@@ -213,17 +253,21 @@ pub fn resolve_offsets(
     // The previous verdict of path_rename follows the hook's parameters.
     let path_rename_ret = match hook_params("path_rename") {
         Ok(n) => n,
-        Err(reason) => {
-            missing.push((need::LSM_PATH, format!("bpf_lsm_path_rename: {reason}")));
+        Err(why) => {
+            let name = "bpf_lsm_path_rename".to_string();
+            missing.push((need::LSM_PATH, Missing { name, why }));
             ABSENT
         }
     };
-    let mut core_missing: Vec<String> = Vec::new();
+    let mut core_missing: Vec<Missing> = Vec::new();
     let mut get = |ty: &str, field: &str, needs: u32| -> u32 {
         match lookup(ty, field) {
             Ok(o) => o,
-            Err(reason) => {
-                let what = format!("{ty}.{field}: {reason}");
+            Err(why) => {
+                let what = Missing {
+                    name: format!("{ty}.{field}"),
+                    why,
+                };
                 if needs == need::CORE {
                     core_missing.push(what);
                 } else {
@@ -317,7 +361,7 @@ pub fn resolve_offsets(
         signal_live: get("signal_struct", "live", CORE),
     };
     if !core_missing.is_empty() {
-        return Err(LayoutError::Core(core_missing.join("; ")));
+        return Err(LayoutError::Core(core_missing));
     }
     let degraded = missing.iter().fold(0, |acc, (n, _)| acc | n);
     let degradations = NEEDS
@@ -329,7 +373,7 @@ pub fn resolve_offsets(
             missing: missing
                 .iter()
                 .filter(|(n, _)| n & bit != 0)
-                .map(|(_, w)| w.clone())
+                .map(|(_, w)| w.to_string())
                 .collect(),
         })
         .collect();
@@ -339,7 +383,7 @@ pub fn resolve_offsets(
         degradations,
         hook_params: params,
         func_params: Default::default(),
-        uring_workers_in_task: false,
+        uring_workers_in_process: false,
     })
 }
 
@@ -361,29 +405,27 @@ pub fn offsets_from_btf(path: &Path, functions: &[String]) -> Result<ResolvedOff
             hidden.join(", ")
         );
     }
-    let btf_err = |reason: String| LayoutError::Btf {
+    let btf_err = |reason: BtfUnreadable| LayoutError::Btf {
         path: path.display().to_string(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| btf_err(e.to_string()))?;
-    let ti = TypeInformation::new(&BtfBytes(bytes)).map_err(|e| btf_err(format!("{e:?}")))?;
+    let bytes = std::fs::read(path).map_err(|e| btf_err(e.into()))?;
+    let ti = TypeInformation::new(&BtfBytes(bytes)).map_err(|e| btf_err(BtfUnreadable::Parse(e)))?;
     let mut r = resolve_offsets(
         |ty, field| {
             if hidden.iter().any(|h| *h == format!("{ty}.{field}")) {
-                return Err(format!("hidden by {HIDE_FIELDS_ENV}"));
+                return Err(Absent::Hidden);
             }
-            let id = ti
-                .id_of(ty)
-                .ok_or_else(|| format!("no struct {ty} in the kernel's BTF"))?;
+            let id = ti.id_of(ty).ok_or_else(|| Absent::NoStruct(ty.to_string()))?;
             match ti.offset_of(id, field) {
                 Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o),
-                Ok((_, other)) => Err(format!("not byte-aligned ({other:?})")),
-                Err(e) => Err(format!("not found ({e:?})")),
+                Ok((_, other)) => Err(Absent::NotByteAligned(other)),
+                Err(e) => Err(Absent::NoField(e)),
             }
         },
         |hook| lsm_hook_params(&ti, hook),
     )?;
-    r.uring_workers_in_task = ti.id_of("create_io_thread").is_some();
+    r.uring_workers_in_process = ti.id_of("create_io_thread").is_some();
     r.func_params = functions
         .iter()
         .filter_map(|f| func_params(&ti, f).ok().map(|n| (f.clone(), n)))
@@ -393,22 +435,20 @@ pub fn offsets_from_btf(path: &Path, functions: &[String]) -> Result<ResolvedOff
 
 /// Parameter count of BPF LSM hook `hook`: the prototype of `bpf_lsm_<hook>` (absent where
 /// the kernel lacks the hook, e.g. path hooks without CONFIG_SECURITY_PATH).
-fn lsm_hook_params(ti: &TypeInformation, hook: &str) -> Result<u32, String> {
+fn lsm_hook_params(ti: &TypeInformation, hook: &str) -> Result<u32, Absent> {
     func_params(ti, &format!("bpf_lsm_{hook}"))
 }
 
 /// Parameter count of kernel function `name`, from its BTF prototype.
-fn func_params(ti: &TypeInformation, name: &str) -> Result<u32, String> {
+fn func_params(ti: &TypeInformation, name: &str) -> Result<u32, Absent> {
     use btfparse::TypeVariant;
-    let id = ti
-        .id_of(name)
-        .ok_or_else(|| format!("no function {name} in the kernel's BTF"))?;
+    let id = ti.id_of(name).ok_or_else(|| Absent::NoFunction(name.to_string()))?;
     let Some(TypeVariant::Func(func)) = ti.from_id(id) else {
-        return Err(format!("{name} is not a function in the kernel's BTF"));
+        return Err(Absent::NotAFunction(name.to_string()));
     };
     match ti.from_id(*func.prototype_tid()) {
         Some(TypeVariant::FuncProto(proto)) => Ok(proto.parameter_list().len() as u32),
-        _ => Err(format!("{name} has no prototype in the kernel's BTF")),
+        _ => Err(Absent::NoPrototype(name.to_string())),
     }
 }
 
@@ -488,7 +528,7 @@ pub fn layout(btf: &Path, tracefs: &Path, self_tgid: u32, functions: &[String]) 
         degraded: r.degraded,
         hook_params: r.hook_params,
         func_params: r.func_params,
-        uring_workers_in_task: r.uring_workers_in_task,
+        uring_workers_in_process: r.uring_workers_in_process,
     })
 }
 
@@ -544,11 +584,11 @@ format:
     }
 
     /// A fake kernel: every field at offset 8, except those listed.
-    fn kernel_without(missing: &'static [&'static str]) -> impl FnMut(&str, &str) -> Result<u32, String> {
+    fn kernel_without(missing: &'static [&'static str]) -> impl FnMut(&str, &str) -> Result<u32, Absent> {
         move |ty, field| {
             let name = format!("{ty}.{field}");
             if missing.contains(&name.as_str()) {
-                Err("not found".into())
+                Err(Absent::Hidden)
             } else {
                 Ok(8)
             }
@@ -563,7 +603,10 @@ format:
         assert_eq!(r.degraded, need::PATHS | need::LSM_CONNECT);
         let features: Vec<&str> = r.degradations.iter().map(|d| d.feature).collect();
         assert_eq!(features, ["path resolution", "BPF LSM socket_connect"]);
-        assert_eq!(r.degradations[0].missing, ["dentry.d_name.name: not found"]);
+        assert_eq!(
+            r.degradations[0].missing,
+            ["dentry.d_name.name: hidden by TETHER_HIDE_BTF_FIELDS"]
+        );
         // task_struct.mm feeds argv, paths and exe selectors.
         let r = resolve_offsets(kernel_without(&["task_struct.mm"]), |_| Ok(5)).unwrap();
         assert_eq!(r.degraded, need::ARGV | need::PATHS | need::EXE_INODE);
@@ -571,12 +614,12 @@ format:
         assert_eq!((r.degraded, r.degradations.len()), (0, 0));
         assert_eq!(r.offsets.path_rename_ret, 4);
         // A kernel without the path hooks (no CONFIG_SECURITY_PATH) only loses them.
-        let r = resolve_offsets(kernel_without(&[]), |h| Err(format!("no function bpf_lsm_{h}"))).unwrap();
+        let r = resolve_offsets(kernel_without(&[]), |h| Err(Absent::NoFunction(format!("bpf_lsm_{h}")))).unwrap();
         assert_eq!(r.degraded, need::LSM_PATH);
         assert_eq!(r.offsets.path_rename_ret, ABSENT);
         assert_eq!(
             r.degradations[0].missing,
-            ["bpf_lsm_path_rename: no function bpf_lsm_path_rename"]
+            ["bpf_lsm_path_rename: no function bpf_lsm_path_rename in the kernel's BTF"]
         );
     }
 

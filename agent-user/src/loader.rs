@@ -704,7 +704,7 @@ fn attach_lsm_groups(
             pins.kept.pinned.push(name);
         }
     }
-    if groups.contains(&LsmGroup::FileNames.as_str()) && layout.uring_workers_in_task {
+    if groups.contains(&LsmGroup::FileNames.as_str()) && layout.uring_workers_in_process {
         // The path hooks see what a ring does only where its async workers are threads of
         // the process (5.12+); before, rings are judged as where BPF LSM is absent.
         groups.push(LsmGroup::IoUring.as_str());

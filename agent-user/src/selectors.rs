@@ -90,86 +90,139 @@ pub fn pod_meets(
         && pod_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// Pod criteria (of a selector, or of a guardrail's `pods:`) that Kubernetes cannot have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PodCriteriaError {
+    #[error("namespace {0:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)")]
+    Namespace(String),
+    #[error(
+        "pod_labels key {0:?} is not a Kubernetes label key ([prefix/]name, name at most 63 of letters, digits, '-', '_', '.')"
+    )]
+    LabelKey(String),
+    #[error(
+        "pod_labels value {value:?} of {key:?} is not a Kubernetes label value (at most 63 of letters, digits, '-', '_', '.', alphanumeric at both ends)"
+    )]
+    LabelValue { key: String, value: String },
+}
+
+/// A selector whose values have the wrong shape ([`validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("an agent selector has an empty id")]
+    EmptyId,
+    #[error("agent selector {0:?} selects nothing: give exe, comm, uid, cgroup, namespace or pod_labels")]
+    SelectsNothing(String),
+    #[error(
+        "agent selector {0:?}: cgroup cannot be combined with namespace or pod_labels (both select by cgroup); use two selectors"
+    )]
+    CgroupAndPod(String),
+    #[error("agent selector {id:?}: {source}")]
+    Pod { id: String, source: PodCriteriaError },
+    #[error("agent selector {id:?}: exe {exe:?} is not an absolute path")]
+    RelativeExe { id: String, exe: String },
+    #[error("agent selector {id:?}: comm {comm:?} must be 1 to 15 bytes without '/' (the kernel keeps 15)")]
+    Comm { id: String, comm: String },
+    #[error("agent selector {id:?}: uid {name:?} is not a user name")]
+    UserName { id: String, name: String },
+    #[error("agent selector {id:?}: cgroup {path:?} {why}")]
+    Cgroup { id: String, path: String, why: CgroupShape },
+}
+
+/// What is wrong with a selector's cgroup path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CgroupShape {
+    #[error("must be an absolute cgroup v2 path, as /proc/PID/cgroup shows it (e.g. /system.slice/agent.service)")]
+    Relative,
+    #[error("is the root cgroup: it would select every process on the host")]
+    Root,
+    #[error("has an empty, `.` or `..` component")]
+    BadComponent,
+}
+
 /// Checks namespace names and pod label keys and values (of a selector, or of a guardrail's
-/// `pods:`); the message names the offending value.
+/// `pods:`); the error names the offending value.
 pub fn validate_pod_criteria(
     namespace: &BTreeSet<String>,
     pod_labels: &BTreeMap<String, String>,
-) -> Result<(), String> {
+) -> Result<(), PodCriteriaError> {
     for ns in namespace {
         if !is_dns_label(ns) {
-            return Err(format!(
-                "namespace {ns:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63)"
-            ));
+            return Err(PodCriteriaError::Namespace(ns.clone()));
         }
     }
     for (k, v) in pod_labels {
         if !is_label_key(k) {
-            return Err(format!(
-                "pod_labels key {k:?} is not a Kubernetes label key ([prefix/]name, name at most 63 of letters, digits, '-', '_', '.')"
-            ));
+            return Err(PodCriteriaError::LabelKey(k.clone()));
         }
         if !v.is_empty() && !is_label_name(v) {
-            return Err(format!(
-                "pod_labels value {v:?} of {k:?} is not a Kubernetes label value (at most 63 of letters, digits, '-', '_', '.', alphanumeric at both ends)"
-            ));
+            return Err(PodCriteriaError::LabelValue {
+                key: k.clone(),
+                value: v.clone(),
+            });
         }
     }
     Ok(())
 }
 
-/// Checks the shape of a selector's values; the message names the offending value.
-pub fn validate(s: &Selector) -> Result<(), String> {
+/// Checks the shape of a selector's values; the error names the offending value.
+pub fn validate(s: &Selector) -> Result<(), ShapeError> {
     let id = &s.id;
     if id.trim().is_empty() {
-        return Err("an agent selector has an empty id".into());
+        return Err(ShapeError::EmptyId);
     }
     if s.exe.is_empty() && s.comm.is_empty() && s.uid.is_empty() && s.cgroup.is_empty() && !s.by_pod() {
-        return Err(format!(
-            "agent selector {id:?} selects nothing: give exe, comm, uid, cgroup, namespace or pod_labels"
-        ));
+        return Err(ShapeError::SelectsNothing(id.clone()));
     }
     if s.by_pod() && !s.cgroup.is_empty() {
-        return Err(format!(
-            "agent selector {id:?}: cgroup cannot be combined with namespace or pod_labels (both select by cgroup); use two selectors"
-        ));
+        return Err(ShapeError::CgroupAndPod(id.clone()));
     }
-    validate_pod_criteria(&s.namespace, &s.pod_labels).map_err(|e| format!("agent selector {id:?}: {e}"))?;
+    validate_pod_criteria(&s.namespace, &s.pod_labels).map_err(|source| ShapeError::Pod { id: id.clone(), source })?;
     for exe in &s.exe {
         if !exe.starts_with('/') {
-            return Err(format!("agent selector {id:?}: exe {exe:?} is not an absolute path"));
+            return Err(ShapeError::RelativeExe {
+                id: id.clone(),
+                exe: exe.clone(),
+            });
         }
     }
     for comm in &s.comm {
         if comm.is_empty() || comm.len() > COMM_LEN - 1 || comm.contains('/') {
-            return Err(format!(
-                "agent selector {id:?}: comm {comm:?} must be 1 to 15 bytes without '/' (the kernel keeps 15)"
-            ));
+            return Err(ShapeError::Comm {
+                id: id.clone(),
+                comm: comm.clone(),
+            });
         }
     }
     for u in &s.uid {
         if let UserRef::Name(n) = u
             && (n.is_empty() || n.contains([':', '/', ' ', '\n']))
         {
-            return Err(format!("agent selector {id:?}: uid {n:?} is not a user name"));
+            return Err(ShapeError::UserName {
+                id: id.clone(),
+                name: n.clone(),
+            });
         }
     }
     for c in &s.cgroup {
-        let bad = |why: &str| Err(format!("agent selector {id:?}: cgroup {c:?} {why}"));
+        let bad = |why| {
+            Err(ShapeError::Cgroup {
+                id: id.clone(),
+                path: c.clone(),
+                why,
+            })
+        };
         if !c.starts_with('/') {
-            return bad(
-                "must be an absolute cgroup v2 path, as /proc/PID/cgroup shows it (e.g. /system.slice/agent.service)",
-            );
+            return bad(CgroupShape::Relative);
         }
         if c.trim_end_matches('/').is_empty() {
-            return bad("is the root cgroup: it would select every process on the host");
+            return bad(CgroupShape::Root);
         }
         if c.trim_end_matches('/')
             .split('/')
             .skip(1)
             .any(|seg| seg.is_empty() || seg == "." || seg == "..")
         {
-            return bad("has an empty, `.` or `..` component");
+            return bad(CgroupShape::BadComponent);
         }
     }
     Ok(())
@@ -518,17 +571,22 @@ mod tests {
     #[test]
     fn shapes_are_validated_with_the_offending_value() {
         let mut s = sel("a");
-        assert!(validate(&s).unwrap_err().contains("selects nothing"));
+        assert!(validate(&s).unwrap_err().to_string().contains("selects nothing"));
         s.cgroup.insert("agents.slice".into());
-        assert!(validate(&s).unwrap_err().contains("absolute cgroup v2 path"));
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("absolute cgroup v2 path")
+        );
         s.cgroup = ["/".to_string()].into();
-        assert!(validate(&s).unwrap_err().contains("every process"));
+        assert!(validate(&s).unwrap_err().to_string().contains("every process"));
         s.cgroup = ["/a/../b".to_string()].into();
-        assert!(validate(&s).unwrap_err().contains("`..`"));
+        assert!(validate(&s).unwrap_err().to_string().contains("`..`"));
         s.cgroup = ["/agents.slice/".to_string()].into();
         validate(&s).unwrap();
         s.uid.insert(UserRef::Name("a b".into()));
-        assert!(validate(&s).unwrap_err().contains("not a user name"));
+        assert!(validate(&s).unwrap_err().to_string().contains("not a user name"));
     }
 
     #[test]
@@ -622,7 +680,7 @@ mod tests {
         let with = |f: &dyn Fn(&mut Selector)| {
             let mut s = base.clone();
             f(&mut s);
-            validate(&s)
+            validate(&s).map_err(|e| e.to_string())
         };
         assert!(
             with(&|s| {

@@ -71,7 +71,7 @@ pub enum JwksError {
     #[error("every key in the JWKS needs a kid")]
     NoKid,
     #[error("key {kid:?}: {why}")]
-    BadKey { kid: String, why: String },
+    BadKey { kid: String, why: KeyError },
     /// Reading a JWKS file, or its contents (`why`).
     #[error("{path}: {why}")]
     File { path: String, why: String },
@@ -81,6 +81,22 @@ pub enum JwksError {
     /// Keys handed to the daemon without a source (tests, the dev issuer).
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// A key of a shape the verifier cannot rely on.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("{field} is not base64url: {source}")]
+    NotBase64 {
+        field: &'static str,
+        source: base64::DecodeError,
+    },
+    #[error("an OKP key of curve {0:?}: only Ed25519 is supported (EdDSA)")]
+    OkpCurve(jsonwebtoken::jwk::EllipticCurve),
+    #[error("an Ed25519 public key (x) is 32 bytes, this one {0}")]
+    Ed25519Length(usize),
+    #[error("a P-256 public key has 32-byte x and y, this one {x} and {y}")]
+    P256Length { x: usize, y: usize },
 }
 
 /// Why no HTTPS client for JWKS URLs could be made.
@@ -118,29 +134,28 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<JwkSet, JwksError> {
 /// The key shapes the verifier relies on. An Ed25519 `x` must be 32 bytes: jsonwebtoken 11.1
 /// slices it to 32 without checking (a shorter one panicked the verifier, found by the `jwks`
 /// fuzz target; a longer one was silently cut).
-fn check_key(k: &jsonwebtoken::jwk::Jwk) -> Result<(), String> {
+fn check_key(k: &jsonwebtoken::jwk::Jwk) -> Result<(), KeyError> {
     use base64::Engine as _;
     use jsonwebtoken::jwk::AlgorithmParameters;
-    let len = |field: &str, v: &str| {
+    let len = |field: &'static str, v: &str| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(v.trim_end_matches('='))
             .map(|b| b.len())
-            .map_err(|e| format!("{field} is not base64url: {e}"))
+            .map_err(|source| KeyError::NotBase64 { field, source })
     };
     match &k.algorithm {
         // jsonwebtoken takes every OKP key for Ed25519, whatever its crv.
-        AlgorithmParameters::OctetKeyPair(p) if p.curve != jsonwebtoken::jwk::EllipticCurve::Ed25519 => Err(format!(
-            "an OKP key of curve {:?}: only Ed25519 is supported (EdDSA)",
-            p.curve
-        )),
+        AlgorithmParameters::OctetKeyPair(p) if p.curve != jsonwebtoken::jwk::EllipticCurve::Ed25519 => {
+            Err(KeyError::OkpCurve(p.curve.clone()))
+        }
         AlgorithmParameters::OctetKeyPair(p) => match len("x", &p.x)? {
             32 => Ok(()),
-            n => Err(format!("an Ed25519 public key (x) is 32 bytes, this one {n}")),
+            n => Err(KeyError::Ed25519Length(n)),
         },
         AlgorithmParameters::EllipticCurve(p) if p.curve == jsonwebtoken::jwk::EllipticCurve::P256 => {
             match (len("x", &p.x)?, len("y", &p.y)?) {
                 (32, 32) => Ok(()),
-                (x, y) => Err(format!("a P-256 public key has 32-byte x and y, this one {x} and {y}")),
+                (x, y) => Err(KeyError::P256Length { x, y }),
             }
         }
         _ => Ok(()),

@@ -21,11 +21,43 @@ pub enum WebhookError {
     #[error("--webhook {0}: only https:// URLs are accepted")]
     NotHttps(String),
     #[error("--webhook-ca {0}")]
-    Ca(String),
+    Ca(crate::tls::PemError),
     #[error("--webhook-cert/--webhook-key: {0}")]
-    ClientCert(String),
+    ClientCert(#[from] ClientCertError),
     #[error("building the webhook client: {0}")]
-    Client(String),
+    Tls(#[from] rustls::Error),
+    #[error("building the webhook client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// Why the client certificate (mTLS) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCertError {
+    #[error(transparent)]
+    Cert(#[from] crate::tls::PemError),
+    #[error("{}: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate and key do not go together.
+    #[error(transparent)]
+    Refused(rustls::Error),
+    #[error("a client certificate needs both --webhook-cert and --webhook-key")]
+    Half,
+}
+
+/// Why one POST of a batch failed (the batch stays in the spool).
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("bearer token {}: {source}", path.display())]
+    Token { path: PathBuf, source: std::io::Error },
+    /// The request failed: the whole chain of causes (reqwest's Display hides the cause:
+    /// connection refused, certificate...).
+    #[error("{}", crate::tls::error_chain(.0))]
+    Send(#[from] reqwest::Error),
+    #[error("the receiver answered {0}")]
+    Status(reqwest::StatusCode),
 }
 
 /// Webhook settings.
@@ -49,35 +81,31 @@ pub fn client(cfg: &WebhookConfig) -> Result<reqwest::Client, WebhookError> {
     if !cfg.url.starts_with("https://") {
         return Err(WebhookError::NotHttps(cfg.url.clone()));
     }
-    let roots = crate::tls::root_store(cfg.ca.as_deref()).map_err(|e| WebhookError::Ca(e.to_string()))?;
+    let roots = crate::tls::root_store(cfg.ca.as_deref()).map_err(WebhookError::Ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| WebhookError::Client(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     let config = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => {
-            let certs = crate::tls::read_certs(cert).map_err(|e| WebhookError::ClientCert(e.to_string()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| WebhookError::ClientCert(format!("{}: {e}", key.display())))?;
+            let certs = crate::tls::read_certs(cert).map_err(ClientCertError::Cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|source| ClientCertError::Key {
+                path: key.clone(),
+                source,
+            })?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|e| WebhookError::ClientCert(e.to_string()))?
+                .map_err(ClientCertError::Refused)?
         }
         (None, None) => builder.with_no_client_auth(),
-        _ => {
-            return Err(WebhookError::ClientCert(
-                "a client certificate needs both --webhook-cert and --webhook-key".into(),
-            ));
-        }
+        _ => return Err(ClientCertError::Half.into()),
     };
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .timeout(cfg.timeout)
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| WebhookError::Client(e.to_string()))
+        .build()?)
 }
 
 /// Delay before retry number `attempt` (1-based): doubling from `min`, capped at `max`, with
@@ -89,7 +117,7 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration, unit: f64) -> Duratio
 }
 
 /// One POST of `batch`; Ok once the receiver acknowledged it (2xx).
-async fn post(client: &reqwest::Client, cfg: &WebhookConfig, batch: &Batch) -> Result<(), String> {
+async fn post(client: &reqwest::Client, cfg: &WebhookConfig, batch: &Batch) -> Result<(), PostError> {
     let mut body = String::with_capacity(batch.lines.iter().map(|l| l.len() + 1).sum());
     for l in &batch.lines {
         body.push_str(l);
@@ -101,24 +129,18 @@ async fn post(client: &reqwest::Client, cfg: &WebhookConfig, batch: &Batch) -> R
         .header("x-tether-stream", batch.stream.as_str())
         .body(body);
     if let Some(path) = &cfg.token_file {
-        let token = std::fs::read_to_string(path).map_err(|e| format!("bearer token {}: {e}", path.display()))?;
+        let token = std::fs::read_to_string(path).map_err(|source| PostError::Token {
+            path: path.clone(),
+            source,
+        })?;
         req = req.bearer_auth(token.trim());
     }
-    let resp = req.send().await.map_err(|e| {
-        // reqwest's Display hides the cause (connection refused, certificate...).
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-        msg
-    })?;
+    let resp = req.send().await?;
     let status = resp.status();
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("the receiver answered {status}"))
+        Err(PostError::Status(status))
     }
 }
 

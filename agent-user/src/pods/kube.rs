@@ -36,15 +36,98 @@ pub struct ApiConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     #[error("Kubernetes API {url}: {why}")]
-    Config { url: String, why: String },
+    Config { url: String, why: ConfigError },
     #[error("Kubernetes API: {0}")]
-    Client(String),
-    #[error("Kubernetes API {what}: {why}")]
-    Request { what: &'static str, why: String },
+    Tls(#[from] rustls::Error),
+    #[error("Kubernetes API: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("Kubernetes API {call}: {why}")]
+    Request { call: Call, why: RequestError },
     /// The resourceVersion is too old (HTTP or watch status 410): list again.
     #[error("Kubernetes API: resourceVersion expired (410 Gone)")]
     Gone,
 }
+
+/// What is wrong with the API configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("must be an https:// URL")]
+    NotHttps,
+    #[error("no node name: set TETHER_NODE_NAME (the DaemonSet passes spec.nodeName) or --node-name")]
+    NoNode,
+    #[error("CA bundle {0}")]
+    CaBundle(#[from] crate::tls::PemError),
+    #[error(transparent)]
+    Token(#[from] TokenFileError),
+}
+
+/// The two calls the watcher makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    List,
+    Watch,
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Call::List => "list pods",
+            Call::Watch => "watch pods",
+        })
+    }
+}
+
+/// Why a list or watch call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Token(#[from] TokenFileError),
+    /// The connection or the transfer failed (the whole chain of causes).
+    #[error("{}", crate::tls::error_chain(.0))]
+    Transport(#[from] reqwest::Error),
+    /// The server answered another status than 200 or 410 (`body`: the first 300 characters).
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("a page of the pod list is over {MAX_LIST_BYTES} bytes")]
+    PageTooLarge,
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Line(#[from] LineTooLong),
+    /// A watch ERROR event other than 410.
+    #[error("status {code}: {message}")]
+    WatchStatus { code: u64, message: String },
+}
+
+/// The service-account token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("token file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("token file {}: not a bearer token", path.display())]
+    NotBearer { path: PathBuf },
+}
+
+/// Why a page of the pod list, a watch line or a pod in them does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a PodList: {0}")]
+    NotAList(serde_json::Error),
+    #[error("not a Pod: {0}")]
+    NotAPod(serde_json::Error),
+    #[error("a pod without uid, name or namespace")]
+    Incomplete,
+    #[error("not a watch event: {0}")]
+    NotAWatchEvent(serde_json::Error),
+    /// The event's type (its first 64 characters) is none of the four.
+    #[error("unknown watch event type {0:?}")]
+    UnknownType(String),
+}
+
+/// A watch line longer than [`MAX_WATCH_LINE`].
+#[derive(Debug, thiserror::Error)]
+#[error("a watch line is over {MAX_WATCH_LINE} bytes")]
+pub struct LineTooLong;
 
 impl ApiConfig {
     /// The in-cluster configuration, or None outside a cluster (no KUBERNETES_SERVICE_HOST).
@@ -64,20 +147,18 @@ impl ApiConfig {
     /// Checks the configuration before the daemon starts: an https URL, a readable CA bundle
     /// and token file, a node name.
     pub fn validate(&self) -> Result<(), KubeError> {
-        let bad = |why: String| KubeError::Config {
+        let bad = |why: ConfigError| KubeError::Config {
             url: self.server.clone(),
             why,
         };
         if !self.server.starts_with("https://") {
-            return Err(bad("must be an https:// URL".into()));
+            return Err(bad(ConfigError::NotHttps));
         }
         if self.node.is_empty() {
-            return Err(bad(
-                "no node name: set TETHER_NODE_NAME (the DaemonSet passes spec.nodeName) or --node-name".into(),
-            ));
+            return Err(bad(ConfigError::NoNode));
         }
-        crate::tls::read_certs(&self.ca_file).map_err(|e| bad(format!("CA bundle {e}")))?;
-        read_token(&self.token_file).map_err(bad)?;
+        crate::tls::read_certs(&self.ca_file).map_err(|e| bad(e.into()))?;
+        read_token(&self.token_file).map_err(|e| bad(e.into()))?;
         Ok(())
     }
 
@@ -90,11 +171,16 @@ impl ApiConfig {
     }
 }
 
-fn read_token(path: &Path) -> Result<String, String> {
-    let t = std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
+fn read_token(path: &Path) -> Result<String, TokenFileError> {
+    let t = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let t = t.trim().to_string();
     if t.is_empty() || t.contains(char::is_whitespace) {
-        return Err(format!("token file {}: not a bearer token", path.display()));
+        return Err(TokenFileError::NotBearer {
+            path: path.to_path_buf(),
+        });
     }
     Ok(t)
 }
@@ -221,10 +307,10 @@ struct WatchEvent {
 }
 
 impl Pod {
-    fn meta(self) -> Result<PodMeta, String> {
+    fn meta(self) -> Result<PodMeta, DecodeError> {
         let m = self.metadata;
         if m.uid.is_empty() || m.name.is_empty() || m.namespace.is_empty() {
-            return Err("a pod without uid, name or namespace".into());
+            return Err(DecodeError::Incomplete);
         }
         Ok(PodMeta {
             namespace: m.namespace,
@@ -245,26 +331,26 @@ pub const MAX_WATCH_LINE: usize = 8 << 20;
 /// costs only itself), the list's resourceVersion and the `continue` token of the next page.
 #[derive(Debug)]
 pub struct ListPage {
-    pub pods: Vec<Result<PodMeta, String>>,
+    pub pods: Vec<Result<PodMeta, DecodeError>>,
     pub resource_version: String,
     pub cont: Option<String>,
 }
 
 /// Decodes one page of `GET /api/v1/pods`. Pure: the list/watch decoder fuzz target's entry.
-pub fn decode_list(body: &[u8]) -> Result<ListPage, String> {
+pub fn decode_list(body: &[u8]) -> Result<ListPage, DecodeError> {
     #[derive(serde::Deserialize)]
     struct RawList {
         metadata: ListMeta,
         items: Vec<serde_json::Value>,
     }
-    let list: RawList = serde_json::from_slice(body).map_err(|e| format!("not a PodList: {e}"))?;
+    let list: RawList = serde_json::from_slice(body).map_err(DecodeError::NotAList)?;
     Ok(ListPage {
         pods: list
             .items
             .into_iter()
             .map(|v| {
                 serde_json::from_value::<Pod>(v)
-                    .map_err(|e| format!("not a Pod: {e}"))
+                    .map_err(DecodeError::NotAPod)
                     .and_then(Pod::meta)
             })
             .collect(),
@@ -291,20 +377,20 @@ pub enum WatchChange {
 }
 
 /// Why a watch line ends the watch.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum WatchError {
     /// An ERROR event with status 410: the version is gone, list again.
     Gone,
     /// Another ERROR event.
     Status { code: u64, message: String },
     /// Not a watch event of a pod.
-    Decode(String),
+    Decode(DecodeError),
 }
 
 /// Decodes one line of a pod watch. Pure: the list/watch decoder fuzz target's entry.
 pub fn decode_watch(line: &[u8]) -> Result<Watched, WatchError> {
     let ev: WatchEvent =
-        serde_json::from_slice(line).map_err(|e| WatchError::Decode(format!("not a watch event: {e}")))?;
+        serde_json::from_slice(line).map_err(|e| WatchError::Decode(DecodeError::NotAWatchEvent(e)))?;
     if ev.kind == "ERROR" {
         let code = ev.object["code"].as_u64().unwrap_or(0);
         if code == 410 {
@@ -315,16 +401,15 @@ pub fn decode_watch(line: &[u8]) -> Result<Watched, WatchError> {
             message: ev.object["message"].as_str().unwrap_or("").chars().take(300).collect(),
         });
     }
-    let pod: Pod = serde_json::from_value(ev.object).map_err(|e| WatchError::Decode(format!("not a Pod: {e}")))?;
+    let pod: Pod = serde_json::from_value(ev.object).map_err(|e| WatchError::Decode(DecodeError::NotAPod(e)))?;
     let resource_version = Some(pod.metadata.resource_version.clone()).filter(|v| !v.is_empty());
     let change = match ev.kind.as_str() {
         "BOOKMARK" => WatchChange::Bookmark,
         "ADDED" | "MODIFIED" => WatchChange::Upsert(pod.meta().map_err(WatchError::Decode)?),
         "DELETED" => WatchChange::Deleted(pod.meta().map_err(WatchError::Decode)?),
         other => {
-            return Err(WatchError::Decode(format!(
-                "unknown watch event type {:?}",
-                other.chars().take(64).collect::<String>()
+            return Err(WatchError::Decode(DecodeError::UnknownType(
+                other.chars().take(64).collect(),
             )));
         }
     };
@@ -344,7 +429,7 @@ pub struct Lines {
 
 impl Lines {
     /// The lines `chunk` completes, without their newline.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, LineTooLong> {
         let mut out = Vec::new();
         let mut rest = chunk;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
@@ -359,10 +444,10 @@ impl Lines {
         Ok(out)
     }
 
-    fn take(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn take(&mut self, bytes: &[u8]) -> Result<(), LineTooLong> {
         if self.partial.len() + bytes.len() > MAX_WATCH_LINE {
             self.partial.clear();
-            return Err(format!("a watch line is over {MAX_WATCH_LINE} bytes"));
+            return Err(LineTooLong);
         }
         self.partial.extend_from_slice(bytes);
         Ok(())
@@ -373,12 +458,11 @@ impl Lines {
 pub fn client(cfg: &ApiConfig) -> Result<reqwest::Client, KubeError> {
     let roots = crate::tls::root_store(Some(&cfg.ca_file)).map_err(|e| KubeError::Config {
         url: cfg.server.clone(),
-        why: format!("CA bundle {e}"),
+        why: e.into(),
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| KubeError::Client(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     reqwest::Client::builder()
@@ -389,7 +473,7 @@ pub fn client(cfg: &ApiConfig) -> Result<reqwest::Client, KubeError> {
         .read_timeout(Duration::from_secs(WATCH_SECONDS + 30))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| KubeError::Client(e.to_string()))
+        .map_err(KubeError::Client)
 }
 
 const WATCH_SECONDS: u64 = 300;
@@ -429,9 +513,9 @@ impl Watcher {
         }
     }
 
-    async fn get(&self, what: &'static str, url: &str) -> Result<reqwest::Response, KubeError> {
-        let req_err = |why: String| KubeError::Request { what, why };
-        let token = read_token(&self.cfg.token_file).map_err(req_err)?;
+    async fn get(&self, call: Call, url: &str) -> Result<reqwest::Response, KubeError> {
+        let req_err = |why: RequestError| KubeError::Request { call, why };
+        let token = read_token(&self.cfg.token_file).map_err(|e| req_err(e.into()))?;
         let resp = self
             .client
             .get(url)
@@ -439,16 +523,16 @@ impl Watcher {
             .header("Accept", "application/json")
             .send()
             .await
-            .map_err(|e| req_err(crate::tls::error_chain(&e)))?;
+            .map_err(|e| req_err(e.into()))?;
         match resp.status().as_u16() {
             200 => Ok(resp),
             410 => Err(KubeError::Gone),
-            s => {
+            status => {
                 let body = resp.text().await.unwrap_or_default();
-                Err(req_err(format!(
-                    "HTTP {s}: {}",
-                    body.chars().take(300).collect::<String>()
-                )))
+                Err(req_err(RequestError::Status {
+                    status,
+                    body: body.chars().take(300).collect(),
+                }))
             }
         }
     }
@@ -464,24 +548,27 @@ impl Watcher {
                 Some(c) => format!("{base}&limit=500&continue={}", encode(c)),
                 None => format!("{base}&limit=500"),
             };
-            let mut resp = self.get("list pods", &url).await?;
+            let mut resp = self.get(Call::List, &url).await?;
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(|e| KubeError::Request {
-                what: "list pods",
-                why: crate::tls::error_chain(&e),
+                call: Call::List,
+                why: e.into(),
             })? {
                 if body.len() + chunk.len() > MAX_LIST_BYTES {
                     self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                     return Err(KubeError::Request {
-                        what: "list pods",
-                        why: format!("a page of the pod list is over {MAX_LIST_BYTES} bytes"),
+                        call: Call::List,
+                        why: RequestError::PageTooLarge,
                     });
                 }
                 body.extend_from_slice(&chunk);
             }
-            let page = decode_list(&body).map_err(|why| {
+            let page = decode_list(&body).map_err(|e| {
                 self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                KubeError::Request { what: "list pods", why }
+                KubeError::Request {
+                    call: Call::List,
+                    why: e.into(),
+                }
             })?;
             for pod in page.pods {
                 match pod {
@@ -490,7 +577,7 @@ impl Watcher {
                     }
                     Err(e) => {
                         self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("list pods: {e}");
+                        tracing::warn!("{}: {e}", Call::List);
                     }
                 }
             }
@@ -546,7 +633,7 @@ impl Watcher {
                 self.cfg.pods_url(),
                 encode(&rv)
             );
-            let mut resp = match self.get("watch pods", &url).await {
+            let mut resp = match self.get(Call::Watch, &url).await {
                 Ok(r) => r,
                 Err(e) => return e,
             };
@@ -558,18 +645,18 @@ impl Watcher {
                     Ok(None) => break,
                     Err(e) => {
                         return KubeError::Request {
-                            what: "watch pods",
-                            why: crate::tls::error_chain(&e),
+                            call: Call::Watch,
+                            why: e.into(),
                         };
                     }
                 };
                 let complete = match lines.push(&chunk) {
                     Ok(l) => l,
-                    Err(why) => {
+                    Err(e) => {
                         self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                         return KubeError::Request {
-                            what: "watch pods",
-                            why,
+                            call: Call::Watch,
+                            why: e.into(),
                         };
                     }
                 };
@@ -585,23 +672,22 @@ impl Watcher {
     /// Applies one watch event line.
     async fn apply(&self, line: &[u8], rv: &mut String) -> Result<(), KubeError> {
         self.stats.watch_events.fetch_add(1, Ordering::Relaxed);
-        let decode = |why: String| {
-            self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-            KubeError::Request {
-                what: "watch pods",
-                why,
-            }
-        };
         let watched = match decode_watch(line) {
             Ok(w) => w,
             Err(WatchError::Gone) => return Err(KubeError::Gone),
             Err(WatchError::Status { code, message }) => {
                 return Err(KubeError::Request {
-                    what: "watch pods",
-                    why: format!("status {code}: {message}"),
+                    call: Call::Watch,
+                    why: RequestError::WatchStatus { code, message },
                 });
             }
-            Err(WatchError::Decode(why)) => return Err(decode(why)),
+            Err(WatchError::Decode(e)) => {
+                self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(KubeError::Request {
+                    call: Call::Watch,
+                    why: e.into(),
+                });
+            }
         };
         if let Some(v) = watched.resource_version {
             *rv = v;
@@ -661,6 +747,11 @@ mod tests {
         cfg.node.clear();
         assert!(cfg.validate().unwrap_err().to_string().contains("TETHER_NODE_NAME"));
         std::fs::write(&token, "two words").unwrap();
-        assert!(read_token(&token).unwrap_err().contains("not a bearer token"));
+        assert!(
+            read_token(&token)
+                .unwrap_err()
+                .to_string()
+                .contains("not a bearer token")
+        );
     }
 }

@@ -421,7 +421,7 @@ impl Rules {
                     crate::selectors::validate_pod_criteria(&m.namespace, &m.pod_labels).map_err(|reason| {
                         RuleError::Pods {
                             id: g.id.clone(),
-                            reason,
+                            reason: reason.to_string(),
                         }
                     })?;
                     if m.namespace.is_empty() && m.pod_labels.is_empty() {

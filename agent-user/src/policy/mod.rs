@@ -160,7 +160,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             },
             None => invalid(message),
         };
-        selectors::validate(&sel).map_err(at_line)?;
+        selectors::validate(&sel).map_err(|e| at_line(e.to_string()))?;
         if !ids.insert(sel.id.clone()) {
             return Err(at_line(format!("agent selector id {:?} is used twice", sel.id)));
         }
