@@ -250,7 +250,7 @@ fn cgroup_hits(task: KPtr) -> u64 {
     hits
 }
 
-/// The guard set of the pod whose cgroup is the task's or one of its ancestors (0: none).
+/// The guard set of the pod whose cgroup is the thread's or one of its ancestors (0: none).
 #[inline(always)]
 fn pod_guard_set(task: KPtr) -> u32 {
     let mut set = 0u32;
@@ -267,7 +267,7 @@ fn pod_guard_set(task: KPtr) -> u32 {
     set
 }
 
-/// Calls `f` with the id of the task's cgroup v2 and of each ancestor, nearest first, until
+/// Calls `f` with the id of the thread's cgroup v2 and of each ancestor, nearest first, until
 /// it returns true.
 #[inline(always)]
 fn cgroup_walk(task: KPtr, mut f: impl FnMut(u64) -> bool) {

@@ -78,7 +78,7 @@ pub fn parent_tgid(task: KPtr) -> Result<u32, i32> {
     read_u32(parent, off!(task_tgid))
 }
 
-/// Fills the common record header for the current task, acting under tracking entry `t`, as
+/// Fills the common record header for the current thread, acting under tracking entry `t`, as
 /// made by hook `hook` (agent_common::hook); the verdict is the caller's.
 #[inline(always)]
 pub fn fill_header(h: &mut Header, kind: u32, hook: u32, pid_tgid: u64, t: &Tracked, flags: u32) {
@@ -178,7 +178,7 @@ pub fn walk_path_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath) {
     walk_at(dir, dentry, out, true);
 }
 
-/// [`walk_path_at`]; `own_ns`: the walk must end at the root of the current task's mount
+/// [`walk_path_at`]; `own_ns`: the walk must end at the root of the current thread's mount
 /// namespace, else it is [`walk::DETACHED`].
 #[inline(never)]
 fn walk_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath, own_ns: bool) {
@@ -202,7 +202,7 @@ fn walk_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath, own_ns: bool) {
     walk_dentries(vfsmnt, dentry, out, own_ns);
 }
 
-/// Is `mnt` (a `struct mount`) the root mount of the current task's mount namespace? True
+/// Is `mnt` (a `struct mount`) the root mount of the current thread's mount namespace? True
 /// where the kernel lacks the fields to tell (the walk then trusts the tree it met).
 #[inline(always)]
 fn is_ns_root(mnt: KPtr) -> bool {

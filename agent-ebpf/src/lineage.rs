@@ -48,7 +48,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         expires_ns: parent.expires_ns,
     };
     // A child the tracked map has no room for would run unwatched: fail closed. The parent
-    // is killed here (a signal reaches only the current task); the record names the child,
+    // is killed here (a signal reaches only the current thread); the record names the child,
     // which the daemon kills.
     let mut judged = 0;
     if TRACKED.insert(&child_tgid, &entry, 0).is_err() {

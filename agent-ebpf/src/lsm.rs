@@ -357,7 +357,7 @@ pub fn socket_listen(ctx: LsmContext) -> i32 {
 
 // ---- Unix sockets ----
 
-/// Judges and records a Unix connect or send to `peer` by the current task.
+/// Judges and records a Unix connect or send to `peer` by the current thread.
 #[inline(always)]
 /// `sk`: the caller's `struct sock` (its type is recorded).
 fn unix_judge(ret: i32, op: u8, sk: KPtr, peer: KPtr) -> i32 {

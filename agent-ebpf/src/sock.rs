@@ -46,7 +46,7 @@ pub(crate) fn u16_at(p: KPtr, offset: usize) -> u16 {
     read_u32(p, offset).map(|v| v as u16).unwrap_or(0)
 }
 
-/// The `struct sock` behind descriptor `fd` of the current task (null when it is no socket
+/// The `struct sock` behind descriptor `fd` of the current thread (null when it is no socket
 /// the kernel lets us read).
 #[inline(always)]
 pub(crate) fn sock_of_fd(fd: i32) -> KPtr {

@@ -335,8 +335,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     } else {
         drop(pod_tx);
     }
-    if let Some(task) = webhook {
-        tokio::spawn(task);
+    if let Some(worker) = webhook {
+        tokio::spawn(worker);
     }
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(64);

@@ -1,5 +1,5 @@
 //! The process table: every tracked process, keyed by (pid, start time) so a reused pid is never
-//! mistaken for its predecessor. Owned by one task (the daemon's event loop); pure: what it
+//! mistaken for its predecessor. Owned by the daemon's event loop; pure: what it
 //! needs from /proc comes in through [`ProcSource`], so it is tested without root.
 //!
 //! Start times are in clock ticks since boot, the unit of /proc/PID/stat, so a process found in

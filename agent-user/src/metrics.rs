@@ -1,6 +1,6 @@
 //! Prometheus metrics (`tether run --metrics ADDR`: `/metrics`, `/healthz`, `/readyz`).
-//! The metrics are atomics shared between the daemon task, which updates them, and the HTTP
-//! task, which encodes them on request.
+//! The metrics are atomics shared between the daemon's event loop, which updates them, and
+//! the HTTP worker, which encodes them on request.
 use std::{
     net::SocketAddr,
     sync::{

@@ -64,7 +64,7 @@ fn uids(range: std::ops::Range<usize>) -> BTreeSet<String> {
     range.map(|i| format!("alert-{i}")).collect()
 }
 
-/// A sender: the delivery and the runtime its webhook task runs on.
+/// A sender: the delivery and the runtime its webhook worker runs on.
 struct Sender {
     d: Delivery,
     rt: tokio::runtime::Runtime,
@@ -77,10 +77,10 @@ fn sender(a: &DeliveryArgs) -> Sender {
         .enable_all()
         .build()
         .unwrap();
-    let (d, task) = rt
+    let (d, worker) = rt
         .block_on(async { Delivery::open(a, Metrics::new()) })
         .expect("open delivery");
-    rt.spawn(task.expect("a webhook task"));
+    rt.spawn(worker.expect("a webhook worker"));
     Sender { d, rt }
 }
 

@@ -160,8 +160,8 @@ enum Route {
     Syslog,
 }
 
-/// The webhook task to spawn: it delivers the spool until the process ends.
-pub type WebhookTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// The webhook worker to spawn: it delivers the spool until the process ends.
+pub type WebhookWorker = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 pub struct Delivery {
     audit: Vec<Route>,
@@ -177,9 +177,9 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Opens every sink `args` names; the webhook task, when there is one, is returned to be
+    /// Opens every sink `args` names; the webhook worker, when there is one, is returned to be
     /// spawned on the runtime.
-    pub fn open(args: &DeliveryArgs, metrics: Metrics) -> Result<(Delivery, Option<WebhookTask>), DeliveryError> {
+    pub fn open(args: &DeliveryArgs, metrics: Metrics) -> Result<(Delivery, Option<WebhookWorker>), DeliveryError> {
         let default = [SinkSpec::Stdout];
         let audit: &[SinkSpec] = if args.audit.is_empty() { &default } else { &args.audit };
         let alerts: &[SinkSpec] = if args.alerts.is_empty() { &default } else { &args.alerts };
@@ -245,7 +245,7 @@ impl Delivery {
         let audit = routes(audit)?;
         let alerts = routes(alerts)?;
         let wake = Arc::new(Notify::new());
-        let (spool, task) = match &args.webhook {
+        let (spool, worker) = match &args.webhook {
             Some(url) => {
                 let cfg = webhook::WebhookConfig {
                     url: url.clone(),
@@ -263,9 +263,9 @@ impl Delivery {
                 if let Ok(s) = spool.lock() {
                     metrics.spool_depth(|st| s.depth(st), s.bytes());
                 }
-                let task: WebhookTask =
+                let worker: WebhookWorker =
                     Box::pin(webhook::run(client, cfg, spool.clone(), wake.clone(), metrics.clone()));
-                (Some(spool), Some(task))
+                (Some(spool), Some(worker))
             }
             None => (None, None),
         };
@@ -282,7 +282,7 @@ impl Delivery {
                 metrics,
                 written: 0,
             },
-            task,
+            worker,
         ))
     }
 
@@ -416,8 +416,8 @@ mod tests {
             "--alerts",
             &format!("file:{}", both.display()),
         ]);
-        let (mut d, task) = Delivery::open(&a, Metrics::new()).unwrap();
-        assert!(task.is_none());
+        let (mut d, worker) = Delivery::open(&a, Metrics::new()).unwrap();
+        assert!(worker.is_none());
         d.send(Stream::Audit, "{\"class_uid\":1001}").unwrap();
         d.send(Stream::Alerts, "{\"class_uid\":2004}").unwrap();
         d.flush().unwrap();
