@@ -1,5 +1,6 @@
 //! `cargo xtask`: machine setup, build, run and tests for Tether (`cargo xtask help` lists the
 //! commands; each has `--help`).
+mod bench;
 mod deploy;
 mod fuzz;
 mod vm;
@@ -162,6 +163,19 @@ enum Cmd {
         #[arg(long)]
         refresh: bool,
     },
+    /// Measure the daemon (root): its CPU time per event under a flood of tracked file writes,
+    /// for one or more `tether` binaries run interleaved; a markdown table on stdout and in
+    /// target/bench/flood.md. Not part of `test` (timings assert nothing).
+    Bench(bench::BenchArgs),
+    /// The tracked workload of `bench`: EVENTS write-opens (create/truncate, write, close) in
+    /// DIR; prints the nanoseconds they took.
+    #[command(hide = true)]
+    Flood {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        events: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -216,6 +230,8 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Bench(args) => bench::run(&args),
+        Cmd::Flood { dir, events } => bench::flood(&dir, events),
     }
 }
 
@@ -224,6 +240,14 @@ pub(crate) fn root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
+}
+
+/// Where cargo puts what it builds: CARGO_TARGET_DIR, or target/ of the workspace.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root().join(d) })
+        .unwrap_or_else(|| root().join("target"))
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {

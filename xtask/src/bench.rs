@@ -1,0 +1,593 @@
+//! `cargo xtask bench` (root): what the daemon costs per event. Today one measurement, the
+//! daemon's CPU time per event under a flood of tracked file writes, for one or more `tether`
+//! binaries run interleaved, round by round, so a before/after comparison shares the noise of
+//! the machine. Issue 19 extends it to the full benchmark.
+//!
+//! One run: start `tether run` (observe mode, the built-in default policy, audit and alerts
+//! to file sinks, sockets and ready file in a fresh temporary directory), wait until it is
+//! ready and quiet, read its CPU time (utime + stime of /proc/PID/stat, every thread), run
+//! `tether exec -- xtask flood` (this executable re-executed: N times open(O_WRONLY|O_CREAT|
+//! O_TRUNC), write and close in a fresh temporary directory, the tracked process itself), wait until the
+//! daemon's status (events written, kernel counters) stops moving, read its CPU time again,
+//! stop it with SIGTERM (it detaches its probes) and remove both directories.
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+/// Files the flood cycles through (each open creates or truncates one of them).
+const FLOOD_FILES: u64 = 1024;
+/// Prefix of every temporary directory the bench makes (then the pid of the xtask that made it).
+const TEMP_PREFIX: &str = "tether-bench-";
+/// How long the daemon's status must stay unchanged to count as settled.
+const QUIET: Duration = Duration::from_millis(1000);
+const POLL: Duration = Duration::from_millis(100);
+/// How long the idle daemon is watched before the flood.
+const IDLE: Duration = Duration::from_secs(2);
+/// Environment `tether run` reads (clap `env`) that would change what is measured or where.
+const DAEMON_ENV: &[&str] = &[
+    "TETHER_SOCKET",
+    "TETHER_ADMIN_SOCKET",
+    "TETHER_PERSIST",
+    "TETHER_PIN_DIR",
+    "TETHER_STATE_DIR",
+    "TETHER_HIDE_BTF_FIELDS",
+    "TETHER_LAYOUT_OVERRIDE",
+];
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A `tether` binary to measure; repeatable: several are run interleaved, round by round.
+    /// Default: this workspace's release build (built first).
+    #[arg(long = "tether", value_name = "PATH")]
+    tethers: Vec<PathBuf>,
+    /// Rounds (each binary once per round; the first binary rotates).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Write-opens the flood makes per run.
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
+    events: u64,
+    /// A smoke run: one round of 20000 events (overrides --rounds and --events).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// One daemon, one flood.
+struct Run {
+    round: usize,
+    bin: usize,
+    /// Daemon CPU time from just before the flood to when its last event was written.
+    cpu: Duration,
+    /// Events the daemon wrote meanwhile (audit and alerts).
+    written: u64,
+    /// Records the kernel could not reserve in a ring (`ringbuf_full:*`).
+    lost: u64,
+    /// Increase of every other kernel counter (tracked/pending map full, read errors, unjudged).
+    other: u64,
+    /// From the flood's start to the poll that first saw the final status.
+    span: Duration,
+    /// The flood's own time for its N write-opens, as it measured it.
+    flood: Duration,
+    /// Daemon CPU per second of wall time while idle ([`IDLE`] before the flood).
+    idle: f64,
+}
+
+impl Run {
+    fn us_per_event(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.written.max(1) as f64
+    }
+    fn written_per_s(&self) -> f64 {
+        self.written as f64 / self.span.as_secs_f64()
+    }
+    fn cpu_share(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.span.as_secs_f64()
+    }
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    crate::require_root("cargo xtask bench")?;
+    let (rounds, events) = if args.quick {
+        (1, 20_000)
+    } else {
+        (args.rounds, args.events)
+    };
+    if rounds == 0 || events == 0 {
+        bail!("--rounds and --events must be at least 1");
+    }
+    let bins = if args.tethers.is_empty() {
+        crate::setup_toolchain()?;
+        crate::build(true)?;
+        vec![crate::target_dir().join("release/tether")]
+    } else {
+        args.tethers.clone()
+    };
+    let bins: Vec<PathBuf> = bins
+        .iter()
+        .map(|b| std::fs::canonicalize(b).with_context(|| format!("--tether {}", b.display())))
+        .collect::<anyhow::Result<_>>()?;
+    let me = std::env::current_exe().context("this executable's path")?;
+    sweep_stale_dirs();
+    let load_before = loadavg();
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for round in 0..rounds {
+        for k in 0..bins.len() {
+            // Rotate who goes first, so no binary always runs right after a daemon exit.
+            let bin = (round + k) % bins.len();
+            eprintln!(
+                "bench: round {}/{rounds}: {} ({events} write-opens)",
+                round + 1,
+                bins[bin].display()
+            );
+            let r = one_run(&bins[bin], &me, events, round, bin)
+                .with_context(|| format!("round {} with {}", round + 1, bins[bin].display()))?;
+            eprintln!(
+                "bench:   {:.2} µs daemon CPU/event, {} written, {} lost, {:.0} written/s, flood {:.0} opens/s",
+                r.us_per_event(),
+                r.written,
+                r.lost,
+                r.written_per_s(),
+                events as f64 / r.flood.as_secs_f64()
+            );
+            runs.push(r);
+        }
+    }
+    let report = report(&bins, &runs, events, rounds, &load_before, started.elapsed());
+    print!("{report}");
+    let out = crate::target_dir().join("bench");
+    std::fs::create_dir_all(&out)?;
+    let file = out.join("flood.md");
+    std::fs::write(&file, &report).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!("bench: written to {}", file.display());
+    Ok(())
+}
+
+/// The tracked workload (`xtask flood`, run under `tether exec`): `events`
+/// open(O_WRONLY|O_CREAT|O_TRUNC) + write + close in `dir`, over [`FLOOD_FILES`] names;
+/// prints the nanoseconds the loop took.
+pub fn flood(dir: &Path, events: u64) -> anyhow::Result<()> {
+    let names: Vec<PathBuf> = (0..FLOOD_FILES).map(|i| dir.join(format!("f{i}"))).collect();
+    let t = Instant::now();
+    for i in 0..events {
+        let path = &names[(i % FLOOD_FILES) as usize];
+        // File::create is open(O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC); the drop closes it.
+        let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(b"x")?;
+    }
+    println!("{}", t.elapsed().as_nanos());
+    Ok(())
+}
+
+fn one_run(bin: &Path, me: &Path, events: u64, round: usize, bin_idx: usize) -> anyhow::Result<Run> {
+    let daemon = Daemon::start(bin)?;
+    let work = TempDir::new_in(&flood_base(), "flood")?;
+    // Start-up events (adopted agents, if any) first; then the idle cost.
+    let (_, _, _) = daemon.settle()?;
+    let c0 = daemon.cpu()?;
+    std::thread::sleep(IDLE);
+    let before = daemon.status()?;
+    let cpu0 = daemon.cpu()?;
+    let idle = cpu0.saturating_sub(c0).as_secs_f64() / IDLE.as_secs_f64();
+
+    let t0 = Instant::now();
+    let out = Command::new(bin)
+        .arg("exec")
+        .arg("--socket")
+        .arg(daemon.socket())
+        .arg("--")
+        .arg(me)
+        .arg("flood")
+        .arg("--dir")
+        .arg(work.path())
+        .arg("--events")
+        .arg(events.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .context("running the flood under tether exec")?;
+    if !out.status.success() {
+        bail!(
+            "the flood failed ({}): {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            daemon.log_tail()
+        );
+    }
+    let flood_ns: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("the flood's elapsed time")?;
+    let (after, cpu1, t1) = daemon.settle()?;
+    let r = Run {
+        round,
+        bin: bin_idx,
+        cpu: cpu1.saturating_sub(cpu0),
+        written: after.written.saturating_sub(before.written),
+        lost: after.lost.saturating_sub(before.lost),
+        other: after.other.saturating_sub(before.other),
+        span: t1.saturating_duration_since(t0),
+        flood: Duration::from_nanos(flood_ns),
+        idle,
+    };
+    // Every write-open is either written or counted lost; far fewer means the flood was not
+    // the tracked process (or the status fields changed meaning).
+    if r.written + r.lost < events * 9 / 10 {
+        bail!(
+            "{} events written and {} lost for {events} write-opens: was the flood tracked?",
+            r.written,
+            r.lost
+        );
+    }
+    daemon.stop()?;
+    drop(work);
+    Ok(r)
+}
+
+/// What the bench reads of `tether status --json`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Status {
+    written: u64,
+    lost: u64,
+    other: u64,
+}
+
+/// A `tether run` of the bench, in its own temporary directory; stopped (SIGTERM, then
+/// SIGKILL) when dropped, and sent SIGTERM by the kernel if this process dies first.
+struct Daemon {
+    bin: PathBuf,
+    child: Child,
+    dir: TempDir,
+}
+
+impl Daemon {
+    fn start(bin: &Path) -> anyhow::Result<Daemon> {
+        let dir = TempDir::new("daemon")?;
+        let d = dir.path();
+        let log = std::fs::File::create(d.join("daemon.log"))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--socket")
+            .arg(d.join("api.sock"))
+            .arg("--admin-socket")
+            .arg(d.join("admin.sock"))
+            .arg("--ready-file")
+            .arg(d.join("ready"))
+            .arg("--audit")
+            .arg(format!("file:{}", d.join("audit.jsonl").display()))
+            .arg("--alerts")
+            .arg(format!("file:{}", d.join("alerts.jsonl").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for v in DAEMON_ENV {
+            cmd.env_remove(v);
+        }
+        // SAFETY: only prctl between fork and exec. A bench killed outright takes its daemon
+        // with it (SIGTERM: it detaches), so nothing stays attached.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {} run", bin.display()))?;
+        let mut daemon = Daemon {
+            bin: bin.to_path_buf(),
+            child,
+            dir,
+        };
+        let ready = daemon.dir.path().join("ready");
+        let t = Instant::now();
+        while !ready.exists() {
+            if let Some(status) = daemon.child.try_wait()? {
+                bail!(
+                    "the daemon exited ({status}) before it was ready:\n{}",
+                    daemon.log_tail()
+                );
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                bail!("the daemon was not ready after 120 s:\n{}", daemon.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(daemon)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("api.sock")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn status(&self) -> anyhow::Result<Status> {
+        let out = Command::new(&self.bin)
+            .args(["status", "--json", "--socket"])
+            .arg(self.socket())
+            .env_remove("TETHER_SOCKET")
+            .output()
+            .context("tether status")?;
+        if !out.status.success() {
+            bail!("tether status failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("tether status --json")?;
+        let written = v["events_written"]
+            .as_u64()
+            .context("no events_written in tether status")?;
+        let counters = v["kernel_counters"]
+            .as_object()
+            .context("no kernel_counters in tether status")?;
+        let (mut lost, mut other) = (0, 0);
+        for (name, n) in counters {
+            let n = n.as_u64().unwrap_or(0);
+            if name.starts_with("ringbuf_full") {
+                lost += n;
+            } else {
+                other += n;
+            }
+        }
+        Ok(Status { written, lost, other })
+    }
+
+    /// The daemon's CPU time so far: utime + stime of every thread, live or gone.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // The fields after the command name (which may hold spaces), from field 3 (state) on.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("/proc/PID/stat format")?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).context("utime")?;
+        let ticks = ticks + f.get(12).and_then(|s| s.parse::<u64>().ok()).context("stime")?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if hz <= 0 {
+            bail!("sysconf(_SC_CLK_TCK) failed");
+        }
+        Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz as u64))
+    }
+
+    /// Polls status until it has not moved for [`QUIET`]; returns the final status with the
+    /// CPU time and instant of the first poll that saw it (the quiet tail is not counted).
+    fn settle(&self) -> anyhow::Result<(Status, Duration, Instant)> {
+        let t = Instant::now();
+        let mut last = (self.status()?, self.cpu()?, Instant::now());
+        loop {
+            std::thread::sleep(POLL);
+            let s = self.status()?;
+            if s != last.0 {
+                last = (s, self.cpu()?, Instant::now());
+            } else if last.2.elapsed() >= QUIET {
+                return Ok(last);
+            }
+            if t.elapsed() > Duration::from_secs(300) {
+                bail!("the daemon's status still moves after 300 s");
+            }
+        }
+    }
+
+    /// SIGTERM and wait: the daemon detaches its probes and exits 0.
+    fn stop(mut self) -> anyhow::Result<()> {
+        let status = self.terminate();
+        match status {
+            Some(s) if s.success() => Ok(()),
+            Some(s) => bail!("the daemon exited with {s} on SIGTERM:\n{}", self.log_tail()),
+            None => bail!(
+                "the daemon did not exit 30 s after SIGTERM (killed):\n{}",
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 30 s; the exit status if it exited by itself.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(s)) = self.child.try_wait() {
+            return Some(s);
+        }
+        // SAFETY: kill(2) on our own child, which has not been reaped (try_wait said so).
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A directory under the system's temporary directory, removed with everything in it when
+/// dropped. Its name carries this process's pid, so a later bench can sweep what a killed one
+/// left ([`sweep_stale_dirs`]).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> anyhow::Result<TempDir> {
+        TempDir::new_in(&std::env::temp_dir(), what)
+    }
+
+    fn new_in(base: &Path, what: &str) -> anyhow::Result<TempDir> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let path = base.join(format!(
+            "{TEMP_PREFIX}{}-{}-{what}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where the flood writes: /dev/shm when it is a tmpfs (as the open loops of
+/// shared/PERFORMANCE.md), so the loop measures the syscalls and the probes, not the disk (ext4
+/// starts writeback at the close of every file it truncated and rewrote: auto_da_alloc);
+/// otherwise the system's temporary directory.
+fn flood_base() -> PathBuf {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let shm = Path::new("/dev/shm");
+    // SAFETY: a zeroed statfs is valid; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let tmpfs = unsafe { libc::statfs(c"/dev/shm".as_ptr(), &mut st) } == 0 && st.f_type as i64 == TMPFS_MAGIC;
+    if tmpfs { shm.to_path_buf() } else { std::env::temp_dir() }
+}
+
+/// Removes the temporary directories of benches that no longer run.
+fn sweep_stale_dirs() {
+    let mut bases = vec![std::env::temp_dir(), flood_base()];
+    bases.dedup();
+    for e in bases
+        .iter()
+        .filter_map(|b| std::fs::read_dir(b).ok())
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(TEMP_PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("bench: removing {} (left by a bench that is gone)", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+        (lo.min(x), hi.max(x))
+    })
+}
+
+/// The markdown report: the summary per binary (median, min–max over the rounds), then every run.
+fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str, took: Duration) -> String {
+    let mut s = String::new();
+    let cmd = |args: &[&str]| crate::stdout_of(Command::new(args[0]).args(&args[1..])).unwrap_or_default();
+    let _ = writeln!(s, "# Daemon CPU per event under a flood of tracked file writes\n");
+    let _ = writeln!(
+        s,
+        "`cargo xtask bench`, {}: kernel {}, {} CPUs, load average {load} before and {} after; \
+         {rounds} round(s), binaries interleaved; each run a fresh `tether run` (observe, default \
+         policy, audit and alerts to files) and one tracked process making {events} \
+         open(O_WRONLY|O_CREAT|O_TRUNC)+write+close in {}. Took {:.0} s.\n",
+        cmd(&["date", "-u", "+%F %H:%M UTC"]),
+        cmd(&["uname", "-r"]),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg(),
+        flood_base().display(),
+        took.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "| tether | µs daemon CPU / event written | min–max | events written / s | events written | lost (ring full) | daemon CPU (cores) | flood opens / s |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for (i, bin) in bins.iter().enumerate() {
+        let mine: Vec<&Run> = runs.iter().filter(|r| r.bin == i).collect();
+        let col = |f: &dyn Fn(&Run) -> f64| mine.iter().map(|r| f(r)).collect::<Vec<f64>>();
+        let us = col(&|r| r.us_per_event());
+        let (lo, hi) = min_max(&us);
+        let _ = writeln!(
+            s,
+            "| `{}` | {:.2} | {lo:.2}–{hi:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} |",
+            bin.display(),
+            median(us.clone()),
+            median(col(&|r| r.written_per_s())),
+            median(col(&|r| r.written as f64)),
+            median(col(&|r| r.lost as f64)),
+            median(col(&|r| r.cpu_share())),
+            median(col(&|r| events as f64 / r.flood.as_secs_f64())),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nMedians over the rounds. CPU is the daemon's utime+stime (/proc/PID/stat, all threads) from \
+         just before the flood to the first status poll that saw its last event written; events \
+         written are `tether status` events_written (audit and alerts), lost the increase of its \
+         `ringbuf_full:*` kernel counters; events/s and cores over that same span.\n"
+    );
+    let _ = writeln!(s, "Every run, in order:\n");
+    let _ = writeln!(
+        s,
+        "| round | tether | µs CPU / event | written | lost | other kernel counters | span (s) | flood (s) | idle daemon CPU (ms/s) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        let _ = writeln!(
+            s,
+            "| {} | `{}` | {:.2} | {} | {} | {} | {:.2} | {:.2} | {:.1} |",
+            r.round + 1,
+            bins[r.bin].display(),
+            r.us_per_event(),
+            r.written,
+            r.lost,
+            r.other,
+            r.span.as_secs_f64(),
+            r.flood.as_secs_f64(),
+            r.idle * 1000.0
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_spreads() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(min_max(&[2.0, 5.0, 1.0]), (1.0, 5.0));
+    }
+}
