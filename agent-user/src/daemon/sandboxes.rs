@@ -180,13 +180,14 @@ impl Sandboxes {
     }
 
     /// Forgets sandboxes whose task has ended (`task_live`), or (without a task) whose
-    /// process and tree are gone (`entries`: the kernel's tracked processes).
-    pub(super) fn prune(&mut self, entries: &[(u32, Tracked)], task_live: impl Fn(u32) -> bool) {
+    /// process and tree are gone (`entries`: the kernel's tracked processes, read only when a
+    /// tree is kept).
+    pub(super) fn prune(&mut self, entries: impl FnOnce() -> Vec<(u32, Tracked)>, task_live: impl Fn(u32) -> bool) {
         self.landlocked.retain(|id| task_live(*id));
         if self.trees.is_empty() {
             return;
         }
-        let live: HashSet<u32> = entries.iter().flat_map(|(pid, t)| [*pid, t.root_tgid]).collect();
+        let live: HashSet<u32> = entries().iter().flat_map(|(pid, t)| [*pid, t.root_tgid]).collect();
         self.trees.retain(|pid, s| {
             if s.task != NO_TASK {
                 task_live(s.task)

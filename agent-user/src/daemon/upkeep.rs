@@ -38,8 +38,8 @@ impl Daemon {
     /// A pod changed: the guardrails' and the pod selectors' cgroups in the kernel follow,
     /// and the running processes of a newly selected pod are adopted.
     pub(super) fn pod_changed(&mut self, change: Option<PodChange>) {
-        let rules = self.rulebook.rules().clone();
-        self.pods.guards_changed(change.as_ref(), &mut self.kernel, &rules);
+        self.pods
+            .guards_changed(change.as_ref(), &mut self.kernel, self.rulebook.rules());
         for pod in self.pods.selection_changed(change.as_ref(), &mut self.kernel) {
             info!(namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid, "pod selected by an agent selector");
             self.adopt(|d, c| {
@@ -64,9 +64,8 @@ impl Daemon {
         for gone in self.tasks.collect(|id| live.contains(&id)) {
             self.kernel.remove_scope(gone);
         }
-        let entries = self.kernel.entries();
-        let tasks = &self.tasks;
-        self.sandboxes.prune(&entries, |id| tasks.get(id).is_some());
+        let (kernel, tasks) = (&self.kernel, &self.tasks);
+        self.sandboxes.prune(|| kernel.entries(), |id| tasks.get(id).is_some());
         // Scopes a previous daemon installed for tasks this one could not restore: kept while
         // a process still carries the task.
         let orphans: Vec<u32> = self.orphan_owners().into_iter().filter(|o| !live.contains(o)).collect();
@@ -93,6 +92,7 @@ impl Daemon {
 
     /// Periodic: kernel-side losses and errors since the last look, counted and alerted.
     pub(super) fn check_counters(&mut self) {
+        let before = self.kernel.reported().to_vec();
         let moved = self.kernel.moved();
         for m in &moved {
             self.metrics.kernel_loss(&m.name, m.new);
@@ -132,7 +132,7 @@ impl Daemon {
                 },
             );
         }
-        if !moved.is_empty() {
+        if before != self.kernel.reported() {
             self.save_state();
         }
         self.metrics.tracked_processes.set(self.tracking.len() as i64);
