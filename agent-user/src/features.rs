@@ -767,31 +767,17 @@ mod tests {
     #[test]
     fn report_lines_name_every_hook_and_degradation() {
         let r = KernelReport {
-            kernel: "6.1.0".into(),
-            features: Features {
-                cgroup_sock: Probe::yes("test"),
-                bpf_lsm: Probe::no("load: EPERM"),
-                fmod_ret: Probe::no("load: EPERM"),
-                fentry: Probe::no("load: EPERM"),
-                cgroup_sock_addr: Probe::yes("loaded"),
-                ring_buffer: Probe::yes("created"),
-                send_signal: Probe::yes("loaded"),
-                landlock_abi: Some(3),
-                landlock: Probe::yes("ABI 3"),
-                active_lsms: None,
-            },
             hooks: vec![HookMechanism {
                 hook: "connect",
                 mechanism: "cgroup_sock_addr/connect4,connect6".into(),
                 enforcement: "deny (-EPERM)".into(),
             }],
-            lsm_groups: Vec::new(),
             degraded: vec![Degradation {
                 feature: "argv",
                 effect: "exec events carry no command line",
                 missing: vec!["mm_struct.arg_start: not found".into()],
             }],
-            missing_tracepoints: vec![],
+            ..test_report()
         };
         let text = r.lines().join("\n");
         assert!(text.contains("bpf_lsm=no") && text.contains("landlock_abi=3"), "{text}");
