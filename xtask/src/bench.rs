@@ -10,7 +10,16 @@
 //! O_TRUNC), write and close in a fresh temporary directory, the tracked process itself), wait until the
 //! daemon's status (events written, kernel counters) stops moving, read its CPU time again,
 //! stop it with SIGTERM (it detaches its probes) and remove both directories.
+//!
+//! Around the flood (from just before `tether exec` to its exit) the kernel's BPF run-time
+//! stats are on ([`progs::StatsOn`]); the run_time_ns and run_cnt of each of the daemon's
+//! programs before and after give each program's calls and ns per call during the flood
+//! (issue 19: ≤ 500 ns per call for sys_exit_file and the LSM file hooks). A kernel that keeps
+//! no such stats is said so in the report; the rest of the bench does not depend on them.
+mod progs;
+
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     io::Write as _,
     os::unix::process::CommandExt,
@@ -78,6 +87,8 @@ struct Run {
     flood: Duration,
     /// Daemon CPU per second of wall time while idle ([`IDLE`] before the flood).
     idle: f64,
+    /// What each of the daemon's BPF programs did during the flood, or why that is unknown.
+    progs: Result<Vec<progs::Cost>, String>,
 }
 
 impl Run {
@@ -137,6 +148,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 r.written_per_s(),
                 events as f64 / r.flood.as_secs_f64()
             );
+            match &r.progs {
+                Ok(costs) => {
+                    let mut top: Vec<&progs::Cost> = costs.iter().filter(|c| c.calls > 0).collect();
+                    top.sort_by_key(|c| std::cmp::Reverse(c.ns));
+                    let top: Vec<String> = top
+                        .iter()
+                        .take(4)
+                        .map(|c| format!("{} {:.0} ns × {}", c.name, c.ns_per_call().unwrap_or(0.0), c.calls))
+                        .collect();
+                    eprintln!("bench:   BPF per call: {}", top.join(", "));
+                }
+                Err(e) => eprintln!("bench:   BPF per-program stats absent: {e}"),
+            }
             runs.push(r);
         }
     }
@@ -177,6 +201,13 @@ fn one_run(bin: &Path, me: &Path, events: u64, round: usize, bin_idx: usize) -> 
     let cpu0 = daemon.cpu()?;
     let idle = cpu0.saturating_sub(c0).as_secs_f64() / IDLE.as_secs_f64();
 
+    // The programs' stats count from here to the flood's exit (not the daemon's settling).
+    let pid = daemon.child.id();
+    let stats = progs::StatsOn::enable();
+    let progs0 = match &stats {
+        Ok(_) => progs::snapshot(pid),
+        Err(e) => Err(format!("the kernel would not keep BPF run-time stats: {e}")),
+    };
     let t0 = Instant::now();
     let out = Command::new(bin)
         .arg("exec")
@@ -192,6 +223,8 @@ fn one_run(bin: &Path, me: &Path, events: u64, round: usize, bin_idx: usize) -> 
         .stdin(Stdio::null())
         .output()
         .context("running the flood under tether exec")?;
+    let progs = progs0.and_then(|p0| Ok(progs::delta(&p0, &progs::snapshot(pid)?)));
+    drop(stats);
     if !out.status.success() {
         bail!(
             "the flood failed ({}): {}\ndaemon log:\n{}",
@@ -215,6 +248,7 @@ fn one_run(bin: &Path, me: &Path, events: u64, round: usize, bin_idx: usize) -> 
         span: t1.saturating_duration_since(t0),
         flood: Duration::from_nanos(flood_ns),
         idle,
+        progs,
     };
     // Every write-open is either written or counted lost; far fewer means the flood was not
     // the tracked process (or the status fields changed meaning).
@@ -556,7 +590,8 @@ fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str
          written are `tether status` events_written (audit and alerts), lost the increase of its \
          `ringbuf_full:*` kernel counters; events/s and cores over that same span.\n"
     );
-    let _ = writeln!(s, "Every run, in order:\n");
+    prog_report(&mut s, bins, runs, events);
+    let _ = writeln!(s, "## Every run, in order\n");
     let _ = writeln!(
         s,
         "| round | tether | µs CPU / event | written | lost | other kernel counters | span (s) | flood (s) | idle daemon CPU (ms/s) |"
@@ -580,6 +615,113 @@ fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str
     s
 }
 
+/// One program of one binary over the rounds: calls, ns per call (rounds where it was called)
+/// and total ns, one entry per round.
+struct ProgRow<'a> {
+    cost: &'a progs::Cost,
+    calls: Vec<f64>,
+    per_call: Vec<f64>,
+    total: Vec<f64>,
+}
+
+/// Per binary, the daemon's BPF programs during the flood, by total time: calls, ns per call
+/// (median and min–max over the rounds), and issue 19's target where it applies.
+fn prog_report(s: &mut String, bins: &[PathBuf], runs: &[Run], events: u64) {
+    let _ = writeln!(s, "## The daemon's BPF programs during the flood\n");
+    let _ = writeln!(
+        s,
+        "Kernel BPF run-time stats (`BPF_ENABLE_STATS`, or `kernel.bpf_stats_enabled`=1 and back) \
+         on from just before `tether exec` to the flood's exit; each program's run_time_ns and \
+         run_cnt (`bpf_prog_info`) before and after, for the programs the daemon holds (its \
+         fdinfo's `prog_id`). Calls are every call in that span, by any process (an untracked \
+         one returns early), so ns per call is the flood's mix, not the tracked path alone; the \
+         stats add two clock reads per call. Medians over the rounds. Issue 19: ≤ {:.0} ns per \
+         call for sys_exit_file and the LSM file hooks (file_*, path_*, inode_*).\n",
+        progs::TARGET_NS
+    );
+    for (i, bin) in bins.iter().enumerate() {
+        let mine: Vec<&Run> = runs.iter().filter(|r| r.bin == i).collect();
+        let with: Vec<&Vec<progs::Cost>> = mine.iter().filter_map(|r| r.progs.as_ref().ok()).collect();
+        let _ = writeln!(
+            s,
+            "### `{}`: {} of {} round(s) with stats\n",
+            bin.display(),
+            with.len(),
+            mine.len()
+        );
+        for r in &mine {
+            if let Err(e) = &r.progs {
+                let _ = writeln!(s, "Round {}: no per-program stats: {e}\n", r.round + 1);
+            }
+        }
+        if with.is_empty() {
+            continue;
+        }
+        let mut rows: BTreeMap<&str, ProgRow> = BTreeMap::new();
+        for costs in &with {
+            for c in costs.iter() {
+                let row = rows.entry(&c.name).or_insert_with(|| ProgRow {
+                    cost: c,
+                    calls: vec![],
+                    per_call: vec![],
+                    total: vec![],
+                });
+                row.calls.push(c.calls as f64);
+                row.per_call.extend(c.ns_per_call());
+                row.total.push(c.ns as f64);
+            }
+        }
+        let totals: Vec<f64> = with.iter().map(|cs| cs.iter().map(|c| c.ns as f64).sum()).collect();
+        let (idle, mut called): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, r)| r.per_call.is_empty());
+        called.sort_by(|a, b| median(b.1.total.clone()).total_cmp(&median(a.1.total.clone())));
+        let _ = writeln!(
+            s,
+            "| program | type | calls / flood | ns / call | min–max | ms / flood | share | ≤ {:.0} ns (issue 19) |",
+            progs::TARGET_NS
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        let mut over = Vec::new();
+        let mut met = 0;
+        for (name, row) in &called {
+            let ns = median(row.per_call.clone());
+            let (lo, hi) = min_max(&row.per_call);
+            let target = if !progs::has_target(row.cost) {
+                ""
+            } else if ns <= progs::TARGET_NS {
+                met += 1;
+                "met"
+            } else {
+                over.push(format!("{name} ({ns:.0} ns)"));
+                "**over**"
+            };
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.0} | {ns:.0} | {lo:.0}–{hi:.0} | {:.2} | {:.0}% | {target} |",
+                row.cost.kind,
+                median(row.calls.clone()),
+                median(row.total.clone()) / 1e6,
+                100.0 * median(row.total.clone()) / median(totals.clone()).max(1.0),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nAll programs: {:.1} ms per flood, {:.0} ns per write-open. Issue 19 target: met by {met}, over: {}.",
+            median(totals.clone()) / 1e6,
+            median(totals) / events as f64,
+            if over.is_empty() {
+                "none".to_string()
+            } else {
+                over.join(", ")
+            }
+        );
+        if !idle.is_empty() {
+            let names: Vec<&str> = idle.iter().map(|(n, _)| *n).collect();
+            let _ = writeln!(s, "Not called during the flood: {}.", names.join(", "));
+        }
+        let _ = writeln!(s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,5 +731,69 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(min_max(&[2.0, 5.0, 1.0]), (1.0, 5.0));
+    }
+
+    fn run(round: usize, progs: Result<Vec<progs::Cost>, String>) -> Run {
+        Run {
+            round,
+            bin: 0,
+            cpu: Duration::from_secs(1),
+            written: 1000,
+            lost: 0,
+            other: 0,
+            span: Duration::from_secs(1),
+            flood: Duration::from_secs(1),
+            idle: 0.0,
+            progs,
+        }
+    }
+
+    fn cost(name: &str, kind: &'static str, calls: u64, ns: u64) -> progs::Cost {
+        progs::Cost {
+            name: name.into(),
+            kind,
+            calls,
+            ns,
+        }
+    }
+
+    #[test]
+    fn the_program_table_sorts_by_total_time_and_marks_the_target() {
+        let runs = [
+            run(
+                0,
+                Ok(vec![
+                    cost("file_open", "lsm", 1000, 300_000),
+                    cost("sys_exit_file", "tracepoint", 1000, 1_700_000),
+                    cost("sys_enter_file", "tracepoint", 1000, 170_000),
+                    cost("bind4", "cgroup_sock_addr", 0, 0),
+                ]),
+            ),
+            run(1, Err("the kernel said no".into())),
+        ];
+        let mut s = String::new();
+        prog_report(&mut s, &[PathBuf::from("tether")], &runs, 1000);
+        let rows: Vec<&str> = s
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| program"))
+            .collect();
+        assert_eq!(rows.len(), 3, "{s}");
+        assert!(
+            rows[0].starts_with("| sys_exit_file | tracepoint | 1000 | 1700 |"),
+            "{s}"
+        );
+        assert!(rows[0].ends_with("| **over** |"), "{s}");
+        assert!(
+            rows[1].starts_with("| file_open |") && rows[1].ends_with("| met |"),
+            "{s}"
+        );
+        assert!(
+            rows[2].starts_with("| sys_enter_file |") && rows[2].ends_with("|  |"),
+            "{s}"
+        );
+        assert!(s.contains("1 of 2 round(s) with stats"), "{s}");
+        assert!(s.contains("Round 2: no per-program stats: the kernel said no"), "{s}");
+        assert!(s.contains("over: sys_exit_file (1700 ns)"), "{s}");
+        assert!(s.contains("Not called during the flood: bind4."), "{s}");
     }
 }
