@@ -714,6 +714,14 @@ fn prog_report(s: &mut String, bins: &[PathBuf], runs: &[Run], events: u64) {
                 over.join(", ")
             }
         );
+        let lsm_file_hook = |r: &ProgRow| progs::has_target(r.cost) && r.cost.name != "sys_exit_file";
+        if !called.iter().chain(&idle).any(|(_, r)| lsm_file_hook(r)) {
+            let _ = writeln!(
+                s,
+                "No LSM file hook among the daemon's programs (neither BPF LSM nor fmod_ret in effect: \
+                 `tether status`), so only sys_exit_file is measured against the target."
+            );
+        }
         if !idle.is_empty() {
             let names: Vec<&str> = idle.iter().map(|(n, _)| *n).collect();
             let _ = writeln!(s, "Not called during the flood: {}.", names.join(", "));
@@ -795,5 +803,11 @@ mod tests {
         assert!(s.contains("Round 2: no per-program stats: the kernel said no"), "{s}");
         assert!(s.contains("over: sys_exit_file (1700 ns)"), "{s}");
         assert!(s.contains("Not called during the flood: bind4."), "{s}");
+        assert!(!s.contains("No LSM file hook"), "{s}");
+        let mut s = String::new();
+        let runs = [run(0, Ok(vec![cost("sys_exit_file", "tracepoint", 1000, 400_000)]))];
+        prog_report(&mut s, &[PathBuf::from("tether")], &runs, 1000);
+        assert!(s.contains("met by 1, over: none"), "{s}");
+        assert!(s.contains("No LSM file hook"), "{s}");
     }
 }
