@@ -119,6 +119,9 @@ struct Daemon {
     ctx: ocsf::Context,
     metrics: crate::metrics::Metrics,
     started: Instant,
+    /// The daemon's own pid (read once: `getpid` is a system call, and every event is checked
+    /// against it).
+    pid: u32,
     /// Records decoded.
     decoded: u64,
     /// `--persist`: the pins and state file, and what the take-over did (None: off).
@@ -296,6 +299,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ctx,
         metrics,
         started,
+        pid: std::process::id(),
         decoded: 0,
         persist: None,
     };

@@ -54,7 +54,7 @@ fn result_label(outcome: &Outcome, decision: Option<&Decision>) -> &'static str 
 impl Daemon {
     /// One decoded event, through every stage.
     pub(super) fn handle(&mut self, mut ev: Event) {
-        if ev.actor().tgid == std::process::id() {
+        if ev.actor().tgid == self.pid {
             return; // never watch or judge ourselves
         }
         let Some(seen) = self.tracking.apply(&ev) else {
