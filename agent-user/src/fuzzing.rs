@@ -404,16 +404,18 @@ pub fn ocsf(data: &[u8]) {
         sandbox: None,
     };
     let decision = policy::engine::attempt_of(&ev).map(|a| default_rules().evaluate(&a, Credential::None, 0));
+    let mechanism = ctx.mechanism(&ev);
     let outcome = crate::contain::outcome(
         decision.as_ref(),
         &a.kernel,
-        &ctx.mechanism(&ev),
+        &mechanism,
         None,
         false,
         crate::contain::DaemonAct::None,
         false,
     );
     let verdict = ocsf::Verdict {
+        mechanism: &mechanism,
         outcome: &outcome,
         kernel: a.kernel,
         decision: decision.as_ref(),

@@ -188,6 +188,8 @@ fn path_data(p: &ReportedPath, with_path: bool) -> PathData {
 /// decision (for an audit event; a violation's decision is written with it).
 #[derive(Clone, Copy, Debug)]
 pub struct Verdict<'a> {
+    /// The kernel mechanism that saw the action, as in effect ([`Context::mechanism`]).
+    pub mechanism: &'a str,
     pub outcome: &'a Outcome,
     pub kernel: KernelVerdict,
     pub decision: Option<&'a Decision>,
@@ -254,7 +256,7 @@ pub fn audit(
         },
         tracked_by: after.reason.as_str(),
         cgroup_id: a.cgroup_id,
-        mechanism: ctx.mechanism(event),
+        mechanism: verdict.mechanism.to_string(),
         actor: None,
         exec: None,
         net: None,
@@ -649,6 +651,7 @@ mod tests {
     fn audit_json(ev: &Event, p: &ProcInfo, t: &ProcessTable, seq: u64) -> Option<Value> {
         let outcome = allowed();
         let verdict = Verdict {
+            mechanism: &ctx().mechanism(ev),
             outcome: &outcome,
             kernel: KernelVerdict::default(),
             decision: None,
@@ -1050,6 +1053,7 @@ mod tests {
         for (i, ev) in samples().iter().enumerate() {
             for task in [None, Some(&view)] {
                 let verdict = Verdict {
+                    mechanism: &ctx().mechanism(ev),
                     outcome: &denied,
                     kernel: ev.actor().kernel,
                     decision: Some(&decision),

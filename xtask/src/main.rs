@@ -252,15 +252,10 @@ fn target_dir() -> PathBuf {
 
 fn require_root(what: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } != 0 {
+    if unsafe { libc::geteuid() } != 0 {
         bail!("{what} needs root (it loads eBPF programs); run it as root");
     }
     Ok(())
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
 
 /// Which tiers `cargo xtask test` runs (both when neither is named).

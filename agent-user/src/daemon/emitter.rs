@@ -168,14 +168,19 @@ impl Emitter {
             ..Default::default()
         };
         let finding = ocsf::finding(&self.ctx, seq, f, node);
-        // Sent as is: a loss alert that cost more room is counted in the metrics only.
-        match serde_json::to_string(&finding) {
+        self.send_as_is(&finding, "an alert");
+    }
+
+    /// Sends an alert of the emitter's own (about a loss, or folded repeats) as is: a loss
+    /// it causes in the spool is counted in the metrics only, never alerted again.
+    fn send_as_is(&mut self, finding: &DetectionFinding, what: &str) {
+        match serde_json::to_string(finding) {
             Ok(line) => {
                 if let Err(e) = self.out.send(Stream::Alerts, &line) {
-                    error!("writing an alert: {e}");
+                    error!("writing {what}: {e}");
                 }
             }
-            Err(e) => error!("serialising an alert: {e}"),
+            Err(e) => error!("serialising {what}: {e}"),
         }
     }
 
@@ -198,14 +203,7 @@ impl Emitter {
                 window_s: self.folder.window().as_secs(),
                 note: "identical alerts (same task, rule and target) after the first, folded into this one",
             });
-            match serde_json::to_string(&finding) {
-                Ok(line) => {
-                    if let Err(e) = self.out.send(Stream::Alerts, &line) {
-                        error!("writing a folded alert: {e}");
-                    }
-                }
-                Err(e) => error!("serialising a folded alert: {e}"),
-            }
+            self.send_as_is(&finding, "a folded alert");
         }
     }
 }

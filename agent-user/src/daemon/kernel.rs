@@ -100,7 +100,7 @@ impl Kernel {
 
     /// The tracking entry of `pid`.
     pub(super) fn entry(&self, pid: u32) -> Option<Tracked> {
-        self.probes.tracked.get(&pid, 0).ok()
+        self.lookup(pid).ok()
     }
 
     /// The tracking entry of `pid`, with why it could not be read.

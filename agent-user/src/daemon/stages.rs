@@ -63,12 +63,15 @@ impl Daemon {
         resolve(&mut ev);
         let decision = self.judge(&ev);
         let enforced = self.enforce(&ev, decision.as_ref());
-        let outcome = self.outcome(&ev, decision.as_ref(), &enforced);
+        // The hook that saw it, as in effect on this kernel: named by the outcome, the audit
+        // event and the finding.
+        let mechanism = self.ctx.mechanism(&ev);
+        let outcome = self.outcome(&ev, decision.as_ref(), &enforced, &mechanism);
         // Fork and exit are not written (see `ocsf::audit`): no identity, no record.
         if ev.is_action() {
             let identity = self.pods.identify(Some(ev.actor().cgroup_id));
             let result = result_label(&outcome, decision.as_ref());
-            if let Some(rendered) = self.render(&ev, &seen, decision, &outcome, identity) {
+            if let Some(rendered) = self.render(&ev, &seen, decision, &mechanism, &outcome, identity) {
                 self.metrics.event(rendered.audit.class().label(), result);
                 self.emit(rendered);
             }
@@ -194,12 +197,12 @@ impl Daemon {
     }
 
     /// **outcome**: what happened, honestly: allowed, denied, killed, after the effect.
-    fn outcome(&self, ev: &Event, decision: Option<&Decision>, e: &Enforced) -> Outcome {
+    fn outcome(&self, ev: &Event, decision: Option<&Decision>, e: &Enforced, mechanism: &str) -> Outcome {
         let a = ev.actor();
         contain::outcome(
             decision,
             &a.kernel,
-            &self.ctx.mechanism(ev),
+            mechanism,
             e.errno,
             self.sandboxes.landlocked(a.task),
             e.act,
@@ -208,12 +211,14 @@ impl Daemon {
     }
 
     /// **render**: the audit event and, for a violation, the Detection Finding, built once
-    /// with their outcome. None for events that are not actions.
+    /// with their outcome (the decision, the mechanism that saw the action, what became of
+    /// it). None for events that are not actions.
     fn render(
         &mut self,
         ev: &Event,
         seen: &Seen,
         decision: Option<Decision>,
+        mechanism: &str,
         outcome: &Outcome,
         identity: Identity,
     ) -> Option<Rendered> {
@@ -223,10 +228,13 @@ impl Daemon {
         let finding_seq = violation.then(|| self.emitter.take());
         let task = self.task_view(a.task, Some(a.task_expired));
         let verdict = Verdict {
+            mechanism,
             outcome,
             kernel: a.kernel,
             decision: decision.as_ref(),
         };
+        // The finding, when there is one, names the actor's pod too.
+        let finding_identity = violation.then(|| identity.clone());
         let audit = ocsf::audit(
             &self.ctx,
             seq,
@@ -236,25 +244,27 @@ impl Daemon {
             self.tracking.table(),
             task.as_ref(),
             verdict,
-            identity.clone(),
+            identity,
         )?;
-        let finding = decision.zip(finding_seq).map(|(d, seq)| {
-            // Repeats of one violation (same task, rule and target) fold into one alert.
-            let fold = format!("{}|{}|{:?}", a.task, d.rule, engine::attempt_of(ev));
-            let f = Finding {
-                kind: d.alert_kind(),
-                title: format!("{} ({})", d.reason, d.rule),
-                desc: format!("{} by pid {} ({})", self.ctx.mechanism(ev), a.tgid, seen.after.exe),
-                process: Some(&seen.after),
-                task: task.as_ref(),
-                related: Some(&audit),
-                details: ocsf::decision_details(&d, outcome, task.as_ref().map(|t| t.state)),
-                time_ns: Some(a.ktime_ns),
-                severity_id: d.severity.ocsf_id(),
-                outcome: Some(outcome),
-            };
-            (ocsf::finding(&self.ctx, seq, f, identity), fold)
-        });
+        let finding = decision
+            .zip(finding_seq.zip(finding_identity))
+            .map(|(d, (seq, identity))| {
+                // Repeats of one violation (same task, rule and target) fold into one alert.
+                let fold = format!("{}|{}|{:?}", a.task, d.rule, engine::attempt_of(ev));
+                let f = Finding {
+                    kind: d.alert_kind(),
+                    title: format!("{} ({})", d.reason, d.rule),
+                    desc: format!("{mechanism} by pid {} ({})", a.tgid, seen.after.exe),
+                    process: Some(&seen.after),
+                    task: task.as_ref(),
+                    related: Some(&audit),
+                    details: ocsf::decision_details(&d, outcome, task.as_ref().map(|t| t.state)),
+                    time_ns: Some(a.ktime_ns),
+                    severity_id: d.severity.ocsf_id(),
+                    outcome: Some(outcome),
+                };
+                (ocsf::finding(&self.ctx, seq, f, identity), fold)
+            });
         Some(Rendered { audit, finding })
     }
 
