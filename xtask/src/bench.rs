@@ -16,12 +16,15 @@
 //! programs before and after give each program's calls and ns per call during the flood
 //! (issue 19: ≤ 500 ns per call for sys_exit_file and the LSM file hooks). A kernel that keeps
 //! no such stats is said so in the report; the rest of the bench does not depend on them.
+mod compare;
+pub use compare::violate;
 mod progs;
+mod tracers;
+pub mod work;
 
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    io::Write as _,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -32,8 +35,6 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Args;
 
-/// Files the flood cycles through (each open creates or truncates one of them).
-const FLOOD_FILES: u64 = 1024;
 /// Prefix of every temporary directory the bench makes (then the pid of the xtask that made it).
 const TEMP_PREFIX: &str = "tether-bench-";
 /// How long the daemon's status must stay unchanged to count as settled.
@@ -64,9 +65,30 @@ pub struct BenchArgs {
     /// Write-opens the flood makes per run.
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     events: u64,
-    /// A smoke run: one round of 20000 events (overrides --rounds and --events).
+    /// A smoke run: one round, small workloads, 20000 flood events (overrides --rounds and
+    /// --events).
     #[arg(long)]
     quick: bool,
+    /// Leave out the peers (bpftrace, auditd); no tracer and Tether still run.
+    #[arg(long)]
+    no_peers: bool,
+    /// Only the flood (daemon CPU per event, sustained rate, BPF programs), not the comparison.
+    #[arg(long, conflicts_with = "no_peers")]
+    flood_only: bool,
+}
+
+impl BenchArgs {
+    /// `--quick` with this `tether`.
+    pub fn smoke(tether: PathBuf) -> BenchArgs {
+        BenchArgs {
+            tethers: vec![tether],
+            rounds: 1,
+            events: 20_000,
+            quick: true,
+            no_peers: false,
+            flood_only: false,
+        }
+    }
 }
 
 /// One daemon, one flood.
@@ -128,6 +150,48 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     sweep_stale_dirs();
     let load_before = loadavg();
     let started = Instant::now();
+    let compared = if args.flood_only {
+        None
+    } else {
+        let mut list = vec![tracers::Tracer::None];
+        list.extend(bins.iter().cloned().map(tracers::Tracer::Tether));
+        if !args.no_peers {
+            tracers::install_peers()?;
+            list.extend([tracers::Tracer::Bpftrace, tracers::Tracer::Auditd]);
+        }
+        let sizes = if args.quick {
+            compare::Sizes::QUICK
+        } else {
+            compare::Sizes::FULL
+        };
+        Some(compare::run(list, rounds, sizes, &me)?)
+    };
+    let runs = flood_rounds(&bins, &me, rounds, events)?;
+    let mut report = report(&bins, &runs, events, rounds, &load_before, started.elapsed());
+    let out = crate::target_dir().join("bench");
+    std::fs::create_dir_all(&out)?;
+    if let Some(c) = &compared {
+        let mut part = String::new();
+        c.report(&mut part);
+        let chart = compare::chart_path();
+        std::fs::write(&chart, c.svg()).with_context(|| format!("writing {}", chart.display()))?;
+        let _ = writeln!(part, "Chart: `{}`.\n", chart.display());
+        // The comparison first, after the title and the setup paragraph.
+        let at = report.find("| tether |").unwrap_or(report.len());
+        report.insert_str(
+            at,
+            &format!("{part}## The flood: daemon CPU per event, sustained rate\n\n"),
+        );
+    }
+    print!("{report}");
+    let file = out.join("bench.md");
+    std::fs::write(&file, &report).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!("bench: written to {}", file.display());
+    Ok(())
+}
+
+/// The flood, each binary once per round (the first rotates).
+fn flood_rounds(bins: &[PathBuf], me: &Path, rounds: usize, events: u64) -> anyhow::Result<Vec<Run>> {
     let mut runs = Vec::new();
     for round in 0..rounds {
         for k in 0..bins.len() {
@@ -138,7 +202,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 round + 1,
                 bins[bin].display()
             );
-            let r = one_run(&bins[bin], &me, events, round, bin)
+            let r = one_run(&bins[bin], me, events, round, bin)
                 .with_context(|| format!("round {} with {}", round + 1, bins[bin].display()))?;
             eprintln!(
                 "bench:   {:.2} µs daemon CPU/event, {} written, {} lost, {:.0} written/s, flood {:.0} opens/s",
@@ -164,30 +228,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             runs.push(r);
         }
     }
-    let report = report(&bins, &runs, events, rounds, &load_before, started.elapsed());
-    print!("{report}");
-    let out = crate::target_dir().join("bench");
-    std::fs::create_dir_all(&out)?;
-    let file = out.join("flood.md");
-    std::fs::write(&file, &report).with_context(|| format!("writing {}", file.display()))?;
-    eprintln!("bench: written to {}", file.display());
-    Ok(())
-}
-
-/// The tracked workload (`xtask flood`, run under `tether exec`): `events`
-/// open(O_WRONLY|O_CREAT|O_TRUNC) + write + close in `dir`, over [`FLOOD_FILES`] names;
-/// prints the nanoseconds the loop took.
-pub fn flood(dir: &Path, events: u64) -> anyhow::Result<()> {
-    let names: Vec<PathBuf> = (0..FLOOD_FILES).map(|i| dir.join(format!("f{i}"))).collect();
-    let t = Instant::now();
-    for i in 0..events {
-        let path = &names[(i % FLOOD_FILES) as usize];
-        // File::create is open(O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC); the drop closes it.
-        let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        f.write_all(b"x")?;
-    }
-    println!("{}", t.elapsed().as_nanos());
-    Ok(())
+    Ok(runs)
 }
 
 fn one_run(bin: &Path, me: &Path, events: u64, round: usize, bin_idx: usize) -> anyhow::Result<Run> {
@@ -215,10 +256,11 @@ fn one_run(bin: &Path, me: &Path, events: u64, round: usize, bin_idx: usize) -> 
         .arg(daemon.socket())
         .arg("--")
         .arg(me)
-        .arg("flood")
+        .arg("work")
+        .arg("open-write")
         .arg("--dir")
         .arg(work.path())
-        .arg("--events")
+        .arg("--n")
         .arg(events.to_string())
         .stdin(Stdio::null())
         .output()
@@ -547,7 +589,7 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str, took: Duration) -> String {
     let mut s = String::new();
     let cmd = |args: &[&str]| crate::stdout_of(Command::new(args[0]).args(&args[1..])).unwrap_or_default();
-    let _ = writeln!(s, "# Daemon CPU per event under a flood of tracked file writes\n");
+    let _ = writeln!(s, "# Tether's benchmark\n");
     let _ = writeln!(
         s,
         "`cargo xtask bench`, {}: kernel {}, {} CPUs, load average {load} before and {} after; \

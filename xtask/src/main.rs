@@ -167,15 +167,13 @@ enum Cmd {
     /// for one or more `tether` binaries run interleaved; a markdown table on stdout and in
     /// target/bench/flood.md. Not part of `test` (timings assert nothing).
     Bench(bench::BenchArgs),
-    /// The tracked workload of `bench`: EVENTS write-opens (create/truncate, write, close) in
-    /// DIR; prints the nanoseconds they took.
+    /// A workload of `bench`, timed by itself: prints the nanoseconds its loop took.
     #[command(hide = true)]
-    Flood {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        events: u64,
-    },
+    Work(bench::work::WorkArgs),
+    /// The violation of `bench`'s alert latency: prints the wall-clock time, then connects a
+    /// UDP socket to the cloud metadata address.
+    #[command(hide = true)]
+    Violate,
 }
 
 fn main() -> ExitCode {
@@ -231,7 +229,8 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => bench::run(&args),
-        Cmd::Flood { dir, events } => bench::flood(&dir, events),
+        Cmd::Work(args) => bench::work::run(&args),
+        Cmd::Violate => bench::violate(),
     }
 }
 
@@ -477,6 +476,17 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
             stdout_of(Command::new("uname").arg("-r")).unwrap_or_default(),
             t.elapsed().as_secs_f64()
         );
+        if args.filter.is_empty() {
+            // The bench is not a test (timings assert nothing): this only shows it runs, on
+            // the debug build the suite used (no release build in CI).
+            let t = Instant::now();
+            bench::run(&bench::BenchArgs::smoke(root().join("target/debug/tether")))
+                .context("cargo xtask bench --quick")?;
+            eprintln!(
+                "test: cargo xtask bench --quick ran in {:.0}s",
+                t.elapsed().as_secs_f64()
+            );
+        }
     }
     if args.vm {
         require_root("the VM tier (it fetches kernels into a system cache)")?;
