@@ -111,6 +111,10 @@ struct Run {
     idle: f64,
     /// What each of the daemon's BPF programs did during the flood, or why that is unknown.
     progs: Result<Vec<progs::Cost>, String>,
+    /// Bytes and lines of the daemon's audit file after the flood.
+    audit: (u64, u64),
+    /// Peak resident memory of the daemon (VmHWM), KiB.
+    rss_kib: u64,
 }
 
 impl Run {
@@ -291,6 +295,8 @@ fn one_run(bin: &Path, me: &Path, events: u64, round: usize, bin_idx: usize) -> 
         flood: Duration::from_nanos(flood_ns),
         idle,
         progs,
+        audit: daemon.audit_size()?,
+        rss_kib: tracers::hwm(daemon.child.id())?,
     };
     // Every write-open is either written or counted lost; far fewer means the flood was not
     // the tracked process (or the status fields changed meaning).
@@ -376,6 +382,13 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(daemon)
+    }
+
+    /// Bytes and lines of the audit file so far.
+    fn audit_size(&self) -> anyhow::Result<(u64, u64)> {
+        let path = self.dir.path().join("audit.jsonl");
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok((bytes.len() as u64, bytes.iter().filter(|&&b| b == b'\n').count() as u64))
     }
 
     fn socket(&self) -> PathBuf {
@@ -605,9 +618,9 @@ fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str
     );
     let _ = writeln!(
         s,
-        "| tether | µs daemon CPU / event written | min–max | events written / s | events written | lost (ring full) | daemon CPU (cores) | flood opens / s |"
+        "| tether | µs daemon CPU / event written | min–max | events written / s | events written | lost (ring full) | daemon CPU (cores) | flood opens / s | bytes / audit line | daemon peak RSS (MiB) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for (i, bin) in bins.iter().enumerate() {
         let mine: Vec<&Run> = runs.iter().filter(|r| r.bin == i).collect();
         let col = |f: &dyn Fn(&Run) -> f64| mine.iter().map(|r| f(r)).collect::<Vec<f64>>();
@@ -615,7 +628,7 @@ fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str
         let (lo, hi) = min_max(&us);
         let _ = writeln!(
             s,
-            "| `{}` | {:.2} | {lo:.2}–{hi:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} |",
+            "| `{}` | {:.2} | {lo:.2}–{hi:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} |",
             bin.display(),
             median(us.clone()),
             median(col(&|r| r.written_per_s())),
@@ -623,6 +636,8 @@ fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str
             median(col(&|r| r.lost as f64)),
             median(col(&|r| r.cpu_share())),
             median(col(&|r| events as f64 / r.flood.as_secs_f64())),
+            median(col(&|r| r.audit.0 as f64 / r.audit.1.max(1) as f64)),
+            median(col(&|r| r.rss_kib as f64 / 1024.0)),
         );
     }
     let _ = writeln!(
@@ -795,6 +810,8 @@ mod tests {
             flood: Duration::from_secs(1),
             idle: 0.0,
             progs,
+            audit: (2_000_000, 1000),
+            rss_kib: 1024,
         }
     }
 

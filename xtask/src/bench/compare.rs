@@ -399,15 +399,15 @@ impl Results {
         );
         let _ = writeln!(
             s,
-            "| round | tracer | start to attached (ms) | written | lost | lost in tar+git+python | peak RSS (MiB) | violation to alert (ms) |"
+            "| round | tracer | start to attached (ms) | written | lost | lost in tar+git+python | peak RSS (MiB) | violation to alert (ms) | bytes / audit line |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         let mut tallies: Vec<&RoundTally> = self.tallies.iter().collect();
         tallies.sort_by_key(|t| (t.tracer, t.round));
         for t in tallies {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {} | {} | {} | {:.1} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {:.1} | {} | {} |",
                 t.round + 1,
                 self.label(t.tracer),
                 t.attached.as_secs_f64() * 1e3,
@@ -416,6 +416,9 @@ impl Results {
                 t.real_lost.map_or("–".into(), |l| l.to_string()),
                 t.tally.rss_kib as f64 / 1024.0,
                 t.alert.map_or("–".into(), |a| format!("{:.2}", a.as_secs_f64() * 1e3)),
+                t.tally
+                    .audit
+                    .map_or("–".into(), |(b, l)| format!("{:.0}", b as f64 / l.max(1) as f64)),
             );
         }
         let _ = writeln!(s);

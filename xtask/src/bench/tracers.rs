@@ -98,6 +98,8 @@ pub struct Tally {
     pub lost: u64,
     /// Peak resident memory of the tracer's process (VmHWM), KiB.
     pub rss_kib: u64,
+    /// Tether: bytes and lines of its audit file.
+    pub audit: Option<(u64, u64)>,
 }
 
 impl Running {
@@ -142,6 +144,7 @@ impl Running {
                     written: s.written,
                     lost: s.lost,
                     rss_kib: hwm(d.child.id())?,
+                    audit: Some(d.audit_size()?),
                 })
             }
             Inner::Bpftrace(b) => b.tally(),
@@ -339,6 +342,7 @@ impl Bpftrace {
             written,
             lost,
             rss_kib: hwm(self.child.id())?,
+            audit: None,
         })
     }
 
@@ -483,6 +487,7 @@ impl Auditd {
             written,
             lost: audit_status()?.lost.saturating_sub(self.lost0),
             rss_kib: hwm(self.child.id())?,
+            audit: None,
         })
     }
 
