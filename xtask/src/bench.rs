@@ -1,13 +1,18 @@
-//! `cargo xtask bench` (root): what the daemon costs per event. Today one measurement, the
-//! daemon's CPU time per event under a flood of tracked file writes, for one or more `tether`
-//! binaries run interleaved, round by round, so a before/after comparison shares the noise of
-//! the machine. Issue 19 extends it to the full benchmark.
+//! `cargo xtask bench` (root): what Tether costs, beside its peers, in one run. Two parts, both
+//! in interleaved rounds so every configuration shares the machine's noise:
 //!
-//! One run: start `tether run` (observe mode, the built-in default policy, audit and alerts
+//! - the comparison ([`compare`]): each workload ([`work`]) tracked and untracked under no
+//!   tracer, each `tether` binary and the peers ([`tracers`]: bpftrace, auditd), as ratios to
+//!   no tracer, with each tracer's start-to-attached time, loss, memory and alert latency;
+//! - the flood (below): the daemon's CPU time per event, the sustained rate and each BPF
+//!   program's cost, for one or more `tether` binaries.
+//!
+//! One flood: start `tether run` (observe mode, the built-in default policy, audit and alerts
 //! to file sinks, sockets and ready file in a fresh temporary directory), wait until it is
 //! ready and quiet, read its CPU time (utime + stime of /proc/PID/stat, every thread), run
-//! `tether exec -- xtask flood` (this executable re-executed: N times open(O_WRONLY|O_CREAT|
-//! O_TRUNC), write and close in a fresh temporary directory, the tracked process itself), wait until the
+//! `tether exec -- xtask work open-write` (this executable re-executed: N times
+//! open(O_WRONLY|O_CREAT|O_TRUNC), write and close in a fresh temporary directory, the tracked
+//! process itself), wait until the
 //! daemon's status (events written, kernel counters) stops moving, read its CPU time again,
 //! stop it with SIGTERM (it detaches its probes) and remove both directories.
 //!

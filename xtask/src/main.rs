@@ -163,9 +163,10 @@ enum Cmd {
         #[arg(long)]
         refresh: bool,
     },
-    /// Measure the daemon (root): its CPU time per event under a flood of tracked file writes,
-    /// for one or more `tether` binaries run interleaved; a markdown table on stdout and in
-    /// target/bench/flood.md. Not part of `test` (timings assert nothing).
+    /// Measure Tether beside its peers (root): workloads tracked and untracked under no tracer,
+    /// Tether, bpftrace and auditd (installed when missing), and the daemon's CPU per event
+    /// under a flood; target/bench/bench.md (also on stdout) and target/bench/overhead.svg.
+    /// `test` only runs `--quick` once (timings assert nothing).
     Bench(bench::BenchArgs),
     /// A workload of `bench`, timed by itself: prints the nanoseconds its loop took.
     #[command(hide = true)]
