@@ -29,7 +29,8 @@ pub struct Sizes {
     pub exec: u64,
     pub mix: u64,
     pub null: u64,
-    /// Copies of the Python standard library in the real workload's corpus.
+    /// Copies of the Python standard library in the real workload's corpus (0: its top-level
+    /// modules only).
     pub copies: u32,
 }
 
@@ -48,7 +49,7 @@ impl Sizes {
         exec: 100,
         mix: 5_000,
         null: 200_000,
-        copies: 1,
+        copies: 0,
     };
 
     fn n(&self, k: Kind) -> u64 {
@@ -336,7 +337,7 @@ impl Results {
              open+write {} × open(O_WRONLY|O_CREAT|O_TRUNC)+write+close; connect {} × TCP connect to \
              a loopback listener; exec {} × fork+exec /bin/true; mix {} × open+write with a connect \
              every 5th and an exec every 100th; null {} × getppid; tar+git+python: unpack a tarball \
-             of {} files ({} copies of this machine's Python standard library), `git add -A` and \
+             of {} files ({}), `git add -A` and \
              commit, `python -m compileall`. Tracked: under `tether exec`; in bpftrace's cgroup; with \
              auditd's login uid; untracked: none of that. Cells: median ratio (min–max of the \
              per-round ratios); goals are issue 19's for a tracked agent under Tether.\n",
@@ -346,7 +347,10 @@ impl Results {
             self.sizes.mix,
             self.sizes.null,
             self.corpus_files,
-            self.sizes.copies
+            match self.sizes.copies {
+                0 => "this machine's Python standard library, its top-level modules".to_string(),
+                n => format!("{n} copies of this machine's Python standard library"),
+            }
         );
         let Some(none) = self.none() else {
             let _ = writeln!(s, "No baseline (no-tracer runs): no ratios.\n");
