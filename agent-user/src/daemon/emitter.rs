@@ -1,7 +1,8 @@
-//! The emitter: the one owner of sequence numbers, of the folding of repeated alerts and of
-//! the sinks. Every event and alert of the daemon leaves through it, in order; a sink that
-//! fails or a spool that drops is counted and alerted here, never fatal (enforcement does not
-//! depend on delivery).
+//! The emitter: the one owner of sequence numbers, of the folding of repeated alerts, of what
+//! the audit stream's receivers already know of each process (so its later events can refer
+//! to it: [`Introduced`]) and of the sinks. Every event and alert of the daemon leaves through
+//! it, in order; a sink that fails or a spool that drops is counted and alerted here, never
+//! fatal (enforcement does not depend on delivery).
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -9,16 +10,28 @@ use tracing::{error, warn};
 
 use crate::{
     delivery::{
-        Delivery, DeliveryError, Stream,
+        Delivery, DeliveryError, RecordForm, Stream,
         fold::{Fold, Folder},
+        introduced::Introduced,
     },
+    lineage::ProcKey,
     metrics::Metrics,
     model::Identity,
     ocsf::{
-        self, Finding,
+        self, Finding, Form,
         objects::{Audit, Details, DetectionFinding, Dropped, FoldedData},
     },
 };
+
+/// The process an audit event is of: its key, the stamp of its identity
+/// ([`ocsf::identity_stamp`]), the event's kernel time (ns since boot), and whether the event
+/// is its exec (the start of what it is: always written in full).
+pub(super) struct Subject {
+    pub key: ProcKey,
+    pub stamp: u64,
+    pub now_ns: u64,
+    pub exec: bool,
+}
 
 /// A failing sink is alerted at most this often (every failure is counted).
 const SINK_ALERT_EVERY: Duration = Duration::from_secs(60);
@@ -27,6 +40,8 @@ pub(super) struct Emitter {
     out: Delivery,
     /// Repeated alerts held for folding.
     folder: Folder<DetectionFinding>,
+    /// The processes whose full form the audit stream's receivers hold.
+    introduced: Introduced,
     /// The last sequence number given out.
     seq: u64,
     /// When a failing sink was last alerted.
@@ -39,12 +54,14 @@ impl Emitter {
     pub(super) fn new(
         out: Delivery,
         folder: Folder<DetectionFinding>,
+        form: RecordForm,
         ctx: ocsf::Context,
         metrics: Metrics,
     ) -> Emitter {
         Emitter {
             out,
             folder,
+            introduced: Introduced::new(form),
             seq: 0,
             sink_alerted: None,
             ctx,
@@ -63,9 +80,38 @@ impl Emitter {
         self.out.written
     }
 
-    /// Writes an audit event.
-    pub(super) fn audit(&mut self, record: &Audit) {
-        self.send(Stream::Audit, record);
+    /// The process ended: its identity is not needed again.
+    pub(super) fn forget(&mut self, key: &ProcKey) {
+        self.introduced.forget(key);
+    }
+
+    /// Writes an audit event of `subject`, rendered by `render` in the form the stream's
+    /// receivers need: compact when they hold its identity as its stamp says, else in full
+    /// (with `identity`, where it runs), which introduces it. A compact event that would be
+    /// the first line of a sink starting over (a file about to rotate) is written in full
+    /// instead. Returns the event written (None: `render` made none: not an action).
+    pub(super) fn audit(
+        &mut self,
+        subject: &Subject,
+        identity: Identity,
+        render: impl Fn(Form) -> Option<Audit>,
+    ) -> Option<Audit> {
+        let known = !subject.exec && self.introduced.holds(&subject.key, subject.stamp, subject.now_ns);
+        if known {
+            let record = render(Form::Compact)?;
+            let line = self.serialise(Stream::Audit, &record)?;
+            if !self.out.would_start_over(Stream::Audit, line.len()) {
+                self.deliver(Stream::Audit, &line);
+                return Some(record);
+            }
+            self.introduced.start_over();
+        }
+        let record = render(Form::Full(identity))?;
+        let line = self.serialise(Stream::Audit, &record)?;
+        if self.deliver(Stream::Audit, &line) {
+            self.introduced.introduced(subject.key, subject.stamp, subject.now_ns);
+        }
+        Some(record)
     }
 
     /// Writes an alert; one with a fold key may be held as a repeat.
@@ -83,18 +129,35 @@ impl Emitter {
         self.send(Stream::Alerts, &finding);
     }
 
-    /// Serialises a record (the only place records become JSON) and sends it to the sinks
-    /// of `stream`. A spool that had to drop events to make room raises an alert about the
-    /// loss.
+    /// Serialises a record and sends it to the sinks of `stream`.
     fn send(&mut self, stream: Stream, record: &impl Serialize) {
-        let line = match serde_json::to_string(record) {
-            Ok(l) => l,
+        if let Some(line) = self.serialise(stream, record) {
+            self.deliver(stream, &line);
+        }
+    }
+
+    /// A record as a JSON line (the only place records become JSON).
+    fn serialise(&mut self, stream: Stream, record: &impl Serialize) -> Option<String> {
+        match serde_json::to_string(record) {
+            Ok(l) => Some(l),
             Err(e) => {
                 // Our own types: cannot happen short of a bug, and never silently.
-                return self.sink_failed(&format!("serialising a record of the {} stream: {e}", stream.as_str()));
+                self.sink_failed(&format!("serialising a record of the {} stream: {e}", stream.as_str()));
+                None
             }
-        };
-        match self.out.send(stream, &line) {
+        }
+    }
+
+    /// Sends a line to the sinks of `stream`; true when every sink took it. A spool that had
+    /// to drop events to make room raises an alert about the loss. A sink of the audit stream
+    /// that starts over or fails makes every process be introduced again.
+    fn deliver(&mut self, stream: Stream, line: &str) -> bool {
+        let sent = self.out.send(stream, line);
+        let started_over = self.out.started_over(Stream::Audit);
+        if started_over || (sent.is_err() && stream == Stream::Audit) {
+            self.introduced.start_over();
+        }
+        match sent {
             Ok(d) if d.audit + d.alerts > 0 => {
                 let reason = format!(
                     "the webhook spool is full: {} audit event(s) and {} alert(s) dropped unacknowledged to make room (receiver down or too slow)",
@@ -111,9 +174,13 @@ impl Emitter {
                         },
                     },
                 );
+                true
             }
-            Ok(_) => {}
-            Err(e) => self.sink_failed(&format!("writing the {} stream: {e}", stream.as_str())),
+            Ok(_) => true,
+            Err(e) => {
+                self.sink_failed(&format!("writing the {} stream: {e}", stream.as_str()));
+                false
+            }
         }
     }
 
@@ -178,6 +245,10 @@ impl Emitter {
             Ok(line) => {
                 if let Err(e) = self.out.send(Stream::Alerts, &line) {
                     error!("writing {what}: {e}");
+                }
+                // An alert sharing a file with the audit stream may have rotated it.
+                if self.out.started_over(Stream::Audit) {
+                    self.introduced.start_over();
                 }
             }
             Err(e) => error!("serialising {what}: {e}"),

@@ -163,27 +163,41 @@ pub struct Device {
     pub kind: &'static str,
 }
 
-/// OCSF `process`.
+/// OCSF `process`. `uid` names the process for as long as the node runs (boot, pid, start
+/// time: a reused pid is another process); `detail` is its identity in full, left out of an
+/// audit event whose receivers already hold it (the compact form, see [`AuditData`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Process {
     pub pid: u32,
+    pub uid: String,
     pub name: String,
-    pub cmd_line: String,
-    /// Epoch milliseconds.
-    pub created_time: i64,
-    pub user: User,
+    #[serde(flatten)]
+    pub detail: Option<ProcessDetail>,
     pub parent_process: ParentProcess,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<File>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tid: Option<u32>,
 }
 
+/// What a process is: its command line, start, user and image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessDetail {
+    pub cmd_line: String,
+    /// Epoch milliseconds.
+    pub created_time: i64,
+    pub user: User,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<File>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// OCSF `parent_process`: the parent by pid, and by `uid` where Tether tracks it (it is then
+/// in the lineage).
 #[derive(Debug, Clone, Serialize)]
 pub struct ParentProcess {
     pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// OCSF `user`: the principal a task acts for (`name`), and the OS user.
@@ -371,6 +385,13 @@ pub enum TaskData {
         kernel_expired: bool,
         sandbox: Option<Box<Layers>>,
     },
+    /// The task of a compact audit event: by its id, with what changes from one action to
+    /// the next (the rest is in the process's full form).
+    Ref {
+        jti: String,
+        state: &'static str,
+        kernel_expired: bool,
+    },
     /// The process acts under no credential.
     None { state: &'static str },
 }
@@ -379,6 +400,8 @@ pub enum TaskData {
 #[derive(Debug, Clone, Serialize)]
 pub struct Ancestor {
     pub pid: u32,
+    /// The process's `uid` (as in `process.uid`, `parent_process.uid`).
+    pub uid: String,
     /// Epoch milliseconds.
     pub start_time: i64,
     pub exe: String,
@@ -390,20 +413,25 @@ pub struct Ancestor {
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentRoot {
     pub pid: u32,
+    pub uid: String,
     /// Epoch milliseconds.
     pub start_time: i64,
 }
 
 /// Tether's data of an audit event (`unmapped.tether`).
+///
+/// Two forms. The **full** form holds the acting process's identity ([`Introduction`]: the
+/// task's credential and delegation, the lineage up to the agent root, node, container and
+/// pod) and every per-event field. The **compact** form, written once the audit stream's
+/// receivers hold that identity, refers to it by `actor.process.uid` and leaves it out, with
+/// the per-event fields that hold their default (an outcome where nothing acted, a kernel
+/// verdict that judged nothing).
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditData {
     pub task: TaskData,
-    /// Principal first, current actor last.
-    pub delegation: Vec<String>,
-    pub lineage: Vec<Ancestor>,
-    pub agent_root: AgentRoot,
-    pub tracked_by: &'static str,
-    pub cgroup_id: u64,
+    /// The acting process's identity (None: compact; see `actor.process.uid`).
+    #[serde(flatten)]
+    pub introduction: Option<Introduction>,
     /// The kernel mechanism that saw the action (see `tether status` for all hooks).
     pub mechanism: String,
     /// The acting process, for classes without `actor` (Network Activity).
@@ -423,13 +451,29 @@ pub struct AuditData {
     pub io_uring: Option<UringData>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileData>,
-    pub outcome: Outcome,
-    #[serde(flatten)]
-    pub identity: Identity,
-    pub kernel_verdict: KernelVerdict,
+    /// What became of the action (None: compact, and nothing acted: the event's
+    /// `action`/`disposition` say it all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// None: compact, and the kernel judged nothing and did nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_verdict: Option<KernelVerdict>,
     /// The rules' decision, for a violation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionData>,
+}
+
+/// The acting process's identity as the full form writes it into `unmapped.tether`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Introduction {
+    /// Principal first, current actor last.
+    pub delegation: Vec<String>,
+    pub lineage: Vec<Ancestor>,
+    pub agent_root: AgentRoot,
+    pub tracked_by: &'static str,
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub identity: Identity,
 }
 
 /// How far the kernel vouches for a path (and the path, where it is not in a standard field).
