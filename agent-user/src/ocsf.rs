@@ -124,12 +124,12 @@ fn metadata(uid: String, log_name: &'static str) -> Metadata {
     }
 }
 
-/// OCSF `device`: this host.
-fn device(ctx: &Context) -> Device {
+/// OCSF `device`: this host (`full`: with every caption).
+fn device(ctx: &Context, full: bool) -> Device {
     Device {
         hostname: ctx.hostname.clone(),
         type_id: 1,
-        kind: "Server",
+        kind: full.then_some("Server"),
     }
 }
 
@@ -164,7 +164,7 @@ fn process_obj(ctx: &Context, p: &ProcInfo, tid: Option<u32>, full: bool) -> Pro
                 name: basename(exe).to_string(),
                 parent_folder: None,
                 type_id: 1,
-                kind: "Regular File",
+                kind: Some("Regular File"),
             }),
             path: exe.cloned(),
         }
@@ -182,14 +182,15 @@ fn process_obj(ctx: &Context, p: &ProcInfo, tid: Option<u32>, full: bool) -> Pro
     }
 }
 
-/// An OCSF `file` object for a path, with its type (`type_id`, `type`).
-fn file_obj(path: &str, (type_id, kind): (u8, &'static str)) -> File {
+/// An OCSF `file` object for a path, with its type (`type_id`, `type`); `full`: with what
+/// follows from the rest (the caption, the parent folder), left out of compact events.
+fn file_obj(path: &str, (type_id, kind): (u8, &'static str), full: bool) -> File {
     File {
         path: path.to_string(),
         name: basename(path).to_string(),
-        parent_folder: Some(parent_folder(path).to_string()),
+        parent_folder: full.then(|| parent_folder(path).to_string()),
         type_id,
-        kind,
+        kind: caption(full, type_id, kind),
     }
 }
 
@@ -359,6 +360,7 @@ pub fn audit(
             1,
             Some(verdict.outcome),
             metadata(format!("{}-{seq}", ctx.uid_prefix), "audit"),
+            full,
         )
     };
     let actor_obj = || Actor {
@@ -374,7 +376,7 @@ pub fn audit(
     let process = |activity, data: AuditData| {
         Audit::Process(ProcessActivity {
             base: base(Class::Process, activity),
-            device: device(ctx),
+            device: device(ctx, full),
             actor: actor_obj(),
             process: process_obj(ctx, after, Some(a.tid), full),
             unmapped: Unmapped { tether: data },
@@ -559,7 +561,7 @@ pub fn audit(
                 _ => (0, "Unknown"),
             };
             let file_result = match (op, path2) {
-                (FileOp::Rename | FileOp::Link, Some(dst)) => Some(file_obj(&dst.path, (0, "Unknown"))),
+                (FileOp::Rename | FileOp::Link, Some(dst)) => Some(file_obj(&dst.path, (0, "Unknown"), full)),
                 _ => None,
             };
             let (status_id, status, status_code) = if *ret >= 0 {
@@ -593,12 +595,12 @@ pub fn audit(
             data.file = Some(f);
             Audit::File(FileActivity {
                 base: base(Class::FileSystem, file_activity(*op, path2.as_ref())),
-                device: device(ctx),
+                device: device(ctx, full),
                 actor: actor_obj(),
-                file: file_obj(&path.path, type_id),
+                file: file_obj(&path.path, type_id, full),
                 file_result,
                 status_id,
-                status,
+                status: caption(full, status_id, status),
                 status_code,
                 unmapped: Unmapped { tether: data },
             })
@@ -652,9 +654,10 @@ pub fn finding(ctx: &Context, seq: u64, f: Finding, identity: Identity) -> Detec
             f.severity_id,
             f.outcome,
             metadata(uid.clone(), "alert"),
+            true,
         ),
         is_alert: true,
-        device: device(ctx),
+        device: device(ctx, true),
         finding_info: FindingInfo {
             uid,
             title: f.title,
@@ -1286,12 +1289,44 @@ mod tests {
                     "parent_process": {"pid": 40, "uid": "b00t-40-400"}})
         );
         let ct = &compact["unmapped"]["tether"];
-        for absent in ["lineage", "delegation", "agent_root", "tracked_by", "node", "cgroup_id", "outcome", "kernel_verdict"] {
+        for absent in [
+            "lineage",
+            "delegation",
+            "agent_root",
+            "tracked_by",
+            "node",
+            "cgroup_id",
+            "outcome",
+            "kernel_verdict",
+        ] {
             assert!(ct.get(absent).is_none(), "{absent} in a compact event: {ct}");
         }
-        assert_eq!(ct["task"], json!({"jti": "j1", "state": "valid", "kernel_expired": false}));
+        assert_eq!(
+            ct["task"],
+            json!({"jti": "j1", "state": "valid", "kernel_expired": false})
+        );
         assert_eq!(ct["file"], full["unmapped"]["tether"]["file"], "per-event data in both");
-        assert_eq!(compact["file"], full["file"]);
+        assert_eq!(
+            compact["file"],
+            json!({"path": "/work/out/a.txt", "name": "a.txt", "type_id": 0})
+        );
+        assert_eq!(full["file"]["parent_folder"], "/work/out");
+        // The captions the OCSF schema gives for an id are left to the receiver.
+        for caption in [
+            "class_name",
+            "category_name",
+            "activity_name",
+            "severity",
+            "action",
+            "disposition",
+            "status",
+        ] {
+            assert!(compact.get(caption).is_none() && full[caption].is_string(), "{caption}");
+        }
+        assert_eq!(
+            (&compact["class_uid"], &compact["activity_id"]),
+            (&json!(1001), &json!(14))
+        );
         assert_eq!(compact["actor"]["user"], full["actor"]["user"]);
         let (fl, cl) = (full.to_string().len(), compact.to_string().len());
         assert!(cl * 3 < fl * 2, "compact {cl} bytes, full {fl}: {compact}");

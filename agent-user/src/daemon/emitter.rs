@@ -278,3 +278,224 @@ impl Emitter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{
+        delivery::DeliveryArgs,
+        events::Event,
+        lineage::{ProcInfo, ProcSnapshot, ProcessTable, Reason},
+        ocsf::{Verdict, testing::*},
+    };
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        d: DeliveryArgs,
+    }
+
+    /// An emitter writing both streams to `path`.
+    fn emitter(path: &Path, extra: &[&str]) -> Emitter {
+        let sink = format!("file:{}", path.display());
+        let mut argv = vec!["t", "--audit", &sink, "--alerts", &sink];
+        argv.extend(extra);
+        let args = Args::try_parse_from(argv).unwrap().d;
+        let (out, _) = Delivery::open(&args, Metrics::new()).unwrap();
+        Emitter::new(
+            out,
+            Folder::new(Duration::ZERO),
+            args.record_form,
+            ctx(),
+            Metrics::new(),
+        )
+    }
+
+    /// A table with the agent `bash` (pid 42) and its child `python` (pid 50).
+    fn table() -> (ProcessTable, ProcInfo, ProcInfo) {
+        let (mut t, root) = table_with_root();
+        let snap = ProcSnapshot {
+            pid: 50,
+            ppid: 42,
+            start: 600,
+            exe: "/usr/bin/python3".into(),
+            argv: vec!["python3".into(), "job.py".into()],
+            comm: "python3".into(),
+            uid: 1000,
+        };
+        let k = t.insert_snapshot(&snap, Reason::Inherited, Some(root.key));
+        let child = t.get(&k).unwrap().clone();
+        (t, root, child)
+    }
+
+    /// Writes the audit event `ev` of `p` at `now_ns` with identity stamp `stamp`.
+    fn write(e: &mut Emitter, t: &ProcessTable, p: &ProcInfo, ev: &Event, stamp: u64, now_ns: u64) {
+        let outcome = allowed();
+        let verdict = Verdict {
+            mechanism: "tracepoint/syscalls",
+            outcome: &outcome,
+            kernel: Default::default(),
+            decision: None,
+        };
+        let seq = e.take();
+        let subject = Subject {
+            key: p.key,
+            stamp,
+            now_ns,
+            exec: matches!(ev, Event::Exec { .. }),
+        };
+        let identity = Identity {
+            node: "node-1".into(),
+            ..Default::default()
+        };
+        let render = |form| crate::ocsf::audit(&ctx(), seq, ev, p, p, t, None, verdict, form);
+        e.audit(&subject, identity, render).expect("an action");
+    }
+
+    fn lines(path: &Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn uid(v: &Value) -> &str {
+        v["actor"]["process"]["uid"].as_str().unwrap()
+    }
+
+    fn is_full(v: &Value) -> bool {
+        v["unmapped"]["tether"].get("lineage").is_some()
+    }
+
+    #[test]
+    fn the_second_event_of_a_process_refers_to_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut e = emitter(&path, &[]);
+        let (t, root, child) = table();
+        let ev = file_write("/work/a");
+        write(&mut e, &t, &child, &ev, 1, 0);
+        write(&mut e, &t, &child, &ev, 1, 1);
+        write(&mut e, &t, &root, &ev, 7, 2);
+        write(&mut e, &t, &child, &ev, 1, 3);
+        e.flush();
+        let l = lines(&path);
+        assert_eq!(l.iter().map(is_full).collect::<Vec<_>>(), [true, false, true, false]);
+        assert_eq!(uid(&l[0]), uid(&l[1]));
+        assert_eq!(uid(&l[0]), uid(&l[3]));
+        assert_ne!(uid(&l[0]), uid(&l[2]), "another process, introduced on its own");
+        assert_eq!(
+            l[1]["actor"]["process"]["parent_process"]["uid"], l[2]["actor"]["process"]["uid"],
+            "the parent by the uid of its own full form"
+        );
+        assert_eq!(
+            l[0]["unmapped"]["tether"]["lineage"][1]["uid"],
+            uid(&l[2]),
+            "and of the lineage"
+        );
+    }
+
+    #[test]
+    fn a_changed_identity_an_exec_a_restart_or_time_write_the_process_in_full_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (t, _, child) = table();
+        let ev = file_write("/work/a");
+        let exec = Event::Exec {
+            actor: actor(),
+            ppid: 42,
+            exe: rp("/usr/bin/curl", crate::events::PathOrigin::KernelObject),
+            filename: "curl".into(),
+            argv: vec!["curl".into()],
+            argv_truncated: false,
+            newly_selected: false,
+            via_lsm: false,
+            failed: None,
+        };
+        let refresh = crate::delivery::introduced::REFRESH_NS;
+        let mut e = emitter(&path, &[]);
+        write(&mut e, &t, &child, &ev, 1, 0);
+        write(&mut e, &t, &child, &ev, 1, 1);
+        // Another task binding, pod or lineage: another stamp.
+        write(&mut e, &t, &child, &ev, 2, 2);
+        write(&mut e, &t, &child, &ev, 2, 3);
+        write(&mut e, &t, &child, &exec, 2, 4);
+        write(&mut e, &t, &child, &ev, 2, 5);
+        write(&mut e, &t, &child, &ev, 2, 5 + refresh);
+        e.forget(&child.key);
+        write(&mut e, &t, &child, &ev, 2, 6 + refresh);
+        e.flush();
+        drop(e);
+        // A new daemon appends to the same file: it introduces every process again.
+        let mut e = emitter(&path, &[]);
+        write(&mut e, &t, &child, &ev, 2, 7 + refresh);
+        e.flush();
+        let full: Vec<bool> = lines(&path).iter().map(is_full).collect();
+        assert_eq!(full, [true, false, true, false, true, false, true, true, true]);
+    }
+
+    #[test]
+    fn every_file_a_rotation_starts_resolves_its_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut e = emitter(&path, &["--file-max-size", "8K", "--file-keep", "50"]);
+        let (t, root, child) = table();
+        let ev = file_write("/work/a");
+        for i in 0..200 {
+            let p = if i % 3 == 0 { &root } else { &child };
+            write(&mut e, &t, p, &ev, 1, i);
+            if i % 41 == 0 {
+                // Alerts share the file, and may be what rotates it.
+                e.system("events-lost", "test", Details::Empty {});
+            }
+        }
+        e.flush();
+        let mut files = 0;
+        let mut compact = 0;
+        for n in 0..=50 {
+            let p = if n == 0 {
+                path.clone()
+            } else {
+                dir.path().join(format!("audit.jsonl.{n}"))
+            };
+            if !p.exists() {
+                continue;
+            }
+            files += 1;
+            let mut known = std::collections::HashSet::new();
+            for l in lines(&p).iter().filter(|l| l["class_uid"] == 1001) {
+                if is_full(l) {
+                    known.insert(uid(l).to_string());
+                } else {
+                    compact += 1;
+                    assert!(
+                        known.contains(uid(l)),
+                        "{} refers to no earlier line of {}",
+                        uid(l),
+                        p.display()
+                    );
+                }
+            }
+        }
+        assert!(files > 5 && compact > 100, "{files} files, {compact} compact lines");
+    }
+
+    #[test]
+    fn full_records_are_self_contained() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut e = emitter(&path, &["--record-form", "full"]);
+        let (t, _, child) = table();
+        for i in 0..3 {
+            write(&mut e, &t, &child, &file_write("/work/a"), 1, i);
+        }
+        e.flush();
+        assert!(lines(&path).iter().all(is_full));
+    }
+}

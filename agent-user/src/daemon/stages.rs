@@ -14,10 +14,7 @@ use crate::{
     contain::{self, DaemonAct, Outcome},
     events::{self, Event},
     model::{Action, Identity, Mode},
-    ocsf::{
-        self, Finding, TaskView, Verdict,
-        objects::Details,
-    },
+    ocsf::{self, Finding, TaskView, Verdict, objects::Details},
     paths,
     policy::engine::{self, Credential, Decision},
     procscan,
@@ -230,7 +227,9 @@ impl Daemon {
         let finding_seq = violation.then(|| self.emitter.take());
         // The finding, when there is one, names the actor's pod too.
         let finding_identity = violation.then(|| identity.clone());
-        let task = self.tasks.view(a.task, Some(a.task_expired), self.sandboxes.of_task(a.task));
+        let task = self
+            .tasks
+            .view(a.task, Some(a.task_expired), self.sandboxes.of_task(a.task));
         let table = self.tracking.table();
         let subject = Subject {
             key: x.seen.after.key,

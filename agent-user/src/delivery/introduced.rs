@@ -107,7 +107,10 @@ mod tests {
         i.introduced(P, 1, 0);
         assert!(i.holds(&P, 1, 10));
         assert!(!i.holds(&P, 2, 10), "its identity changed");
-        assert!(!i.holds(&ProcKey { pid: 7, start: 101 }, 1, 10), "a reused pid is another process");
+        assert!(
+            !i.holds(&ProcKey { pid: 7, start: 101 }, 1, 10),
+            "a reused pid is another process"
+        );
         assert!(!i.holds(&P, 1, REFRESH_NS), "refreshed");
         i.start_over();
         assert!(!i.holds(&P, 1, 10), "a sink started over");

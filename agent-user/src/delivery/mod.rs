@@ -335,10 +335,14 @@ impl Delivery {
         let mut dropped = spool::Dropped::default();
         for &r in routes.iter() {
             match r {
-                Route::Stdout => (stdout.write_all(line.as_bytes()).and_then(|()| stdout.write_all(b"\n"))).map_err(|source| DeliveryError::Stdout {
-                    stream: stream.as_str(),
-                    source,
-                })?,
+                Route::Stdout => {
+                    (stdout.write_all(line.as_bytes()).and_then(|()| stdout.write_all(b"\n"))).map_err(|source| {
+                        DeliveryError::Stdout {
+                            stream: stream.as_str(),
+                            source,
+                        }
+                    })?
+                }
                 Route::File(i) => {
                     if files[i].line(line)? {
                         // Every stream written to this file starts over in the new one.

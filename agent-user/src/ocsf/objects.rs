@@ -83,30 +83,46 @@ pub fn severity_name(id: u8) -> &'static str {
 }
 
 /// The attributes every record shares (OCSF base event), in the order they are written.
+///
+/// A caption (the name beside an `_id`: `class_name`, `activity_name`, `severity`, ...) is
+/// None in a compact audit event when the OCSF schema names the id (every id but 99,
+/// Other): receivers derive it from the schema, as they resolve the process from its uid.
 #[derive(Debug, Clone, Serialize)]
 pub struct Base {
     pub class_uid: u32,
-    pub class_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<&'static str>,
     pub category_uid: u32,
-    pub category_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category_name: Option<&'static str>,
     pub activity_id: u32,
-    pub activity_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity_name: Option<&'static str>,
     pub type_uid: u32,
     /// Epoch milliseconds.
     pub time: i64,
     pub severity_id: u8,
-    pub severity: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<&'static str>,
     pub action_id: u8,
-    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
     pub disposition_id: u8,
-    pub disposition: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<&'static str>,
     pub metadata: Metadata,
+}
+
+/// The caption of an enum id as written: always in full records, only for 99 (Other) in
+/// compact ones (see [`Base`]).
+pub fn caption<I: Into<u32>>(full: bool, id: I, name: &'static str) -> Option<&'static str> {
+    (full || id.into() == 99).then_some(name)
 }
 
 impl Base {
     /// A record of `class`, activity (`activity_id`, `activity_name`), at `time` (epoch ms),
     /// with its outcome (None: a finding about no action, or an audit event before its
-    /// outcome: Allowed).
+    /// outcome: Allowed); `captions`: every caption, or only those the schema cannot give.
     pub fn new(
         class: Class,
         (activity_id, activity_name): (u32, &'static str),
@@ -114,23 +130,26 @@ impl Base {
         severity_id: u8,
         outcome: Option<&Outcome>,
         metadata: Metadata,
+        captions: bool,
     ) -> Base {
         let (category_uid, category_name) = class.category();
+        let (action_id, action) = outcome.map_or((1, "Allowed"), |o| (o.action_id, o.action));
+        let (disposition_id, disposition) = outcome.map_or((1, "Allowed"), |o| (o.disposition_id, o.disposition));
         Base {
             class_uid: class.uid(),
-            class_name: class.name(),
+            class_name: captions.then_some(class.name()),
             category_uid,
-            category_name,
+            category_name: captions.then_some(category_name),
             activity_id,
-            activity_name,
+            activity_name: caption(captions, activity_id, activity_name),
             type_uid: class.uid() * 100 + activity_id,
             time,
             severity_id,
-            severity: severity_name(severity_id),
-            action_id: outcome.map_or(1, |o| o.action_id),
-            action: outcome.map_or("Allowed", |o| o.action),
-            disposition_id: outcome.map_or(1, |o| o.disposition_id),
-            disposition: outcome.map_or("Allowed", |o| o.disposition),
+            severity: caption(captions, severity_id, severity_name(severity_id)),
+            action_id,
+            action: caption(captions, action_id, action),
+            disposition_id,
+            disposition: caption(captions, disposition_id, disposition),
             metadata,
         }
     }
@@ -159,8 +178,8 @@ pub struct Product {
 pub struct Device {
     pub hostname: String,
     pub type_id: u8,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
 }
 
 /// OCSF `process`. `uid` names the process for as long as the node runs (boot, pid, start
@@ -223,8 +242,8 @@ pub struct File {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_folder: Option<String>,
     pub type_id: u8,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
 }
 
 /// OCSF `network_endpoint`.
@@ -276,7 +295,8 @@ pub struct FileActivity {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_result: Option<File>,
     pub status_id: u8,
-    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_code: Option<String>,
     pub unmapped: Unmapped<AuditData>,
