@@ -56,18 +56,14 @@ fn task_data(task: Option<&TaskView>) -> (TaskData, Vec<String>) {
     }
 }
 
-/// `unmapped.tether.task` of a compact audit event: the task by its id, with its state then.
-fn task_ref(task: Option<&TaskView>) -> TaskData {
-    match task {
-        Some(t) => TaskData::Ref {
-            jti: t.jti.to_string(),
-            state: t.state.as_str(),
-            kernel_expired: t.kernel_expired,
-        },
-        None => TaskData::None {
-            state: CredState::None.as_str(),
-        },
-    }
+/// `unmapped.tether.task` of a compact audit event: the task by its id, with its state then
+/// (None: no task, as the full form said).
+fn task_ref(task: Option<&TaskView>) -> Option<TaskData> {
+    task.map(|t| TaskData::Ref {
+        jti: t.jti.to_string(),
+        state: t.state.as_str(),
+        kernel_expired: t.kernel_expired,
+    })
 }
 
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -210,11 +206,11 @@ fn lineage(ctx: &Context, table: &ProcessTable, p: &ProcInfo) -> Vec<Ancestor> {
         .collect()
 }
 
-fn path_data(p: &ReportedPath, with_path: bool) -> PathData {
+fn path_data(p: &ReportedPath, with_path: bool, full: bool) -> PathData {
     PathData {
         path: with_path.then(|| p.path.clone()),
         origin: p.origin.as_str(),
-        truncated: p.truncated,
+        truncated: (full || p.truncated).then_some(p.truncated),
     }
 }
 
@@ -329,7 +325,7 @@ pub fn audit(
                 cgroup_id: a.cgroup_id,
                 identity,
             };
-            (task_obj, Some(introduction))
+            (Some(task_obj), Some(introduction))
         }
         Form::Compact => (task_ref(task), None),
     };
@@ -409,7 +405,7 @@ pub fn audit(
                 filename: filename.clone(),
                 argv: argv.clone(),
                 argv_truncated: *argv_truncated,
-                exe: path_data(exe, true),
+                exe: path_data(exe, true, full),
                 refused: failed.map(|errno| Refusal {
                     errno: -errno,
                     error: std::io::Error::from_raw_os_error((-errno) as i32).to_string(),
@@ -488,7 +484,7 @@ pub fn audit(
                 UnixOp::Send => (6, "Traffic"),
             };
             let (naming, path) = match peer {
-                UnixPeer::File(p) => ("resolved", Some(path_data(p, false))),
+                UnixPeer::File(p) => ("resolved", Some(path_data(p, false, full))),
                 UnixPeer::Abstract(_) => ("abstract", None),
                 UnixPeer::AsGiven(_) => ("as-given", None),
             };
@@ -576,21 +572,24 @@ pub fn audit(
                 ret: *ret,
                 flags: *flags,
                 mode: format!("{mode:o}"),
-                path: path_data(path, false),
+                path: path_data(path, false, full),
                 xattr: None,
                 target: None,
                 destination: None,
                 object: object.map(|o| ObjectData {
                     nlink: o.nlink,
-                    device: o.device_path(),
+                    device: match o.device_path() {
+                        None if !full => None,
+                        device => Some(device),
+                    },
                 }),
                 owner: owner.map(|(uid, gid)| Owner { uid, gid }),
             };
             match (op, path2) {
                 (_, None) => {}
                 (FileOp::SetXattr | FileOp::RemoveXattr, Some(p2)) => f.xattr = Some(p2.path.clone()),
-                (FileOp::Symlink, Some(p2)) => f.target = Some(path_data(p2, true)),
-                (_, Some(p2)) => f.destination = Some(path_data(p2, true)),
+                (FileOp::Symlink, Some(p2)) => f.target = Some(path_data(p2, true, full)),
+                (_, Some(p2)) => f.destination = Some(path_data(p2, true, full)),
             }
             data.file = Some(f);
             Audit::File(FileActivity {
@@ -1301,11 +1300,14 @@ mod tests {
         ] {
             assert!(ct.get(absent).is_none(), "{absent} in a compact event: {ct}");
         }
+        assert_eq!(ct["task"], json!({"jti": "j1", "state": "valid"}));
+        assert_eq!(ct["file"]["op"], "open-write", "per-event data in both");
         assert_eq!(
-            ct["task"],
-            json!({"jti": "j1", "state": "valid", "kernel_expired": false})
+            ct["file"]["path"],
+            json!({"origin": "kernel-dir+name"}),
+            "not truncated"
         );
-        assert_eq!(ct["file"], full["unmapped"]["tether"]["file"], "per-event data in both");
+        assert_eq!(full["unmapped"]["tether"]["file"]["path"]["truncated"], false);
         assert_eq!(
             compact["file"],
             json!({"path": "/work/out/a.txt", "name": "a.txt", "type_id": 0})

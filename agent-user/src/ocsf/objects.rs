@@ -410,6 +410,7 @@ pub enum TaskData {
     Ref {
         jti: String,
         state: &'static str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
         kernel_expired: bool,
     },
     /// The process acts under no credential.
@@ -444,11 +445,13 @@ pub struct AgentRoot {
 /// task's credential and delegation, the lineage up to the agent root, node, container and
 /// pod) and every per-event field. The **compact** form, written once the audit stream's
 /// receivers hold that identity, refers to it by `actor.process.uid` and leaves it out, with
-/// the per-event fields that hold their default (an outcome where nothing acted, a kernel
-/// verdict that judged nothing).
+/// the per-event fields that hold their default (no task, an outcome where nothing acted, a
+/// kernel verdict that judged nothing, a path not truncated, an object that is no device).
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditData {
-    pub task: TaskData,
+    /// None: compact, and the process acts under no credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskData>,
     /// The acting process's identity (None: compact; see `actor.process.uid`).
     #[serde(flatten)]
     pub introduction: Option<Introduction>,
@@ -502,7 +505,9 @@ pub struct PathData {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub origin: &'static str,
-    pub truncated: bool,
+    /// None: compact, and not truncated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -586,7 +591,9 @@ pub struct FileData {
 #[derive(Debug, Clone, Serialize)]
 pub struct ObjectData {
     pub nlink: u32,
-    pub device: Option<String>,
+    /// Some(None), written as null: not a device; None: compact, and not a device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
