@@ -3,7 +3,8 @@
 //! decode (`events::decode`, in `drain`) -> [`Event`] -> **track** -> [`Seen`] -> **resolve**
 //! (the paths the call changes) -> **judge** -> `Option<Decision>` -> **enforce** ->
 //! [`Enforced`] -> **outcome** -> [`Outcome`] -> **identify** -> [`Identity`] -> **render** ->
-//! [`Rendered`] (typed OCSF records) -> **emit** (the emitter serialises them for the sinks).
+//! typed OCSF records (the audit event full or compact, as the emitter says its receivers
+//! need) -> **emit** (the emitter serialises them for the sinks).
 //!
 //! Everything runs on the one event loop, in the kernel's order: a fork is applied before the
 //! child's actions are judged.
