@@ -33,6 +33,9 @@ pub(super) struct Subject {
     pub exec: bool,
 }
 
+/// Bytes reserved for a serialised record (a full audit event is about 2 KiB).
+const LINE_CAPACITY: usize = 2048;
+
 /// A failing sink is alerted at most this often (every failure is counted).
 const SINK_ALERT_EVERY: Duration = Duration::from_secs(60);
 
@@ -138,8 +141,14 @@ impl Emitter {
 
     /// A record as a JSON line (the only place records become JSON).
     fn serialise(&mut self, stream: Stream, record: &impl Serialize) -> Option<String> {
-        match serde_json::to_string(record) {
-            Ok(l) => Some(l),
+        // Sized for a line at once (to_string would grow it from 128 bytes, copying).
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        match serde_json::to_writer(&mut line, record).map(|()| String::from_utf8(line)) {
+            Ok(Ok(l)) => Some(l),
+            Ok(Err(e)) => {
+                self.sink_failed(&format!("a record of the {} stream is not UTF-8: {e}", stream.as_str()));
+                None
+            }
             Err(e) => {
                 // Our own types: cannot happen short of a bug, and never silently.
                 self.sink_failed(&format!("serialising a record of the {} stream: {e}", stream.as_str()));

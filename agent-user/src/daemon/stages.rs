@@ -58,6 +58,11 @@ impl Daemon {
         if ev.actor().tgid == self.pid {
             return; // never watch or judge ourselves
         }
+        if let Event::Exit { .. } = ev {
+            // Nothing refers to an ended process again.
+            let key = self.tracking.table().key_of(ev.actor());
+            self.emitter.forget(&key);
+        }
         let Some(seen) = self.tracking.apply(&ev) else {
             return;
         };
@@ -79,8 +84,6 @@ impl Daemon {
                 outcome: &outcome,
             };
             self.render_and_emit(&action, identity);
-        } else if let Event::Exit { .. } = ev {
-            self.emitter.forget(&seen.after.key);
         }
         if let Event::Exec {
             newly_selected: true, ..
@@ -232,9 +235,13 @@ impl Daemon {
             .tasks
             .view(a.task, Some(a.task_expired), self.sandboxes.of_task(a.task));
         let table = self.tracking.table();
+        let Some(after) = x.seen.after(table) else {
+            return;
+        };
+        let actor = x.seen.before_exec.as_ref().unwrap_or(after);
         let subject = Subject {
-            key: x.seen.after.key,
-            stamp: ocsf::identity_stamp(table, &x.seen.after, task.as_ref(), &identity, a.cgroup_id),
+            key: x.seen.key,
+            stamp: ocsf::identity_stamp(table, after, task.as_ref(), &identity, a.cgroup_id),
             now_ns: a.ktime_ns,
             exec: matches!(x.ev, Event::Exec { .. }),
         };
@@ -245,10 +252,7 @@ impl Daemon {
             decision: x.decision,
         };
         let ctx = &self.ctx;
-        let render = |form| {
-            let (actor, after) = (&x.seen.actor, &x.seen.after);
-            ocsf::audit(ctx, seq, x.ev, actor, after, table, task.as_ref(), verdict, form)
-        };
+        let render = |form| ocsf::audit(ctx, seq, x.ev, actor, after, table, task.as_ref(), verdict, form);
         let Some(audit) = self.emitter.audit(&subject, identity, render) else {
             return;
         };
@@ -262,8 +266,8 @@ impl Daemon {
         let f = Finding {
             kind: d.alert_kind(),
             title: format!("{} ({})", d.reason, d.rule),
-            desc: format!("{} by pid {} ({})", x.mechanism, a.tgid, x.seen.after.exe),
-            process: Some(&x.seen.after),
+            desc: format!("{} by pid {} ({})", x.mechanism, a.tgid, after.exe),
+            process: Some(after),
             task: task.as_ref(),
             related: Some(&audit),
             details: ocsf::decision_details(d, x.outcome, task.as_ref().map(|t| t.state)),
