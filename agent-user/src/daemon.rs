@@ -85,17 +85,15 @@ fn now_ns(clock: ClockId) -> i128 {
 
 fn context(ticks_per_sec: u64, hostname: String, fmod_ret: bool) -> ocsf::Context {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let boot = boot_id.trim().split('-').next().unwrap_or("host").to_string();
     let realtime = now_ns(ClockId::CLOCK_REALTIME);
     ocsf::Context {
         hostname,
         boot_epoch_ns: realtime - now_ns(ClockId::CLOCK_BOOTTIME),
         ticks_per_sec,
         fmod_ret,
-        uid_prefix: format!(
-            "{}-{}",
-            boot_id.trim().split('-').next().unwrap_or("host"),
-            realtime / 1_000_000
-        ),
+        uid_prefix: format!("{boot}-{}", realtime / 1_000_000),
+        boot,
     }
 }
 
@@ -293,6 +291,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         emitter: emitter::Emitter::new(
             out,
             Folder::new(opts.delivery.fold_window),
+            opts.delivery.record_form,
             ctx.clone(),
             metrics.clone(),
         ),

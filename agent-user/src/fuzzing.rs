@@ -377,6 +377,7 @@ pub fn ocsf(data: &[u8]) {
         ticks_per_sec: 100,
         fmod_ret: data.len().is_multiple_of(2),
         uid_prefix: next(),
+        boot: next(),
     };
     let a = ev.actor();
     let mut table = ProcessTable::new(100);
@@ -431,11 +432,15 @@ pub fn ocsf(data: &[u8]) {
             resolved: false,
         }),
     };
-    let Some(audit) = ocsf::audit(&ctx, 1, &ev, &p, &p, &table, Some(&view), verdict, identity.clone()) else {
+    let full = ocsf::Form::Full(identity.clone());
+    let Some(audit) = ocsf::audit(&ctx, 1, &ev, &p, &p, &table, Some(&view), verdict, full) else {
         return;
     };
     let v = serde_json::to_value(&audit).expect("a record serialises");
     assert_framed(&v, &hostname);
+    let compact = ocsf::audit(&ctx, 1, &ev, &p, &p, &table, Some(&view), verdict, ocsf::Form::Compact)
+        .expect("an action in either form");
+    assert_framed(&serde_json::to_value(&compact).expect("a record serialises"), &hostname);
     let details = match &decision {
         Some(d) => ocsf::decision_details(d, &outcome, Some(view.state)),
         None => ocsf::objects::Details::Refused {

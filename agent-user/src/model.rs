@@ -162,7 +162,7 @@ impl Stream {
 }
 
 /// What Tether keeps of a pod.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Hash)]
 pub struct PodMeta {
     pub namespace: String,
     pub name: String,
@@ -171,7 +171,7 @@ pub struct PodMeta {
 }
 
 /// The runtime that made a container cgroup, as far as its name tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Containerd,
@@ -183,7 +183,7 @@ pub enum Runtime {
 
 /// Where an actor runs: the node, and its container and pod when it has them (written into
 /// every event's `unmapped.tether`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Hash)]
 pub struct Identity {
     pub node: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,14 +193,14 @@ pub struct Identity {
 }
 
 /// A container, by id and runtime.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Hash)]
 pub struct Container {
     pub id: String,
     pub runtime: Runtime,
 }
 
 /// An actor's pod: known to the pod cache, or only its UID (from the cgroup path).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Hash)]
 #[serde(untagged)]
 pub enum PodRef {
     Known(PodMeta),

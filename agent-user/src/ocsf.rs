@@ -10,7 +10,7 @@ use crate::{
     contain::Outcome,
     credentials::tasks::CredState,
     events::{Event, FileOp, NetOp, ObjectKind, ReportedPath, UnixOp, UnixPeer, UringOp},
-    lineage::{ProcInfo, ProcessTable, ticks_to_ns},
+    lineage::{ProcInfo, ProcKey, ProcessTable, ticks_to_ns},
     model::{Identity, KernelVerdict},
     policy::engine::Decision,
 };
@@ -32,7 +32,7 @@ pub struct TaskView<'a> {
     pub sandbox: Option<&'a crate::contain::sandbox::Layers>,
 }
 
-/// `unmapped.tether.task` and `unmapped.tether.delegation` of a record.
+/// `unmapped.tether.task` and `unmapped.tether.delegation` of a record in full.
 fn task_data(task: Option<&TaskView>) -> (TaskData, Vec<String>) {
     match task {
         Some(t) => (
@@ -56,6 +56,16 @@ fn task_data(task: Option<&TaskView>) -> (TaskData, Vec<String>) {
     }
 }
 
+/// `unmapped.tether.task` of a compact audit event: the task by its id, with its state then
+/// (None: no task, as the full form said).
+fn task_ref(task: Option<&TaskView>) -> Option<TaskData> {
+    task.map(|t| TaskData::Ref {
+        jti: t.jti.to_string(),
+        state: t.state.as_str(),
+        kernel_expired: t.kernel_expired,
+    })
+}
+
 pub const OCSF_VERSION: &str = "1.8.0";
 pub const PRODUCT: &str = "Tether";
 
@@ -71,6 +81,8 @@ pub struct Context {
     pub fmod_ret: bool,
     /// Prefix of metadata.uid, unique per daemon run (boot id + daemon start).
     pub uid_prefix: String,
+    /// This boot of this node (the boot id's first group): the prefix of process uids.
+    pub boot: String,
 }
 
 impl Context {
@@ -87,6 +99,12 @@ impl Context {
     fn start_ms(&self, ticks: u64) -> i64 {
         self.epoch_ms(ticks_to_ns(ticks, self.ticks_per_sec))
     }
+
+    /// The OCSF `uid` of process `key`: unique on this node for as long as it runs (a reused
+    /// pid has another start time), and across nodes by the boot id.
+    pub fn process_uid(&self, key: &ProcKey) -> String {
+        format!("{}-{}-{}", self.boot, key.pid, key.start)
+    }
 }
 
 fn metadata(uid: String, log_name: &'static str) -> Metadata {
@@ -102,12 +120,12 @@ fn metadata(uid: String, log_name: &'static str) -> Metadata {
     }
 }
 
-/// OCSF `device`: this host.
-fn device(ctx: &Context) -> Device {
+/// OCSF `device`: this host (`full`: with every caption).
+fn device(ctx: &Context, full: bool) -> Device {
     Device {
         hostname: ctx.hostname.clone(),
         type_id: 1,
-        kind: "Server",
+        kind: full.then_some("Server"),
     }
 }
 
@@ -126,38 +144,49 @@ fn parent_folder(path: &str) -> &str {
     }
 }
 
-fn process_obj(ctx: &Context, p: &ProcInfo, tid: Option<u32>) -> Process {
-    let exe = (!p.exe.is_empty()).then_some(&p.exe);
+/// OCSF `process` of `p`: in full, or (`full` false) by its uid, pid and name.
+fn process_obj(ctx: &Context, p: &ProcInfo, tid: Option<u32>, full: bool) -> Process {
+    let detail = full.then(|| {
+        let exe = (!p.exe.is_empty()).then_some(&p.exe);
+        ProcessDetail {
+            cmd_line: p.cmd_line(),
+            created_time: ctx.start_ms(p.key.start),
+            user: User {
+                name: None,
+                uid: p.uid.to_string(),
+            },
+            file: exe.map(|exe| File {
+                path: exe.clone(),
+                name: basename(exe).to_string(),
+                parent_folder: None,
+                type_id: 1,
+                kind: Some("Regular File"),
+            }),
+            path: exe.cloned(),
+        }
+    });
     Process {
         pid: p.key.pid,
+        uid: ctx.process_uid(&p.key),
         name: p.comm.clone(),
-        cmd_line: p.cmd_line(),
-        created_time: ctx.start_ms(p.key.start),
-        user: User {
-            name: None,
-            uid: p.uid.to_string(),
+        detail,
+        parent_process: ParentProcess {
+            pid: p.ppid,
+            uid: p.parent.as_ref().map(|k| ctx.process_uid(k)),
         },
-        parent_process: ParentProcess { pid: p.ppid },
-        file: exe.map(|exe| File {
-            path: exe.clone(),
-            name: basename(exe).to_string(),
-            parent_folder: None,
-            type_id: 1,
-            kind: "Regular File",
-        }),
-        path: exe.cloned(),
         tid,
     }
 }
 
-/// An OCSF `file` object for a path, with its type (`type_id`, `type`).
-fn file_obj(path: &str, (type_id, kind): (u8, &'static str)) -> File {
+/// An OCSF `file` object for a path, with its type (`type_id`, `type`); `full`: with what
+/// follows from the rest (the caption, the parent folder), left out of compact events.
+fn file_obj(path: &str, (type_id, kind): (u8, &'static str), full: bool) -> File {
     File {
         path: path.to_string(),
         name: basename(path).to_string(),
-        parent_folder: Some(parent_folder(path).to_string()),
+        parent_folder: full.then(|| parent_folder(path).to_string()),
         type_id,
-        kind,
+        kind: caption(full, type_id, kind),
     }
 }
 
@@ -167,6 +196,7 @@ fn lineage(ctx: &Context, table: &ProcessTable, p: &ProcInfo) -> Vec<Ancestor> {
         .into_iter()
         .map(|q| Ancestor {
             pid: q.key.pid,
+            uid: ctx.process_uid(&q.key),
             start_time: ctx.start_ms(q.key.start),
             exe: q.exe.clone(),
             cmd_line: q.cmd_line(),
@@ -176,12 +206,36 @@ fn lineage(ctx: &Context, table: &ProcessTable, p: &ProcInfo) -> Vec<Ancestor> {
         .collect()
 }
 
-fn path_data(p: &ReportedPath, with_path: bool) -> PathData {
+fn path_data(p: &ReportedPath, with_path: bool, full: bool) -> PathData {
     PathData {
         path: with_path.then(|| p.path.clone()),
         origin: p.origin.as_str(),
-        truncated: p.truncated,
+        truncated: (full || p.truncated).then_some(p.truncated),
     }
+}
+
+/// A digest of what the full form of `p`'s audit events says of it (see [`AuditData`]): its
+/// image and user, its lineage up to the agent root (which processes, tracked why), its task
+/// binding (credential, delegation, sandbox) and where it runs (`identity`, `cgroup_id`).
+/// When it changes, the next event of `p` is written in full again. Not what changes from
+/// one action to the next (the task's state, an ancestor's exit).
+pub fn identity_stamp(
+    table: &ProcessTable,
+    p: &ProcInfo,
+    task: Option<&TaskView>,
+    identity: &Identity,
+    cgroup_id: u64,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&p.exe, p.uid, p.root, cgroup_id, identity).hash(&mut h);
+    for q in table.lineage(&p.key) {
+        (q.key, q.reason as u8).hash(&mut h);
+    }
+    if let Some(t) = task {
+        (t.jti, t.iss, t.sub, t.exp, t.chain, t.sandbox.is_some()).hash(&mut h);
+    }
+    h.finish()
 }
 
 /// What became of an action: the outcome reported, the kernel's verdict, and the rules'
@@ -225,10 +279,20 @@ fn file_activity(op: FileOp, path2: Option<&ReportedPath>) -> (u32, &'static str
     }
 }
 
-/// The audit event of one action, built once with what became of it. `actor` is the acting
-/// process as it was when it acted (for an exec: before the exec); `after` is the process
-/// after the event (the new image for an exec). None for events that are not actions (fork,
-/// exit).
+/// Which form of an audit event to build (see [`AuditData`]).
+#[derive(Clone, Debug)]
+pub enum Form {
+    /// With the acting process's identity, where it runs (`Identity`): the process's first
+    /// event for the stream's receivers, a changed identity, or full records asked for.
+    Full(Identity),
+    /// Referring to the identity the stream's receivers hold, by `actor.process.uid`.
+    Compact,
+}
+
+/// The audit event of one action, built once with what became of it, in `form`. `actor` is
+/// the acting process as it was when it acted (for an exec: before the exec); `after` is the
+/// process after the event (the new image for an exec). None for events that are not actions
+/// (fork, exit).
 #[allow(clippy::too_many_arguments)]
 pub fn audit(
     ctx: &Context,
@@ -239,23 +303,38 @@ pub fn audit(
     table: &ProcessTable,
     task: Option<&TaskView>,
     verdict: Verdict,
-    identity: Identity,
+    form: Form,
 ) -> Option<Audit> {
     if !event.is_action() {
         return None;
     }
     let a = event.actor();
-    let (task_obj, delegation) = task_data(task);
+    let full = matches!(form, Form::Full(_));
+    let (task_obj, introduction) = match form {
+        Form::Full(identity) => {
+            let (task_obj, delegation) = task_data(task);
+            let introduction = Introduction {
+                delegation,
+                lineage: lineage(ctx, table, after),
+                agent_root: AgentRoot {
+                    pid: after.root.pid,
+                    uid: ctx.process_uid(&after.root),
+                    start_time: ctx.start_ms(after.root.start),
+                },
+                tracked_by: after.reason.as_str(),
+                cgroup_id: a.cgroup_id,
+                identity,
+            };
+            (Some(task_obj), Some(introduction))
+        }
+        Form::Compact => (task_ref(task), None),
+    };
+    // The compact form leaves out what holds its default: nothing acted, nothing judged.
+    let o = verdict.outcome;
+    let acted = o.by.is_some() || o.denied || o.killed || o.after_effect;
     let mut data = AuditData {
         task: task_obj,
-        delegation,
-        lineage: lineage(ctx, table, after),
-        agent_root: AgentRoot {
-            pid: after.root.pid,
-            start_time: ctx.start_ms(after.root.start),
-        },
-        tracked_by: after.reason.as_str(),
-        cgroup_id: a.cgroup_id,
+        introduction,
         mechanism: verdict.mechanism.to_string(),
         actor: None,
         exec: None,
@@ -265,9 +344,8 @@ pub fn audit(
         sandbox: None,
         io_uring: None,
         file: None,
-        outcome: verdict.outcome.clone(),
-        identity,
-        kernel_verdict: verdict.kernel,
+        outcome: (full || acted).then(|| verdict.outcome.clone()),
+        kernel_verdict: (full || verdict.kernel != KernelVerdict::default()).then_some(verdict.kernel),
         decision: verdict.decision.filter(|d| d.action.is_some()).map(decision_data),
     };
     let base = |class: Class, activity: (u32, &'static str)| {
@@ -278,10 +356,11 @@ pub fn audit(
             1,
             Some(verdict.outcome),
             metadata(format!("{}-{seq}", ctx.uid_prefix), "audit"),
+            full,
         )
     };
     let actor_obj = || Actor {
-        process: process_obj(ctx, actor, Some(a.tid)),
+        process: process_obj(ctx, actor, Some(a.tid), full),
         // The principal the task acts for, when there is one; else the OS user.
         user: User {
             name: task.map(|t| t.sub.to_string()),
@@ -293,9 +372,9 @@ pub fn audit(
     let process = |activity, data: AuditData| {
         Audit::Process(ProcessActivity {
             base: base(Class::Process, activity),
-            device: device(ctx),
+            device: device(ctx, full),
             actor: actor_obj(),
-            process: process_obj(ctx, after, Some(a.tid)),
+            process: process_obj(ctx, after, Some(a.tid), full),
             unmapped: Unmapped { tether: data },
         })
     };
@@ -326,7 +405,7 @@ pub fn audit(
                 filename: filename.clone(),
                 argv: argv.clone(),
                 argv_truncated: *argv_truncated,
-                exe: path_data(exe, true),
+                exe: path_data(exe, true, full),
                 refused: failed.map(|errno| Refusal {
                     errno: -errno,
                     error: std::io::Error::from_raw_os_error((-errno) as i32).to_string(),
@@ -405,7 +484,7 @@ pub fn audit(
                 UnixOp::Send => (6, "Traffic"),
             };
             let (naming, path) = match peer {
-                UnixPeer::File(p) => ("resolved", Some(path_data(p, false))),
+                UnixPeer::File(p) => ("resolved", Some(path_data(p, false, full))),
                 UnixPeer::Abstract(_) => ("abstract", None),
                 UnixPeer::AsGiven(_) => ("as-given", None),
             };
@@ -478,7 +557,7 @@ pub fn audit(
                 _ => (0, "Unknown"),
             };
             let file_result = match (op, path2) {
-                (FileOp::Rename | FileOp::Link, Some(dst)) => Some(file_obj(&dst.path, (0, "Unknown"))),
+                (FileOp::Rename | FileOp::Link, Some(dst)) => Some(file_obj(&dst.path, (0, "Unknown"), full)),
                 _ => None,
             };
             let (status_id, status, status_code) = if *ret >= 0 {
@@ -493,31 +572,34 @@ pub fn audit(
                 ret: *ret,
                 flags: *flags,
                 mode: format!("{mode:o}"),
-                path: path_data(path, false),
+                path: path_data(path, false, full),
                 xattr: None,
                 target: None,
                 destination: None,
                 object: object.map(|o| ObjectData {
                     nlink: o.nlink,
-                    device: o.device_path(),
+                    device: match o.device_path() {
+                        None if !full => None,
+                        device => Some(device),
+                    },
                 }),
                 owner: owner.map(|(uid, gid)| Owner { uid, gid }),
             };
             match (op, path2) {
                 (_, None) => {}
                 (FileOp::SetXattr | FileOp::RemoveXattr, Some(p2)) => f.xattr = Some(p2.path.clone()),
-                (FileOp::Symlink, Some(p2)) => f.target = Some(path_data(p2, true)),
-                (_, Some(p2)) => f.destination = Some(path_data(p2, true)),
+                (FileOp::Symlink, Some(p2)) => f.target = Some(path_data(p2, true, full)),
+                (_, Some(p2)) => f.destination = Some(path_data(p2, true, full)),
             }
             data.file = Some(f);
             Audit::File(FileActivity {
                 base: base(Class::FileSystem, file_activity(*op, path2.as_ref())),
-                device: device(ctx),
+                device: device(ctx, full),
                 actor: actor_obj(),
-                file: file_obj(&path.path, type_id),
+                file: file_obj(&path.path, type_id, full),
                 file_result,
                 status_id,
-                status,
+                status: caption(full, status_id, status),
                 status_code,
                 unmapped: Unmapped { tether: data },
             })
@@ -571,9 +653,10 @@ pub fn finding(ctx: &Context, seq: u64, f: Finding, identity: Identity) -> Detec
             f.severity_id,
             f.outcome,
             metadata(uid.clone(), "alert"),
+            true,
         ),
         is_alert: true,
-        device: device(ctx),
+        device: device(ctx, true),
         finding_info: FindingInfo {
             uid,
             title: f.title,
@@ -599,7 +682,7 @@ pub fn finding(ctx: &Context, seq: u64, f: Finding, identity: Identity) -> Detec
                 delegation,
                 details: f.details,
                 actor: f.process.map(|p| ActorProcess {
-                    process: process_obj(ctx, p, None),
+                    process: process_obj(ctx, p, None, true),
                 }),
                 identity,
                 folded: None,
@@ -625,17 +708,16 @@ pub fn decision_details(d: &Decision, outcome: &Outcome, state: Option<CredState
     })
 }
 
+/// What the tests of the records and of the emitter build them from.
 #[cfg(test)]
-mod tests {
-    use serde_json::{Value, json};
-
+pub(crate) mod testing {
     use super::*;
     use crate::{
-        events::{Actor, PathOrigin, Transport},
+        events::{Actor, PathOrigin},
         lineage::{ProcSnapshot, Reason},
     };
 
-    fn allowed() -> Outcome {
+    pub fn allowed() -> Outcome {
         crate::contain::outcome(
             None,
             &KernelVerdict::default(),
@@ -647,33 +729,18 @@ mod tests {
         )
     }
 
-    /// An audit event with no decision, as JSON.
-    fn audit_json(ev: &Event, p: &ProcInfo, t: &ProcessTable, seq: u64) -> Option<Value> {
-        let outcome = allowed();
-        let verdict = Verdict {
-            mechanism: &ctx().mechanism(ev),
-            outcome: &outcome,
-            kernel: KernelVerdict::default(),
-            decision: None,
-        };
-        let identity = Identity {
-            node: "node-1".into(),
-            ..Default::default()
-        };
-        audit(&ctx(), seq, ev, p, p, t, None, verdict, identity).map(|a| serde_json::to_value(a).unwrap())
-    }
-
-    fn ctx() -> Context {
+    pub fn ctx() -> Context {
         Context {
             hostname: "node-1".into(),
             boot_epoch_ns: 1_700_000_000_000_000_000,
             ticks_per_sec: 100,
             fmod_ret: false,
             uid_prefix: "b00t-1".into(),
+            boot: "b00t".into(),
         }
     }
 
-    fn table_with_root() -> (ProcessTable, ProcInfo) {
+    pub fn table_with_root() -> (ProcessTable, ProcInfo) {
         let mut t = ProcessTable::new(100);
         let snap = ProcSnapshot {
             pid: 42,
@@ -689,7 +756,7 @@ mod tests {
         (t, p)
     }
 
-    fn actor() -> Actor {
+    pub fn actor() -> Actor {
         Actor {
             tgid: 42,
             tid: 43,
@@ -705,6 +772,56 @@ mod tests {
             guard_set: 0,
             hook: 0,
         }
+    }
+
+    pub fn rp(path: &str, origin: PathOrigin) -> ReportedPath {
+        ReportedPath {
+            path: path.into(),
+            raw: path.as_bytes().to_vec(),
+            origin,
+            truncated: false,
+        }
+    }
+
+    /// A write-open of `path` by the actor.
+    pub fn file_write(path: &str) -> Event {
+        Event::File {
+            actor: actor(),
+            op: FileOp::OpenWrite,
+            syscall_nr: Some(257),
+            ret: 3,
+            flags: 0o1101,
+            mode: 0o644,
+            owner: None,
+            path: rp(path, PathOrigin::KernelDirAndName),
+            path2: None,
+            lsm: None,
+            object: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::{testing::*, *};
+    use crate::events::{Actor, PathOrigin, Transport};
+
+    /// An audit event with no decision, as JSON.
+    fn audit_json(ev: &Event, p: &ProcInfo, t: &ProcessTable, seq: u64) -> Option<Value> {
+        let outcome = allowed();
+        let verdict = Verdict {
+            mechanism: &ctx().mechanism(ev),
+            outcome: &outcome,
+            kernel: KernelVerdict::default(),
+            decision: None,
+        };
+        let identity = Identity {
+            node: "node-1".into(),
+            ..Default::default()
+        };
+        audit(&ctx(), seq, ev, p, p, t, None, verdict, Form::Full(identity)).map(|a| serde_json::to_value(a).unwrap())
     }
 
     #[test]
@@ -822,15 +939,6 @@ mod tests {
         let v = serde_json::to_value(finding(&ctx(), 2, f(None), Identity::default())).unwrap();
         assert_eq!((&v["action_id"], &v["disposition_id"]), (&json!(1), &json!(1)));
     }
-    fn rp(path: &str, origin: PathOrigin) -> ReportedPath {
-        ReportedPath {
-            path: path.into(),
-            raw: path.as_bytes().to_vec(),
-            origin,
-            truncated: false,
-        }
-    }
-
     /// One event of every kind and shape the daemon writes.
     fn samples() -> Vec<Event> {
         use crate::{
@@ -1050,16 +1158,29 @@ mod tests {
                 resolved: false,
             }),
         };
+        let allowed = allowed();
         for (i, ev) in samples().iter().enumerate() {
             for task in [None, Some(&view)] {
+                // Both forms, of an allowed action and of a refused one.
+                for (outcome, decision) in [(&allowed, None), (&denied, Some(&decision))] {
+                    for form in [Form::Full(identity.clone()), Form::Compact] {
+                        let verdict = Verdict {
+                            mechanism: &ctx().mechanism(ev),
+                            outcome,
+                            kernel: ev.actor().kernel,
+                            decision,
+                        };
+                        let record = audit(&ctx(), i as u64, ev, &p, &p, &t, task, verdict, form).unwrap();
+                        check(record.class(), &serde_json::to_value(&record).unwrap());
+                    }
+                }
                 let verdict = Verdict {
                     mechanism: &ctx().mechanism(ev),
                     outcome: &denied,
                     kernel: ev.actor().kernel,
                     decision: Some(&decision),
                 };
-                let record = audit(&ctx(), i as u64, ev, &p, &p, &t, task, verdict, identity.clone()).unwrap();
-                check(record.class(), &serde_json::to_value(&record).unwrap());
+                let record = audit(&ctx(), i as u64, ev, &p, &p, &t, task, verdict, Form::Compact).unwrap();
                 let f = Finding {
                     kind: decision.alert_kind(),
                     title: "t".into(),
@@ -1082,5 +1203,134 @@ mod tests {
                 check(Class::Finding, &serde_json::to_value(&finding).unwrap());
             }
         }
+    }
+
+    /// The compact form refers to the process by the uid its full form gave it, and carries
+    /// what changes from one action to the next; the full form is self-contained.
+    #[test]
+    fn a_compact_event_refers_to_the_full_form_by_process_uid() {
+        let mut t = ProcessTable::new(100);
+        let root = t.insert_snapshot(
+            &crate::lineage::ProcSnapshot {
+                pid: 40,
+                ppid: 1,
+                start: 400,
+                exe: "/usr/bin/agent".into(),
+                argv: vec!["agent".into(), "--serve".into()],
+                comm: "agent".into(),
+                uid: 1000,
+            },
+            crate::lineage::Reason::Registered,
+            None,
+        );
+        let k = t.insert_snapshot(
+            &crate::lineage::ProcSnapshot {
+                pid: 42,
+                ppid: 40,
+                start: 500,
+                exe: "/usr/bin/bash".into(),
+                argv: vec!["bash".into(), "run.sh".into()],
+                comm: "bash".into(),
+                uid: 1000,
+            },
+            crate::lineage::Reason::Adopted,
+            Some(root),
+        );
+        let p = t.get(&k).unwrap().clone();
+        let chain = vec!["alice".to_string(), "agent".to_string()];
+        let view = TaskView {
+            jti: "j1",
+            iss: "https://issuer.example",
+            sub: "alice",
+            exp: 5,
+            state: CredState::Valid,
+            kernel_expired: false,
+            chain: &chain,
+            sandbox: None,
+        };
+        let outcome = allowed();
+        let ev = file_write("/work/out/a.txt");
+        let render = |form| {
+            let verdict = Verdict {
+                mechanism: "tracepoint/syscalls",
+                outcome: &outcome,
+                kernel: KernelVerdict::default(),
+                decision: None,
+            };
+            let identity = Identity {
+                node: "node-1".into(),
+                ..Default::default()
+            };
+            let form = match form {
+                true => Form::Full(identity),
+                false => Form::Compact,
+            };
+            serde_json::to_value(audit(&ctx(), 1, &ev, &p, &p, &t, Some(&view), verdict, form).unwrap()).unwrap()
+        };
+        let (full, compact) = (render(true), render(false));
+        let (fp, cp) = (&full["actor"]["process"], &compact["actor"]["process"]);
+        assert_eq!(fp["uid"], "b00t-42-500");
+        assert_eq!(fp["parent_process"], json!({"pid": 40, "uid": "b00t-40-400"}));
+        let ft = &full["unmapped"]["tether"];
+        let lineage: Vec<&Value> = ft["lineage"].as_array().unwrap().iter().map(|a| &a["uid"]).collect();
+        assert_eq!(lineage, [&json!("b00t-42-500"), &json!("b00t-40-400")], "{ft}");
+        assert_eq!(ft["agent_root"]["uid"], "b00t-40-400");
+        assert_eq!(ft["delegation"], json!(["alice", "agent"]));
+        assert_eq!(ft["task"]["iss"], "https://issuer.example");
+        assert_eq!((&ft["node"], &ft["tracked_by"]), (&json!("node-1"), &json!("adopted")));
+        assert_eq!(fp["cmd_line"], "bash run.sh");
+        assert!(ft["outcome"].is_object() && ft["kernel_verdict"].is_object());
+        // The compact event: the same uid, pid, name, thread and parent; nothing else of the
+        // process, no lineage, no identity, no default outcome or verdict.
+        assert_eq!(
+            cp,
+            &json!({"pid": 42, "uid": "b00t-42-500", "name": "bash", "tid": 43,
+                    "parent_process": {"pid": 40, "uid": "b00t-40-400"}})
+        );
+        let ct = &compact["unmapped"]["tether"];
+        for absent in [
+            "lineage",
+            "delegation",
+            "agent_root",
+            "tracked_by",
+            "node",
+            "cgroup_id",
+            "outcome",
+            "kernel_verdict",
+        ] {
+            assert!(ct.get(absent).is_none(), "{absent} in a compact event: {ct}");
+        }
+        assert_eq!(ct["task"], json!({"jti": "j1", "state": "valid"}));
+        assert_eq!(ct["file"]["op"], "open-write", "per-event data in both");
+        assert_eq!(
+            ct["file"]["path"],
+            json!({"origin": "kernel-dir+name"}),
+            "not truncated"
+        );
+        assert_eq!(full["unmapped"]["tether"]["file"]["path"]["truncated"], false);
+        assert_eq!(
+            compact["file"],
+            json!({"path": "/work/out/a.txt", "name": "a.txt", "type_id": 0})
+        );
+        assert_eq!(full["file"]["parent_folder"], "/work/out");
+        // The captions the OCSF schema gives for an id are left to the receiver.
+        for caption in [
+            "class_name",
+            "category_name",
+            "activity_name",
+            "severity",
+            "action",
+            "disposition",
+            "status",
+        ] {
+            assert!(compact.get(caption).is_none() && full[caption].is_string(), "{caption}");
+        }
+        assert_eq!(
+            (&compact["class_uid"], &compact["activity_id"]),
+            (&json!(1001), &json!(14))
+        );
+        assert_eq!(compact["actor"]["user"], full["actor"]["user"]);
+        let (fl, cl) = (full.to_string().len(), compact.to_string().len());
+        assert!(cl * 3 < fl * 2, "compact {cl} bytes, full {fl}: {compact}");
     }
 }

@@ -35,6 +35,7 @@ fn args(port: u16, ca: &Path, token: &Path, spool: &Path) -> DeliveryArgs {
         spool_dir: spool.to_path_buf(),
         spool_max_size: 16 << 20,
         syslog: None,
+        record_form: Default::default(),
         fold_window: Duration::ZERO,
     }
 }

@@ -108,6 +108,13 @@ impl Daemon {
             .arg("--admin-socket")
             .arg(dir.path().join("admin.sock"))
             .args(args)
+            // The tests read every event's lineage and identity: self-contained lines, unless
+            // a test asks for the compact form.
+            .args(if args.iter().any(|a| a == "--record-form") {
+                &[][..]
+            } else {
+                &["--record-form", "full"][..]
+            })
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("daemon.log")).expect("log file"))
             .envs(env.iter().copied());
@@ -800,6 +807,48 @@ fn tracked_script_actions_appear_exactly_once_with_lineage_and_resolved_paths() 
     assert!(
         events.iter().all(|e| actor(e)["process"]["pid"] != daemon_pid),
         "the daemon reported itself"
+    );
+}
+
+/// In the compact form (the default) every event of a process refers to a full form written
+/// before it in the same file: its own (`actor.process.uid`), and its parent's where the
+/// parent is tracked (an earlier actor, or an entry of its lineage).
+#[test]
+fn compact_records_refer_only_to_identities_written_before_them() {
+    let d = Daemon::start_with(None, &["--record-form".into(), "compact".into()], &[]);
+    let tracked = run_script(Some(&d.socket()));
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, _) = d.stop();
+    let mut known = BTreeSet::new();
+    let (mut full, mut compact) = (0, 0);
+    for e in events.iter().filter(|e| e["class_uid"] != 2004) {
+        check_ocsf(e);
+        let p = &actor(e)["process"];
+        let uid = p["uid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no process uid: {e}"))
+            .to_string();
+        let t = &e["unmapped"]["tether"];
+        if let Some(lineage) = t["lineage"].as_array() {
+            full += 1;
+            assert!(p["cmd_line"].is_string(), "a full form names the command line: {e}");
+            known.insert(uid.clone());
+            known.extend(lineage.iter().map(|a| a["uid"].as_str().unwrap().to_string()));
+        } else {
+            compact += 1;
+            assert!(known.contains(&uid), "{uid} is referred to before its full form: {e}");
+            assert!(p.get("cmd_line").is_none() && t.get("delegation").is_none(), "{e}");
+        }
+        if let Some(parent) = p["parent_process"]["uid"].as_str() {
+            assert!(known.contains(parent), "parent {parent} unknown: {e}");
+        }
+    }
+    assert!(full > 0 && compact > 0, "{full} full, {compact} compact events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["class_uid"] == 1007 && actor(e)["process"]["pid"] == tracked.pid),
+        "the tracked script's events are there"
     );
 }
 

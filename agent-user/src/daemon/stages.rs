@@ -3,21 +3,19 @@
 //! decode (`events::decode`, in `drain`) -> [`Event`] -> **track** -> [`Seen`] -> **resolve**
 //! (the paths the call changes) -> **judge** -> `Option<Decision>` -> **enforce** ->
 //! [`Enforced`] -> **outcome** -> [`Outcome`] -> **identify** -> [`Identity`] -> **render** ->
-//! [`Rendered`] (typed OCSF records) -> **emit** (the emitter serialises them for the sinks).
+//! typed OCSF records (the audit event full or compact, as the emitter says its receivers
+//! need) -> **emit** (the emitter serialises them for the sinks).
 //!
 //! Everything runs on the one event loop, in the kernel's order: a fork is applied before the
 //! child's actions are judged.
 use tracing::{debug, error, warn};
 
-use super::{Daemon, tracking::Seen};
+use super::{Daemon, emitter::Subject, tracking::Seen};
 use crate::{
     contain::{self, DaemonAct, Outcome},
     events::{self, Event},
     model::{Action, Identity, Mode},
-    ocsf::{
-        self, Finding, TaskView, Verdict,
-        objects::{Audit, Details, DetectionFinding},
-    },
+    ocsf::{self, Finding, TaskView, Verdict, objects::Details},
     paths,
     policy::engine::{self, Credential, Decision},
     procscan,
@@ -31,11 +29,14 @@ pub(super) struct Enforced {
     pub errno: Option<i64>,
 }
 
-/// The records of one action: its audit event, and the finding of a violation with the key
-/// its repeats fold under.
-pub(super) struct Rendered {
-    pub audit: Audit,
-    pub finding: Option<(DetectionFinding, String)>,
+/// One action as the render and emit stages see it: the event, the actor before and after,
+/// and what the earlier stages made of it.
+struct Judged<'a> {
+    ev: &'a Event,
+    seen: &'a Seen,
+    decision: Option<&'a Decision>,
+    mechanism: &'a str,
+    outcome: &'a Outcome,
 }
 
 /// How an action ended, as a metrics label.
@@ -57,6 +58,11 @@ impl Daemon {
         if ev.actor().tgid == self.pid {
             return; // never watch or judge ourselves
         }
+        if let Event::Exit { .. } = ev {
+            // Nothing refers to an ended process again.
+            let key = self.tracking.table().key_of(ev.actor());
+            self.emitter.forget(&key);
+        }
         let Some(seen) = self.tracking.apply(&ev) else {
             return;
         };
@@ -70,11 +76,14 @@ impl Daemon {
         // Fork and exit are not written (see `ocsf::audit`): no identity, no record.
         if ev.is_action() {
             let identity = self.pods.identify(Some(ev.actor().cgroup_id));
-            let result = result_label(&outcome, decision.as_ref());
-            if let Some(rendered) = self.render(&ev, &seen, decision, &mechanism, &outcome, identity) {
-                self.metrics.event(rendered.audit.class().label(), result);
-                self.emit(rendered);
-            }
+            let action = Judged {
+                ev: &ev,
+                seen: &seen,
+                decision: decision.as_ref(),
+                mechanism: &mechanism,
+                outcome: &outcome,
+            };
+            self.render_and_emit(&action, identity);
         }
         if let Event::Exec {
             newly_selected: true, ..
@@ -210,70 +219,64 @@ impl Daemon {
         )
     }
 
-    /// **render**: the audit event and, for a violation, the Detection Finding, built once
-    /// with their outcome (the decision, the mechanism that saw the action, what became of
-    /// it). None for events that are not actions.
-    fn render(
-        &mut self,
-        ev: &Event,
-        seen: &Seen,
-        decision: Option<Decision>,
-        mechanism: &str,
-        outcome: &Outcome,
-        identity: Identity,
-    ) -> Option<Rendered> {
-        let a = ev.actor();
-        let violation = decision.as_ref().is_some_and(|d| d.action.is_some());
+    /// **render** and **emit**: the audit event and, for a violation, the Detection Finding,
+    /// built once with their outcome (the decision, the mechanism that saw the action, what
+    /// became of it), to their streams through the emitter. The audit event is compact when
+    /// the stream's receivers hold the actor's identity (see [`ocsf::objects::AuditData`]);
+    /// the finding is always self-contained.
+    fn render_and_emit(&mut self, x: &Judged, identity: Identity) {
+        let a = x.ev.actor();
+        let violation = x.decision.is_some_and(|d| d.action.is_some());
         let seq = self.emitter.take();
         let finding_seq = violation.then(|| self.emitter.take());
-        let task = self.task_view(a.task, Some(a.task_expired));
-        let verdict = Verdict {
-            mechanism,
-            outcome,
-            kernel: a.kernel,
-            decision: decision.as_ref(),
-        };
         // The finding, when there is one, names the actor's pod too.
         let finding_identity = violation.then(|| identity.clone());
-        let audit = ocsf::audit(
-            &self.ctx,
-            seq,
-            ev,
-            &seen.actor,
-            &seen.after,
-            self.tracking.table(),
-            task.as_ref(),
-            verdict,
-            identity,
-        )?;
-        let finding = decision
-            .zip(finding_seq.zip(finding_identity))
-            .map(|(d, (seq, identity))| {
-                // Repeats of one violation (same task, rule and target) fold into one alert.
-                let fold = format!("{}|{}|{:?}", a.task, d.rule, engine::attempt_of(ev));
-                let f = Finding {
-                    kind: d.alert_kind(),
-                    title: format!("{} ({})", d.reason, d.rule),
-                    desc: format!("{mechanism} by pid {} ({})", a.tgid, seen.after.exe),
-                    process: Some(&seen.after),
-                    task: task.as_ref(),
-                    related: Some(&audit),
-                    details: ocsf::decision_details(&d, outcome, task.as_ref().map(|t| t.state)),
-                    time_ns: Some(a.ktime_ns),
-                    severity_id: d.severity.ocsf_id(),
-                    outcome: Some(outcome),
-                };
-                (ocsf::finding(&self.ctx, seq, f, identity), fold)
-            });
-        Some(Rendered { audit, finding })
-    }
-
-    /// **emit**: the records to their streams, through the emitter.
-    fn emit(&mut self, r: Rendered) {
-        self.emitter.audit(&r.audit);
-        if let Some((finding, fold)) = r.finding {
-            self.emitter.alert(finding, Some(fold));
-        }
+        let task = self
+            .tasks
+            .view(a.task, Some(a.task_expired), self.sandboxes.of_task(a.task));
+        let table = self.tracking.table();
+        let Some(after) = x.seen.after(table) else {
+            return;
+        };
+        let actor = x.seen.before_exec.as_ref().unwrap_or(after);
+        let subject = Subject {
+            key: x.seen.key,
+            stamp: ocsf::identity_stamp(table, after, task.as_ref(), &identity, a.cgroup_id),
+            now_ns: a.ktime_ns,
+            exec: matches!(x.ev, Event::Exec { .. }),
+        };
+        let verdict = Verdict {
+            mechanism: x.mechanism,
+            outcome: x.outcome,
+            kernel: a.kernel,
+            decision: x.decision,
+        };
+        let ctx = &self.ctx;
+        let render = |form| ocsf::audit(ctx, seq, x.ev, actor, after, table, task.as_ref(), verdict, form);
+        let Some(audit) = self.emitter.audit(&subject, identity, render) else {
+            return;
+        };
+        self.metrics
+            .event(audit.class().label(), result_label(x.outcome, x.decision));
+        let Some((d, (seq, identity))) = x.decision.zip(finding_seq.zip(finding_identity)) else {
+            return;
+        };
+        // Repeats of one violation (same task, rule and target) fold into one alert.
+        let fold = format!("{}|{}|{:?}", a.task, d.rule, engine::attempt_of(x.ev));
+        let f = Finding {
+            kind: d.alert_kind(),
+            title: format!("{} ({})", d.reason, d.rule),
+            desc: format!("{} by pid {} ({})", x.mechanism, a.tgid, after.exe),
+            process: Some(after),
+            task: task.as_ref(),
+            related: Some(&audit),
+            details: ocsf::decision_details(d, x.outcome, task.as_ref().map(|t| t.state)),
+            time_ns: Some(a.ktime_ns),
+            severity_id: d.severity.ocsf_id(),
+            outcome: Some(x.outcome),
+        };
+        let finding = ocsf::finding(ctx, seq, f, identity);
+        self.emitter.alert(finding, Some(fold));
     }
 
     /// Carries out the daemon's share of enforcement; true when the process (or tree) was

@@ -11,11 +11,18 @@ use crate::{
     selectors::{Candidate, CompiledSelectors},
 };
 
-/// What the process table made of an event: the actor as it was when it acted (for an exec,
-/// before it) and as it is after the event.
+/// What the process table made of an event: the acting process (as the table holds it after
+/// the event), and for an exec the process as it was before it.
 pub(super) struct Seen {
-    pub actor: ProcInfo,
-    pub after: ProcInfo,
+    pub key: ProcKey,
+    pub before_exec: Option<ProcInfo>,
+}
+
+impl Seen {
+    /// The process after the event, in `table`.
+    pub fn after<'t>(&self, table: &'t ProcessTable) -> Option<&'t ProcInfo> {
+        table.get(&self.key)
+    }
 }
 
 pub(super) struct Tracking {
@@ -73,7 +80,11 @@ impl Tracking {
     /// **track**: the table applies the event (fork, exec, exit); the actor before and after.
     /// None: the process is not in the table (nothing to attribute the event to).
     pub(super) fn apply(&mut self, ev: &Event) -> Option<Seen> {
-        let before = self.table.get(&self.table.key_of(ev.actor())).cloned();
+        // Only an exec changes what the acting process is.
+        let before_exec = match ev {
+            Event::Exec { .. } => self.table.get(&self.table.key_of(ev.actor())).cloned(),
+            _ => None,
+        };
         // An exec the kernel refused changed nothing: the process keeps its image.
         let refused_exec = matches!(ev, Event::Exec { actor, failed, .. } if actor.kernel.denied || failed.is_some());
         let key = if refused_exec {
@@ -81,11 +92,8 @@ impl Tracking {
         } else {
             self.table.apply(ev, &Procfs)
         };
-        let after = self.table.get(&key).cloned()?;
-        Some(Seen {
-            actor: before.unwrap_or_else(|| after.clone()),
-            after,
-        })
+        self.table.get(&key)?;
+        Some(Seen { key, before_exec })
     }
 
     /// The running processes `select` picks, with their descendants, parents first, and the

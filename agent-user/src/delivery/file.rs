@@ -28,7 +28,7 @@ fn open(path: &Path) -> Result<(BufWriter<File>, u64), FileError> {
     };
     let f = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
     let size = f.metadata().map_err(err)?.len();
-    Ok((BufWriter::new(f), size))
+    Ok((BufWriter::with_capacity(super::SINK_BUFFER, f), size))
 }
 
 fn rotated(path: &Path, n: usize) -> PathBuf {
@@ -81,14 +81,23 @@ impl RotatingFile {
         Ok(())
     }
 
-    pub fn line(&mut self, line: &str) -> Result<(), FileError> {
-        let len = line.len() as u64 + 1;
-        if self.size > 0 && self.size + len > self.max_bytes {
+    /// Would a line of `len` bytes go to a new file?
+    pub fn would_rotate(&self, len: usize) -> bool {
+        self.size > 0 && self.size + len as u64 + 1 > self.max_bytes
+    }
+
+    /// Appends a line; true when it went to a new file (PATH was rotated first).
+    pub fn line(&mut self, line: &str) -> Result<bool, FileError> {
+        let rotate = self.would_rotate(line.len());
+        if rotate {
             self.rotate()?;
         }
-        writeln!(self.out, "{line}").map_err(self.io())?;
-        self.size += len;
-        Ok(())
+        let out = &mut self.out;
+        out.write_all(line.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(self.io())?;
+        self.size += line.len() as u64 + 1;
+        Ok(rotate)
     }
 
     pub fn flush(&mut self) -> Result<(), FileError> {

@@ -9,6 +9,7 @@
 //! forge a field in any sink.
 pub mod file;
 pub mod fold;
+pub mod introduced;
 pub mod spool;
 pub mod syslog;
 pub mod webhook;
@@ -26,6 +27,11 @@ use tracing::warn;
 use crate::metrics::Metrics;
 
 pub use crate::model::Stream;
+pub use introduced::RecordForm;
+
+/// Buffer of stdout and of each file sink: lines leave in few large writes, all of them at
+/// the end of each drained batch of events (`Delivery::flush`) and at exit.
+const SINK_BUFFER: usize = 256 << 10;
 
 /// A sink named on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +134,13 @@ pub struct DeliveryArgs {
     /// (octet-counted frames) or unix:PATH (e.g. unix:/dev/log).
     #[arg(long, value_name = "URL")]
     pub syslog: Option<String>,
+    /// The form of audit events: `compact` writes a process's identity and lineage once (at
+    /// its exec or first event, again when its task, pod or lineage changes, when a sink
+    /// starts over and every minute) and refers to it from its later events by
+    /// `actor.process.uid` / `parent_process.uid`; `full` writes them in every event, for
+    /// receivers that need self-contained lines. Alerts are always self-contained.
+    #[arg(long, value_name = "FORM", value_enum, default_value_t = RecordForm::Compact)]
+    pub record_form: RecordForm,
     /// Identical alerts (same task, rule and target) within this window are folded into one
     /// with a count; the first is always sent at once. 0s: no folding.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -172,8 +185,18 @@ pub struct Delivery {
     wake: Arc<Notify>,
     syslog: Option<syslog::Syslog>,
     metrics: Metrics,
+    /// Per stream (audit, alerts): a sink of it started over (a file rotated, the spool
+    /// dropped lines) since [`Delivery::started_over`] last said.
+    started_over: [bool; 2],
     /// Lines handed to the sinks.
     pub written: u64,
+}
+
+fn index(stream: Stream) -> usize {
+    match stream {
+        Stream::Audit => 0,
+        Stream::Alerts => 1,
+    }
 }
 
 impl Delivery {
@@ -274,12 +297,13 @@ impl Delivery {
             Delivery {
                 audit,
                 alerts,
-                stdout: BufWriter::new(io::stdout()),
+                stdout: BufWriter::with_capacity(SINK_BUFFER, io::stdout()),
                 files,
                 spool,
                 wake,
                 syslog,
                 metrics,
+                started_over: [false; 2],
                 written: 0,
             },
             worker,
@@ -300,8 +324,10 @@ impl Delivery {
             wake,
             syslog,
             metrics,
+            started_over,
             ..
         } = self;
+        let (audit, alerts) = (&*audit, &*alerts);
         let routes = match stream {
             Stream::Audit => audit,
             Stream::Alerts => alerts,
@@ -309,17 +335,34 @@ impl Delivery {
         let mut dropped = spool::Dropped::default();
         for &r in routes.iter() {
             match r {
-                Route::Stdout => writeln!(stdout, "{line}").map_err(|source| DeliveryError::Stdout {
-                    stream: stream.as_str(),
-                    source,
-                })?,
-                Route::File(i) => files[i].line(line)?,
+                Route::Stdout => {
+                    (stdout.write_all(line.as_bytes()).and_then(|()| stdout.write_all(b"\n"))).map_err(|source| {
+                        DeliveryError::Stdout {
+                            stream: stream.as_str(),
+                            source,
+                        }
+                    })?
+                }
+                Route::File(i) => {
+                    if files[i].line(line)? {
+                        // Every stream written to this file starts over in the new one.
+                        for s in [Stream::Audit, Stream::Alerts] {
+                            let routes = if s == Stream::Audit { audit } else { alerts };
+                            if routes.contains(&Route::File(i)) {
+                                started_over[index(s)] = true;
+                            }
+                        }
+                    }
+                }
                 Route::Webhook => {
                     if let Some(s) = spool.as_ref() {
                         let mut s = s
                             .lock()
                             .map_err(|_| DeliveryError::Config("spool lock poisoned".into()))?;
                         dropped = s.append(stream, line)?;
+                        if dropped.audit > 0 {
+                            started_over[index(Stream::Audit)] = true;
+                        }
                         metrics.spool_dropped(Stream::Audit, dropped.audit);
                         metrics.spool_dropped(Stream::Alerts, dropped.alerts);
                         metrics.spool_depth(|st| s.depth(st), s.bytes());
@@ -338,6 +381,25 @@ impl Delivery {
         }
         self.written += 1;
         Ok(dropped)
+    }
+
+    /// Would a line of `len` bytes of `stream` make one of its sinks start over (a file
+    /// rotate)? A line that refers to an earlier one must not be the first of a new file.
+    pub fn would_start_over(&self, stream: Stream, len: usize) -> bool {
+        let routes = match stream {
+            Stream::Audit => &self.audit,
+            Stream::Alerts => &self.alerts,
+        };
+        routes.iter().any(|r| match r {
+            Route::File(i) => self.files[*i].would_rotate(len),
+            _ => false,
+        })
+    }
+
+    /// Did a sink of `stream` start over (a file rotated, the spool dropped lines) since
+    /// the last call? Clears the flag.
+    pub fn started_over(&mut self, stream: Stream) -> bool {
+        std::mem::take(&mut self.started_over[index(stream)])
     }
 
     /// Unacknowledged events in the webhook spool (None: no webhook).

@@ -83,30 +83,46 @@ pub fn severity_name(id: u8) -> &'static str {
 }
 
 /// The attributes every record shares (OCSF base event), in the order they are written.
+///
+/// A caption (the name beside an `_id`: `class_name`, `activity_name`, `severity`, ...) is
+/// None in a compact audit event when the OCSF schema names the id (every id but 99,
+/// Other): receivers derive it from the schema, as they resolve the process from its uid.
 #[derive(Debug, Clone, Serialize)]
 pub struct Base {
     pub class_uid: u32,
-    pub class_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<&'static str>,
     pub category_uid: u32,
-    pub category_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category_name: Option<&'static str>,
     pub activity_id: u32,
-    pub activity_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity_name: Option<&'static str>,
     pub type_uid: u32,
     /// Epoch milliseconds.
     pub time: i64,
     pub severity_id: u8,
-    pub severity: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<&'static str>,
     pub action_id: u8,
-    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
     pub disposition_id: u8,
-    pub disposition: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<&'static str>,
     pub metadata: Metadata,
+}
+
+/// The caption of an enum id as written: always in full records, only for 99 (Other) in
+/// compact ones (see [`Base`]).
+pub fn caption<I: Into<u32>>(full: bool, id: I, name: &'static str) -> Option<&'static str> {
+    (full || id.into() == 99).then_some(name)
 }
 
 impl Base {
     /// A record of `class`, activity (`activity_id`, `activity_name`), at `time` (epoch ms),
     /// with its outcome (None: a finding about no action, or an audit event before its
-    /// outcome: Allowed).
+    /// outcome: Allowed); `captions`: every caption, or only those the schema cannot give.
     pub fn new(
         class: Class,
         (activity_id, activity_name): (u32, &'static str),
@@ -114,23 +130,26 @@ impl Base {
         severity_id: u8,
         outcome: Option<&Outcome>,
         metadata: Metadata,
+        captions: bool,
     ) -> Base {
         let (category_uid, category_name) = class.category();
+        let (action_id, action) = outcome.map_or((1, "Allowed"), |o| (o.action_id, o.action));
+        let (disposition_id, disposition) = outcome.map_or((1, "Allowed"), |o| (o.disposition_id, o.disposition));
         Base {
             class_uid: class.uid(),
-            class_name: class.name(),
+            class_name: captions.then_some(class.name()),
             category_uid,
-            category_name,
+            category_name: captions.then_some(category_name),
             activity_id,
-            activity_name,
+            activity_name: caption(captions, activity_id, activity_name),
             type_uid: class.uid() * 100 + activity_id,
             time,
             severity_id,
-            severity: severity_name(severity_id),
-            action_id: outcome.map_or(1, |o| o.action_id),
-            action: outcome.map_or("Allowed", |o| o.action),
-            disposition_id: outcome.map_or(1, |o| o.disposition_id),
-            disposition: outcome.map_or("Allowed", |o| o.disposition),
+            severity: caption(captions, severity_id, severity_name(severity_id)),
+            action_id,
+            action: caption(captions, action_id, action),
+            disposition_id,
+            disposition: caption(captions, disposition_id, disposition),
             metadata,
         }
     }
@@ -159,31 +178,45 @@ pub struct Product {
 pub struct Device {
     pub hostname: String,
     pub type_id: u8,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
 }
 
-/// OCSF `process`.
+/// OCSF `process`. `uid` names the process for as long as the node runs (boot, pid, start
+/// time: a reused pid is another process); `detail` is its identity in full, left out of an
+/// audit event whose receivers already hold it (the compact form, see [`AuditData`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Process {
     pub pid: u32,
+    pub uid: String,
     pub name: String,
-    pub cmd_line: String,
-    /// Epoch milliseconds.
-    pub created_time: i64,
-    pub user: User,
+    #[serde(flatten)]
+    pub detail: Option<ProcessDetail>,
     pub parent_process: ParentProcess,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<File>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tid: Option<u32>,
 }
 
+/// What a process is: its command line, start, user and image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessDetail {
+    pub cmd_line: String,
+    /// Epoch milliseconds.
+    pub created_time: i64,
+    pub user: User,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<File>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// OCSF `parent_process`: the parent by pid, and by `uid` where Tether tracks it (it is then
+/// in the lineage).
 #[derive(Debug, Clone, Serialize)]
 pub struct ParentProcess {
     pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// OCSF `user`: the principal a task acts for (`name`), and the OS user.
@@ -209,8 +242,8 @@ pub struct File {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_folder: Option<String>,
     pub type_id: u8,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
 }
 
 /// OCSF `network_endpoint`.
@@ -262,7 +295,8 @@ pub struct FileActivity {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_result: Option<File>,
     pub status_id: u8,
-    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_code: Option<String>,
     pub unmapped: Unmapped<AuditData>,
@@ -371,6 +405,14 @@ pub enum TaskData {
         kernel_expired: bool,
         sandbox: Option<Box<Layers>>,
     },
+    /// The task of a compact audit event: by its id, with what changes from one action to
+    /// the next (the rest is in the process's full form).
+    Ref {
+        jti: String,
+        state: &'static str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        kernel_expired: bool,
+    },
     /// The process acts under no credential.
     None { state: &'static str },
 }
@@ -379,6 +421,8 @@ pub enum TaskData {
 #[derive(Debug, Clone, Serialize)]
 pub struct Ancestor {
     pub pid: u32,
+    /// The process's `uid` (as in `process.uid`, `parent_process.uid`).
+    pub uid: String,
     /// Epoch milliseconds.
     pub start_time: i64,
     pub exe: String,
@@ -390,20 +434,27 @@ pub struct Ancestor {
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentRoot {
     pub pid: u32,
+    pub uid: String,
     /// Epoch milliseconds.
     pub start_time: i64,
 }
 
 /// Tether's data of an audit event (`unmapped.tether`).
+///
+/// Two forms. The **full** form holds the acting process's identity ([`Introduction`]: the
+/// task's credential and delegation, the lineage up to the agent root, node, container and
+/// pod) and every per-event field. The **compact** form, written once the audit stream's
+/// receivers hold that identity, refers to it by `actor.process.uid` and leaves it out, with
+/// the per-event fields that hold their default (no task, an outcome where nothing acted, a
+/// kernel verdict that judged nothing, a path not truncated, an object that is no device).
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditData {
-    pub task: TaskData,
-    /// Principal first, current actor last.
-    pub delegation: Vec<String>,
-    pub lineage: Vec<Ancestor>,
-    pub agent_root: AgentRoot,
-    pub tracked_by: &'static str,
-    pub cgroup_id: u64,
+    /// None: compact, and the process acts under no credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskData>,
+    /// The acting process's identity (None: compact; see `actor.process.uid`).
+    #[serde(flatten)]
+    pub introduction: Option<Introduction>,
     /// The kernel mechanism that saw the action (see `tether status` for all hooks).
     pub mechanism: String,
     /// The acting process, for classes without `actor` (Network Activity).
@@ -423,13 +474,29 @@ pub struct AuditData {
     pub io_uring: Option<UringData>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileData>,
-    pub outcome: Outcome,
-    #[serde(flatten)]
-    pub identity: Identity,
-    pub kernel_verdict: KernelVerdict,
+    /// What became of the action (None: compact, and nothing acted: the event's
+    /// `action`/`disposition` say it all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// None: compact, and the kernel judged nothing and did nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_verdict: Option<KernelVerdict>,
     /// The rules' decision, for a violation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionData>,
+}
+
+/// The acting process's identity as the full form writes it into `unmapped.tether`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Introduction {
+    /// Principal first, current actor last.
+    pub delegation: Vec<String>,
+    pub lineage: Vec<Ancestor>,
+    pub agent_root: AgentRoot,
+    pub tracked_by: &'static str,
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub identity: Identity,
 }
 
 /// How far the kernel vouches for a path (and the path, where it is not in a standard field).
@@ -438,7 +505,9 @@ pub struct PathData {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub origin: &'static str,
-    pub truncated: bool,
+    /// None: compact, and not truncated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -522,7 +591,9 @@ pub struct FileData {
 #[derive(Debug, Clone, Serialize)]
 pub struct ObjectData {
     pub nlink: u32,
-    pub device: Option<String>,
+    /// Some(None), written as null: not a device; None: compact, and not a device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
