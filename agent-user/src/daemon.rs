@@ -122,6 +122,8 @@ struct Daemon {
     pid: u32,
     /// Records decoded.
     decoded: u64,
+    /// Bytes of the records read from the rings (their size on the wire, header included).
+    record_bytes: u64,
     /// `--persist`: the pins and state file, and what the take-over did (None: off).
     persist: Option<takeover::PersistView>,
 }
@@ -300,6 +302,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         started,
         pid: std::process::id(),
         decoded: 0,
+        record_bytes: 0,
         persist: None,
     };
     if let Some((dirs, lock, saved)) = persisted {

@@ -118,6 +118,8 @@ struct Run {
     progs: Result<Vec<progs::Cost>, String>,
     /// Bytes and lines of the daemon's audit file after the flood.
     audit: (u64, u64),
+    /// Kernel records read during the flood and their bytes.
+    records: (u64, u64),
     /// Peak resident memory of the daemon (VmHWM), KiB.
     rss_kib: u64,
 }
@@ -301,6 +303,10 @@ fn one_run(bin: &Path, me: &Path, events: u64, round: usize, bin_idx: usize) -> 
         idle,
         progs,
         audit: daemon.audit_size()?,
+        records: (
+            after.records.saturating_sub(before.records),
+            after.record_bytes.saturating_sub(before.record_bytes),
+        ),
         rss_kib: tracers::hwm(daemon.child.id())?,
     };
     // Every write-open is either written or counted lost; far fewer means the flood was not
@@ -323,6 +329,9 @@ struct Status {
     written: u64,
     lost: u64,
     other: u64,
+    /// Records read from the rings and their bytes (absent from older daemons: 0).
+    records: u64,
+    record_bytes: u64,
 }
 
 /// A `tether run` of the bench, in its own temporary directory; stopped (SIGTERM, then
@@ -432,7 +441,13 @@ impl Daemon {
                 other += n;
             }
         }
-        Ok(Status { written, lost, other })
+        Ok(Status {
+            written,
+            lost,
+            other,
+            records: v["records_decoded"].as_u64().unwrap_or(0),
+            record_bytes: v["record_bytes"].as_u64().unwrap_or(0),
+        })
     }
 
     /// The daemon's CPU time so far: utime + stime of every thread, live or gone.
@@ -623,9 +638,9 @@ fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str
     );
     let _ = writeln!(
         s,
-        "| tether | µs daemon CPU / event written | min–max | events written / s | events written | lost (ring full) | daemon CPU (cores) | flood opens / s | bytes / audit line | daemon peak RSS (MiB) |"
+        "| tether | µs daemon CPU / event written | min–max | events written / s | events written | lost (ring full) | daemon CPU (cores) | flood opens / s | bytes / audit line | bytes / kernel record | daemon peak RSS (MiB) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, bin) in bins.iter().enumerate() {
         let mine: Vec<&Run> = runs.iter().filter(|r| r.bin == i).collect();
         let col = |f: &dyn Fn(&Run) -> f64| mine.iter().map(|r| f(r)).collect::<Vec<f64>>();
@@ -633,7 +648,7 @@ fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str
         let (lo, hi) = min_max(&us);
         let _ = writeln!(
             s,
-            "| `{}` | {:.2} | {lo:.2}–{hi:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} |",
+            "| `{}` | {:.2} | {lo:.2}–{hi:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {:.1} |",
             bin.display(),
             median(us.clone()),
             median(col(&|r| r.written_per_s())),
@@ -642,6 +657,10 @@ fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str
             median(col(&|r| r.cpu_share())),
             median(col(&|r| events as f64 / r.flood.as_secs_f64())),
             median(col(&|r| r.audit.0 as f64 / r.audit.1.max(1) as f64)),
+            match median(col(&|r| r.records.1 as f64 / r.records.0.max(1) as f64)) {
+                0.0 => "–".to_string(),
+                b => format!("{b:.0}"),
+            },
             median(col(&|r| r.rss_kib as f64 / 1024.0)),
         );
     }
@@ -816,6 +835,7 @@ mod tests {
             idle: 0.0,
             progs,
             audit: (2_000_000, 1000),
+            records: (1000, 100_000),
             rss_kib: 1024,
         }
     }

@@ -336,6 +336,8 @@ impl Daemon {
             "programs": self.kernel.attached().programs,
             "tracked_processes": self.tracking.len(),
             "events_written": self.emitter.written(),
+            "records_decoded": self.decoded,
+            "record_bytes": self.record_bytes,
             "decode_errors": self.metrics.decode_errors.get(),
             "kernel_counters": counters,
             "tasks": self.tasks.count(),

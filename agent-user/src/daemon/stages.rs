@@ -101,6 +101,7 @@ impl Daemon {
         let mut records = Vec::new();
         for ring in self.kernel.rings() {
             while let Some(item) = ring.next() {
+                self.record_bytes += item.len() as u64;
                 records.push(events::decode(&item));
             }
         }
