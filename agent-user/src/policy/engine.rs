@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::{
-    scope::{CompiledScope, Grant, Proto, ScopeError, ScopeSpec, Violation},
+    scope::{CompiledScope, Grant, PathIndex, PathPattern, Proto, ScopeError, ScopeSpec, Violation},
     tasks::CredState,
 };
 pub use crate::model::{Action, Mode, Severity};
@@ -291,6 +291,12 @@ pub struct Rules {
     scope: ClassAction,
     expired: ClassAction,
     unjudged: ClassAction,
+    /// The guardrails' `exec`, `write` and `unix:` patterns, each list compiled into one
+    /// matcher (a guardrail's index is its owner): a path is matched once, not once per
+    /// guardrail.
+    exec_index: PathIndex,
+    write_index: PathIndex,
+    unix_index: PathIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -491,7 +497,13 @@ impl Rules {
                 mode: if any_enforced { Mode::Enforce } else { Mode::Observe },
             },
         };
+        let index = |list: fn(&CompiledScope) -> &[PathPattern]| {
+            PathIndex::new(guardrails.iter().enumerate().map(|(i, g)| (i, list(&g.matcher))))
+        };
         Ok(Rules {
+            exec_index: index(|m| &m.exec),
+            write_index: index(|m| &m.write),
+            unix_index: index(|m| &m.unix),
             mode,
             guardrails,
             pod_matchers,
@@ -596,24 +608,19 @@ impl Rules {
     /// Decides one attempted action of an agent process whose pod gives guard set `set` (the
     /// set the kernel judged by; 0: in no pod a `pods:` guardrail names).
     pub fn evaluate(&self, attempt: &Attempt, cred: Credential, set: u32) -> Decision {
-        for (i, g) in self.guardrails.iter().enumerate() {
-            if !self.holds_in(i, set) {
-                continue;
-            }
-            if let Some(what) = guardrail_hit(&g.matcher, attempt) {
-                return Decision {
-                    action: Some(g.action),
-                    rule: format!("guardrail:{}", g.id),
-                    reason: if g.description.is_empty() {
-                        format!("{what} is forbidden by guardrail {}", g.id)
-                    } else {
-                        format!("{what}: {}", g.description)
-                    },
-                    severity: g.severity,
-                    mode: g.mode,
-                    violation: None,
-                };
-            }
+        if let Some((g, what)) = self.first_guardrail(attempt, set) {
+            return Decision {
+                action: Some(g.action),
+                rule: format!("guardrail:{}", g.id),
+                reason: if g.description.is_empty() {
+                    format!("{what} is forbidden by guardrail {}", g.id)
+                } else {
+                    format!("{what}: {}", g.description)
+                },
+                severity: g.severity,
+                mode: g.mode,
+                violation: None,
+            };
         }
         let decide = |c: ClassAction, rule: String, reason: String| Decision {
             action: Some(c.action),
@@ -653,6 +660,43 @@ impl Rules {
                 },
             },
         }
+    }
+}
+
+impl Rules {
+    /// The first guardrail, in file order, that holds in guard set `set` and whose patterns
+    /// match `attempt`, with what of the attempt they match (of a write, the first path the
+    /// guardrail matches). Paths go through the compiled indexes; the rest, guardrail by
+    /// guardrail.
+    fn first_guardrail(&self, attempt: &Attempt, set: u32) -> Option<(&Guardrail, String)> {
+        let mut hits = Vec::new();
+        let mut first = |index: &PathIndex, path: &str| {
+            index.owners(path, &mut hits);
+            hits.iter().copied().find(|&i| self.holds_in(i, set))
+        };
+        let found = match attempt {
+            Attempt::Exec { path } => first(&self.exec_index, path).map(|i| (i, format!("exec {path}"))),
+            Attempt::Unix { name } => first(&self.unix_index, name).map(|i| (i, format!("unix:{name}"))),
+            Attempt::Write { paths } => {
+                // Paths in order: a later path wins only with an earlier guardrail.
+                let mut best: Option<(usize, &str)> = None;
+                for p in paths {
+                    if let Some(i) = first(&self.write_index, &p.path)
+                        && best.is_none_or(|(b, _)| i < b)
+                    {
+                        best = Some((i, &p.path));
+                    }
+                }
+                best.map(|(i, path)| (i, format!("write {path}")))
+            }
+            _ => self
+                .guardrails
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.holds_in(*i, set))
+                .find_map(|(i, g)| guardrail_hit(&g.matcher, attempt).map(|what| (i, what))),
+        };
+        found.map(|(i, what)| (&self.guardrails[i], what))
     }
 }
 
@@ -967,6 +1011,78 @@ mod tests {
             }
         }
         assert!(ran >= 10, "fixtures ran: {ran}");
+    }
+
+    /// The guardrail `attempt` hits, guardrail by guardrail (what the indexes stand for).
+    fn one_by_one(rules: &Rules, attempt: &Attempt, set: u32) -> Option<(String, String)> {
+        rules
+            .guardrails
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| rules.holds_in(*i, set))
+            .find_map(|(_, g)| guardrail_hit(&g.matcher, attempt).map(|what| (g.id.clone(), what)))
+    }
+
+    /// Paths near each pattern of the rules: the pattern itself, its wildcards filled in
+    /// several ways, its parent, and names under it.
+    fn paths_near(rules: &Rules) -> Vec<String> {
+        let mut out = vec!["/".to_string(), "/tmp/x".into(), "@x".into()];
+        for (_, _, _, m) in rules.guardrails() {
+            let s = &m.spec;
+            for text in s.exec.iter().chain(&s.write).chain(&s.connect) {
+                let t = text.strip_prefix("unix:").unwrap_or(text);
+                for fill in ["", "a", "a/b", ".x", "a.b/c"] {
+                    let filled = t.replace("**", fill).replace(['*', '?'], fill);
+                    out.push(filled.clone());
+                    out.push(format!("{filled}/sub"));
+                    out.push(filled.trim_end_matches('/').to_string());
+                    if let Some((parent, _)) = filled.trim_end_matches('/').rsplit_once('/') {
+                        out.push(parent.to_string());
+                        out.push(format!("{parent}/other"));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The compiled indexes decide exactly as the guardrails one by one: the same guardrail
+    /// and the same words, for every attempt on a path near any pattern of the shipped
+    /// policies and the fixtures, in every guard set.
+    #[test]
+    fn the_indexes_match_as_the_guardrails_one_by_one() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let mut checked = 0;
+        for name in ["default.yaml", "enforce-example.yaml"] {
+            let policy = crate::policy::load_policy(&[dir.join(name)]).unwrap();
+            let rules = &policy.rules;
+            let paths = paths_near(rules);
+            let sets = 1u32 << rules.pod_matchers().len();
+            for set in 0..sets {
+                for p in &paths {
+                    let mut attempts = vec![
+                        Attempt::Exec { path: p.clone() },
+                        Attempt::Unix { name: p.clone() },
+                        Attempt::Write {
+                            paths: vec![WritePath::object(p.clone())],
+                        },
+                    ];
+                    for q in paths.iter().step_by(7) {
+                        attempts.push(Attempt::Write {
+                            paths: vec![WritePath::name(p.clone()), WritePath::name(q.clone())],
+                        });
+                    }
+                    for a in &attempts {
+                        let got = rules.first_guardrail(a, set).map(|(g, what)| (g.id.clone(), what));
+                        assert_eq!(got, one_by_one(rules, a, set), "{name}: {a:?} in guard set {set}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked} attempts");
     }
 
     #[test]
