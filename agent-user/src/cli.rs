@@ -335,8 +335,9 @@ pub fn main() -> ExitCode {
                 kube,
                 persist: persist.resolve(),
             };
+            // One worker for the event loop, two for the API, the watchers and the webhook.
             let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(3)
                 .enable_all()
                 .build()
             {
@@ -346,7 +347,11 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(daemon::run(opts)) {
+            // The daemon runs on a worker: the thread that waits on the rings and sockets
+            // then runs what they woke (under block_on, each wakeup would be handed from
+            // the worker polling epoll to this thread).
+            let ran = rt.block_on(async { tokio::spawn(daemon::run(opts)).await });
+            match ran.unwrap_or_else(|e| Err(anyhow::anyhow!("the daemon's task failed: {e}"))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tether: {e:#}");
