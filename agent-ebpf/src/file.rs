@@ -15,7 +15,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    AT_FDCWD, FileEvent, FilePath, Object, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, Tracked, config,
+    AT_FDCWD, FilePath, Object, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, Tracked, WalkedPath, config,
     contain::{S_IFBLK, S_IFCHR, S_IFMT, verdict},
     file_hook, file_op, hook, kind, path_source,
     syscalls::{self, Shape},
@@ -32,7 +32,8 @@ use crate::{
         KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, off, read_ptr, tp, walk_empty, walk_path,
         walk_unavailable,
     },
-    maps::{FILE_SCRATCH, PENDING, SCRATCH, count, degraded, file_ring, reserve, tracked, wake_flags},
+    maps::{FILE_SCRATCH, FILE_WALK, PENDING, SCRATCH, count, degraded, file_ring, tracked},
+    record::{carries_name, put_raw, put_walk, send},
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -54,10 +55,34 @@ pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A sys_enter record's number and arguments (`int __syscall_nr; unsigned long args[6];`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SysEnter {
+    nr: i64,
+    args: [u64; 6],
+}
+
+/// The syscall number and arguments of a sys_enter record: one read where the arguments
+/// follow the number as in every kernel's format, else one read each.
 #[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // SAFETY: offsets from this kernel's syscall tracepoint format.
-    unsafe { ctx.read_at::<u64>(tp!(sys_args) as usize + 8 * n) }.unwrap_or(0)
+fn sys_enter(ctx: &TracePointContext) -> Result<SysEnter, i32> {
+    let (nr_off, args_off) = (tp!(sys_nr) as usize, tp!(sys_args) as usize);
+    if args_off == nr_off + 8 {
+        // SAFETY: offsets from this kernel's syscall tracepoint format.
+        return unsafe { ctx.read_at::<SysEnter>(nr_off) };
+    }
+    // SAFETY: as above.
+    let nr = unsafe { ctx.read_at::<i32>(nr_off) }?;
+    let mut r = SysEnter {
+        nr: nr as i64,
+        args: [0; 6],
+    };
+    for (n, a) in r.args.iter_mut().enumerate().take(5) {
+        // SAFETY: as above.
+        *a = unsafe { ctx.read_at::<u64>(args_off + 8 * n) }.unwrap_or(0);
+    }
+    Ok(r)
 }
 
 /// The kernel's dev_t (major << 20 | minor) from mknod's `dev` (new_decode_dev).
@@ -71,8 +96,8 @@ fn kernel_dev(dev: u32) -> u32 {
 #[inline(always)]
 fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32> {
     let tid = pid_tgid as u32;
-    // SAFETY: offset from this kernel's syscall tracepoint format.
-    let nr = unsafe { ctx.read_at::<i32>(tp!(sys_nr) as usize) }? as u32;
+    let call = sys_enter(ctx)?;
+    let nr = call.nr as i32 as u32;
     let Some(sc) = syscalls::by_nr(nr) else {
         return Ok(());
     };
@@ -98,7 +123,7 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
     p.dfd_b = AT_FDCWD;
     p.source_a = path_source::DIR_AND_NAME;
     p.source_b = path_source::NONE;
-    let (a0, a1, a2, a3, a4) = (arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 3), arg(ctx, 4));
+    let [a0, a1, a2, a3, a4, _] = call.args;
     // (dirfd, name) pointers of path a and b.
     let mut name_a: u64 = 0;
     let mut name_b: u64 = 0;
@@ -243,12 +268,12 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
 /// The record of a call the kernel could not follow to its exit: its names as given.
 #[inline(never)]
 fn unfollowed(pid_tgid: u64, t: &Tracked, p: &PendingFile, judged: u32) {
-    let ring = file_ring(judged);
-    let Some(mut slot) = reserve::<FileEvent>(ring, hook::FILE_SYSCALL) else {
+    let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
+        count(agent_common::counter::lost(hook::FILE_SYSCALL));
         return;
     };
-    // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
-    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
     fill_header(&mut ev.header, kind::FILE, hook::FILE_SYSCALL, pid_tgid, t, 0);
     ev.header.verdict = judged;
     ev.op = p.op;
@@ -260,29 +285,20 @@ fn unfollowed(pid_tgid: u64, t: &Tracked, p: &PendingFile, judged: u32) {
     ev.uid = p.uid;
     ev.gid = p.gid;
     ev.obj = Object::default();
-    for (out, raw, len, truncated) in [
+    let mut end = 0;
+    for (head, raw, len, truncated) in [
         (&mut ev.a, &p.raw_a, p.raw_len_a, p.raw_truncated_a),
         (&mut ev.b, &p.raw_b, p.raw_len_b, p.raw_truncated_b),
     ] {
-        out.source = if len > 0 {
+        head.source = if len > 0 {
             path_source::NAME_ONLY
         } else {
             path_source::NONE
         };
-        out.raw_len = len;
-        out.raw_truncated = truncated;
-        out._pad = 0;
-        walk_empty(&mut out.walked);
-        // SAFETY: both buffers are RAW_PATH_LEN bytes.
-        unsafe {
-            generated::bpf_probe_read_kernel(
-                out.raw.as_mut_ptr() as *mut c_void,
-                RAW_PATH_LEN as u32,
-                raw.as_ptr() as *const c_void,
-            )
-        };
+        end = put_walk(&mut ev.text, end, head, core::ptr::null());
+        end = put_raw(&mut ev.text, end, head, raw.as_ptr(), len, truncated);
     }
-    slot.submit(wake_flags(ring));
+    send(file_ring(judged), ev, end, hook::FILE_SYSCALL);
 }
 
 /// Copies a NUL-terminated name from user memory; returns (length, truncated).
@@ -340,7 +356,11 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
 /// can judge at this point, then emits it.
 #[inline(always)]
 fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
-    let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
+    let (Some(ev), Some(walk_a), Some(walk_b)) = (
+        FILE_SCRATCH.get_ptr_mut(0),
+        FILE_WALK.get_ptr_mut(0),
+        FILE_WALK.get_ptr_mut(1),
+    ) else {
         count(agent_common::counter::lost(hook::FILE_SYSCALL));
         if refuses(unjudged(t)) {
             kill_current();
@@ -348,7 +368,7 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
         return;
     };
     // SAFETY: per-CPU scratch owned by this program run.
-    let ev = unsafe { &mut *ev };
+    let (ev, walk_a, walk_b) = unsafe { (&mut *ev, &mut *walk_a, &mut *walk_b) };
     let via_lsm = if p.hook != file_hook::NONE {
         agent_common::flags::VIA_LSM
     } else {
@@ -373,24 +393,15 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
     };
     let object = fill_path(
         task,
+        walk_a,
         &mut ev.a,
         p.source_a,
         object_fd,
         p.dfd_a,
         &p.raw_a,
         p.raw_len_a,
-        p.raw_truncated_a,
     );
-    fill_path(
-        task,
-        &mut ev.b,
-        p.source_b,
-        -1,
-        p.dfd_b,
-        &p.raw_b,
-        p.raw_len_b,
-        p.raw_truncated_b,
-    );
+    fill_path(task, walk_b, &mut ev.b, p.source_b, -1, p.dfd_b, &p.raw_b, p.raw_len_b);
     let fmt = p.mode & S_IFMT;
     let device_node = p.op == file_op::MKNOD && (fmt == S_IFCHR || fmt == S_IFBLK);
     if p.op == file_op::MKNOD {
@@ -421,7 +432,7 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
             } else {
                 read_ptr(object, off!(file_f_inode)).unwrap_or_default()
             };
-            judge_object(t, inode, &ev.a.walked, &mut ev.obj)
+            judge_object(t, inode, walk_a, &mut ev.obj)
         } else {
             verdict::UNDECIDED
         };
@@ -433,9 +444,23 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
         }
         ev.header.verdict = judged;
     }
-    let ring = file_ring(ev.header.verdict);
-    let Some(mut slot) = reserve::<FileEvent>(ring, hook::FILE_SYSCALL) else {
-        // Counted by reserve. A record the daemon was to judge (a name-based call) is now
+    // The text: each path's walk, and its name where the path carries one.
+    let mut end = put_walk(&mut ev.text, 0, &mut ev.a, walk_a);
+    let (raw_a, truncated_a) = if carries_name(ev.a.source) {
+        (p.raw_len_a, p.raw_truncated_a)
+    } else {
+        (0, 0)
+    };
+    end = put_raw(&mut ev.text, end, &mut ev.a, p.raw_a.as_ptr(), raw_a, truncated_a);
+    end = put_walk(&mut ev.text, end, &mut ev.b, walk_b);
+    let (raw_b, truncated_b) = if carries_name(ev.b.source) {
+        (p.raw_len_b, p.raw_truncated_b)
+    } else {
+        (0, 0)
+    };
+    end = put_raw(&mut ev.text, end, &mut ev.b, p.raw_b.as_ptr(), raw_b, truncated_b);
+    if !send(file_ring(ev.header.verdict), ev, end, hook::FILE_SYSCALL) {
+        // Counted by send. A record the daemon was to judge (a name-based call) is now
         // judged by nobody: it gets the unjudged verdict here instead (fail closed).
         if ev.header.verdict & verdict::UNDECIDED != 0 {
             let v = unjudged(t);
@@ -443,61 +468,39 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
                 kill_current();
             }
         }
-        return;
-    };
-    // SAFETY: both are FileEvent-sized.
-    unsafe {
-        generated::bpf_probe_read_kernel(
-            slot.as_mut_ptr() as *mut c_void,
-            core::mem::size_of::<FileEvent>() as u32,
-            ev as *const FileEvent as *const c_void,
-        )
-    };
-    slot.submit(wake_flags(ring));
+    }
 }
 
-/// Fills one path of a record; returns the `struct file` walked as the object, if any.
+/// Fills the head of one path of a record and walks what it names into `walk` (left empty
+/// when nothing is walked); returns the `struct file` walked as the object, if any.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn fill_path(
     task: KPtr,
+    walk: &mut WalkedPath,
     out: &mut FilePath,
     source: u8,
     object_fd: i32,
     dfd: i32,
     raw: &[u8; RAW_PATH_LEN],
     raw_len: u16,
-    raw_truncated: u8,
 ) -> KPtr {
-    out._pad = 0;
-    out.raw_len = raw_len;
-    out.raw_truncated = raw_truncated;
-    if raw_len > 0 {
-        // SAFETY: both buffers are RAW_PATH_LEN bytes.
-        unsafe {
-            generated::bpf_probe_read_kernel(
-                out.raw.as_mut_ptr() as *mut c_void,
-                RAW_PATH_LEN as u32,
-                raw.as_ptr() as *const c_void,
-            )
-        };
-    }
     if source == path_source::NONE || source == path_source::NAME_ONLY {
         out.source = source;
-        walk_empty(&mut out.walked);
+        walk_empty(walk);
         return core::ptr::null();
     }
     if degraded(config::degraded::PATHS) {
         // No kernel objects to walk on this kernel: the name as passed, flagged.
         out.source = path_source::DIR_AND_NAME;
-        walk_unavailable(&mut out.walked);
+        walk_unavailable(walk);
         return core::ptr::null();
     }
     if object_fd >= 0
         && let Ok(file) = file_of_fd(task, object_fd)
     {
         out.source = path_source::OBJECT;
-        walk_path(file_path(file), &mut out.walked);
+        walk_path(file_path(file), walk);
         return file;
     }
     out.source = path_source::DIR_AND_NAME;
@@ -509,8 +512,8 @@ fn fill_path(
         file_of_fd(task, dfd).map(file_path)
     };
     match base {
-        Ok(path) => walk_path(path, &mut out.walked),
-        Err(_) => walk_empty(&mut out.walked),
+        Ok(path) => walk_path(path, walk),
+        Err(_) => walk_empty(walk),
     }
     core::ptr::null()
 }

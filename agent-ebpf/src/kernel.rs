@@ -234,27 +234,63 @@ fn is_some_ns_root(mnt: KPtr) -> bool {
     }
 }
 
+/// The fields of a `struct dentry` a walk reads: its parent and its name (`d_name`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DentryHead {
+    parent: KPtr,
+    /// `d_name.hash`, unused.
+    _hash: u32,
+    len: u32,
+    name: KPtr,
+}
+
+/// The parent, name length and name of `dentry`: one read where `d_parent` is followed by
+/// `d_name` (`struct qstr { u32 hash; u32 len; const char *name; }`), as in every kernel
+/// since 2.6 (`dense` says so), else three.
+#[inline(always)]
+fn dentry_head(
+    dentry: KPtr,
+    dense: bool,
+    d_parent_off: usize,
+    d_name_len_off: usize,
+    d_name_name_off: usize,
+) -> Result<DentryHead, i32> {
+    if dense {
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        return unsafe { bpf_probe_read_kernel(dentry.wrapping_add(d_parent_off) as *const DentryHead) };
+    }
+    Ok(DentryHead {
+        parent: read_ptr(dentry, d_parent_off)?,
+        _hash: 0,
+        len: read_u32(dentry, d_name_len_off)?,
+        name: read_ptr(dentry, d_name_name_off)?,
+    })
+}
+
 /// Phase 1 of a walk: the names met from the leaf up, left in per-CPU scratch memory.
 /// Loop-carried facts (count, flags) live in memory, not registers, so every state at the loop
 /// head looks alike to the verifier and it verifies the loop once per iteration, not once per
-/// combination of branches.
+/// combination of branches. Kernel reads are the cost of a walk: one per dentry, three per
+/// mount crossed.
 #[inline(always)]
 fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch, own_ns: bool) {
     let mnt_root_off = off!(vfsmount_mnt_root);
     let d_parent_off = off!(dentry_d_parent);
     let d_name_len_off = off!(dentry_d_name_len);
     let d_name_name_off = off!(dentry_d_name_name);
+    let dense = d_name_len_off == d_parent_off + 12 && d_name_name_off == d_parent_off + 16;
     let mount_mnt_off = off!(mount_mnt);
     let mnt_parent_off = off!(mount_mnt_parent);
     let mnt_mountpoint_off = off!(mount_mnt_mountpoint);
     let mut mnt = vfsmnt.wrapping_sub(mount_mnt_off);
     w.count = 0;
     w.flags = walk::TRUNCATED; // cleared when the root is reached
+    let Ok(mut mnt_root) = read_ptr(vfsmnt, mnt_root_off) else {
+        w.flags = walk::READ_ERROR;
+        return;
+    };
     for _ in 0..WALK_MAX_STEPS {
-        let (Ok(mnt_root), Ok(parent)) = (read_ptr(vfsmnt, mnt_root_off), read_ptr(dentry, d_parent_off)) else {
-            w.flags = walk::READ_ERROR;
-            return;
-        };
         if dentry == mnt_root {
             // Root of this mount: continue from the mountpoint in the parent mount.
             let (Ok(mparent), Ok(mountpoint)) = (read_ptr(mnt, mnt_parent_off), read_ptr(mnt, mnt_mountpoint_off))
@@ -272,9 +308,18 @@ fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch, own_ns
             dentry = mountpoint;
             mnt = mparent;
             vfsmnt = mnt.wrapping_add(mount_mnt_off);
+            let Ok(root) = read_ptr(vfsmnt, mnt_root_off) else {
+                w.flags = walk::READ_ERROR;
+                return;
+            };
+            mnt_root = root;
             continue;
         }
-        if dentry == parent {
+        let Ok(d) = dentry_head(dentry, dense, d_parent_off, d_name_len_off, d_name_name_off) else {
+            w.flags = walk::READ_ERROR;
+            return;
+        };
+        if dentry == d.parent {
             // Root of a filesystem that is not this mount's root: an unnamed object (pipefs,
             // sockfs, a memfd) or a tree mounted nowhere here.
             w.flags = walk::DETACHED;
@@ -284,14 +329,10 @@ fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch, own_ns
         if i >= WALK_MAX_STEPS as usize {
             return;
         }
-        let (Ok(len), Ok(name)) = (read_u32(dentry, d_name_len_off), read_ptr(dentry, d_name_name_off)) else {
-            w.flags = walk::READ_ERROR;
-            return;
-        };
-        w.len[i] = len;
-        w.name[i] = name as u64;
+        w.len[i] = d.len;
+        w.name[i] = d.name as u64;
         w.count += 1;
-        dentry = parent;
+        dentry = d.parent;
     }
 }
 
