@@ -833,6 +833,11 @@ pub struct PendingFile {
 /// `FilePath::raw_truncated` value: the caller's name could not be read.
 pub const RAW_UNREADABLE: u8 = 2;
 
+/// `PendingFile::raw_truncated_a` of an open: the name is not read at entry, only at exit
+/// where the record needs it (the open failed, or its fd no longer names the file); a
+/// successful open is reported by the file it opened. Never on the wire.
+pub const RAW_DEFERRED: u8 = 3;
+
 /// AT_FDCWD as passed in a dirfd argument.
 pub const AT_FDCWD: i32 = -100;
 

@@ -15,10 +15,11 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    AT_FDCWD, FilePath, Object, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, Tracked, WalkedPath, config,
+    AT_FDCWD, FilePath, Object, PendingFile, RAW_DEFERRED, RAW_PATH_LEN, RAW_UNREADABLE, Tracked, WalkedPath, config,
     contain::{S_IFBLK, S_IFCHR, S_IFMT, verdict},
     file_hook, file_op, hook, kind, path_source,
     syscalls::{self, Shape},
+    walk,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
@@ -250,12 +251,19 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
         Shape::FutimesAt => (p.op, p.dfd_a, name_a) = (file_op::UTIMES, a0 as i32, a1),
     }
     (p.ptr_a, p.ptr_b) = (name_a, name_b);
-    (p.raw_len_a, p.raw_truncated_a) = read_name(name_a, &mut p.raw_a);
+    (p.raw_len_a, p.raw_truncated_a) = if p.op == file_op::OPEN_WRITE && name_a != 0 {
+        (0, RAW_DEFERRED)
+    } else {
+        read_name(name_a, &mut p.raw_a)
+    };
     (p.raw_len_b, p.raw_truncated_b) = read_name(name_b, &mut p.raw_b);
     if PENDING.insert(&tid, &*p, 0).is_err() {
         // Fail closed: a call the kernel cannot follow is judged now, and recorded (with
         // the names as given: walking here would make this program too large to verify).
         count(agent_common::counter::PENDING_FULL);
+        if p.raw_truncated_a == RAW_DEFERRED {
+            (p.raw_len_a, p.raw_truncated_a) = read_name(name_a, &mut p.raw_a);
+        }
         let mut v = unjudged(t);
         if refuses(v) && kill_current() {
             v |= verdict::KILLED | verdict::AFTER_EFFECT;
@@ -338,11 +346,15 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
     if p.raw_truncated_b == RAW_UNREADABLE {
         (p.raw_len_b, p.raw_truncated_b) = read_name(p.ptr_b, &mut p.raw_b);
     }
+    // SAFETY: offset from this kernel's syscall tracepoint format.
+    let ret = unsafe { ctx.read_at::<i64>(tp!(sys_ret) as usize) }.unwrap_or(0);
+    // An open's name, where its record needs it: a failed open has no file to report.
+    if p.raw_truncated_a == RAW_DEFERRED && ret < 0 {
+        (p.raw_len_a, p.raw_truncated_a) = read_name(p.ptr_a, &mut p.raw_a);
+    }
     if p.raw_truncated_a == RAW_UNREADABLE || p.raw_truncated_b == RAW_UNREADABLE {
         count(agent_common::counter::READ_ERROR);
     }
-    // SAFETY: offset from this kernel's syscall tracepoint format.
-    let ret = unsafe { ctx.read_at::<i64>(tp!(sys_ret) as usize) }.unwrap_or(0);
     let tgid = (pid_tgid >> 32) as u32;
     // The process may have left the map (exited) between entry and exit.
     if let Some(t) = tracked(tgid) {
@@ -355,7 +367,7 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
 /// Builds the record of call `p` (returned `ret`) in per-CPU scratch, judges what the kernel
 /// can judge at this point, then emits it.
 #[inline(always)]
-fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
+fn report(pid_tgid: u64, t: &Tracked, p: &mut PendingFile, ret: i64) {
     let (Some(ev), Some(walk_a), Some(walk_b)) = (
         FILE_SCRATCH.get_ptr_mut(0),
         FILE_WALK.get_ptr_mut(0),
@@ -391,17 +403,21 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
     } else {
         p.fd
     };
-    let object = fill_path(
-        task,
-        walk_a,
-        &mut ev.a,
-        p.source_a,
-        object_fd,
-        p.dfd_a,
-        &p.raw_a,
-        p.raw_len_a,
-    );
-    fill_path(task, walk_b, &mut ev.b, p.source_b, -1, p.dfd_b, &p.raw_b, p.raw_len_b);
+    let object = fill_path(task, walk_a, &mut ev.a, p.source_a, object_fd);
+    if ev.a.source == path_source::DIR_AND_NAME && p.raw_truncated_a == RAW_DEFERRED {
+        // The opened file is out of reach (another thread closed its fd already): the name.
+        (p.raw_len_a, p.raw_truncated_a) = read_name(p.ptr_a, &mut p.raw_a);
+        if p.raw_truncated_a == RAW_UNREADABLE {
+            count(agent_common::counter::READ_ERROR);
+        }
+    }
+    if ev.a.source == path_source::DIR_AND_NAME {
+        walk_base(task, walk_a, p.dfd_a, &p.raw_a, p.raw_len_a);
+    }
+    fill_path(task, walk_b, &mut ev.b, p.source_b, -1);
+    if ev.b.source == path_source::DIR_AND_NAME {
+        walk_base(task, walk_b, p.dfd_b, &p.raw_b, p.raw_len_b);
+    }
     let fmt = p.mode & S_IFMT;
     let device_node = p.op == file_op::MKNOD && (fmt == S_IFCHR || fmt == S_IFBLK);
     if p.op == file_op::MKNOD {
@@ -471,23 +487,14 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
     }
 }
 
-/// Fills the head of one path of a record and walks what it names into `walk` (left empty
-/// when nothing is walked); returns the `struct file` walked as the object, if any.
+/// Fills the head of one path of a record and walks the object it names into `walk`: the
+/// file behind `object_fd` where there is one (returned), else nothing (the caller walks
+/// the directory of a [`path_source::DIR_AND_NAME`] path with [`walk_base`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn fill_path(
-    task: KPtr,
-    walk: &mut WalkedPath,
-    out: &mut FilePath,
-    source: u8,
-    object_fd: i32,
-    dfd: i32,
-    raw: &[u8; RAW_PATH_LEN],
-    raw_len: u16,
-) -> KPtr {
+fn fill_path(task: KPtr, walk: &mut WalkedPath, out: &mut FilePath, source: u8, object_fd: i32) -> KPtr {
+    walk_empty(walk);
     if source == path_source::NONE || source == path_source::NAME_ONLY {
         out.source = source;
-        walk_empty(walk);
         return core::ptr::null();
     }
     if degraded(config::degraded::PATHS) {
@@ -504,6 +511,17 @@ fn fill_path(
         return file;
     }
     out.source = path_source::DIR_AND_NAME;
+    core::ptr::null()
+}
+
+/// Walks the directory the name `raw` is resolved from into `walk`: the process root for an
+/// absolute name, the cwd, or the directory behind `dfd`. Left as it is where path walking
+/// is off on this kernel.
+#[inline(always)]
+fn walk_base(task: KPtr, walk: &mut WalkedPath, dfd: i32, raw: &[u8; RAW_PATH_LEN], raw_len: u16) {
+    if walk.flags & walk::UNAVAILABLE != 0 {
+        return;
+    }
     let base = if raw_len > 0 && raw[0] == b'/' {
         fs_path(task, true)
     } else if dfd == AT_FDCWD {
@@ -515,5 +533,4 @@ fn fill_path(
         Ok(path) => walk_path(path, walk),
         Err(_) => walk_empty(walk),
     }
-    core::ptr::null()
 }
