@@ -10,18 +10,13 @@
 //! PENDING entry; with no watched syscall in flight (an O_CREAT open, whose record file_open
 //! makes once the file exists; io_uring) the hook records the operation itself: always when
 //! it refuses, and an allowed one unless another record already covers it.
-use core::ffi::c_void;
 
 use agent_common::{
     AT_FDCWD, NO_SYSCALL, Object, PendingFile, Tracked,
     contain::{S_IFBLK, S_IFCHR, S_IFMT, S_IFREG, class, verdict},
     file_hook, file_op, hook, kind, path_source,
 };
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
 
 use crate::{
     contain::{judge_device, judge_object, judge_path, kill_current, kills, lsm_answer, refuses, unjudged},
