@@ -17,7 +17,6 @@ mod lsm;
 mod lsm_path;
 mod maps;
 mod net;
-mod record;
 mod sandbox;
 mod sock;
 mod uring;

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use agent_common::{
-    ExecEvent, FILE_TEXT_OFFSET, FileEvent, FilePath, Header, NetEvent, SandboxEvent, UnixEvent, UringEvent, WALK_MAIN,
-    WalkedPath, file_op, hook, kind, net_op, uring_op,
+    ExecEvent, FileEvent, FilePath, Header, NetEvent, SandboxEvent, UnixEvent, UringEvent, WALK_MAIN, WalkedPath,
+    file_op, hook, kind, net_op, uring_op,
 };
 use serde_json::json;
 use tether::fuzzing::{self, ISSUER, NOW, TARGETS};
@@ -95,27 +95,14 @@ fn walked(s: &[u8]) -> WalkedPath {
     w
 }
 
-/// File record `f` as the kernel sends it, its paths the objects `a` and `b` (if any): the
-/// fixed part, then the walked texts.
-fn file_record(f: &mut FileEvent, a: &[u8], b: Option<&[u8]>) -> Vec<u8> {
-    let mut text = a.to_vec();
-    f.a = FilePath {
-        walked_len: a.len() as u16,
-        source: agent_common::path_source::OBJECT,
-        ..FilePath::default()
-    };
-    f.b = FilePath::default();
-    if let Some(b) = b {
-        text.extend_from_slice(b);
-        f.b = FilePath {
-            walked_len: b.len() as u16,
-            source: agent_common::path_source::OBJECT,
-            ..FilePath::default()
-        };
-    }
-    let mut out = bytes_of(f)[..FILE_TEXT_OFFSET].to_vec();
-    out.extend_from_slice(&text);
-    out
+fn file_path(s: &[u8]) -> FilePath {
+    let mut p: FilePath = zeroed();
+    p.walked = walked(s);
+    let n = s.len().min(p.raw.len());
+    p.raw[..n].copy_from_slice(&s[..n]);
+    p.raw_len = n as u16;
+    p.source = agent_common::path_source::OBJECT;
+    p
 }
 
 /// One record of each kind, with hostile strings where the agent chooses them.
@@ -158,11 +145,12 @@ fn records() -> Vec<(&'static str, Vec<u8>)> {
     f.header = header(kind::FILE, hook::FILE_SYSCALL);
     f.op = file_op::OPEN_WRITE;
     f.syscall_nr = 257;
-    let a = format!("/etc/{HOSTILE}");
-    out.push(("file-open", file_record(&mut f, a.as_bytes(), None)));
+    f.a = file_path(format!("/etc/{HOSTILE}").as_bytes());
+    out.push(("file-open", bytes_of(&f)));
     f.op = file_op::RENAME;
     f.header.hook = hook::LSM_PATH;
-    out.push(("file-rename", file_record(&mut f, a.as_bytes(), Some(b"/etc/passwd"))));
+    f.b = file_path(b"/etc/passwd");
+    out.push(("file-rename", bytes_of(&f)));
 
     let mut u: UnixEvent = zeroed();
     u.header = header(kind::UNIX, hook::LSM_UNIX);
