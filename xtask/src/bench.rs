@@ -178,22 +178,28 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Some(compare::run(list, rounds, sizes, &me)?)
     };
     let runs = flood_rounds(&bins, &me, rounds, events)?;
-    let mut report = report(&bins, &runs, events, rounds, &load_before, started.elapsed());
     let out = crate::target_dir().join("bench");
     std::fs::create_dir_all(&out)?;
-    if let Some(c) = &compared {
-        let mut part = String::new();
-        c.report(&mut part);
-        let chart = compare::chart_path();
-        std::fs::write(&chart, c.svg()).with_context(|| format!("writing {}", chart.display()))?;
-        let _ = writeln!(part, "Chart: `{}`.\n", chart.display());
-        // The comparison first, after the title and the setup paragraph.
-        let at = report.find("| tether |").unwrap_or(report.len());
-        report.insert_str(
-            at,
-            &format!("{part}## The flood: daemon CPU per event, sustained rate\n\n"),
-        );
-    }
+    let comparison = match &compared {
+        Some(c) => {
+            let mut part = String::new();
+            c.report(&mut part);
+            let chart = compare::chart_path();
+            std::fs::write(&chart, c.svg()).with_context(|| format!("writing {}", chart.display()))?;
+            let _ = writeln!(part, "Chart: `{}`.\n", chart.display());
+            Some(part)
+        }
+        None => None,
+    };
+    let report = report(
+        &bins,
+        &runs,
+        events,
+        rounds,
+        &load_before,
+        started.elapsed(),
+        comparison.as_deref(),
+    );
     print!("{report}");
     let file = out.join("bench.md");
     std::fs::write(&file, &report).with_context(|| format!("writing {}", file.display()))?;
@@ -365,17 +371,7 @@ impl Daemon {
         for v in DAEMON_ENV {
             cmd.env_remove(v);
         }
-        // SAFETY: only prctl between fork and exec. A bench killed outright takes its daemon
-        // with it (SIGTERM: it detaches), so nothing stays attached.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().with_context(|| format!("starting {} run", bin.display()))?;
+        let child = spawn(&mut cmd, libc::SIGTERM)?;
         let mut daemon = Daemon {
             bin: bin.to_path_buf(),
             child,
@@ -501,21 +497,7 @@ impl Daemon {
 
     /// SIGTERM, then SIGKILL after 30 s; the exit status if it exited by itself.
     fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        if let Ok(Some(s)) = self.child.try_wait() {
-            return Some(s);
-        }
-        // SAFETY: kill(2) on our own child, which has not been reaped (try_wait said so).
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
+        end(&mut self.child, libc::SIGTERM)
     }
 }
 
@@ -523,6 +505,40 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// A child started with `sig` as its parent-death signal, so a bench that dies takes it along
+/// (a daemon gets SIGTERM: it detaches, so nothing stays attached).
+fn spawn(cmd: &mut Command, sig: i32) -> anyhow::Result<Child> {
+    // SAFETY: only prctl between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("starting {cmd:?}"))
+}
+
+/// Signals `child` and waits up to 30 s for it (then SIGKILL); its exit status.
+fn end(child: &mut Child, sig: i32) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(s)) = child.try_wait() {
+        return Some(s);
+    }
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 /// A directory under the system's temporary directory, removed with everything in it when
@@ -618,8 +634,17 @@ fn min_max(v: &[f64]) -> (f64, f64) {
     })
 }
 
-/// The markdown report: the summary per binary (median, min–max over the rounds), then every run.
-fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str, took: Duration) -> String {
+/// The markdown report: the setup, the comparison (rendered by [`compare`]) where there is one,
+/// then the flood's summary per binary (median, min–max over the rounds) and every run.
+fn report(
+    bins: &[PathBuf],
+    runs: &[Run],
+    events: u64,
+    rounds: usize,
+    load: &str,
+    took: Duration,
+    comparison: Option<&str>,
+) -> String {
     let mut s = String::new();
     let cmd = |args: &[&str]| crate::stdout_of(Command::new(args[0]).args(&args[1..])).unwrap_or_default();
     let _ = writeln!(s, "# Tether's benchmark\n");
@@ -636,6 +661,9 @@ fn report(bins: &[PathBuf], runs: &[Run], events: u64, rounds: usize, load: &str
         flood_base().display(),
         took.as_secs_f64()
     );
+    if let Some(c) = comparison {
+        let _ = write!(s, "{c}## The flood: daemon CPU per event, sustained rate\n\n");
+    }
     let _ = writeln!(
         s,
         "| tether | µs daemon CPU / event written | min–max | events written / s | events written | lost (ring full) | daemon CPU (cores) | flood opens / s | bytes / audit line | bytes / kernel record | daemon peak RSS (MiB) |"

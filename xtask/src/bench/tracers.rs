@@ -9,7 +9,6 @@
 //!
 //! Each is started fresh per round and stopped after it, its start-to-attached time measured.
 use std::{
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -17,7 +16,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use super::{Daemon, TempDir};
+use super::{Daemon, TempDir, end, spawn};
 
 /// The login uid a tracked workload takes under auditd (no real user has it).
 const AUDIT_UID: u32 = 47_000;
@@ -199,39 +198,6 @@ pub fn hwm(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmHWM in /proc/PID/status")
-}
-
-/// A child started with SIGTERM as its parent-death signal, so a bench that dies takes it along.
-fn spawn(cmd: &mut Command, sig: i32) -> anyhow::Result<Child> {
-    // SAFETY: only prctl between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, sig) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().with_context(|| format!("starting {cmd:?}"))
-}
-
-/// Signals `child` and waits up to 30 s for it (then SIGKILL); its exit status.
-fn end(child: &mut Child, sig: i32) -> Option<std::process::ExitStatus> {
-    if let Ok(Some(s)) = child.try_wait() {
-        return Some(s);
-    }
-    // SAFETY: kill(2) on our own child, not yet reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(30) {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 /// A cgroup v2 directory of the bench's own, removed when dropped (once empty).
