@@ -740,17 +740,22 @@ pub(crate) mod testing {
         }
     }
 
+    /// A process of uid 1000 as /proc would show it; its comm is argv[0].
+    pub fn snapshot(pid: u32, ppid: u32, start: u64, exe: &str, argv: &[&str]) -> ProcSnapshot {
+        ProcSnapshot {
+            pid,
+            ppid,
+            start,
+            exe: exe.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            comm: argv[0].into(),
+            uid: 1000,
+        }
+    }
+
     pub fn table_with_root() -> (ProcessTable, ProcInfo) {
         let mut t = ProcessTable::new(100);
-        let snap = ProcSnapshot {
-            pid: 42,
-            ppid: 1,
-            start: 500,
-            exe: "/usr/bin/bash".into(),
-            argv: vec!["bash".into(), "run.sh".into()],
-            comm: "bash".into(),
-            uid: 1000,
-        };
+        let snap = snapshot(42, 1, 500, "/usr/bin/bash", &["bash", "run.sh"]);
         let k = t.insert_snapshot(&snap, Reason::Registered, None);
         let p = t.get(&k).unwrap().clone();
         (t, p)
@@ -1210,32 +1215,10 @@ mod tests {
     #[test]
     fn a_compact_event_refers_to_the_full_form_by_process_uid() {
         let mut t = ProcessTable::new(100);
-        let root = t.insert_snapshot(
-            &crate::lineage::ProcSnapshot {
-                pid: 40,
-                ppid: 1,
-                start: 400,
-                exe: "/usr/bin/agent".into(),
-                argv: vec!["agent".into(), "--serve".into()],
-                comm: "agent".into(),
-                uid: 1000,
-            },
-            crate::lineage::Reason::Registered,
-            None,
-        );
-        let k = t.insert_snapshot(
-            &crate::lineage::ProcSnapshot {
-                pid: 42,
-                ppid: 40,
-                start: 500,
-                exe: "/usr/bin/bash".into(),
-                argv: vec!["bash".into(), "run.sh".into()],
-                comm: "bash".into(),
-                uid: 1000,
-            },
-            crate::lineage::Reason::Adopted,
-            Some(root),
-        );
+        let agent = snapshot(40, 1, 400, "/usr/bin/agent", &["agent", "--serve"]);
+        let root = t.insert_snapshot(&agent, crate::lineage::Reason::Registered, None);
+        let bash = snapshot(42, 40, 500, "/usr/bin/bash", &["bash", "run.sh"]);
+        let k = t.insert_snapshot(&bash, crate::lineage::Reason::Adopted, Some(root));
         let p = t.get(&k).unwrap().clone();
         let chain = vec!["alice".to_string(), "agent".to_string()];
         let view = TaskView {
