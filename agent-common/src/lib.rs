@@ -53,6 +53,9 @@ pub const RING_ALERT_BYTES: u32 = 2 << 20;
 /// it records are submitted without a wakeup and the reader drains on a short timer (one
 /// wakeup per event is what makes tracers expensive, see shared/PERFORMANCE.md).
 pub const RING_WAKE_BYTES: u64 = 256 << 10;
+/// Past [`RING_WAKE_BYTES`], the producer wakes the reader once per this many bytes written
+/// (a power of two), not once per record.
+pub const RING_WAKE_STEP: u64 = 64 << 10;
 
 /// Stable ids of ring-buffer record kinds (first field of every record). Never renumber.
 pub mod kind {
@@ -712,20 +715,24 @@ pub mod path_source {
     pub const NAME_ONLY: u8 = 3;
 }
 
-/// One path argument of a file operation.
+/// One path argument of a file record: where its text comes from and how long each part is.
+/// The text itself is in the record's [`FileEvent::text`], which holds `a`'s walked text,
+/// `a`'s name as passed, `b`'s walked text and `b`'s name, in that order, without gaps.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FilePath {
-    pub walked: WalkedPath,
-    pub raw: [u8; RAW_PATH_LEN],
-    /// Valid bytes of `raw` (without the NUL).
+    /// Bytes of the walked text (at most [`WALK_MAIN`]; 0 when nothing was walked).
+    pub walked_len: u16,
+    /// [`walk`] flags of the walk.
+    pub walk_flags: u16,
+    /// Bytes of the name as passed (at most `RAW_PATH_LEN - 1`; without the NUL). Only
+    /// [`path_source::DIR_AND_NAME`] and [`path_source::NAME_ONLY`] carry it.
     pub raw_len: u16,
     /// [`path_source`].
     pub source: u8,
-    /// 1 when `raw` was cut at [`RAW_PATH_LEN`]; [`RAW_UNREADABLE`] when the name could not be
+    /// 1 when the name was cut at [`RAW_PATH_LEN`]; [`RAW_UNREADABLE`] when it could not be
     /// read from the caller's memory at all.
     pub raw_truncated: u8,
-    pub _pad: u32,
 }
 
 /// `FileEvent::syscall_nr` of a record made by an LSM hook (no syscall context).
@@ -762,7 +769,16 @@ pub struct FileEvent {
     pub a: FilePath,
     /// The destination of a rename/link, or a symlink's target text.
     pub b: FilePath,
+    /// The paths' text (see [`FilePath`]). Records are variable-size: a ring record is
+    /// [`FILE_TEXT_OFFSET`] bytes plus the text's used bytes, never the whole array.
+    pub text: [u8; FILE_TEXT_LEN],
 }
+
+/// Where [`FileEvent::text`] starts: the fixed part of a file record.
+pub const FILE_TEXT_OFFSET: usize = core::mem::offset_of!(FileEvent, text);
+/// Room for the text of a file record: two walks of at most [`WALK_MAIN`] bytes and two names
+/// of at most `RAW_PATH_LEN - 1` (2558 bytes), rounded up.
+pub const FILE_TEXT_LEN: usize = 2 * (WALK_MAIN + RAW_PATH_LEN);
 
 /// The inode a file operation acts on, as the kernel judged it: a device node is judged as
 /// the device it names, a regular file with more than one hard link cannot be judged by one
@@ -817,6 +833,11 @@ pub struct PendingFile {
 /// `FilePath::raw_truncated` value: the caller's name could not be read.
 pub const RAW_UNREADABLE: u8 = 2;
 
+/// `PendingFile::raw_truncated_a` of an open: the name is not read at entry, only at exit
+/// where the record needs it (the open failed, or its fd no longer names the file); a
+/// successful open is reported by the file it opened. Never on the wire.
+pub const RAW_DEFERRED: u8 = 3;
+
 /// AT_FDCWD as passed in a dirfd argument.
 pub const AT_FDCWD: i32 = -100;
 
@@ -835,8 +856,9 @@ const _: () = {
     assert!(size_of::<UnixEvent>() == 80 + 8 + UNIX_NAME_LEN + 4 + size_of::<WalkedPath>());
     assert!(size_of::<UringEvent>() == 88);
     assert!(size_of::<SandboxEvent>() == 96);
-    assert!(size_of::<FilePath>() == size_of::<WalkedPath>() + RAW_PATH_LEN + 8);
-    assert!(size_of::<FileEvent>() == 80 + 48 + 2 * size_of::<FilePath>());
+    assert!(size_of::<FilePath>() == 8);
+    assert!(FILE_TEXT_OFFSET == 80 + 48 + 2 * size_of::<FilePath>());
+    assert!(size_of::<FileEvent>() == FILE_TEXT_OFFSET + FILE_TEXT_LEN);
     assert!(size_of::<PendingFile>() == 72 + 2 * RAW_PATH_LEN);
     assert!(size_of::<PendingExec>() == 16);
     assert!(size_of::<PendingSock>() == 24);
@@ -848,6 +870,7 @@ const _: () = {
     assert!(ARGV_LEN.is_power_of_two());
     assert!(RAW_PATH_LEN.is_power_of_two());
     assert!(FILENAME_LEN.is_power_of_two());
+    assert!(RING_WAKE_STEP.is_power_of_two());
 };
 
 #[cfg(feature = "user")]

@@ -24,7 +24,7 @@ use crate::{
     lsm::{CHECKED, REPORTED},
     maps::{
         CONFIG, EXEC_CHECKED, EXEC_PENDING, EXEC_WALK, POD_GUARDS, PROC_EVENTS, SELECT_CGROUP, SELECT_COMM, SELECT_EXE,
-        SELECT_UID, TRACKED, active, config_value64, count, degraded, reserve, self_tgid, tracked, wake_flags,
+        SELECT_UID, TRACKED, active, config_value64, count, degraded, reserve, self_tgid, tracked, wake_flags_of,
     },
 };
 
@@ -179,7 +179,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             ev.filename_len = (n - 1) as u32;
         }
     }
-    slot.submit(wake_flags(&PROC_EVENTS));
+    slot.submit(wake_flags_of::<ExecEvent>(&PROC_EVENTS));
     0
 }
 
@@ -392,6 +392,6 @@ pub fn sys_exit_execve(ctx: TracePointContext) -> u32 {
         Ok(dir) => walk_path(dir, &mut ev.exe),
         Err(_) => walk_empty(&mut ev.exe),
     }
-    slot.submit(wake_flags(&PROC_EVENTS));
+    slot.submit(wake_flags_of::<ExecEvent>(&PROC_EVENTS));
     0
 }

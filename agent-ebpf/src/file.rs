@@ -15,10 +15,11 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    AT_FDCWD, FileEvent, FilePath, Object, PendingFile, RAW_PATH_LEN, RAW_UNREADABLE, Tracked, config,
+    AT_FDCWD, FilePath, Object, PendingFile, RAW_DEFERRED, RAW_PATH_LEN, RAW_UNREADABLE, Tracked, WalkedPath, config,
     contain::{S_IFBLK, S_IFCHR, S_IFMT, verdict},
     file_hook, file_op, hook, kind, path_source,
     syscalls::{self, Shape},
+    walk,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
@@ -32,7 +33,8 @@ use crate::{
         KPtr, current_task, file_of_fd, file_path, fill_header, fs_path, off, read_ptr, tp, walk_empty, walk_path,
         walk_unavailable,
     },
-    maps::{FILE_SCRATCH, PENDING, SCRATCH, count, degraded, file_ring, reserve, tracked, wake_flags},
+    maps::{FILE_SCRATCH, FILE_WALK, PENDING, SCRATCH, count, degraded, file_ring, tracked},
+    record::{carries_name, put_raw, put_walk, send},
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -54,10 +56,34 @@ pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A sys_enter record's number and arguments (`int __syscall_nr; unsigned long args[6];`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SysEnter {
+    nr: i64,
+    args: [u64; 6],
+}
+
+/// The syscall number and arguments of a sys_enter record: one read where the arguments
+/// follow the number as in every kernel's format, else one read each.
 #[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // SAFETY: offsets from this kernel's syscall tracepoint format.
-    unsafe { ctx.read_at::<u64>(tp!(sys_args) as usize + 8 * n) }.unwrap_or(0)
+fn sys_enter(ctx: &TracePointContext) -> Result<SysEnter, i32> {
+    let (nr_off, args_off) = (tp!(sys_nr) as usize, tp!(sys_args) as usize);
+    if args_off == nr_off + 8 {
+        // SAFETY: offsets from this kernel's syscall tracepoint format.
+        return unsafe { ctx.read_at::<SysEnter>(nr_off) };
+    }
+    // SAFETY: as above.
+    let nr = unsafe { ctx.read_at::<i32>(nr_off) }?;
+    let mut r = SysEnter {
+        nr: nr as i64,
+        args: [0; 6],
+    };
+    for (n, a) in r.args.iter_mut().enumerate().take(5) {
+        // SAFETY: as above.
+        *a = unsafe { ctx.read_at::<u64>(args_off + 8 * n) }.unwrap_or(0);
+    }
+    Ok(r)
 }
 
 /// The kernel's dev_t (major << 20 | minor) from mknod's `dev` (new_decode_dev).
@@ -71,8 +97,8 @@ fn kernel_dev(dev: u32) -> u32 {
 #[inline(always)]
 fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32> {
     let tid = pid_tgid as u32;
-    // SAFETY: offset from this kernel's syscall tracepoint format.
-    let nr = unsafe { ctx.read_at::<i32>(tp!(sys_nr) as usize) }? as u32;
+    let call = sys_enter(ctx)?;
+    let nr = call.nr as i32 as u32;
     let Some(sc) = syscalls::by_nr(nr) else {
         return Ok(());
     };
@@ -98,7 +124,7 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
     p.dfd_b = AT_FDCWD;
     p.source_a = path_source::DIR_AND_NAME;
     p.source_b = path_source::NONE;
-    let (a0, a1, a2, a3, a4) = (arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 3), arg(ctx, 4));
+    let [a0, a1, a2, a3, a4, _] = call.args;
     // (dirfd, name) pointers of path a and b.
     let mut name_a: u64 = 0;
     let mut name_b: u64 = 0;
@@ -225,12 +251,19 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
         Shape::FutimesAt => (p.op, p.dfd_a, name_a) = (file_op::UTIMES, a0 as i32, a1),
     }
     (p.ptr_a, p.ptr_b) = (name_a, name_b);
-    (p.raw_len_a, p.raw_truncated_a) = read_name(name_a, &mut p.raw_a);
+    (p.raw_len_a, p.raw_truncated_a) = if p.op == file_op::OPEN_WRITE && name_a != 0 {
+        (0, RAW_DEFERRED)
+    } else {
+        read_name(name_a, &mut p.raw_a)
+    };
     (p.raw_len_b, p.raw_truncated_b) = read_name(name_b, &mut p.raw_b);
     if PENDING.insert(&tid, &*p, 0).is_err() {
         // Fail closed: a call the kernel cannot follow is judged now, and recorded (with
         // the names as given: walking here would make this program too large to verify).
         count(agent_common::counter::PENDING_FULL);
+        if p.raw_truncated_a == RAW_DEFERRED {
+            (p.raw_len_a, p.raw_truncated_a) = read_name(name_a, &mut p.raw_a);
+        }
         let mut v = unjudged(t);
         if refuses(v) && kill_current() {
             v |= verdict::KILLED | verdict::AFTER_EFFECT;
@@ -243,12 +276,12 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, t: &Tracked) -> Result<(), i32>
 /// The record of a call the kernel could not follow to its exit: its names as given.
 #[inline(never)]
 fn unfollowed(pid_tgid: u64, t: &Tracked, p: &PendingFile, judged: u32) {
-    let ring = file_ring(judged);
-    let Some(mut slot) = reserve::<FileEvent>(ring, hook::FILE_SYSCALL) else {
+    let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
+        count(agent_common::counter::lost(hook::FILE_SYSCALL));
         return;
     };
-    // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
-    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
     fill_header(&mut ev.header, kind::FILE, hook::FILE_SYSCALL, pid_tgid, t, 0);
     ev.header.verdict = judged;
     ev.op = p.op;
@@ -260,29 +293,20 @@ fn unfollowed(pid_tgid: u64, t: &Tracked, p: &PendingFile, judged: u32) {
     ev.uid = p.uid;
     ev.gid = p.gid;
     ev.obj = Object::default();
-    for (out, raw, len, truncated) in [
+    let mut end = 0;
+    for (head, raw, len, truncated) in [
         (&mut ev.a, &p.raw_a, p.raw_len_a, p.raw_truncated_a),
         (&mut ev.b, &p.raw_b, p.raw_len_b, p.raw_truncated_b),
     ] {
-        out.source = if len > 0 {
+        head.source = if len > 0 {
             path_source::NAME_ONLY
         } else {
             path_source::NONE
         };
-        out.raw_len = len;
-        out.raw_truncated = truncated;
-        out._pad = 0;
-        walk_empty(&mut out.walked);
-        // SAFETY: both buffers are RAW_PATH_LEN bytes.
-        unsafe {
-            generated::bpf_probe_read_kernel(
-                out.raw.as_mut_ptr() as *mut c_void,
-                RAW_PATH_LEN as u32,
-                raw.as_ptr() as *const c_void,
-            )
-        };
+        end = put_walk(&mut ev.text, end, head, core::ptr::null());
+        end = put_raw(&mut ev.text, end, head, raw.as_ptr(), len, truncated);
     }
-    slot.submit(wake_flags(ring));
+    send(file_ring(judged), ev, end, hook::FILE_SYSCALL);
 }
 
 /// Copies a NUL-terminated name from user memory; returns (length, truncated).
@@ -322,11 +346,15 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
     if p.raw_truncated_b == RAW_UNREADABLE {
         (p.raw_len_b, p.raw_truncated_b) = read_name(p.ptr_b, &mut p.raw_b);
     }
+    // SAFETY: offset from this kernel's syscall tracepoint format.
+    let ret = unsafe { ctx.read_at::<i64>(tp!(sys_ret) as usize) }.unwrap_or(0);
+    // An open's name, where its record needs it: a failed open has no file to report.
+    if p.raw_truncated_a == RAW_DEFERRED && ret < 0 {
+        (p.raw_len_a, p.raw_truncated_a) = read_name(p.ptr_a, &mut p.raw_a);
+    }
     if p.raw_truncated_a == RAW_UNREADABLE || p.raw_truncated_b == RAW_UNREADABLE {
         count(agent_common::counter::READ_ERROR);
     }
-    // SAFETY: offset from this kernel's syscall tracepoint format.
-    let ret = unsafe { ctx.read_at::<i64>(tp!(sys_ret) as usize) }.unwrap_or(0);
     let tgid = (pid_tgid >> 32) as u32;
     // The process may have left the map (exited) between entry and exit.
     if let Some(t) = tracked(tgid) {
@@ -339,8 +367,12 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
 /// Builds the record of call `p` (returned `ret`) in per-CPU scratch, judges what the kernel
 /// can judge at this point, then emits it.
 #[inline(always)]
-fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
-    let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
+fn report(pid_tgid: u64, t: &Tracked, p: &mut PendingFile, ret: i64) {
+    let (Some(ev), Some(walk_a), Some(walk_b)) = (
+        FILE_SCRATCH.get_ptr_mut(0),
+        FILE_WALK.get_ptr_mut(0),
+        FILE_WALK.get_ptr_mut(1),
+    ) else {
         count(agent_common::counter::lost(hook::FILE_SYSCALL));
         if refuses(unjudged(t)) {
             kill_current();
@@ -348,7 +380,7 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
         return;
     };
     // SAFETY: per-CPU scratch owned by this program run.
-    let ev = unsafe { &mut *ev };
+    let (ev, walk_a, walk_b) = unsafe { (&mut *ev, &mut *walk_a, &mut *walk_b) };
     let via_lsm = if p.hook != file_hook::NONE {
         agent_common::flags::VIA_LSM
     } else {
@@ -371,26 +403,21 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
     } else {
         p.fd
     };
-    let object = fill_path(
-        task,
-        &mut ev.a,
-        p.source_a,
-        object_fd,
-        p.dfd_a,
-        &p.raw_a,
-        p.raw_len_a,
-        p.raw_truncated_a,
-    );
-    fill_path(
-        task,
-        &mut ev.b,
-        p.source_b,
-        -1,
-        p.dfd_b,
-        &p.raw_b,
-        p.raw_len_b,
-        p.raw_truncated_b,
-    );
+    let object = fill_path(task, walk_a, &mut ev.a, p.source_a, object_fd);
+    if ev.a.source == path_source::DIR_AND_NAME && p.raw_truncated_a == RAW_DEFERRED {
+        // The opened file is out of reach (another thread closed its fd already): the name.
+        (p.raw_len_a, p.raw_truncated_a) = read_name(p.ptr_a, &mut p.raw_a);
+        if p.raw_truncated_a == RAW_UNREADABLE {
+            count(agent_common::counter::READ_ERROR);
+        }
+    }
+    if ev.a.source == path_source::DIR_AND_NAME {
+        walk_base(task, walk_a, p.dfd_a, &p.raw_a, p.raw_len_a);
+    }
+    fill_path(task, walk_b, &mut ev.b, p.source_b, -1);
+    if ev.b.source == path_source::DIR_AND_NAME {
+        walk_base(task, walk_b, p.dfd_b, &p.raw_b, p.raw_len_b);
+    }
     let fmt = p.mode & S_IFMT;
     let device_node = p.op == file_op::MKNOD && (fmt == S_IFCHR || fmt == S_IFBLK);
     if p.op == file_op::MKNOD {
@@ -421,7 +448,7 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
             } else {
                 read_ptr(object, off!(file_f_inode)).unwrap_or_default()
             };
-            judge_object(t, inode, &ev.a.walked, &mut ev.obj)
+            judge_object(t, inode, walk_a, &mut ev.obj)
         } else {
             verdict::UNDECIDED
         };
@@ -433,9 +460,23 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
         }
         ev.header.verdict = judged;
     }
-    let ring = file_ring(ev.header.verdict);
-    let Some(mut slot) = reserve::<FileEvent>(ring, hook::FILE_SYSCALL) else {
-        // Counted by reserve. A record the daemon was to judge (a name-based call) is now
+    // The text: each path's walk, and its name where the path carries one.
+    let mut end = put_walk(&mut ev.text, 0, &mut ev.a, walk_a);
+    let (raw_a, truncated_a) = if carries_name(ev.a.source) {
+        (p.raw_len_a, p.raw_truncated_a)
+    } else {
+        (0, 0)
+    };
+    end = put_raw(&mut ev.text, end, &mut ev.a, p.raw_a.as_ptr(), raw_a, truncated_a);
+    end = put_walk(&mut ev.text, end, &mut ev.b, walk_b);
+    let (raw_b, truncated_b) = if carries_name(ev.b.source) {
+        (p.raw_len_b, p.raw_truncated_b)
+    } else {
+        (0, 0)
+    };
+    end = put_raw(&mut ev.text, end, &mut ev.b, p.raw_b.as_ptr(), raw_b, truncated_b);
+    if !send(file_ring(ev.header.verdict), ev, end, hook::FILE_SYSCALL) {
+        // Counted by send. A record the daemon was to judge (a name-based call) is now
         // judged by nobody: it gets the unjudged verdict here instead (fail closed).
         if ev.header.verdict & verdict::UNDECIDED != 0 {
             let v = unjudged(t);
@@ -443,64 +484,44 @@ fn report(pid_tgid: u64, t: &Tracked, p: &PendingFile, ret: i64) {
                 kill_current();
             }
         }
-        return;
-    };
-    // SAFETY: both are FileEvent-sized.
-    unsafe {
-        generated::bpf_probe_read_kernel(
-            slot.as_mut_ptr() as *mut c_void,
-            core::mem::size_of::<FileEvent>() as u32,
-            ev as *const FileEvent as *const c_void,
-        )
-    };
-    slot.submit(wake_flags(ring));
+    }
 }
 
-/// Fills one path of a record; returns the `struct file` walked as the object, if any.
+/// Fills the head of one path of a record and walks the object it names into `walk`: the
+/// file behind `object_fd` where there is one (returned), else nothing (the caller walks
+/// the directory of a [`path_source::DIR_AND_NAME`] path with [`walk_base`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn fill_path(
-    task: KPtr,
-    out: &mut FilePath,
-    source: u8,
-    object_fd: i32,
-    dfd: i32,
-    raw: &[u8; RAW_PATH_LEN],
-    raw_len: u16,
-    raw_truncated: u8,
-) -> KPtr {
-    out._pad = 0;
-    out.raw_len = raw_len;
-    out.raw_truncated = raw_truncated;
-    if raw_len > 0 {
-        // SAFETY: both buffers are RAW_PATH_LEN bytes.
-        unsafe {
-            generated::bpf_probe_read_kernel(
-                out.raw.as_mut_ptr() as *mut c_void,
-                RAW_PATH_LEN as u32,
-                raw.as_ptr() as *const c_void,
-            )
-        };
-    }
+fn fill_path(task: KPtr, walk: &mut WalkedPath, out: &mut FilePath, source: u8, object_fd: i32) -> KPtr {
+    walk_empty(walk);
     if source == path_source::NONE || source == path_source::NAME_ONLY {
         out.source = source;
-        walk_empty(&mut out.walked);
         return core::ptr::null();
     }
     if degraded(config::degraded::PATHS) {
         // No kernel objects to walk on this kernel: the name as passed, flagged.
         out.source = path_source::DIR_AND_NAME;
-        walk_unavailable(&mut out.walked);
+        walk_unavailable(walk);
         return core::ptr::null();
     }
     if object_fd >= 0
         && let Ok(file) = file_of_fd(task, object_fd)
     {
         out.source = path_source::OBJECT;
-        walk_path(file_path(file), &mut out.walked);
+        walk_path(file_path(file), walk);
         return file;
     }
     out.source = path_source::DIR_AND_NAME;
+    core::ptr::null()
+}
+
+/// Walks the directory the name `raw` is resolved from into `walk`: the process root for an
+/// absolute name, the cwd, or the directory behind `dfd`. Left as it is where path walking
+/// is off on this kernel.
+#[inline(always)]
+fn walk_base(task: KPtr, walk: &mut WalkedPath, dfd: i32, raw: &[u8; RAW_PATH_LEN], raw_len: u16) {
+    if walk.flags & walk::UNAVAILABLE != 0 {
+        return;
+    }
     let base = if raw_len > 0 && raw[0] == b'/' {
         fs_path(task, true)
     } else if dfd == AT_FDCWD {
@@ -509,8 +530,7 @@ fn fill_path(
         file_of_fd(task, dfd).map(file_path)
     };
     match base {
-        Ok(path) => walk_path(path, &mut out.walked),
-        Err(_) => walk_empty(&mut out.walked),
+        Ok(path) => walk_path(path, walk),
+        Err(_) => walk_empty(walk),
     }
-    core::ptr::null()
 }

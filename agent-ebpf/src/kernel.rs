@@ -106,6 +106,15 @@ pub fn fill_header(h: &mut Header, kind: u32, hook: u32, pid_tgid: u64, t: &Trac
     h.hook = hook;
 }
 
+/// The head of a `struct fdtable`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FdTable {
+    max_fds: u32,
+    _pad: u32,
+    fd: KPtr,
+}
+
 /// The `struct file *` behind descriptor `fd` of `task`, if any.
 #[inline(always)]
 pub fn file_of_fd(task: KPtr, fd: i32) -> Result<KPtr, i32> {
@@ -114,11 +123,19 @@ pub fn file_of_fd(task: KPtr, fd: i32) -> Result<KPtr, i32> {
     }
     let files = read_ptr(task, off!(task_files))?;
     let fdt = read_ptr(files, off!(files_fdt))?;
-    let max = read_u32(fdt, off!(fdt_max_fds))?;
+    let (max_off, fd_off) = (off!(fdt_max_fds), off!(fdt_fd));
+    // `struct fdtable { unsigned int max_fds; struct file **fd; ...}`: one read where the
+    // array follows the count, as in every kernel.
+    let (max, array) = if fd_off == max_off + 8 {
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        let t: FdTable = unsafe { bpf_probe_read_kernel(fdt.wrapping_add(max_off) as *const FdTable) }?;
+        (t.max_fds, t.fd)
+    } else {
+        (read_u32(fdt, max_off)?, read_ptr(fdt, fd_off)?)
+    };
     if fd as u32 >= max {
         return Err(-9);
     }
-    let array = read_ptr(fdt, off!(fdt_fd))?;
     let file = read_ptr(array, (fd as usize) * 8)?;
     if file.is_null() { Err(-9) } else { Ok(file) }
 }
@@ -186,11 +203,18 @@ fn walk_at(dir: KPtr, dentry: KPtr, out: &mut WalkedPath, own_ns: bool) {
         walk_unavailable(out);
         return;
     }
-    let vfsmnt = read_ptr(dir, off!(path_mnt));
-    let dentry = if dentry.is_null() {
-        read_ptr(dir, off!(path_dentry))
+    let (mnt_off, dentry_off) = (off!(path_mnt), off!(path_dentry));
+    let (vfsmnt, dentry) = if !dentry.is_null() {
+        (read_ptr(dir, mnt_off), Ok(dentry))
+    } else if dentry_off == mnt_off + 8 {
+        // `struct path { struct vfsmount *mnt; struct dentry *dentry; }`: one read.
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        match unsafe { bpf_probe_read_kernel(dir.wrapping_add(mnt_off) as *const [KPtr; 2]) } {
+            Ok([m, d]) => (Ok(m), Ok(d)),
+            Err(e) => (Err(e), Err(e)),
+        }
     } else {
-        Ok(dentry)
+        (read_ptr(dir, mnt_off), read_ptr(dir, dentry_off))
     };
     let (Ok(vfsmnt), Ok(dentry)) = (vfsmnt, dentry) else {
         walk_empty(out);
@@ -234,47 +258,131 @@ fn is_some_ns_root(mnt: KPtr) -> bool {
     }
 }
 
+/// The fields of a `struct dentry` a walk reads: its parent and its name (`d_name`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DentryHead {
+    parent: KPtr,
+    /// `d_name.hash`, unused.
+    _hash: u32,
+    len: u32,
+    name: KPtr,
+}
+
+/// The fields of a `struct mount` a walk reads: its parent mount, where it is mounted there,
+/// and the root dentry of its own tree (`mnt.mnt_root`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MountHead {
+    parent: KPtr,
+    mountpoint: KPtr,
+    root: KPtr,
+}
+
+/// Offsets of the fields a walk reads, and whether each group is laid out as in every kernel
+/// Tether knows (then one read takes a group).
+#[derive(Clone, Copy)]
+struct WalkOffsets {
+    d_parent: usize,
+    d_name_len: usize,
+    d_name_name: usize,
+    dense_dentry: bool,
+    mnt_parent: usize,
+    mnt_mountpoint: usize,
+    mnt_root: usize,
+    dense_mount: bool,
+}
+
+impl WalkOffsets {
+    #[inline(always)]
+    fn get() -> WalkOffsets {
+        let (d_parent, d_name_len, d_name_name) =
+            (off!(dentry_d_parent), off!(dentry_d_name_len), off!(dentry_d_name_name));
+        let (mnt_parent, mnt_mountpoint) = (off!(mount_mnt_parent), off!(mount_mnt_mountpoint));
+        let (mount_mnt, vfs_root) = (off!(mount_mnt), off!(vfsmount_mnt_root));
+        WalkOffsets {
+            d_parent,
+            d_name_len,
+            d_name_name,
+            // d_parent, then `struct qstr d_name { u32 hash; u32 len; const char *name; }`.
+            dense_dentry: d_name_len == d_parent + 12 && d_name_name == d_parent + 16,
+            mnt_parent,
+            mnt_mountpoint,
+            mnt_root: mount_mnt + vfs_root,
+            // mnt_parent, mnt_mountpoint, then `struct vfsmount mnt { struct dentry *mnt_root; ...}`.
+            dense_mount: mnt_mountpoint == mnt_parent + 8 && mount_mnt == mnt_parent + 16 && vfs_root == 0,
+        }
+    }
+}
+
+/// The parent, name length and name of `dentry`: one read, or three.
+#[inline(always)]
+fn dentry_head(dentry: KPtr, o: &WalkOffsets) -> Result<DentryHead, i32> {
+    if o.dense_dentry {
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        return unsafe { bpf_probe_read_kernel(dentry.wrapping_add(o.d_parent) as *const DentryHead) };
+    }
+    Ok(DentryHead {
+        parent: read_ptr(dentry, o.d_parent)?,
+        _hash: 0,
+        len: read_u32(dentry, o.d_name_len)?,
+        name: read_ptr(dentry, o.d_name_name)?,
+    })
+}
+
+/// The parent, mountpoint and root dentry of `mnt` (a `struct mount`): one read, or three.
+#[inline(always)]
+fn mount_head(mnt: KPtr, o: &WalkOffsets) -> Result<MountHead, i32> {
+    if o.dense_mount {
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        return unsafe { bpf_probe_read_kernel(mnt.wrapping_add(o.mnt_parent) as *const MountHead) };
+    }
+    Ok(MountHead {
+        parent: read_ptr(mnt, o.mnt_parent)?,
+        mountpoint: read_ptr(mnt, o.mnt_mountpoint)?,
+        root: read_ptr(mnt, o.mnt_root)?,
+    })
+}
+
 /// Phase 1 of a walk: the names met from the leaf up, left in per-CPU scratch memory.
 /// Loop-carried facts (count, flags) live in memory, not registers, so every state at the loop
 /// head looks alike to the verifier and it verifies the loop once per iteration, not once per
-/// combination of branches.
+/// combination of branches. Kernel reads are the cost of a walk: one per dentry and one per
+/// mount.
 #[inline(always)]
-fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch, own_ns: bool) {
-    let mnt_root_off = off!(vfsmount_mnt_root);
-    let d_parent_off = off!(dentry_d_parent);
-    let d_name_len_off = off!(dentry_d_name_len);
-    let d_name_name_off = off!(dentry_d_name_name);
-    let mount_mnt_off = off!(mount_mnt);
-    let mnt_parent_off = off!(mount_mnt_parent);
-    let mnt_mountpoint_off = off!(mount_mnt_mountpoint);
-    let mut mnt = vfsmnt.wrapping_sub(mount_mnt_off);
+fn collect_names(vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch, own_ns: bool) {
+    let o = WalkOffsets::get();
+    let mut mnt = vfsmnt.wrapping_sub(off!(mount_mnt));
     w.count = 0;
     w.flags = walk::TRUNCATED; // cleared when the root is reached
+    let Ok(mut m) = mount_head(mnt, &o) else {
+        w.flags = walk::READ_ERROR;
+        return;
+    };
     for _ in 0..WALK_MAX_STEPS {
-        let (Ok(mnt_root), Ok(parent)) = (read_ptr(vfsmnt, mnt_root_off), read_ptr(dentry, d_parent_off)) else {
-            w.flags = walk::READ_ERROR;
-            return;
-        };
-        if dentry == mnt_root {
+        if dentry == m.root {
             // Root of this mount: continue from the mountpoint in the parent mount.
-            let (Ok(mparent), Ok(mountpoint)) = (read_ptr(mnt, mnt_parent_off), read_ptr(mnt, mnt_mountpoint_off))
-            else {
-                w.flags = walk::READ_ERROR;
-                return;
-            };
-            if mparent == mnt {
+            if m.parent == mnt {
                 // A mount tree's root: the namespace's own, another namespace's, or a
                 // detached tree's.
                 let attached = if own_ns { is_ns_root(mnt) } else { is_some_ns_root(mnt) };
                 w.flags = if attached { 0 } else { walk::DETACHED };
                 return;
             }
-            dentry = mountpoint;
-            mnt = mparent;
-            vfsmnt = mnt.wrapping_add(mount_mnt_off);
+            dentry = m.mountpoint;
+            mnt = m.parent;
+            let Ok(up) = mount_head(mnt, &o) else {
+                w.flags = walk::READ_ERROR;
+                return;
+            };
+            m = up;
             continue;
         }
-        if dentry == parent {
+        let Ok(d) = dentry_head(dentry, &o) else {
+            w.flags = walk::READ_ERROR;
+            return;
+        };
+        if dentry == d.parent {
             // Root of a filesystem that is not this mount's root: an unnamed object (pipefs,
             // sockfs, a memfd) or a tree mounted nowhere here.
             w.flags = walk::DETACHED;
@@ -284,14 +392,10 @@ fn collect_names(mut vfsmnt: KPtr, mut dentry: KPtr, w: &mut WalkScratch, own_ns
         if i >= WALK_MAX_STEPS as usize {
             return;
         }
-        let (Ok(len), Ok(name)) = (read_u32(dentry, d_name_len_off), read_ptr(dentry, d_name_name_off)) else {
-            w.flags = walk::READ_ERROR;
-            return;
-        };
-        w.len[i] = len;
-        w.name[i] = name as u64;
+        w.len[i] = d.len;
+        w.name[i] = d.name as u64;
         w.count += 1;
-        dentry = parent;
+        dentry = d.parent;
     }
 }
 

@@ -15,7 +15,7 @@ use aya_ebpf::{
 use crate::{
     contain::{kill_current, refuses, unjudged},
     kernel::{KPtr, current_task, fill_header, off, read_ptr, read_u32, read_u64, tp},
-    maps::{PROC_EVENTS, TRACKED, count, degraded, reserve, self_tgid, tracked, wake_flags},
+    maps::{PROC_EVENTS, TRACKED, count, degraded, reserve, self_tgid, tracked, wake_flags_of},
 };
 
 /// sched_process_fork(struct task_struct *parent, struct task_struct *child), in the parent.
@@ -68,7 +68,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     ev.child_tgid = child_tgid;
     ev.root_tgid = parent.root_tgid;
     ev.child_start_ns = child_start_ns;
-    slot.submit(wake_flags(&PROC_EVENTS));
+    slot.submit(wake_flags_of::<ForkEvent>(&PROC_EVENTS));
     0
 }
 
@@ -111,6 +111,6 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     fill_header(&mut ev.header, kind::EXIT, hook::SCHED_EXIT, pid_tgid, &tracked, 0);
     ev.exit_code = exit_code;
     ev._pad = 0;
-    slot.submit(wake_flags(&PROC_EVENTS));
+    slot.submit(wake_flags_of::<ExitEvent>(&PROC_EVENTS));
     0
 }

@@ -11,7 +11,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    ExecEvent, FileEvent, NO_SYSCALL, Object, Tracked, WalkedPath,
+    ExecEvent, NO_SYSCALL, Object, Tracked, WalkedPath,
     contain::{class, verdict},
     file_op,
     flags::VIA_LSM,
@@ -29,8 +29,12 @@ use crate::{
         refuses, unjudged,
     },
     kernel::{KPtr, current_task, fill_header, off, parent_tgid, read_ptr, read_u32, walk_empty, walk_path},
-    maps::{self, EXEC_CHECKED, EXEC_WALK, PROC_EVENTS, UNIX_WALK, file_ring, reserve, wake_flags},
-    net, sock,
+    maps::{
+        self, EXEC_CHECKED, EXEC_WALK, LSM_FILE_SCRATCH, PROC_EVENTS, UNIX_WALK, file_ring, reserve, wake_flags_of,
+    },
+    net,
+    record::{put_raw, put_walk, send},
+    sock,
 };
 
 const FMODE_WRITE: u32 = 0x2;
@@ -116,7 +120,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
                 walked as *const WalkedPath as *const c_void,
             )
         };
-        slot.submit(wake_flags(&PROC_EVENTS));
+        slot.submit(wake_flags_of::<ExecEvent>(&PROC_EVENTS));
     }
     answer
 }
@@ -154,12 +158,12 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if answer != 0 && mode & FMODE_CREATED != 0 {
         judged |= verdict::AFTER_EFFECT;
     }
-    let ring = file_ring(judged);
-    let Some(mut slot) = reserve::<FileEvent>(ring, hook::LSM_FILE) else {
+    let Some(ev) = LSM_FILE_SCRATCH.get_ptr_mut(0) else {
+        maps::count(agent_common::counter::lost(hook::LSM_FILE));
         return answer;
     };
-    // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
-    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
     fill_header(&mut ev.header, kind::FILE, hook::LSM_FILE, pid_tgid, &t, VIA_LSM);
     ev.header.verdict = judged;
     ev.op = file_op::OPEN_WRITE;
@@ -172,23 +176,12 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     ev.gid = u32::MAX;
     ev.obj = obj;
     ev.a.source = path_source::OBJECT;
-    ev.a.raw_len = 0;
-    ev.a.raw_truncated = 0;
-    ev.a._pad = 0;
-    // SAFETY: both are WalkedPath-sized.
-    unsafe {
-        generated::bpf_probe_read_kernel(
-            &mut ev.a.walked as *mut WalkedPath as *mut c_void,
-            core::mem::size_of::<WalkedPath>() as u32,
-            walked as *const WalkedPath as *const c_void,
-        )
-    };
     ev.b.source = path_source::NONE;
-    ev.b.raw_len = 0;
-    ev.b.raw_truncated = 0;
-    ev.b._pad = 0;
-    walk_empty(&mut ev.b.walked);
-    slot.submit(wake_flags(ring));
+    let end = put_walk(&mut ev.text, 0, &mut ev.a, walked);
+    let end = put_raw(&mut ev.text, end, &mut ev.a, core::ptr::null(), 0, 0);
+    let end = put_walk(&mut ev.text, end, &mut ev.b, core::ptr::null());
+    let end = put_raw(&mut ev.text, end, &mut ev.b, core::ptr::null(), 0, 0);
+    send(file_ring(judged), ev, end, hook::LSM_FILE);
     answer
 }
 

@@ -10,18 +10,13 @@
 //! PENDING entry; with no watched syscall in flight (an O_CREAT open, whose record file_open
 //! makes once the file exists; io_uring) the hook records the operation itself: always when
 //! it refuses, and an allowed one unless another record already covers it.
-use core::ffi::c_void;
 
 use agent_common::{
-    AT_FDCWD, FileEvent, FilePath, NO_SYSCALL, Object, PendingFile, Tracked, WalkedPath,
+    AT_FDCWD, NO_SYSCALL, Object, PendingFile, Tracked,
     contain::{S_IFBLK, S_IFCHR, S_IFMT, S_IFREG, class, verdict},
     file_hook, file_op, hook, kind, path_source,
 };
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
 
 use crate::{
     contain::{judge_device, judge_object, judge_path, kill_current, kills, lsm_answer, refuses, unjudged},
@@ -30,7 +25,8 @@ use crate::{
         walk_path_at,
     },
     lsm::tracked,
-    maps::{PATH_WALK, PENDING, file_ring, opaque, reserve, scalar, wake_flags},
+    maps::{LSM_FILE_SCRATCH, PATH_WALK, PENDING, count, file_ring, opaque, scalar},
+    record::{put_kernel_str, put_raw, put_walk, send},
 };
 
 const EPERM: i32 = 1;
@@ -165,23 +161,6 @@ fn judge_obj(t: &Tracked, dir: KPtr, dentry: KPtr, obj: &mut Object) -> u32 {
     opaque(judge_object(t, inode_of(dir, dentry), w, obj))
 }
 
-/// Copies the walk in PATH_WALK[`slot`] into `out`.
-#[inline(always)]
-fn copy_walk(slot: u32, out: &mut WalkedPath) {
-    let Some(w) = PATH_WALK.get_ptr(slot) else {
-        walk_empty(out);
-        return;
-    };
-    // SAFETY: both are WalkedPath-sized.
-    unsafe {
-        generated::bpf_probe_read_kernel(
-            out as *mut WalkedPath as *mut c_void,
-            core::mem::size_of::<WalkedPath>() as u32,
-            w as *const c_void,
-        )
-    };
-}
-
 /// Judges `call` (both paths of a rename or link, both walked so the record has both: the
 /// first that refuses decides), refuses or kills as the verdict says, and leaves the verdict
 /// where the record will be made.
@@ -240,23 +219,19 @@ fn finish(pid_tgid: u64, t: &Tracked, mut judged: u32, call: &Call, obj: &Object
     lsm_answer(refused)
 }
 
-#[inline(always)]
-fn no_raw(p: &mut FilePath, source: u8) {
-    p.source = source;
-    p.raw_len = 0;
-    p.raw_truncated = 0;
-    p._pad = 0;
-}
-
 /// The record of an operation with no syscall record to carry it.
 #[inline(never)]
 fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) {
-    let ring = file_ring(judged);
-    let Some(mut slot) = reserve::<FileEvent>(ring, hook::LSM_PATH) else {
+    let (Some(ev), Some(walk_a), Some(walk_b)) = (
+        LSM_FILE_SCRATCH.get_ptr_mut(0),
+        PATH_WALK.get_ptr(0),
+        PATH_WALK.get_ptr(1),
+    ) else {
+        count(agent_common::counter::lost(hook::LSM_PATH));
         return;
     };
-    // SAFETY: the reservation is sized for FileEvent; the fields userspace reads are written.
-    let ev = unsafe { &mut *slot.as_mut_ptr() };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
     fill_header(
         &mut ev.header,
         kind::FILE,
@@ -275,31 +250,23 @@ fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) {
     ev.uid = call.uid;
     ev.gid = call.gid;
     ev.obj = *obj;
-    no_raw(&mut ev.a, path_source::OBJECT);
-    copy_walk(0, &mut ev.a.walked);
-    if call.has_b {
-        no_raw(&mut ev.b, path_source::OBJECT);
-        copy_walk(1, &mut ev.b.walked);
+    ev.a.source = path_source::OBJECT;
+    let end = put_walk(&mut ev.text, 0, &mut ev.a, walk_a);
+    let end = put_raw(&mut ev.text, end, &mut ev.a, core::ptr::null(), 0, 0);
+    let end = if call.has_b {
+        ev.b.source = path_source::OBJECT;
+        let end = put_walk(&mut ev.text, end, &mut ev.b, walk_b);
+        put_raw(&mut ev.text, end, &mut ev.b, core::ptr::null(), 0, 0)
     } else if !call.text.is_null() {
-        no_raw(&mut ev.b, path_source::NAME_ONLY);
-        walk_empty(&mut ev.b.walked);
-        // SAFETY: the helper bounds the copy to the buffer.
-        let n = unsafe {
-            generated::bpf_probe_read_kernel_str(
-                ev.b.raw.as_mut_ptr() as *mut c_void,
-                ev.b.raw.len() as u32,
-                call.text as *const c_void,
-            )
-        };
-        if n > 0 {
-            ev.b.raw_len = (n - 1) as u16;
-            ev.b.raw_truncated = (n as usize == ev.b.raw.len()) as u8;
-        }
+        ev.b.source = path_source::NAME_ONLY;
+        let end = put_walk(&mut ev.text, end, &mut ev.b, core::ptr::null());
+        put_kernel_str(&mut ev.text, end, &mut ev.b, call.text)
     } else {
-        no_raw(&mut ev.b, path_source::NONE);
-        walk_empty(&mut ev.b.walked);
-    }
-    slot.submit(wake_flags(ring));
+        ev.b.source = path_source::NONE;
+        let end = put_walk(&mut ev.text, end, &mut ev.b, core::ptr::null());
+        put_raw(&mut ev.text, end, &mut ev.b, core::ptr::null(), 0, 0)
+    };
+    send(file_ring(judged), ev, end, hook::LSM_PATH);
 }
 
 /// Defaults of a one-path call.

@@ -17,6 +17,7 @@ mod lsm;
 mod lsm_path;
 mod maps;
 mod net;
+mod record;
 mod sandbox;
 mod sock;
 mod uring;

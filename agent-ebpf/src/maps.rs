@@ -1,13 +1,13 @@
 //! Maps and the load-time configuration global. Names are the contract with agent-user's loader.
 use agent_common::{
     COMM_LEN, Config, FileEvent, InodeKey, MAX_PENDING, MAX_TRACKED, PendingExec, PendingFile, PendingSock,
-    RING_ALERT_BYTES, RING_FILE_BYTES, RING_NET_BYTES, RING_PROC_BYTES, RING_WAKE_BYTES, Tracked, UnixEvent,
-    WALK_MAX_STEPS, WalkedPath,
+    RING_ALERT_BYTES, RING_FILE_BYTES, RING_NET_BYTES, RING_PROC_BYTES, RING_WAKE_BYTES, RING_WAKE_STEP, Tracked,
+    UnixEvent, WALK_MAX_STEPS, WalkedPath,
     contain::{Grants, MAX_GUARDRAILS, MAX_RULES, NetKey, NetRule, PathKey, PathRule, TailKey, Verdict, posture},
     counter,
 };
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_PROD_POS},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
@@ -193,10 +193,20 @@ pub static TAIL_KEY: PerCpuArray<Slack<TailKey>> = PerCpuArray::with_max_entries
 #[map]
 pub static UNIX_WALK: PerCpuArray<UnixEvent> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU staging of a FileEvent (a record judged at a syscall's exit before its ring slot
-/// is reserved).
+/// Per-CPU staging of a FileEvent made at a syscall's exit (judged, then sent with only its
+/// used bytes: agent-ebpf's record module).
 #[map]
 pub static FILE_SCRATCH: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU walks of the two paths of a file syscall at its exit (judged from here, then
+/// copied into the record's text).
+#[map]
+pub static FILE_WALK: PerCpuArray<WalkedPath> = PerCpuArray::with_max_entries(2, 0);
+
+/// Per-CPU staging of a FileEvent made by a BPF LSM file hook (kept apart from the syscall
+/// exit's).
+#[map]
+pub static LSM_FILE_SCRATCH: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU walk of the file an exec is about to run (the BPF LSM exec hook), or of the file
 /// file_open judges.
@@ -275,15 +285,34 @@ pub fn count(index: u32) {
     }
 }
 
-/// Submit flags for a record of `ring`: no wakeup per record unless the ring is filling up
-/// (past the watermark the reader is woken at once; below it, it polls on a short timer).
+/// Submit flags for a record of `len` bytes in `ring` (`reserved`: already counted in the
+/// ring's producer position, as a reservation is; else about to be, as an output is). No
+/// wakeup per record: below the watermark the reader drains on a short timer; past it, the
+/// record that crosses a [`agent_common::RING_WAKE_STEP`] boundary of the producer position
+/// wakes it, so a busy reader is woken once per step, not once per record (each wakeup is an
+/// interrupt: a VM exit in a VM).
 #[inline(always)]
-pub fn wake_flags(ring: &RingBuf) -> u64 {
-    if ring.query(BPF_RB_AVAIL_DATA as u64) > RING_WAKE_BYTES {
+pub fn wake_flags(ring: &RingBuf, len: u64, reserved: bool) -> u64 {
+    if ring.query(BPF_RB_AVAIL_DATA as u64) <= RING_WAKE_BYTES {
+        return BPF_RB_NO_WAKEUP as u64;
+    }
+    let pos = ring.query(BPF_RB_PROD_POS as u64);
+    let (before, after) = if reserved {
+        (pos.wrapping_sub(len), pos)
+    } else {
+        (pos, pos.wrapping_add(len))
+    };
+    if before / RING_WAKE_STEP != after / RING_WAKE_STEP {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// [`wake_flags`] of a reserved `T` record.
+#[inline(always)]
+pub fn wake_flags_of<T>(ring: &RingBuf) -> u64 {
+    wake_flags(ring, core::mem::size_of::<T>() as u64, true)
 }
 
 /// Reserves a `T` record in `ring` for hook `hook` ([`agent_common::hook`]); a full ring is

@@ -19,7 +19,7 @@ use core::ptr::read_volatile;
 use crate::{
     contain::{judge_grant, judge_listen, judge_net, mapped_v4, refuses},
     kernel::fill_header,
-    maps::{CONNECT_MARKS, NET_EVENTS, reserve, tracked, wake_flags},
+    maps::{CONNECT_MARKS, NET_EVENTS, reserve, tracked, wake_flags_of},
 };
 
 const ALLOW: i32 = 1;
@@ -242,5 +242,5 @@ pub fn record(
     ev.addr = *addr;
     ev.sock_kind = kind_of;
     ev._pad = [0; 7];
-    slot.submit(wake_flags(&NET_EVENTS));
+    slot.submit(wake_flags_of::<NetEvent>(&NET_EVENTS));
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::
 
 use crate::{
     kernel::{fill_header, tp},
-    maps::{PROC_EVENTS, SANDBOX_ENTERED, reserve, tracked, wake_flags},
+    maps::{PROC_EVENTS, SANDBOX_ENTERED, reserve, tracked, wake_flags_of},
 };
 
 const EPERM: i64 = 1;
@@ -53,6 +53,6 @@ pub fn sys_exit_sandboxed(ctx: TracePointContext) -> u32 {
     ev.syscall_nr = nr;
     ev._pad = 0;
     ev.ret = ret;
-    slot.submit(wake_flags(&PROC_EVENTS));
+    slot.submit(wake_flags_of::<SandboxEvent>(&PROC_EVENTS));
     0
 }

@@ -33,7 +33,7 @@ use crate::{
     kernel::{
         KPtr, current_task, file_of_fd, fill_header, masked, off, read_ptr, read_u32, tp, walk_empty, walk_socket_file,
     },
-    maps::{self, NET_EVENTS, SOCK_CALLS, UNIX_WALK, count, reserve, tracked, wake_flags},
+    maps::{self, NET_EVENTS, SOCK_CALLS, UNIX_WALK, count, reserve, tracked, wake_flags_of},
 };
 
 const AF_UNIX: u16 = 1;
@@ -141,7 +141,7 @@ pub fn unix_record(ev: &mut UnixEvent, hook_id: u32, pid_tgid: u64, t: &Tracked,
             ev as *const UnixEvent as *const c_void,
         )
     };
-    slot.submit(wake_flags(&NET_EVENTS));
+    slot.submit(wake_flags_of::<UnixEvent>(&NET_EVENTS));
 }
 
 /// SIGKILL for a verdict that refuses an action the kernel has let happen; returns the
@@ -564,5 +564,5 @@ fn accept_exit(pid_tgid: u64, t: &Tracked, fd: i32) {
     ev.addr = peer;
     ev.sock_kind = sock_kind::NONE;
     ev._pad = [0; 7];
-    slot.submit(wake_flags(&NET_EVENTS));
+    slot.submit(wake_flags_of::<NetEvent>(&NET_EVENTS));
 }

@@ -17,7 +17,7 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::
 use crate::{
     contain::{judge_grant, kill_current, refuses, unjudged},
     kernel::{fill_header, tp},
-    maps::{PROC_EVENTS, reserve, tracked, wake_flags},
+    maps::{PROC_EVENTS, reserve, tracked, wake_flags_of},
 };
 
 #[tracepoint]
@@ -67,5 +67,5 @@ fn record(pid_tgid: u64, t: &Tracked, judged: u32, op: u32, fd: i32) {
     ev.header.verdict = judged;
     ev.op = op;
     ev.fd = fd;
-    slot.submit(wake_flags(&PROC_EVENTS));
+    slot.submit(wake_flags_of::<UringEvent>(&PROC_EVENTS));
 }

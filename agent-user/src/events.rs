@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
-    ExecEvent, ExitEvent, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, SandboxEvent, UnixEvent,
-    UringEvent,
+    ExecEvent, ExitEvent, FILE_TEXT_OFFSET, FileEvent, FilePath, ForkEvent, Header, NO_SYSCALL, NetEvent, SandboxEvent,
+    UnixEvent, UringEvent, WALK_MAIN,
     contain::{S_IFBLK, S_IFCHR, S_IFMT, S_IFREG},
     file_op, flags, hook, kind, net_op, path_source, syscalls, unix_name, unix_op, uring_op, walk,
 };
@@ -746,12 +746,14 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             })
         }
         kind::FILE => {
-            let e: FileEvent = read(buf, h.kind)?;
+            let (e, text) = read_file(buf)?;
             let op = FileOp::from_wire(e.op)?;
-            let path = file_path(&e.a)?.ok_or(DecodeError::BadValue {
+            let mut text = Text(text);
+            let path = file_path(&e.a, &mut text)?.ok_or(DecodeError::BadValue {
                 what: "path source",
                 value: 0,
             })?;
+            let path2 = file_path(&e.b, &mut text)?;
             let owner = (op == FileOp::Chown).then(|| {
                 let keep = |v: u32| (v != u32::MAX).then_some(v);
                 (keep(e.uid), keep(e.gid))
@@ -765,7 +767,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 mode: e.mode,
                 owner,
                 path,
-                path2: file_path(&e.b)?,
+                path2,
                 lsm: if e.header.flags & flags::VIA_LSM != 0 {
                     Some(programs::file_hook(e.hook).ok_or(DecodeError::BadValue {
                         what: "file hook",
@@ -794,38 +796,94 @@ fn walked_only(w: &agent_common::WalkedPath) -> ReportedPath {
     }
 }
 
-fn file_path(p: &FilePath) -> Result<Option<ReportedPath>, DecodeError> {
-    let raw_len = (p.raw_len as usize).min(p.raw.len());
-    let raw = &p.raw[..raw_len];
+/// A file record's fixed part and its text (agent_common::FileEvent: variable-size, only
+/// the used bytes of the text are sent).
+fn read_file(buf: &[u8]) -> Result<(FileEvent, &[u8]), DecodeError> {
+    if buf.len() < FILE_TEXT_OFFSET {
+        return Err(DecodeError::Truncated {
+            kind: kind::FILE,
+            need: FILE_TEXT_OFFSET,
+            got: buf.len(),
+        });
+    }
+    // SAFETY: FileEvent is a repr(C) wire type valid for any bit pattern; the fixed part is
+    // copied from a buffer checked to hold it, the text is left zeroed (it is read from `buf`).
+    let e = unsafe {
+        let mut e: FileEvent = std::mem::zeroed();
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), &mut e as *mut FileEvent as *mut u8, FILE_TEXT_OFFSET);
+        e
+    };
+    Ok((e, &buf[FILE_TEXT_OFFSET..]))
+}
+
+/// The rest of a file record's text, taken piece by piece in the order the kernel wrote it.
+struct Text<'a>(&'a [u8]);
+
+impl<'a> Text<'a> {
+    fn take(&mut self, n: u16, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let n = n as usize;
+        if n > self.0.len() {
+            return Err(DecodeError::BadValue { what, value: n as u64 });
+        }
+        let (piece, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(piece)
+    }
+}
+
+fn file_path(p: &FilePath, text: &mut Text) -> Result<Option<ReportedPath>, DecodeError> {
+    if p.walked_len as usize > WALK_MAIN {
+        return Err(DecodeError::BadValue {
+            what: "walked length",
+            value: p.walked_len as u64,
+        });
+    }
+    let walked = text.take(p.walked_len, "walked length")?;
+    let raw = text.take(p.raw_len, "name length")?;
     match p.source {
         path_source::NONE => Ok(None),
-        path_source::OBJECT => Ok(Some(walked_only(&p.walked))),
+        path_source::OBJECT => Ok(Some(walked_text(walked, p.walk_flags))),
         path_source::NAME_ONLY => Ok(Some(ReportedPath {
             path: String::from_utf8_lossy(raw).into_owned(),
             raw: raw.to_vec(),
             origin: PathOrigin::NameOnly,
             truncated: p.raw_truncated != 0,
         })),
-        path_source::DIR_AND_NAME if p.walked.flags & walk::UNAVAILABLE != 0 => Ok(Some(ReportedPath {
+        path_source::DIR_AND_NAME if p.walk_flags & walk::UNAVAILABLE != 0 => Ok(Some(ReportedPath {
             path: String::from_utf8_lossy(raw).into_owned(),
             raw: raw.to_vec(),
             origin: PathOrigin::AsPassed,
             truncated: p.raw_truncated != 0,
         })),
         path_source::DIR_AND_NAME => {
-            let dir = p.walked.bytes();
+            let dir = if p.walk_flags & walk::EMPTY != 0 {
+                &[][..]
+            } else {
+                walked
+            };
             let joined = join_dir_and_name(dir, raw);
             Ok(Some(ReportedPath {
                 path: String::from_utf8_lossy(&joined).into_owned(),
                 raw: joined,
                 origin: PathOrigin::KernelDirAndName,
-                truncated: p.raw_truncated != 0 || p.walked.flags & INCOMPLETE != 0,
+                truncated: p.raw_truncated != 0 || p.walk_flags & INCOMPLETE != 0,
             }))
         }
         other => Err(DecodeError::BadValue {
             what: "path source",
             value: other as u64,
         }),
+    }
+}
+
+/// A walk sent as text (a file record's): what [`walked_only`] makes of a WalkedPath.
+fn walked_text(bytes: &[u8], flags: u16) -> ReportedPath {
+    let bytes = if flags & walk::EMPTY != 0 { &[][..] } else { bytes };
+    ReportedPath {
+        path: String::from_utf8_lossy(bytes).into_owned(),
+        raw: bytes.to_vec(),
+        origin: PathOrigin::KernelObject,
+        truncated: flags & INCOMPLETE != 0,
     }
 }
 
@@ -898,17 +956,24 @@ mod tests {
         unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()).to_vec() }
     }
 
-    fn file_path(source: u8, walked_s: &str, raw: &str) -> FilePath {
-        let mut p = FilePath {
-            walked: walked(walked_s),
-            raw: [0; 256],
-            raw_len: raw.len() as u16,
-            source,
-            raw_truncated: 0,
-            _pad: 0,
-        };
-        p.raw[..raw.len()].copy_from_slice(raw.as_bytes());
-        p
+    /// One path of a test file record: source, walked text, name as passed.
+    type P<'a> = (u8, &'a str, &'a str);
+    const NO_PATH: P = (path_source::NONE, "", "");
+
+    /// File record `e` with paths `a` and `b` as the kernel sends it: the fixed part (its
+    /// walk flags as set in `e`), then the used bytes of the text.
+    fn file_record(e: &mut FileEvent, a: P, b: P) -> Vec<u8> {
+        let mut text = Vec::new();
+        for (head, (source, walked, raw)) in [(&mut e.a, a), (&mut e.b, b)] {
+            head.source = source;
+            head.walked_len = walked.len() as u16;
+            head.raw_len = raw.len() as u16;
+            text.extend_from_slice(walked.as_bytes());
+            text.extend_from_slice(raw.as_bytes());
+        }
+        let mut out = bytes_of(e)[..FILE_TEXT_OFFSET].to_vec();
+        out.extend_from_slice(&text);
+        out
     }
 
     #[test]
@@ -1024,8 +1089,8 @@ mod tests {
         e.op = file_op::OPEN_WRITE;
         e.hook = file_hook::FILE_OPEN;
         e.syscall_nr = NO_SYSCALL;
-        e.a = file_path(path_source::OBJECT, "/tmp/x", "");
-        let ev = decode(&bytes_of(&e)).expect("decodes");
+        let a = (path_source::OBJECT, "/tmp/x", "");
+        let ev = decode(&file_record(&mut e, a, NO_PATH)).expect("decodes");
         assert_eq!(ev.mechanism(), "lsm/file_open");
         assert!(matches!(
             ev,
@@ -1040,17 +1105,20 @@ mod tests {
         e.op = file_op::UNLINK;
         e.hook = file_hook::PATH_UNLINK;
         e.syscall_nr = 87;
-        assert_eq!(decode(&bytes_of(&e)).expect("decodes").mechanism(), "lsm/path_unlink");
+        assert_eq!(
+            decode(&file_record(&mut e, a, NO_PATH)).expect("decodes").mechanism(),
+            "lsm/path_unlink"
+        );
         e.hook = 99;
         assert!(matches!(
-            decode(&bytes_of(&e)),
+            decode(&file_record(&mut e, a, NO_PATH)),
             Err(DecodeError::BadValue { what: "file hook", .. })
         ));
         e.op = file_op::OPEN_WRITE;
         e.hook = file_hook::NONE;
         e.header.flags = 0;
         e.syscall_nr = 257;
-        let ev = decode(&bytes_of(&e)).expect("decodes");
+        let ev = decode(&file_record(&mut e, a, NO_PATH)).expect("decodes");
         assert_eq!(ev.mechanism(), "tracepoint/syscalls");
         assert!(matches!(
             ev,
@@ -1066,9 +1134,9 @@ mod tests {
         let mut e: FileEvent = unsafe { std::mem::zeroed() };
         e.header = header(kind::FILE);
         e.op = file_op::UNLINK;
-        e.a = file_path(path_source::DIR_AND_NAME, "", "rel/f.txt");
-        e.a.walked.flags = walk::EMPTY | walk::UNAVAILABLE;
-        match decode(&bytes_of(&e)).expect("decodes") {
+        e.a.walk_flags = walk::EMPTY | walk::UNAVAILABLE;
+        let a = (path_source::DIR_AND_NAME, "", "rel/f.txt");
+        match decode(&file_record(&mut e, a, NO_PATH)).expect("decodes") {
             Event::File { path, .. } => {
                 assert_eq!(path.path, "rel/f.txt");
                 assert_eq!(path.origin, PathOrigin::AsPassed);
@@ -1082,9 +1150,9 @@ mod tests {
         let mut e: FileEvent = unsafe { std::mem::zeroed() };
         e.header = header(kind::FILE);
         e.op = file_op::RENAME;
-        e.a = file_path(path_source::DIR_AND_NAME, "/work/dir", "./sub//a.txt");
-        e.b = file_path(path_source::DIR_AND_NAME, "/", "/abs/b.txt");
-        match decode(&bytes_of(&e)).expect("decodes") {
+        let a = (path_source::DIR_AND_NAME, "/work/dir", "./sub//a.txt");
+        let b = (path_source::DIR_AND_NAME, "/", "/abs/b.txt");
+        match decode(&file_record(&mut e, a, b)).expect("decodes") {
             Event::File {
                 op, path, path2, owner, ..
             } => {
@@ -1103,9 +1171,9 @@ mod tests {
         let mut e: FileEvent = unsafe { std::mem::zeroed() };
         e.header = header(kind::FILE);
         e.op = file_op::SYMLINK;
-        e.a = file_path(path_source::OBJECT, "/real/dir/f", "link/f");
-        e.b = file_path(path_source::NAME_ONLY, "", "../target");
-        match decode(&bytes_of(&e)).expect("decodes") {
+        let a = (path_source::OBJECT, "/real/dir/f", "");
+        let b = (path_source::NAME_ONLY, "", "../target");
+        match decode(&file_record(&mut e, a, b)).expect("decodes") {
             Event::File { path, path2, .. } => {
                 assert_eq!(path.path, "/real/dir/f");
                 let t = path2.expect("target");
@@ -1129,12 +1197,48 @@ mod tests {
         e.header = header(kind::FILE);
         e.op = 77;
         assert_eq!(
-            decode(&bytes_of(&e)),
+            decode(&file_record(&mut e, (path_source::OBJECT, "/x", ""), NO_PATH)),
             Err(DecodeError::BadValue {
                 what: "file op",
                 value: 77
             })
         );
+    }
+
+    #[test]
+    fn file_records_carry_only_their_text_and_a_short_one_is_an_error() {
+        let mut e: FileEvent = unsafe { std::mem::zeroed() };
+        e.header = header(kind::FILE);
+        e.op = file_op::RENAME;
+        let a = (path_source::DIR_AND_NAME, "/w", "a");
+        let b = (path_source::DIR_AND_NAME, "/w", "b");
+        let bytes = file_record(&mut e, a, b);
+        assert_eq!(bytes.len(), FILE_TEXT_OFFSET + 6);
+        assert!(decode(&bytes).is_ok());
+        // Text cut short: a length past the record's end is an error, not a read past it.
+        assert_eq!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::BadValue {
+                what: "name length",
+                value: 1
+            })
+        );
+        // The fixed part cut short.
+        assert!(matches!(
+            decode(&bytes[..FILE_TEXT_OFFSET - 1]),
+            Err(DecodeError::Truncated { kind: kind::FILE, .. })
+        ));
+        // A walk longer than a walk can be.
+        e.a.walked_len = (WALK_MAIN + 1) as u16;
+        let mut long = bytes_of(&e)[..FILE_TEXT_OFFSET].to_vec();
+        long.resize(FILE_TEXT_OFFSET + WALK_MAIN + 10, b'x');
+        assert!(matches!(
+            decode(&long),
+            Err(DecodeError::BadValue {
+                what: "walked length",
+                ..
+            })
+        ));
     }
 
     #[test]

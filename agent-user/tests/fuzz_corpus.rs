@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use agent_common::{
-    ExecEvent, FileEvent, FilePath, Header, NetEvent, SandboxEvent, UnixEvent, UringEvent, WALK_MAIN, WalkedPath,
-    file_op, hook, kind, net_op, uring_op,
+    ExecEvent, FILE_TEXT_OFFSET, FileEvent, FilePath, Header, NetEvent, SandboxEvent, UnixEvent, UringEvent, WALK_MAIN,
+    WalkedPath, file_op, hook, kind, net_op, uring_op,
 };
 use serde_json::json;
 use tether::fuzzing::{self, ISSUER, NOW, TARGETS};
@@ -95,14 +95,27 @@ fn walked(s: &[u8]) -> WalkedPath {
     w
 }
 
-fn file_path(s: &[u8]) -> FilePath {
-    let mut p: FilePath = zeroed();
-    p.walked = walked(s);
-    let n = s.len().min(p.raw.len());
-    p.raw[..n].copy_from_slice(&s[..n]);
-    p.raw_len = n as u16;
-    p.source = agent_common::path_source::OBJECT;
-    p
+/// File record `f` as the kernel sends it, its paths the objects `a` and `b` (if any): the
+/// fixed part, then the walked texts.
+fn file_record(f: &mut FileEvent, a: &[u8], b: Option<&[u8]>) -> Vec<u8> {
+    let mut text = a.to_vec();
+    f.a = FilePath {
+        walked_len: a.len() as u16,
+        source: agent_common::path_source::OBJECT,
+        ..FilePath::default()
+    };
+    f.b = FilePath::default();
+    if let Some(b) = b {
+        text.extend_from_slice(b);
+        f.b = FilePath {
+            walked_len: b.len() as u16,
+            source: agent_common::path_source::OBJECT,
+            ..FilePath::default()
+        };
+    }
+    let mut out = bytes_of(f)[..FILE_TEXT_OFFSET].to_vec();
+    out.extend_from_slice(&text);
+    out
 }
 
 /// One record of each kind, with hostile strings where the agent chooses them.
@@ -145,12 +158,11 @@ fn records() -> Vec<(&'static str, Vec<u8>)> {
     f.header = header(kind::FILE, hook::FILE_SYSCALL);
     f.op = file_op::OPEN_WRITE;
     f.syscall_nr = 257;
-    f.a = file_path(format!("/etc/{HOSTILE}").as_bytes());
-    out.push(("file-open", bytes_of(&f)));
+    let a = format!("/etc/{HOSTILE}");
+    out.push(("file-open", file_record(&mut f, a.as_bytes(), None)));
     f.op = file_op::RENAME;
     f.header.hook = hook::LSM_PATH;
-    f.b = file_path(b"/etc/passwd");
-    out.push(("file-rename", bytes_of(&f)));
+    out.push(("file-rename", file_record(&mut f, a.as_bytes(), Some(b"/etc/passwd"))));
 
     let mut u: UnixEvent = zeroed();
     u.header = header(kind::UNIX, hook::LSM_UNIX);
