@@ -197,11 +197,21 @@ impl Daemon {
         let status = self.child.wait().expect("wait");
         let log = self.log();
         assert!(status.success(), "daemon exited with {status}; log:\n{log}");
-        let text = std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default();
-        let events = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
-            .collect();
+        // A flood can take the file past its rotation size (100 MiB of full-form lines):
+        // the rotated files, oldest first, then the current one.
+        let path = self.dir.path().join("audit.jsonl");
+        let rotated = (1..)
+            .map(|n| self.dir.path().join(format!("audit.jsonl.{n}")))
+            .take_while(|p| p.exists())
+            .collect::<Vec<_>>();
+        let mut events = Vec::new();
+        for p in rotated.iter().rev().chain([&path]) {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            events.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))),
+            );
+        }
         (events, log)
     }
 }
