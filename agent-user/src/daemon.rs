@@ -124,6 +124,8 @@ struct Daemon {
     decoded: u64,
     /// Bytes of the records read from the rings (their size on the wire, header included).
     record_bytes: u64,
+    /// Records in the last drain (the next one's first allocation).
+    batch: usize,
     /// `--persist`: the pins and state file, and what the take-over did (None: off).
     persist: Option<takeover::PersistView>,
 }
@@ -303,6 +305,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         pid: std::process::id(),
         decoded: 0,
         record_bytes: 0,
+        batch: 0,
         persist: None,
     };
     if let Some((dirs, lock, saved)) = persisted {

@@ -4,7 +4,9 @@
 //!
 //! Start times are in clock ticks since boot, the unit of /proc/PID/stat, so a process found in
 //! /proc and the same process reported by the kernel (ns since boot) get the same key.
-use std::collections::HashMap;
+/// Keyed by pid: looked up several times per event (foldhash: a fraction of SipHash's cost,
+/// seeded per process).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::events::{Actor, Event};
 
@@ -114,8 +116,8 @@ pub struct ProcessTable {
 impl ProcessTable {
     pub fn new(ticks_per_sec: u64) -> Self {
         ProcessTable {
-            procs: HashMap::new(),
-            live: HashMap::new(),
+            procs: HashMap::default(),
+            live: HashMap::default(),
             ticks_per_sec,
             exited: Vec::new(),
         }

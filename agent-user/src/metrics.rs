@@ -33,9 +33,9 @@ struct HookLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     /// OCSF class name, e.g. `network_activity`.
-    class: String,
+    class: &'static str,
     /// allowed, detected (a violation let through: observe mode or alert), denied, killed.
-    outcome: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -249,13 +249,9 @@ impl Metrics {
         }
     }
 
-    pub fn event(&self, class: &str, outcome: &str) {
-        self.events
-            .get_or_create(&EventLabels {
-                class: class.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
+    /// One event written (labels are static: no allocation per event).
+    pub fn event(&self, class: &'static str, outcome: &'static str) {
+        self.events.get_or_create(&EventLabels { class, outcome }).inc();
     }
 
     pub fn kernel_loss(&self, counter: &str, new: u64) {

@@ -103,8 +103,21 @@ impl Context {
     /// The OCSF `uid` of process `key`: unique on this node for as long as it runs (a reused
     /// pid has another start time), and across nodes by the boot id.
     pub fn process_uid(&self, key: &ProcKey) -> String {
-        format!("{}-{}-{}", self.boot, key.pid, key.start)
+        joined(&self.boot, &[key.pid as u64, key.start])
     }
+}
+
+/// `prefix-n1-n2...`, written straight into a string of its size (written once or more per
+/// event: no formatting machinery).
+fn joined(prefix: &str, numbers: &[u64]) -> String {
+    let mut s = String::with_capacity(prefix.len() + 21 * numbers.len());
+    s.push_str(prefix);
+    let mut b = itoa::Buffer::new();
+    for n in numbers {
+        s.push('-');
+        s.push_str(b.format(*n));
+    }
+    s
 }
 
 fn metadata(uid: String, log_name: &'static str) -> Metadata {
@@ -226,8 +239,10 @@ pub fn identity_stamp(
     identity: &Identity,
     cgroup_id: u64,
 ) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    use std::hash::{BuildHasher, Hash, Hasher};
+    // Computed per event and compared within this process only: foldhash (fixed seed, as
+    // DefaultHasher's SipHash keys were), a fraction of SipHash's cost.
+    let mut h = foldhash::quality::FixedState::default().build_hasher();
     (&p.exe, p.uid, p.root, cgroup_id, identity).hash(&mut h);
     for q in table.lineage(&p.key) {
         (q.key, q.reason as u8).hash(&mut h);
@@ -355,7 +370,7 @@ pub fn audit(
             ctx.epoch_ms(a.ktime_ns),
             1,
             Some(verdict.outcome),
-            metadata(format!("{}-{seq}", ctx.uid_prefix), "audit"),
+            metadata(joined(&ctx.uid_prefix, &[seq]), "audit"),
             full,
         )
     };
@@ -642,7 +657,7 @@ pub fn finding(ctx: &Context, seq: u64, f: Finding, identity: Identity) -> Detec
                 .unwrap_or(0)) as i64
         }
     };
-    let uid = format!("{}-{seq}", ctx.uid_prefix);
+    let uid = joined(&ctx.uid_prefix, &[seq]);
     let (task, delegation) = task_data(f.task);
     DetectionFinding {
         // The action's outcome, as in its audit event (refused, killed, or let through).

@@ -40,6 +40,9 @@ struct Judged<'a> {
 }
 
 /// How an action ended, as a metrics label.
+/// The largest first allocation of a drain's batch, in records (~2.4 MiB).
+const BATCH_HINT_MAX: usize = 8192;
+
 fn result_label(outcome: &Outcome, decision: Option<&Decision>) -> &'static str {
     if outcome.killed {
         "killed"
@@ -98,23 +101,23 @@ impl Daemon {
     /// writes). **decode**: an undecodable record is counted and logged, never dropped
     /// silently.
     pub(super) fn drain(&mut self) {
-        let mut records = Vec::new();
-        for ring in self.kernel.rings() {
+        // Sized by the last batch (a flood's batches are alike, and growing a vector of
+        // records copies every record again), up to BATCH_HINT_MAX records.
+        let mut decoded = Vec::with_capacity(self.batch.min(BATCH_HINT_MAX));
+        let rings = self.kernel.rings();
+        for ring in rings {
             while let Some(item) = ring.next() {
                 self.record_bytes += item.len() as u64;
-                records.push(events::decode(&item));
-            }
-        }
-        let mut decoded = Vec::with_capacity(records.len());
-        for r in records {
-            match r {
-                Ok(ev) => decoded.push(ev),
-                Err(e) => {
-                    let n = self.metrics.decode_errors.inc() + 1;
-                    error!(decode_errors = n, "undecodable ring buffer record: {e}");
+                match events::decode(&item) {
+                    Ok(ev) => decoded.push(ev),
+                    Err(e) => {
+                        let n = self.metrics.decode_errors.inc() + 1;
+                        error!(decode_errors = n, "undecodable ring buffer record: {e}");
+                    }
                 }
             }
         }
+        self.batch = decoded.len();
         decoded.sort_by_key(|e| e.actor().ktime_ns);
         for ev in decoded {
             self.decoded += 1;

@@ -12,7 +12,8 @@
 //! within that bound. With [`RecordForm::Full`] every event is written in full.
 //!
 //! [`start_over`]: Introduced::start_over
-use std::collections::HashMap;
+/// Looked up once per event (foldhash: a fraction of SipHash's cost, seeded per process).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::lineage::ProcKey;
 
@@ -49,7 +50,7 @@ impl Introduced {
     pub fn new(form: RecordForm) -> Introduced {
         Introduced {
             form,
-            known: HashMap::new(),
+            known: HashMap::default(),
         }
     }
 

@@ -28,7 +28,8 @@ const FILEID_KERNFS: i32 = 0xfe;
 pub struct CgroupResolver {
     /// The cgroup v2 mount, opened: the mount fd for open_by_handle_at.
     root: Option<(OwnedFd, PathBuf)>,
-    cache: HashMap<u64, Arc<CgroupIdentity>>,
+    /// Looked up once per event (foldhash: a fraction of SipHash's cost).
+    cache: HashMap<u64, Arc<CgroupIdentity>, foldhash::fast::RandomState>,
     /// Lookups that failed (cgroup gone, no permission): events lack container identity.
     pub failures: Arc<AtomicU64>,
 }
@@ -56,7 +57,7 @@ impl CgroupResolver {
         };
         CgroupResolver {
             root,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             failures: Arc::default(),
         }
     }
