@@ -10,9 +10,9 @@
 //! One flood: start `tether run` (observe mode, the built-in default policy, audit and alerts
 //! to file sinks, sockets and ready file in a fresh temporary directory), wait until it is
 //! ready and quiet, read its CPU time (utime + stime of /proc/PID/stat, every thread), run
-//! `tether exec -- xtask work open-write` (this executable re-executed: N times
-//! open(O_WRONLY|O_CREAT|O_TRUNC), write and close in a fresh temporary directory, the tracked
-//! process itself), wait until the
+//! `tether exec -- xtask work open` (this executable re-executed: N times open(O_WRONLY|O_CREAT)
+//! of an existing file and close in a fresh temporary directory — the cheapest call with write
+//! intent, so the highest rate one process offers — the tracked process itself), wait until the
 //! daemon's status (events written, kernel counters) stops moving, read its CPU time again,
 //! stop it with SIGTERM (it detaches its probes) and remove both directories.
 //!
@@ -110,7 +110,7 @@ struct Run {
     other: u64,
     /// From the flood's start to the poll that first saw the final status.
     span: Duration,
-    /// The flood's own time for its N write-opens, as it measured it.
+    /// The flood's own time for its N opens, as it measured it.
     flood: Duration,
     /// Daemon CPU per second of wall time while idle ([`IDLE`] before the flood).
     idle: f64,
@@ -274,7 +274,7 @@ fn one_run(bin: &Path, me: &Path, events: u64, round: usize, bin_idx: usize) -> 
         .arg("--")
         .arg(me)
         .arg("work")
-        .arg("open-write")
+        .arg("open")
         .arg("--dir")
         .arg(work.path())
         .arg("--n")
@@ -653,7 +653,7 @@ fn report(
         "`cargo xtask bench`, {}: kernel {}, {} CPUs, load average {load} before and {} after; \
          {rounds} round(s), binaries interleaved; each run a fresh `tether run` (observe, default \
          policy, audit and alerts to files) and one tracked process making {events} \
-         open(O_WRONLY|O_CREAT|O_TRUNC)+write+close in {}. Took {:.0} s.\n",
+         open(O_WRONLY|O_CREAT)+close of existing files in {}. Took {:.0} s.\n",
         cmd(&["date", "-u", "+%F %H:%M UTC"]),
         cmd(&["uname", "-r"]),
         std::thread::available_parallelism().map_or(0, |n| n.get()),

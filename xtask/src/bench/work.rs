@@ -8,7 +8,7 @@ use std::{
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
@@ -33,6 +33,10 @@ pub enum Kind {
     /// The agent-like workload: unpack --corpus into DIR with tar, commit it with git,
     /// byte-compile it with python (no network). N is ignored.
     Real,
+    /// N × open(O_WRONLY|O_CREAT) of one of FILES existing files and close: the cheapest call
+    /// with write intent, so the highest rate of file events one process can offer (the
+    /// flood; not one of the compared workloads).
+    Open,
 }
 
 impl Kind {
@@ -53,6 +57,7 @@ impl Kind {
             Kind::Mix => "mix",
             Kind::Null => "null syscall",
             Kind::Real => "tar+git+python",
+            Kind::Open => "open",
         }
     }
 }
@@ -100,9 +105,15 @@ pub fn run(a: &WorkArgs) -> anyhow::Result<()> {
         std::fs::write("/proc/self/loginuid", uid.to_string()).context("setting the login uid")?;
     }
     let port = || a.port.context("--port is required for this workload");
+    if a.kind == Kind::Open {
+        // Times itself: its files are made before the loop.
+        println!("{}", open_only(&a.dir, a.n)?.as_nanos());
+        return Ok(());
+    }
     let t = Instant::now();
     match a.kind {
         Kind::OpenWrite => open_write(&a.dir, a.n)?,
+        Kind::Open => unreachable!("timed above"),
         Kind::Connect => {
             let p = port()?;
             for _ in 0..a.n {
@@ -148,13 +159,30 @@ fn names(dir: &Path) -> Vec<PathBuf> {
     (0..FILES).map(|i| dir.join(format!("f{i}"))).collect()
 }
 
-/// N write-opens in `dir` (the flood of the sustained-rate measurement too).
+/// N write-opens in `dir`.
 pub fn open_write(dir: &Path, n: u64) -> anyhow::Result<()> {
     let names = names(dir);
     for i in 0..n {
         write_one(&names[(i % FILES) as usize])?;
     }
     Ok(())
+}
+
+/// N opens with write intent of existing files in `dir` (made first, before the clock
+/// starts), no truncation, no write.
+fn open_only(dir: &Path, n: u64) -> anyhow::Result<Duration> {
+    let names = names(dir);
+    for p in &names {
+        std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true);
+    let t = Instant::now();
+    for i in 0..n {
+        let p = &names[(i % FILES) as usize];
+        open.open(p).with_context(|| format!("opening {}", p.display()))?;
+    }
+    Ok(t.elapsed())
 }
 
 fn write_one(path: &Path) -> anyhow::Result<()> {
