@@ -404,8 +404,12 @@ fn report(pid_tgid: u64, t: &Tracked, p: &mut PendingFile, ret: i64) {
         p.fd
     };
     let object = fill_path(task, walk_a, &mut ev.a, p.source_a, object_fd);
+    // A successful open whose file is out of reach (another thread closed its fd already):
+    // its name is only what the caller's memory says now, which the caller can have
+    // rewritten since the kernel read it. Not judged by that name (fail closed, below).
+    let lost_object = p.op == file_op::OPEN_WRITE && ret >= 0 && ev.a.source == path_source::DIR_AND_NAME;
     if ev.a.source == path_source::DIR_AND_NAME && p.raw_truncated_a == RAW_DEFERRED {
-        // The opened file is out of reach (another thread closed its fd already): the name.
+        // For the record: the name as the caller's memory holds it now.
         (p.raw_len_a, p.raw_truncated_a) = read_name(p.ptr_a, &mut p.raw_a);
         if p.raw_truncated_a == RAW_UNREADABLE {
             count(agent_common::counter::READ_ERROR);
@@ -442,7 +446,9 @@ fn report(pid_tgid: u64, t: &Tracked, p: &mut PendingFile, ret: i64) {
         // SIGKILL before the process uses its result. Only an object (an opened file, an
         // fd's file) has a whole path here; a name-based operation (rename, unlink, ...) is
         // left to the daemon.
-        let mut judged = if ev.a.source == path_source::OBJECT && ev.b.source != path_source::DIR_AND_NAME {
+        let mut judged = if lost_object {
+            unjudged(t)
+        } else if ev.a.source == path_source::OBJECT && ev.b.source != path_source::DIR_AND_NAME {
             let inode = if object.is_null() {
                 core::ptr::null()
             } else {

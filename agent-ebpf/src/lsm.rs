@@ -160,7 +160,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     }
     let Some(ev) = LSM_FILE_SCRATCH.get_ptr_mut(0) else {
         maps::count(agent_common::counter::lost(hook::LSM_FILE));
-        return answer;
+        return unrecorded(&t, answer, judged);
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
@@ -181,8 +181,22 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let end = put_raw(&mut ev.text, end, &mut ev.a, core::ptr::null(), 0, 0);
     let end = put_walk(&mut ev.text, end, &mut ev.b, core::ptr::null());
     let end = put_raw(&mut ev.text, end, &mut ev.b, core::ptr::null(), 0, 0);
-    send(file_ring(judged), ev, end, hook::LSM_FILE);
+    if !send(file_ring(judged), ev, end, hook::LSM_FILE) {
+        return unrecorded(&t, answer, judged);
+    }
     answer
+}
+
+/// The answer for an operation whose record was lost (counted by the caller): one the daemon
+/// was to judge (`judged` UNDECIDED, let through) is now judged by nobody, so the unjudged
+/// posture decides (fail closed); anything else keeps `answer`.
+#[inline(always)]
+pub fn unrecorded(t: &Tracked, answer: i32, judged: u32) -> i32 {
+    if answer == 0 && judged & verdict::UNDECIDED != 0 {
+        enforce(unjudged(t)).0
+    } else {
+        answer
+    }
 }
 
 /// The (family, type, protocol) of a `struct socket`'s sock.

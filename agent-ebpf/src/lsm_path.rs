@@ -213,22 +213,24 @@ fn finish(pid_tgid: u64, t: &Tracked, mut judged: u32, call: &Call, obj: &Object
         let p = unsafe { &mut *p };
         p.hook = call.hook;
         p.verdict = judged;
-    } else if refused || call.record_allowed {
-        record(pid_tgid, t, judged, call, obj);
+    } else if (refused || call.record_allowed) && !record(pid_tgid, t, judged, call, obj) {
+        // Lost (counted): what the daemon was to judge is judged by nobody now.
+        return crate::lsm::unrecorded(t, lsm_answer(refused), judged);
     }
     lsm_answer(refused)
 }
 
-/// The record of an operation with no syscall record to carry it.
+/// The record of an operation with no syscall record to carry it; whether it was sent (a
+/// loss is counted).
 #[inline(never)]
-fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) {
+fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) -> bool {
     let (Some(ev), Some(walk_a), Some(walk_b)) = (
         LSM_FILE_SCRATCH.get_ptr_mut(0),
         PATH_WALK.get_ptr(0),
         PATH_WALK.get_ptr(1),
     ) else {
         count(agent_common::counter::lost(hook::LSM_PATH));
-        return;
+        return false;
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
@@ -266,7 +268,7 @@ fn record(pid_tgid: u64, t: &Tracked, judged: u32, call: &Call, obj: &Object) {
         let end = put_walk(&mut ev.text, end, &mut ev.b, core::ptr::null());
         put_raw(&mut ev.text, end, &mut ev.b, core::ptr::null(), 0, 0)
     };
-    send(file_ring(judged), ev, end, hook::LSM_PATH);
+    send(file_ring(judged), ev, end, hook::LSM_PATH)
 }
 
 /// Defaults of a one-path call.
