@@ -407,7 +407,12 @@ fn report(pid_tgid: u64, t: &Tracked, p: &mut PendingFile, ret: i64) {
     // A successful open whose file is out of reach (another thread closed its fd already):
     // its name is only what the caller's memory says now, which the caller can have
     // rewritten since the kernel read it. Not judged by that name (fail closed, below).
-    let lost_object = p.op == file_op::OPEN_WRITE && ret >= 0 && ev.a.source == path_source::DIR_AND_NAME;
+    // (Where this kernel has no path fields every path is a name as passed, judged by the
+    // daemon as before.)
+    let lost_object = p.op == file_op::OPEN_WRITE
+        && ret >= 0
+        && ev.a.source == path_source::DIR_AND_NAME
+        && !degraded(config::degraded::PATHS);
     if ev.a.source == path_source::DIR_AND_NAME && p.raw_truncated_a == RAW_DEFERRED {
         // For the record: the name as the caller's memory holds it now.
         (p.raw_len_a, p.raw_truncated_a) = read_name(p.ptr_a, &mut p.raw_a);
