@@ -768,6 +768,20 @@ pub(crate) mod testing {
         }
     }
 
+    /// The task of alice's agent (`chain`), valid, with `sandbox`.
+    pub fn task_view<'a>(chain: &'a [String], sandbox: Option<&'a crate::contain::sandbox::Layers>) -> TaskView<'a> {
+        TaskView {
+            jti: "j1",
+            iss: "https://issuer.example",
+            sub: "alice",
+            exp: 5,
+            state: CredState::Valid,
+            kernel_expired: false,
+            chain,
+            sandbox,
+        }
+    }
+
     pub fn table_with_root() -> (ProcessTable, ProcInfo) {
         let mut t = ProcessTable::new(100);
         let snap = snapshot(42, 1, 500, "/usr/bin/bash", &["bash", "run.sh"]);
@@ -1137,16 +1151,7 @@ mod tests {
         let (t, p) = table_with_root();
         let chain = vec!["alice".to_string(), "agent".to_string()];
         let layers = crate::contain::sandbox::Layers::default();
-        let view = TaskView {
-            jti: "j1",
-            iss: "https://issuer.example",
-            sub: "alice",
-            exp: 5,
-            state: CredState::Valid,
-            kernel_expired: false,
-            chain: &chain,
-            sandbox: Some(&layers),
-        };
+        let view = task_view(&chain, Some(&layers));
         let decision = Decision {
             action: Some(crate::model::Action::Deny),
             rule: "scope:connect".into(),
@@ -1236,16 +1241,7 @@ mod tests {
         let k = t.insert_snapshot(&bash, crate::lineage::Reason::Adopted, Some(root));
         let p = t.get(&k).unwrap().clone();
         let chain = vec!["alice".to_string(), "agent".to_string()];
-        let view = TaskView {
-            jti: "j1",
-            iss: "https://issuer.example",
-            sub: "alice",
-            exp: 5,
-            state: CredState::Valid,
-            kernel_expired: false,
-            chain: &chain,
-            sandbox: None,
-        };
+        let view = task_view(&chain, None);
         let outcome = allowed();
         let ev = file_write("/work/out/a.txt");
         let render = |form| {
