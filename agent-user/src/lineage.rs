@@ -4,11 +4,10 @@
 //!
 //! Start times are in clock ticks since boot, the unit of /proc/PID/stat, so a process found in
 //! /proc and the same process reported by the kernel (ns since boot) get the same key.
-/// Keyed by pid: looked up several times per event (foldhash: a fraction of SipHash's cost,
-/// seeded per process).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-use crate::events::{Actor, Event};
+use crate::{
+    FastMap,
+    events::{Actor, Event},
+};
 
 /// Kernel ns since boot -> clock ticks (USER_HZ), as the kernel itself converts for /proc.
 pub fn ns_to_ticks(ns: u64, ticks_per_sec: u64) -> u64 {
@@ -105,9 +104,9 @@ impl ProcSource for NoProc {
 
 #[derive(Debug)]
 pub struct ProcessTable {
-    procs: HashMap<ProcKey, ProcInfo>,
+    procs: FastMap<ProcKey, ProcInfo>,
     /// The current (newest) key of each pid.
-    live: HashMap<u32, ProcKey>,
+    live: FastMap<u32, ProcKey>,
     ticks_per_sec: u64,
     /// Exited processes, oldest first, removed once no live process descends from them.
     exited: Vec<ProcKey>,
@@ -116,8 +115,8 @@ pub struct ProcessTable {
 impl ProcessTable {
     pub fn new(ticks_per_sec: u64) -> Self {
         ProcessTable {
-            procs: HashMap::default(),
-            live: HashMap::default(),
+            procs: FastMap::default(),
+            live: FastMap::default(),
             ticks_per_sec,
             exited: Vec::new(),
         }

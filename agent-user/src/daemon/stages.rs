@@ -39,10 +39,10 @@ struct Judged<'a> {
     outcome: &'a Outcome,
 }
 
-/// How an action ended, as a metrics label.
 /// The largest first allocation of a drain's batch, in records (~2.4 MiB).
 const BATCH_HINT_MAX: usize = 8192;
 
+/// How an action ended, as a metrics label.
 fn result_label(outcome: &Outcome, decision: Option<&Decision>) -> &'static str {
     if outcome.killed {
         "killed"
@@ -104,8 +104,7 @@ impl Daemon {
         // Sized by the last batch (a flood's batches are alike, and growing a vector of
         // records copies every record again), up to BATCH_HINT_MAX records.
         let mut decoded = Vec::with_capacity(self.batch.min(BATCH_HINT_MAX));
-        let rings = self.kernel.rings();
-        for ring in rings {
+        for ring in self.kernel.rings() {
             while let Some(item) = ring.next() {
                 self.record_bytes += item.len() as u64;
                 match events::decode(&item) {

@@ -12,10 +12,8 @@
 //! within that bound. With [`RecordForm::Full`] every event is written in full.
 //!
 //! [`start_over`]: Introduced::start_over
-/// Looked up once per event (foldhash: a fraction of SipHash's cost, seeded per process).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-use crate::lineage::ProcKey;
+use crate::{FastMap, lineage::ProcKey};
 
 /// A process's full form is written again after this long (ns of the kernel's clock).
 pub const REFRESH_NS: u64 = 60 * 1_000_000_000;
@@ -43,14 +41,14 @@ struct Known {
 #[derive(Debug)]
 pub struct Introduced {
     form: RecordForm,
-    known: HashMap<ProcKey, Known>,
+    known: FastMap<ProcKey, Known>,
 }
 
 impl Introduced {
     pub fn new(form: RecordForm) -> Introduced {
         Introduced {
             form,
-            known: HashMap::default(),
+            known: FastMap::default(),
         }
     }
 

@@ -7,7 +7,6 @@ pub mod kube;
 pub mod selection;
 
 use std::{
-    collections::HashMap,
     os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
@@ -28,8 +27,7 @@ const FILEID_KERNFS: i32 = 0xfe;
 pub struct CgroupResolver {
     /// The cgroup v2 mount, opened: the mount fd for open_by_handle_at.
     root: Option<(OwnedFd, PathBuf)>,
-    /// Looked up once per event (foldhash: a fraction of SipHash's cost).
-    cache: HashMap<u64, Arc<CgroupIdentity>, foldhash::fast::RandomState>,
+    cache: crate::FastMap<u64, Arc<CgroupIdentity>>,
     /// Lookups that failed (cgroup gone, no permission): events lack container identity.
     pub failures: Arc<AtomicU64>,
 }
@@ -57,7 +55,7 @@ impl CgroupResolver {
         };
         CgroupResolver {
             root,
-            cache: HashMap::default(),
+            cache: crate::FastMap::default(),
             failures: Arc::default(),
         }
     }
