@@ -23,7 +23,3 @@ pub mod procscan;
 pub mod programs;
 pub mod selectors;
 pub mod tls;
-
-/// The map for what is looked up on every event (the process table, the processes already
-/// introduced, cgroup identities): foldhash, a fraction of SipHash's cost, seeded per process.
-pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

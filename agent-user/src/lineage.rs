@@ -5,8 +5,8 @@
 //! Start times are in clock ticks since boot, the unit of /proc/PID/stat, so a process found in
 //! /proc and the same process reported by the kernel (ns since boot) get the same key.
 use crate::{
-    FastMap,
     events::{Actor, Event},
+    model::FastMap,
 };
 
 /// Kernel ns since boot -> clock ticks (USER_HZ), as the kernel itself converts for /proc.

@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use agent_common::contain::{action, rule_class, verdict};
 use serde::{Deserialize, Serialize};
 
+/// The map for what is looked up on every event (the process table, the processes already
+/// introduced, cgroup identities): foldhash, a fraction of SipHash's cost, seeded per process.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// What to do about a violation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

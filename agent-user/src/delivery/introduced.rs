@@ -13,7 +13,7 @@
 //!
 //! [`start_over`]: Introduced::start_over
 
-use crate::{FastMap, lineage::ProcKey};
+use crate::{lineage::ProcKey, model::FastMap};
 
 /// A process's full form is written again after this long (ns of the kernel's clock).
 pub const REFRESH_NS: u64 = 60 * 1_000_000_000;

@@ -27,7 +27,7 @@ const FILEID_KERNFS: i32 = 0xfe;
 pub struct CgroupResolver {
     /// The cgroup v2 mount, opened: the mount fd for open_by_handle_at.
     root: Option<(OwnedFd, PathBuf)>,
-    cache: crate::FastMap<u64, Arc<CgroupIdentity>>,
+    cache: crate::model::FastMap<u64, Arc<CgroupIdentity>>,
     /// Lookups that failed (cgroup gone, no permission): events lack container identity.
     pub failures: Arc<AtomicU64>,
 }
@@ -55,7 +55,7 @@ impl CgroupResolver {
         };
         CgroupResolver {
             root,
-            cache: crate::FastMap::default(),
+            cache: crate::model::FastMap::default(),
             failures: Arc::default(),
         }
     }
