@@ -484,26 +484,22 @@ impl Daemon {
 
     /// SIGTERM and wait: the daemon detaches its probes and exits 0.
     fn stop(mut self) -> anyhow::Result<()> {
-        let status = self.terminate();
-        match status {
-            Some(s) if s.success() => Ok(()),
-            Some(s) => bail!("the daemon exited with {s} on SIGTERM:\n{}", self.log_tail()),
-            None => bail!(
-                "the daemon did not exit 30 s after SIGTERM (killed):\n{}",
-                self.log_tail()
-            ),
+        match self.terminate() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => bail!("the daemon exited with {s} on SIGTERM:\n{}", self.log_tail()),
+            Err(stuck) => bail!("the daemon did not exit on SIGTERM: {stuck}\n{}", self.log_tail()),
         }
     }
 
-    /// SIGTERM, then SIGKILL after 30 s; the exit status if it exited by itself.
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+    /// SIGTERM, then SIGKILL after [`END_GRACE`].
+    fn terminate(&mut self) -> Result<std::process::ExitStatus, String> {
         end(&mut self.child, libc::SIGTERM)
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.terminate();
+        let _ = self.terminate();
     }
 }
 
@@ -522,23 +518,67 @@ fn spawn(cmd: &mut Command, sig: i32) -> anyhow::Result<Child> {
     cmd.spawn().with_context(|| format!("starting {cmd:?}"))
 }
 
-/// Signals `child` and waits up to 30 s for it (then SIGKILL); its exit status.
-fn end(child: &mut Child, sig: i32) -> Option<std::process::ExitStatus> {
+/// How long a tracer has to exit once signalled.
+const END_GRACE: Duration = Duration::from_secs(60);
+
+/// Signals `child` and waits up to [`END_GRACE`] for it; its exit status, or (then it is
+/// killed) where each of its threads was when the wait ran out.
+fn end(child: &mut Child, sig: i32) -> Result<std::process::ExitStatus, String> {
+    end_within(child, sig, END_GRACE)
+}
+
+fn end_within(child: &mut Child, sig: i32, grace: Duration) -> Result<std::process::ExitStatus, String> {
     if let Ok(Some(s)) = child.try_wait() {
-        return Some(s);
+        return Ok(s);
     }
     // SAFETY: kill(2) on our own child, not yet reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, sig) };
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(30) {
+    while t.elapsed() < grace {
         if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
+            return Ok(s);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let stuck = threads_state(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    None
+    Err(format!(
+        "still running {grace:?} after signal {sig}, killed; its threads: {stuck}"
+    ))
+}
+
+/// Each thread of `pid`: its state, wait channel and kernel stack (for a process that does
+/// not exit when told to).
+fn threads_state(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "unreadable".into();
+    };
+    let mut out = vec![];
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let state = read("status")
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        let stack: Vec<String> = read("stack")
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .take(8)
+            .collect();
+        out.push(format!(
+            "{} {} [{}] wchan {} stack {}",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            state,
+            read("wchan").trim(),
+            stack.join("<")
+        ));
+    }
+    out.join("; ")
 }
 
 /// A directory under the system's temporary directory, removed with everything in it when
@@ -848,6 +888,17 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(min_max(&[2.0, 5.0, 1.0]), (1.0, 5.0));
+    }
+
+    #[test]
+    fn a_process_that_ignores_its_signal_is_killed_and_described() {
+        let mut child = Command::new("sleep").arg("600").spawn().unwrap();
+        // SIGCONT's default is to go on: the child does not exit on it.
+        let t = Instant::now();
+        let stuck = end_within(&mut child, libc::SIGCONT, Duration::from_millis(200)).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert!(stuck.contains("sleep ["), "{stuck}");
+        assert!(child.try_wait().unwrap().is_some(), "killed and reaped");
     }
 
     fn run(round: usize, progs: Result<Vec<progs::Cost>, String>) -> Run {

@@ -314,8 +314,12 @@ impl Bpftrace {
 
     fn stop(mut self) -> anyhow::Result<()> {
         match end(&mut self.child, libc::SIGINT) {
-            Some(s) if s.success() => Ok(()),
-            s => bail!("bpftrace did not exit cleanly on SIGINT ({s:?}): {}", self.stderr()),
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => bail!("bpftrace exited with {s} on SIGINT: {}", self.stderr()),
+            Err(stuck) => bail!(
+                "bpftrace did not exit on SIGINT: {stuck}; its stderr: {}",
+                self.stderr()
+            ),
         }
     }
 }
@@ -464,8 +468,9 @@ impl Auditd {
         rules?;
         enabled?;
         match exit {
-            Some(s) if s.success() => Ok(()),
-            s => bail!("auditd did not exit cleanly on SIGTERM ({s:?}): {}", self.stderr()),
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => bail!("auditd exited with {s} on SIGTERM: {}", self.stderr()),
+            Err(stuck) => bail!("auditd did not exit on SIGTERM: {stuck}; its stderr: {}", self.stderr()),
         }
     }
 }
@@ -475,7 +480,7 @@ impl Drop for Auditd {
         // A bench that failed mid-round leaves no rules and no audit daemon behind.
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = auditctl(&["-D"]);
-            end(&mut self.child, libc::SIGTERM);
+            let _ = end(&mut self.child, libc::SIGTERM);
             let _ = auditctl(&["-e", &self.was_enabled.to_string()]);
         }
     }
@@ -483,6 +488,6 @@ impl Drop for Auditd {
 
 impl Drop for Bpftrace {
     fn drop(&mut self) {
-        end(&mut self.child, libc::SIGINT);
+        let _ = end(&mut self.child, libc::SIGINT);
     }
 }
