@@ -307,9 +307,24 @@ pub enum Form {
 /// The audit event of one action, built once with what became of it, in `form`. `actor` is
 /// the acting process as it was when it acted (for an exec: before the exec); `after` is the
 /// process after the event (the new image for an exec). None for events that are not actions
-/// (fork, exit).
+/// (fork, exit). Boxed: the record passes through the emitter to the alert stage.
 #[allow(clippy::too_many_arguments)]
 pub fn audit(
+    ctx: &Context,
+    seq: u64,
+    event: &Event,
+    actor: &ProcInfo,
+    after: &ProcInfo,
+    table: &ProcessTable,
+    task: Option<&TaskView>,
+    verdict: Verdict,
+    form: Form,
+) -> Option<Box<Audit>> {
+    audit_record(ctx, seq, event, actor, after, table, task, verdict, form).map(Box::new)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit_record(
     ctx: &Context,
     seq: u64,
     event: &Event,
@@ -348,8 +363,8 @@ pub fn audit(
     let o = verdict.outcome;
     let acted = o.by.is_some() || o.denied || o.killed || o.after_effect;
     let mut data = AuditData {
-        task: task_obj,
-        introduction,
+        task: task_obj.map(Box::new),
+        introduction: introduction.map(Box::new),
         mechanism: verdict.mechanism.to_string(),
         actor: None,
         exec: None,
@@ -361,7 +376,10 @@ pub fn audit(
         file: None,
         outcome: (full || acted).then(|| verdict.outcome.clone()),
         kernel_verdict: (full || verdict.kernel != KernelVerdict::default()).then_some(verdict.kernel),
-        decision: verdict.decision.filter(|d| d.action.is_some()).map(decision_data),
+        decision: verdict
+            .decision
+            .filter(|d| d.action.is_some())
+            .map(|d| Box::new(decision_data(d))),
     };
     let base = |class: Class, activity: (u32, &'static str)| {
         Base::new(
@@ -394,7 +412,7 @@ pub fn audit(
         })
     };
     let network = |activity, src: Option<Endpoint>, dst, info, mut data: AuditData| {
-        data.actor = Some(actor_obj());
+        data.actor = Some(Box::new(actor_obj()));
         Audit::Network(NetworkActivity {
             base: base(Class::Network, activity),
             // The host is the source, unless an accepted connection's peer is.
@@ -416,7 +434,7 @@ pub fn audit(
             failed,
             ..
         } => {
-            data.exec = Some(ExecData {
+            data.exec = Some(Box::new(ExecData {
                 filename: filename.clone(),
                 argv: argv.clone(),
                 argv_truncated: *argv_truncated,
@@ -425,15 +443,15 @@ pub fn audit(
                     errno: -errno,
                     error: std::io::Error::from_raw_os_error((-errno) as i32).to_string(),
                 }),
-            });
+            }));
             process((1, "Launch"), data)
         }
         Event::Sandbox { syscall_nr, call, .. } => {
-            data.sandbox = Some(SandboxData {
+            data.sandbox = Some(Box::new(SandboxData {
                 layer: "seccomp",
                 call,
                 syscall_nr: *syscall_nr,
-            });
+            }));
             process((99, "Syscall Refused"), data)
         }
         Event::Uring { op, fd, .. } => {
@@ -504,7 +522,7 @@ pub fn audit(
                 UnixPeer::AsGiven(_) => ("as-given", None),
             };
             let name = peer.judged_name();
-            data.unix = Some(UnixData {
+            data.unix = Some(Box::new(UnixData {
                 op: match op {
                     UnixOp::Connect => "connect",
                     UnixOp::Send => "send",
@@ -513,7 +531,7 @@ pub fn audit(
                 peer: name.clone(),
                 naming,
                 path,
-            });
+            }));
             let dst = Endpoint {
                 name: Some(name),
                 ..Default::default()
@@ -534,12 +552,12 @@ pub fn audit(
             protocol,
             ..
         } => {
-            data.socket = Some(SocketData {
+            data.socket = Some(Box::new(SocketData {
                 kind: kind.as_str(),
                 family: *family,
                 sock_type: *sock_type,
                 protocol: *protocol,
-            });
+            }));
             let info = ConnectionInfo {
                 protocol_name: None,
                 protocol_num: Some(*protocol),
@@ -606,7 +624,7 @@ pub fn audit(
                 (FileOp::Symlink, Some(p2)) => f.target = Some(path_data(p2, true, full)),
                 (_, Some(p2)) => f.destination = Some(path_data(p2, true, full)),
             }
-            data.file = Some(f);
+            data.file = Some(Box::new(f));
             Audit::File(FileActivity {
                 base: base(Class::FileSystem, file_activity(*op, path2.as_ref())),
                 device: device(ctx, full),

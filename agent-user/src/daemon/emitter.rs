@@ -97,8 +97,8 @@ impl Emitter {
         &mut self,
         subject: &Subject,
         identity: Identity,
-        render: impl Fn(Form) -> Option<Audit>,
-    ) -> Option<Audit> {
+        render: impl Fn(Form) -> Option<Box<Audit>>,
+    ) -> Option<Box<Audit>> {
         let known = !subject.exec && self.introduced.holds(&subject.key, subject.stamp, subject.now_ns);
         if known {
             let record = render(Form::Compact)?;

@@ -439,7 +439,8 @@ pub struct AgentRoot {
     pub start_time: i64,
 }
 
-/// Tether's data of an audit event (`unmapped.tether`).
+/// Tether's data of an audit event (`unmapped.tether`). The parts an event may leave out are
+/// boxed: a record moves from stage to stage, and inline they made every move ~1.5 KB.
 ///
 /// Two forms. The **full** form holds the acting process's identity ([`Introduction`]: the
 /// task's credential and delegation, the lineage up to the agent root, node, container and
@@ -451,29 +452,29 @@ pub struct AgentRoot {
 pub struct AuditData {
     /// None: compact, and the process acts under no credential.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub task: Option<TaskData>,
+    pub task: Option<Box<TaskData>>,
     /// The acting process's identity (None: compact; see `actor.process.uid`).
     #[serde(flatten)]
-    pub introduction: Option<Introduction>,
+    pub introduction: Option<Box<Introduction>>,
     /// The kernel mechanism that saw the action (see `tether status` for all hooks).
     pub mechanism: String,
     /// The acting process, for classes without `actor` (Network Activity).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub actor: Option<Actor>,
+    pub actor: Option<Box<Actor>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exec: Option<ExecData>,
+    pub exec: Option<Box<ExecData>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub net: Option<NetData>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unix: Option<UnixData>,
+    pub unix: Option<Box<UnixData>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket: Option<SocketData>,
+    pub socket: Option<Box<SocketData>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<SandboxData>,
+    pub sandbox: Option<Box<SandboxData>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub io_uring: Option<UringData>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileData>,
+    pub file: Option<Box<FileData>>,
     /// What became of the action (None: compact, and nothing acted: the event's
     /// `action`/`disposition` say it all).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -483,7 +484,7 @@ pub struct AuditData {
     pub kernel_verdict: Option<KernelVerdict>,
     /// The rules' decision, for a violation.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub decision: Option<DecisionData>,
+    pub decision: Option<Box<DecisionData>>,
 }
 
 /// The acting process's identity as the full form writes it into `unmapped.tether`.
