@@ -1,5 +1,6 @@
 //! `tether run`: load the probes, adopt running agents, then one event loop that owns the
 //! process table, the kernel maps and the sinks, and serves API calls.
+mod backlog;
 mod calls;
 mod emitter;
 mod kernel;
@@ -126,6 +127,8 @@ struct Daemon {
     record_bytes: u64,
     /// Records in the last drain (the next one's first allocation).
     batch: usize,
+    /// Records read and held back to the next drain (kernel order across rings).
+    backlog: backlog::Backlog,
     /// `--persist`: the pins and state file, and what the take-over did (None: off).
     persist: Option<takeover::PersistView>,
 }
@@ -306,6 +309,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         decoded: 0,
         record_bytes: 0,
         batch: 0,
+        backlog: backlog::Backlog::default(),
         persist: None,
     };
     if let Some((dirs, lock, saved)) = persisted {
@@ -421,10 +425,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut rules_poll = tokio::time::interval(RULES_POLL_EVERY);
     let mut pod_retry = tokio::time::interval(Duration::from_millis(250));
     let mut integrity = tokio::time::interval(kernel::CHECK_EVERY);
+    // A drain that left records (a ring past its budget) goes on at the next turn of the
+    // loop, after whatever else is ready (API calls, revocations, timers).
+    let mut again = false;
     loop {
         tokio::select! {
-            _ = drain.tick() => d.drain(),
-            _ = wake.any() => d.drain(),
+            _ = drain.tick() => again = d.drain(),
+            _ = wake.any() => again = d.drain(),
+            _ = std::future::ready(()), if again => again = d.drain(),
             _ = fold.tick() => d.emitter.fold_tick(false),
             _ = counters.tick() => d.check_counters(),
             _ = integrity.tick() => d.check_integrity(),
@@ -441,7 +449,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = rules_poll.tick() => d.reload_if_changed(),
         }
     }
-    d.drain();
+    // What the rings hold at exit (bounded: agents may still be writing).
+    for _ in 0..64 {
+        if !d.drain() {
+            break;
+        }
+    }
     d.check_counters();
     d.emitter.fold_tick(true);
     if let Err(e) = d.emitter.close() {

@@ -39,9 +39,6 @@ struct Judged<'a> {
     outcome: &'a Outcome,
 }
 
-/// The largest first allocation of a drain's batch, in records (~2.4 MiB).
-const BATCH_HINT_MAX: usize = 8192;
-
 /// How an action ended, as a metrics label.
 fn result_label(outcome: &Outcome, decision: Option<&Decision>) -> &'static str {
     if outcome.killed {
@@ -96,33 +93,45 @@ impl Daemon {
         }
     }
 
-    /// Reads every ring and handles the records in the order the kernel made them (each
-    /// ring is in order; records of one process can be in several: a fork, then the child's
-    /// writes). **decode**: an undecodable record is counted and logged, never dropped
-    /// silently.
-    pub(super) fn drain(&mut self) {
+    /// Reads the rings, each up to its budget ([`super::backlog::RING_BUDGET`]), and handles the
+    /// records in the order the kernel made them (each ring is in order; records of one
+    /// process can be in several: a fork, then the child's writes); true when a ring was left
+    /// with records or some are held back (the caller drains again soon). **decode**: an
+    /// undecodable record is counted and logged, never dropped silently.
+    pub(super) fn drain(&mut self) -> bool {
+        let rings = self.kernel.rings().len();
         // Sized by the last batch (a flood's batches are alike, and growing a vector of
-        // records copies every record again), up to BATCH_HINT_MAX records.
-        let mut decoded = Vec::with_capacity(self.batch.min(BATCH_HINT_MAX));
-        for ring in self.kernel.rings() {
-            while let Some(item) = ring.next() {
+        // records copies every record again).
+        let mut batch = self.backlog.batch(rings, self.batch.min(super::backlog::RING_BUDGET));
+        for (i, ring) in self.kernel.rings().iter_mut().enumerate() {
+            let budget = batch.budget(i);
+            let mut read = 0;
+            while read < budget {
+                let Some(item) = ring.next() else {
+                    break;
+                };
+                read += 1;
                 self.record_bytes += item.len() as u64;
                 match events::decode(&item) {
-                    Ok(ev) => decoded.push(ev),
+                    Ok(ev) => batch.push(i, ev),
                     Err(e) => {
                         let n = self.metrics.decode_errors.inc() + 1;
                         error!(decode_errors = n, "undecodable ring buffer record: {e}");
                     }
                 }
             }
+            if read == budget {
+                batch.more_in(i);
+            }
         }
-        self.batch = decoded.len();
-        decoded.sort_by_key(|e| e.actor().ktime_ns);
-        for ev in decoded {
+        self.batch = batch.len();
+        let more = batch.left_more();
+        for ev in self.backlog.split(batch) {
             self.decoded += 1;
             self.handle(ev);
         }
         self.emitter.flush();
+        more || self.backlog.held() > 0
     }
 
     /// **judge**: the rules' decision on the action, by the same rules the kernel judged it by
