@@ -426,13 +426,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut pod_retry = tokio::time::interval(Duration::from_millis(250));
     let mut integrity = tokio::time::interval(kernel::CHECK_EVERY);
     // A drain that left records (a ring past its budget) goes on at the next turn of the
-    // loop, after whatever else is ready (API calls, revocations, timers).
+    // loop, after whatever else is ready (API calls, revocations, timers, signals): the
+    // yield hands the task back to the runtime first (an always-ready branch never would,
+    // and tokio's budget would then starve every other branch).
     let mut again = false;
     loop {
         tokio::select! {
             _ = drain.tick() => again = d.drain(),
             _ = wake.any() => again = d.drain(),
-            _ = std::future::ready(()), if again => again = d.drain(),
+            _ = go_on(), if again => again = d.drain(),
             _ = fold.tick() => d.emitter.fold_tick(false),
             _ = counters.tick() => d.check_counters(),
             _ = integrity.tick() => d.check_integrity(),
@@ -449,12 +451,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = rules_poll.tick() => d.reload_if_changed(),
         }
     }
-    // What the rings hold at exit (bounded: agents may still be writing).
+    // What the rings hold at exit (bounded: agents may still be writing), then every record
+    // read and held back, whatever may follow it.
     for _ in 0..64 {
         if !d.drain() {
             break;
         }
     }
+    d.handle_held();
     d.check_counters();
     d.emitter.fold_tick(true);
     if let Err(e) = d.emitter.close() {
@@ -548,9 +552,42 @@ fn rules_fingerprint(paths: &[PathBuf]) -> Vec<u8> {
     out
 }
 
+/// Ready at the event loop's next turn, once the runtime has run what else is ready (other
+/// tasks, and the tasks this one woke, which wait in its worker's slot until it yields).
+fn go_on() -> impl std::future::Future<Output = ()> {
+    tokio::task::yield_now()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::rules_fingerprint;
+    use super::{go_on, rules_fingerprint};
+
+    /// A loop that always has more to drain still lets a call in: the other task runs and its
+    /// message is received.
+    #[test]
+    fn a_drain_that_goes_on_lets_other_tasks_run() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let drains = rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let _ = tx.send(()).await;
+            });
+            let started = std::time::Instant::now();
+            let mut drains = 0u64;
+            loop {
+                assert!(started.elapsed().as_secs() < 10, "the call never came in");
+                tokio::select! {
+                    _ = go_on() => drains += 1,
+                    Some(()) = rx.recv() => return drains,
+                }
+            }
+        });
+        assert!(drains > 0);
+    }
 
     #[test]
     fn the_rules_fingerprint_changes_with_content_and_readability_only() {

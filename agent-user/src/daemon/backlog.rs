@@ -53,13 +53,22 @@ impl Backlog {
         self.held.len()
     }
 
+    /// Every record held back, in the kernel's order (none is held after).
+    pub fn take(&mut self) -> Vec<Event> {
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_by_key(|(_, e)| e.actor().ktime_ns);
+        held.into_iter().map(|(_, e)| e).collect()
+    }
+
     /// The records of `batch` to handle now, in the kernel's order; the rest is held back.
     pub fn split(&mut self, batch: Batch) -> Vec<Event> {
         let Batch { mut records, rings } = batch;
         // No record of a ring that still has some may pass the earliest of those rings' last.
+        // (A ring that gave no record this drain, only undecodable ones, has no time to hold
+        // the others to: they go, rather than wait on it forever.)
         let horizon = rings
             .iter()
-            .filter(|r| r.more)
+            .filter(|r| r.more && r.records > 0)
             .map(|r| r.latest_ns)
             .min()
             .unwrap_or(u64::MAX);
@@ -174,6 +183,32 @@ mod tests {
         let out = b.split(batch);
         assert_eq!(out.len(), RING_BUDGET);
         assert!(out.windows(2).all(|w| w[0].actor().ktime_ns <= w[1].actor().ktime_ns));
+        assert_eq!(b.held(), 0);
+    }
+
+    #[test]
+    fn a_ring_left_full_of_undecodable_records_holds_nothing_back() {
+        let mut b = Backlog::default();
+        let mut batch = b.batch(2, 0);
+        batch.more_in(0);
+        for t in [2, 3] {
+            batch.push(1, exit_at(t));
+        }
+        assert_eq!(times(&b.split(batch)), [2, 3]);
+        assert_eq!(b.held(), 0);
+    }
+
+    #[test]
+    fn at_exit_everything_held_is_taken_in_order() {
+        let mut b = Backlog::default();
+        let mut batch = b.batch(2, 0);
+        batch.push(0, exit_at(1));
+        batch.more_in(0);
+        for t in [9, 4] {
+            batch.push(1, exit_at(t));
+        }
+        assert_eq!(times(&b.split(batch)), [1]);
+        assert_eq!(times(&b.take()), [4, 9]);
         assert_eq!(b.held(), 0);
     }
 

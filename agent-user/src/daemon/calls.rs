@@ -338,6 +338,7 @@ impl Daemon {
             "events_written": self.emitter.written(),
             "records_decoded": self.decoded,
             "record_bytes": self.record_bytes,
+            "records_held": self.backlog.held(),
             "decode_errors": self.metrics.decode_errors.get(),
             "kernel_counters": counters,
             "tasks": self.tasks.count(),

@@ -102,7 +102,7 @@ impl Daemon {
         let rings = self.kernel.rings().len();
         // Sized by the last batch (a flood's batches are alike, and growing a vector of
         // records copies every record again).
-        let mut batch = self.backlog.batch(rings, self.batch.min(super::backlog::RING_BUDGET));
+        let mut batch = self.backlog.batch(rings, self.batch);
         for (i, ring) in self.kernel.rings().iter_mut().enumerate() {
             let budget = batch.budget(i);
             let mut read = 0;
@@ -132,6 +132,16 @@ impl Daemon {
         }
         self.emitter.flush();
         more || self.backlog.held() > 0
+    }
+
+    /// Handles every record held back, in the kernel's order (at exit: nothing read from a
+    /// ring is left unhandled).
+    pub(super) fn handle_held(&mut self) {
+        for ev in self.backlog.take() {
+            self.decoded += 1;
+            self.handle(ev);
+        }
+        self.emitter.flush();
     }
 
     /// **judge**: the rules' decision on the action, by the same rules the kernel judged it by
