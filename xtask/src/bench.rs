@@ -863,6 +863,35 @@ fn prog_report(s: &mut String, bins: &[PathBuf], runs: &[Run], events: u64) {
                 over.join(", ")
             }
         );
+        // Calls the kernel ran no program for (its recursion guard: the program was already
+        // running on that CPU): calls nobody judged.
+        let mut skipped: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut uncounted = false;
+        for c in with.iter().flat_map(|cs| cs.iter()) {
+            match c.skipped {
+                Some(n) if n > 0 => *skipped.entry(&c.name).or_default() += n,
+                Some(_) => {}
+                None => uncounted = true,
+            }
+        }
+        let _ = if uncounted {
+            writeln!(
+                s,
+                "Calls the kernel skipped (`recursion_misses`): not counted by this kernel (5.12+)."
+            )
+        } else if skipped.is_empty() {
+            writeln!(
+                s,
+                "Calls the kernel skipped (`recursion_misses`, its recursion guard): none, in every round."
+            )
+        } else {
+            let list: Vec<String> = skipped.iter().map(|(n, k)| format!("{n} {k}")).collect();
+            writeln!(
+                s,
+                "**Calls the kernel skipped** (`recursion_misses`, its recursion guard: nobody judged them), all rounds: {}.",
+                list.join(", ")
+            )
+        };
         let lsm_file_hook = |r: &ProgRow| progs::has_target(r.cost) && r.cost.name != "sys_exit_file";
         if !called.iter().chain(&idle).any(|(_, r)| lsm_file_hook(r)) {
             let _ = writeln!(
@@ -925,6 +954,7 @@ mod tests {
             kind,
             calls,
             ns,
+            skipped: Some(calls / 1000),
         }
     }
 
@@ -967,10 +997,23 @@ mod tests {
         assert!(s.contains("over: sys_exit_file (1700 ns)"), "{s}");
         assert!(s.contains("Not called during the flood: bind4."), "{s}");
         assert!(!s.contains("No LSM file hook"), "{s}");
+        // One skip in each program called 1000 times (the helper's stand-in count).
+        assert!(
+            s.contains("**Calls the kernel skipped** (`recursion_misses`, its recursion guard: nobody judged them), all rounds: file_open 1, sys_enter_file 1, sys_exit_file 1."),
+            "{s}"
+        );
         let mut s = String::new();
-        let runs = [run(0, Ok(vec![cost("sys_exit_file", "tracepoint", 1000, 400_000)]))];
+        let none_skipped = progs::Cost {
+            skipped: Some(0),
+            ..cost("sys_exit_file", "tracepoint", 1000, 400_000)
+        };
+        let runs = [run(0, Ok(vec![none_skipped]))];
         prog_report(&mut s, &[PathBuf::from("tether")], &runs, 1000);
         assert!(s.contains("met by 1, over: none"), "{s}");
+        assert!(
+            s.contains("`recursion_misses`, its recursion guard): none, in every round."),
+            "{s}"
+        );
         assert!(s.contains("No LSM file hook"), "{s}");
     }
 }

@@ -20,6 +20,9 @@ const INFO_LEN: usize = 232;
 const INFO_NAME: usize = 64;
 const INFO_RUN_TIME_NS: usize = 192;
 const INFO_RUN_CNT: usize = 200;
+/// `recursion_misses` (5.12+): calls the kernel did not run the program for, because it was
+/// already running on that CPU.
+const INFO_RECURSION_MISSES: usize = 208;
 const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// The issue-19 target for the hot file programs (see [`has_target`]).
@@ -99,6 +102,8 @@ pub struct Prog {
     pub kind: &'static str,
     pub run_time_ns: u64,
     pub run_cnt: u64,
+    /// None: the kernel has no such field.
+    pub recursion_misses: Option<u64>,
 }
 
 /// The programs the daemon `pid` holds, with their stats now. An error says why there are none
@@ -201,6 +206,7 @@ fn parse_info(info: &[u8]) -> Result<Prog, String> {
         kind: prog_type(u32_at(0)),
         run_time_ns: u64_at(INFO_RUN_TIME_NS),
         run_cnt: u64_at(INFO_RUN_CNT),
+        recursion_misses: (info.len() >= INFO_RECURSION_MISSES + 8).then(|| u64_at(INFO_RECURSION_MISSES)),
     })
 }
 
@@ -225,6 +231,8 @@ pub struct Cost {
     pub kind: &'static str,
     pub calls: u64,
     pub ns: u64,
+    /// Calls skipped by the kernel's recursion guard (None: not counted by this kernel).
+    pub skipped: Option<u64>,
 }
 
 impl Cost {
@@ -243,9 +251,14 @@ pub fn delta(before: &BTreeMap<u32, Prog>, after: &BTreeMap<u32, Prog>) -> Vec<C
             kind: a.kind,
             calls: 0,
             ns: 0,
+            skipped: Some(0),
         });
         c.calls += a.run_cnt.saturating_sub(b.run_cnt);
         c.ns += a.run_time_ns.saturating_sub(b.run_time_ns);
+        c.skipped = match (c.skipped, a.recursion_misses, b.recursion_misses) {
+            (Some(n), Some(a), Some(b)) => Some(n + a.saturating_sub(b)),
+            _ => None,
+        };
     }
     by_name.into_values().collect()
 }
@@ -268,6 +281,7 @@ mod tests {
             kind: "lsm",
             run_time_ns: t,
             run_cnt: n,
+            recursion_misses: Some(n / 2),
         };
         (id, p)
     }
@@ -289,9 +303,12 @@ mod tests {
         info[INFO_NAME..INFO_NAME + 15].copy_from_slice(b"bprm_check_secu");
         info[INFO_RUN_TIME_NS..INFO_RUN_TIME_NS + 8].copy_from_slice(&1234u64.to_ne_bytes());
         info[INFO_RUN_CNT..INFO_RUN_CNT + 8].copy_from_slice(&5u64.to_ne_bytes());
+        info[INFO_RECURSION_MISSES..INFO_RECURSION_MISSES + 8].copy_from_slice(&7u64.to_ne_bytes());
         let p = parse_info(&info).unwrap();
         assert_eq!((p.name.as_str(), p.kind), ("bprm_check_secu", "lsm"));
-        assert_eq!((p.run_time_ns, p.run_cnt), (1234, 5));
+        assert_eq!((p.run_time_ns, p.run_cnt, p.recursion_misses), (1234, 5, Some(7)));
+        // A kernel before 5.12 stops at run_cnt: no recursion count.
+        assert_eq!(parse_info(&info[..INFO_RUN_CNT + 8]).unwrap().recursion_misses, None);
         assert!(parse_info(&info[..192]).is_err());
     }
 
@@ -311,6 +328,8 @@ mod tests {
         let d = delta(&before, &after);
         assert_eq!(d.len(), 2);
         assert_eq!((d[0].name.as_str(), d[0].calls, d[0].ns), ("file_open", 4, 1500));
+        // Misses: 3/2 - 1/2 = 1, and 2/2 - 0 = 1.
+        assert_eq!(d[0].skipped, Some(2));
         assert_eq!(d[0].ns_per_call(), Some(375.0));
         assert_eq!((d[1].calls, d[1].ns_per_call()), (0, None));
     }
@@ -322,6 +341,7 @@ mod tests {
             kind,
             calls: 0,
             ns: 0,
+            skipped: None,
         };
         assert!(has_target(&c("sys_exit_file", "tracepoint")));
         assert!(has_target(&c("file_open", "lsm")));
