@@ -173,12 +173,12 @@ impl Pins {
 /// The loaded programs and the maps the daemon uses. Dropping it detaches everything that is
 /// not pinned.
 pub struct Probes {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// ACTIVE: the generation whose programs act.
     active: Array<MapData, u64>,
     _pinned: Vec<PinnedLink>,
     /// The fmod_ret links, where they stand in for BPF LSM (detached when dropped).
-    _modret: Vec<modret::Link>,
+    modret: Vec<modret::Link>,
     pub kept: Option<Kept>,
     /// The record rings, in [`RINGS`] order.
     pub rings: Vec<RingBuf<MapData>>,
@@ -213,6 +213,24 @@ impl Probes {
 
     /// Sum over CPUs of each loss/error counter, in agent_common::counter order (named by
     /// [`counter_name`]).
+    /// Per program (by name; an LSM program and its fmod_ret twin are one), the calls the
+    /// kernel ran it for none of, since it was loaded ([`modret::recursion_misses`]); None
+    /// where the kernel does not count them.
+    pub fn skipped(&self) -> BTreeMap<String, Option<u64>> {
+        let mut out: BTreeMap<String, Option<u64>> = BTreeMap::new();
+        let fds = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| Some((name, std::os::fd::AsFd::as_fd(p.fd().ok()?))))
+            .chain(self.modret.iter().map(|l| (l.program.as_str(), l.program_fd())));
+        for (name, fd) in fds {
+            let n = modret::recursion_misses(fd).ok().flatten();
+            let slot = out.entry(name.to_string()).or_insert(Some(0));
+            *slot = slot.zip(n).map(|(a, b)| a + b);
+        }
+        out
+    }
+
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
@@ -1227,11 +1245,11 @@ fn load_generation(
     let select_cgroup = HashMap::try_from(take_map(&mut ebpf, "SELECT_CGROUP")?).map_err(map_err("SELECT_CGROUP"))?;
     let pod_guards = HashMap::try_from(take_map(&mut ebpf, "POD_GUARDS")?).map_err(map_err("POD_GUARDS"))?;
     Ok(Probes {
-        _ebpf: ebpf,
+        ebpf,
         tracked_view: std::sync::Arc::new(std::sync::Mutex::new(tracked_view)),
         active,
         _pinned: pins.links,
-        _modret: modret_links,
+        modret: modret_links,
         kept: persist.is_some().then_some(pins.kept),
         rings,
         tracked,

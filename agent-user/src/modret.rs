@@ -81,12 +81,14 @@ pub struct Object<'m> {
     _maps: &'m Maps,
 }
 
-/// One attached fmod_ret program: the link (detached when dropped, unless pinned).
+/// One attached fmod_ret program: the link (detached when dropped, unless pinned), and the
+/// program (for its kernel stats).
 #[derive(Debug)]
 pub struct Link {
     pub program: String,
     pub function: String,
     fd: OwnedFd,
+    prog: OwnedFd,
 }
 
 fn map_data(map: &Map) -> Option<&MapData> {
@@ -199,11 +201,35 @@ impl<'m> Object<'m> {
             program: program.into(),
             function: function.into(),
             fd,
+            prog,
         })
     }
 }
 
+/// Calls the kernel did not run program `prog` for: its recursion guard skips a program
+/// already running on that CPU (`recursion_misses` of `bpf_prog_info`; None where the kernel,
+/// before 5.12, does not count them).
+pub fn recursion_misses(prog: std::os::fd::BorrowedFd<'_>) -> Result<Option<u64>, std::io::Error> {
+    use aya_obj::generated::bpf_prog_info;
+    // SAFETY: plain C structs: all zeroes is a valid value of each.
+    let (mut info, mut attr): (bpf_prog_info, bpf_attr) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    attr.info.bpf_fd = prog.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+    attr.info.info = &mut info as *mut bpf_prog_info as u64;
+    sys_bpf_raw(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    // The kernel writes the bytes it knows and says how many.
+    // SAFETY: the member written above, and by the kernel.
+    let known = unsafe { attr.info.info_len } as usize;
+    let end = std::mem::offset_of!(bpf_prog_info, recursion_misses) + 8;
+    Ok((known >= end).then_some(info.recursion_misses))
+}
+
 impl Link {
+    /// The attached program.
+    pub fn program_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
     /// Pins the link at `path` (it then outlives the process, until unpinned).
     pub fn pin(&self, path: &Path) -> Result<(), ModRetError> {
         use std::os::unix::ffi::OsStrExt;

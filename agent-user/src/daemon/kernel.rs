@@ -9,7 +9,7 @@
 //! back what it finds changed and raises a `tamper` alert for each. Between the change and the
 //! check the change holds: after the fact, and said so.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     time::Duration,
 };
 
@@ -51,16 +51,50 @@ pub(super) struct Kernel {
     repaired: u64,
     /// The loss counters as last reported.
     reported: [u64; counter::COUNT as usize],
+    /// Per program, the calls the kernel skipped as last reported (from this daemon's start).
+    skipped: BTreeMap<String, u64>,
+}
+
+/// Calls the kernel ran a program for none of (its recursion guard), since last reported.
+pub(super) struct Skipped {
+    pub program: String,
+    pub new: u64,
+    pub total: u64,
+}
+
+/// The programs whose count in `now` grew past `reported` (which takes the new counts); a
+/// program first seen counts from 0.
+fn grown(reported: &mut BTreeMap<String, u64>, now: BTreeMap<String, u64>) -> Vec<Skipped> {
+    let mut out = vec![];
+    for (program, total) in now {
+        let before = reported.insert(program.clone(), total).unwrap_or(0);
+        if total > before {
+            out.push(Skipped {
+                program,
+                new: total - before,
+                total,
+            });
+        }
+    }
+    out
 }
 
 impl Kernel {
     pub(super) fn new(probes: Probes, generation: u64) -> Kernel {
+        // What the programs skipped before this daemon started (a taken-over load) is not
+        // this daemon's to report.
+        let skipped = probes
+            .skipped()
+            .into_iter()
+            .filter_map(|(p, n)| Some((p, n?)))
+            .collect();
         Kernel {
             probes,
             generation,
             written: HashMap::new(),
             repaired: 0,
             reported: [0; counter::COUNT as usize],
+            skipped,
         }
     }
 
@@ -236,6 +270,17 @@ impl Kernel {
         moved
     }
 
+    /// The programs the kernel skipped calls of since last reported (where it counts them).
+    pub(super) fn newly_skipped(&mut self) -> Vec<Skipped> {
+        let now = self
+            .probes
+            .skipped()
+            .into_iter()
+            .filter_map(|(p, n)| Some((p, n?)))
+            .collect();
+        grown(&mut self.skipped, now)
+    }
+
     /// Mismatches found and repaired since the start.
     pub(super) fn repaired(&self) -> u64 {
         self.repaired
@@ -363,4 +408,23 @@ fn still_running(pid: u32, t: &Tracked, ticks_per_sec: u64) -> bool {
         return false;
     }
     ticks_to_ns(stat.starttime, ticks_per_sec).abs_diff(t.start_ns) < 2 * 1_000_000_000 / ticks_per_sec.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_programs_whose_skipped_calls_grew_are_reported_once() {
+        let counts = |v: &[(&str, u64)]| v.iter().map(|(p, n)| (p.to_string(), *n)).collect::<BTreeMap<_, _>>();
+        let mut reported = counts(&[("file_open", 2), ("connect4", 0)]);
+        let got = grown(
+            &mut reported,
+            counts(&[("file_open", 5), ("connect4", 0), ("new_prog", 1)]),
+        );
+        let got: Vec<(&str, u64, u64)> = got.iter().map(|s| (s.program.as_str(), s.new, s.total)).collect();
+        assert_eq!(got, [("file_open", 3, 5), ("new_prog", 1, 1)]);
+        // Reported: the same counts again are nothing new.
+        assert!(grown(&mut reported, counts(&[("file_open", 5), ("new_prog", 1)])).is_empty());
+    }
 }

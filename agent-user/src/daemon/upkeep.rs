@@ -132,6 +132,25 @@ impl Daemon {
                 },
             );
         }
+        for k in self.kernel.newly_skipped() {
+            let name = format!("skipped:{}", k.program);
+            self.metrics.kernel_loss(&name, k.new);
+            warn!(program = %k.program, total = k.total, new = k.new, "the kernel skipped calls of a program");
+            let reason = format!(
+                "kernel-side: {name} +{} (total {}); the kernel ran {} for none of these calls (its recursion guard: the program was already running on that CPU), so nobody judged them",
+                k.new, k.total, k.program
+            );
+            self.emitter.system(
+                "unjudged-actions",
+                &reason,
+                Details::KernelCounter {
+                    kernel_counter: name,
+                    hook: None,
+                    new: k.new,
+                    total: k.total,
+                },
+            );
+        }
         if before != self.kernel.reported() {
             self.save_state();
         }
