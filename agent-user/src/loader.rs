@@ -211,26 +211,26 @@ impl Probes {
         self.active.get(&0, 0).ok()
     }
 
-    /// Sum over CPUs of each loss/error counter, in agent_common::counter order (named by
-    /// [`counter_name`]).
     /// Per program (by name; an LSM program and its fmod_ret twin are one), the calls the
-    /// kernel ran it for none of, since it was loaded ([`modret::recursion_misses`]); None
-    /// where the kernel does not count them.
-    pub fn skipped(&self) -> BTreeMap<String, Option<u64>> {
-        let mut out: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    /// kernel ran it for none of, since it was loaded ([`modret::recursion_misses`]); only the
+    /// programs the kernel counts them for (none before 5.12).
+    pub fn skipped(&self) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
         let fds = self
             .ebpf
             .programs()
             .filter_map(|(name, p)| Some((name, std::os::fd::AsFd::as_fd(p.fd().ok()?))))
             .chain(self.modret.iter().map(|l| (l.program.as_str(), l.program_fd())));
         for (name, fd) in fds {
-            let n = modret::recursion_misses(fd).ok().flatten();
-            let slot = out.entry(name.to_string()).or_insert(Some(0));
-            *slot = slot.zip(n).map(|(a, b)| a + b);
+            if let Ok(Some(n)) = modret::recursion_misses(fd) {
+                *out.entry(name.to_string()).or_default() += n;
+            }
         }
         out
     }
 
+    /// Sum over CPUs of each loss/error counter, in agent_common::counter order (named by
+    /// [`counter_name`]).
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {

@@ -320,21 +320,6 @@ pub fn audit(
     verdict: Verdict,
     form: Form,
 ) -> Option<Box<Audit>> {
-    audit_record(ctx, seq, event, actor, after, table, task, verdict, form).map(Box::new)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn audit_record(
-    ctx: &Context,
-    seq: u64,
-    event: &Event,
-    actor: &ProcInfo,
-    after: &ProcInfo,
-    table: &ProcessTable,
-    task: Option<&TaskView>,
-    verdict: Verdict,
-    form: Form,
-) -> Option<Audit> {
     if !event.is_action() {
         return None;
     }
@@ -425,7 +410,7 @@ fn audit_record(
             unmapped: Unmapped { tether: data },
         })
     };
-    Some(match event {
+    Some(Box::new(match event {
         Event::Exec {
             exe,
             filename,
@@ -638,7 +623,7 @@ fn audit_record(
             })
         }
         Event::Fork { .. } | Event::Exit { .. } => return None,
-    })
+    }))
 }
 
 /// What an alert is about.

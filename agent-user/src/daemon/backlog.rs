@@ -55,9 +55,12 @@ impl Backlog {
 
     /// Every record held back, in the kernel's order (none is held after).
     pub fn take(&mut self) -> Vec<Event> {
-        let mut held = std::mem::take(&mut self.held);
-        held.sort_by_key(|(_, e)| e.actor().ktime_ns);
-        held.into_iter().map(|(_, e)| e).collect()
+        // A batch of them alone, with no ring left with records: nothing holds any back.
+        let batch = Batch {
+            records: std::mem::take(&mut self.held),
+            rings: vec![],
+        };
+        self.split(batch)
     }
 
     /// The records of `batch` to handle now, in the kernel's order; the rest is held back.

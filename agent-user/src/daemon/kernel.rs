@@ -83,11 +83,7 @@ impl Kernel {
     pub(super) fn new(probes: Probes, generation: u64) -> Kernel {
         // What the programs skipped before this daemon started (a taken-over load) is not
         // this daemon's to report.
-        let skipped = probes
-            .skipped()
-            .into_iter()
-            .filter_map(|(p, n)| Some((p, n?)))
-            .collect();
+        let skipped = probes.skipped();
         Kernel {
             probes,
             generation,
@@ -272,13 +268,7 @@ impl Kernel {
 
     /// The programs the kernel skipped calls of since last reported (where it counts them).
     pub(super) fn newly_skipped(&mut self) -> Vec<Skipped> {
-        let now = self
-            .probes
-            .skipped()
-            .into_iter()
-            .filter_map(|(p, n)| Some((p, n?)))
-            .collect();
-        grown(&mut self.skipped, now)
+        grown(&mut self.skipped, self.probes.skipped())
     }
 
     /// Mismatches found and repaired since the start.

@@ -126,18 +126,21 @@ impl Daemon {
         }
         self.batch = batch.len();
         let more = batch.left_more();
-        for ev in self.backlog.split(batch) {
-            self.decoded += 1;
-            self.handle(ev);
-        }
-        self.emitter.flush();
+        let ready = self.backlog.split(batch);
+        self.handle_all(ready);
         more || self.backlog.held() > 0
     }
 
     /// Handles every record held back, in the kernel's order (at exit: nothing read from a
     /// ring is left unhandled).
     pub(super) fn handle_held(&mut self) {
-        for ev in self.backlog.take() {
+        let held = self.backlog.take();
+        self.handle_all(held);
+    }
+
+    /// Handles decoded records in the order given, then flushes the sinks.
+    fn handle_all(&mut self, records: Vec<Event>) {
+        for ev in records {
             self.decoded += 1;
             self.handle(ev);
         }
