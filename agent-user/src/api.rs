@@ -47,6 +47,7 @@ use tracing::{debug, warn};
 
 use crate::credentials::{
     self,
+    carriers::ScopeBook,
     token::{self, Keys, Verified},
 };
 
@@ -179,6 +180,8 @@ impl IntoResponse for ApiError {
 pub struct ApiState {
     pub calls: mpsc::Sender<Call>,
     pub keys: Arc<RwLock<Keys>>,
+    /// The rule files' scope bundles and identity bindings.
+    pub scopes: Arc<ScopeBook>,
     pub max_chain: usize,
     /// Who may call the admin socket beyond its file mode (empty: any untracked caller that
     /// can open it).
@@ -283,7 +286,12 @@ pub struct BindOtherBody {
 async fn verify_and_bind(s: &ApiState, peer: &Peer, pid: u32, token: &str) -> Result<Value, ApiError> {
     let verified = {
         let keys = s.keys.read().map_err(|_| CallError::KeysPoisoned)?;
-        token::verify(token, &keys, credentials::now_epoch(), s.max_chain)
+        let checks = token::Checks {
+            keys: &keys,
+            scopes: &s.scopes,
+            max_chain: s.max_chain,
+        };
+        token::verify(token, &checks, credentials::now_epoch())
     };
     let mut verified = match verified {
         Ok(v) => v,
@@ -870,6 +878,7 @@ mod tests {
         ApiState {
             calls: tx,
             keys: Arc::new(RwLock::new(Keys::default())),
+            scopes: Default::default(),
             max_chain: 8,
             admins: Admins::default(),
         }

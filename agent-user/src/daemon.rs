@@ -205,6 +205,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     raise_fd_limit();
     let policy = policy::load_policy(&opts.policies)?;
     let (selectors, policy_trust, containment) = (policy.selectors, policy.trust, policy.containment);
+    let scopes = Arc::new(policy.scopes);
     // The rules, with the built-in guardrail over Tether's own files.
     let rulebook = rulebook::Rulebook::new(containment, opts.policies.clone(), tether_files(&opts))
         .map_err(|e| anyhow::anyhow!("rules: {e}"))?;
@@ -277,7 +278,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let keys = credentials::trust::load_all(&trust, &client).await;
     for t in &trust {
         match keys.by_issuer.get(&t.issuer) {
-            Some(Ok(set)) => info!(issuer = %t.issuer, keys = set.keys.len(), "trusted issuer"),
+            Some(Ok(set)) => {
+                info!(issuer = %t.issuer, keys = set.jwks.keys.len(), "trusted issuer");
+                for d in &set.dropped {
+                    warn!(issuer = %t.issuer, "key left out: {d}");
+                }
+            }
             Some(Err(e)) => warn!(issuer = %t.issuer, "trusted issuer has no usable keys yet: {e}"),
             None => {}
         }
@@ -292,7 +298,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         kernel: kernel::Kernel::new(probes, generation),
         pods: pods::Pods::new(node, &selectors, rules, cgroup_root),
         tracking: tracking::Tracking::new(selectors, ticks_per_sec),
-        tasks: tasks::TaskBook::new(keys.clone(), trust.clone(), opts.max_chain, resolved_tx),
+        tasks: tasks::TaskBook::new(keys.clone(), scopes.clone(), trust.clone(), opts.max_chain, resolved_tx),
         sandboxes: Default::default(),
         rulebook,
         emitter: emitter::Emitter::new(
@@ -356,6 +362,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let state = ApiState {
         calls: calls_tx,
         keys: keys.clone(),
+        scopes,
         max_chain: opts.max_chain,
         admins: opts.admins.clone(),
     };
@@ -377,22 +384,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .with_context(|| format!("giving {} to group {gid}", opts.admin_socket.display()))?;
     }
     tokio::spawn(api::serve(admin, api::router(state, true), tree_of));
-    // JWKS URLs are refreshed on a timer; the last good keys stay when a refresh fails.
-    if trust
-        .iter()
-        .any(|t| matches!(t.source, credentials::trust::JwksSource::Url(_)))
-    {
-        let (trust, keys) = (trust.clone(), keys.clone());
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(REFRESH_EVERY);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                for f in credentials::trust::refresh(&trust, &client, &keys).await {
-                    warn!("JWKS refresh failed (keeping the last good keys): {f}");
-                }
-            }
-        });
+    // Keys fetched over HTTPS are refreshed (a trust bundle when its hint says); the last
+    // good keys stay when a refresh fails.
+    if trust.iter().any(|t| t.source.remote()) {
+        tokio::spawn(credentials::trust::refresh(
+            trust.clone(),
+            client,
+            keys.clone(),
+            |iss, e| warn!("keys of issuer {iss}: refresh failed (keeping the last good keys): {e}"),
+        ));
     }
 
     d.metrics.set_mechanisms(&d.kernel.report().hooks);

@@ -90,6 +90,16 @@ pub fn issuer_jwks() -> String {
     json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": KID, "x": x}]}).to_string()
 }
 
+/// What the fuzzed verifications are checked against: the test issuer, no scope bundles.
+fn checks(keys: &Keys) -> token::Checks<'_> {
+    static BOOK: OnceLock<crate::credentials::carriers::ScopeBook> = OnceLock::new();
+    token::Checks {
+        keys,
+        scopes: BOOK.get_or_init(Default::default),
+        max_chain: MAX_CHAIN,
+    }
+}
+
 fn issuer_keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
@@ -121,10 +131,17 @@ fn assert_sound(v: &token::Verified, keys: &Keys) {
     assert!(NOW < c.exp, "expired token accepted: exp {}", c.exp);
     assert!(c.nbf.is_none_or(|n| n <= NOW), "token before its nbf accepted");
     assert!(!c.jti.trim().is_empty() && !c.sub.trim().is_empty());
-    assert!(keys.by_issuer.contains_key(&c.iss), "untrusted issuer {:?}", c.iss);
+    assert!(
+        keys.by_issuer.contains_key(&v.issuer),
+        "untrusted issuer {:?}",
+        v.issuer
+    );
+    assert_eq!(c.iss, v.issuer, "verified under another issuer's keys");
     assert!(v.chain.len() - 1 <= MAX_CHAIN, "chain {:?}", v.chain);
     assert_eq!(v.chain[0], c.sub);
-    let again = CompiledScope::compile(&c.scope).expect("a verified scope compiles again");
+    let spec: ScopeSpec = serde_json::from_value(c.scope.clone().expect("the test issuer's scope object"))
+        .expect("a verified scope object parses again");
+    let again = CompiledScope::compile(&spec).expect("a verified scope compiles again");
     assert_eq!(again.spec, v.scope.spec);
 }
 
@@ -146,15 +163,12 @@ pub fn token(data: &[u8]) {
             sign(h, p.get(1..).unwrap_or_default())
         }
     };
-    let Ok(v) = token::verify(&presented, keys, NOW, MAX_CHAIN) else {
+    let Ok(v) = token::verify(&presented, &checks(keys), NOW) else {
         return;
     };
     let header = jsonwebtoken::decode_header(presented.trim()).expect("a verified token has a header");
     assert!(
-        matches!(
-            header.alg,
-            jsonwebtoken::Algorithm::EdDSA | jsonwebtoken::Algorithm::ES256
-        ),
+        trust::ALGORITHMS.contains(&header.alg),
         "algorithm {:?} accepted",
         header.alg
     );
@@ -168,30 +182,39 @@ pub fn token(data: &[u8]) {
     if let Some(b) = sig.first_mut() {
         *b ^= 0x01;
         let tampered = format!("{}.{}", &t[..dot], b64(&sig));
-        match token::verify(&tampered, keys, NOW, MAX_CHAIN) {
+        match token::verify(&tampered, &checks(keys), NOW) {
             Err(TokenError::BadSignature(_) | TokenError::Malformed(_)) => {}
             other => panic!("a tampered signature gave {other:?}"),
         }
     }
 }
 
-/// JWKS parsing and key selection: the document is the test issuer's key set. Parsing keeps
-/// only sets whose every key has a `kid`; a token of the test key verifies against it only if
-/// the key the set names `k1` is the test key.
+/// JWKS parsing and key selection: the document is the test issuer's key set. Every key
+/// parsing keeps verifies some algorithm and makes a decoding key; a token of the test key
+/// verifies against the set only if a key of the set that names `k1` is the test key.
 pub fn jwks(data: &[u8]) {
     let Ok(set) = trust::parse_jwks(data) else { return };
-    assert!(set.keys.iter().all(|k| k.common.key_id.is_some()));
-    for k in &set.keys {
-        let _ = jsonwebtoken::DecodingKey::from_jwk(k);
-        let kid = k.common.key_id.as_deref().expect("checked");
-        assert!(set.find(kid).is_some(), "find({kid:?}) misses a key of the set");
+    for k in &set.jwks.keys {
+        assert!(
+            !trust::key_algorithms(k).is_empty(),
+            "a kept key verifies nothing: {k:?}"
+        );
+        jsonwebtoken::DecodingKey::from_jwk(k).expect("a kept key makes a decoding key");
     }
     let mut keys = Keys::default();
     assert!(trust::merge(&mut keys, ISSUER, Ok(set.clone())).is_none());
     let claims = json!({"iss": ISSUER, "sub": "user:fuzz", "aud": AUDIENCE, "jti": "t1", "exp": NOW + 60, "scope": {}});
     let t = sign(test_header().as_bytes(), claims.to_string().as_bytes());
-    if token::verify(&t, &keys, NOW, MAX_CHAIN).is_ok() {
-        let k = set.find(KID).expect("a verified token's kid is in the set");
+    if token::verify(&t, &checks(&keys), NOW).is_ok() {
+        let k = set
+            .jwks
+            .keys
+            .iter()
+            .find(|k| {
+                k.common.key_id.as_deref() == Some(KID)
+                    && trust::key_algorithms(k).contains(&jsonwebtoken::Algorithm::EdDSA)
+            })
+            .expect("a verified token's kid is in the set, for its algorithm");
         let x = b64(signing_key().verifying_key().as_bytes());
         match &k.algorithm {
             jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(p) => {
@@ -403,6 +426,8 @@ pub fn ocsf(data: &[u8]) {
         kernel_expired: false,
         chain: &chain,
         sandbox: None,
+        scope_source: "scope_object",
+        txn: None,
     };
     let decision = policy::engine::attempt_of(&ev).map(|a| default_rules().evaluate(&a, Credential::None, 0));
     let mechanism = ctx.mechanism(&ev);
@@ -520,6 +545,7 @@ pub fn api(data: &[u8]) {
         let state = ApiState {
             calls: tx,
             keys: Arc::new(RwLock::new(Keys::default())),
+            scopes: Default::default(),
             max_chain: MAX_CHAIN,
             admins: api::Admins::default(),
         };

@@ -30,6 +30,11 @@ pub struct TaskView<'a> {
     pub chain: &'a [String],
     /// The layers `tether exec` applied to the task's tree (None: not started by it).
     pub sandbox: Option<&'a crate::contain::sandbox::Layers>,
+    /// Where the task's scope came from ([`crate::credentials::carriers::ScopeSource`]).
+    pub scope_source: &'static str,
+    /// The Transaction Token's `txn`: every event of the task carries it as
+    /// `metadata.correlation_uid`.
+    pub txn: Option<&'a str>,
 }
 
 /// `unmapped.tether.task` and `unmapped.tether.delegation` of a record in full.
@@ -43,6 +48,7 @@ fn task_data(task: Option<&TaskView>) -> (TaskData, Vec<String>) {
                 exp: t.exp,
                 state: t.state.as_str(),
                 kernel_expired: t.kernel_expired,
+                scope_source: t.scope_source,
                 sandbox: t.sandbox.cloned().map(Box::new),
             },
             t.chain.to_vec(),
@@ -61,6 +67,7 @@ fn task_data(task: Option<&TaskView>) -> (TaskData, Vec<String>) {
 fn task_ref(task: Option<&TaskView>) -> Option<TaskData> {
     task.map(|t| TaskData::Ref {
         jti: t.jti.to_string(),
+        scope_source: t.scope_source,
         state: t.state.as_str(),
         kernel_expired: t.kernel_expired,
     })
@@ -120,8 +127,9 @@ fn joined(prefix: &str, numbers: &[u64]) -> String {
     s
 }
 
-fn metadata(uid: String, log_name: &'static str) -> Metadata {
+fn metadata(uid: String, log_name: &'static str, task: Option<&TaskView>) -> Metadata {
     Metadata {
+        correlation_uid: task.and_then(|t| t.txn).map(str::to_string),
         product: Product {
             name: PRODUCT,
             vendor_name: PRODUCT,
@@ -373,7 +381,7 @@ pub fn audit(
             ctx.epoch_ms(a.ktime_ns),
             1,
             Some(verdict.outcome),
-            metadata(joined(&ctx.uid_prefix, &[seq]), "audit"),
+            metadata(joined(&ctx.uid_prefix, &[seq]), "audit", task),
             full,
         )
     };
@@ -670,7 +678,7 @@ pub fn finding(ctx: &Context, seq: u64, f: Finding, identity: Identity) -> Detec
             time,
             f.severity_id,
             f.outcome,
-            metadata(uid.clone(), "alert"),
+            metadata(uid.clone(), "alert", f.task),
             true,
         ),
         is_alert: true,
@@ -782,6 +790,8 @@ pub(crate) mod testing {
             kernel_expired: false,
             chain,
             sandbox,
+            scope_source: "scope_string",
+            txn: Some("txn-7"),
         }
     }
 
@@ -1297,7 +1307,15 @@ mod tests {
         ] {
             assert!(ct.get(absent).is_none(), "{absent} in a compact event: {ct}");
         }
-        assert_eq!(ct["task"], json!({"jti": "j1", "state": "valid"}));
+        assert_eq!(
+            ct["task"],
+            json!({"jti": "j1", "scope_source": "scope_string", "state": "valid"})
+        );
+        // Every event of a task names where its scope came from and carries its transaction.
+        assert_eq!(full["unmapped"]["tether"]["task"]["scope_source"], "scope_string");
+        for e in [&full, &compact] {
+            assert_eq!(e["metadata"]["correlation_uid"], "txn-7", "{e}");
+        }
         assert_eq!(ct["file"]["op"], "open-write", "per-event data in both");
         assert_eq!(
             ct["file"]["path"],

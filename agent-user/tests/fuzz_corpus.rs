@@ -426,10 +426,16 @@ fn the_seeds_reach_past_the_first_check() {
     let set = tether::credentials::trust::parse_jwks(fuzzing::issuer_jwks().as_bytes()).unwrap();
     keys.by_issuer.insert(ISSUER.into(), Ok(set));
     let t = fuzzing::sign(fuzzing::test_header().as_bytes(), &seed("token", "signed-claims")[1..]);
-    let v = tether::credentials::token::verify(&t, &keys, NOW, 4).expect("the signed seed verifies");
+    let book = tether::credentials::carriers::ScopeBook::default();
+    let checks = tether::credentials::token::Checks {
+        keys: &keys,
+        scopes: &book,
+        max_chain: 4,
+    };
+    let v = tether::credentials::token::verify(&t, &checks, NOW).expect("the signed seed verifies");
     assert_eq!(v.chain, ["user:alice", "agent:root", "agent:a"]);
     let presented = seed("token", "presented");
-    tether::credentials::token::verify(std::str::from_utf8(&presented[1..]).unwrap(), &keys, NOW, 4)
+    tether::credentials::token::verify(std::str::from_utf8(&presented[1..]).unwrap(), &checks, NOW)
         .expect("the presented seed verifies");
     for (n, r) in records() {
         let decoded = tether::events::decode(&r);

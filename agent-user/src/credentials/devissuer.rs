@@ -192,7 +192,13 @@ pub fn claims(req: &IssueRequest, now: i64) -> Claims {
         nbf: Some(nbf),
         exp: nbf + req.ttl.as_secs() as i64,
         act,
-        scope: req.scope.clone(),
+        may_act: None,
+        scope: Some(super::token::scope_claim(&req.scope)),
+        authorization_details: None,
+        txn: None,
+        tctx: None,
+        rctx: None,
+        req_wl: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Task credentials: verification ([`token`]), scopes ([`scope`]), trusted issuers
 //! ([`trust`]), the binding of credentials to process trees with delegation and lifecycle
 //! ([`tasks`]), and a development issuer ([`devissuer`]).
+pub mod carriers;
 pub mod devissuer;
 pub mod scope;
 pub mod tasks;
@@ -52,9 +53,11 @@ mod tests {
     use jsonwebtoken::jwk::JwkSet;
 
     use super::{
+        carriers,
         devissuer::{self, IssueRequest},
         scope::ScopeSpec,
         token::{self, Keys, TokenError},
+        trust,
     };
 
     const NOW: i64 = 1_800_000_000;
@@ -65,8 +68,28 @@ mod tests {
         }))
         .unwrap();
         let mut k = Keys::default();
-        k.by_issuer.insert(iss.into(), Ok(jwks));
+        k.by_issuer.insert(
+            iss.into(),
+            Ok(trust::KeySet {
+                jwks,
+                dropped: Vec::new(),
+                refresh_hint: None,
+            }),
+        );
         k
+    }
+
+    fn verify(t: &str, keys: &Keys, now: i64) -> Result<token::Verified, TokenError> {
+        let book = carriers::ScopeBook::default();
+        token::verify(
+            t,
+            &token::Checks {
+                keys,
+                scopes: &book,
+                max_chain: 8,
+            },
+            now,
+        )
     }
 
     fn request() -> IssueRequest {
@@ -97,7 +120,7 @@ mod tests {
             let key = devissuer::generate(alg).unwrap();
             let keys = keys_for("https://issuer.test", &[&key]);
             let t = issue(&key, &request(), NOW);
-            let v = token::verify(&t, &keys, NOW + 1, 8).unwrap_or_else(|e| panic!("{alg}: {e}"));
+            let v = verify(&t, &keys, NOW + 1).unwrap_or_else(|e| panic!("{alg}: {e}"));
             assert_eq!(v.claims.jti, "task-42");
             assert_eq!(
                 v.chain,
@@ -117,10 +140,10 @@ mod tests {
         let other = devissuer::generate("EdDSA").unwrap();
         let keys = keys_for("https://issuer.test", &[&key]);
         let good = issue(&key, &request(), NOW);
-        let verify = |t: &str| token::verify(t, &keys, NOW + 1, 8).unwrap_err();
+        let refused = |t: &str| verify(t, &keys, NOW + 1).unwrap_err();
 
-        assert!(matches!(verify("not-a-token"), TokenError::Malformed(_)));
-        assert!(matches!(verify(&"x".repeat(20_000)), TokenError::TooLarge(_)));
+        assert!(matches!(refused("not-a-token"), TokenError::Malformed(_)));
+        assert!(matches!(refused(&"x".repeat(20_000)), TokenError::TooLarge(_)));
         // Bad signature: the payload of one token with the signature of another.
         let mut parts: Vec<&str> = good.split('.').collect();
         let other_sig = issue(
@@ -133,10 +156,10 @@ mod tests {
         );
         let sig = other_sig.rsplit('.').next().unwrap().to_string();
         parts[2] = &sig;
-        assert!(matches!(verify(&parts.join(".")), TokenError::BadSignature(_)));
+        assert!(matches!(refused(&parts.join(".")), TokenError::BadSignature(_)));
         // Unknown kid: signed by a key the issuer does not have.
         assert!(matches!(
-            verify(&issue(&other, &request(), NOW)),
+            refused(&issue(&other, &request(), NOW)),
             TokenError::UnknownKid { .. }
         ));
         // Unknown issuer.
@@ -148,7 +171,7 @@ mod tests {
             },
             NOW,
         );
-        assert!(matches!(verify(&t), TokenError::UnknownIssuer(i) if i == "https://evil.test"));
+        assert!(matches!(refused(&t), TokenError::UnknownIssuer(i) if i == "https://evil.test"));
         // Wrong audience.
         let t = issue(
             &key,
@@ -158,10 +181,10 @@ mod tests {
             },
             NOW,
         );
-        assert!(matches!(verify(&t), TokenError::Audience(_)));
+        assert!(matches!(refused(&t), TokenError::Audience { .. }));
         // Expired, and not yet valid.
         let t = issue(&key, &request(), NOW - 601);
-        assert!(matches!(verify(&t), TokenError::Expired { .. }));
+        assert!(matches!(refused(&t), TokenError::Expired { .. }));
         let t = issue(
             &key,
             &IssueRequest {
@@ -170,21 +193,21 @@ mod tests {
             },
             NOW,
         );
-        assert!(matches!(verify(&t), TokenError::NotYetValid { .. }));
+        assert!(matches!(refused(&t), TokenError::NotYetValid { .. }));
         // A chain deeper than allowed.
         let deep = IssueRequest {
             actors: (0..9).map(|i| format!("agent-{i}")).collect(),
             ..request()
         };
         assert!(matches!(
-            verify(&issue(&key, &deep, NOW)),
+            refused(&issue(&key, &deep, NOW)),
             TokenError::ChainTooDeep { depth: 9, max: 8 }
         ));
         // A scope that does not parse.
         let mut c = devissuer::claims(&request(), NOW);
-        c.scope.connect = vec!["tcp:nowhere".into()];
+        c.scope = Some(serde_json::json!({"connect": ["tcp:nowhere"]}));
         assert!(matches!(
-            verify(&devissuer::sign(&key, &c).unwrap()),
+            refused(&devissuer::sign(&key, &c).unwrap()),
             TokenError::Scope(_)
         ));
         // Issuer keys that could not be fetched.
@@ -193,7 +216,7 @@ mod tests {
             "https://issuer.test".into(),
             Err(super::trust::JwksError::Unavailable("connection refused".into())),
         );
-        let e = token::verify(&good, &down, NOW + 1, 8).unwrap_err();
+        let e = verify(&good, &down, NOW + 1).unwrap_err();
         assert!(e.to_string().contains("connection refused"), "{e}");
     }
 
@@ -211,7 +234,7 @@ mod tests {
             t.len() < token::MAX_TOKEN_BYTES,
             "fits the size limit, so the depth is what is tested"
         );
-        let e = token::verify(&t, &keys, NOW + 1, 8).unwrap_err();
+        let e = verify(&t, &keys, NOW + 1).unwrap_err();
         assert!(
             matches!(e, TokenError::Malformed(_) | TokenError::ChainTooDeep { .. }),
             "{e}"

@@ -44,7 +44,7 @@ pub struct Task {
 
 impl Task {
     pub fn jti(&self) -> &str {
-        &self.verified.claims.jti
+        &self.verified.id
     }
 
     /// The state at `now` (seconds since the epoch), or as the kernel saw it (`kernel_expired`).
@@ -75,6 +75,10 @@ impl Task {
 pub enum BindError {
     #[error("replay: task {jti} is already bound to another live process tree (root pid {root_pid})")]
     Replay { jti: String, root_pid: u32 },
+    #[error(
+        "replay: transaction {txn} is already bound to another live process tree (root pid {root_pid}); a transaction's tokens stay in the tree that began it"
+    )]
+    TxnReplay { txn: String, root_pid: u32 },
     #[error("delegation escalation: {0}")]
     Escalation(String),
     #[error("task {0} was revoked")]
@@ -94,6 +98,8 @@ pub enum Bound {
 pub struct Tasks {
     by_id: BTreeMap<u32, Task>,
     by_jti: HashMap<String, u32>,
+    /// Transaction Token `txn` -> the tasks bound with it.
+    by_txn: HashMap<String, Vec<u32>>,
     next: u32,
 }
 
@@ -119,7 +125,7 @@ impl Tasks {
         current: u32,
         live: impl Fn(u32) -> bool,
     ) -> Result<Bound, BindError> {
-        if let Some(&id) = self.by_jti.get(&v.claims.jti) {
+        if let Some(&id) = self.by_jti.get(&v.id) {
             let t = &self.by_id[&id];
             if t.revoked {
                 return Err(BindError::Revoked(t.jti().into()));
@@ -134,6 +140,28 @@ impl Tasks {
                 });
             }
         }
+        if let Some(txn) = &v.claims.txn {
+            // The tasks of the caller's tree: its task and that task's parents.
+            let mut mine = Vec::new();
+            let mut at = self.by_id.get(&current);
+            while let Some(t) = at {
+                mine.push(t.id);
+                at = t.parent.and_then(|p| self.by_id.get(&p));
+            }
+            let other = self
+                .by_txn
+                .get(txn)
+                .into_iter()
+                .flatten()
+                .copied()
+                .find(|id| !mine.contains(id) && live(*id));
+            if let Some(id) = other {
+                return Err(BindError::TxnReplay {
+                    txn: txn.clone(),
+                    root_pid: self.by_id[&id].root_pid,
+                });
+            }
+        }
         let parent = match self.by_id.get(&current) {
             Some(p) => {
                 check_delegation(&p.verified, &v)?;
@@ -143,7 +171,10 @@ impl Tasks {
         };
         self.next += 1;
         let id = self.next;
-        self.by_jti.insert(v.claims.jti.clone(), id);
+        if let Some(txn) = &v.claims.txn {
+            self.by_txn.entry(txn.clone()).or_default().push(id);
+        }
+        self.by_jti.insert(v.id.clone(), id);
         self.by_id.insert(
             id,
             Task {
@@ -161,6 +192,9 @@ impl Tasks {
     /// entries that carry it keep meaning it; later binds are numbered after it.
     pub fn restore(&mut self, task: Task) {
         self.next = self.next.max(task.id);
+        if let Some(txn) = &task.verified.claims.txn {
+            self.by_txn.entry(txn.clone()).or_default().push(task.id);
+        }
         self.by_jti.insert(task.jti().to_string(), task.id);
         self.by_id.insert(task.id, task);
     }
@@ -184,6 +218,14 @@ impl Tasks {
         for id in dead {
             if let Some(t) = self.by_id.remove(&id) {
                 self.by_jti.remove(t.jti());
+                if let Some(txn) = &t.verified.claims.txn
+                    && let Some(ids) = self.by_txn.get_mut(txn)
+                {
+                    ids.retain(|x| *x != id);
+                    if ids.is_empty() {
+                        self.by_txn.remove(txn);
+                    }
+                }
             }
         }
     }
@@ -240,15 +282,54 @@ mod tests {
             nbf: None,
             exp,
             act,
-            scope: spec.clone(),
+            may_act: None,
+            scope: None,
+            authorization_details: None,
+            txn: None,
+            tctx: None,
+            rctx: None,
+            req_wl: None,
         };
         Verified {
             token: String::new(),
             verified_at: 0,
             chain: claims.chain(),
+            id: claims.jti.clone(),
+            issuer: claims.iss.clone(),
             claims,
             scope: CompiledScope::compile(&spec).unwrap(),
+            scope_source: crate::credentials::carriers::ScopeSource::ScopeObject,
         }
+    }
+
+    #[test]
+    fn a_transaction_stays_in_the_tree_that_began_it() {
+        let mut t = Tasks::default();
+        let with_txn = |jti: &str, txn: &str| {
+            let chain: &[&str] = if jti == "b" {
+                &["alice", "coder", "sub"]
+            } else {
+                &["alice", "coder"]
+            };
+            let mut v = verified(jti, chain, 100, &["/bin/**"]);
+            v.claims.txn = Some(txn.into());
+            v
+        };
+        assert_eq!(t.bind(with_txn("a", "txn-1"), 10, 0, |_| true), Ok(Bound::New(1)));
+        // Another token of the same transaction, in the same tree (a sub-agent): bound.
+        assert_eq!(t.bind(with_txn("b", "txn-1"), 11, 1, |_| true), Ok(Bound::New(2)));
+        // In a tree of its own while the first lives: refused, whatever its jti.
+        assert_eq!(
+            t.bind(with_txn("c", "txn-1"), 20, 0, |_| true),
+            Err(BindError::TxnReplay {
+                txn: "txn-1".into(),
+                root_pid: 10
+            })
+        );
+        // Another transaction: bound.
+        assert_eq!(t.bind(with_txn("d", "txn-2"), 30, 0, |_| true), Ok(Bound::New(3)));
+        // Once the transaction's trees are gone, it may begin elsewhere.
+        assert_eq!(t.bind(with_txn("e", "txn-1"), 40, 0, |id| id == 3), Ok(Bound::New(4)));
     }
 
     #[test]

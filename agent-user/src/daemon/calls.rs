@@ -22,7 +22,7 @@ use crate::{
 /// Why a bind was refused, as an alert kind.
 fn bind_alert_kind(e: &BindError) -> &'static str {
     match e {
-        BindError::Replay { .. } => "credential-replay",
+        BindError::Replay { .. } | BindError::TxnReplay { .. } => "credential-replay",
         BindError::Escalation(_) => "delegation-escalation",
         BindError::Revoked(_) => "credential-revoked",
     }
@@ -192,7 +192,7 @@ impl Daemon {
             return Err(ApiError::new(403, reason));
         }
         let live = self.kernel.live_tasks();
-        let jti = verified.claims.jti.clone();
+        let jti = verified.id.clone();
         match self.tasks.bind(verified, pid, current, |id| live.contains(&id)) {
             Ok(Bound::Already(id)) => {
                 Ok(json!({"pid": pid, "task": self.tasks.json(id), "sandbox": self.sandbox_plan(Some(id))}))

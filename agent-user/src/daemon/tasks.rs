@@ -10,9 +10,10 @@ use crate::{
     contain::sandbox::Layers,
     credentials::{
         self, Resolved,
+        carriers::ScopeBook,
         tasks::{BindError, Bound, CredState, Task, Tasks},
         token::{self, Keys, TokenError, Verified},
-        trust::{JwksSource, Trust},
+        trust::{Profile, Trust},
     },
     ocsf::TaskView,
     persist::SavedTask,
@@ -22,6 +23,8 @@ pub(super) struct TaskBook {
     tasks: Tasks,
     /// The trusted issuers and their keys (shared with the API's workers, which verify).
     keys: Arc<RwLock<Keys>>,
+    /// The rule files' scope bundles and identity bindings.
+    scopes: Arc<ScopeBook>,
     trust: Vec<Trust>,
     /// Longest delegation chain (principal excluded).
     max_chain: usize,
@@ -32,6 +35,7 @@ pub(super) struct TaskBook {
 impl TaskBook {
     pub(super) fn new(
         keys: Arc<RwLock<Keys>>,
+        scopes: Arc<ScopeBook>,
         trust: Vec<Trust>,
         max_chain: usize,
         resolved_tx: mpsc::UnboundedSender<(u32, Resolved)>,
@@ -39,6 +43,7 @@ impl TaskBook {
         TaskBook {
             tasks: Tasks::default(),
             keys,
+            scopes,
             trust,
             max_chain,
             resolved_tx,
@@ -69,7 +74,7 @@ impl TaskBook {
         let t = self.tasks.get(id)?;
         let c = &t.verified.claims;
         Some(TaskView {
-            jti: &c.jti,
+            jti: &t.verified.id,
             iss: &c.iss,
             sub: &c.sub,
             exp: c.exp,
@@ -80,6 +85,8 @@ impl TaskBook {
             kernel_expired: action.unwrap_or(false),
             chain: &t.verified.chain,
             sandbox,
+            scope_source: t.verified.scope_source.as_str(),
+            txn: c.txn.as_deref(),
         })
     }
 
@@ -97,15 +104,18 @@ impl TaskBook {
         };
         let c = &t.verified.claims;
         json!({
-            "jti": c.jti,
+            "jti": t.verified.id,
+            "txn": c.txn,
+            "scope_source": t.verified.scope_source,
             "iss": c.iss,
+            "issuer": t.verified.issuer,
             "sub": c.sub,
             "exp": c.exp,
             "state": t.state(credentials::now_epoch(), false).as_str(),
             "delegation": t.verified.chain,
             "parent": t.parent.and_then(|p| self.tasks.get(p)).map(|p| p.jti().to_string()),
             "root_pid": t.root_pid,
-            "scope": c.scope,
+            "scope": t.verified.scope.spec,
         })
     }
 
@@ -136,7 +146,7 @@ impl TaskBook {
     /// Verifies a credential now (one a process carries in its environment).
     pub(super) fn verify(&self, token: &str) -> Option<Result<Verified, TokenError>> {
         let keys = self.keys.read().ok()?;
-        Some(token::verify(token, &keys, credentials::now_epoch(), self.max_chain))
+        Some(token::verify(token, &self.checks(&keys), credentials::now_epoch()))
     }
 
     /// Resolves the host names of task `id`'s scope again, off the event loop.
@@ -192,7 +202,7 @@ impl TaskBook {
     /// it back under its id.
     pub(super) fn restore(&mut self, t: &SavedTask) -> Result<(), TokenError> {
         let keys = self.keys.read().map(|k| k.clone()).unwrap_or_default();
-        let verified = token::verify(&t.token, &keys, t.verified_at, self.max_chain)?;
+        let verified = token::verify(&t.token, &self.checks(&keys), t.verified_at)?;
         self.tasks.restore(Task {
             id: t.id,
             verified,
@@ -210,16 +220,27 @@ impl TaskBook {
             .map(|t| {
                 let keys = self.keys.read().ok().and_then(|k| {
                     k.by_issuer.get(&t.issuer).map(|r| match r {
-                        Ok(set) => json!({"keys": set.keys.len()}),
+                        Ok(set) => json!({"keys": set.jwks.keys.len(), "left_out": set.dropped}),
                         Err(e) => json!({"error": e.to_string()}),
                     })
                 });
-                json!({"issuer": t.issuer, "jwks": match &t.source {
-                    JwksSource::File(p) => p.display().to_string(),
-                    JwksSource::Url(u) => u.clone(),
-                }, "state": keys})
+                json!({"issuer": t.issuer, "jwks": t.source.describe(), "state": keys,
+                "algorithms": t.accept.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+                "audiences": t.accept.audiences, "leeway": t.accept.leeway,
+                "typ": t.accept.typ, "profile": match &t.accept.profile {
+                    Profile::Jwt => "jwt".to_string(),
+                    Profile::Spiffe { trust_domain } => format!("spiffe ({trust_domain})"),
+                }})
             })
             .collect()
+    }
+
+    fn checks<'a>(&'a self, keys: &'a Keys) -> token::Checks<'a> {
+        token::Checks {
+            keys,
+            scopes: &self.scopes,
+            max_chain: self.max_chain,
+        }
     }
 
     pub(super) fn max_chain(&self) -> usize {

@@ -162,6 +162,9 @@ pub struct Metadata {
     pub version: &'static str,
     pub uid: String,
     pub log_name: &'static str,
+    /// The task's transaction (a Transaction Token's `txn`), on every event of the task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_uid: Option<String>,
 }
 
 /// OCSF `product`.
@@ -403,12 +406,16 @@ pub enum TaskData {
         exp: i64,
         state: &'static str,
         kernel_expired: bool,
+        /// Where the task's scope came from: authorization_details, scope_object,
+        /// scope_string or identity.
+        scope_source: &'static str,
         sandbox: Option<Box<Layers>>,
     },
     /// The task of a compact audit event: by its id, with what changes from one action to
     /// the next (the rest is in the process's full form).
     Ref {
         jti: String,
+        scope_source: &'static str,
         state: &'static str,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         kernel_expired: bool,

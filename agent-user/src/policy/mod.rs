@@ -1,12 +1,19 @@
 //! Rule files: which processes are agents (selectors by executable path, comm, uid and cgroup),
 //! which credential issuers are trusted, and the containment rules. Parsed strictly (unknown keys are errors,
 //! with file:line), validated at load.
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use serde::Deserialize;
 
 use crate::{
-    credentials::trust::Trust,
+    credentials::{
+        carriers::{BookError, ScopeBook, Unknown},
+        scope::ScopeSpec,
+        trust::Trust,
+    },
     selectors::{self, Selector, UserRef},
 };
 
@@ -39,9 +46,20 @@ struct PolicyFile {
     version: u32,
     #[serde(default)]
     agents: Vec<AgentSelector>,
-    /// Trusted credential issuers: `- {issuer: ISS, jwks: FILE-or-https-URL}`.
+    /// Trusted credential issuers: `- {issuer: ISS, jwks: FILE-or-https-URL-or-discover}`
+    /// or SPIFFE trust domains `- {trust_domain: DOMAIN, bundle: FILE-or-https-URL}`, each
+    /// with what its tokens must be.
     #[serde(default)]
     trust: Vec<TrustEntry>,
+    /// Scope bundles named by the values of an OAuth `scope` claim.
+    #[serde(default)]
+    scopes: BTreeMap<String, ScopeSpec>,
+    /// A `scope` value that names no bundle: refuse (default) or ignore.
+    #[serde(default)]
+    unknown_scopes: Option<Unknown>,
+    /// Scopes bound to identities (the current actor), for credentials that carry none.
+    #[serde(default)]
+    identities: BTreeMap<String, ScopeSpec>,
     /// observe | enforce, for every rule that does not set its own.
     #[serde(default)]
     mode: Option<Mode>,
@@ -77,8 +95,59 @@ struct ActionsSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrustEntry {
-    issuer: String,
-    jwks: String,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    jwks: Option<String>,
+    #[serde(default)]
+    trust_domain: Option<String>,
+    #[serde(default)]
+    bundle: Option<String>,
+    #[serde(default)]
+    algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    typ: Option<Vec<String>>,
+    /// Seconds of clock skew allowed on exp and nbf.
+    #[serde(default)]
+    leeway: Option<u64>,
+    #[serde(default)]
+    audiences: Option<Vec<String>>,
+}
+
+impl TrustEntry {
+    fn trust(self) -> Result<Trust, String> {
+        let t = match (&self.issuer, &self.jwks, &self.trust_domain, &self.bundle) {
+            (Some(i), Some(j), None, None) => Trust::new(i.trim(), j.trim()),
+            (None, None, Some(td), Some(b)) => Trust::spiffe(td.trim(), b.trim()),
+            (Some(_), None, None, None) => {
+                return Err("an issuer needs `jwks:` (a file, an https:// URL, or `discover`)".into());
+            }
+            (None, None, Some(_), None) => return Err("a trust domain needs `bundle:` (a file or an https:// URL)".into()),
+            _ => {
+                return Err(
+                    "an entry is either {issuer, jwks} or {trust_domain, bundle}, with optional algorithms, typ, leeway, audiences"
+                        .into(),
+                );
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let name = t.issuer.clone();
+        let at = |e: crate::credentials::trust::TrustError| format!("{name}: {e}");
+        let mut t = t;
+        if let Some(a) = &self.algorithms {
+            t = t.algorithms(a).map_err(at)?;
+        }
+        if let Some(v) = &self.typ {
+            t = t.typ(v).map_err(at)?;
+        }
+        if let Some(v) = &self.audiences {
+            t = t.audiences(v).map_err(at)?;
+        }
+        if let Some(l) = self.leeway {
+            t = t.leeway(l);
+        }
+        Ok(t)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +176,10 @@ pub type Selectors = Vec<Selector>;
 pub struct Policy {
     pub selectors: Selectors,
     pub trust: Vec<Trust>,
+    /// Scope bundles and identity bindings ([`crate::credentials::carriers`]).
+    pub scopes: ScopeBook,
+    /// Whether a rule file set `unknown_scopes`.
+    pub unknown_set: bool,
     /// The containment rules as written (merged over files) ...
     pub containment: ContainmentSpec,
     /// ... and compiled.
@@ -168,8 +241,25 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
     }
     let mut trust = Vec::new();
     for t in parsed.trust {
-        trust.push(Trust::new(t.issuer.trim(), t.jwks.trim()).map_err(|e| invalid(format!("trust: {e}")))?);
+        trust.push(t.trust().map_err(|e| invalid(format!("trust: {e}")))?);
     }
+    let unknown_set = parsed.unknown_scopes.is_some();
+    let scopes = ScopeBook::compile(parsed.scopes, parsed.identities, parsed.unknown_scopes).map_err(|e| {
+        let key = match &e {
+            BookError::Bundle { name, .. } => Some(name.clone()),
+            BookError::Identity { pattern, .. } => Some(pattern.clone()),
+            _ => None,
+        };
+        match key.and_then(|k| line_of_key(text, &k)) {
+            Some(line) => PolicyError::Syntax {
+                file: file.into(),
+                line,
+                column: 1,
+                message: e.to_string(),
+            },
+            None => invalid(e.to_string()),
+        }
+    })?;
     let actions = parsed.actions.unwrap_or_default();
     let containment = ContainmentSpec {
         mode: parsed.mode,
@@ -194,9 +284,23 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
     Ok(Policy {
         selectors: out,
         trust,
+        scopes,
+        unknown_set,
         containment,
         rules,
     })
+}
+
+/// The line (1-based) of the first mapping key `key:` (a scope bundle or an identity).
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")]
+                .iter()
+                .any(|k| l.starts_with(k.as_str()))
+        })
+        .map(|i| i + 1)
 }
 
 /// The line (1-based) of the last `id: ID` entry in a rule file's text (the last, so a
@@ -256,6 +360,8 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
     }
     let mut selectors = Selectors::default();
     let mut trust = Vec::new();
+    let mut scopes = ScopeBook::default();
+    let mut unknown: Option<Unknown> = None;
     let mut containment = ContainmentSpec::default();
     let mut last = String::new();
     for p in paths {
@@ -276,6 +382,21 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
             selectors.push(sel);
         }
         trust.extend(s.trust);
+        if s.unknown_set {
+            if unknown.is_some_and(|u| u != s.scopes.unknown) {
+                return Err(PolicyError::Invalid {
+                    file: name,
+                    message: "unknown_scopes is already set differently by an earlier rule file".into(),
+                });
+            }
+            unknown = Some(s.scopes.unknown);
+        }
+        scopes
+            .merge(s.scopes, s.unknown_set)
+            .map_err(|e| PolicyError::Invalid {
+                file: name.clone(),
+                message: e.to_string(),
+            })?;
         merge_containment(&mut containment, s.containment, &name)?;
         last = name;
     }
@@ -286,6 +407,8 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
     Ok(Policy {
         selectors,
         trust,
+        scopes,
+        unknown_set: unknown.is_some(),
         containment,
         rules,
     })
@@ -322,10 +445,72 @@ mod tests {
             "version: 1\nagents: [{id: a, cgroup: [/]}]\n",
             "version: 1\nagents: [{id: a, cgroup: [agents.slice]}]\n",
             "version: 1\nagents: [{id: a, uid: [-1]}]\n",
+            "version: 1\ntrust: [{issuer: i, jwks: /j, algorithms: [HS256]}]\n",
+            "version: 1\ntrust: [{issuer: i, jwks: /j, algorithms: [none]}]\n",
+            "version: 1\ntrust: [{issuer: i, trust_domain: td, bundle: /b}]\n",
+            "version: 1\ntrust: [{issuer: i}]\n",
+            "version: 1\ntrust: [{trust_domain: td}]\n",
+            "version: 1\ntrust: [{issuer: i, jwks: /j, leeway: -1}]\n",
+            "version: 1\nunknown_scopes: maybe\n",
+            "version: 1\nscopes: {a: {exec: [/x], run: [/y]}}\n",
+            "version: 1\nidentities: {\"spiffe://td/a\": {bogus: 1}}\n",
         ] {
             assert!(parse("x.yaml", bad).is_err(), "parser accepts {bad:?}");
             assert!(!validator.is_valid(&as_json(bad)), "schema accepts {bad:?}");
         }
+    }
+
+    #[test]
+    fn issuers_scope_bundles_and_identities_are_read_and_checked_at_load() {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/issuers-example.yaml"))
+                .unwrap();
+        let p = parse_policy("issuers.yaml", &text).unwrap();
+        assert_eq!(p.trust.len(), 3);
+        let kc = &p.trust[0];
+        assert_eq!(
+            kc.source,
+            crate::credentials::trust::JwksSource::Discovery("https://keycloak.example.com/realms/agents".into())
+        );
+        assert_eq!(
+            kc.accept.algorithms,
+            [jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::PS256]
+        );
+        assert_eq!(kc.accept.typ, Some(vec!["jwt".to_string(), "at+jwt".to_string()]));
+        assert_eq!((kc.accept.leeway, kc.accept.audiences.len()), (30, 2));
+        assert_eq!(p.trust[2].issuer, "spiffe://corp.example");
+        assert_eq!(
+            p.scopes.bundle_names().collect::<Vec<_>>(),
+            ["api.call", "repo.read", "repo.write"]
+        );
+        assert_eq!(p.scopes.unknown, Unknown::Ignore);
+        assert_eq!(p.scopes.identity_patterns().count(), 2);
+        // A bad pattern in a bundle fails the load at the bundle's line.
+        let bad = "version: 1\nscopes:\n  ok: {exec: [/bin/true]}\n  broken:\n    write: [relative/path]\n";
+        let e = parse_policy("s.yaml", bad).unwrap_err().to_string();
+        assert!(e.starts_with("s.yaml:4:1: scopes.broken: scope.write[0]"), "{e}");
+        let e = parse_policy(
+            "t.yaml",
+            "version: 1\ntrust: [{issuer: i, jwks: /j, algorithms: [HS256]}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("HS256 is refused"), "{e}");
+        // Two files that define one bundle differently.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+        std::fs::write(&a, "version: 1\nscopes: {w: {write: [/a/]}}\n").unwrap();
+        std::fs::write(&b, "version: 1\nscopes: {w: {write: [/b/]}}\n").unwrap();
+        let e = load_policy(&[&a, &b]).unwrap_err().to_string();
+        assert!(e.contains("scope bundle \"w\" is defined twice"), "{e}");
+        std::fs::write(&b, "version: 1\nunknown_scopes: ignore\n").unwrap();
+        std::fs::write(&a, "version: 1\nunknown_scopes: refuse\n").unwrap();
+        assert!(
+            load_policy(&[&a, &b])
+                .unwrap_err()
+                .to_string()
+                .contains("unknown_scopes")
+        );
     }
 
     #[test]

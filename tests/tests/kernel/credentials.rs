@@ -564,7 +564,7 @@ fn bad_credentials_are_refused_the_command_never_runs_and_the_daemon_carries_on(
         .into();
     let bad_sig = parts.join(".");
     let mut bad_scope = devissuer::claims(&good, now_epoch());
-    bad_scope.scope.connect = vec!["tcp:not a host:1".into()];
+    bad_scope.scope = Some(serde_json::json!({"connect": ["tcp:not a host:1"]}));
     let mut expired = good.clone();
     expired.ttl = Duration::from_secs(1);
     let expired_token = signed(&expired, &issuer.key);
