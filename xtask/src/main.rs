@@ -3,6 +3,7 @@
 mod bench;
 mod deploy;
 mod fuzz;
+mod interop;
 mod vm;
 
 use std::{
@@ -315,8 +316,10 @@ fn setup() -> anyhow::Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }
-    // 4. The deploy/ checkers (Python, pinned, in a virtualenv).
+    // 4. The deploy/ checkers and the interop tests' token libraries (Python, pinned, each
+    //    in a virtualenv).
     deploy::setup()?;
+    interop::setup()?;
     // 5. cargo-fuzz, for the fuzz stage.
     fuzz::setup()?;
     eprintln!("setup: ready ({:.1}s)", t.elapsed().as_secs_f64());
@@ -463,7 +466,8 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
             cargo()
                 .args(["test", "-p", "tether-integration", "--", "--test-threads=1"])
                 .args(&args.filter)
-                .env("TETHER_BIN", root().join("target/debug/tether")),
+                .env("TETHER_BIN", root().join("target/debug/tether"))
+                .env("TETHER_INTEROP_PYTHON", interop::python()),
         );
         if let Some(f) = fuzzing {
             let fuzzed = f.join().map_err(|_| anyhow::anyhow!("the fuzz stage panicked"))?;

@@ -296,6 +296,7 @@ pub fn verify(token: &str, checks: &Checks, now: i64) -> Result<Verified, TokenE
     } else {
         match trust_domain(&u.sub).map(|td| format!("spiffe://{td}")) {
             Some(td) if keys.by_issuer.contains_key(&td) => td,
+            Some(td) if u.iss.is_empty() => return Err(TokenError::UnknownIssuer(td)),
             _ if u.iss.is_empty() => return Err(TokenError::MissingClaim("iss")),
             _ => return Err(TokenError::UnknownIssuer(u.iss)),
         }

@@ -422,7 +422,8 @@ fn a_selected_agent_binds_the_credential_in_its_environment() {
 }
 
 /// A real HTTPS server on loopback (rustls, with a CA and a server certificate made by rcgen)
-/// that answers every request with `body`.
+/// that answers every request with `body` ([`HttpsServer::start`]), or each path with its
+/// own body and any other with 404 ([`HttpsServer::routes`]).
 struct HttpsServer {
     port: u16,
     ca: PathBuf,
@@ -432,6 +433,13 @@ struct HttpsServer {
 
 impl HttpsServer {
     fn start(body: &[u8]) -> HttpsServer {
+        let body = body.to_vec();
+        HttpsServer::routes(move |_| vec![(String::new(), body)])
+    }
+
+    /// `routes` is given the port and returns (path, body) pairs; an empty path answers
+    /// every request.
+    fn routes(routes: impl FnOnce(u16) -> Vec<(String, Vec<u8>)>) -> HttpsServer {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -464,11 +472,11 @@ impl HttpsServer {
             .unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let body = body.to_vec();
+        let routes = std::sync::Arc::new(routes(port));
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (acceptor, body) = (acceptor.clone(), body.clone());
+                let (acceptor, routes) = (acceptor.clone(), routes.clone());
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else { return };
                     // Read the request head, then answer.
@@ -480,8 +488,18 @@ impl HttpsServer {
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                     }
+                    let path = String::from_utf8_lossy(&head)
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string();
+                    let found = routes.iter().find(|(p, _)| p.is_empty() || *p == path);
+                    let (status, body) = match found {
+                        Some((_, b)) => ("200 OK", b.clone()),
+                        None => ("404 Not Found", b"{}".to_vec()),
+                    };
                     let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = tls.write_all(resp.as_bytes()).await;
@@ -543,6 +561,100 @@ fn jwks_urls_are_fetched_over_https_and_a_down_or_garbage_url_only_refuses_its_t
     let (events, log) = d.stop();
     assert!(log.contains("down.test"), "the failed fetch is logged:\n{log}");
     assert_eq!(alerts(&events, "credential-refused").len(), 2);
+}
+
+/// An OpenID Provider shaped like Keycloak, on a real HTTPS server: its keys found by OIDC
+/// discovery; an RS256 token minted by PyJWT (not by Tether) with an OAuth scope string that
+/// names a rule-file bundle among OIDC values, and a Transaction Token `txn`. Bound with
+/// `tether exec`, in enforce mode: the write its bundle allows happens, the one outside is
+/// refused (checked on disk), and every event of the task names its scope source and carries
+/// the txn as metadata.correlation_uid.
+#[test]
+fn an_oidc_discovered_issuers_token_binds_and_its_scope_string_holds_in_the_kernel() {
+    #[path = "../support/mint.rs"]
+    mod mint;
+    let (_t, dir) = test_dir();
+    std::fs::create_dir(dir.join("ok")).unwrap();
+    let token = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let minted = token.clone();
+    let srv = HttpsServer::routes(|port| {
+        let iss = format!("https://127.0.0.1:{port}/realms/agents");
+        let m = mint::mint(&serde_json::json!({
+            "keys": {"kc": {"type": "rsa2048", "x5c": true}, "kc-enc": {"type": "rsa2048"}},
+            "tokens": [{"lib": "pyjwt", "key": "kc", "alg": "RS256", "kid": "kc", "header": {"typ": "JWT"},
+                        "claims": {"iss": iss, "sub": "user:alice", "aud": ["tether", "account"], "jti": "kc-task",
+                                   "azp": "agent-gateway", "typ": "Bearer", "iat": now_epoch(), "exp": now_epoch() + 600,
+                                   "scope": "openid profile repo.write", "txn": "txn-kc-1",
+                                   "act": {"sub": "service-account-coder"}}}]
+        }));
+        *minted.lock().unwrap() = m.tokens[0].clone();
+        let mut enc = m.key("kc-enc");
+        enc["use"] = serde_json::json!("enc");
+        let certs = format!("/realms/agents/protocol/openid-connect/certs");
+        let config = serde_json::json!({
+            "issuer": iss, "jwks_uri": format!("https://127.0.0.1:{port}{certs}"),
+            "authorization_endpoint": format!("{iss}/protocol/openid-connect/auth"),
+            "id_token_signing_alg_values_supported": ["RS256"]});
+        vec![
+            (
+                "/realms/agents/.well-known/openid-configuration".into(),
+                config.to_string().into_bytes(),
+            ),
+            (certs, mint::jwks(&[m.key("kc"), enc], serde_json::json!({}))),
+        ]
+    });
+    let iss = format!("https://127.0.0.1:{}/realms/agents", srv.port);
+    let policy = format!(
+        "version: 1\nagents: []\nmode: enforce\nactions:\n  scope: {{action: deny, severity: high}}\n\
+         trust:\n  - {{issuer: \"{iss}\", jwks: discover, algorithms: [RS256], audiences: [tether]}}\n\
+         scopes:\n  repo.write: {{exec: [\"{bash}\"], write: [\"{ok}/\"]}}\nunknown_scopes: ignore\n",
+        bash = bash(),
+        ok = dir.join("ok").display()
+    );
+    let d = Daemon::start_with(
+        Some(&policy),
+        &["--ca-bundle".into(), srv.ca.display().to_string()],
+        &[],
+    );
+    let issuers = d.status()["trusted_issuers"].to_string();
+    assert!(
+        issuers.contains("discover") && issuers.contains("\"keys\":1"),
+        "{issuers}"
+    );
+    assert!(
+        issuers.contains("a key for \\\"enc\\\""),
+        "the enc key is left out, with why: {issuers}"
+    );
+    let path = dir.join("token.jwt");
+    std::fs::write(&path, token.lock().unwrap().as_str()).unwrap();
+    let out = exec_with_token(
+        &d,
+        &path,
+        &dir,
+        "echo in > \"$DIR\"/ok/in.txt; echo out > \"$DIR\"/out.txt; true",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("ok/in.txt")).unwrap(), "in\n");
+    assert!(
+        !dir.join("out.txt").exists(),
+        "a write outside the token's bundle was refused"
+    );
+    let (events, log) = d.stop();
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["unmapped"]["tether"]["task"]["jti"] == "kc-task")
+        .collect();
+    assert!(!mine.is_empty(), "{log}");
+    for e in &mine {
+        check_ocsf(e);
+        assert_eq!(e["unmapped"]["tether"]["task"]["scope_source"], "scope_string", "{e}");
+        assert_eq!(e["metadata"]["correlation_uid"], "txn-kc-1", "{e}");
+    }
+    let w = file_event(&events, &dir.join("ok/in.txt"));
+    assert_eq!(
+        w["unmapped"]["tether"]["delegation"],
+        serde_json::json!(["user:alice", "service-account-coder"])
+    );
 }
 
 #[test]
