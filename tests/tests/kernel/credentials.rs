@@ -590,7 +590,7 @@ fn an_oidc_discovered_issuers_token_binds_and_its_scope_string_holds_in_the_kern
         *minted.lock().unwrap() = m.tokens[0].clone();
         let mut enc = m.key("kc-enc");
         enc["use"] = serde_json::json!("enc");
-        let certs = format!("/realms/agents/protocol/openid-connect/certs");
+        let certs = "/realms/agents/protocol/openid-connect/certs".to_string();
         let config = serde_json::json!({
             "issuer": iss, "jwks_uri": format!("https://127.0.0.1:{port}{certs}"),
             "authorization_endpoint": format!("{iss}/protocol/openid-connect/auth"),
