@@ -206,6 +206,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let policy = policy::load_policy(&opts.policies)?;
     let (selectors, policy_trust, containment) = (policy.selectors, policy.trust, policy.containment);
     let scopes = Arc::new(policy.scopes);
+    let lists = policy.revocations;
     // The rules, with the built-in guardrail over Tether's own files.
     let rulebook = rulebook::Rulebook::new(containment, opts.policies.clone(), tether_files(&opts))
         .map_err(|e| anyhow::anyhow!("rules: {e}"))?;
@@ -298,7 +299,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         kernel: kernel::Kernel::new(probes, generation),
         pods: pods::Pods::new(node, &selectors, rules, cgroup_root),
         tracking: tracking::Tracking::new(selectors, ticks_per_sec),
-        tasks: tasks::TaskBook::new(keys.clone(), scopes.clone(), trust.clone(), opts.max_chain, resolved_tx),
+        tasks: tasks::TaskBook::new(
+            keys.clone(),
+            scopes.clone(),
+            trust.clone(),
+            lists,
+            opts.max_chain,
+            resolved_tx,
+        ),
         sandboxes: Default::default(),
         rulebook,
         emitter: emitter::Emitter::new(
@@ -386,6 +394,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tokio::spawn(api::serve(admin, api::router(state, true), tree_of));
     // Keys fetched over HTTPS are refreshed (a trust bundle when its hint says); the last
     // good keys stay when a refresh fails.
+    // Revocation lists: each read now and every interval after, on a worker; the loop applies.
+    let (listed_tx, mut listed_rx) = mpsc::unbounded_channel();
+    for (i, cfg) in d.tasks.list_configs().into_iter().enumerate() {
+        info!(list = %cfg.source.describe(), every_s = cfg.every.as_secs(), "revocation list");
+        tokio::spawn(credentials::revocations::watch(
+            i,
+            cfg,
+            client.clone(),
+            listed_tx.clone(),
+        ));
+    }
+    drop(listed_tx);
     if trust.iter().any(|t| t.source.remote()) {
         tokio::spawn(credentials::trust::refresh(
             trust.clone(),
@@ -441,6 +461,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = refresh.tick() => d.refresh_tasks(),
             Some(call) = calls.recv() => d.call(call),
             Some((task, hosts)) = resolved_rx.recv() => d.resolved(task, hosts),
+            Some((list, read)) = listed_rx.recv() => d.listed(list, read),
             Some(change) = pod_rx.recv() => d.pod_changed(Some(change)),
             _ = pod_retry.tick(), if d.pods.pending() > 0 => d.pod_changed(None),
             _ = sigint.recv() => break,

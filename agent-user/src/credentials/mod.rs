@@ -3,6 +3,7 @@
 //! ([`tasks`]), and a development issuer ([`devissuer`]).
 pub mod carriers;
 pub mod devissuer;
+pub mod revocations;
 pub mod scope;
 pub mod tasks;
 pub mod token;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::token::Verified;
+use super::{revocations::Revocations, token::Verified};
 
 /// A credential's state at the time of an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -83,6 +83,8 @@ pub enum BindError {
     Escalation(String),
     #[error("task {0} was revoked")]
     Revoked(String),
+    #[error("task {0} is on a revocation list (its jti or txn)")]
+    Listed(String),
 }
 
 /// What a bind did.
@@ -100,6 +102,8 @@ pub struct Tasks {
     by_jti: HashMap<String, u32>,
     /// Transaction Token `txn` -> the tasks bound with it.
     by_txn: HashMap<String, Vec<u32>>,
+    /// What the revocation lists name (their union, as last read).
+    listed: Revocations,
     next: u32,
 }
 
@@ -125,6 +129,9 @@ impl Tasks {
         current: u32,
         live: impl Fn(u32) -> bool,
     ) -> Result<Bound, BindError> {
+        if self.listed.names(&v.id, v.claims.txn.as_deref()) {
+            return Err(BindError::Listed(v.id.clone()));
+        }
         if let Some(&id) = self.by_jti.get(&v.id) {
             let t = &self.by_id[&id];
             if t.revoked {
@@ -200,6 +207,20 @@ impl Tasks {
     }
 
     /// Marks the task `jti` revoked; returns its id.
+    /// Takes the revocation lists' union as last read: every task they name (by its id or
+    /// its `txn`) is revoked; the ids of those revoked now.
+    pub fn apply_list(&mut self, listed: Revocations) -> Vec<u32> {
+        let mut now = Vec::new();
+        for t in self.by_id.values_mut() {
+            if !t.revoked && listed.names(&t.verified.id, t.verified.claims.txn.as_deref()) {
+                t.revoked = true;
+                now.push(t.id);
+            }
+        }
+        self.listed = listed;
+        now
+    }
+
     pub fn revoke(&mut self, jti: &str) -> Option<u32> {
         let id = *self.by_jti.get(jti)?;
         self.by_id.get_mut(&id)?.revoked = true;
@@ -330,6 +351,34 @@ mod tests {
         assert_eq!(t.bind(with_txn("d", "txn-2"), 30, 0, |_| true), Ok(Bound::New(3)));
         // Once the transaction's trees are gone, it may begin elsewhere.
         assert_eq!(t.bind(with_txn("e", "txn-1"), 40, 0, |id| id == 3), Ok(Bound::New(4)));
+    }
+
+    #[test]
+    fn listed_tasks_are_revoked_for_good_and_listed_credentials_never_bind() {
+        let mut t = Tasks::default();
+        let mut a = verified("a", &["alice", "coder"], 100, &["/bin/**"]);
+        a.claims.txn = Some("txn-a".into());
+        let b = verified("b", &["alice", "coder"], 100, &["/bin/**"]);
+        assert_eq!(t.bind(a.clone(), 10, 0, |_| true), Ok(Bound::New(1)));
+        assert_eq!(t.bind(b.clone(), 20, 0, |_| true), Ok(Bound::New(2)));
+        let list = |jti: &[&str], txn: &[&str]| Revocations {
+            jti: jti.iter().map(|s| s.to_string()).collect(),
+            txn: txn.iter().map(|s| s.to_string()).collect(),
+        };
+        // By txn, then by jti; each once.
+        assert_eq!(t.apply_list(list(&[], &["txn-a"])), [1]);
+        assert_eq!(t.apply_list(list(&["b"], &["txn-a"])), [2]);
+        assert!(t.apply_list(list(&["b"], &["txn-a"])).is_empty());
+        // Off the list again: still revoked.
+        assert!(t.apply_list(Revocations::default()).is_empty());
+        assert!(t.get(1).unwrap().revoked && t.get(2).unwrap().revoked);
+        // A listed credential never binds, in no tree.
+        t.apply_list(list(&["c"], &["txn-d"]));
+        let c = verified("c", &["alice", "coder"], 100, &["/bin/**"]);
+        assert_eq!(t.bind(c, 30, 0, |_| false), Err(BindError::Listed("c".into())));
+        let mut d = verified("d", &["alice", "coder"], 100, &["/bin/**"]);
+        d.claims.txn = Some("txn-d".into());
+        assert_eq!(t.bind(d, 40, 0, |_| false), Err(BindError::Listed("d".into())));
     }
 
     #[test]

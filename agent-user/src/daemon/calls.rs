@@ -24,7 +24,7 @@ fn bind_alert_kind(e: &BindError) -> &'static str {
     match e {
         BindError::Replay { .. } | BindError::TxnReplay { .. } => "credential-replay",
         BindError::Escalation(_) => "delegation-escalation",
-        BindError::Revoked(_) => "credential-revoked",
+        BindError::Revoked(_) | BindError::Listed(_) => "credential-revoked",
     }
 }
 
@@ -279,7 +279,7 @@ impl Daemon {
             return Err(ApiError::new(400, reason));
         }
         let rules = self.rulebook.rules();
-        info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "rules reloaded (agent selectors and trust take effect at restart)");
+        info!(mode = rules.mode.as_str(), guardrails = ?rules.guardrail_ids(), "rules reloaded (agent selectors, trust, scope bundles, identities and revocation lists take effect at restart)");
         Ok(json!({"reloaded": true, "rules": self.rulebook.json()}))
     }
 
@@ -297,7 +297,14 @@ impl Daemon {
             .tasks
             .revoke(jti)
             .ok_or_else(|| ApiError::new(404, format!("no task with jti {jti:?}")))?;
-        // The kernel flags the task's processes from their next action on.
+        self.cut_off(id);
+        info!(jti, task = id, "task revoked");
+        self.save_state();
+        Ok(json!({"task": self.tasks.json(id)}))
+    }
+
+    /// Task `id` was revoked: the kernel flags its processes from their next action on.
+    pub(super) fn cut_off(&mut self, id: u32) {
         for (pid, mut e) in self.kernel.entries() {
             if e.task == id {
                 e.expires_ns = 1;
@@ -306,9 +313,6 @@ impl Daemon {
                 }
             }
         }
-        info!(jti, task = id, "task revoked");
-        self.save_state();
-        Ok(json!({"task": self.tasks.json(id)}))
     }
 
     /// The status report: what the kernel allows and what is in effect, and the loss counters.
@@ -345,6 +349,7 @@ impl Daemon {
             "node": self.ctx.hostname,
             "kubernetes": self.pods.status(),
             "trusted_issuers": self.tasks.issuers_status(),
+            "revocation_lists": self.tasks.lists_status(),
             "max_delegation_depth": self.tasks.max_chain(),
             "persist": self.persist_status(),
             "sandboxes": self.sandboxes.json(|id| self.tasks.get(id).map(|t| t.jti().to_string())),

@@ -11,6 +11,7 @@ use crate::{
     credentials::{
         self, Resolved,
         carriers::ScopeBook,
+        revocations::{ListConfig, ListError, Revocations},
         tasks::{BindError, Bound, CredState, Task, Tasks},
         token::{self, Keys, TokenError, Verified},
         trust::{Profile, Trust},
@@ -30,6 +31,16 @@ pub(super) struct TaskBook {
     max_chain: usize,
     /// Host-name resolutions for a task's scope, from the resolver workers.
     resolved_tx: mpsc::UnboundedSender<(u32, Resolved)>,
+    /// The revocation lists, with what each last gave.
+    lists: Vec<ListState>,
+}
+
+/// One revocation list: its last good read, and its last failure since.
+struct ListState {
+    config: ListConfig,
+    last: Option<Revocations>,
+    read_at: Option<i64>,
+    error: Option<String>,
 }
 
 impl TaskBook {
@@ -37,6 +48,7 @@ impl TaskBook {
         keys: Arc<RwLock<Keys>>,
         scopes: Arc<ScopeBook>,
         trust: Vec<Trust>,
+        lists: Vec<ListConfig>,
         max_chain: usize,
         resolved_tx: mpsc::UnboundedSender<(u32, Resolved)>,
     ) -> TaskBook {
@@ -47,7 +59,59 @@ impl TaskBook {
             trust,
             max_chain,
             resolved_tx,
+            lists: lists
+                .into_iter()
+                .map(|config| ListState {
+                    config,
+                    last: None,
+                    read_at: None,
+                    error: None,
+                })
+                .collect(),
         }
+    }
+
+    /// Revocation list `index` was read (or could not be): every task the lists now name is
+    /// revoked; the ids of those revoked now, and the failure (a new one) to report.
+    pub(super) fn listed(&mut self, index: usize, read: Result<Revocations, ListError>) -> (Vec<u32>, Option<String>) {
+        let Some(l) = self.lists.get_mut(index) else {
+            return (Vec::new(), None);
+        };
+        let failure = match read {
+            Ok(r) => {
+                l.last = Some(r);
+                l.read_at = Some(credentials::now_epoch());
+                l.error = None;
+                None
+            }
+            Err(e) => {
+                let e = e.to_string();
+                let new = l.error.as_deref() != Some(e.as_str());
+                l.error = Some(e.clone());
+                new.then_some(e)
+            }
+        };
+        let mut union = Revocations::default();
+        for r in self.lists.iter().filter_map(|l| l.last.as_ref()) {
+            union.extend(r);
+        }
+        (self.tasks.apply_list(union), failure)
+    }
+
+    /// `tether status`'s revocation lists.
+    pub(super) fn lists_status(&self) -> Vec<serde_json::Value> {
+        self.lists
+            .iter()
+            .map(|l| {
+                json!({"list": l.config.source.describe(), "every_s": l.config.every.as_secs(),
+                       "entries": l.last.as_ref().map(Revocations::len), "read_at": l.read_at,
+                       "error": l.error})
+            })
+            .collect()
+    }
+
+    pub(super) fn list_configs(&self) -> Vec<ListConfig> {
+        self.lists.iter().map(|l| l.config.clone()).collect()
     }
 
     pub(super) fn get(&self, id: u32) -> Option<&Task> {

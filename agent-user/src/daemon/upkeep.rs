@@ -6,7 +6,14 @@ use tracing::{error, info, warn};
 
 use super::Daemon;
 use crate::{
-    credentials::Resolved, lineage::Reason, ocsf::objects::Details, pods::kube::PodChange, selectors::Candidate,
+    credentials::{
+        Resolved,
+        revocations::{ListError, Revocations},
+    },
+    lineage::Reason,
+    ocsf::objects::Details,
+    pods::kube::PodChange,
+    selectors::Candidate,
 };
 
 impl Daemon {
@@ -46,6 +53,22 @@ impl Daemon {
                 let c = d.pods.with_pod(c);
                 c.pod.as_ref().is_some_and(|p| p.uid == pod.uid) && d.tracking.selectors().matching(&c).is_some()
             });
+        }
+    }
+
+    /// Revocation list `index` was read: the tasks it names are cut off in the kernel now.
+    pub(super) fn listed(&mut self, index: usize, read: Result<Revocations, ListError>) {
+        let (revoked, failure) = self.tasks.listed(index, read);
+        if let Some(e) = failure {
+            warn!("revocation list (keeping the last one read): {e}");
+        }
+        for id in &revoked {
+            self.cut_off(*id);
+            let jti = self.tasks.get(*id).map(|t| t.jti().to_string()).unwrap_or_default();
+            info!(jti = %jti, task = id, "task revoked: on a revocation list");
+        }
+        if !revoked.is_empty() {
+            self.save_state();
         }
     }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::{
     credentials::{
         carriers::{BookError, ScopeBook, Unknown},
+        revocations::{self, ListConfig},
         scope::ScopeSpec,
         trust::Trust,
     },
@@ -60,6 +61,9 @@ struct PolicyFile {
     /// Scopes bound to identities (the current actor), for credentials that carry none.
     #[serde(default)]
     identities: BTreeMap<String, ScopeSpec>,
+    /// Revocation lists (task ids and transactions), each read again every `every` seconds.
+    #[serde(default)]
+    revocations: Vec<RevocationEntry>,
     /// observe | enforce, for every rule that does not set its own.
     #[serde(default)]
     mode: Option<Mode>,
@@ -152,6 +156,30 @@ impl TrustEntry {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RevocationEntry {
+    /// An absolute file path or an https:// URL.
+    list: String,
+    /// Seconds between reads (default 60, at least 1).
+    #[serde(default)]
+    every: Option<u64>,
+}
+
+impl RevocationEntry {
+    fn config(self) -> Result<ListConfig, String> {
+        let source = revocations::Source::parse(self.list.trim()).map_err(|e| e.to_string())?;
+        let every = match self.every {
+            None => revocations::DEFAULT_EVERY,
+            Some(s) if std::time::Duration::from_secs(s) < revocations::MIN_EVERY => {
+                return Err(format!("revocations: every {s}: at least 1 second"));
+            }
+            Some(s) => std::time::Duration::from_secs(s),
+        };
+        Ok(ListConfig { source, every })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AgentSelector {
     id: String,
     #[serde(default)]
@@ -180,6 +208,8 @@ pub struct Policy {
     pub scopes: ScopeBook,
     /// Whether a rule file set `unknown_scopes`.
     pub unknown_set: bool,
+    /// Revocation lists.
+    pub revocations: Vec<ListConfig>,
     /// The containment rules as written (merged over files) ...
     pub containment: ContainmentSpec,
     /// ... and compiled.
@@ -244,6 +274,10 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         trust.push(t.trust().map_err(|e| invalid(format!("trust: {e}")))?);
     }
     let unknown_set = parsed.unknown_scopes.is_some();
+    let mut lists = Vec::new();
+    for r in parsed.revocations {
+        lists.push(r.config().map_err(invalid)?);
+    }
     let scopes = ScopeBook::compile(parsed.scopes, parsed.identities, parsed.unknown_scopes).map_err(|e| {
         let key = match &e {
             BookError::Bundle { name, .. } => Some(name.clone()),
@@ -286,6 +320,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         trust,
         scopes,
         unknown_set,
+        revocations: lists,
         containment,
         rules,
     })
@@ -362,6 +397,7 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
     let mut trust = Vec::new();
     let mut scopes = ScopeBook::default();
     let mut unknown: Option<Unknown> = None;
+    let mut lists = Vec::new();
     let mut containment = ContainmentSpec::default();
     let mut last = String::new();
     for p in paths {
@@ -382,6 +418,7 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
             selectors.push(sel);
         }
         trust.extend(s.trust);
+        lists.extend(s.revocations);
         if s.unknown_set {
             if unknown.is_some_and(|u| u != s.scopes.unknown) {
                 return Err(PolicyError::Invalid {
@@ -409,6 +446,7 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
         trust,
         scopes,
         unknown_set: unknown.is_some(),
+        revocations: lists,
         containment,
         rules,
     })
@@ -454,6 +492,9 @@ mod tests {
             "version: 1\nunknown_scopes: maybe\n",
             "version: 1\nscopes: {a: {exec: [/x], run: [/y]}}\n",
             "version: 1\nidentities: {\"spiffe://td/a\": {bogus: 1}}\n",
+            "version: 1\nrevocations: [{list: /r.json, every: 0}]\n",
+            "version: 1\nrevocations: [{list: http://x/r.json}]\n",
+            "version: 1\nrevocations: [{every: 5}]\n",
         ] {
             assert!(parse("x.yaml", bad).is_err(), "parser accepts {bad:?}");
             assert!(!validator.is_valid(&as_json(bad)), "schema accepts {bad:?}");

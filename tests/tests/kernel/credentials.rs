@@ -312,6 +312,66 @@ fn expiry_is_carried_by_the_kernel_and_revocation_applies_at_once() {
     assert_eq!(meta[0]["severity_id"], 4);
 }
 
+/// A revocation list every node reads (a file here; an https:// URL is read the same way):
+/// naming a running task's jti cuts the task off in the kernel at the list's next read (enforce
+/// mode, `expired: kill`: its next exec is killed), and the credential never binds again.
+#[test]
+fn a_task_named_on_a_revocation_list_is_cut_off_in_the_kernel() {
+    let issuer = Issuer::new();
+    let (_t, dir) = test_dir();
+    let list = dir.join("revoked.json");
+    std::fs::write(&list, r#"{"jti": [], "txn": ["some-other-txn"]}"#).unwrap();
+    let policy = format!(
+        "version: 1\nagents: []\nmode: enforce\nactions:\n  expired: {{action: kill, severity: high}}\n\
+         revocations:\n  - {{list: \"{}\", every: 1}}\n",
+        list.display()
+    );
+    let d = Daemon::start_with(Some(&policy), &issuer.trust_arg(), &[]);
+    let token = issuer.token_file(&issuer.request("task-listed", &["agent"], scope(&["/**"], &[], &["/"])));
+    let mut child = spawn_with_token(
+        &d,
+        &token,
+        &dir,
+        "cd \"$DIR\"; echo a > l1.txt; while true; do echo t > tick.txt; /bin/sleep 0.05; done",
+    );
+    wait_for(&dir.join("l1.txt"));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "runs while the list does not name it"
+    );
+    super::poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let l = d.status()["revocation_lists"].clone();
+            if l[0]["entries"] == 1 { Ok(()) } else { Err(l) }
+        },
+        |l| format!("the list was never read: {l}"),
+    );
+    std::fs::write(&list, r#"{"jti": ["task-listed"], "issued_by": "soc"}"#).unwrap();
+    // Cut off at the list's next read: the loop's next exec and its next write are killed
+    // (the write is the shell's own).
+    let status = super::poll(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || child.try_wait().unwrap().ok_or(()),
+        |()| "the listed task was never cut off".to_string(),
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    // The credential never binds again.
+    let out = exec_with_token(&d, &token, &dir, "echo x > \"$DIR\"/again.txt");
+    assert_eq!(out.status.code(), Some(126), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("revocation list"),
+        "{out:?}"
+    );
+    assert!(!dir.join("again.txt").exists());
+    let (events, log) = d.stop();
+    assert!(log.contains("on a revocation list"), "{log}");
+    assert!(!alerts(&events, "credential-revoked").is_empty(), "{events:#?}");
+}
+
 #[test]
 fn delegation_must_narrow_the_parent_task() {
     let issuer = Issuer::new();
