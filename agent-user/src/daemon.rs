@@ -275,6 +275,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut trust = policy_trust;
     trust.extend(opts.trust.iter().cloned());
+    credentials::trust::check_unique(&trust).map_err(|e| anyhow::anyhow!("--trust and the rule files: {e}"))?;
     let client = credentials::trust::https_client(opts.ca_bundle.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let keys = credentials::trust::load_all(&trust, &client).await;
     for t in &trust {

@@ -10,6 +10,8 @@ and writes one JSON object on stdout:
   {"keys": {NAME: PUBLIC-JWK (with kid NAME, and x5c when asked)},
    "private": {NAME: PRIVATE-PEM (asymmetric keys only)},
    "tokens": [COMPACT-JWS, ...]}
+A token with "malleate": true has its ECDSA signature (r, s) replaced by (r, n - s), the
+other signature of the same message that ECDSA verification accepts.
 Keys are generated afresh on every run.
 """
 
@@ -55,6 +57,23 @@ def self_signed(key, name):
         .sign(key, algorithm)
     )
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+# The orders of P-256 and P-384.
+ORDER = {
+    "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "ES384": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
+}
+
+
+def malleate(token, alg):
+    """The same token under the other valid ECDSA signature (r, n - s)."""
+    head, sig = token.rsplit(".", 1)
+    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    half = len(raw) // 2
+    r, s = raw[:half], int.from_bytes(raw[half:], "big")
+    other = r + (ORDER[alg] - s).to_bytes(half, "big")
+    return head + "." + base64.urlsafe_b64encode(other).decode().rstrip("=")
 
 
 def main():
@@ -103,6 +122,8 @@ def main():
             s = jws.JWS(json_encode(claims).encode())
             s.add_signature(key, alg=alg, protected=json_encode(protected))
             tokens.append(s.serialize(compact=True))
+        if t.get("malleate"):
+            tokens[-1] = malleate(tokens[-1], alg)
     json.dump({"keys": public, "private": pems, "tokens": tokens}, sys.stdout)
 
 

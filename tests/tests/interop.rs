@@ -141,6 +141,10 @@ fn tokens_of_real_issuer_shapes_are_accepted_with_their_scope_carrier() {
             // JWT-SVID: ES384 through jwcrypto, kid and typ JWT only, no iss, no jti, no scope.
             {"lib": "jwcrypto", "key": "svid-p384", "alg": "ES384", "kid": "svid-p384", "header": {"typ": "JWT"},
              "claims": {"sub": "spiffe://corp.test/agent/coder", "aud": ["tether"], "exp": NOW + 300, "iat": NOW}},
+            // The same JWT-SVID under the other valid ECDSA signature (r, n - s).
+            {"lib": "jwcrypto", "key": "svid-p384", "alg": "ES384", "kid": "svid-p384", "header": {"typ": "JWT"},
+             "claims": {"sub": "spiffe://corp.test/agent/coder", "aud": ["tether"], "exp": NOW + 300, "iat": NOW},
+             "malleate": true},
             // The same workload, a sibling identity under the pattern.
             {"lib": "jwcrypto", "key": "svid-p384", "alg": "ES384", "kid": "svid-p384",
              "claims": {"sub": "spiffe://corp.test/agent/tests", "aud": "tether", "exp": NOW + 300}}
@@ -200,7 +204,11 @@ fn tokens_of_real_issuer_shapes_are_accepted_with_their_scope_carrier() {
     let txn = v
         .verify(&m.tokens[2])
         .unwrap_or_else(|e| panic!("Transaction Token: {e}"));
-    assert_eq!(txn.id, "txn-8f2e", "a Transaction Token's task id is its txn");
+    assert!(
+        txn.id.starts_with("sha256:"),
+        "a token without jti is named by what was signed: {}",
+        txn.id
+    );
     assert_eq!(txn.claims.txn.as_deref(), Some("txn-8f2e"));
     assert_eq!(txn.claims.req_wl.as_deref(), Some("spiffe://corp.test/gateway"));
     assert_eq!(txn.claims.tctx, Some(json!({"action": "build"})));
@@ -208,7 +216,7 @@ fn tokens_of_real_issuer_shapes_are_accepted_with_their_scope_carrier() {
 
     let svid = v.verify(&m.tokens[3]).unwrap_or_else(|e| panic!("JWT-SVID: {e}"));
     assert_eq!(svid.issuer, "spiffe://corp.test");
-    assert!(svid.id.starts_with("svid:"), "{}", svid.id);
+    assert!(svid.id.starts_with("sha256:"), "{}", svid.id);
     assert_eq!(
         svid.scope_source,
         ScopeSource::Identity {
@@ -217,8 +225,15 @@ fn tokens_of_real_issuer_shapes_are_accepted_with_their_scope_carrier() {
         }
     );
     assert!(svid.scope.check_exec("/usr/bin/make").is_ok());
+    // The other signature of the same SVID is not another task: refused, or the same id (so
+    // it can neither be bound in a second tree nor get past a revocation).
+    assert_ne!(m.tokens[4], m.tokens[3]);
+    match v.verify(&m.tokens[4]) {
+        Ok(again) => assert_eq!(again.id, svid.id, "a second signature made a second task"),
+        Err(e) => assert!(matches!(e, TokenError::BadSignature(_)), "{e:?}"),
+    }
     let sibling = v
-        .verify(&m.tokens[4])
+        .verify(&m.tokens[5])
         .unwrap_or_else(|e| panic!("JWT-SVID sibling: {e}"));
     assert!(sibling.scope.check_exec("/usr/bin/true").is_ok());
     assert!(sibling.scope.check_exec("/usr/bin/make").is_err());

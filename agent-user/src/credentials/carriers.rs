@@ -15,7 +15,9 @@
 //!    whose values name no bundle at all, when ignored, does not count as a carrier);
 //! 4. no scope claim (a SPIFFE JWT-SVID, say): the scope the rule files' `identities:` bind to
 //!    the current actor (the outermost `act`, else `sub`): its exact entry, else the longest
-//!    pattern that matches it (`*` within one path segment, `**` across);
+//!    pattern that matches it (`*` within one path segment, `**` across, `?` one character).
+//!    A SPIFFE ID binds only in a token its own trust domain's bundle verified (another
+//!    issuer naming `spiffe://corp/...` does not get corp's bindings);
 //!
 //! else the credential carries no scope: it is refused, and the process stays under the
 //! posture for unbound agents (`actions.unbound`).
@@ -153,7 +155,11 @@ impl ScopeBook {
                 why,
             };
             CompiledScope::compile(&spec).map_err(|e| bad(e.to_string()))?;
-            let matcher = if pattern.contains(['*', '?', '[', '{']) {
+            // `*`, `**` and `?` only: a class (`[!x]`) would match `/` too.
+            if pattern.contains(['[', ']', '{', '}']) {
+                return Err(bad("classes and alternatives are not allowed: use *, ** and ?".into()));
+            }
+            let matcher = if pattern.contains(['*', '?']) {
                 let g = GlobBuilder::new(&pattern)
                     .literal_separator(true)
                     .build()
@@ -229,6 +235,9 @@ pub struct Carriers<'a> {
     pub scope: Option<&'a Value>,
     /// The current actor (outermost `act`, else `sub`).
     pub identity: &'a str,
+    /// The trusted issuer (or `spiffe://DOMAIN`) that verified the token: a SPIFFE ID binds
+    /// only in a token its own trust domain's bundle verified.
+    pub issuer: &'a str,
 }
 
 /// The task's scope and where it came from (module doc), first carrier first.
@@ -257,7 +266,9 @@ pub fn scope_of(c: Carriers, book: &ScopeBook) -> Result<(ScopeSpec, ScopeSource
             )));
         }
     }
-    match book.bound(c.identity) {
+    let spiffe_td = super::token::trust_domain(c.identity);
+    let vouched = spiffe_td.is_none_or(|td| c.issuer.strip_prefix("spiffe://") == Some(td));
+    match book.bound(c.identity).filter(|_| vouched) {
         Some(b) => Ok((
             b.spec.clone(),
             ScopeSource::Identity {
@@ -458,6 +469,7 @@ mod tests {
                 authorization_details: details.as_ref(),
                 scope: scope.as_ref(),
                 identity,
+                issuer: "spiffe://corp.test",
             },
             b,
         )
@@ -588,6 +600,23 @@ mod tests {
         ));
         // `*` stays within one segment.
         assert_eq!(exec("spiffe://corp.test/agent/x/y").unwrap().0, "/usr/bin/false");
+        // A SPIFFE ID binds only where its own trust domain's bundle verified the token.
+        let other = scope_of(
+            Carriers {
+                authorization_details: None,
+                scope: None,
+                identity: "spiffe://corp.test/agent/coder",
+                issuer: "https://idp.test",
+            },
+            &b,
+        );
+        assert!(matches!(other, Err(CarrierError::NoScope(_))), "{other:?}");
+        let bad = ScopeBook::compile(
+            BTreeMap::new(),
+            [("spiffe://corp.test/[!x]".to_string(), ScopeSpec::default())].into(),
+            None,
+        );
+        assert!(matches!(bad, Err(BookError::Identity { .. })), "{bad:?}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Task {
     pub fn state(&self, now: i64, kernel_expired: bool) -> CredState {
         if self.revoked {
             CredState::Revoked
-        } else if kernel_expired || now >= self.verified.claims.exp {
+        } else if kernel_expired || now >= self.verified.expires() {
             CredState::Expired
         } else {
             CredState::Valid
@@ -148,20 +148,15 @@ impl Tasks {
             }
         }
         if let Some(txn) = &v.claims.txn {
-            // The tasks of the caller's tree: its task and that task's parents.
-            let mut mine = Vec::new();
-            let mut at = self.by_id.get(&current);
-            while let Some(t) = at {
-                mine.push(t.id);
-                at = t.parent.and_then(|p| self.by_id.get(&p));
-            }
+            // The caller's tree: the root task above its task (none: a tree of its own).
+            let mine = self.root_task(current);
             let other = self
                 .by_txn
                 .get(txn)
                 .into_iter()
                 .flatten()
                 .copied()
-                .find(|id| !mine.contains(id) && live(*id));
+                .find(|id| (mine.is_none() || self.root_task(*id) != mine) && live(*id));
             if let Some(id) = other {
                 return Err(BindError::TxnReplay {
                     txn: txn.clone(),
@@ -197,6 +192,15 @@ impl Tasks {
 
     /// Puts back a task a previous daemon bound (a restart): same id, so the kernel's tracked
     /// entries that carry it keep meaning it; later binds are numbered after it.
+    /// The topmost task above task `id` (itself when it has no parent); None: no such task.
+    fn root_task(&self, id: u32) -> Option<u32> {
+        let mut t = self.by_id.get(&id)?;
+        while let Some(p) = t.parent.and_then(|p| self.by_id.get(&p)) {
+            t = p;
+        }
+        Some(t.id)
+    }
+
     pub fn restore(&mut self, task: Task) {
         self.next = self.next.max(task.id);
         if let Some(txn) = &task.verified.claims.txn {
@@ -238,7 +242,10 @@ impl Tasks {
             .collect();
         for id in dead {
             if let Some(t) = self.by_id.remove(&id) {
-                self.by_jti.remove(t.jti());
+                // Only if it still names this task (a later binding may have the id now).
+                if self.by_jti.get(t.jti()) == Some(&id) {
+                    self.by_jti.remove(t.jti());
+                }
                 if let Some(txn) = &t.verified.claims.txn
                     && let Some(ids) = self.by_txn.get_mut(txn)
                 {
@@ -320,6 +327,7 @@ mod tests {
             claims,
             scope: CompiledScope::compile(&spec).unwrap(),
             scope_source: crate::credentials::carriers::ScopeSource::ScopeObject,
+            leeway: 0,
         }
     }
 
@@ -339,6 +347,10 @@ mod tests {
         assert_eq!(t.bind(with_txn("a", "txn-1"), 10, 0, |_| true), Ok(Bound::New(1)));
         // Another token of the same transaction, in the same tree (a sub-agent): bound.
         assert_eq!(t.bind(with_txn("b", "txn-1"), 11, 1, |_| true), Ok(Bound::New(2)));
+        // A sibling sub-agent under the first task (another branch of the same tree): bound.
+        let mut sibling = verified("b2", &["alice", "coder", "sub2"], 100, &["/bin/**"]);
+        sibling.claims.txn = Some("txn-1".into());
+        assert_eq!(t.bind(sibling, 12, 1, |_| true), Ok(Bound::New(3)));
         // In a tree of its own while the first lives: refused, whatever its jti.
         assert_eq!(
             t.bind(with_txn("c", "txn-1"), 20, 0, |_| true),
@@ -348,9 +360,9 @@ mod tests {
             })
         );
         // Another transaction: bound.
-        assert_eq!(t.bind(with_txn("d", "txn-2"), 30, 0, |_| true), Ok(Bound::New(3)));
+        assert_eq!(t.bind(with_txn("d", "txn-2"), 30, 0, |_| true), Ok(Bound::New(4)));
         // Once the transaction's trees are gone, it may begin elsewhere.
-        assert_eq!(t.bind(with_txn("e", "txn-1"), 40, 0, |id| id == 3), Ok(Bound::New(4)));
+        assert_eq!(t.bind(with_txn("e", "txn-1"), 40, 0, |id| id == 4), Ok(Bound::New(5)));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub const AUDIENCE: &str = "tether";
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Default longest delegation chain (principal excluded), configurable.
 pub const DEFAULT_MAX_CHAIN: usize = 8;
+/// At most this many keys are tried for a token without a `kid`.
+pub const MAX_CANDIDATES: usize = 4;
 /// The header members a JWT-SVID may carry (SPIFFE JWT-SVID 3).
 pub const SVID_HEADER: &[&str] = &["alg", "kid", "typ"];
 
@@ -71,6 +73,8 @@ pub enum TokenError {
     NotYetValid { nbf: i64, now: i64 },
     #[error("claim {0} is missing or empty")]
     MissingClaim(&'static str),
+    #[error("jti {0:?}: ids starting with sha256: are Tether's own (tokens without a jti)")]
+    ReservedJti(String),
     #[error("the actor chain is {depth} deep; at most {max} is allowed")]
     ChainTooDeep { depth: usize, max: usize },
     #[error("may_act names {may_act:?}, but the current actor is {actor:?}")]
@@ -149,6 +153,13 @@ pub struct Claims {
     pub req_wl: Option<String>,
 }
 
+impl Verified {
+    /// When the task's credential expires: `exp` with the issuer's leeway.
+    pub fn expires(&self) -> i64 {
+        self.claims.exp.saturating_add(self.leeway)
+    }
+}
+
 impl Claims {
     /// The delegation chain from the principal to the current actor: `sub`, then the actors
     /// from the innermost (first delegate) to the outermost (current).
@@ -180,8 +191,10 @@ pub struct Verified {
     /// as of then, so a task bound before its `exp` keeps its identity after it.
     pub verified_at: i64,
     pub claims: Claims,
-    /// The task id: `jti`, else `txn`, else (a JWT-SVID) `svid:` and a digest of the token.
+    /// The task id: `jti`, else `sha256:` and a digest of what was signed.
     pub id: String,
+    /// Seconds of clock skew the issuer allows: the task's expiry is `exp` + this.
+    pub leeway: i64,
     /// The trusted issuer (or `spiffe://DOMAIN`) whose keys verified it.
     pub issuer: String,
     /// Principal first, current actor last.
@@ -362,7 +375,9 @@ pub fn verify(token: &str, checks: &Checks, now: i64) -> Result<Verified, TokenE
             .filter(fits)
             .take(1)
             .collect(),
-        None => set.jwks.keys.iter().filter(fits).collect(),
+        // Without a kid every key of the type is a candidate; a bounded number (each costs
+        // a signature check).
+        None => set.jwks.keys.iter().filter(fits).take(MAX_CANDIDATES).collect(),
     };
     if candidates.is_empty() {
         let alg = format!("{:?}", u.alg);
@@ -380,10 +395,10 @@ pub fn verify(token: &str, checks: &Checks, now: i64) -> Result<Verified, TokenE
     let kid = u.kid.clone().unwrap_or_default();
     let mut outcome = Err(TokenError::BadSignature(kid.clone()));
     for jwk in candidates {
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| TokenError::NoKeys {
-            iss: issuer.clone(),
-            reason: format!("key {:?}: {e}", jwk.common.key_id.as_deref().unwrap_or("")),
-        })?;
+        // A key jsonwebtoken cannot read is skipped (the others may still verify).
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
         match jsonwebtoken::decode::<Claims>(token, &key, &validation) {
             Ok(data) => {
                 outcome = Ok(data.claims);
@@ -407,12 +422,14 @@ pub fn verify(token: &str, checks: &Checks, now: i64) -> Result<Verified, TokenE
             authorization_details: claims.authorization_details.as_ref(),
             scope: claims.scope.as_ref(),
             identity: claims.actor(),
+            issuer: &issuer,
         },
         checks.scopes,
     )?;
     let scope = CompiledScope::compile(&spec)?;
     let id = task_id(&claims, token);
     Ok(Verified {
+        leeway: accept.leeway.min(i64::MAX as u64) as i64,
         token: token.to_string(),
         verified_at: now,
         chain: claims.chain(),
@@ -424,18 +441,21 @@ pub fn verify(token: &str, checks: &Checks, now: i64) -> Result<Verified, TokenE
     })
 }
 
-/// The task id of verified claims: `jti`, else `txn`, else a digest of the token.
+/// Task ids made from a token's digest start with this; a `jti` may not.
+pub const DIGEST_ID: &str = "sha256:";
+
+/// The task id of verified claims: `jti`, else a digest of what was signed (header and
+/// claims: the same token under another valid signature, such as ECDSA's (r, n-s), is the
+/// same task).
 fn task_id(c: &Claims, token: &str) -> String {
     use sha2::Digest as _;
     if !c.jti.trim().is_empty() {
         return c.jti.clone();
     }
-    if let Some(txn) = c.txn.as_ref().filter(|t| !t.trim().is_empty()) {
-        return txn.clone();
-    }
-    let d = sha2::Sha256::digest(token.as_bytes());
-    let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("svid:{hex}")
+    let signed = token.rsplit_once('.').map_or(token, |(s, _)| s);
+    let d = sha2::Sha256::digest(signed.as_bytes());
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{DIGEST_ID}{hex}")
 }
 
 /// The time and shape checks of verified claims, as issuer `accept` wants them.
@@ -448,6 +468,9 @@ pub fn check_claims(c: &Claims, accept: &Acceptance, now: i64, max_chain: usize)
     let has_id = !c.jti.trim().is_empty() || c.txn.as_ref().is_some_and(|t| !t.trim().is_empty());
     if !spiffe && !has_id {
         return Err(TokenError::MissingClaim("jti"));
+    }
+    if c.jti.starts_with(DIGEST_ID) {
+        return Err(TokenError::ReservedJti(c.jti.clone()));
     }
     if !spiffe && c.iss.trim().is_empty() {
         return Err(TokenError::MissingClaim("iss"));

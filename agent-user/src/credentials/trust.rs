@@ -169,6 +169,10 @@ pub enum TrustError {
     NoAudience,
     #[error("typ: at least one value is needed (leave it out for the default)")]
     NoTyp,
+    #[error("issuer {0:?}: spiffe:// names are trust domains (`trust_domain:` with its `bundle:`)")]
+    SpiffeIssuer(String),
+    #[error("issuer {0:?} is trusted twice: each issuer or trust domain once, with one key source and one acceptance")]
+    Twice(String),
 }
 
 impl Trust {
@@ -184,6 +188,13 @@ impl Trust {
     /// An issuer with its keys at `jwks` (a file, an https:// URL, or `discover`), accepting
     /// what [`Acceptance::default`] accepts.
     pub fn new(issuer: &str, jwks: &str) -> Result<Trust, TrustError> {
+        if issuer.starts_with("spiffe://") {
+            return Err(TrustError::SpiffeIssuer(issuer.into()));
+        }
+        Trust::sourced(issuer, jwks)
+    }
+
+    fn sourced(issuer: &str, jwks: &str) -> Result<Trust, TrustError> {
         let source = if jwks == "discover" {
             if !issuer.starts_with("https://") {
                 return Err(TrustError::DiscoveryNotHttps(issuer.into()));
@@ -216,7 +227,7 @@ impl Trust {
         if bundle == "discover" {
             return Err(TrustError::Syntax(format!("{trust_domain}={bundle}")));
         }
-        let mut t = Trust::new(&format!("spiffe://{trust_domain}"), bundle)?;
+        let mut t = Trust::sourced(&format!("spiffe://{trust_domain}"), bundle)?;
         t.accept.profile = Profile::Spiffe {
             trust_domain: trust_domain.into(),
         };
@@ -261,6 +272,18 @@ impl Trust {
         self.accept.leeway = seconds;
         self
     }
+}
+
+/// Refuses an issuer (or trust domain) named twice: the later entry would silently replace
+/// the earlier one's keys and acceptance.
+pub fn check_unique(trust: &[Trust]) -> Result<(), TrustError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for t in trust {
+        if !seen.insert(t.issuer.as_str()) {
+            return Err(TrustError::Twice(t.issuer.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// A usable key set, as fetched or read.
@@ -709,6 +732,13 @@ mod tests {
             }
         );
         assert!(matches!(Trust::spiffe("Corp/x", "/b"), Err(TrustError::TrustDomain(_))));
+        assert!(matches!(
+            Trust::parse("spiffe://corp=/j"),
+            Err(TrustError::SpiffeIssuer(_))
+        ));
+        let twice = [Trust::parse("i=/a").unwrap(), Trust::parse("i=/b").unwrap()];
+        assert_eq!(check_unique(&twice), Err(TrustError::Twice("i".into())));
+        assert!(check_unique(&twice[..1]).is_ok());
     }
 
     #[test]

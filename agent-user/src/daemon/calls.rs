@@ -198,7 +198,7 @@ impl Daemon {
                 Ok(json!({"pid": pid, "task": self.tasks.json(id), "sandbox": self.sandbox_plan(Some(id))}))
             }
             Ok(Bound::New(id)) => {
-                let exp = self.tasks.get(id).map(|t| t.verified.claims.exp).unwrap_or(0);
+                let exp = self.tasks.get(id).map(|t| t.verified.expires()).unwrap_or(0);
                 let expires_ns = self.exp_boot_ns(exp);
                 let mut entry = self
                     .kernel

@@ -273,6 +273,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
     for t in parsed.trust {
         trust.push(t.trust().map_err(|e| invalid(format!("trust: {e}")))?);
     }
+    crate::credentials::trust::check_unique(&trust).map_err(|e| invalid(format!("trust: {e}")))?;
     let unknown_set = parsed.unknown_scopes.is_some();
     let mut lists = Vec::new();
     for r in parsed.revocations {
@@ -418,6 +419,10 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
             selectors.push(sel);
         }
         trust.extend(s.trust);
+        crate::credentials::trust::check_unique(&trust).map_err(|e| PolicyError::Invalid {
+            file: name.clone(),
+            message: format!("trust: {e}"),
+        })?;
         lists.extend(s.revocations);
         if s.unknown_set {
             if unknown.is_some_and(|u| u != s.scopes.unknown) {
