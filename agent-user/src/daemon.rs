@@ -207,6 +207,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (selectors, policy_trust, containment) = (policy.selectors, policy.trust, policy.containment);
     let scopes = Arc::new(policy.scopes);
     let lists = policy.revocations;
+    let workload = policy.workload;
     // The rules, with the built-in guardrail over Tether's own files.
     let rulebook = rulebook::Rulebook::new(containment, opts.policies.clone(), tether_files(&opts))
         .map_err(|e| anyhow::anyhow!("rules: {e}"))?;
@@ -222,6 +223,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         anyhow::bail!(
             "agent selector {:?} selects by namespace or pod_labels, but pod identity is off (not in a cluster: give --kube-api, --kube-ca and --kube-token-file)",
             s.id
+        );
+    }
+    if kube.is_none()
+        && workload
+            .as_ref()
+            .is_some_and(|w| w.must_match != credentials::workload::MustMatch::Off)
+    {
+        anyhow::bail!(
+            "workload_identity.actor_must_match checks the pod's service account, but pod identity is off (not in a cluster: give --kube-api, --kube-ca and --kube-token-file)"
         );
     }
     if kube.is_none()
@@ -305,6 +315,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             scopes.clone(),
             trust.clone(),
             lists,
+            workload.clone(),
             opts.max_chain,
             resolved_tx,
         ),

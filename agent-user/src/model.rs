@@ -172,6 +172,8 @@ pub struct PodMeta {
     pub name: String,
     pub uid: String,
     pub labels: BTreeMap<String, String>,
+    /// `spec.serviceAccountName` (`default` where the pod names none): its workload identity.
+    pub service_account: String,
 }
 
 /// The runtime that made a container cgroup, as far as its name tells.

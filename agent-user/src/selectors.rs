@@ -647,6 +647,7 @@ mod tests {
                 name: "p".into(),
                 uid: "u".into(),
                 labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                service_account: "default".into(),
             }))
         };
         let c = |comm: &str, pod| Candidate {

@@ -8,6 +8,7 @@ pub mod scope;
 pub mod tasks;
 pub mod token;
 pub mod trust;
+pub mod workload;
 
 /// Seconds since the epoch.
 pub fn now_epoch() -> i64 {

@@ -12,6 +12,7 @@ use crate::{
     credentials::{
         tasks::{BindError, Bound},
         token::Verified,
+        workload::{MustMatch, Workload},
     },
     lineage::{Reason, ticks_to_ns},
     model::Mode,
@@ -191,6 +192,25 @@ impl Daemon {
             self.alert_refused(pid, "credential-refused", &reason);
             return Err(ApiError::new(403, reason));
         }
+        // The identity check: the current actor against the pod's service account.
+        if let Some(check) = self.tasks.workload().cloned() {
+            let pod = self.pods.pod_of(pid);
+            let at = match &pod {
+                None => Workload::None,
+                Some(Ok(p)) => Workload::Pod(p),
+                Some(Err(uid)) => Workload::UnknownPod(uid),
+            };
+            if let Err(m) = check.check(verified.claims.actor(), at) {
+                let reason = format!("workload identity: {m}");
+                self.alert_refused(pid, "actor-mismatch", &reason);
+                if check.must_match == MustMatch::Refuse {
+                    let reason = format!("binding refused: {reason}");
+                    warn!(pid, "{reason}");
+                    return Err(ApiError::new(403, reason));
+                }
+                warn!(pid, "{reason} (actor_must_match: alert; bound)");
+            }
+        }
         let live = self.kernel.live_tasks();
         let jti = verified.id.clone();
         match self.tasks.bind(verified, pid, current, |id| live.contains(&id)) {
@@ -350,6 +370,8 @@ impl Daemon {
             "kubernetes": self.pods.status(),
             "trusted_issuers": self.tasks.issuers_status(),
             "revocation_lists": self.tasks.lists_status(),
+            "workload_identity": self.tasks.workload().map(|w| serde_json::json!({
+                "trust_domain": w.trust_domain, "actor_must_match": w.must_match})),
             "max_delegation_depth": self.tasks.max_chain(),
             "persist": self.persist_status(),
             "sandboxes": self.sandboxes.json(|id| self.tasks.get(id).map(|t| t.jti().to_string())),

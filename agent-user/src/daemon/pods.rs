@@ -102,6 +102,17 @@ impl Pods {
         }
     }
 
+    /// The pod process `pid` runs in (its cgroup names the pod), for the identity check:
+    /// None where it runs in no pod or pod identity is off; the pod's uid alone where the
+    /// cache does not know the pod (yet).
+    pub(super) fn pod_of(&self, pid: u32) -> Option<Result<Arc<PodMeta>, String>> {
+        let KubeView { pods, .. } = self.kube.as_ref()?;
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let uid = crate::pods::cgroup_path::parse(path).pod_uid?;
+        Some(pods.read().expect("pod cache lock").get_live(&uid).ok_or(uid))
+    }
+
     /// A process `c` as the selectors see it: with its pod, when the node's pods are known.
     pub(super) fn with_pod(&self, c: &Candidate) -> Candidate {
         let mut c = c.clone();

@@ -388,7 +388,11 @@ impl Daemon {
                     reason: reason.to_string(),
                 },
                 time_ns: None,
-                severity_id: if kind == "delegation-escalation" { 4 } else { 3 },
+                severity_id: if matches!(kind, "delegation-escalation" | "actor-mismatch") {
+                    4
+                } else {
+                    3
+                },
                 outcome: None,
             };
             ocsf::finding(&self.ctx, seq, f, identity)

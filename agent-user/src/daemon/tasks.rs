@@ -15,6 +15,7 @@ use crate::{
         tasks::{BindError, Bound, CredState, Task, Tasks},
         token::{self, Keys, TokenError, Verified},
         trust::{Profile, Trust},
+        workload::{MustMatch, WorkloadCheck},
     },
     ocsf::TaskView,
     persist::SavedTask,
@@ -33,6 +34,8 @@ pub(super) struct TaskBook {
     resolved_tx: mpsc::UnboundedSender<(u32, Resolved)>,
     /// The revocation lists, with what each last gave.
     lists: Vec<ListState>,
+    /// The identity check of the rule files (None: off).
+    workload: Option<WorkloadCheck>,
 }
 
 /// One revocation list: its last good read, and its last failure since.
@@ -49,6 +52,7 @@ impl TaskBook {
         scopes: Arc<ScopeBook>,
         trust: Vec<Trust>,
         lists: Vec<ListConfig>,
+        workload: Option<WorkloadCheck>,
         max_chain: usize,
         resolved_tx: mpsc::UnboundedSender<(u32, Resolved)>,
     ) -> TaskBook {
@@ -59,6 +63,7 @@ impl TaskBook {
             trust,
             max_chain,
             resolved_tx,
+            workload: workload.filter(|w| w.must_match != MustMatch::Off),
             lists: lists
                 .into_iter()
                 .map(|config| ListState {
@@ -96,6 +101,11 @@ impl TaskBook {
             union.extend(r);
         }
         (self.tasks.apply_list(union), failure)
+    }
+
+    /// The identity check in force (None: off).
+    pub(super) fn workload(&self) -> Option<&WorkloadCheck> {
+        self.workload.as_ref()
     }
 
     /// `tether status`'s revocation lists.

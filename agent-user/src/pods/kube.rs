@@ -284,6 +284,14 @@ struct ListMeta {
 #[derive(serde::Deserialize)]
 struct Pod {
     metadata: ObjectMeta,
+    #[serde(default)]
+    spec: PodSpec,
+}
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PodSpec {
+    #[serde(default)]
+    service_account_name: String,
 }
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -317,6 +325,10 @@ impl Pod {
             name: m.name,
             uid: m.uid,
             labels: m.labels,
+            service_account: match self.spec.service_account_name {
+                s if s.is_empty() => "default".into(),
+                s => s,
+            },
         })
     }
 }

@@ -163,6 +163,7 @@ mod tests {
             name: format!("pod-{uid}"),
             uid: uid.into(),
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            service_account: "default".into(),
         })
     }
 

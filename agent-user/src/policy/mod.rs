@@ -14,6 +14,7 @@ use crate::{
         revocations::{self, ListConfig},
         scope::ScopeSpec,
         trust::Trust,
+        workload::{MustMatch, WorkloadCheck},
     },
     selectors::{self, Selector, UserRef},
 };
@@ -64,6 +65,9 @@ struct PolicyFile {
     /// Revocation lists (task ids and transactions), each read again every `every` seconds.
     #[serde(default)]
     revocations: Vec<RevocationEntry>,
+    /// The identity check: a credential's current actor against the pod's service account.
+    #[serde(default)]
+    workload_identity: Option<WorkloadEntry>,
     /// observe | enforce, for every rule that does not set its own.
     #[serde(default)]
     mode: Option<Mode>,
@@ -156,6 +160,14 @@ impl TrustEntry {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct WorkloadEntry {
+    /// The SPIFFE trust domain of the cluster's workload identities.
+    trust_domain: String,
+    actor_must_match: MustMatch,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RevocationEntry {
     /// An absolute file path or an https:// URL.
     list: String,
@@ -210,6 +222,8 @@ pub struct Policy {
     pub unknown_set: bool,
     /// Revocation lists.
     pub revocations: Vec<ListConfig>,
+    /// The identity check (None: no rule file sets it).
+    pub workload: Option<WorkloadCheck>,
     /// The containment rules as written (merged over files) ...
     pub containment: ContainmentSpec,
     /// ... and compiled.
@@ -279,6 +293,18 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
     for r in parsed.revocations {
         lists.push(r.config().map_err(invalid)?);
     }
+    let workload = match parsed.workload_identity {
+        None => None,
+        Some(w) => {
+            let td = w.trust_domain.trim();
+            crate::credentials::trust::Trust::spiffe(td, "/unused")
+                .map_err(|e| invalid(format!("workload_identity: {e}")))?;
+            Some(WorkloadCheck {
+                trust_domain: td.to_string(),
+                must_match: w.actor_must_match,
+            })
+        }
+    };
     let scopes = ScopeBook::compile(parsed.scopes, parsed.identities, parsed.unknown_scopes).map_err(|e| {
         let key = match &e {
             BookError::Bundle { name, .. } => Some(name.clone()),
@@ -322,6 +348,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         scopes,
         unknown_set,
         revocations: lists,
+        workload,
         containment,
         rules,
     })
@@ -399,6 +426,7 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
     let mut scopes = ScopeBook::default();
     let mut unknown: Option<Unknown> = None;
     let mut lists = Vec::new();
+    let mut workload: Option<WorkloadCheck> = None;
     let mut containment = ContainmentSpec::default();
     let mut last = String::new();
     for p in paths {
@@ -424,6 +452,15 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
             message: format!("trust: {e}"),
         })?;
         lists.extend(s.revocations);
+        if let Some(w) = s.workload {
+            if workload.as_ref().is_some_and(|x| *x != w) {
+                return Err(PolicyError::Invalid {
+                    file: name,
+                    message: "workload_identity is already set differently by an earlier rule file".into(),
+                });
+            }
+            workload = Some(w);
+        }
         if s.unknown_set {
             if unknown.is_some_and(|u| u != s.scopes.unknown) {
                 return Err(PolicyError::Invalid {
@@ -452,6 +489,7 @@ pub fn load_policy(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
         scopes,
         unknown_set: unknown.is_some(),
         revocations: lists,
+        workload,
         containment,
         rules,
     })
@@ -500,6 +538,9 @@ mod tests {
             "version: 1\nrevocations: [{list: /r.json, every: 0}]\n",
             "version: 1\nrevocations: [{list: http://x/r.json}]\n",
             "version: 1\nrevocations: [{every: 5}]\n",
+            "version: 1\nworkload_identity: {trust_domain: cluster.local, actor_must_match: maybe}\n",
+            "version: 1\nworkload_identity: {trust_domain: \"Bad/TD\", actor_must_match: refuse}\n",
+            "version: 1\nworkload_identity: {actor_must_match: refuse}\n",
         ] {
             assert!(parse("x.yaml", bad).is_err(), "parser accepts {bad:?}");
             assert!(!validator.is_valid(&as_json(bad)), "schema accepts {bad:?}");

@@ -216,6 +216,69 @@ fn a_pod_label_selects_the_pods_processes_and_every_event_names_node_container_a
     drop(cluster);
 }
 
+/// The identity check (`actor_must_match: refuse`): in the pod (service account
+/// `coding-agent` in namespace `agents`), a credential whose current actor is the pod's SPIFFE
+/// ID binds and its command runs; one naming another workload is refused, its command never
+/// runs (checked on disk) and an alert says why; outside any pod there is no workload to
+/// compare and the same credential binds.
+#[test]
+fn a_credential_naming_another_workload_is_refused_in_the_pod() {
+    use super::credentials::{Issuer, exec_with_token, scope};
+    let cluster = Cluster::start();
+    let (dir, cgroups) = (cluster.dir.clone(), &cluster.cgroups);
+    let issuer = Issuer::new();
+    let policy = "version: 1\nworkload_identity: {trust_domain: cluster.local, actor_must_match: refuse}\n";
+    let mut args = cluster.kube_args();
+    args.extend(issuer.trust_arg());
+    let d = Daemon::start_with(Some(policy), &args, &[]);
+    wait_status(&d, "the pods listed", |s| s["kubernetes"]["pods"] == 2);
+    let all = scope(&["/**"], &[], &["/"]);
+    let token = |jti: &str, actor: &str| issuer.token_file(&issuer.request(jti, &[actor], all.clone()));
+    let mine = token("task-mine", "spiffe://cluster.local/ns/agents/sa/coding-agent");
+    let other = token("task-other", "spiffe://cluster.local/ns/agents/sa/reviewer");
+    let in_pod = |token: &Path, out: &str| {
+        cgroups
+            .in_container(
+                &dir,
+                &format!(
+                    "exec {} exec --socket {} --token {} -- /bin/sh -c 'echo x > {out}'",
+                    super::tether_bin().display(),
+                    d.socket().display(),
+                    token.display()
+                ),
+            )
+            .output()
+            .unwrap()
+    };
+    let ok = in_pod(&mine, "mine.txt");
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(dir.join("mine.txt").exists());
+    let refused = in_pod(&other, "other.txt");
+    assert_eq!(refused.status.code(), Some(126), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("spiffe://cluster.local/ns/agents/sa/coding-agent"),
+        "the refusal names the workload: {err}"
+    );
+    assert!(!dir.join("other.txt").exists(), "the command never ran");
+    // Outside any pod: nothing to compare; the same credential binds.
+    let out = exec_with_token(&d, &other, &dir, "echo y > \"$DIR\"/outside.txt");
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.join("outside.txt").exists());
+    let (events, log) = d.stop();
+    let alerts = super::credentials::alerts(&events, "actor-mismatch");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}\n{log}");
+    assert!(
+        alerts[0]["unmapped"]["tether"]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("sa/reviewer"),
+        "{}",
+        alerts[0]
+    );
+    drop(cluster);
+}
+
 #[test]
 fn a_namespace_guardrail_holds_in_the_kernel_for_the_pods_processes_only() {
     let cluster = Cluster::start();
