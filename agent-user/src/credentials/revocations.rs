@@ -16,6 +16,10 @@ pub const MAX_LIST_BYTES: usize = 4 << 20;
 /// The shortest interval a rule file may ask for.
 pub const MIN_EVERY: Duration = Duration::from_secs(1);
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
+/// The longest interval a rule file may ask for.
+pub const MAX_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// How long one read of a list may take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -114,15 +118,39 @@ pub fn parse(source: &str, bytes: &[u8]) -> Result<Revocations, ListError> {
     }
 }
 
-/// Reads the list once.
+/// Reads the list once, within [`READ_TIMEOUT`].
 pub async fn load(cfg: &ListConfig, client: &reqwest::Client) -> Result<Revocations, ListError> {
+    match tokio::time::timeout(READ_TIMEOUT, read(cfg, client)).await {
+        Ok(r) => r,
+        Err(_) => Err(ListError::Unreadable {
+            list: cfg.source.describe(),
+            why: format!("not read within {} s", READ_TIMEOUT.as_secs()),
+        }),
+    }
+}
+
+async fn read(cfg: &ListConfig, client: &reqwest::Client) -> Result<Revocations, ListError> {
     let name = cfg.source.describe();
     let unreadable = |why: String| ListError::Unreadable {
         list: name.clone(),
         why,
     };
     let bytes = match &cfg.source {
-        Source::File(p) => tokio::fs::read(p).await.map_err(|e| unreadable(e.to_string()))?,
+        Source::File(p) => {
+            use tokio::io::AsyncReadExt as _;
+            // A regular file only (a FIFO would hold the read), and no more than the cap.
+            let f = tokio::fs::File::open(p).await.map_err(|e| unreadable(e.to_string()))?;
+            let meta = f.metadata().await.map_err(|e| unreadable(e.to_string()))?;
+            if !meta.is_file() {
+                return Err(unreadable("not a regular file".into()));
+            }
+            let mut body = Vec::new();
+            f.take(MAX_LIST_BYTES as u64 + 1)
+                .read_to_end(&mut body)
+                .await
+                .map_err(|e| unreadable(e.to_string()))?;
+            body
+        }
         Source::Url(u) => {
             let mut resp = client
                 .get(u)

@@ -164,6 +164,11 @@ impl Tasks {
                 });
             }
         }
+        // A process whose task (or a task above it) was revoked gets no new credential: its
+        // revocation would otherwise end with one narrower token.
+        if let Some(r) = self.revoked_above(current) {
+            return Err(BindError::Revoked(r));
+        }
         let parent = match self.by_id.get(&current) {
             Some(p) => {
                 check_delegation(&p.verified, &v)?;
@@ -192,6 +197,40 @@ impl Tasks {
 
     /// Puts back a task a previous daemon bound (a restart): same id, so the kernel's tracked
     /// entries that carry it keep meaning it; later binds are numbered after it.
+    /// The id of the first revoked task from `id` up its parents, if any.
+    fn revoked_above(&self, id: u32) -> Option<String> {
+        let mut at = self.by_id.get(&id);
+        while let Some(t) = at {
+            if t.revoked {
+                return Some(t.jti().to_string());
+            }
+            at = t.parent.and_then(|p| self.by_id.get(&p));
+        }
+        None
+    }
+
+    /// Revokes task `id` and every task below it (delegated from it, at any depth); the ids
+    /// revoked now.
+    fn revoke_tree(&mut self, id: u32) -> Vec<u32> {
+        let mut now = Vec::new();
+        let mut todo = vec![id];
+        while let Some(x) = todo.pop() {
+            if let Some(t) = self.by_id.get_mut(&x)
+                && !t.revoked
+            {
+                t.revoked = true;
+                now.push(x);
+            }
+            todo.extend(
+                self.by_id
+                    .values()
+                    .filter(|t| t.parent == Some(x) && !t.revoked)
+                    .map(|t| t.id),
+            );
+        }
+        now
+    }
+
     /// The topmost task above task `id` (itself when it has no parent); None: no such task.
     fn root_task(&self, id: u32) -> Option<u32> {
         let mut t = self.by_id.get(&id)?;
@@ -214,21 +253,34 @@ impl Tasks {
     /// Takes the revocation lists' union as last read: every task they name (by its id or
     /// its `txn`) is revoked; the ids of those revoked now.
     pub fn apply_list(&mut self, listed: Revocations) -> Vec<u32> {
+        let named: Vec<u32> = self
+            .by_id
+            .values()
+            .filter(|t| !t.revoked && listed.names(&t.verified.id, t.verified.claims.txn.as_deref()))
+            .map(|t| t.id)
+            .collect();
         let mut now = Vec::new();
-        for t in self.by_id.values_mut() {
-            if !t.revoked && listed.names(&t.verified.id, t.verified.claims.txn.as_deref()) {
-                t.revoked = true;
-                now.push(t.id);
-            }
+        for id in named {
+            now.extend(self.revoke_tree(id));
         }
         self.listed = listed;
         now
     }
 
-    pub fn revoke(&mut self, jti: &str) -> Option<u32> {
+    /// Revokes the task of `jti` and every task delegated from it; its id, and the ids of the
+    /// tasks whose processes are to be cut off (it and those below it).
+    pub fn revoke(&mut self, jti: &str) -> Option<(u32, Vec<u32>)> {
         let id = *self.by_jti.get(jti)?;
-        self.by_id.get_mut(&id)?.revoked = true;
-        Some(id)
+        self.by_id.get(&id)?;
+        self.revoke_tree(id);
+        let mut tree = vec![id];
+        let mut i = 0;
+        while i < tree.len() {
+            let x = tree[i];
+            tree.extend(self.by_id.values().filter(|t| t.parent == Some(x)).map(|t| t.id));
+            i += 1;
+        }
+        Some((id, tree))
     }
 
     /// Forgets tasks whose credential ended (expired or revoked) and that have no live
@@ -366,6 +418,42 @@ mod tests {
     }
 
     #[test]
+    fn revocation_reaches_every_task_delegated_below_and_no_new_credential_binds_there() {
+        let mut t = Tasks::default();
+        let root = verified("root", &["alice", "coder"], 100, &["/bin/**"]);
+        let child = verified("child", &["alice", "coder", "sub"], 100, &["/bin/ls"]);
+        let grandchild = verified("grand", &["alice", "coder", "sub", "subsub"], 100, &["/bin/ls"]);
+        let other = verified("other", &["bob", "coder"], 100, &["/bin/**"]);
+        assert_eq!(t.bind(root, 10, 0, |_| true), Ok(Bound::New(1)));
+        assert_eq!(t.bind(child, 11, 1, |_| true), Ok(Bound::New(2)));
+        assert_eq!(t.bind(grandchild, 12, 2, |_| true), Ok(Bound::New(3)));
+        assert_eq!(t.bind(other, 20, 0, |_| true), Ok(Bound::New(4)));
+        let (id, mut tree) = t.revoke("root").unwrap();
+        tree.sort();
+        assert_eq!((id, tree), (1, vec![1, 2, 3]));
+        assert!(t.get(2).unwrap().revoked && t.get(3).unwrap().revoked);
+        assert!(!t.get(4).unwrap().revoked);
+        // A process of the revoked tree presents a narrower credential: refused.
+        let narrower = verified("fresh", &["alice", "coder", "sub", "subsub", "x"], 90, &["/bin/ls"]);
+        assert_eq!(
+            t.bind(narrower, 13, 3, |_| true),
+            Err(BindError::Revoked("grand".into()))
+        );
+        // By list: the named task and those below it.
+        let mut t2 = Tasks::default();
+        t2.bind(verified("r", &["a", "b"], 100, &["/bin/**"]), 1, 0, |_| true)
+            .unwrap();
+        t2.bind(verified("c", &["a", "b", "c"], 100, &["/bin/**"]), 2, 1, |_| true)
+            .unwrap();
+        let mut got = t2.apply_list(Revocations {
+            jti: ["r".to_string()].into(),
+            txn: Default::default(),
+        });
+        got.sort();
+        assert_eq!(got, [1, 2]);
+    }
+
+    #[test]
     fn listed_tasks_are_revoked_for_good_and_listed_credentials_never_bind() {
         let mut t = Tasks::default();
         let mut a = verified("a", &["alice", "coder"], 100, &["/bin/**"]);
@@ -438,7 +526,7 @@ mod tests {
         let mut t = Tasks::default();
         let v = verified("j", &["alice", "coder"], 100, &[]);
         t.bind(v.clone(), 10, 0, |_| true).unwrap();
-        assert_eq!(t.revoke("j"), Some(1));
+        assert_eq!(t.revoke("j"), Some((1, vec![1])));
         assert_eq!(t.get(1).unwrap().state(50, false), CredState::Revoked);
         assert!(matches!(t.bind(v, 11, 0, |_| false), Err(BindError::Revoked(_))));
         assert_eq!(t.revoke("nope"), None);

@@ -36,9 +36,11 @@ pub const DEFAULT_TYP: &[&str] = &["jwt", "at+jwt", "txntoken+jwt", "jose"];
 /// The smallest RSA key accepted.
 pub const MIN_RSA_BITS: usize = 2048;
 /// Bounds of a trust bundle's `spiffe_refresh_hint`, and how often other URLs are refreshed.
-pub const REFRESH_MIN: Duration = Duration::from_secs(30);
+pub const REFRESH_MIN: Duration = Duration::from_secs(5);
 pub const REFRESH_MAX: Duration = Duration::from_secs(24 * 3600);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
+/// A failed fetch is tried again after this.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
@@ -625,7 +627,7 @@ pub fn merge(keys: &mut Keys, issuer: &str, fetched: Result<KeySet, JwksError>) 
 
 /// Refreshes, for ever, the issuers whose keys come over HTTPS: each when its set says
 /// (a trust bundle's hint) or every [`REFRESH_EVERY`]; a failed fetch is tried again after
-/// [`REFRESH_MIN`], the last good set staying meanwhile. `failed` hears of every failure.
+/// [`RETRY_AFTER`], the last good set staying meanwhile. `failed` hears of every failure.
 pub async fn refresh(
     trust: Vec<Trust>,
     client: reqwest::Client,
@@ -645,7 +647,7 @@ pub async fn refresh(
                     .and_then(|r| r.as_ref().ok())
                     .map(KeySet::refresh_after)
             })
-            .unwrap_or(REFRESH_MIN);
+            .unwrap_or(RETRY_AFTER);
         due.insert(t.issuer.clone(), start + after);
     }
     loop {
@@ -660,7 +662,7 @@ pub async fn refresh(
             .collect();
         for t in ripe {
             let fetched = load(t, &client).await;
-            let after = fetched.as_ref().map_or(REFRESH_MIN, KeySet::refresh_after);
+            let after = fetched.as_ref().map_or(RETRY_AFTER, KeySet::refresh_after);
             if let Ok(mut k) = keys.write()
                 && let Some(e) = merge(&mut k, &t.issuer, fetched)
             {

@@ -192,6 +192,17 @@ impl Daemon {
             self.alert_refused(pid, "credential-refused", &reason);
             return Err(ApiError::new(403, reason));
         }
+        // Fail closed: no binding before every revocation list has been read once.
+        let unread = self.tasks.lists_unread();
+        if !unread.is_empty() {
+            let reason = format!(
+                "binding refused: revocation list not read yet: {} (bindings wait until it has been read)",
+                unread.join(", ")
+            );
+            warn!(pid, "{reason}");
+            self.alert_refused(pid, "credential-refused", &reason);
+            return Err(ApiError::new(503, reason));
+        }
         // The identity check: the current actor against the pod's service account.
         if let Some(check) = self.tasks.workload().cloned() {
             let pod = self.pods.pod_of(pid);
@@ -313,26 +324,43 @@ impl Daemon {
     }
 
     fn revoke(&mut self, jti: &str) -> Result<serde_json::Value, ApiError> {
-        let id = self
+        let (id, tree) = self
             .tasks
             .revoke(jti)
             .ok_or_else(|| ApiError::new(404, format!("no task with jti {jti:?}")))?;
-        self.cut_off(id);
+        self.cut_off(&tree);
         info!(jti, task = id, "task revoked");
         self.save_state();
         Ok(json!({"task": self.tasks.json(id)}))
     }
 
-    /// Task `id` was revoked: the kernel flags its processes from their next action on.
-    pub(super) fn cut_off(&mut self, id: u32) {
-        for (pid, mut e) in self.kernel.entries() {
-            if e.task == id {
+    /// Tasks `ids` were revoked: the kernel flags their processes from their next action on.
+    /// Pass after pass until a pass finds none left to flag: a child forked during a pass
+    /// inherits its parent's entry as it was, and is caught by the next (bounded: once a
+    /// parent is flagged its children are born flagged). Entries are rewritten only where
+    /// they still exist (a process that exited meanwhile is not put back).
+    pub(super) fn cut_off(&mut self, ids: &[u32]) {
+        const BPF_EXIST: u64 = 2;
+        for _ in 0..64 {
+            let left: Vec<_> = self
+                .kernel
+                .entries()
+                .into_iter()
+                .filter(|(_, e)| ids.contains(&e.task) && e.expires_ns != 1)
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            for (pid, mut e) in left {
                 e.expires_ns = 1;
-                if let Err(err) = self.kernel.write(pid, e, 0) {
+                if let Err(err) = self.kernel.write(pid, e, BPF_EXIST)
+                    && self.kernel.entry(pid).is_some()
+                {
                     warn!(pid, "revoking in the tracked map: {err}");
                 }
             }
         }
+        warn!(tasks = ?ids, "revocation: processes of the task were still being forked after 64 passes");
     }
 
     /// The status report: what the kernel allows and what is in effect, and the loss counters.

@@ -103,6 +103,19 @@ impl TaskBook {
         (self.tasks.apply_list(union), failure)
     }
 
+    /// The revocation lists never read yet (bindings wait for them: a credential a list names
+    /// must not bind because the list could not be had).
+    pub(super) fn lists_unread(&self) -> Vec<String> {
+        self.lists
+            .iter()
+            .filter(|l| l.last.is_none())
+            .map(|l| match &l.error {
+                Some(e) => format!("{} ({e})", l.config.source.describe()),
+                None => l.config.source.describe(),
+            })
+            .collect()
+    }
+
     /// The identity check in force (None: off).
     pub(super) fn workload(&self) -> Option<&WorkloadCheck> {
         self.workload.as_ref()
@@ -205,8 +218,8 @@ impl TaskBook {
         self.tasks.bind(verified, pid, current, live)
     }
 
-    /// Revokes the task of `jti`; its id.
-    pub(super) fn revoke(&mut self, jti: &str) -> Option<u32> {
+    /// Revokes the task of `jti` and those delegated from it; its id, and every task to cut off.
+    pub(super) fn revoke(&mut self, jti: &str) -> Option<(u32, Vec<u32>)> {
         self.tasks.revoke(jti)
     }
 

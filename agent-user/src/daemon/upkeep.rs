@@ -62,8 +62,8 @@ impl Daemon {
         if let Some(e) = failure {
             warn!("revocation list (keeping the last one read): {e}");
         }
+        self.cut_off(&revoked);
         for id in &revoked {
-            self.cut_off(*id);
             let jti = self.tasks.get(*id).map(|t| t.jti().to_string()).unwrap_or_default();
             info!(jti = %jti, task = id, "task revoked: on a revocation list");
         }

@@ -33,15 +33,18 @@ impl CgroupIdentity {
     }
 }
 
-/// Parses one cgroup path (the part after the second `:` of a /proc/PID/cgroup line).
+/// Parses one cgroup path (the part after the second `:` of a /proc/PID/cgroup line). The pod
+/// is the outermost pod component above any container: a process that may create cgroups
+/// below its own (root in a privileged container) can name one `pod<another uid>`, and must
+/// not become that pod.
 pub fn parse(path: &str) -> CgroupIdentity {
     let mut out = CgroupIdentity::default();
     let mut parent: Option<&str> = None;
     for comp in path.split('/').filter(|c| !c.is_empty() && *c != "..") {
         if let Some(uid) = pod_uid(comp) {
-            out.pod_uid = Some(uid);
-            // A container is below its pod: forget one seen above (none should be).
-            out.container = None;
+            if out.pod_uid.is_none() && out.container.is_none() {
+                out.pod_uid = Some(uid);
+            }
         } else if let Some(c) = container(comp, parent) {
             // The innermost container id wins (nested runtimes).
             out.container = Some(c);
@@ -215,6 +218,22 @@ mod tests {
             "9:cpu,cpuacct:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope\n"
         );
         assert_eq!(parse_proc_cgroup(&text).container, Some((ID.into(), Runtime::Crio)));
+    }
+
+    /// A process that may make cgroups below its own names one after another pod: it stays
+    /// in its own pod.
+    #[test]
+    fn a_pod_named_below_a_container_or_a_pod_is_not_the_processs_pod() {
+        let victim = "0b6c5f8e-1d2a-4c43-9d5e-7a8b9c0d1e2f";
+        for inner in [
+            format!("pod{victim}"),
+            format!("kubepods-pod{}.slice", victim.replace('-', "_")),
+        ] {
+            let path = format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope/{inner}");
+            assert_eq!(parse(&path).pod_uid.as_deref(), Some(UID), "{path}");
+            let path = format!("/kubepods/pod{UID}/{inner}/{ID}");
+            assert_eq!(parse(&path).pod_uid.as_deref(), Some(UID), "{path}");
+        }
     }
 
     #[test]

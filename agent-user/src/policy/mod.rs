@@ -181,8 +181,11 @@ impl RevocationEntry {
         let source = revocations::Source::parse(self.list.trim()).map_err(|e| e.to_string())?;
         let every = match self.every {
             None => revocations::DEFAULT_EVERY,
-            Some(s) if std::time::Duration::from_secs(s) < revocations::MIN_EVERY => {
-                return Err(format!("revocations: every {s}: at least 1 second"));
+            Some(s)
+                if std::time::Duration::from_secs(s) < revocations::MIN_EVERY
+                    || std::time::Duration::from_secs(s) > revocations::MAX_EVERY =>
+            {
+                return Err(format!("revocations: every {s}: from 1 second to 1 day (86400)"));
             }
             Some(s) => std::time::Duration::from_secs(s),
         };
@@ -536,6 +539,7 @@ mod tests {
             "version: 1\nscopes: {a: {exec: [/x], run: [/y]}}\n",
             "version: 1\nidentities: {\"spiffe://td/a\": {bogus: 1}}\n",
             "version: 1\nrevocations: [{list: /r.json, every: 0}]\n",
+            "version: 1\nrevocations: [{list: /r.json, every: 86401}]\n",
             "version: 1\nrevocations: [{list: http://x/r.json}]\n",
             "version: 1\nrevocations: [{every: 5}]\n",
             "version: 1\nworkload_identity: {trust_domain: cluster.local, actor_must_match: maybe}\n",

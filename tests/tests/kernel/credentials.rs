@@ -16,6 +16,9 @@ use tether::credentials::{
 
 use super::{Daemon, check_ocsf, netprobe_bin, tcp_listener, test_dir, tether_bin};
 
+#[path = "../support/mint.rs"]
+mod mint;
+
 const ISS: &str = "https://issuer.test";
 
 /// A development issuer in a temporary directory.
@@ -327,6 +330,16 @@ fn a_task_named_on_a_revocation_list_is_cut_off_in_the_kernel() {
         list.display()
     );
     let d = Daemon::start_with(Some(&policy), &issuer.trust_arg(), &[]);
+    // Bindings wait for every list's first read (fail closed).
+    super::poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let l = d.status()["revocation_lists"].clone();
+            if l[0]["entries"] == 1 { Ok(()) } else { Err(l) }
+        },
+        |l| format!("the list was never read: {l}"),
+    );
     let token = issuer.token_file(&issuer.request("task-listed", &["agent"], scope(&["/**"], &[], &["/"])));
     let mut child = spawn_with_token(
         &d,
@@ -338,15 +351,6 @@ fn a_task_named_on_a_revocation_list_is_cut_off_in_the_kernel() {
     assert!(
         child.try_wait().unwrap().is_none(),
         "runs while the list does not name it"
-    );
-    super::poll(
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || {
-            let l = d.status()["revocation_lists"].clone();
-            if l[0]["entries"] == 1 { Ok(()) } else { Err(l) }
-        },
-        |l| format!("the list was never read: {l}"),
     );
     std::fs::write(&list, r#"{"jti": ["task-listed"], "issued_by": "soc"}"#).unwrap();
     // Cut off at the list's next read: the loop's next exec and its next write are killed
@@ -484,9 +488,14 @@ fn a_selected_agent_binds_the_credential_in_its_environment() {
 /// A real HTTPS server on loopback (rustls, with a CA and a server certificate made by rcgen)
 /// that answers every request with `body` ([`HttpsServer::start`]), or each path with its
 /// own body and any other with 404 ([`HttpsServer::routes`]).
+/// (path, body) pairs, shared with the server's connections.
+type Routes = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
 struct HttpsServer {
     port: u16,
     ca: PathBuf,
+    /// What each path answers (changed by [`HttpsServer::set`]).
+    routes: Routes,
     _dir: tempfile::TempDir,
     _rt: tokio::runtime::Runtime,
 }
@@ -532,7 +541,8 @@ impl HttpsServer {
             .unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let routes = std::sync::Arc::new(routes(port));
+        let routes = std::sync::Arc::new(std::sync::Mutex::new(routes(port)));
+        let served = routes.clone();
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
@@ -553,9 +563,14 @@ impl HttpsServer {
                         .nth(1)
                         .unwrap_or_default()
                         .to_string();
-                    let found = routes.iter().find(|(p, _)| p.is_empty() || *p == path);
+                    let found = routes
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|(p, _)| p.is_empty() || *p == path)
+                        .map(|(_, b)| b.clone());
                     let (status, body) = match found {
-                        Some((_, b)) => ("200 OK", b.clone()),
+                        Some(b) => ("200 OK", b),
                         None => ("404 Not Found", b"{}".to_vec()),
                     };
                     let resp = format!(
@@ -571,9 +586,17 @@ impl HttpsServer {
         HttpsServer {
             port,
             ca: ca_path,
+            routes: served,
             _dir: dir,
             _rt: rt,
         }
+    }
+
+    /// Path `path` answers `body` from now on.
+    fn set(&self, path: &str, body: Vec<u8>) {
+        let mut r = self.routes.lock().unwrap();
+        r.retain(|(p, _)| p != path);
+        r.push((path.to_string(), body));
     }
 }
 
@@ -631,8 +654,6 @@ fn jwks_urls_are_fetched_over_https_and_a_down_or_garbage_url_only_refuses_its_t
 /// the txn as metadata.correlation_uid.
 #[test]
 fn an_oidc_discovered_issuers_token_binds_and_its_scope_string_holds_in_the_kernel() {
-    #[path = "../support/mint.rs"]
-    mod mint;
     let (_t, dir) = test_dir();
     std::fs::create_dir(dir.join("ok")).unwrap();
     let token = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -715,6 +736,81 @@ fn an_oidc_discovered_issuers_token_binds_and_its_scope_string_holds_in_the_kern
         w["unmapped"]["tether"]["delegation"],
         serde_json::json!(["user:alice", "service-account-coder"])
     );
+}
+
+/// A SPIFFE trust domain whose bundle is served over HTTPS with `spiffe_refresh_hint: 5`:
+/// JWT-SVIDs (minted by jwcrypto) verify against it with their identity's scope; a key the
+/// bundle does not have yet is refused; once the server's bundle has it, it verifies within
+/// the hint (the daemon refetched the bundle as it said), with no restart.
+#[test]
+fn a_spiffe_bundle_is_refetched_as_its_refresh_hint_says() {
+    let m = mint::mint(&serde_json::json!({
+        "keys": {"old": {"type": "p256"}, "new": {"type": "p384"}, "x509": {"type": "p256", "x5c": true}},
+        "tokens": [
+            {"lib": "jwcrypto", "key": "old", "alg": "ES256", "kid": "old", "header": {"typ": "JWT"},
+             "claims": {"sub": "spiffe://corp.test/agent/coder", "aud": "tether", "exp": now_epoch() + 600}},
+            {"lib": "jwcrypto", "key": "new", "alg": "ES384", "kid": "new", "header": {"typ": "JOSE"},
+             "claims": {"sub": "spiffe://corp.test/agent/coder", "aud": ["tether"], "exp": now_epoch() + 600}}
+        ]
+    }));
+    let svid_key = |name: &str| {
+        let mut k = m.key(name);
+        k["use"] = serde_json::json!("jwt-svid");
+        k
+    };
+    let mut x509 = m.key("x509");
+    x509["use"] = serde_json::json!("x509-svid");
+    let bundle = |keys: &[serde_json::Value], seq: u64| {
+        mint::jwks(
+            keys,
+            serde_json::json!({"spiffe_refresh_hint": 5, "spiffe_sequence": seq}),
+        )
+    };
+    let srv = HttpsServer::routes(|_| vec![("/bundle".into(), bundle(&[x509.clone(), svid_key("old")], 1))]);
+    let (_t, dir) = test_dir();
+    let policy = format!(
+        "version: 1\ntrust:\n  - {{trust_domain: corp.test, bundle: \"https://127.0.0.1:{}/bundle\"}}\n\
+         identities:\n  \"spiffe://corp.test/agent/coder\": {{exec: [\"/**\"], write: [\"{}/\"]}}\n",
+        srv.port,
+        dir.display()
+    );
+    let d = Daemon::start_with(
+        Some(&policy),
+        &["--ca-bundle".into(), srv.ca.display().to_string()],
+        &[],
+    );
+    let write = |name: &str, token: &str| {
+        let p = dir.join(format!("{name}.jwt"));
+        std::fs::write(&p, token).unwrap();
+        exec_with_token(&d, &p, &dir, &format!("echo ok > \"$DIR\"/{name}.txt"))
+    };
+    let out = write("old", &m.tokens[0]);
+    assert!(out.status.success(), "{out:?}");
+    let out = write("new", &m.tokens[1]);
+    assert_eq!(out.status.code(), Some(126), "a key the bundle lacks: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no key with kid \"new\""),
+        "{out:?}"
+    );
+    // The trust domain rotates: the new key joins the bundle; the daemon refetches it within
+    // the hint (5 s; 20 s allowed for a loaded machine).
+    srv.set("/bundle", bundle(&[x509.clone(), svid_key("old"), svid_key("new")], 2));
+    let path = dir.join("new.jwt");
+    super::poll(
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        || {
+            let out = exec_with_token(&d, &path, &dir, "echo ok > \"$DIR\"/new.txt");
+            if out.status.success() { Ok(()) } else { Err(out) }
+        },
+        |out| format!("the rotated bundle was never refetched: {out:?}"),
+    );
+    assert!(dir.join("new.txt").exists());
+    let (events, log) = d.stop();
+    assert!(!log.contains("refresh failed"), "{log}");
+    let w = file_event(&events, &dir.join("new.txt"));
+    assert_eq!(w["unmapped"]["tether"]["task"]["scope_source"], "identity");
+    assert_eq!(w["unmapped"]["tether"]["task"]["iss"], "", "a JWT-SVID names no issuer");
 }
 
 #[test]
