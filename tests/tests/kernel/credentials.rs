@@ -315,62 +315,84 @@ fn expiry_is_carried_by_the_kernel_and_revocation_applies_at_once() {
     assert_eq!(meta[0]["severity_id"], 4);
 }
 
-/// A revocation list every node reads (a file here; an https:// URL is read the same way):
-/// naming a running task's jti cuts the task off in the kernel at the list's next read (enforce
-/// mode, `expired: kill`: its next exec is killed), and the credential never binds again.
+/// Revocation lists every node reads, one a file and one an https:// URL (a real HTTPS
+/// server on loopback): naming a running task's jti in either cuts that task off in the kernel
+/// at the list's next read (enforce mode, `expired: kill`: its next exec and write are
+/// killed), the other task runs on, and the credential never binds again. Bindings wait for
+/// every list's first read.
 #[test]
 fn a_task_named_on_a_revocation_list_is_cut_off_in_the_kernel() {
+    use std::os::unix::process::ExitStatusExt;
     let issuer = Issuer::new();
     let (_t, dir) = test_dir();
     let list = dir.join("revoked.json");
     std::fs::write(&list, r#"{"jti": [], "txn": ["some-other-txn"]}"#).unwrap();
+    let srv = HttpsServer::routes(|_| vec![("/revoked.json".into(), br#"{"jti": ["unrelated"]}"#.to_vec())]);
     let policy = format!(
         "version: 1\nagents: []\nmode: enforce\nactions:\n  expired: {{action: kill, severity: high}}\n\
-         revocations:\n  - {{list: \"{}\", every: 1}}\n",
-        list.display()
+         revocations:\n  - {{list: \"{}\", every: 1}}\n  - {{list: \"https://127.0.0.1:{}/revoked.json\", every: 1}}\n",
+        list.display(),
+        srv.port
     );
-    let d = Daemon::start_with(Some(&policy), &issuer.trust_arg(), &[]);
+    let d = Daemon::start_with(
+        Some(&policy),
+        &[
+            issuer.trust_arg(),
+            vec!["--ca-bundle".into(), srv.ca.display().to_string()],
+        ]
+        .concat(),
+        &[],
+    );
     // Bindings wait for every list's first read (fail closed).
     super::poll(
         Duration::from_secs(10),
         Duration::from_millis(50),
         || {
             let l = d.status()["revocation_lists"].clone();
-            if l[0]["entries"] == 1 { Ok(()) } else { Err(l) }
+            if l[0]["entries"] == 1 && l[1]["entries"] == 1 {
+                Ok(())
+            } else {
+                Err(l)
+            }
         },
-        |l| format!("the list was never read: {l}"),
+        |l| format!("the lists were never read: {l}"),
     );
-    let token = issuer.token_file(&issuer.request("task-listed", &["agent"], scope(&["/**"], &[], &["/"])));
-    let mut child = spawn_with_token(
-        &d,
-        &token,
-        &dir,
-        "cd \"$DIR\"; echo a > l1.txt; while true; do echo t > tick.txt; /bin/sleep 0.05; done",
-    );
-    wait_for(&dir.join("l1.txt"));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "runs while the list does not name it"
-    );
+    let everything = scope(&["/**"], &[], &["/"]);
+    let loop_script = |tag: &str| {
+        format!("cd \"$DIR\"; echo a > {tag}1.txt; while true; do echo t > {tag}-tick.txt; /bin/sleep 0.05; done")
+    };
+    let by_file = issuer.token_file(&issuer.request("task-listed", &["agent"], everything.clone()));
+    let by_url = issuer.token_file(&issuer.request("task-url", &["agent"], everything));
+    let mut file_child = spawn_with_token(&d, &by_file, &dir, &loop_script("f"));
+    let mut url_child = spawn_with_token(&d, &by_url, &dir, &loop_script("u"));
+    wait_for(&dir.join("f1.txt"));
+    wait_for(&dir.join("u1.txt"));
+    let killed = |child: &mut std::process::Child, what: &str| {
+        let status = super::poll(
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || child.try_wait().unwrap().ok_or(()),
+            |()| format!("{what} was never cut off"),
+        );
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{what}: {status:?}");
+    };
+    // The file names the first task: it is cut off at the next read; the second runs on.
     std::fs::write(&list, r#"{"jti": ["task-listed"], "issued_by": "soc"}"#).unwrap();
-    // Cut off at the list's next read: the loop's next exec and its next write are killed
-    // (the write is the shell's own).
-    let status = super::poll(
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || child.try_wait().unwrap().ok_or(()),
-        |()| "the listed task was never cut off".to_string(),
-    );
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-    // The credential never binds again.
-    let out = exec_with_token(&d, &token, &dir, "echo x > \"$DIR\"/again.txt");
-    assert_eq!(out.status.code(), Some(126), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("revocation list"),
-        "{out:?}"
-    );
-    assert!(!dir.join("again.txt").exists());
+    killed(&mut file_child, "the task the file names");
+    assert!(url_child.try_wait().unwrap().is_none(), "a task no list names runs on");
+    // The URL names the second.
+    srv.set("/revoked.json", br#"{"jti": ["unrelated", "task-url"]}"#.to_vec());
+    killed(&mut url_child, "the task the URL names");
+    // Neither credential binds again.
+    for (token, name) in [(&by_file, "again-f.txt"), (&by_url, "again-u.txt")] {
+        let out = exec_with_token(&d, token, &dir, &format!("echo x > \"$DIR\"/{name}"));
+        assert_eq!(out.status.code(), Some(126), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("revocation list"),
+            "{out:?}"
+        );
+        assert!(!dir.join(name).exists());
+    }
     let (events, log) = d.stop();
     assert!(log.contains("on a revocation list"), "{log}");
     assert!(!alerts(&events, "credential-revoked").is_empty(), "{events:#?}");
