@@ -86,6 +86,22 @@ const VM_SKIP: &[(&str, &str)] = &[
         "delegation is checked in userspace before anything reaches the kernel",
     ),
     (
+        "credentials::an_oidc_discovered_issuers_token_binds_and_its_scope_string_holds_in_the_kernel",
+        "discovery, verification and the scope carriers are userspace (and its tokens are minted by PyJWT, which the VMs do not have); a scope's hold in the kernel by containment::enforce_refuses_out_of_scope_actions_and_observe_reports_what_it_would_have_done",
+    ),
+    (
+        "credentials::a_spiffe_bundle_is_refetched_as_its_refresh_hint_says",
+        "key fetching and verification are userspace (tokens minted by jwcrypto, not in the VMs)",
+    ),
+    (
+        "credentials::a_task_named_on_a_revocation_list_is_cut_off_in_the_kernel",
+        "lists are read in userspace; the kernel side of a revocation by credentials::expiry_is_carried_by_the_kernel_and_revocation_applies_at_once",
+    ),
+    (
+        "pods::a_credential_naming_another_workload_is_refused_in_the_pod",
+        "refused in userspace before anything reaches the kernel",
+    ),
+    (
         "containment::mode_switches_and_reloads_apply_at_runtime_and_a_bad_file_keeps_the_rules",
         "reloads are map updates from userspace; the kernel's reading of the mode by containment::enforce_refuses_out_of_scope_actions_and_observe_reports_what_it_would_have_done",
     ),
