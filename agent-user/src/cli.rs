@@ -275,6 +275,15 @@ pub enum PolicyCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Run decision fixtures (the format of policies/fixtures: a rule file, and cases of an
+    /// attempt, a credential and the expected action, rule and mode) for your own CI. Prints
+    /// each case and `N passed, M failed`; exits 1 when a case fails, 2 when a fixture or its
+    /// rule file is malformed.
+    Test {
+        /// Fixture files, or directories of them (*.yaml).
+        #[arg(required = true, value_name = "FILE-or-DIR")]
+        paths: Vec<PathBuf>,
+    },
 }
 
 /// `namespace a|b, label k=v` for `tether policy check`.
@@ -536,6 +545,29 @@ pub fn main() -> ExitCode {
             }
             if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
+        Command::Policy {
+            command: PolicyCommand::Test { paths },
+        } => match policy::fixtures::run(&paths) {
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+            Ok(results) => {
+                let failed = results.iter().filter(|r| r.failure.is_some()).count();
+                for r in &results {
+                    match &r.failure {
+                        None => println!("ok    {}: {}", r.file.display(), r.name),
+                        Some(why) => println!("FAIL  {}: {}: {why}", r.file.display(), r.name),
+                    }
+                }
+                println!("{} passed, {failed} failed", results.len() - failed);
+                if failed > 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+        },
     }
 }
 

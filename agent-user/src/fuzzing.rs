@@ -483,7 +483,7 @@ pub fn ocsf(data: &[u8]) {
         details,
         time_ns: Some(a.ktime_ns),
         severity_id: (data.len() % 7) as u8,
-        outcome: None,
+        outcome: ocsf::Concluded::Logged,
     };
     let finding = ocsf::finding(&ctx, 2, f, identity);
     assert_framed(

@@ -651,9 +651,49 @@ pub struct Finding<'a> {
     /// Event time, ns since boot (None: now).
     pub time_ns: Option<u64>,
     pub severity_id: u8,
-    /// What became of the action the finding is about (the audit event's outcome); None for
-    /// a finding about no action (a refused credential, Tether's own losses).
-    pub outcome: Option<&'a Outcome>,
+    /// What became of what the finding is about: an action's outcome (as in its audit
+    /// event), or for a finding about no action what Tether did.
+    pub outcome: Concluded<'a>,
+}
+
+/// What became of what a finding is about: its `action_id` / `disposition_id`. Allowed only
+/// where it was.
+#[derive(Debug, Clone, Copy)]
+pub enum Concluded<'a> {
+    /// An action: its audit event's outcome (refused, killed, or let through).
+    Action(&'a Outcome),
+    /// A request Tether refused before anything ran (a credential, a binding, an admin call,
+    /// tampering the kernel refused): Denied / Blocked.
+    Refused,
+    /// Seen and let be, as the rules say (an identity mismatch under `alert`): Observed /
+    /// Detected.
+    Detected,
+    /// About Tether itself (a loss, a restart, a failing sink): Observed / Logged.
+    Logged,
+    /// Tether's own kernel state was changed and Tether put it back: Modified / Corrected.
+    Corrected,
+}
+
+impl Concluded<'_> {
+    fn outcome(self) -> Outcome {
+        let (action_id, action, disposition_id, disposition, denied) = match self {
+            Concluded::Action(o) => return o.clone(),
+            Concluded::Refused => (2, "Denied", 2, "Blocked", true),
+            Concluded::Detected => (3, "Observed", 15, "Detected", false),
+            Concluded::Logged => (3, "Observed", 17, "Logged", false),
+            Concluded::Corrected => (4, "Modified", 11, "Corrected", false),
+        };
+        Outcome {
+            action_id,
+            action,
+            disposition_id,
+            disposition,
+            by: None,
+            denied,
+            killed: false,
+            after_effect: false,
+        }
+    }
 }
 
 /// An alert as an OCSF Detection Finding (2004, activity Create), for an actor where
@@ -670,14 +710,16 @@ pub fn finding(ctx: &Context, seq: u64, f: Finding, identity: Identity) -> Detec
     };
     let uid = joined(&ctx.uid_prefix, &[seq]);
     let (task, delegation) = task_data(f.task);
+    let outcome = f.outcome.outcome();
     DetectionFinding {
-        // The action's outcome, as in its audit event (refused, killed, or let through).
+        // The action's outcome, as in its audit event (refused, killed, or let through), or
+        // what Tether did about what is not an action.
         base: Base::new(
             Class::Finding,
             (1, "Create"),
             time,
             f.severity_id,
-            f.outcome,
+            Some(&outcome),
             metadata(uid.clone(), "alert", f.task),
             true,
         ),
@@ -977,14 +1019,25 @@ mod tests {
             outcome,
         };
         let v = |f| serde_json::to_value(finding(&ctx(), 1, f, Identity::default())).unwrap();
-        let v = v(f(Some(&refused)));
+        let v = v(f(Concluded::Action(&refused)));
         assert_eq!(
             (&v["action_id"], &v["action"], &v["disposition_id"], &v["disposition"]),
             (&json!(2), &json!("Denied"), &json!(2), &json!("Blocked"))
         );
-        // A finding about no action (Tether's own losses) keeps the neutral values.
-        let v = serde_json::to_value(finding(&ctx(), 2, f(None), Identity::default())).unwrap();
-        assert_eq!((&v["action_id"], &v["disposition_id"]), (&json!(1), &json!(1)));
+        // A finding about no action says what Tether did: never Allowed.
+        for (c, want) in [
+            (Concluded::Refused, (2, "Denied", 2, "Blocked")),
+            (Concluded::Detected, (3, "Observed", 15, "Detected")),
+            (Concluded::Logged, (3, "Observed", 17, "Logged")),
+            (Concluded::Corrected, (4, "Modified", 11, "Corrected")),
+        ] {
+            let v = serde_json::to_value(finding(&ctx(), 2, f(c), Identity::default())).unwrap();
+            assert_eq!(
+                (&v["action_id"], &v["action"], &v["disposition_id"], &v["disposition"]),
+                (&json!(want.0), &json!(want.1), &json!(want.2), &json!(want.3)),
+                "{c:?}"
+            );
+        }
     }
     /// One event of every kind and shape the daemon writes.
     fn samples() -> Vec<Event> {
@@ -1229,8 +1282,26 @@ mod tests {
                     details: decision_details(&decision, &denied, task.map(|t| t.state)),
                     time_ns: Some(1),
                     severity_id: decision.severity.ocsf_id(),
-                    outcome: Some(&denied),
+                    outcome: Concluded::Action(&denied),
                 };
+                // The same finding about no action, each way Tether concludes one.
+                for c in [
+                    Concluded::Refused,
+                    Concluded::Detected,
+                    Concluded::Logged,
+                    Concluded::Corrected,
+                ] {
+                    let g = Finding {
+                        outcome: c,
+                        related: None,
+                        details: Details::Empty {},
+                        ..f.clone()
+                    };
+                    check(
+                        Class::Finding,
+                        &serde_json::to_value(finding(&ctx(), 98, g, identity.clone())).unwrap(),
+                    );
+                }
                 let mut finding = finding(&ctx(), 99, f, identity.clone());
                 let mut v = serde_json::to_value(&finding).unwrap();
                 check(Class::Finding, &v);

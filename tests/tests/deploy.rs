@@ -91,6 +91,56 @@ fn the_daemonset_overlay_and_unit_pass_flags_tether_run_accepts() {
     assert!(Cli::try_parse_from(["tether", "run", "--polciy=/x"]).is_err());
 }
 
+/// The shipped unit and DaemonSet serve the agent and admin sockets where `tether exec`,
+/// `tether status` and `tether tasks` look for them by default (the quickstart on an
+/// installed node: they once served /run/tether/api.sock while the clients looked at
+/// /run/tether/tether.sock).
+#[test]
+fn the_shipped_daemon_serves_its_sockets_where_the_clients_look_by_default() {
+    use tether::cli::Command;
+    let served = |what: &str, args: &[String]| -> (PathBuf, PathBuf) {
+        let mut argv = vec!["tether".to_string()];
+        argv.extend(args.iter().cloned());
+        match Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .command
+        {
+            Command::Run {
+                socket, admin_socket, ..
+            } => (socket, admin_socket),
+            other => panic!("{what}: not `run`: {other:?}"),
+        }
+    };
+    let unit = read("deploy/systemd/tether.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart=");
+    let unit_args: Vec<String> = exec.split_whitespace().skip(1).map(str::to_string).collect();
+    let client = |args: &[&str]| Cli::try_parse_from(args).unwrap().command;
+    let exec_socket = match client(&["tether", "exec", "--", "true"]) {
+        Command::Exec { socket, .. } => socket,
+        _ => unreachable!(),
+    };
+    let status_socket = match client(&["tether", "status"]) {
+        Command::Status { socket, .. } => socket,
+        _ => unreachable!(),
+    };
+    let tasks_socket = match client(&["tether", "tasks", "list"]) {
+        Command::Tasks { admin_socket, .. } => admin_socket,
+        _ => unreachable!(),
+    };
+    for (what, args) in [
+        ("daemonset.yaml", strings(&container()["args"])),
+        ("tether.service", unit_args),
+    ] {
+        let (socket, admin) = served(what, &args);
+        assert_eq!(socket, exec_socket, "{what}: tether exec looks elsewhere");
+        assert_eq!(socket, status_socket, "{what}: tether status looks elsewhere");
+        assert_eq!(admin, tasks_socket, "{what}: tether tasks looks elsewhere");
+    }
+}
+
 #[test]
 fn the_configmap_ships_the_default_rule_file_in_observe_mode() {
     let cm = yaml("deploy/kubernetes/base/configmap.yaml");

@@ -213,13 +213,14 @@ impl Daemon {
             };
             if let Err(m) = check.check(verified.claims.actor(), at) {
                 let reason = format!("workload identity: {m}");
-                self.alert_refused(pid, "actor-mismatch", &reason);
                 if check.must_match == MustMatch::Refuse {
+                    self.alert_refused(pid, "actor-mismatch", &reason);
                     let reason = format!("binding refused: {reason}");
                     warn!(pid, "{reason}");
                     return Err(ApiError::new(403, reason));
                 }
                 warn!(pid, "{reason} (actor_must_match: alert; bound)");
+                self.alert_request(pid, "actor-mismatch", crate::ocsf::Concluded::Detected, &reason);
             }
         }
         let live = self.kernel.live_tasks();

@@ -3,6 +3,7 @@
 //! to it: [`Introduced`]) and of the sinks. Every event and alert of the daemon leaves through
 //! it, in order; a sink that fails or a spool that drops is counted and alerted here, never
 //! fatal (enforcement does not depend on delivery).
+use crate::ocsf::Concluded;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -175,6 +176,7 @@ impl Emitter {
                 warn!("{reason}");
                 self.system(
                     "events-lost",
+                    Concluded::Logged,
                     &reason,
                     Details::SpoolDropped {
                         spool_dropped: Dropped {
@@ -220,12 +222,17 @@ impl Emitter {
         error!(errors = self.metrics.sink_errors.get(), "{what} (enforcement goes on)");
         let reason = format!("a sink failed: {what}; events written there are lost until it recovers");
         let errors = self.metrics.sink_errors.get();
-        self.system("delivery-failed", &reason, Details::SinkErrors { sink_errors: errors });
+        self.system(
+            "delivery-failed",
+            Concluded::Logged,
+            &reason,
+            Details::SinkErrors { sink_errors: errors },
+        );
     }
 
     /// An alert about Tether itself (loss of events or coverage): no process, no task; it
     /// names the node.
-    pub(super) fn system(&mut self, kind: &'static str, reason: &str, details: Details) {
+    pub(super) fn system(&mut self, kind: &'static str, concluded: Concluded<'static>, reason: &str, details: Details) {
         let f = Finding {
             kind,
             title: kind.to_string(),
@@ -236,7 +243,7 @@ impl Emitter {
             details,
             time_ns: None,
             severity_id: 4,
-            outcome: None,
+            outcome: concluded,
         };
         let seq = self.take();
         let node = Identity {
@@ -461,7 +468,7 @@ mod tests {
             write(&mut e, &t, p, &ev, 1, i);
             if i % 41 == 0 {
                 // Alerts share the file, and may be what rotates it.
-                e.system("events-lost", "test", Details::Empty {});
+                e.system("events-lost", Concluded::Logged, "test", Details::Empty {});
             }
         }
         e.flush();

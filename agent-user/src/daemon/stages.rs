@@ -298,7 +298,7 @@ impl Daemon {
             details: ocsf::decision_details(d, x.outcome, task.as_ref().map(|t| t.state)),
             time_ns: Some(a.ktime_ns),
             severity_id: d.severity.ocsf_id(),
-            outcome: Some(x.outcome),
+            outcome: ocsf::Concluded::Action(x.outcome),
         };
         let finding = ocsf::finding(ctx, seq, f, identity);
         self.emitter.alert(finding, Some(fold));
@@ -369,7 +369,19 @@ impl Daemon {
     }
 
     /// An alert about a refused credential, binding or admin call of process `pid`.
+    /// An alert about a request refused before anything ran (`Concluded::Refused`), or seen
+    /// and let be as the rules say (`Concluded::Detected`).
     pub(super) fn alert_refused(&mut self, pid: u32, kind: &'static str, reason: &str) {
+        self.alert_request(pid, kind, ocsf::Concluded::Refused, reason);
+    }
+
+    pub(super) fn alert_request(
+        &mut self,
+        pid: u32,
+        kind: &'static str,
+        concluded: ocsf::Concluded<'static>,
+        reason: &str,
+    ) {
         let process = self.tracking.process(pid).cloned();
         let task_id = self.kernel.entry(pid).map(|t| t.task).unwrap_or(agent_common::NO_TASK);
         let identity = self.pods.identify(process.as_ref().map(|p| p.cgroup_id));
@@ -393,7 +405,7 @@ impl Daemon {
                 } else {
                     3
                 },
-                outcome: None,
+                outcome: concluded,
             };
             ocsf::finding(&self.ctx, seq, f, identity)
         };

@@ -1,5 +1,6 @@
 //! `--persist`: taking over from the daemon before this one, and leaving state for the next
 //! (the layout and the hand-over are described in [`crate::persist`]).
+use crate::ocsf::Concluded;
 use agent_common::{Tracked, track_reason};
 use serde_json::json;
 use tracing::{error, info, warn};
@@ -86,6 +87,7 @@ impl Daemon {
             if !s.tasks.is_empty() {
                 self.emitter.system(
                     "restart-state-lost",
+                    Concluded::Logged,
                     &reason,
                     Details::StateLost {
                         tasks: s.tasks.iter().map(|t| t.id).collect(),
@@ -100,6 +102,7 @@ impl Daemon {
             error!("handing over to generation {generation}: {e}; the previous programs stay in charge");
             self.emitter.system(
                 "restart-hand-over-failed",
+                Concluded::Logged,
                 &format!("handing over to generation {generation} failed: {e}"),
                 Details::Empty {},
             );
@@ -134,6 +137,7 @@ impl Daemon {
             warn!("{reason}");
             self.emitter.system(
                 "events-lost",
+                Concluded::Logged,
                 &reason,
                 Details::Layouts {
                     layouts: foreign_layouts,
@@ -172,8 +176,12 @@ impl Daemon {
                         t.id
                     );
                     warn!("{reason}");
-                    self.emitter
-                        .system("task-not-restored", &reason, Details::Task { task: t.id });
+                    self.emitter.system(
+                        "task-not-restored",
+                        Concluded::Logged,
+                        &reason,
+                        Details::Task { task: t.id },
+                    );
                     failed.push(json!({"task": t.id, "error": e.to_string()}));
                 }
             }

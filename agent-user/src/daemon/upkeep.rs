@@ -1,6 +1,7 @@
 //! What the event loop does between events, on timers and on news from its workers: adopting
 //! running agents, following pod changes, forgetting ended tasks, re-resolving scope host
 //! names, reporting kernel losses and checking the kernel state for tampering.
+use crate::ocsf::Concluded;
 use agent_common::counter;
 use tracing::{error, info, warn};
 
@@ -123,22 +124,26 @@ impl Daemon {
             // Losses (a full ring buffer or map) and actions the kernel could not judge
             // are alerted; read errors leave a field empty in an event that is still
             // delivered: metric and log only.
-            let (kind, what) = match m.index {
+            let (kind, concluded, what) = match m.index {
                 counter::READ_ERROR => continue,
                 counter::TAMPER => (
                     "tamper",
+                    Concluded::Refused,
                     "tracked processes reached for Tether itself (bpf(2), a signal or ptrace-family access to the daemon, ptrace of an untracked process) and were refused",
                 ),
                 counter::UNJUDGED => (
                     "unjudged-actions",
+                    Concluded::Logged,
                     "the kernel could not judge these actions; their verdict was the unjudged posture",
                 ),
                 counter::TRACKED_FULL | counter::PENDING_FULL => (
                     "events-lost",
+                    Concluded::Logged,
                     "a kernel map was full; the calls it could not hold were judged as unjudged",
                 ),
                 _ => (
                     "events-lost",
+                    Concluded::Logged,
                     "records did not fit in their ring; the verdicts still applied",
                 ),
             };
@@ -146,6 +151,7 @@ impl Daemon {
             let hook = m.index.checked_sub(counter::LOST).and_then(agent_common::hook::name);
             self.emitter.system(
                 kind,
+                concluded,
                 &reason,
                 Details::KernelCounter {
                     kernel_counter: m.name.clone(),
@@ -165,6 +171,7 @@ impl Daemon {
             );
             self.emitter.system(
                 "unjudged-actions",
+                Concluded::Logged,
                 &reason,
                 Details::KernelCounter {
                     kernel_counter: name,
@@ -194,6 +201,7 @@ impl Daemon {
             warn!("tamper: {reason}; repaired");
             self.emitter.system(
                 "tamper",
+                Concluded::Corrected,
                 &format!("Tether's kernel state was changed: {reason}; repaired"),
                 Details::Tamper(details),
             );

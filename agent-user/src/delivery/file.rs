@@ -4,6 +4,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufWriter, Write},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -26,7 +27,14 @@ fn open(path: &Path) -> Result<(BufWriter<File>, u64), FileError> {
         path: path.display().to_string(),
         source,
     };
-    let f = OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+    // Created owner-only: audit lines name every command, path and peer of the agents. An
+    // existing file keeps the mode its operator gave it.
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
     let size = f.metadata().map_err(err)?.len();
     Ok((BufWriter::with_capacity(super::SINK_BUFFER, f), size))
 }
@@ -108,6 +116,21 @@ impl RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_created_owner_only_and_rotated_files_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut f = RotatingFile::open(&path, 10, 2).unwrap();
+        f.line("first line").unwrap();
+        assert!(f.line("second line").unwrap(), "the second line rotated the file");
+        f.flush().unwrap();
+        for p in [path.clone(), rotated(&path, 1)] {
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}: {mode:o}", p.display());
+        }
+    }
 
     #[test]
     fn rotates_by_size_keeps_n_files_and_never_splits_a_line() {

@@ -867,153 +867,17 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Fixture {
-        policy: String,
-        cases: Vec<Case>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Case {
-        name: String,
-        attempt: AttemptSpec,
-        credential: CredSpec,
-        /// The pod the process runs in (namespace, labels): its guard set.
-        #[serde(default)]
-        pod: Option<PodSpec>,
-        expect: Expect,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct PodSpec {
-        namespace: String,
-        #[serde(default)]
-        labels: std::collections::BTreeMap<String, String>,
-    }
-
-    /// Exactly one of these. `write` paths are writes of the files themselves (opens);
-    /// `unix` a socket's path or `@name`; `listen` `PROTO:IP:PORT`; `grant` a socket kind or
-    /// `io_uring`.
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct AttemptSpec {
-        exec: Option<String>,
-        write: Option<Vec<String>>,
-        connect: Option<String>,
-        #[serde(default)]
-        unix: Option<String>,
-        #[serde(default)]
-        listen: Option<String>,
-        #[serde(default)]
-        grant: Option<String>,
-    }
-
-    /// "PROTO:IP:PORT" through the scope parser.
-    fn endpoint(c: &str) -> (Proto, IpAddr, u16) {
-        let s = CompiledScope::compile(&ScopeSpec {
-            connect: vec![c.to_string()],
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("fixture attempt {c}: {e}"));
-        let r = &s.connect[0];
-        let crate::credentials::scope::Host::Net(net) = r.host else {
-            panic!("fixture attempts use IP addresses: {c}")
-        };
-        (r.proto, net.addr(), r.ports.0)
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(untagged)]
-    enum CredSpec {
-        None(String),
-        Bound { state: CredState, scope: ScopeSpec },
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Expect {
-        action: String,
-        #[serde(default)]
-        rule: Option<String>,
-        #[serde(default)]
-        mode: Option<Mode>,
-    }
-
-    fn attempt(a: &AttemptSpec) -> Attempt {
-        match (&a.exec, &a.write, &a.connect, &a.unix, &a.listen, &a.grant) {
-            (Some(p), None, None, None, None, None) => Attempt::Exec { path: p.clone() },
-            (None, Some(p), None, None, None, None) => Attempt::Write {
-                paths: p.iter().map(WritePath::object).collect(),
-            },
-            (None, None, Some(c), None, None, None) => {
-                let (proto, ip, port) = endpoint(c);
-                Attempt::Connect { proto, ip, port }
-            }
-            (None, None, None, Some(u), None, None) => Attempt::Unix { name: u.clone() },
-            (None, None, None, None, Some(l), None) => {
-                let (proto, ip, port) = endpoint(l);
-                Attempt::Listen { proto, ip, port }
-            }
-            (None, None, None, None, None, Some(g)) => Attempt::Grant {
-                grant: if g == "io_uring" {
-                    Grant::IoUring
-                } else {
-                    Grant::parse(g).unwrap_or_else(|| panic!("fixture grant {g}"))
-                },
-            },
-            _ => panic!("an attempt is exactly one of exec, write, connect, unix, listen, grant: {a:?}"),
-        }
-    }
-
     /// Every fixture under policies/fixtures: the named policy must decide each case as
-    /// expected.
+    /// expected (the same runner as `tether policy test`).
     #[test]
     fn golden_fixtures() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-        let mut ran = 0;
-        for entry in std::fs::read_dir(dir.join("fixtures")).expect("policies/fixtures") {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            let fx: Fixture = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let policy =
-                crate::policy::load_policy(&[dir.join(&fx.policy)]).unwrap_or_else(|e| panic!("{}: {e}", fx.policy));
-            for c in &fx.cases {
-                let scope;
-                let cred = match &c.credential {
-                    CredSpec::None(s) => {
-                        assert_eq!(s, "none", "{}: credential is `none` or a mapping", c.name);
-                        Credential::None
-                    }
-                    CredSpec::Bound { state, scope: spec } => {
-                        scope = CompiledScope::compile(spec).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-                        Credential::Bound {
-                            state: *state,
-                            scope: &scope,
-                        }
-                    }
-                };
-                let set = policy
-                    .rules
-                    .guard_set(c.pod.as_ref().map(|p| (p.namespace.as_str(), &p.labels)));
-                let d = policy.rules.evaluate(&attempt(&c.attempt), cred, set);
-                let got = d.action.map(Action::as_str).unwrap_or("allow");
-                assert_eq!(got, c.expect.action, "{}: {}: {d:?}", path.display(), c.name);
-                if let Some(rule) = &c.expect.rule {
-                    assert_eq!(&d.rule, rule, "{}: {}", path.display(), c.name);
-                }
-                if let Some(mode) = c.expect.mode {
-                    assert_eq!(d.mode, mode, "{}: {}", path.display(), c.name);
-                }
-                ran += 1;
-            }
-        }
-        assert!(ran >= 10, "fixtures ran: {ran}");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/fixtures");
+        let results = crate::policy::fixtures::run(&[dir]).unwrap_or_else(|e| panic!("{e}"));
+        let failed: Vec<_> = results.iter().filter(|r| r.failure.is_some()).collect();
+        assert!(failed.is_empty(), "{failed:#?}");
+        assert!(results.len() >= 10, "fixtures ran: {}", results.len());
     }
 
-    /// The guardrail `attempt` hits, guardrail by guardrail (what the indexes stand for).
     fn one_by_one(rules: &Rules, attempt: &Attempt, set: u32) -> Option<(String, String)> {
         rules
             .guardrails

@@ -20,6 +20,7 @@ use crate::{
 };
 
 pub mod engine;
+pub mod fixtures;
 
 use engine::{ActionSpec, ContainmentSpec, GuardrailSpec, Mode, Rules};
 

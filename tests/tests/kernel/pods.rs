@@ -268,6 +268,14 @@ fn a_credential_naming_another_workload_is_refused_in_the_pod() {
     let (events, log) = d.stop();
     let alerts = super::credentials::alerts(&events, "actor-mismatch");
     assert_eq!(alerts.len(), 1, "{alerts:#?}\n{log}");
+    // Refused before anything ran: the finding says so (not Allowed).
+    assert_eq!(
+        (&alerts[0]["action_id"], &alerts[0]["disposition_id"]),
+        (&serde_json::json!(2), &serde_json::json!(2)),
+        "{}",
+        alerts[0]
+    );
+    super::check_ocsf(alerts[0]);
     assert!(
         alerts[0]["unmapped"]["tether"]["details"]["reason"]
             .as_str()
