@@ -484,6 +484,7 @@ pub fn ocsf(data: &[u8]) {
         time_ns: Some(a.ktime_ns),
         severity_id: (data.len() % 7) as u8,
         outcome: ocsf::Concluded::Logged,
+        rule: None,
     };
     let finding = ocsf::finding(&ctx, 2, f, identity);
     assert_framed(

@@ -654,6 +654,60 @@ pub struct Finding<'a> {
     /// What became of what the finding is about: an action's outcome (as in its audit
     /// event), or for a finding about no action what Tether did.
     pub outcome: Concluded<'a>,
+    /// The rule that decided, when one did (`policy`, `finding_info.analytic`).
+    pub rule: Option<RuleRef<'a>>,
+}
+
+/// The rule behind a finding.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleRef<'a> {
+    /// `guardrail:<id>`, `scope:<clause>`, `unbound`, `credential-expired`, ...
+    pub name: &'a str,
+    pub reason: &'a str,
+    pub enforced: bool,
+    /// ATT&CK technique ids of a guardrail.
+    pub attack: &'a [String],
+}
+
+/// The ATT&CK version the names below are from.
+const ATTACK_VERSION: &str = "v16";
+
+/// Name and tactic (uid, name) of the ATT&CK techniques the shipped guardrails use; other ids
+/// are written by their uid alone.
+fn technique(uid: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match uid {
+        "T1552.005" => ("Cloud Instance Metadata API", "TA0006", "Credential Access"),
+        "T1552.001" => ("Credentials In Files", "TA0006", "Credential Access"),
+        "T1098.004" => ("SSH Authorized Keys", "TA0003", "Persistence"),
+        "T1053.003" => ("Cron", "TA0003", "Persistence"),
+        "T1543.002" => ("Systemd Service", "TA0003", "Persistence"),
+        "T1136.001" => ("Local Account", "TA0003", "Persistence"),
+        "T1611" => ("Escape to Host", "TA0004", "Privilege Escalation"),
+        "T1610" => ("Deploy Container", "TA0005", "Defense Evasion"),
+        "T1040" => ("Network Sniffing", "TA0006", "Credential Access"),
+        "T1006" => ("Direct Volume Access", "TA0005", "Defense Evasion"),
+        "T1562.001" => ("Disable or Modify Tools", "TA0005", "Defense Evasion"),
+        _ => return None,
+    })
+}
+
+fn attacks(ids: &[String]) -> Vec<Attack> {
+    ids.iter()
+        .map(|uid| {
+            let known = technique(uid);
+            Attack {
+                technique: Technique {
+                    uid: uid.clone(),
+                    name: known.map(|k| k.0),
+                },
+                tactic: known.map(|k| Technique {
+                    uid: k.1.to_string(),
+                    name: Some(k.2),
+                }),
+                version: ATTACK_VERSION,
+            }
+        })
+        .collect()
 }
 
 /// What became of what a finding is about: its `action_id` / `disposition_id`. Allowed only
@@ -735,6 +789,13 @@ pub fn finding(ctx: &Context, seq: u64, f: Finding, identity: Identity) -> Detec
                 vendor_name: PRODUCT,
                 version: None,
             },
+            analytic: Analytic {
+                uid: f.rule.map_or(f.kind, |r| r.name).to_string(),
+                name: f.rule.map_or(f.kind, |r| r.name).to_string(),
+                type_id: 1,
+                kind: "Rule",
+            },
+            attacks: f.rule.map(|r| attacks(r.attack)).unwrap_or_default(),
             related_events: f.related.map(|r| {
                 [Related {
                     uid: r.base().metadata.uid.clone(),
@@ -742,6 +803,12 @@ pub fn finding(ctx: &Context, seq: u64, f: Finding, identity: Identity) -> Detec
                 }]
             }),
         },
+        policy: f.rule.map(|r| Policy {
+            uid: r.name.to_string(),
+            name: r.name.to_string(),
+            desc: r.reason.to_string(),
+            is_applied: r.enforced,
+        }),
         count: None,
         unmapped: Unmapped {
             tether: FindingData {
@@ -1017,6 +1084,7 @@ mod tests {
             time_ns: None,
             severity_id: 4,
             outcome,
+            rule: None,
         };
         let v = |f| serde_json::to_value(finding(&ctx(), 1, f, Identity::default())).unwrap();
         let v = v(f(Concluded::Action(&refused)));
@@ -1220,11 +1288,12 @@ mod tests {
         let view = task_view(&chain, Some(&layers));
         let decision = Decision {
             action: Some(crate::model::Action::Deny),
-            rule: "scope:connect".into(),
+            rule: "guardrail:cloud-metadata".into(),
             reason: "outside the scope".into(),
             severity: crate::model::Severity::High,
             mode: crate::model::Mode::Enforce,
             violation: None,
+            attack: vec!["T1552.005".into(), "T9999".into()],
         };
         let denied = crate::contain::outcome(
             Some(&decision),
@@ -1283,6 +1352,12 @@ mod tests {
                     time_ns: Some(1),
                     severity_id: decision.severity.ocsf_id(),
                     outcome: Concluded::Action(&denied),
+                    rule: Some(RuleRef {
+                        name: &decision.rule,
+                        reason: &decision.reason,
+                        enforced: true,
+                        attack: &decision.attack,
+                    }),
                 };
                 // The same finding about no action, each way Tether concludes one.
                 for c in [
@@ -1293,6 +1368,7 @@ mod tests {
                 ] {
                     let g = Finding {
                         outcome: c,
+                        rule: None,
                         related: None,
                         details: Details::Empty {},
                         ..f.clone()
@@ -1305,6 +1381,17 @@ mod tests {
                 let mut finding = finding(&ctx(), 99, f, identity.clone());
                 let mut v = serde_json::to_value(&finding).unwrap();
                 check(Class::Finding, &v);
+                // The rule names the finding's analytic and policy; its ATT&CK techniques are
+                // attacks, named where Tether knows them.
+                assert_eq!(v["finding_info"]["analytic"]["name"], "guardrail:cloud-metadata");
+                assert_eq!(v["finding_info"]["analytic"]["type_id"], 1);
+                assert_eq!(v["policy"]["uid"], "guardrail:cloud-metadata");
+                assert_eq!(v["policy"]["is_applied"], true);
+                let a = &v["finding_info"]["attacks"];
+                assert_eq!(a[0]["technique"]["uid"], "T1552.005");
+                assert_eq!(a[0]["technique"]["name"], "Cloud Instance Metadata API");
+                assert_eq!(a[0]["tactic"]["uid"], "TA0006");
+                assert_eq!(a[1]["technique"], json!({"uid": "T9999"}));
                 // The check can fail: a field outside the class is refused.
                 v["tether"] = json!({});
                 assert!(!errors(Class::Finding, &v).is_empty());

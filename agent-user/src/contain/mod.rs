@@ -223,6 +223,7 @@ mod tests {
             severity: Severity::High,
             mode,
             violation: None,
+            attack: Vec::new(),
         }
     }
 

@@ -244,6 +244,7 @@ impl Emitter {
             time_ns: None,
             severity_id: 4,
             outcome: concluded,
+            rule: None,
         };
         let seq = self.take();
         let node = Identity {

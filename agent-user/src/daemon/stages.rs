@@ -299,6 +299,12 @@ impl Daemon {
             time_ns: Some(a.ktime_ns),
             severity_id: d.severity.ocsf_id(),
             outcome: ocsf::Concluded::Action(x.outcome),
+            rule: Some(ocsf::RuleRef {
+                name: &d.rule,
+                reason: &d.reason,
+                enforced: d.mode == crate::model::Mode::Enforce,
+                attack: &d.attack,
+            }),
         };
         let finding = ocsf::finding(ctx, seq, f, identity);
         self.emitter.alert(finding, Some(fold));
@@ -406,6 +412,7 @@ impl Daemon {
                     3
                 },
                 outcome: concluded,
+                rule: None,
             };
             ocsf::finding(&self.ctx, seq, f, identity)
         };

@@ -363,6 +363,10 @@ pub struct DetectionFinding {
     pub is_alert: bool,
     pub device: Device,
     pub finding_info: FindingInfo,
+    /// The rule that decided (`guardrail:<id>`, `scope:<clause>`, ...), for findings a rule
+    /// made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
     /// Repeats this alert stands for (a folded alert).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -377,8 +381,51 @@ pub struct FindingInfo {
     pub desc: String,
     pub types: [&'static str; 1],
     pub product: Product,
+    /// What detected it: the rule (type Rule), or for a finding no rule made, its kind.
+    pub analytic: Analytic,
+    /// MITRE ATT&CK techniques the deciding guardrail stands against.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attacks: Vec<Attack>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub related_events: Option<[Related; 1]>,
+}
+
+/// OCSF `analytic`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analytic {
+    pub uid: String,
+    pub name: String,
+    /// 1 Rule.
+    pub type_id: u8,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// OCSF `policy`: the rule that decided, and whether it was enforced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Policy {
+    pub uid: String,
+    pub name: String,
+    pub desc: String,
+    /// The rule ran in enforce mode (observe: reported what it would have done).
+    pub is_applied: bool,
+}
+
+/// OCSF `attack`: an ATT&CK technique, with its tactic where Tether knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attack {
+    pub technique: Technique,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tactic: Option<Technique>,
+    pub version: &'static str,
+}
+
+/// OCSF `technique` / `tactic`: uid and name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Technique {
+    pub uid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'static str>,
 }
 
 /// A related event: the audit event an alert is about.

@@ -119,6 +119,9 @@ pub struct Decision {
     /// allows (the alert's details), from the one judgement that decided.
     #[serde(skip)]
     pub violation: Option<Violation>,
+    /// The ATT&CK techniques of the deciding guardrail.
+    #[serde(skip)]
+    pub attack: Vec<String>,
 }
 
 impl Decision {
@@ -133,6 +136,7 @@ impl Decision {
             severity: Severity::Medium,
             mode: Mode::Enforce,
             violation: None,
+            attack: Vec::new(),
         }
     }
 
@@ -144,6 +148,7 @@ impl Decision {
             severity: Severity::Informational,
             mode: Mode::Observe,
             violation: None,
+            attack: Vec::new(),
         }
     }
 }
@@ -175,6 +180,10 @@ pub struct GuardrailSpec {
     /// Only in these pods (a guardrail without it holds for every agent process).
     #[serde(default)]
     pub pods: Option<PodMatch>,
+    /// MITRE ATT&CK techniques the guardrail stands against (`T1552.005`, ...): its alerts'
+    /// `finding_info.attacks`.
+    #[serde(default)]
+    pub attack: Vec<String>,
 }
 
 /// The pods a guardrail holds in: their namespace is one of `namespace` (when given) AND
@@ -270,6 +279,8 @@ struct Guardrail {
     matcher: CompiledScope,
     /// Index into [`Rules::pod_matchers`]: only in the pods it matches.
     pods: Option<usize>,
+    /// ATT&CK technique ids.
+    attack: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -317,8 +328,21 @@ pub enum RuleError {
     NotSelf(String, String),
     #[error("guardrail {id:?}: pods: {reason}")]
     Pods { id: String, reason: String },
+    #[error("guardrail {id:?}: attack {technique:?} is not an ATT&CK technique id (T1234 or T1234.567)")]
+    Attack { id: String, technique: String },
     #[error("guardrail {id:?}: more than {max} different `pods:` matchers in the rules (the kernel tells {max} apart)", max = agent_common::contain::MAX_POD_MATCHERS)]
     TooManyPodMatchers { id: String },
+}
+
+/// `T1234` or `T1234.567`.
+fn attack_id(t: &str) -> bool {
+    let b = t.as_bytes();
+    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    match b.len() {
+        5 => b[0] == b'T' && digits(&b[1..]),
+        9 => b[0] == b'T' && digits(&b[1..5]) && b[5] == b'.' && digits(&b[6..]),
+        _ => false,
+    }
 }
 
 /// A pattern error in a guardrail's words (its lists are `exec`, `write`, `connect`, not a
@@ -343,6 +367,7 @@ impl RuleError {
             | RuleError::Empty(id)
             | RuleError::Duplicate(id)
             | RuleError::Pods { id, .. }
+            | RuleError::Attack { id, .. }
             | RuleError::TooManyPodMatchers { id }
             | RuleError::Reserved(id) => Some(id),
             RuleError::NoId | RuleError::NotSelf(..) => None,
@@ -378,6 +403,8 @@ fn self_guardrail(spec: &ContainmentSpec) -> Result<Option<GuardrailSpec>, RuleE
         listen: vec![],
         sockets: vec![],
         pods: None,
+        // Impair Defenses: Disable or Modify Tools.
+        attack: vec!["T1562.001".into()],
     })
     .filter(|g| !g.write.is_empty() || !g.connect.is_empty()))
 }
@@ -448,6 +475,14 @@ impl Rules {
                     })
                 }
             };
+            for t in &g.attack {
+                if !attack_id(t) {
+                    return Err(RuleError::Attack {
+                        id: g.id.clone(),
+                        technique: t.clone(),
+                    });
+                }
+            }
             guardrails.push(Guardrail {
                 id: g.id.clone(),
                 description: g.description.clone(),
@@ -456,6 +491,7 @@ impl Rules {
                 mode: g.mode.unwrap_or(mode),
                 matcher,
                 pods,
+                attack: g.attack.clone(),
             });
         }
         let class = |a: Option<ActionSpec>, default: Action| {
@@ -593,6 +629,7 @@ impl Rules {
                 severity: self.expired.severity,
                 mode: self.expired.mode,
                 violation: None,
+                attack: Vec::new(),
             };
         }
         Decision {
@@ -602,6 +639,7 @@ impl Rules {
             severity: self.unjudged.severity,
             mode: self.unjudged.mode,
             violation: None,
+            attack: Vec::new(),
         }
     }
 
@@ -620,6 +658,7 @@ impl Rules {
                 severity: g.severity,
                 mode: g.mode,
                 violation: None,
+                attack: g.attack.clone(),
             };
         }
         let decide = |c: ClassAction, rule: String, reason: String| Decision {
@@ -629,6 +668,7 @@ impl Rules {
             severity: c.severity,
             mode: c.mode,
             violation: None,
+            attack: Vec::new(),
         };
         match cred {
             Credential::None => match self.unbound {

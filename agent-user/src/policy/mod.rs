@@ -541,6 +541,7 @@ mod tests {
             "version: 1\nidentities: {\"spiffe://td/a\": {bogus: 1}}\n",
             "version: 1\nrevocations: [{list: /r.json, every: 0}]\n",
             "version: 1\nrevocations: [{list: /r.json, every: 86401}]\n",
+            "version: 1\nguardrails: [{id: g, action: deny, exec: [/x], attack: [T12]}]\n",
             "version: 1\nrevocations: [{list: http://x/r.json}]\n",
             "version: 1\nrevocations: [{every: 5}]\n",
             "version: 1\nworkload_identity: {trust_domain: cluster.local, actor_must_match: maybe}\n",

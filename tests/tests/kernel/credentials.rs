@@ -313,6 +313,15 @@ fn expiry_is_carried_by_the_kernel_and_revocation_applies_at_once() {
     );
     assert_eq!(meta[0]["unmapped"]["tether"]["details"]["would"], "deny");
     assert_eq!(meta[0]["severity_id"], 4);
+    // The rule, where a SOC queries it: policy, analytic, and the guardrail's ATT&CK technique.
+    assert_eq!(meta[0]["policy"]["uid"], "guardrail:cloud-metadata");
+    assert_eq!(meta[0]["policy"]["is_applied"], false, "observe mode");
+    assert_eq!(meta[0]["finding_info"]["analytic"]["name"], "guardrail:cloud-metadata");
+    assert_eq!(meta[0]["finding_info"]["attacks"][0]["technique"]["uid"], "T1552.005");
+    assert_eq!(
+        meta[0]["finding_info"]["attacks"][0]["tactic"]["name"],
+        "Credential Access"
+    );
 }
 
 /// Revocation lists every node reads, one a file and one an https:// URL (a real HTTPS
