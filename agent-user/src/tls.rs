@@ -59,3 +59,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// GETs `url` over `client`, reading at most `max` bytes of the body; the body, or why not
+/// (the connection, a status other than 2xx, or a body over `max`).
+pub async fn get_capped(client: &reqwest::Client, url: &str, max: usize) -> Result<Vec<u8>, String> {
+    let mut resp = client.get(url).send().await.map_err(|e| error_chain(&e))?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > max {
+            return Err(format!("more than {max} bytes"));
+        }
+    }
+    Ok(body)
+}

@@ -151,31 +151,9 @@ async fn read(cfg: &ListConfig, client: &reqwest::Client) -> Result<Revocations,
                 .map_err(|e| unreadable(e.to_string()))?;
             body
         }
-        Source::Url(u) => {
-            let mut resp = client
-                .get(u)
-                .send()
-                .await
-                .map_err(|e| unreadable(crate::tls::error_chain(&e)))?;
-            if !resp.status().is_success() {
-                return Err(unreadable(format!("HTTP {}", resp.status())));
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .map_err(|e| unreadable(crate::tls::error_chain(&e)))?
-            {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_LIST_BYTES {
-                    return Err(ListError::TooLarge {
-                        list: name,
-                        size: body.len(),
-                    });
-                }
-            }
-            body
-        }
+        Source::Url(u) => crate::tls::get_capped(client, u, MAX_LIST_BYTES)
+            .await
+            .map_err(unreadable)?,
     };
     parse(&name, &bytes)
 }

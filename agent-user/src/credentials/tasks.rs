@@ -209,24 +209,28 @@ impl Tasks {
         None
     }
 
-    /// Revokes task `id` and every task below it (delegated from it, at any depth); the ids
-    /// revoked now.
+    /// Task `id` and every task below it (delegated from it, at any depth).
+    fn tree(&self, id: u32) -> Vec<u32> {
+        let mut tree = vec![id];
+        let mut i = 0;
+        while i < tree.len() {
+            let x = tree[i];
+            tree.extend(self.by_id.values().filter(|t| t.parent == Some(x)).map(|t| t.id));
+            i += 1;
+        }
+        tree
+    }
+
+    /// Revokes task `id` and every task below it; the ids revoked now.
     fn revoke_tree(&mut self, id: u32) -> Vec<u32> {
         let mut now = Vec::new();
-        let mut todo = vec![id];
-        while let Some(x) = todo.pop() {
+        for x in self.tree(id) {
             if let Some(t) = self.by_id.get_mut(&x)
                 && !t.revoked
             {
                 t.revoked = true;
                 now.push(x);
             }
-            todo.extend(
-                self.by_id
-                    .values()
-                    .filter(|t| t.parent == Some(x) && !t.revoked)
-                    .map(|t| t.id),
-            );
         }
         now
     }
@@ -273,14 +277,7 @@ impl Tasks {
         let id = *self.by_jti.get(jti)?;
         self.by_id.get(&id)?;
         self.revoke_tree(id);
-        let mut tree = vec![id];
-        let mut i = 0;
-        while i < tree.len() {
-            let x = tree[i];
-            tree.extend(self.by_id.values().filter(|t| t.parent == Some(x)).map(|t| t.id));
-            i += 1;
-        }
-        Some((id, tree))
+        Some((id, self.tree(id)))
     }
 
     /// Forgets tasks whose credential ended (expired or revoked) and that have no live

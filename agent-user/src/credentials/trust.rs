@@ -218,14 +218,7 @@ impl Trust {
 
     /// A SPIFFE trust domain whose trust bundle is at `bundle` (a file or an https:// URL).
     pub fn spiffe(trust_domain: &str, bundle: &str) -> Result<Trust, TrustError> {
-        let ok = !trust_domain.is_empty()
-            && trust_domain.len() <= 255
-            && trust_domain
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if !ok {
-            return Err(TrustError::TrustDomain(trust_domain.into()));
-        }
+        check_trust_domain(trust_domain)?;
         if bundle == "discover" {
             return Err(TrustError::Syntax(format!("{trust_domain}={bundle}")));
         }
@@ -273,6 +266,20 @@ impl Trust {
     pub fn leeway(mut self, seconds: u64) -> Trust {
         self.accept.leeway = seconds;
         self
+    }
+}
+
+/// A SPIFFE trust domain name: lower-case letters, digits, `.`, `-`, `_`, at most 255 bytes.
+pub fn check_trust_domain(td: &str) -> Result<(), TrustError> {
+    let ok = !td.is_empty()
+        && td.len() <= 255
+        && td
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(TrustError::TrustDomain(td.into()))
     }
 }
 
@@ -530,26 +537,12 @@ pub fn https_client(ca_bundle: Option<&std::path::Path>) -> Result<reqwest::Clie
         .build()?)
 }
 
-/// GETs `url`, bounded to [`MAX_JWKS_BYTES`]; the body, or why not.
-async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let mut resp = client.get(url).send().await.map_err(|e| crate::tls::error_chain(&e))?;
-    if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status()));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| crate::tls::error_chain(&e))? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(format!("more than {MAX_JWKS_BYTES} bytes"));
-        }
-    }
-    Ok(body)
-}
-
 /// Fetches a JWKS URL.
 pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<KeySet, JwksError> {
     let fetch = |why: String| JwksError::Fetch { url: url.into(), why };
-    let bytes = get(client, url).await.map_err(fetch)?;
+    let bytes = crate::tls::get_capped(client, url, MAX_JWKS_BYTES)
+        .await
+        .map_err(fetch)?;
     parse_jwks(&bytes).map_err(|e| fetch(e.to_string()))
 }
 
@@ -583,7 +576,9 @@ pub fn jwks_uri(issuer: &str, document: &[u8]) -> Result<String, String> {
 pub async fn discover(client: &reqwest::Client, issuer: &str) -> Result<KeySet, JwksError> {
     let url = discovery_url(issuer);
     let err = |why: String| JwksError::Discovery { url: url.clone(), why };
-    let document = get(client, &url).await.map_err(err)?;
+    let document = crate::tls::get_capped(client, &url, MAX_JWKS_BYTES)
+        .await
+        .map_err(err)?;
     let jwks = jwks_uri(issuer, &document).map_err(err)?;
     fetch(client, &jwks).await
 }

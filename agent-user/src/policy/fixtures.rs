@@ -103,15 +103,9 @@ pub struct CaseResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FixtureError {
-    #[error("{0}: cannot read: {1}")]
-    Read(String, std::io::Error),
-    #[error("{file}:{line}:{column}: {message}")]
-    Syntax {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    /// The fixture file cannot be read, or is not a fixture (file:line:column).
+    #[error(transparent)]
+    File(super::PolicyError),
     #[error("{file}: policy {policy}: {source}")]
     Policy {
         file: String,
@@ -130,7 +124,12 @@ pub fn run(paths: &[PathBuf]) -> Result<Vec<CaseResult>, FixtureError> {
     for p in paths {
         if p.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| FixtureError::Read(p.display().to_string(), e))?
+                .map_err(|source| {
+                    FixtureError::File(super::PolicyError::Read {
+                        file: p.display().to_string(),
+                        source,
+                    })
+                })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
                 .collect();
@@ -152,16 +151,13 @@ pub fn run(paths: &[PathBuf]) -> Result<Vec<CaseResult>, FixtureError> {
 
 fn run_file(path: &Path) -> Result<Vec<CaseResult>, FixtureError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| FixtureError::Read(file.clone(), e))?;
-    let fx: Fixture = serde_yaml_ng::from_str(&text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        FixtureError::Syntax {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        FixtureError::File(super::PolicyError::Read {
             file: file.clone(),
-            line,
-            column,
-            message: e.to_string(),
-        }
+            source,
+        })
     })?;
+    let fx: Fixture = serde_yaml_ng::from_str(&text).map_err(|e| FixtureError::File(super::yaml_error(&file, &e)))?;
     let here = path.parent().unwrap_or(Path::new("."));
     // The fixture's directory first, then its parent (policies/fixtures/x.yaml names
     // policies/x.yaml); never the fixture itself.

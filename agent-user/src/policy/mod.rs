@@ -239,20 +239,33 @@ pub fn parse(file: &str, text: &str) -> Result<Selectors, PolicyError> {
     parse_policy(file, text).map(|p| p.selectors)
 }
 
+/// A YAML file's parse error, at its file:line:column.
+pub(crate) fn yaml_error(file: &str, e: &serde_yaml_ng::Error) -> PolicyError {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    PolicyError::Syntax {
+        file: file.into(),
+        line,
+        column,
+        message: e.to_string(),
+    }
+}
+
 /// Parses one rule file's text, with its trusted issuers.
 pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
-    let parsed: PolicyFile = serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        PolicyError::Syntax {
-            file: file.into(),
-            line,
-            column,
-            message: e.to_string(),
-        }
-    })?;
+    let parsed: PolicyFile = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(file, &e))?;
     let invalid = |message: String| PolicyError::Invalid {
         file: file.into(),
         message,
+    };
+    // An error about an entry: at the entry's line where it is found, else about the file.
+    let at = |line: Option<usize>, message: String| match line {
+        Some(line) => PolicyError::Syntax {
+            file: file.into(),
+            line,
+            column: 1,
+            message,
+        },
+        None => invalid(message),
     };
     if parsed.version != 1 {
         return Err(invalid(format!(
@@ -272,15 +285,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             namespace: a.namespace.into_iter().collect(),
             pod_labels: a.pod_labels,
         };
-        let at_line = |message: String| match line_of_id(text, &sel.id) {
-            Some(line) => PolicyError::Syntax {
-                file: file.into(),
-                line,
-                column: 1,
-                message,
-            },
-            None => invalid(message),
-        };
+        let at_line = |message: String| at(line_of_id(text, &sel.id), message);
         selectors::validate(&sel).map_err(|e| at_line(e.to_string()))?;
         if !ids.insert(sel.id.clone()) {
             return Err(at_line(format!("agent selector id {:?} is used twice", sel.id)));
@@ -301,7 +306,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         None => None,
         Some(w) => {
             let td = w.trust_domain.trim();
-            crate::credentials::trust::Trust::spiffe(td, "/unused")
+            crate::credentials::trust::check_trust_domain(td)
                 .map_err(|e| invalid(format!("workload_identity: {e}")))?;
             Some(WorkloadCheck {
                 trust_domain: td.to_string(),
@@ -315,15 +320,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             BookError::Identity { pattern, .. } => Some(pattern.clone()),
             _ => None,
         };
-        match key.and_then(|k| line_of_key(text, &k)) {
-            Some(line) => PolicyError::Syntax {
-                file: file.into(),
-                line,
-                column: 1,
-                message: e.to_string(),
-            },
-            None => invalid(e.to_string()),
-        }
+        at(key.and_then(|k| line_of_key(text, &k)), e.to_string())
     })?;
     let actions = parsed.actions.unwrap_or_default();
     let containment = ContainmentSpec {
@@ -336,16 +333,9 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
         self_protection: parsed.self_protection,
         tether: Default::default(),
     };
-    let rules = Rules::compile(&containment).map_err(|e| match e.rule_id().and_then(|id| line_of_id(text, id)) {
-        // file:line of the rule the error is about.
-        Some(line) => PolicyError::Syntax {
-            file: file.into(),
-            line,
-            column: 1,
-            message: e.to_string(),
-        },
-        None => invalid(e.to_string()),
-    })?;
+    // file:line of the rule the error is about.
+    let rules =
+        Rules::compile(&containment).map_err(|e| at(e.rule_id().and_then(|id| line_of_id(text, id)), e.to_string()))?;
     Ok(Policy {
         selectors: out,
         trust,
